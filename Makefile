@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine:
+#   make demo   run the whole system on loopback (PVE emulator, 3 agents, coordinator)
+#   make test   run the test suite
+VENV  := .venv
+STAMP := $(VENV)/.bootstrapped
+PY    := $(VENV)/bin/python
+
+.PHONY: help demo test lint format bench lock clean
+
+help:
+	@echo "make demo    run the system on loopback (SQLite, PVE emulator, agents); Ctrl-C stops it"
+	@echo "make test    run the tests (MariaDB tests need 127.0.0.1:3306; see README)"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   run the benchmarks in benchmarks/"
+
+$(STAMP): pyproject.toml requirements.lock scripts/bootstrap.sh
+	@scripts/bootstrap.sh
+
+demo: $(STAMP)
+	@$(PY) -m demo
+
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy coordinator agent shared
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	@$(PY) -m benchmarks
+
+# Re-pin the dependencies after changing pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

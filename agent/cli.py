@@ -1,0 +1,113 @@
+"""`pvesphere-agent`: run the agent on a PVE node, or check its setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from shared.config import ConfigError
+from shared.log import setup_logging
+from shared.version import VERSION
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pvesphere-agent",
+        description="pvesphere-templates agent for one Proxmox VE node: imports templates "
+        "locally and streams images to other nodes' agents.",
+        epilog="Settings come from the TOML file (--config, $PVESPHERE_AGENT_CONFIG or "
+        "/etc/pvesphere/agent.toml) and PVESPHERE_AGENT_<SETTING> environment variables.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    p.add_argument("--config", type=Path, help="TOML config file")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the agent (foreground; SIGTERM stops it)")
+    serve.add_argument("--node", help="PVE node name (setting: node; default: short host name)")
+    serve.add_argument("--host", help="listen address (setting: host)")
+    serve.add_argument("--port", type=int, help="listen port (setting: port)")
+    serve.add_argument("--coordinator-url", help="setting: coordinator_url")
+    sub.add_parser("check", help="check the config, PVE access and the coordinator, then exit")
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+    from aiohttp import web
+
+    from agent import config as config_mod
+    from agent.server import create_app
+
+    cfg = config_mod.load(
+        args.config,
+        node=args.node,
+        host=args.host,
+        port=args.port,
+        coordinator_url=args.coordinator_url,
+    )
+    setup_logging(cfg.log_level, f"agent[{cfg.node_name}]")
+    try:
+        web.run_app(
+            create_app(cfg),
+            host=cfg.host,
+            port=cfg.port,
+            print=None,
+            access_log=None,
+            loop=uvloop.new_event_loop(),
+        )
+    except OSError as exc:
+        print(
+            f"pvesphere-agent: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from agent import config as config_mod
+    from agent.pve import NodePve
+
+    cfg = config_mod.load(args.config)
+    token = cfg.resolved_agent_token()
+    ok = True
+    status = await NodePve(cfg).status()
+    if status.ok:
+        print(f"PVE: ok, version {status.version}, cluster {status.cluster_name}, node {cfg.node_name}")
+    else:
+        ok = False
+        print(f"PVE: FAILED: {status.error}")
+    try:
+        cfg.staging_dir.mkdir(parents=True, exist_ok=True)
+        print(f"staging dir: {cfg.staging_dir} ok")
+    except OSError as exc:
+        ok = False
+        print(f"staging dir: {cfg.staging_dir} FAILED: {exc.strerror}")
+    url = cfg.coordinator_url.rstrip("/") + "/healthz"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            async with s.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                print(f"coordinator {cfg.coordinator_url}: HTTP {r.status}")
+                ok = ok and r.status == 200
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        ok = False
+        print(f"coordinator {cfg.coordinator_url}: FAILED: {exc or exc.__class__.__name__}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return asyncio.run(_check(args))
+    except ConfigError as exc:
+        print(f"pvesphere-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

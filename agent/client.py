@@ -1,0 +1,93 @@
+"""How the coordinator and peer agents call an agent. Nobody else builds agent URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+
+class AgentError(Exception):
+    """The agent answered with an error (``status``, ``error`` slug, ``message``)."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+class AgentUnreachable(Exception):
+    """The agent did not answer (down, or the connection broke)."""
+
+
+class AgentClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str) -> None:
+        self.session = session
+        self.base = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = 30,
+        **kw: Any,
+    ) -> Any:
+        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        try:
+            async with self.session.request(
+                method, self.base + path, headers=self.headers, timeout=client_timeout, **kw
+            ) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = {"error": "bad_response", "message": (await resp.text())[:300]}
+                if resp.status >= 400:
+                    raise AgentError(
+                        resp.status,
+                        str(body.get("error", "agent_error")),
+                        str(body.get("message", f"agent answered {resp.status}")),
+                    )
+                return body
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise AgentUnreachable(f"agent {self.base}: {exc.__class__.__name__}: {exc}") from exc
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/health", timeout=10)
+        return result
+
+    async def upload(
+        self,
+        upload_id: int,
+        fmt: str,
+        max_bytes: int,
+        max_virtual_size: int,
+        body: AsyncIterator[bytes],
+    ) -> dict[str, Any]:
+        """Stream an image into the agent's staging; returns what the agent stored."""
+        params = {"format": fmt, "max_bytes": str(max_bytes), "max_virtual_size": str(max_virtual_size)}
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
+        )
+        return result
+
+    async def delete_staged(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/staging/{name}")
+        return result
+
+    async def start_import(self, request: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/v1/imports", json=request)
+        return result
+
+    async def get_import(self, key: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/imports/{key}")
+        return result
+
+    async def delete_vm(self, vmid: int, key_prefix: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "DELETE", f"/v1/vms/{vmid}", params={"key_prefix": key_prefix}, timeout=600
+        )
+        return result

@@ -1,0 +1,70 @@
+"""Agent settings (TOML file + PVESPHERE_AGENT_* environment variables)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import ConfigError, load_config, read_secret
+
+ENV_PREFIX = "PVESPHERE_AGENT_"
+DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/agent.toml")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    # The PVE node this agent runs on (PVE uses the short host name).
+    node: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8090
+    # How the coordinator and peers reach this agent; default http://<fqdn>:<port>.
+    advertise_url: str = ""
+    coordinator_url: str = ""
+    # The shared agent credential (same value as the coordinator's agent_token).
+    agent_token: str = ""
+    agent_token_file: Path | None = None
+    staging_dir: Path = Path("/var/lib/pvesphere-agent/staging")
+    # "local": pvesh/qm on this host as root (production). "https": an API token (off-host).
+    pve_backend: str = "local"
+    pve_api_url: str = ""
+    pve_token_id: str = ""
+    pve_token_secret: str = ""
+    pve_verify_ssl: bool = True
+    pve_ca_file: str = ""
+    # Seconds a single PVE call may take (pvesh runs imports in the foreground).
+    pve_timeout: float = 7200.0
+    # Announce this agent with mDNS/zeroconf (_pvesphere-agent._tcp) besides registering.
+    mdns: bool = True
+    log_level: str = "info"
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname().split(".")[0]
+
+    @property
+    def url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        return f"http://{socket.getfqdn()}:{self.port}"
+
+    def resolved_agent_token(self) -> str:
+        return read_secret(self.agent_token, self.agent_token_file, "agent_token")
+
+
+def load(path: Path | None = None, **overrides: object) -> AgentConfig:
+    if path is None:
+        env_path = os.environ.get(ENV_PREFIX + "CONFIG")
+        if env_path:
+            path = Path(env_path)
+        elif DEFAULT_CONFIG_PATH.exists():
+            path = DEFAULT_CONFIG_PATH
+    cfg = load_config(AgentConfig, path, ENV_PREFIX, overrides=overrides)
+    if cfg.pve_backend not in ("local", "https"):
+        raise ConfigError(f"pve_backend must be 'local' or 'https' (got {cfg.pve_backend!r})")
+    if cfg.pve_backend == "https" and not (cfg.pve_api_url and cfg.pve_token_id and cfg.pve_token_secret):
+        raise ConfigError("pve_backend 'https' needs pve_api_url, pve_token_id and pve_token_secret")
+    if not cfg.coordinator_url:
+        raise ConfigError(f"coordinator_url is not set (or ${ENV_PREFIX}COORDINATOR_URL)")
+    return cfg

@@ -1,0 +1,112 @@
+"""Writing a streamed body to a staging file while hashing it (sha256).
+
+Work is handed to one worker thread in batches of a few MiB so that the event
+loop keeps receiving while the previous batch is written and hashed (hashlib
+and os.write release the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+BATCH = 4 << 20
+
+
+class TooLarge(Exception):
+    pass
+
+
+class NoSpace(Exception):
+    pass
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class HashingWriter:
+    """Appends to ``path`` (created exclusively) and keeps the sha256 of what was written."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._pending: asyncio.Future[None] | None = None
+        self._batch: list[bytes] = []
+        self._batched = 0
+
+    def _flush_sync(self, data: bytes) -> None:
+        try:
+            _write_all(self.fd, data)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise NoSpace(f"staging disk is full after {self.size} bytes") from None
+            raise
+        self.hasher.update(data)
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        if self._batch:
+            data = self._batch[0] if len(self._batch) == 1 else b"".join(self._batch)
+            self._batch, self._batched = [], 0
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._flush_sync, data)
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise TooLarge(f"more than {self.limit} bytes")
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= BATCH:
+            await self._flush()
+
+    async def finish(self) -> str:
+        """Flush, fsync and return the hex sha256."""
+        await self._flush()
+        await self._flush()
+        await asyncio.to_thread(os.fsync, self.fd)
+        return self.hasher.hexdigest()
+
+    async def drain_quietly(self) -> None:
+        if self._pending is not None:
+            try:
+                await self._pending
+            except Exception:  # already failing; the caller reports the first error
+                pass
+            self._pending = None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+async def receive_to_file(stream: AsyncIterator[bytes], path: Path, limit: int) -> tuple[int, str]:
+    """Write everything ``stream`` yields to ``path``; returns (size, sha256).
+
+    On any failure (client gone, too large, disk full) the partial file is removed.
+    """
+    writer = HashingWriter(path, limit)
+    try:
+        async for chunk in stream:
+            await writer.write(chunk)
+        digest = await writer.finish()
+        return writer.size, digest
+    except BaseException:
+        await writer.drain_quietly()
+        writer.close()
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        writer.close()

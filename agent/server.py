@@ -1,0 +1,112 @@
+"""The agent's HTTP server: /health for anyone, everything else for the agent credential."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from agent import importer, uploads, vms
+from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING, STARTED_AT, STARTED_WALL, TOKEN
+from agent.config import AgentConfig
+from agent.coordinator_link import CoordinatorLink
+from agent.discovery import Announcer
+from agent.pve import NodePve
+from agent.server_errors import json_error
+from agent.staging import Staging
+from shared.version import VERSION
+
+log = logging.getLogger(__name__)
+PUBLIC_PATHS = {"/health"}
+
+
+@web.middleware
+async def require_credential(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.path not in PUBLIC_PATHS:
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        expected = request.app[TOKEN].encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(secret.strip().encode(), expected):
+            return json_error(401, "unauthorized", "this endpoint needs the agent credential")
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return json_error(404, "route_not_found", f"no route {request.method} {request.path}")
+
+
+async def health(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    status = await request.app[PVE].status()
+    try:
+        free = shutil.disk_usage(config.staging_dir).free
+    except OSError:
+        free = 0
+    return web.json_response(
+        {
+            "node": config.node_name,
+            "cluster": status.cluster_name,
+            "version": VERSION,
+            "started_at": request.app[STARTED_WALL],
+            "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
+            "pve": {"ok": status.ok, "version": status.version, "error": status.error},
+            "staging": {"dir": str(config.staging_dir), "free_bytes": free},
+        }
+    )
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """Lets a caller check its credential (and the agent's identity) without side effects."""
+    return web.json_response({"node": request.app[CONFIG].node_name, "version": VERSION})
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    link = CoordinatorLink(config, app[PVE], app[TOKEN])
+    tasks = [asyncio.create_task(link.run(), name="coordinator-link")]
+    announcer: Announcer | None = None
+    if config.mdns:
+        status = await app[PVE].status()
+        announcer = Announcer(config.node_name, status.cluster_name, config.url)
+        await announcer.start()
+    log.info("agent for node %s serving on %s", config.node_name, config.url)
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if announcer is not None:
+        await announcer.stop()
+    await link.goodbye()
+
+
+def create_app(config: AgentConfig) -> web.Application:
+    app = web.Application(middlewares=[require_credential])
+    app[CONFIG] = config
+    app[TOKEN] = config.resolved_agent_token()
+    app[PVE] = NodePve(config)
+    app[STAGING] = Staging(config.staging_dir)
+    for leftover in app[STAGING].remove_partials():
+        log.info("removed partial upload %s left by an earlier run", leftover)
+    app[IMPORTER] = importer.make_importer(app)
+    app[STARTED_AT] = time.monotonic()
+    app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/whoami", whoami)
+    app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
+    app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
+    app.router.add_post("/v1/imports", importer.start_import)
+    app.router.add_get("/v1/imports/{key}", importer.get_import)
+    app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
+    app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)
+    app.cleanup_ctx.append(_background)
+    return app

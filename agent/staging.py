@@ -1,0 +1,68 @@
+"""The staging directory: where received images live, under names the agent chooses.
+
+A client's file name never becomes a path. Names are ``upload-<id>-<random>.<fmt>``
+(and ``sync-...`` for images received from peers); anything asked for by name is
+checked against that pattern, so nothing outside the directory can be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+NAME = re.compile(r"^(upload|sync)-[0-9]+-[0-9a-f]{8}\.(qcow2|raw|vmdk)$")
+PART_SUFFIX = ".part"
+
+
+class BadStagedName(ValueError):
+    pass
+
+
+class Staging:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def new_name(self, kind: str, number: int, fmt: str) -> str:
+        name = f"{kind}-{number}-{secrets.token_hex(4)}.{fmt}"
+        assert NAME.match(name)
+        return name
+
+    def path(self, name: str) -> Path:
+        if not NAME.match(name):
+            raise BadStagedName(f"not a staged image name: {name!r}")
+        return self.root / name
+
+    def part_path(self, name: str) -> Path:
+        return self.path(name).with_name(name + PART_SUFFIX)
+
+    def remove(self, name: str) -> bool:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def remove_partials(self) -> list[str]:
+        """Leftovers of uploads that were cut off while this agent was not running."""
+        removed = []
+        for p in self.root.glob("*" + PART_SUFFIX):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return removed
+
+    def free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:
+            return 0
+
+    def fsync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,106 @@
+"""PUT /v1/uploads/{upload_id}: an image streamed from the coordinator into staging.
+
+The body is the raw image (chunked). It is hashed as it arrives, written under
+a name this agent chooses, then validated; only a valid image is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aiohttp import web
+
+from agent.appkeys import STAGING
+from agent.receive import NoSpace, TooLarge, receive_to_file
+from agent.server_errors import json_error
+from agent.validate import ImageRejected, inspect
+
+log = logging.getLogger(__name__)
+FORMATS = ("qcow2", "raw", "vmdk")
+# Leave this much free on the staging disk besides the image itself.
+SPACE_RESERVE = 256 << 20
+
+
+def _int_query(request: web.Request, name: str) -> int:
+    raw = request.query.get(name, "")
+    if not raw.isdigit():
+        raise web.HTTPBadRequest(text=f"query parameter {name} must be a non-negative integer")
+    return int(raw)
+
+
+async def receive_upload(request: web.Request) -> web.Response:
+    staging = request.app[STAGING]
+    upload_id = int(request.match_info["upload_id"])
+    fmt = request.query.get("format", "")
+    if fmt not in FORMATS:
+        return json_error(400, "invalid_request", f"format must be one of {', '.join(FORMATS)}")
+    try:
+        max_bytes = _int_query(request, "max_bytes")
+        max_virtual = _int_query(request, "max_virtual_size")
+    except web.HTTPBadRequest as exc:
+        return json_error(400, "invalid_request", exc.text or "bad query")
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        return json_error(413, "too_large", f"file of {length} bytes exceeds the limit of {max_bytes}")
+    free = staging.free_bytes()
+    if length is not None and length + SPACE_RESERVE > free:
+        return json_error(507, "no_space", f"staging disk has {free} bytes free, the file needs {length}")
+
+    name = staging.new_name("upload", upload_id, fmt)
+    part = staging.part_path(name)
+    try:
+        size, sha256 = await receive_to_file(request.content.iter_any(), part, max_bytes)
+    except TooLarge:
+        log.warning("upload %s cut off: larger than %d bytes", upload_id, max_bytes)
+        return json_error(413, "too_large", f"file exceeds the limit of {max_bytes} bytes")
+    except NoSpace as exc:
+        log.warning("upload %s failed: %s", upload_id, exc)
+        return json_error(507, "no_space", str(exc))
+    except (ConnectionError, web.HTTPException, OSError) as exc:
+        log.warning("upload %s broke off: %s", upload_id, exc.__class__.__name__)
+        return json_error(400, "incomplete", f"the upload broke off: {exc.__class__.__name__}")
+    except Exception as exc:  # aiohttp payload errors (truncated chunked body) and the like
+        log.warning("upload %s broke off: %s: %s", upload_id, exc.__class__.__name__, exc)
+        return json_error(400, "incomplete", f"the upload broke off: {exc}")
+
+    try:
+        info = await inspect(part, fmt, max_virtual)
+    except ImageRejected as exc:
+        part.unlink(missing_ok=True)
+        log.warning("upload %s rejected: %s", upload_id, exc.reason)
+        return json_error(exc.status, "image_rejected", exc.reason)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.rename(part, staging.path(name))
+    staging.fsync_dir()
+    log.info(
+        "upload %s staged as %s: %d bytes, %s, virtual size %d, sha256 %s",
+        upload_id,
+        name,
+        size,
+        fmt,
+        info.virtual_size,
+        sha256,
+    )
+    return web.json_response(
+        {
+            "staged_name": name,
+            "size": size,
+            "sha256": sha256,
+            "format": fmt,
+            "virtual_size": info.virtual_size,
+        }
+    )
+
+
+async def delete_staged(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        removed = request.app[STAGING].remove(name)
+    except ValueError as exc:
+        return json_error(400, "invalid_request", str(exc))
+    if removed:
+        log.info("removed staged image %s", name)
+    return web.json_response({"staged_name": name, "removed": removed})

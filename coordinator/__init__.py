@@ -1,0 +1,1 @@
+"""The central coordinator: REST API, database, inventory and the durable job engine."""

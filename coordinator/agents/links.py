@@ -1,0 +1,43 @@
+"""Reaching the agent of a node: only live agents get work (503 otherwise)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent.client import AgentClient
+from coordinator.agents.registry import live_agent
+from coordinator.db.models import PveNode
+
+
+class NoLiveAgent(Exception):
+    def __init__(self, node_name: str) -> None:
+        super().__init__(f"no live agent on node {node_name}")
+        self.node_name = node_name
+
+
+class AgentLinks:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        http: aiohttp.ClientSession,
+        token: str,
+        timeout: float,
+    ) -> None:
+        self.db = db
+        self.http = http
+        self.token = token
+        self.timeout = timedelta(seconds=timeout)
+
+    def client(self, url: str) -> AgentClient:
+        return AgentClient(self.http, url, self.token)
+
+    async def for_node(self, node_id: int) -> AgentClient:
+        async with self.db() as session:
+            agent = await live_agent(session, node_id, self.timeout)
+            if agent is None:
+                node = await session.get(PveNode, node_id)
+                raise NoLiveAgent(node.node_name if node else f"#{node_id}")
+        return self.client(agent.url)

@@ -1,0 +1,209 @@
+"""GET/POST /clusters, GET /clusters/{id}, POST /clusters/{id}/refresh."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from coordinator.api.errors import ApiError, conflict, not_found
+from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.routing import Call, Routes
+from coordinator.api.timefmt import UtcTime
+from coordinator.appkeys import DB, INVENTORY
+from coordinator.db.models import PveCluster, PveNode, PveStorage
+from coordinator.inventory.pve_client import PveError
+from coordinator.inventory.refresher import ClusterExists
+from shared.pve_api import normalise_api_url, split_token_id
+
+routes = Routes("inventory")
+
+
+class ClusterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: str = Field(description="PVE API address, e.g. https://pve1.example.com:8006")
+    token_id: str = Field(description="API token id, USER@REALM!TOKENNAME")
+    token_secret: str = Field(min_length=1, description="API token secret (UUID)")
+    verify_ssl: bool = Field(True, description="verify the PVE API's TLS certificate")
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return normalise_api_url(v)
+
+    @field_validator("token_id")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        split_token_id(v)
+        return v
+
+
+class ClusterUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: str | None = None
+    token_id: str | None = None
+    token_secret: str | None = Field(None, min_length=1)
+    verify_ssl: bool | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_api_url(v)
+
+    @field_validator("token_id")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_token_id(v)
+        return v
+
+
+class ClusterOut(BaseModel):
+    id: int
+    cluster_name: str
+    api_url: str
+    token_id: str
+    verify_ssl: bool
+    pve_version: str
+    node_count: int
+    storage_count: int
+    last_sync_at: UtcTime | None
+    last_sync_error: str | None
+    created_at: UtcTime
+    updated_at: UtcTime
+    creator: str
+    modifier: str
+
+
+async def _out(call: Call, cluster_ids: list[int]) -> list[ClusterOut]:
+    async with call.app[DB]() as session:
+        clusters = {
+            c.id: c for c in await session.scalars(select(PveCluster).where(PveCluster.id.in_(cluster_ids)))
+        }
+        nodes = dict(
+            (
+                await session.execute(
+                    select(PveNode.cluster_id, func.count())
+                    .where(PveNode.cluster_id.in_(cluster_ids), PveNode.status != "removed")
+                    .group_by(PveNode.cluster_id)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        storages = dict(
+            (
+                await session.execute(
+                    select(PveStorage.cluster_id, func.count())
+                    .where(PveStorage.cluster_id.in_(cluster_ids))
+                    .group_by(PveStorage.cluster_id)
+                )
+            )
+            .tuples()
+            .all()
+        )
+    return [
+        ClusterOut(
+            id=c.id,
+            cluster_name=c.cluster_name,
+            api_url=c.api_url,
+            token_id=c.token_id,
+            verify_ssl=c.verify_ssl,
+            pve_version=c.pve_version,
+            node_count=nodes.get(c.id, 0),
+            storage_count=storages.get(c.id, 0),
+            last_sync_at=c.last_sync_at,
+            last_sync_error=c.last_sync_error,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            creator=c.creator,
+            modifier=c.modifier,
+        )
+        for cid in cluster_ids
+        if (c := clusters.get(cid)) is not None
+    ]
+
+
+@routes.get("/clusters", role="viewer", query=PageQuery, response=Page[ClusterOut])
+async def list_clusters(call: Call) -> Page[ClusterOut]:
+    """List registered PVE clusters, newest first."""
+    async with call.app[DB]() as session:
+        total, rows = await paginate(
+            session, select(PveCluster.id).order_by(PveCluster.id.desc()), call.query
+        )
+    return Page(
+        total=total,
+        page=call.query.page,
+        page_size=call.query.page_size,
+        list=await _out(call, [r[0] for r in rows]),
+    )
+
+
+@routes.get("/clusters/{id}", role="viewer", response=ClusterOut, errors=(404,))
+async def get_cluster(call: Call) -> ClusterOut:
+    """One registered cluster."""
+    found = await _out(call, [call.path["id"]])
+    if not found:
+        raise not_found("cluster", call.path["id"])
+    return found[0]
+
+
+def _pve_failure(exc: PveError, status: int) -> ApiError:
+    return ApiError(status, f"pve_{exc.kind}", exc.message)
+
+
+@routes.post("/clusters", role="admin", body=ClusterIn, response=ClusterOut, errors=(400, 409))
+async def register_cluster(call: Call) -> ClusterOut:
+    """Register a PVE cluster by API URL and API token; nodes and storages are read at once.
+
+    Nothing is saved unless PVE answers: an unreachable URL, a TLS failure or a
+    rejected token is a 400 naming the cause.
+    """
+    body: ClusterIn = call.body
+    try:
+        cluster = await call.app[INVENTORY].register(
+            body.api_url, body.token_id, body.token_secret, body.verify_ssl, call.actor
+        )
+    except PveError as exc:
+        raise _pve_failure(exc, 400) from None
+    except ClusterExists as exc:
+        raise conflict(
+            f"cluster {exc.existing.cluster_name!r} is already registered as id {exc.existing.id}",
+            "cluster_exists",
+        ) from None
+    except IntegrityError:
+        raise conflict("this cluster was registered by a concurrent request", "cluster_exists") from None
+    return (await _out(call, [cluster.id]))[0]
+
+
+@routes.post("/clusters/{id}/refresh", role="operator", response=ClusterOut, errors=(404, 502))
+async def refresh_cluster(call: Call) -> ClusterOut:
+    """Re-read nodes and storages of a cluster from PVE now."""
+    try:
+        await call.app[INVENTORY].refresh(call.path["id"])
+    except LookupError:
+        raise not_found("cluster", call.path["id"]) from None
+    except PveError as exc:
+        raise _pve_failure(exc, 502) from None
+    return (await _out(call, [call.path["id"]]))[0]
+
+
+@routes.put("/clusters/{id}", role="admin", body=ClusterUpdate, response=ClusterOut, errors=(400, 404))
+async def update_cluster(call: Call) -> ClusterOut:
+    """Change a cluster's API URL, token or TLS check (e.g. to rotate the token).
+
+    The new settings are tried against PVE first; nothing changes unless PVE
+    accepts them and still answers as the same cluster.
+    """
+    changes = call.body.model_dump(exclude_none=True)
+    if not changes:
+        raise ApiError(400, "invalid_request", "give api_url, token_id, token_secret and/or verify_ssl")
+    try:
+        await call.app[INVENTORY].update(call.path["id"], changes, call.actor)
+    except LookupError:
+        raise not_found("cluster", call.path["id"]) from None
+    except PveError as exc:
+        raise _pve_failure(exc, 400) from None
+    return (await _out(call, [call.path["id"]]))[0]

@@ -1,0 +1,47 @@
+"""The error envelope: ``{"code": <http status>, "message": <for humans>, "data": {"error": <slug>}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request; rendered as the error envelope with this status."""
+
+    def __init__(self, status: int, error: str, message: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.extra = extra or {}
+
+
+def bad_request(message: str, error: str = "invalid_request") -> ApiError:
+    return ApiError(400, error, message)
+
+
+def not_found(kind: str, ident: object) -> ApiError:
+    return ApiError(404, f"{kind}_not_found", f"{kind.replace('_', ' ')} {ident} not found")
+
+
+def conflict(message: str, error: str) -> ApiError:
+    return ApiError(409, error, message)
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    data: dict[str, Any] = {"error": error, **(extra or {})}
+    return web.json_response(
+        {"code": status, "message": message, "data": data}, status=status, headers=headers
+    )
+
+
+def success(data: Any) -> web.Response:
+    return web.json_response({"code": 200, "message": "success", "data": data})

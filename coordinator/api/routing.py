@@ -1,0 +1,227 @@
+"""Declaring an endpoint once.
+
+A resource module creates ``routes = Routes("templates")`` and decorates its
+handlers; the decorator records the path, the role it needs, the pydantic
+models of its query, body and response. From that single record
+:func:`mount` builds the aiohttp route (auth, validation, envelope) and
+:mod:`coordinator.api.openapi` builds the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from coordinator.api.auth import Principal, authenticate, authenticate_agent
+from coordinator.api.errors import ApiError, success
+
+# "agent": the caller must present the agent credential (agents talking to the coordinator).
+Role = Literal["viewer", "operator", "admin", "agent"]
+API_PREFIX = "/api/v1"
+AGENT_API_PREFIX = "/agent-api/v1"
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, who made it, and its validated inputs."""
+
+    request: web.Request
+    principal: Principal | None
+    path: dict[str, int]
+    query: Any
+    body: Any
+
+    @property
+    def app(self) -> web.Application:
+        return self.request.app
+
+    @property
+    def actor(self) -> str:
+        """The name recorded as creator/modifier."""
+        return self.principal.name if self.principal else ""
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    role: Role | None
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    response: Any = None
+    errors: tuple[int, ...] = ()
+    # OpenAPI request body for endpoints that read the body themselves (multipart upload).
+    raw_body_schema: dict[str, Any] | None = None
+    description: str = ""
+    path_params: tuple[str, ...] = field(default=())
+    # Answers "Expect: 100-continue" (e.g. refuse a too large upload before it is sent).
+    expect_handler: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None
+
+
+class Routes:
+    """The endpoints of one resource module."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.endpoints: list[Endpoint] = []
+
+    def _add(self, method: str, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            params = tuple(re.findall(r"{(\w+)}", path))
+            doc = (fn.__doc__ or "").strip()
+            summary = kw.pop("summary", None) or doc.split("\n")[0]
+            self.endpoints.append(
+                Endpoint(
+                    method=method,
+                    path=path,
+                    handler=fn,
+                    summary=summary,
+                    tag=self.tag,
+                    path_params=params,
+                    description=doc,
+                    **kw,
+                )
+            )
+            return fn
+
+        return deco
+
+    def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("DELETE", path, **kw)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in err["loc"]) or "body"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    shown = f" (got {json.dumps(got) if not isinstance(got, str) else repr(got)})"
+    messages = {
+        "missing": "is required",
+        "extra_forbidden": "is not a known parameter",
+        "int_parsing": "must be an integer" + shown,
+        "int_type": "must be an integer" + shown,
+        "int_from_float": "must be an integer" + shown,
+        "bool_parsing": "must be true or false" + shown,
+        "bool_type": "must be true or false" + shown,
+        "string_type": "must be a string" + shown,
+        "list_type": "must be a list" + shown,
+        "greater_than_equal": f"must be >= {ctx.get('ge')}" + shown,
+        "greater_than": f"must be > {ctx.get('gt')}" + shown,
+        "less_than_equal": f"must be <= {ctx.get('le')}" + shown,
+        "string_too_short": f"must be at least {ctx.get('min_length')} character(s)" + shown,
+        "string_too_long": f"must be at most {ctx.get('max_length')} characters",
+        "literal_error": f"must be one of {ctx.get('expected')}" + shown,
+        "enum": f"must be one of {ctx.get('expected')}" + shown,
+        "model_type": "must be a JSON object",
+        "dict_type": "must be a JSON object",
+    }
+    text = messages.get(kind)
+    if text is None:
+        text = str(err.get("msg", "is invalid"))
+        text = text.removeprefix("Value error, ")
+    return loc, text
+
+
+def validation_error(exc: ValidationError, where: str) -> ApiError:
+    fields: dict[str, str] = {}
+    for err in exc.errors():
+        loc, text = _describe(err)
+        fields.setdefault(loc, text)
+    message = "; ".join(text if text.startswith(loc) else f"{loc} {text}" for loc, text in fields.items())
+    return ApiError(400, "invalid_request", f"invalid {where}: {message}", {"fields": fields})
+
+
+def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, where) from None
+
+
+def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for name in names:
+        raw = request.match_info[name]
+        if not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
+            raise ApiError(400, "invalid_request", f"{name} must be a positive integer (got {raw!r})")
+        values[name] = int(raw)
+    return values
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def _jsonable(endpoint: Endpoint, result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if endpoint.response is not None:
+        return TypeAdapter(endpoint.response).dump_python(result, mode="json")
+    return result
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = None
+        if endpoint.role == "agent":
+            authenticate_agent(request)
+        elif endpoint.role is not None:
+            principal = await authenticate(request, endpoint.role)
+        path = _parse_path(request, endpoint.path_params)
+        query = None
+        if endpoint.query is not None:
+            query = parse_model(endpoint.query, dict(request.query), "query")
+        elif request.query:
+            unknown = ", ".join(sorted(request.query))
+            raise ApiError(400, "invalid_request", f"unknown query parameter(s): {unknown}")
+        body = None
+        if endpoint.body is not None:
+            body = parse_model(endpoint.body, await _read_json(request), "body")
+        result = await endpoint.handler(Call(request, principal, path, query, body))
+        if isinstance(result, web.StreamResponse):
+            return result
+        return success(_jsonable(endpoint, result))
+
+    handle.__name__ = endpoint.handler.__name__
+    return handle
+
+
+def mount(app: web.Application, groups: list[Routes], prefix: str = API_PREFIX) -> list[Endpoint]:
+    """Add every endpoint under ``prefix``; returns them (for the OpenAPI document)."""
+    endpoints = [ep for group in groups for ep in group.endpoints]
+    # Literal paths first, so /templates/sync-tasks is not taken for /templates/{id}.
+    ordered = sorted(endpoints, key=lambda ep: "{" in ep.path)
+    for ep in ordered:
+        app.router.add_route(ep.method, prefix + ep.path, _wrap(ep), expect_handler=ep.expect_handler)
+    return endpoints

@@ -1,0 +1,345 @@
+"""Templates: list, get, update, delete (soft; cascade once imports exist)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from coordinator.api.errors import ApiError, conflict, not_found
+from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.routing import Call, Routes
+from coordinator.api.timefmt import UtcTime
+from coordinator.appkeys import AGENTS, DB
+from coordinator.db.models import PveCluster, TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.db.types import utcnow
+from coordinator.template_delete import cascade_delete, soft_delete
+
+routes = Routes("templates")
+
+NAME_MAX = 128
+
+
+def clean_template_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ValueError("template_name must not be empty")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"template_name must be at most {NAME_MAX} characters (got {len(name)})")
+    if any(ord(c) < 32 for c in name):
+        raise ValueError("template_name must not contain control characters")
+    return name
+
+
+class TemplateQuery(PageQuery):
+    cluster_id: int | None = Field(None, ge=1, description="only templates of this cluster")
+    name: str | None = Field(None, max_length=NAME_MAX, description="name contains this text")
+
+
+class TemplateUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_name: str | None = None
+    description: str | None = Field(None, max_length=4096)
+
+    @field_validator("template_name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else clean_template_name(v)
+
+
+class TemplateOut(BaseModel):
+    id: int
+    template_name: str
+    cluster_id: int
+    cluster_name: str
+    description: str
+    created_at: UtcTime
+    updated_at: UtcTime
+    creator: str
+    modifier: str
+
+
+class DeleteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cascade: bool = Field(False, description="also remove every instance's VM from Proxmox")
+
+
+class RemovedVm(BaseModel):
+    node_name: str
+    vmid: int
+    existed: bool
+
+
+class Deleted(BaseModel):
+    id: int
+    deleted: bool
+    cascade: bool
+    removed_vms: list[RemovedVm] = Field(default_factory=list)
+    removed_images: int = 0
+
+
+def template_out(t: VmTemplate, cluster_name: str) -> TemplateOut:
+    return TemplateOut(
+        id=t.id,
+        template_name=t.template_name,
+        cluster_id=t.cluster_id,
+        cluster_name=cluster_name,
+        description=t.description,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+        creator=t.creator,
+        modifier=t.modifier,
+    )
+
+
+def _live():  # type: ignore[no-untyped-def]
+    return (
+        select(VmTemplate, PveCluster.cluster_name)
+        .join(PveCluster, PveCluster.id == VmTemplate.cluster_id)
+        .where(VmTemplate.deleted_at.is_(None))
+    )
+
+
+async def load_live_template(call: Call, template_id: int) -> tuple[VmTemplate, str]:
+    async with call.app[DB]() as session:
+        row = (await session.execute(_live().where(VmTemplate.id == template_id))).first()
+    if row is None:
+        raise not_found("template", template_id)
+    return row[0], row[1]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@routes.get("/templates", role="viewer", query=TemplateQuery, response=Page[TemplateOut])
+async def list_templates(call: Call) -> Page[TemplateOut]:
+    """Live templates, newest first; deleted ones are hidden."""
+    q: TemplateQuery = call.query
+    stmt = _live().order_by(VmTemplate.id.desc())
+    if q.cluster_id is not None:
+        stmt = stmt.where(VmTemplate.cluster_id == q.cluster_id)
+    if q.name:
+        stmt = stmt.where(VmTemplate.template_name.like(f"%{_escape_like(q.name)}%", escape="\\"))
+    async with call.app[DB]() as session:
+        total, rows = await paginate(session, stmt, q)
+    return Page(total=total, page=q.page, page_size=q.page_size, list=[template_out(*r) for r in rows])
+
+
+@routes.get("/templates/{id}", role="viewer", response=TemplateOut, errors=(404,))
+async def get_template(call: Call) -> TemplateOut:
+    """One template."""
+    return template_out(*await load_live_template(call, call.path["id"]))
+
+
+@routes.put("/templates/{id}", role="operator", body=TemplateUpdate, response=TemplateOut, errors=(404, 409))
+async def update_template(call: Call) -> TemplateOut:
+    """Rename a template or change its description."""
+    body: TemplateUpdate = call.body
+    if body.template_name is None and body.description is None:
+        raise ApiError(400, "invalid_request", "give template_name and/or description to change")
+    async with call.app[DB]() as session:
+        row = (await session.execute(_live().where(VmTemplate.id == call.path["id"]))).first()
+        if row is None:
+            raise not_found("template", call.path["id"])
+        template, cluster_name = row
+        if body.template_name is not None:
+            template.template_name = body.template_name
+            template.name_key = body.template_name
+        if body.description is not None:
+            template.description = body.description
+        template.modifier = call.actor
+        template.updated_at = utcnow()
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise conflict(
+                f"template name {body.template_name!r} is already used in cluster {cluster_name!r}",
+                "template_name_taken",
+            ) from None
+    return template_out(template, cluster_name)
+
+
+@routes.delete(
+    "/templates/{id}", role="operator", query=DeleteQuery, response=Deleted, errors=(404, 409, 502, 503)
+)
+async def delete_template(call: Call) -> Deleted:
+    """Delete a template: soft by default (hidden, nothing removed from Proxmox).
+
+    With cascade=true every instance's VM is removed from Proxmox through its
+    agent, with the staged images, instances and sync tasks. Refused (409)
+    while an import or sync of it runs. A failure is reported; asking again
+    finishes the job (this also works on an already soft-deleted template).
+    """
+    q: DeleteQuery = call.query
+    template_id = call.path["id"]
+    if not q.cascade:
+        await soft_delete(call.app[DB], template_id, call.actor)
+        return Deleted(id=template_id, deleted=True, cascade=False)
+    result = await cascade_delete(call.app[DB], call.app[AGENTS], template_id, call.actor)
+    return Deleted(
+        id=template_id,
+        deleted=True,
+        cascade=True,
+        removed_vms=[RemovedVm.model_validate(v) for v in result.removed_vms],
+        removed_images=result.removed_images,
+    )
+
+
+class DetailQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_instances: bool = Field(False, description="also list the template's instances")
+
+
+class UploadInfo(BaseModel):
+    upload_id: int
+    storage_name: str
+    is_shared: bool
+    file_name: str
+    file_size: int
+    status: str
+    file_format: str
+    sha256: str
+    virtual_size: int
+    import_node_id: int
+    import_node_name: str
+    import_progress: int
+    vmid: int | None
+    error_message: str | None
+    created_at: UtcTime
+
+
+class InstanceOut(BaseModel):
+    instance_id: int
+    node_id: int
+    node_name: str
+    vmid: int | None
+    storage_name: str
+    status: str
+    is_primary: bool
+    sync_progress: int | None = Field(None, description="present when a sync task made this instance")
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_progress(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.sync_progress is None:
+            data.pop("sync_progress", None)
+        return data
+
+
+class TemplateDetail(BaseModel):
+    id: int
+    template_name: str
+    cluster_id: int
+    cluster_name: str
+    description: str
+    upload_info: UploadInfo | None
+    instances: list[InstanceOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_instances(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.instances is None:
+            data.pop("instances", None)
+        return data
+
+
+class InstanceList(BaseModel):
+    template_id: int
+    template_name: str
+    total: int
+    instances: list[InstanceOut]
+
+
+async def _instances(call: Call, template_id: int) -> list[InstanceOut]:
+    async with call.app[DB]() as session:
+        rows = (
+            await session.execute(
+                select(TemplateInstance, TemplateSyncTask.progress)
+                .outerjoin(TemplateSyncTask, TemplateSyncTask.id == TemplateInstance.sync_task_id)
+                .where(TemplateInstance.template_id == template_id)
+                .order_by(TemplateInstance.is_primary.desc(), TemplateInstance.node_name, TemplateInstance.id)
+            )
+        ).all()
+    return [
+        InstanceOut(
+            instance_id=i.id,
+            node_id=i.node_id,
+            node_name=i.node_name,
+            vmid=i.vmid,
+            storage_name=i.storage_name,
+            status=i.status,
+            is_primary=i.is_primary,
+            sync_progress=progress if i.sync_task_id is not None else None,
+        )
+        for i, progress in rows
+    ]
+
+
+@routes.get(
+    "/templates/{id}/detail", role="viewer", query=DetailQuery, response=TemplateDetail, errors=(404,)
+)
+async def template_detail(call: Call) -> TemplateDetail:
+    """A template with its latest upload and, on request, its instances (primary first)."""
+    template, cluster_name = await load_live_template(call, call.path["id"])
+    async with call.app[DB]() as session:
+        upload = await session.scalar(
+            select(TemplateUpload)
+            .where(TemplateUpload.template_id == template.id)
+            .order_by(TemplateUpload.id.desc())
+            .limit(1)
+        )
+    info = None
+    if upload is not None:
+        info = UploadInfo(
+            upload_id=upload.id,
+            storage_name=upload.storage_name,
+            is_shared=upload.is_shared,
+            file_name=upload.file_name,
+            file_size=upload.file_size,
+            status=upload.status,
+            file_format=upload.file_format,
+            sha256=upload.sha256,
+            virtual_size=upload.virtual_size,
+            import_node_id=upload.import_node_id,
+            import_node_name=upload.import_node_name,
+            import_progress=upload.import_progress,
+            vmid=upload.vmid,
+            error_message=upload.error_message,
+            created_at=upload.created_at,
+        )
+    instances = await _instances(call, template.id) if call.query.include_instances else None
+    return TemplateDetail(
+        id=template.id,
+        template_name=template.template_name,
+        cluster_id=template.cluster_id,
+        cluster_name=cluster_name,
+        description=template.description,
+        upload_info=info,
+        instances=instances,
+    )
+
+
+@routes.get("/templates/{id}/instances", role="viewer", response=InstanceList, errors=(404,))
+async def template_instances(call: Call) -> InstanceList:
+    """Where the template is: one instance per node, primary first."""
+    template, _ = await load_live_template(call, call.path["id"])
+    instances = await _instances(call, template.id)
+    return InstanceList(
+        template_id=template.id,
+        template_name=template.template_name,
+        total=len(instances),
+        instances=instances,
+    )

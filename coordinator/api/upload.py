@@ -1,0 +1,420 @@
+"""POST /templates/upload: stream a disk image to the import node's agent, then import it.
+
+The file part is never held in memory or written to the coordinator's disk:
+chunks read from the client are written straight into the request to the
+agent, which hashes, stores and validates them. Everything checkable is
+checked before the first byte moves; a failure afterwards removes what the
+upload made (template row, staged file) and keeps only a failed upload record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http import HttpVersion11
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.client import AgentError, AgentUnreachable
+from agent.validate import ImageRejected, declared_format
+from coordinator import uploads
+from coordinator.api.auth import authenticate
+from coordinator.api.errors import ApiError, error_response
+from coordinator.api.routing import Call, Routes, validation_error
+from coordinator.api.templates import clean_template_name
+from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
+from coordinator.db.models import TemplateUpload
+from coordinator.jobs import engine
+from coordinator.upload_plan import plan_upload
+
+log = logging.getLogger(__name__)
+routes = Routes("templates")
+
+CHUNK = 1 << 20
+FIELD_LIMIT = 64 << 10
+# Multipart framing and form fields on top of the file itself.
+FORM_OVERHEAD = 1 << 20
+VM_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+VM_CONFIG_RESERVED = {
+    "vmid",
+    "template",
+    "scsi0",
+    "archive",
+    "storage",
+    "unique",
+    "start",
+    "force",
+    "live-restore",
+}
+
+
+def _parse_ids(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("sync_node_ids must be a list of node ids like 2,3 or [2,3]") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class UploadForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_name: str
+    cluster_id: int = Field(ge=1)
+    storage_id: int = Field(ge=1)
+    description: str = Field("", max_length=4096)
+    auto_sync: bool = False
+    sync_node_ids: list[int] = Field(default_factory=list)
+    vm_config: dict[str, str | int | bool] = Field(default_factory=dict)
+    wait: bool = False
+
+    @field_validator("template_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return clean_template_name(v)
+
+    @field_validator("sync_node_ids", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        return _parse_ids(v)
+
+    @field_validator("vm_config", mode="before")
+    @classmethod
+    def _vm_config(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except ValueError:
+                raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
+        if not isinstance(v, dict):
+            raise ValueError("vm_config must be a JSON object")
+        for key in v:
+            if not VM_CONFIG_KEY.match(str(key)):
+                raise ValueError(f"vm_config key {key!r} is not a PVE VM option name")
+            if key in VM_CONFIG_RESERVED:
+                raise ValueError(f"vm_config key {key!r} is set by pvesphere and cannot be overridden")
+        return v
+
+
+UPLOAD_BODY_SCHEMA = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["template_name", "cluster_id", "storage_id", "file"],
+                "properties": {
+                    "template_name": {"type": "string", "maxLength": 128},
+                    "cluster_id": {"type": "integer", "minimum": 1},
+                    "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
+                    "description": {"type": "string"},
+                    "auto_sync": {
+                        "type": "boolean",
+                        "description": "local storage: sync to every other node",
+                    },
+                    "sync_node_ids": {
+                        "type": "string",
+                        "description": "comma-separated node ids, or a JSON array",
+                    },
+                    "vm_config": {"type": "string", "description": "JSON object of PVE VM options"},
+                    "wait": {"type": "boolean", "description": "answer after the import"},
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": ".qcow2, .raw/.img or .vmdk; send it as the last field",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+class ImportNode(BaseModel):
+    node_id: int
+    node_name: str
+
+
+class SyncTaskBrief(BaseModel):
+    task_id: int
+    target_node_id: int
+    target_node_name: str
+    status: str
+
+
+class UploadResult(BaseModel):
+    template_id: int
+    upload_id: int
+    storage_type: str
+    is_shared: bool
+    import_node: ImportNode
+    sync_tasks: list[SyncTaskBrief]
+    status: str
+    error_message: str | None = None
+
+
+def _limit(request: web.Request) -> int:
+    return request.app[CONFIG].max_upload_bytes
+
+
+async def expect_upload(request: web.Request) -> web.StreamResponse | None:
+    """Answer Expect: 100-continue with 401/403/413 before the client sends gigabytes."""
+    if request.version != HttpVersion11:
+        return None
+    expect = request.headers.get("Expect", "").lower()
+    if expect != "100-continue":
+        return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
+    try:
+        await authenticate(request, "operator")
+    except ApiError as exc:
+        return error_response(exc.status, exc.error, exc.message)
+    length = request.content_length
+    if length is not None and length > _limit(request) + FORM_OVERHEAD:
+        return error_response(
+            413, "too_large", f"upload of {length} bytes exceeds the limit of {_limit(request)} bytes"
+        )
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+async def _field_text(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(8192):
+        data += chunk
+        if len(data) > FIELD_LIMIT:
+            raise ApiError(
+                400, "invalid_request", f"form field {part.name} is longer than {FIELD_LIMIT} bytes"
+            )
+    return data.decode("utf-8", errors="replace")
+
+
+def sanitise_file_name(raw: str | None) -> str:
+    """A label for the record, never a path: last path element, safe characters only."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).lstrip(".")
+    return name[:200] or "image"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _file_chunks(part: BodyPartReader, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await part.read_chunk(CHUNK)
+        if not chunk:
+            return
+        counter[0] += len(chunk)
+        if counter[0] > limit:
+            raise _TooLarge
+        yield chunk
+
+
+async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
+    while True:
+        await asyncio.sleep(lease / 3)
+        async with call.app[DB]() as session:
+            await engine.renew(session, TemplateUpload, upload_id, lease)
+
+
+async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartReader, MultipartReader]:
+    if not request.content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
+    fields: dict[str, Any] = dict(request.query)
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise ApiError(
+                    400, "invalid_request", "file is required (the disk image, as form field 'file')"
+                )
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
+            if part.name == "file":
+                return fields, part, reader
+            if not part.name:
+                raise ApiError(400, "invalid_request", "a form field has no name")
+            fields[part.name] = await _field_text(part)
+    except (ValueError, AssertionError) as exc:
+        raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+
+
+@routes.post(
+    "/templates/upload",
+    role="operator",
+    response=UploadResult,
+    errors=(400, 404, 409, 413, 415, 422, 429, 502, 503),
+    raw_body_schema=UPLOAD_BODY_SCHEMA,
+    expect_handler=expect_upload,
+)
+async def upload_template(call: Call) -> UploadResult:
+    """Upload a disk image and import it as a PVE template.
+
+    Form fields (or query parameters) must come before the file. The answer
+    comes once the file is stored and validated; the import runs as a durable
+    job (upload_info.status). With wait=true the answer comes after the import.
+    """
+    request = call.request
+    config = request.app[CONFIG]
+    length = request.content_length
+    if length is not None and length > config.max_upload_bytes + FORM_OVERHEAD:
+        raise ApiError(
+            413, "too_large", f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes"
+        )
+    slots = request.app[UPLOAD_SLOTS]
+    if slots.locked():
+        raise ApiError(
+            429,
+            "too_many_uploads",
+            f"{config.max_concurrent_uploads} uploads are already running; retry later",
+        )
+    async with slots:
+        return await _upload(call)
+
+
+async def _upload(call: Call) -> UploadResult:
+    request = call.request
+    config = request.app[CONFIG]
+    fields, file_part, reader = await _read_form(request)
+    try:
+        form = UploadForm.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc, "form") from None
+    file_name = sanitise_file_name(file_part.filename)
+    try:
+        fmt = declared_format(file_name)
+    except ImageRejected as exc:
+        raise ApiError(exc.status, "unsupported_format", exc.reason) from None
+
+    async with request.app[DB]() as session:
+        plan = await plan_upload(
+            session,
+            template_name=form.template_name,
+            cluster_id=form.cluster_id,
+            storage_id=form.storage_id,
+            sync_node_ids=form.sync_node_ids,
+            auto_sync=form.auto_sync,
+            agent_timeout=timedelta(seconds=config.agent_timeout),
+        )
+    try:
+        agent = await request.app[AGENTS].for_node(plan.import_node.id)
+    except Exception as exc:
+        raise ApiError(503, "no_live_agent", str(exc)) from None
+    db = request.app[DB]
+    upload = await uploads.reserve(
+        db,
+        plan,
+        template_name=form.template_name,
+        description=form.description,
+        file_name=file_name,
+        fmt=fmt,
+        vm_config=form.vm_config,
+        actor=call.actor,
+        lease=config.job_lease_seconds,
+    )
+    log.info(
+        "upload %s: %s (%s) for template %r streaming to %s",
+        upload.id,
+        file_name,
+        fmt,
+        form.template_name,
+        plan.import_node.node_name,
+    )
+
+    keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
+    received = [0]
+    try:
+        staged = await agent.upload(
+            upload.id,
+            fmt,
+            config.max_upload_bytes,
+            config.max_virtual_size,
+            _file_chunks(file_part, config.max_upload_bytes, received),
+        )
+        # Anything after the file would have been ignored: refuse it rather than drop it silently.
+        if await reader.next() is not None:
+            await _quietly(agent.delete_staged(staged["staged_name"]))
+            raise ApiError(400, "invalid_request", "form fields must come before the file")
+    except _TooLarge:
+        await uploads.abandon(db, upload.id, "file too large")
+        raise ApiError(
+            413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
+        ) from None
+    except AgentError as exc:
+        await uploads.abandon(db, upload.id, exc.message)
+        status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502
+        raise ApiError(status, exc.error, exc.message) from None
+    except AgentUnreachable as exc:
+        await uploads.abandon(db, upload.id, f"agent of {plan.import_node.node_name} failed: {exc}")
+        if request.transport is None or request.transport.is_closing():
+            log.warning("upload %s: the client went away after %d bytes", upload.id, received[0])
+            raise ApiError(400, "incomplete", "the upload broke off") from None
+        raise ApiError(503, "agent_failed", f"agent of {plan.import_node.node_name} failed: {exc}") from None
+    except ApiError as exc:
+        await uploads.abandon(db, upload.id, exc.message)
+        raise
+    except BaseException as exc:
+        # The client went away mid-stream (or we are shutting down): leave nothing half-made.
+        await asyncio.shield(uploads.abandon(db, upload.id, f"upload broke off: {exc.__class__.__name__}"))
+        log.warning("upload %s broke off after %d bytes: %r", upload.id, received[0], exc)
+        raise
+    finally:
+        keeper.cancel()
+
+    planned = await uploads.record_staged(db, upload.id, plan, staged, call.actor)
+    sync = [
+        SyncTaskBrief(
+            task_id=p.task.id,
+            target_node_id=p.node.id,
+            target_node_name=p.node.node_name,
+            status=p.task.status,
+        )
+        for p in planned
+        if p.task is not None
+    ]
+    request.app[IMPORTS].wake()
+    status, error = "uploaded", None
+    if form.wait:
+        status, error = await _wait_for_import(call, upload.id)
+    result = UploadResult(
+        template_id=upload.template_id or 0,
+        upload_id=upload.id,
+        storage_type=plan.storage.type,
+        is_shared=plan.storage.shared,
+        import_node=ImportNode(node_id=plan.import_node.id, node_name=plan.import_node.node_name),
+        sync_tasks=sync,
+        status=status,
+        error_message=error,
+    )
+    if status == "failed":
+        raise ApiError(502, "import_failed", error or "import failed", {"result": result.model_dump()})
+    return result
+
+
+async def _quietly(coro: Any) -> None:
+    with contextlib.suppress(AgentError, AgentUnreachable):
+        await coro
+
+
+async def _wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
+    while True:
+        async with call.app[DB]() as session:
+            upload = await session.get(TemplateUpload, upload_id)
+        assert upload is not None
+        if upload.status in ("imported", "failed"):
+            return upload.status, upload.error_message
+        await asyncio.sleep(0.5)

@@ -1,0 +1,174 @@
+"""Wiring: the aiohttp application, its middlewares, background work and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from coordinator import uploads
+from coordinator.agents.links import AgentLinks
+from coordinator.api import (
+    agent_api,
+    agents,
+    clusters,
+    health,
+    nodes,
+    openapi,
+    storages,
+    templates,
+    upload,
+)
+from coordinator.api.errors import ApiError, error_response
+from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
+from coordinator.appkeys import (
+    AGENT_TOKEN,
+    AGENTS,
+    CONFIG,
+    DB,
+    ENGINE,
+    IMPORTS,
+    INVENTORY,
+    STARTED_AT,
+    UPLOAD_SLOTS,
+)
+from coordinator.config import CoordinatorConfig
+from coordinator.db.migrate import current_revision, head_revision
+from coordinator.db.models import TemplateUpload
+from coordinator.db.session import create_engine, session_factory
+from coordinator.inventory.refresher import InventoryRefresher
+from coordinator.jobs.engine import JobRunner
+from coordinator.jobs.imports import ImportJobs
+
+log = logging.getLogger(__name__)
+
+USER_API = [
+    clusters.routes,
+    nodes.routes,
+    storages.routes,
+    agents.routes,
+    upload.routes,
+    templates.routes,
+]
+JANITOR_INTERVAL = 30.0
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+@web.middleware
+async def error_envelope(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure leaves as the contract's error envelope; no stack trace reaches a client."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.error, exc.message, exc.extra, headers)
+    except web.HTTPNotFound:
+        return error_response(404, "route_not_found", f"no route {request.method} {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
+        )
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "too_large", exc.text or "request body too large")
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("unhandled error in %s %s (ref %s)", request.method, request.path, ref)
+        return error_response(500, "internal_error", f"internal error (ref {ref}); see the coordinator log")
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = create_engine(config.resolved_database_url)
+    app[ENGINE] = engine
+    app[DB] = session_factory(engine)
+    revision = await current_revision(engine)
+    if revision != head_revision():
+        await engine.dispose()
+        raise SchemaOutdated(
+            f"database schema is at {revision or 'nothing'}, this version needs {head_revision()}: "
+            "run `pvesphere-coordinator migrate` first"
+        )
+    app[INVENTORY] = InventoryRefresher(config, app[DB])
+    # One connection pool for every agent; no total timeout (uploads stream for as long as they take).
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+    app[AGENTS] = AgentLinks(app[DB], http, app[AGENT_TOKEN], config.agent_timeout)
+    imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY])
+    app[IMPORTS] = JobRunner(
+        "import",
+        app[DB],
+        TemplateUpload,
+        ("uploaded", "importing"),
+        imports.run,
+        concurrency=4,
+        lease=config.job_lease_seconds,
+    )
+    background = [
+        asyncio.create_task(app[INVENTORY].run_forever(), name="inventory"),
+        asyncio.create_task(app[IMPORTS].run_forever(), name="imports"),
+        asyncio.create_task(_janitor(app), name="janitor"),
+    ]
+    log.info(
+        "coordinator ready on %s:%s (database %s)",
+        config.host,
+        config.port,
+        engine.url.render_as_string(hide_password=True),
+    )
+    yield
+    for task in background:
+        task.cancel()
+    for task in background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[IMPORTS].stop()
+    await http.close()
+    await engine.dispose()
+
+
+async def _janitor(app: web.Application) -> None:
+    """Periodic clean-up of what died with a process: uploads cut off mid-stream."""
+    while True:
+        try:
+            expired = await uploads.expire_abandoned(app[DB])
+            if expired:
+                log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
+        except Exception:
+            log.exception("janitor run failed; will retry")
+        await asyncio.sleep(JANITOR_INTERVAL)
+
+
+def create_app(config: CoordinatorConfig) -> web.Application:
+    app = web.Application(middlewares=[error_envelope])
+    app[CONFIG] = config
+    app[AGENT_TOKEN] = config.resolved_agent_token()
+    app[STARTED_AT] = time.monotonic()
+    app[UPLOAD_SLOTS] = asyncio.Semaphore(config.max_concurrent_uploads)
+    app.cleanup_ctx.append(_resources)
+
+    endpoints = mount(app, USER_API, API_PREFIX)
+    document = openapi.build(endpoints)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get(API_PREFIX + "/openapi.json", openapi_json)
+    mount(app, [agent_api.routes], AGENT_API_PREFIX)
+    health.add_routes(app)
+    return app

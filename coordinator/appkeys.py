@@ -1,0 +1,25 @@
+"""Typed keys for what the coordinator's aiohttp application carries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+if TYPE_CHECKING:
+    from coordinator.agents.links import AgentLinks
+    from coordinator.config import CoordinatorConfig
+    from coordinator.inventory.refresher import InventoryRefresher
+    from coordinator.jobs.engine import JobRunner
+
+CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
+ENGINE = web.AppKey("engine", AsyncEngine)
+DB: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db")
+INVENTORY: web.AppKey[InventoryRefresher] = web.AppKey("inventory")
+AGENT_TOKEN = web.AppKey("agent_token", str)
+STARTED_AT = web.AppKey("started_at", float)
+AGENTS: web.AppKey[AgentLinks] = web.AppKey("agents")
+IMPORTS: web.AppKey[JobRunner] = web.AppKey("imports")
+UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)

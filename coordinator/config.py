@@ -1,0 +1,70 @@
+"""Coordinator settings (TOML file + PVESPHERE_* environment variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import ConfigError, load_config, read_secret
+
+ENV_PREFIX = "PVESPHERE_"
+DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/coordinator.toml")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    # HTTP API
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Database: SQLite by default; mysql+asyncmy://user:pass@host/db for MySQL/MariaDB.
+    data_dir: Path = Path("/var/lib/pvesphere")
+    database_url: str = ""
+    # Agents present this bearer secret to the coordinator and accept it from the coordinator.
+    agent_token: str = ""
+    agent_token_file: Path | None = None
+    # Liveness: agents heartbeat every heartbeat_interval; silent for agent_timeout = not live.
+    heartbeat_interval: float = 5.0
+    agent_timeout: float = 15.0
+    # Inventory: how often nodes/storages are re-read from every registered cluster.
+    inventory_refresh_interval: float = 300.0
+    # CA bundle used to verify PVE API certificates when a cluster has verify_ssl on.
+    pve_ca_file: str = ""
+    pve_timeout: float = 15.0
+    # Uploads: size caps (file and the image's virtual size), concurrent uploads (429 beyond).
+    max_upload_bytes: int = 50 << 30
+    max_virtual_size: int = 50 << 30
+    max_concurrent_uploads: int = 4
+    # VMIDs given to templates.
+    template_vmid_min: int = 9000
+    template_vmid_max: int = 9999
+    # Durable jobs: a worker owns a job while its lease is fresh.
+    job_lease_seconds: float = 30.0
+    # /readyz also waits for a live agent on every online node (used by the demo).
+    ready_requires_agents: bool = False
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'coordinator.db'}"
+
+    def resolved_agent_token(self) -> str:
+        return read_secret(self.agent_token, self.agent_token_file, "agent_token")
+
+
+def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
+    """Load from ``path`` (or $PVESPHERE_CONFIG, or /etc/pvesphere/coordinator.toml if present)."""
+    if path is None:
+        env_path = os.environ.get(ENV_PREFIX + "CONFIG")
+        if env_path:
+            path = Path(env_path)
+        elif DEFAULT_CONFIG_PATH.exists():
+            path = DEFAULT_CONFIG_PATH
+    cfg = load_config(CoordinatorConfig, path, ENV_PREFIX, overrides=overrides)
+    if not 100 <= cfg.template_vmid_min <= cfg.template_vmid_max <= 999_999_999:
+        raise ConfigError("template_vmid_min..template_vmid_max must be a range within 100..999999999")
+    if cfg.agent_timeout <= cfg.heartbeat_interval:
+        raise ConfigError("agent_timeout must be longer than heartbeat_interval")
+    return cfg

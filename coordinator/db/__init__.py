@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy models, the async session factory and Alembic migrations."""

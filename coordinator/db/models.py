@@ -1,0 +1,241 @@
+"""The coordinator's tables.
+
+Names follow the original system (pve_cluster, vm_template, template_upload, ...)
+so administrators who know it recognise them. Uniqueness rules that the API
+promises are enforced by the database, not only by code:
+
+* a live template name is unique per cluster (``vm_template.name_key`` is the
+  name while live and NULL once deleted; NULLs never collide in a unique index);
+* one instance per (template, node);
+* one active sync task per (template, target node) (``active_key`` likewise).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from coordinator.db.types import UtcDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Leased:
+    """A row that is also a durable job: a worker owns it while its lease is fresh."""
+
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PveCluster(Timestamps, Base):
+    __tablename__ = "pve_cluster"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_name: Mapped[str] = mapped_column(String(100), unique=True)
+    api_url: Mapped[str] = mapped_column(String(255))
+    token_id: Mapped[str] = mapped_column(String(255))
+    token_secret: Mapped[str] = mapped_column(String(255))
+    verify_ssl: Mapped[bool] = mapped_column(Boolean, default=True)
+    pve_version: Mapped[str] = mapped_column(String(50), default="")
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_sync_error: Mapped[str | None] = mapped_column(Text)
+    creator: Mapped[str] = mapped_column(String(100), default="")
+    modifier: Mapped[str] = mapped_column(String(100), default="")
+
+
+class PveNode(Timestamps, Base):
+    __tablename__ = "pve_node"
+    __table_args__ = (UniqueConstraint("cluster_id", "node_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("pve_cluster.id", ondelete="CASCADE"))
+    node_name: Mapped[str] = mapped_column(String(100))
+    ip_address: Mapped[str] = mapped_column(String(64), default="")
+    # online / offline as PVE reports it; "removed" once the node left the cluster.
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class PveStorage(Timestamps, Base):
+    __tablename__ = "pve_storage"
+    __table_args__ = (
+        UniqueConstraint("node_id", "storage_name"),
+        Index("ix_pve_storage_cluster_name", "cluster_id", "storage_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("pve_cluster.id", ondelete="CASCADE"))
+    node_id: Mapped[int] = mapped_column(ForeignKey("pve_node.id", ondelete="CASCADE"))
+    storage_name: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(String(255), default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    avail: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class VmTemplate(Timestamps, Base):
+    __tablename__ = "vm_template"
+    __table_args__ = (UniqueConstraint("cluster_id", "name_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("pve_cluster.id"), index=True)
+    template_name: Mapped[str] = mapped_column(String(128))
+    # template_name while the template is live, NULL after deletion (see module doc).
+    name_key: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    creator: Mapped[str] = mapped_column(String(100), default="")
+    modifier: Mapped[str] = mapped_column(String(100), default="")
+
+
+class TemplateUpload(Timestamps, Leased, Base):
+    __tablename__ = "template_upload"
+    __table_args__ = (Index("ix_template_upload_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # NULL once a rejected upload's template row is removed (the failed upload stays as a record).
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    template_name: Mapped[str] = mapped_column(String(128))
+    cluster_id: Mapped[int] = mapped_column(Integer, index=True)
+    storage_id: Mapped[int] = mapped_column(Integer, index=True)
+    storage_name: Mapped[str] = mapped_column(String(100))
+    storage_type: Mapped[str] = mapped_column(String(32))
+    is_shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    import_node_id: Mapped[int] = mapped_column(Integer)
+    import_node_name: Mapped[str] = mapped_column(String(100))
+    # The client's file name, sanitised; it is only ever a label, never a path.
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    file_format: Mapped[str] = mapped_column(String(16), default="")
+    virtual_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    # The name the agent chose for the staged file (its staging directory, its namespace).
+    staged_name: Mapped[str] = mapped_column(String(128), default="")
+    # uploading -> uploaded -> importing -> imported, or failed
+    status: Mapped[str] = mapped_column(String(16), default="uploading")
+    import_progress: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    vmid: Mapped[int | None] = mapped_column(Integer)
+    vm_config: Mapped[str] = mapped_column(Text, default="{}")
+    creator: Mapped[str] = mapped_column(String(100), default="")
+
+
+class TemplateInstance(Timestamps, Base):
+    __tablename__ = "template_instance"
+    __table_args__ = (UniqueConstraint("template_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    upload_id: Mapped[int] = mapped_column(Integer, index=True)
+    cluster_id: Mapped[int] = mapped_column(Integer, index=True)
+    node_id: Mapped[int] = mapped_column(Integer, index=True)
+    node_name: Mapped[str] = mapped_column(String(100))
+    storage_id: Mapped[int] = mapped_column(Integer)
+    storage_name: Mapped[str] = mapped_column(String(100))
+    is_shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    vmid: Mapped[int | None] = mapped_column(Integer)
+    volume_id: Mapped[str] = mapped_column(String(255), default="")
+    # pending -> syncing -> importing -> available, or failed; deleted after removal
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    sync_task_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    creator: Mapped[str] = mapped_column(String(100), default="")
+    modifier: Mapped[str] = mapped_column(String(100), default="")
+
+
+class TemplateSyncTask(Timestamps, Leased, Base):
+    __tablename__ = "template_sync_task"
+    __table_args__ = (
+        UniqueConstraint("template_id", "active_key"),
+        Index("ix_template_sync_task_status_next", "status", "next_attempt_at"),
+        Index("ix_template_sync_task_target_status", "target_node_id", "status"),
+        Index("ix_template_sync_task_source_status", "source_node_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    upload_id: Mapped[int] = mapped_column(Integer, index=True)
+    cluster_id: Mapped[int] = mapped_column(Integer)
+    source_node_id: Mapped[int] = mapped_column(Integer)
+    source_node_name: Mapped[str] = mapped_column(String(100))
+    target_node_id: Mapped[int] = mapped_column(Integer)
+    target_node_name: Mapped[str] = mapped_column(String(100))
+    storage_name: Mapped[str] = mapped_column(String(100))
+    # pending -> syncing -> importing -> completed, or failed / canceled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # target_node_id while pending/syncing/importing, NULL otherwise (see module doc).
+    active_key: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_bytes_per_sec: Mapped[int] = mapped_column(BigInteger, default=0)
+    vmid: Mapped[int | None] = mapped_column(Integer)
+    sync_start_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sync_end_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    creator: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Agent(Timestamps, Base):
+    __tablename__ = "agent"
+    __table_args__ = (UniqueConstraint("cluster_name", "node_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_name: Mapped[str] = mapped_column(String(100))
+    node_name: Mapped[str] = mapped_column(String(100))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("pve_node.id", ondelete="SET NULL"))
+    url: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(50), default="")
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set when the agent said goodbye (clean shutdown): not live from that moment.
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    pve_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    pve_error: Mapped[str | None] = mapped_column(Text)
+    staging_free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # sha256 of the secret: tokens are 256-bit random, so a fast hash is enough.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -1,0 +1,1 @@
+"""Durable jobs: rows in the database, claimed with leases (imports, sync tasks)."""

@@ -1,0 +1,188 @@
+"""Claiming job rows with leases, so that no job is lost and none runs twice.
+
+A job row (see ``Leased`` in the models) is due when its status is one of
+the runner's statuses, its lease is free or expired and its
+``next_attempt_at`` has come. A worker claims it with a conditional UPDATE
+(portable: SQLite and MySQL both report the affected row count), renews the
+lease while it works, and frees it when done. If the coordinator dies, the
+lease expires and the next coordinator (or a replica) takes the job over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coordinator.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR = 10.0
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; stop working on it."""
+
+
+async def claim(session: AsyncSession, model: Any, job_id: int, lease: float) -> bool:
+    now = utcnow()
+    result = await session.execute(
+        update(model)
+        .where(
+            model.id == job_id,
+            or_(model.lease_owner.is_(None), model.lease_expires_at < now, model.lease_owner == OWNER),
+        )
+        .values(lease_owner=OWNER, lease_expires_at=now + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def renew(session: AsyncSession, model: Any, job_id: int, lease: float) -> bool:
+    result = await session.execute(
+        update(model)
+        .where(model.id == job_id, model.lease_owner == OWNER)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def release(session: AsyncSession, model: Any, job_id: int) -> None:
+    await session.execute(
+        update(model)
+        .where(model.id == job_id, model.lease_owner == OWNER)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
+class JobRunner:
+    """Runs ``handler(job_id)`` for every due row of ``model``, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        db: async_sessionmaker[AsyncSession],
+        model: Any,
+        statuses: tuple[str, ...],
+        handler: Callable[[int], Awaitable[None]],
+        *,
+        concurrency: int,
+        lease: float,
+        poll: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.model = model
+        self.statuses = statuses
+        self.handler = handler
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll = poll
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due jobs now instead of at the next poll."""
+        self._wake.set()
+
+    async def due(self, limit: int) -> list[int]:
+        now = utcnow()
+        m = self.model
+        async with self.db() as session:
+            ids = await session.scalars(
+                select(m.id)
+                .where(
+                    m.status.in_(self.statuses),
+                    or_(m.lease_owner.is_(None), m.lease_expires_at < now),
+                    or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
+                    m.id.not_in(list(self.running) or [0]),
+                )
+                .order_by(m.id)
+                .limit(limit)
+            )
+            return list(ids)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                free = self.concurrency - len(self.running)
+                if free > 0:
+                    for job_id in await self.due(free):
+                        async with self.db() as session:
+                            if await claim(session, self.model, job_id, self.lease):
+                                self.running[job_id] = asyncio.create_task(
+                                    self._run(job_id), name=f"{self.name}-{job_id}"
+                                )
+            except Exception:
+                log.exception("%s: looking for due jobs failed; retrying", self.name)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def _keep_lease(self, job_id: int, work: asyncio.Task[None]) -> None:
+        while not work.done():
+            await asyncio.sleep(self.lease / 3)
+            async with self.db() as session:
+                if not await renew(session, self.model, job_id, self.lease):
+                    log.warning("%s %s: lease lost to another worker; stopping here", self.name, job_id)
+                    work.cancel()
+                    return
+
+    async def _run(self, job_id: int) -> None:
+        work = asyncio.create_task(self.handler(job_id))
+        keeper = asyncio.create_task(self._keep_lease(job_id, work))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not work.cancelled():
+                work.cancel()
+            raise
+        except Exception:
+            log.exception("%s %s: unexpected error; retrying in %ss", self.name, job_id, RETRY_AFTER_ERROR)
+            await self._postpone(job_id, RETRY_AFTER_ERROR)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self.running.pop(job_id, None)
+            try:
+                async with self.db() as session:
+                    await release(session, self.model, job_id)
+            except Exception:
+                log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
+            self.wake()
+
+    async def _postpone(self, job_id: int, seconds: float) -> None:
+        with contextlib.suppress(Exception):
+            async with self.db() as session:
+                await session.execute(
+                    update(self.model)
+                    .where(self.model.id == job_id)
+                    .values(next_attempt_at=utcnow() + timedelta(seconds=seconds))
+                    .execution_options(synchronize_session=False)
+                )
+                await session.commit()
+
+    async def stop(self) -> None:
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,172 @@
+"""Cascade delete: every instance's VM through its agent, the staged images, the rows.
+
+The template is hidden first (so no new work starts on it), then each VM is
+destroyed and its instance marked deleted as it goes. A failure stops the
+delete with the reason; asking again continues from where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent.client import AgentError, AgentUnreachable
+from coordinator.agents.links import AgentLinks, NoLiveAgent
+from coordinator.api.errors import ApiError, not_found
+from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CascadeResult:
+    removed_vms: list[dict[str, object]] = field(default_factory=list)
+    removed_images: int = 0
+
+
+def key_prefix(template_id: int) -> str:
+    """Matches the marker of every VM made for this template (imports and syncs)."""
+    return f"t{template_id}-"
+
+
+async def _hide(session: AsyncSession, template: VmTemplate, actor: str) -> None:
+    if template.deleted_at is None:
+        template.deleted_at = utcnow()
+        template.name_key = None
+        template.modifier = actor
+
+
+async def soft_delete(db: async_sessionmaker[AsyncSession], template_id: int, actor: str) -> None:
+    async with db() as session:
+        template = await session.get(VmTemplate, template_id)
+        if template is None or template.deleted_at is not None:
+            raise not_found("template", template_id)
+        await _hide(session, template, actor)
+        await session.commit()
+
+
+async def cascade_delete(
+    db: async_sessionmaker[AsyncSession], agents: AgentLinks, template_id: int, actor: str
+) -> CascadeResult:
+    async with db() as session:
+        template = await session.get(VmTemplate, template_id)
+        if template is None:
+            raise not_found("template", template_id)
+        busy_upload = await session.scalar(
+            select(TemplateUpload.id).where(
+                TemplateUpload.template_id == template_id,
+                TemplateUpload.status.in_(("uploading", "uploaded", "importing")),
+            )
+        )
+        if busy_upload is not None:
+            raise ApiError(
+                409,
+                "import_running",
+                f"template {template_id} is being imported (upload {busy_upload}); retry after",
+            )
+        # Pending tasks are cancelled here; running ones make the delete wait (409).
+        await session.execute(
+            update(TemplateSyncTask)
+            .where(TemplateSyncTask.template_id == template_id, TemplateSyncTask.status == "pending")
+            .values(status="canceled", active_key=None, error_message="template deleted")
+        )
+        running = await session.scalar(
+            select(TemplateSyncTask.id).where(
+                TemplateSyncTask.template_id == template_id,
+                TemplateSyncTask.status.in_(("syncing", "importing")),
+            )
+        )
+        if running is not None:
+            await session.rollback()
+            raise ApiError(
+                409,
+                "sync_running",
+                f"sync task {running} of template {template_id} is running; cancel it or wait",
+            )
+        await _hide(session, template, actor)
+        await session.commit()
+        instances = list(
+            await session.scalars(
+                select(TemplateInstance).where(
+                    TemplateInstance.template_id == template_id, TemplateInstance.status != "deleted"
+                )
+            )
+        )
+        staged = list(
+            await session.scalars(
+                select(TemplateUpload).where(
+                    TemplateUpload.template_id == template_id, TemplateUpload.staged_name != ""
+                )
+            )
+        )
+
+    result = CascadeResult()
+    # One VM per (node that owns it, vmid): a shared-storage template has a single VM,
+    # owned by the primary instance's node; the other instances are views of it.
+    owners = [i for i in instances if i.vmid is not None and (i.is_primary or not i.is_shared)]
+    for inst in owners:
+        assert inst.vmid is not None
+        try:
+            agent = await agents.for_node(inst.node_id)
+            answer = await agent.delete_vm(inst.vmid, key_prefix(template_id))
+        except NoLiveAgent as exc:
+            raise ApiError(
+                503, "no_live_agent", f"cannot delete VM {inst.vmid}: {exc}; retry when it is back"
+            ) from None
+        except AgentUnreachable as exc:
+            raise ApiError(
+                503, "agent_failed", f"cannot delete VM {inst.vmid} on {inst.node_name}: {exc}"
+            ) from None
+        except AgentError as exc:
+            raise ApiError(
+                502 if exc.status != 409 else 409,
+                "pve_delete_failed" if exc.status != 409 else exc.error,
+                f"deleting VM {inst.vmid} on {inst.node_name} failed: {exc.message}",
+            ) from None
+        async with db() as session:
+            done = [inst.id]
+            if inst.is_shared:
+                done = [i.id for i in instances if i.is_shared and i.vmid == inst.vmid]
+            await session.execute(
+                update(TemplateInstance)
+                .where(TemplateInstance.id.in_(done))
+                .values(status="deleted", modifier=actor)
+            )
+            await session.commit()
+        result.removed_vms.append(
+            {"node_name": inst.node_name, "vmid": inst.vmid, "existed": answer["removed"]}
+        )
+        log.info("template %s: VM %s on %s removed", template_id, inst.vmid, inst.node_name)
+
+    for upload in staged:
+        try:
+            agent = await agents.for_node(upload.import_node_id)
+            answer = await agent.delete_staged(upload.staged_name)
+        except NoLiveAgent as exc:
+            raise ApiError(503, "no_live_agent", f"cannot remove the staged image: {exc}") from None
+        except (AgentUnreachable, AgentError) as exc:
+            raise ApiError(
+                503, "agent_failed", f"cannot remove the staged image on {upload.import_node_name}: {exc}"
+            ) from None
+        result.removed_images += int(bool(answer.get("removed")))
+        async with db() as session:
+            await session.execute(
+                update(TemplateUpload).where(TemplateUpload.id == upload.id).values(staged_name="")
+            )
+            await session.commit()
+
+    async with db() as session:
+        await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id))
+        await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
+        await session.commit()
+    log.info(
+        "template %s deleted with %d VM(s) and %d staged image(s)",
+        template_id,
+        len(result.removed_vms),
+        result.removed_images,
+    )
+    return result

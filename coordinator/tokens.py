@@ -1,0 +1,88 @@
+"""API tokens: created by `pvesphere-coordinator token create`, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, cast
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.db.models import ApiToken
+from coordinator.db.types import utcnow
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
+PREFIX = "pvst_"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+class TokenError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: int
+    name: str
+    role: Role
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+async def create(session: AsyncSession, name: str, role: str) -> IssuedToken:
+    if role not in ROLES:
+        raise TokenError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise TokenError("token name must be 1..64 characters")
+    secret = new_secret()
+    row = ApiToken(name=name, role=role, token_hash=hash_secret(secret))
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise TokenError(f"a token named {name!r} already exists") from None
+    return IssuedToken(row.id, row.name, cast(Role, row.role), secret)
+
+
+async def lookup(session: AsyncSession, secret: str) -> ApiToken | None:
+    """The live token with this secret, or None. Records when it was last used."""
+    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
+    if row is None or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
+        row.last_used_at = now
+        await session.commit()
+    return row
+
+
+async def list_all(session: AsyncSession) -> list[ApiToken]:
+    return list((await session.scalars(select(ApiToken).order_by(ApiToken.id))).all())
+
+
+async def revoke(session: AsyncSession, name_or_id: str) -> ApiToken:
+    stmt = select(ApiToken).where(ApiToken.name == name_or_id)
+    if name_or_id.isdigit():
+        stmt = select(ApiToken).where((ApiToken.id == int(name_or_id)) | (ApiToken.name == name_or_id))
+    row = await session.scalar(stmt)
+    if row is None:
+        raise TokenError(f"no token named or numbered {name_or_id!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.commit()
+    return row

@@ -1,0 +1,172 @@
+"""Checking an upload request against the inventory before a single byte is streamed.
+
+Everything that can be known up front is checked here (contract 3.1
+"Validation before any work"), so a bad request costs nothing and leaves nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.agents.registry import is_live
+from coordinator.api.errors import ApiError, not_found
+from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage, VmTemplate
+from coordinator.db.types import utcnow
+
+# PVE storage types that cannot hold a template's base volume (no 'template' feature).
+NO_TEMPLATES = {"lvm": "LVM (thick) storage cannot hold templates; use LVM-thin, ZFS, a directory or Ceph"}
+
+
+@dataclass
+class Target:
+    node: PveNode
+    storage: PveStorage
+
+
+@dataclass
+class UploadPlan:
+    cluster: PveCluster
+    storage: PveStorage
+    import_node: PveNode
+    # Nodes that get an instance from the import itself (all of them for shared storage).
+    instance_targets: list[Target]
+    # Nodes that get a copy by sync (local storage only).
+    sync_targets: list[Target] = field(default_factory=list)
+
+
+async def _live_nodes(session: AsyncSession, node_ids: list[int], timeout: timedelta) -> set[int]:
+    agents = await session.scalars(select(Agent).where(Agent.node_id.in_(node_ids)))
+    now = utcnow()
+    return {a.node_id for a in agents if a.node_id is not None and is_live(a, now, timeout)}
+
+
+async def same_named_storages(session: AsyncSession, cluster_id: int, name: str) -> list[Target]:
+    rows = (
+        await session.execute(
+            select(PveStorage, PveNode)
+            .join(PveNode, PveNode.id == PveStorage.node_id)
+            .where(
+                PveStorage.cluster_id == cluster_id,
+                PveStorage.storage_name == name,
+                PveNode.status != "removed",
+            )
+            .order_by(PveNode.node_name)
+        )
+    ).all()
+    return [Target(node, storage) for storage, node in rows]
+
+
+async def sync_targets(
+    session: AsyncSession,
+    cluster: PveCluster,
+    storage: PveStorage,
+    source_node: PveNode,
+    node_ids: list[int],
+    auto_sync: bool,
+) -> list[Target]:
+    """The nodes a local-storage template is to be copied to; 400/404 naming a bad one."""
+    candidates = {t.node.id: t for t in await same_named_storages(session, cluster.id, storage.storage_name)}
+    if not node_ids:
+        if not auto_sync:
+            return []
+        return [t for nid, t in candidates.items() if nid != source_node.id and t.node.status == "online"]
+    targets: list[Target] = []
+    for node_id in dict.fromkeys(node_ids):
+        node = await session.get(PveNode, node_id)
+        if node is None:
+            raise ApiError(404, "node_not_found", f"sync node {node_id} not found")
+        if node.cluster_id != cluster.id:
+            raise ApiError(
+                400,
+                "node_not_in_cluster",
+                f"sync node {node_id} ({node.node_name}) is not in cluster {cluster.cluster_name}",
+            )
+        if node.id == source_node.id:
+            raise ApiError(
+                400,
+                "sync_node_is_source",
+                f"sync node {node_id} ({node.node_name}) is the node the template is imported on",
+            )
+        if node.id not in candidates:
+            raise ApiError(
+                400,
+                "storage_missing_on_node",
+                f"sync node {node_id} ({node.node_name}) has no storage named {storage.storage_name!r}",
+            )
+        targets.append(candidates[node.id])
+    return targets
+
+
+async def plan_upload(
+    session: AsyncSession,
+    *,
+    template_name: str,
+    cluster_id: int,
+    storage_id: int,
+    sync_node_ids: list[int],
+    auto_sync: bool,
+    agent_timeout: timedelta,
+) -> UploadPlan:
+    cluster = await session.get(PveCluster, cluster_id)
+    if cluster is None:
+        raise not_found("cluster", cluster_id)
+    storage = await session.get(PveStorage, storage_id)
+    if storage is None:
+        raise not_found("storage", storage_id)
+    if storage.cluster_id != cluster.id:
+        raise ApiError(
+            400, "storage_not_in_cluster", f"storage {storage_id} does not belong to cluster {cluster_id}"
+        )
+    if "images" not in storage.content.split(","):
+        raise ApiError(
+            400,
+            "storage_no_images",
+            f"storage {storage.storage_name!r} does not accept VM images (content: {storage.content or 'none'})",
+        )
+    if storage.type in NO_TEMPLATES:
+        raise ApiError(400, "storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
+    if not storage.enabled:
+        raise ApiError(400, "storage_disabled", f"storage {storage.storage_name!r} is disabled in PVE")
+    taken = await session.scalar(
+        select(VmTemplate.id).where(VmTemplate.cluster_id == cluster.id, VmTemplate.name_key == template_name)
+    )
+    if taken is not None:
+        raise ApiError(
+            409,
+            "template_name_taken",
+            f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} (template {taken})",
+        )
+
+    if storage.shared:
+        if sync_node_ids:
+            raise ApiError(
+                400,
+                "shared_storage_no_sync",
+                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
+            )
+        targets = [t for t in await same_named_storages(session, cluster.id, storage.storage_name)]
+        live = await _live_nodes(session, [t.node.id for t in targets], agent_timeout)
+        # Prefer the node of the storage row the user picked, then any node with a live agent.
+        ordered = sorted(targets, key=lambda t: (t.node.id != storage.node_id, t.node.node_name))
+        importer = next((t.node for t in ordered if t.node.id in live), None)
+        if importer is None:
+            names = ", ".join(t.node.node_name for t in targets)
+            raise ApiError(
+                503,
+                "no_live_agent",
+                f"no live agent on any node that sees {storage.storage_name!r} ({names})",
+            )
+        return UploadPlan(cluster, storage, importer, targets)
+
+    node = await session.get(PveNode, storage.node_id)
+    assert node is not None
+    if node.id not in await _live_nodes(session, [node.id], agent_timeout):
+        raise ApiError(
+            503, "no_live_agent", f"no live agent on node {node.node_name}, which holds storage {storage_id}"
+        )
+    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
+    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)

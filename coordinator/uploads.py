@@ -1,0 +1,168 @@
+"""The database side of an upload: reserve the name, record the staged image, or give up.
+
+The template row is created before the first byte is streamed (it reserves the
+name: of two uploads of one name, one wins and one gets 409). If the upload
+does not end with a valid staged image, the template row goes again and only a
+``failed`` upload record stays behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coordinator.api.errors import ApiError
+from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
+from coordinator.db.types import utcnow
+from coordinator.jobs import engine
+from coordinator.sync_tasks import Planned, create_sync_tasks
+from coordinator.upload_plan import UploadPlan
+
+log = logging.getLogger(__name__)
+
+
+async def reserve(
+    db: async_sessionmaker[AsyncSession],
+    plan: UploadPlan,
+    *,
+    template_name: str,
+    description: str,
+    file_name: str,
+    fmt: str,
+    vm_config: dict[str, Any],
+    actor: str,
+    lease: float,
+) -> TemplateUpload:
+    """Template + upload rows (status uploading), leased to this process while it streams."""
+    async with db() as session:
+        template = VmTemplate(
+            cluster_id=plan.cluster.id,
+            template_name=template_name,
+            name_key=template_name,
+            description=description,
+            creator=actor,
+            modifier=actor,
+        )
+        session.add(template)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise ApiError(
+                409,
+                "template_name_taken",
+                f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
+            ) from None
+        upload = TemplateUpload(
+            template_id=template.id,
+            template_name=template_name,
+            cluster_id=plan.cluster.id,
+            storage_id=plan.storage.id,
+            storage_name=plan.storage.storage_name,
+            storage_type=plan.storage.type,
+            is_shared=plan.storage.shared,
+            import_node_id=plan.import_node.id,
+            import_node_name=plan.import_node.node_name,
+            file_name=file_name,
+            file_format=fmt,
+            status="uploading",
+            vm_config=json.dumps(vm_config),
+            creator=actor,
+            lease_owner=engine.OWNER,
+            lease_expires_at=utcnow() + timedelta(seconds=lease),
+        )
+        session.add(upload)
+        await session.commit()
+        return upload
+
+
+async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
+    """No valid staged image came of it: keep a failed record, remove the template row."""
+    async with db() as session:
+        upload = await session.get(TemplateUpload, upload_id)
+        if upload is None or upload.status != "uploading":
+            return
+        template_id = upload.template_id
+        upload.status = "failed"
+        upload.error_message = reason
+        upload.template_id = None
+        upload.lease_owner = None
+        upload.lease_expires_at = None
+        await session.flush()
+        if template_id is not None:
+            await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
+            await session.execute(delete(VmTemplate).where(VmTemplate.id == template_id))
+        await session.commit()
+    log.warning("upload %s abandoned: %s", upload_id, reason)
+
+
+async def record_staged(
+    db: async_sessionmaker[AsyncSession],
+    upload_id: int,
+    plan: UploadPlan,
+    staged: dict[str, Any],
+    actor: str,
+) -> list[Planned]:
+    """The image is stored and valid: queue the import, create instances and sync tasks."""
+    async with db() as session:
+        upload = await session.get(TemplateUpload, upload_id)
+        assert upload is not None and upload.template_id is not None
+        upload.status = "uploaded"
+        upload.staged_name = staged["staged_name"]
+        upload.file_size = int(staged["size"])
+        upload.sha256 = staged["sha256"]
+        upload.virtual_size = int(staged["virtual_size"])
+        upload.lease_owner = None
+        upload.lease_expires_at = None
+        for target in plan.instance_targets:
+            session.add(
+                TemplateInstance(
+                    template_id=upload.template_id,
+                    upload_id=upload.id,
+                    cluster_id=upload.cluster_id,
+                    node_id=target.node.id,
+                    node_name=target.node.node_name,
+                    storage_id=target.storage.id,
+                    storage_name=target.storage.storage_name,
+                    is_shared=plan.storage.shared,
+                    status="importing",
+                    is_primary=target.node.id == plan.import_node.id,
+                    creator=actor,
+                    modifier=actor,
+                )
+            )
+        planned = await create_sync_tasks(session, upload, plan.import_node, plan.sync_targets, actor)
+        await session.commit()
+    log.info(
+        "upload %s staged on %s: %s bytes, sha256 %s",
+        upload_id,
+        plan.import_node.node_name,
+        staged["size"],
+        staged["sha256"],
+    )
+    return planned
+
+
+async def expire_abandoned(db: async_sessionmaker[AsyncSession]) -> int:
+    """Uploads whose streaming coordinator died (lease expired while uploading)."""
+    async with db() as session:
+        ids = list(
+            await session.scalars(
+                select(TemplateUpload.id).where(
+                    TemplateUpload.status == "uploading", TemplateUpload.lease_expires_at < utcnow()
+                )
+            )
+        )
+    expired = 0
+    for upload_id in ids:
+        async with db() as session:
+            if not await engine.claim(session, TemplateUpload, upload_id, 60):
+                continue
+        await abandon(db, upload_id, "upload interrupted: the coordinator stopped while receiving it")
+        expired += 1
+    return expired

@@ -1,0 +1,133 @@
+"""`make demo`: the whole system on loopback, in the foreground, until Ctrl-C or SIGTERM.
+
+Environment: PVESPHERE_DEMO_DIR (default .demo; all state lives there and reruns
+reuse it) and PVESPHERE_PORT (the coordinator's port, default 8080).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from demo.stack import Stack, StackError, StackSettings, free_port, http_json, port_is_free
+
+
+def _follow(paths: list[Path], stop: threading.Event) -> None:
+    """Print new lines of every log file as they arrive (like `tail -F` on all of them)."""
+    files = {}
+    for p in paths:
+        f = open(p, errors="replace")  # noqa: SIM115
+        f.seek(0, os.SEEK_END)
+        files[p] = f
+    while not stop.is_set():
+        quiet = True
+        for f in files.values():
+            for line in f.readlines():
+                quiet = False
+                sys.stdout.write(line)
+        sys.stdout.flush()
+        if quiet:
+            stop.wait(0.3)
+
+
+def _table(stack: Stack) -> str:
+    token = stack.admin_token
+    _, clusters = http_json("GET", stack.api + "/clusters?page_size=100", token)
+    _, nodes = http_json("GET", stack.api + "/nodes?page_size=100", token)
+    _, storages = http_json("GET", stack.api + "/storages?page_size=100", token)
+    _, agents = http_json("GET", stack.api + "/agents?page_size=100", token)
+    live = {a["node_id"]: a for a in agents["data"]["list"]}
+    out = []
+    out.append("")
+    out.append("pvesphere-templates demo is up")
+    out.append(f"  API           {stack.api}   (OpenAPI: {stack.api}/openapi.json)")
+    out.append(f"  admin token   {token}")
+    out.append(f"                (also in {stack.base / 'admin.token'})")
+    out.append(f"  PVE emulator  {stack.pve_token()['api_url']}   (state in {stack.pvesim_dir})")
+    out.append("")
+    out.append(f"  {'CLUSTER ID':<11}{'NAME':<14}{'PVE':<8}NODES")
+    for c in clusters["data"]["list"]:
+        out.append(f"  {c['id']:<11}{c['cluster_name']:<14}{c['pve_version']:<8}{c['node_count']}")
+    out.append("")
+    out.append(f"  {'NODE ID':<11}{'NAME':<14}{'STATUS':<9}AGENT")
+    for n in sorted(nodes["data"]["list"], key=lambda n: n["id"]):
+        a = live.get(n["id"])
+        agent = f"{a['url']} ({'live' if a['live'] else 'not live'})" if a else "none"
+        out.append(f"  {n['id']:<11}{n['node_name']:<14}{n['status']:<9}{agent}")
+    out.append("")
+    out.append(f"  {'STORAGE ID':<11}{'NAME':<15}{'TYPE':<8}{'SHARED':<8}{'NODE':<11}CONTENT")
+    for s in sorted(storages["data"]["list"], key=lambda s: s["id"]):
+        out.append(
+            f"  {s['id']:<11}{s['storage_name']:<15}{s['type']:<8}{'yes' if s['shared'] else 'no':<8}"
+            f"{s['node_name']:<11}{s['content']}"
+        )
+    out.append("")
+    out.append("  Try it:")
+    out.append(f"    export TOKEN=$(cat {stack.base / 'admin.token'})")
+    out.append(f'    curl -s -H "Authorization: Bearer $TOKEN" {stack.api}/storages?shared=true')
+    out.append("")
+    out.append(f"  Logs follow (also in {stack.base / 'logs'}); Ctrl-C stops everything.")
+    out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="Run the PVE emulator (3 nodes), one agent per node and the coordinator "
+        "(SQLite) on loopback, in the foreground. Reruns reuse the state directory.",
+        epilog="Environment: PVESPHERE_DEMO_DIR (default .demo), PVESPHERE_PORT (default 8080).",
+    )
+    parser.parse_args(argv)
+    base = Path(os.environ.get("PVESPHERE_DEMO_DIR", ".demo"))
+    port = int(os.environ.get("PVESPHERE_PORT", "8080"))
+    if not port_is_free(port):
+        print(f"port {port} is in use: stop what uses it or set PVESPHERE_PORT", file=sys.stderr)
+        return 1
+    settings = StackSettings(base_dir=base, coordinator_port=port)
+    # The emulator and agents have fixed default ports; take free ones if those are busy.
+    if not port_is_free(settings.emulator_port):
+        settings.emulator_port = free_port()
+    while not all(port_is_free(settings.first_agent_port + i) for i in range(settings.nodes)):
+        settings.first_agent_port = free_port()
+    stack = Stack(settings)
+
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"starting the demo in {base.resolve()} ...", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"demo failed to start: {exc}", file=sys.stderr)
+        return 1
+    print(_table(stack), flush=True)
+    logs = sorted((stack.base / "logs").glob("*.log"))
+    follower = threading.Thread(target=_follow, args=(logs, stopping), daemon=True)
+    follower.start()
+    try:
+        while not stopping.is_set():
+            for proc in [stack.emulator, stack.coordinator, *stack.agents.values()]:
+                if proc is not None and not proc.running:
+                    print(f"{proc.name} exited unexpectedly; stopping the demo", file=sys.stderr)
+                    stopping.set()
+            stopping.wait(1)
+    finally:
+        print("stopping the demo ...", flush=True)
+        stack.stop()
+        time.sleep(0.3)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Start and stop the emulator, the agents and the coordinator as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(
+    method: str, url: str, token: str | None = None, body: Any = None, timeout: float = 10
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    log_file: TextIO | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(self.log_path, "a")  # noqa: SIM115 (lives as long as the process)
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.popen is None:
+            return None
+        if self.running:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+        return self.popen.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class StackSettings:
+    base_dir: Path
+    coordinator_port: int = 8080
+    emulator_port: int = 8006
+    first_agent_port: int = 8101
+    nodes: int = 3
+    cluster_name: str = "pve-demo"
+    database_url: str = ""
+    # Extra coordinator settings (TOML values) for tests, e.g. shorter timeouts.
+    coordinator_settings: dict[str, Any] = field(default_factory=dict)
+    agent_settings: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+
+
+def _toml(settings: dict[str, Any]) -> str:
+    lines = []
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+def _secret_file(path: Path, make: bool = True) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+class Stack:
+    """The whole system on loopback. Reuses ``base_dir`` across runs."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.s = settings
+        self.base = settings.base_dir.resolve()
+        self.python = sys.executable
+        self.emulator: Proc | None = None
+        self.coordinator: Proc | None = None
+        self.agents: dict[str, Proc] = {}
+        self.admin_token = ""
+        self.cluster_id: int | None = None
+
+    # -------------------------------------------------------------- paths
+    @property
+    def pvesim_dir(self) -> Path:
+        return self.base / "pvesim"
+
+    @property
+    def coordinator_url(self) -> str:
+        return f"http://{self.s.host}:{self.s.coordinator_port}"
+
+    @property
+    def api(self) -> str:
+        return self.coordinator_url + "/api/v1"
+
+    @property
+    def database_url(self) -> str:
+        return self.s.database_url or f"sqlite+aiosqlite:///{self.base / 'coordinator.db'}"
+
+    def node_names(self) -> list[str]:
+        return [f"pve-node{i}" for i in range(1, self.s.nodes + 1)]
+
+    def agent_port(self, node: str) -> int:
+        return self.s.first_agent_port + self.node_names().index(node)
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PVESPHERE_")}
+        env.update(extra or {})
+        return env
+
+    # -------------------------------------------------------------- parts
+    def start_emulator(self) -> None:
+        self.emulator = Proc(
+            "pvesim",
+            [
+                self.python,
+                "-m",
+                "pvesim.cli",
+                "serve",
+                "--state-dir",
+                str(self.pvesim_dir),
+                "--host",
+                self.s.host,
+                "--port",
+                str(self.s.emulator_port),
+                "--cluster-name",
+                self.s.cluster_name,
+                "--nodes",
+                str(self.s.nodes),
+            ],
+            self._env(),
+            self.base / "logs" / "pvesim.log",
+        )
+        self.emulator.start()
+        self._wait_port(self.s.emulator_port, self.emulator)
+
+    def pve_token(self) -> dict[str, str]:
+        return json.loads((self.pvesim_dir / "api-token.json").read_text())
+
+    def write_coordinator_config(self) -> Path:
+        settings: dict[str, Any] = {
+            "host": self.s.host,
+            "port": self.s.coordinator_port,
+            "data_dir": str(self.base),
+            "agent_token_file": str(self.base / "agent.token"),
+            "pve_ca_file": str(self.pvesim_dir / "ca.pem"),
+            "ready_requires_agents": True,
+        }
+        if self.s.database_url:
+            settings["database_url"] = self.s.database_url
+        settings.update(self.s.coordinator_settings)
+        path = self.base / "coordinator.toml"
+        path.write_text(_toml(settings))
+        return path
+
+    def coordinator_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        config = self.base / "coordinator.toml"
+        result = subprocess.run(
+            [self.python, "-m", "coordinator.cli", "--config", str(config), *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise StackError(f"pvesphere-coordinator {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def start_coordinator(self) -> None:
+        self.coordinator = Proc(
+            "coordinator",
+            [self.python, "-m", "coordinator.cli", "--config", str(self.base / "coordinator.toml"), "serve"],
+            self._env(),
+            self.base / "logs" / "coordinator.log",
+        )
+        self.coordinator.start()
+        self._wait_http(self.coordinator_url + "/healthz", self.coordinator)
+
+    def _ensure_admin_token(self) -> str:
+        path = self.base / "admin.token"
+        if path.exists():
+            token = path.read_text().strip()
+            status, _ = http_json("GET", self.api + "/clusters?page_size=1", token)
+            if status == 200:
+                return token
+            path.unlink()
+        name = f"demo-admin-{secrets.token_hex(3)}"
+        self.coordinator_cli("token", "create", "--name", name, "--role", "admin", "--secret-file", str(path))
+        return path.read_text().strip()
+
+    def agent_config(self, node: str) -> Path:
+        port = self.agent_port(node)
+        settings: dict[str, Any] = {
+            "node": node,
+            "host": self.s.host,
+            "port": port,
+            "advertise_url": f"http://{self.s.host}:{port}",
+            "coordinator_url": self.coordinator_url,
+            "agent_token_file": str(self.base / "agent.token"),
+            "staging_dir": str(self.base / "agents" / node / "staging"),
+            "mdns": False,
+        }
+        settings.update(self.s.agent_settings)
+        path = self.base / "agents" / node / "agent.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_toml(settings))
+        return path
+
+    def start_agent(self, node: str) -> Proc:
+        config = self.agent_config(node)
+        shim_dir = self.pvesim_dir / "nodes" / node / "bin"
+        env = self._env({"PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
+        proc = Proc(
+            f"agent-{node}",
+            [self.python, "-m", "agent.cli", "--config", str(config), "serve"],
+            env,
+            self.base / "logs" / f"agent-{node}.log",
+        )
+        proc.start()
+        self.agents[node] = proc
+        self._wait_http(f"http://{self.s.host}:{self.agent_port(node)}/health", proc)
+        return proc
+
+    def register_cluster(self) -> int:
+        status, body = http_json("GET", self.api + "/clusters?page_size=100", self.admin_token)
+        if status != 200:
+            raise StackError(f"listing clusters failed: {status} {body}")
+        token = self.pve_token()
+        for cluster in body["data"]["list"]:
+            if cluster["cluster_name"] == self.s.cluster_name:
+                if cluster["api_url"] != token["api_url"]:
+                    # The emulator moved to another port since the last run.
+                    status, body = http_json(
+                        "PUT",
+                        f"{self.api}/clusters/{cluster['id']}",
+                        self.admin_token,
+                        {"api_url": token["api_url"]},
+                        timeout=60,
+                    )
+                    if status != 200:
+                        raise StackError(f"updating the emulated cluster failed: {status} {body}")
+                return int(cluster["id"])
+        status, body = http_json(
+            "POST",
+            self.api + "/clusters",
+            self.admin_token,
+            {
+                "api_url": token["api_url"],
+                "token_id": token["token_id"],
+                "token_secret": token["secret"],
+                "verify_ssl": True,
+            },
+            timeout=60,
+        )
+        if status != 200:
+            raise StackError(f"registering the emulated cluster failed: {status} {body}")
+        return int(body["data"]["id"])
+
+    # -------------------------------------------------------------- all
+    def start(self, ready_timeout: float = 60) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        _secret_file(self.base / "agent.token")
+        try:
+            self.start_emulator()
+            self.write_coordinator_config()
+            self.coordinator_cli("migrate")
+            self.start_coordinator()
+            self.admin_token = self._ensure_admin_token()
+            for node in self.node_names():
+                self.start_agent(node)
+            self.cluster_id = self.register_cluster()
+            self.wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while time.monotonic() < deadline:
+            status, body = http_json("GET", self.coordinator_url + "/readyz")
+            if status == 200:
+                return body  # type: ignore[no-any-return]
+            time.sleep(0.2)
+        raise StackError(f"coordinator not ready after {timeout}s: {body}")
+
+    def stop(self) -> None:
+        procs = [*self.agents.values(), self.coordinator, self.emulator]
+        for proc in procs:
+            if proc is not None:
+                proc.signal(signal.SIGTERM)
+        for proc in procs:
+            if proc is not None:
+                proc.stop()
+
+    # -------------------------------------------------------------- waiting
+    def _wait_port(self, port: int, proc: Proc, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.running:
+                raise StackError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+            with socket.socket() as s:
+                if s.connect_ex((self.s.host, port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise StackError(f"{proc.name} did not open port {port} in {timeout}s:\n{proc.tail()}")
+
+    def _wait_http(self, url: str, proc: Proc, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.running:
+                raise StackError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+            try:
+                status, _ = http_json("GET", url, timeout=2)
+                if status == 200:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{proc.name} did not answer {url} in {timeout}s:\n{proc.tail()}")

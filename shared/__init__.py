@@ -1,0 +1,1 @@
+"""Code both the coordinator and the agents use: config, logging, wire formats."""

@@ -1,0 +1,81 @@
+"""Fixtures: the whole stack (emulator, agents, coordinator) as real processes.
+
+``stack`` is parametrised over the coordinator's two databases: SQLite and
+MariaDB through asyncmy. MariaDB is required when CI=true; elsewhere its
+tests are skipped with the reason when no MariaDB answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from demo.stack import Stack, StackSettings, free_port, port_is_free
+from tests.support import mariadb
+from tests.support.api import Api
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
+    settings = StackSettings(
+        base_dir=base,
+        coordinator_port=free_port(),
+        emulator_port=free_port(),
+        first_agent_port=free_port(),
+        database_url=database_url,
+        **kw,  # type: ignore[arg-type]
+    )
+    # Agent ports are consecutive from first_agent_port: find a free run.
+    while True:
+        ports = [settings.first_agent_port + i for i in range(settings.nodes)]
+        if all(port_is_free(p) for p in ports):
+            break
+        settings.first_agent_port = free_port()
+    stack = Stack(settings)
+    stack.start()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    reason = mariadb.unavailable_reason()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true requires MariaDB: {reason}")
+        pytest.skip(reason)
+    name, url = mariadb.create_database()
+    yield url
+    mariadb.drop_database(name)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    url = ""
+    if request.param == "mariadb":
+        url = request.getfixturevalue("mariadb_url")
+    s = start_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), url)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Api:
+    """The coordinator's API with the admin token."""
+    return Api(stack.api, stack.admin_token)
+
+
+@pytest.fixture
+def make_token(stack: Stack):  # type: ignore[no-untyped-def]
+    """Create a token of a role through the CLI, as an administrator would."""
+    import secrets
+
+    def make(role: str) -> str:
+        name = f"{role}-{secrets.token_hex(3)}"
+        result = stack.coordinator_cli("token", "create", "--name", name, "--role", role)
+        return result.stdout.strip()
+
+    return make

@@ -1,0 +1,87 @@
+"""The OpenAPI document describes every route, and real responses match it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import requests
+
+from demo.stack import Stack
+from tests.support.api import Api
+
+EXPECTED = {
+    ("get", "/api/v1/clusters"),
+    ("post", "/api/v1/clusters"),
+    ("get", "/api/v1/clusters/{id}"),
+    ("put", "/api/v1/clusters/{id}"),
+    ("post", "/api/v1/clusters/{id}/refresh"),
+    ("get", "/api/v1/nodes"),
+    ("get", "/api/v1/nodes/{id}"),
+    ("get", "/api/v1/storages"),
+    ("get", "/api/v1/storages/{id}"),
+    ("get", "/api/v1/agents"),
+    ("get", "/api/v1/agents/{id}"),
+    ("get", "/api/v1/templates"),
+    ("get", "/api/v1/templates/{id}"),
+    ("put", "/api/v1/templates/{id}"),
+    ("delete", "/api/v1/templates/{id}"),
+}
+
+
+def _doc(stack: Stack) -> dict[str, Any]:
+    return requests.get(stack.api + "/openapi.json", timeout=10).json()
+
+
+def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    ref = f"#/paths/{pointer}/{method}/responses/{status}/content/application~1json/schema"
+    schema = {**doc, "$ref": ref}
+    jsonschema.Draft202012Validator(schema).validate(body)
+
+
+def test_document_lists_every_route(stack: Stack) -> None:
+    doc = _doc(stack)
+    assert doc["openapi"].startswith("3.1")
+    found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert EXPECTED <= found
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op["summary"], (method, path)
+            assert "200" in op["responses"], (method, path)
+            if op.get("security") != []:
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+
+
+def test_real_responses_match_the_document(stack: Stack, api: Api) -> None:
+    doc = _doc(stack)
+    for path, real in [
+        ("/api/v1/clusters", "/clusters"),
+        ("/api/v1/clusters/{id}", f"/clusters/{stack.cluster_id}"),
+        ("/api/v1/nodes", "/nodes"),
+        ("/api/v1/storages", "/storages?page_size=100"),
+        ("/api/v1/agents", "/agents"),
+        ("/api/v1/templates", "/templates"),
+    ]:
+        reply = api.get(real)
+        assert reply.status == 200
+        _check(doc, "get", path, 200, reply.body)
+    for path, real, status in [
+        ("/api/v1/templates/{id}", "/templates/987654", 404),
+        ("/api/v1/clusters", "/clusters?page_size=0", 400),
+    ]:
+        reply = api.get(real)
+        assert reply.status == status
+        _check(doc, "get", path, status, reply.body)
+
+
+def test_a_wrong_response_would_fail_the_check(stack: Stack, api: Api) -> None:
+    """Guard against a check that cannot fail: a mangled body must be rejected."""
+    doc = _doc(stack)
+    body = api.get("/clusters").body
+    body["data"]["list"] = [{"id": "one"}]
+    try:
+        _check(doc, "get", "/api/v1/clusters", 200, body)
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("schema accepted a malformed cluster")

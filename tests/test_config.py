@@ -1,0 +1,81 @@
+"""Config files plus environment variables, and the errors a typo gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config as agent_config
+from coordinator import config as coordinator_config
+from shared.config import ConfigError
+
+
+def test_file_then_environment_then_command_line(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('port = 9000\nhost = "0.0.0.0"\nagent_token = "from-file"\nheartbeat_interval = 2\n')
+    env = {"PVESPHERE_PORT": "9100", "PVESPHERE_READY_REQUIRES_AGENTS": "yes"}
+    cfg = coordinator_config.load_config(
+        coordinator_config.CoordinatorConfig, cfg_file, "PVESPHERE_", env=env, overrides={"host": "10.0.0.1"}
+    )
+    assert cfg.port == 9100  # env beats the file
+    assert cfg.host == "10.0.0.1"  # command line beats both
+    assert cfg.agent_token == "from-file"
+    assert cfg.heartbeat_interval == 2.0
+    assert cfg.ready_requires_agents is True
+
+
+def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
+    cfg = coordinator_config.CoordinatorConfig(data_dir=tmp_path)
+    assert cfg.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path}/coordinator.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needle"),
+    [
+        ("prot = 1\n", {}, "unknown setting 'prot'"),
+        ("port = 'eighty'\n", {}, "port"),
+        ("", {"PVESPHERE_PORT": "x"}, "$PVESPHERE_PORT"),
+        ("", {"PVESPHERE_READY_REQUIRES_AGENTS": "perhaps"}, "expected true/false"),
+        ("port = [\n", {}, "not valid TOML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        coordinator_config.load_config(coordinator_config.CoordinatorConfig, cfg_file, "PVESPHERE_", env=env)
+    assert needle in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        coordinator_config.load(tmp_path / "nope.toml")
+
+
+def test_agent_needs_coordinator_and_complete_https_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("PVESPHERE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PVESPHERE_AGENT_CONFIG", str(tmp_path / "missing.toml"))
+    cfg_file = tmp_path / "a.toml"
+    cfg_file.write_text('node = "pve1"\n')
+    with pytest.raises(ConfigError, match="coordinator_url"):
+        agent_config.load(cfg_file)
+    cfg_file.write_text('coordinator_url = "http://c:8080"\npve_backend = "https"\n')
+    with pytest.raises(ConfigError, match="pve_api_url"):
+        agent_config.load(cfg_file)
+    cfg_file.write_text('coordinator_url = "http://c:8080"\npve_backend = "ssh"\n')
+    with pytest.raises(ConfigError, match="'local' or 'https'"):
+        agent_config.load(cfg_file)
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "agent.token"
+    secret.write_text("s3cret\n")
+    cfg = coordinator_config.CoordinatorConfig(agent_token_file=secret)
+    assert cfg.resolved_agent_token() == "s3cret"
+    with pytest.raises(ConfigError, match="agent_token is not set"):
+        coordinator_config.CoordinatorConfig().resolved_agent_token()

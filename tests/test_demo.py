@@ -1,0 +1,87 @@
+"""`make demo` as a user runs it: it comes up, prints the ids and token, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from demo.stack import free_port
+
+
+def _start(demo_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PVESPHERE_")}
+    env.update({"PVESPHERE_DEMO_DIR": str(demo_dir), "PVESPHERE_PORT": str(port)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "demo"], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT
+    )
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("demo never became ready:\n" + log.read_text())
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    return children
+
+
+def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    port = free_port()
+    log = tmp_path / "demo.out"
+    proc = _start(demo_dir, port, log)
+    try:
+        _wait_ready(port, proc, log)
+        deadline = time.monotonic() + 10
+        while "Logs follow" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out = log.read_text()
+        token = (demo_dir / "admin.token").read_text().strip()
+        assert token.startswith("pvst_") and token in out
+        assert "pve-demo" in out
+        for name in ("pve-node1", "pve-node2", "pve-node3", "local-lvm", "ceph-storage", "nfs-templates"):
+            assert name in out
+        headers = {"Authorization": f"Bearer {token}"}
+        storages = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/storages?page_size=100", headers=headers, timeout=10
+        ).json()
+        for s in storages["data"]["list"]:
+            assert f"{s['id']:<11}{s['storage_name']}" in out  # the table shows real ids
+        agents = requests.get(f"http://127.0.0.1:{port}/api/v1/agents", headers=headers, timeout=10).json()
+        assert [a["live"] for a in agents["data"]["list"]] == [True, True, True]
+    finally:
+        children = _stop(proc)
+    assert len(children) == 5  # emulator, coordinator, three agents
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert "stopping the demo" in log.read_text()
+
+    # A rerun reuses the state: same token, same cluster id, nothing registered twice.
+    proc = _start(demo_dir, port, log)
+    try:
+        _wait_ready(port, proc, log)
+        assert (demo_dir / "admin.token").read_text().strip() == token
+        clusters = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/clusters", headers=headers, timeout=10
+        ).json()
+        assert clusters["data"]["total"] == 1
+    finally:
+        _stop(proc)
