@@ -44,8 +44,13 @@ class LogFollower:
         lines: list[dict[str, Any]] = await self.pve.call(
             "get", f"nodes/{self.node}/tasks/{self.upid}/log", start=self.next_line, limit=500
         )
-        # PVE answers an empty page with a single {"n": 0, "t": "no content"} line.
-        lines = [entry for entry in lines if int(entry.get("n", 0)) > self.next_line]
+        # PVE answers an empty log with a placeholder line {"n": 1, "t": "no content"}.
+        lines = [
+            entry
+            for entry in lines
+            if int(entry.get("n", 0)) > self.next_line
+            and not (entry.get("n") == 1 and entry.get("t") == "no content")
+        ]
         if lines:
             self.next_line = max(int(entry["n"]) for entry in lines)
         return lines

@@ -108,6 +108,20 @@ class Proc:
             return ""
 
 
+def wait_for_emulator(state_dir: Path, proc: Proc, timeout: float = 30) -> dict[str, str]:
+    """The emulator's connection facts, once it listens (it writes them after binding)."""
+    path = state_dir / "api-token.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.running:
+            raise StackError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+        try:
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise StackError(f"{proc.name} did not start listening in {timeout}s:\n{proc.tail()}")
+
+
 @dataclass
 class StackSettings:
     base_dir: Path
@@ -205,7 +219,7 @@ class Stack:
             self.base / "logs" / "pvesim.log",
         )
         self.emulator.start()
-        self._wait_port(self.s.emulator_port, self.emulator)
+        wait_for_emulator(self.pvesim_dir, self.emulator)
 
     def pve_token(self) -> dict[str, str]:
         return json.loads((self.pvesim_dir / "api-token.json").read_text())
@@ -367,17 +381,6 @@ class Stack:
                 proc.stop()
 
     # -------------------------------------------------------------- waiting
-    def _wait_port(self, port: int, proc: Proc, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not proc.running:
-                raise StackError(f"{proc.name} exited during start-up:\n{proc.tail()}")
-            with socket.socket() as s:
-                if s.connect_ex((self.s.host, port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise StackError(f"{proc.name} did not open port {port} in {timeout}s:\n{proc.tail()}")
-
     def _wait_http(self, url: str, proc: Proc, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

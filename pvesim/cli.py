@@ -66,6 +66,8 @@ async def serve(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir).resolve()
     cluster, access = prepare_state(state_dir, args.cluster_name, args.nodes)
+    # Clients wait for this file: it must not name the port of an earlier run.
+    (cluster.state_dir / "api-token.json").unlink(missing_ok=True)
     tasks = TaskManager(cluster.state_dir, cluster.nodes)
     faults = FaultRegistry()
     tasks.before_worker = faults.check_task
@@ -105,8 +107,11 @@ def token_add(args: argparse.Namespace) -> int:
         return 1
     print(
         json.dumps(
-            {"full-tokenid": f"{args.userid}!{args.tokenid}", "info": {"privsep": args.privsep},
-             "value": secret},
+            {
+                "full-tokenid": f"{args.userid}!{args.tokenid}",
+                "info": {"privsep": args.privsep},
+                "value": secret,
+            },
             indent=1,
         )
     )
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-name", default="pve-demo", help="name of a new cluster (pve-demo)")
     p.add_argument("--nodes", type=int, default=3, help="node count of a new cluster (3)")
     p.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
         help="debug logs every request, info every task start/end",
     )
     p.set_defaults(func=lambda a: asyncio.run(serve(a)))

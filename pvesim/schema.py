@@ -495,7 +495,11 @@ def print_property_string(data: dict[str, Any], fmt: dict[str, Any]) -> str:
         done.add(key)
         sub = fmt.get(key) or {}
         value = data[key]
-        text = format_size(int(value)) if sub.get("format") == "disk-size" else str(value)
+        text = str(value)
+        if sub.get("format") == "disk-size":
+            # parsed drives keep sizes as written ("64M"); PVE prints them normalised
+            size = parse_size(text)
+            text = format_size(size) if size is not None else text
         parts.append(text if is_default else f"{key}={text}")
 
     if default_key:

@@ -9,8 +9,8 @@ import time
 import requests
 
 from demo.stack import Stack
-from tests.support.api import Api
 from shared.version import VERSION
+from tests.support.api import Api
 
 
 def _agents(api: Api) -> dict[str, dict]:

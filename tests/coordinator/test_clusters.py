@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.stack import Proc, Stack, free_port
+from demo.stack import Proc, Stack, free_port, wait_for_emulator
 from tests.support.api import Api
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -135,8 +135,7 @@ def second_emulator(stack: Stack, tmp_path: Path) -> Iterator[tuple[Proc, dict]]
         tmp_path / "lab.log",
     )
     proc.start()
-    stack._wait_port(port, proc)
-    yield proc, json.loads((state / "api-token.json").read_text())
+    yield proc, wait_for_emulator(state, proc)
     proc.stop()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from demo.stack import Stack
 from tests.support.api import Api
 
 

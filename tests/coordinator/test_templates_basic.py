@@ -76,7 +76,7 @@ def test_soft_delete_hides_and_frees_the_name(stack: Stack, api: Api) -> None:
     tag = secrets.token_hex(3)
     (tid,) = seed(stack, f"gone-{tag}")
     deleted = api.delete(f"/templates/{tid}").ok()
-    assert deleted == {"id": tid, "deleted": True, "cascade": False}
+    assert deleted == {"id": tid, "deleted": True, "cascade": False, "removed_vms": [], "removed_images": 0}
     assert api.get(f"/templates/{tid}").status == 404
     assert api.get(f"/templates?name=gone-{tag}").ok()["total"] == 0
     assert api.delete(f"/templates/{tid}").status == 404
