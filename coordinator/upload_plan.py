@@ -125,7 +125,8 @@ async def plan_upload(
         raise ApiError(
             400,
             "storage_no_images",
-            f"storage {storage.storage_name!r} does not accept VM images (content: {storage.content or 'none'})",
+            f"storage {storage.storage_name!r} does not accept VM images "
+            f"(content: {storage.content or 'none'})",
         )
     if storage.type in NO_TEMPLATES:
         raise ApiError(400, "storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
@@ -138,7 +139,8 @@ async def plan_upload(
         raise ApiError(
             409,
             "template_name_taken",
-            f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} (template {taken})",
+            f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} "
+            f"(template {taken})",
         )
 
     if storage.shared:

@@ -68,8 +68,9 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
     def schema_of(model: Any, mode: str) -> dict[str, Any]:
         if model is None:
             return {"type": "object"}
-        if (model, mode) in refs:
-            return refs[(model, mode)]
+        key = (model, mode)
+        if key in refs:
+            return refs[key]  # type: ignore[index]
         return TypeAdapter(model).json_schema(ref_template=REF, mode="serialization")
 
     paths: dict[str, dict[str, Any]] = {}

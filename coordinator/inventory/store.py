@@ -21,13 +21,13 @@ async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: Clust
         n.node_name: n
         for n in (await session.scalars(select(PveNode).where(PveNode.cluster_id == cluster.id)))
     }
-    for info in snap.nodes:
-        node = existing.pop(info.name, None)
+    for node_info in snap.nodes:
+        node = existing.pop(node_info.name, None)
         if node is None:
-            node = PveNode(cluster_id=cluster.id, node_name=info.name)
+            node = PveNode(cluster_id=cluster.id, node_name=node_info.name)
             session.add(node)
-        node.status = info.status
-        node.ip_address = info.ip_address
+        node.status = node_info.status
+        node.ip_address = node_info.ip_address
         node.last_sync_at = now
     for gone in existing.values():
         # Keep the row: instances and tasks refer to it by id; PVE no longer lists the node.

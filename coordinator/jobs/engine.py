@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -80,7 +80,7 @@ class JobRunner:
         db: async_sessionmaker[AsyncSession],
         model: Any,
         statuses: tuple[str, ...],
-        handler: Callable[[int], Awaitable[None]],
+        handler: Callable[[int], Coroutine[Any, Any, None]],
         *,
         concurrency: int,
         lease: float,
