@@ -90,7 +90,9 @@ class Emulator:
             info = json.loads((state_dir / "api-token.json").read_text())
             self.secret = (state_dir / "root.secret").read_text().strip()
         except OSError as exc:
-            raise CliError(f"ipcc_send_rec[1] failed: {exc.strerror} (is pvesim running in {state_dir}?)")
+            raise CliError(
+                f"ipcc_send_rec[1] failed: {exc.strerror} (is pvesim running in {state_dir}?)"
+            ) from None
         self.base = info["api_url"].rstrip("/") + "/api2/json"
         self.node = node
         self.ssl = ssl.create_default_context(cafile=info["ca_file"])

@@ -14,28 +14,28 @@ from pvesim.tasks import split_token_user
 
 
 def node_stats(req: Request, node: str) -> dict[str, Any]:
-    """API2Tools::extract_node_stats from the node's (real, shared) host figures."""
+    """API2Tools::extract_node_stats from the node's (real, shared) host figures; callers
+    without Sys.Audit on the node only learn its status."""
     cluster = req.cluster
     entry: dict[str, Any] = {"id": f"node/{node}", "node": node, "type": "node"}
+    with_stats = req.can(f"/nodes/{node}", ["Sys.Audit"])
     mem = hostinfo.meminfo()
     rootfs = hostinfo.disk(cluster.state_dir)
     if cluster.online[node]:
-        cpu, _wait = hostinfo.cpu_usage()
-        entry.update(
-            status="online",
-            uptime=int(time.time() - cluster.boot_time[node]),
-            cpu=cpu,
-            mem=mem["used"],
-            disk=rootfs["used"],
-        )
+        entry["status"] = "online"
+        if with_stats:
+            cpu, _wait = hostinfo.cpu_usage()
+            entry.update(
+                uptime=int(time.time() - cluster.boot_time[node]),
+                cpu=cpu,
+                mem=mem["used"],
+                disk=rootfs["used"],
+            )
     else:
         entry["status"] = "offline"
-    entry.update(
-        level="",
-        maxcpu=hostinfo.cpu_count(),
-        maxmem=mem["total"],
-        maxdisk=rootfs["total"],
-    )
+    entry["level"] = ""
+    if with_stats:
+        entry.update(maxcpu=hostinfo.cpu_count(), maxmem=mem["total"], maxdisk=rootfs["total"])
     return entry
 
 
@@ -82,6 +82,9 @@ async def cluster_resources(req: Request, params: dict[str, str]) -> Any:
     res: list[dict[str, Any]] = []
     if not typ or typ == "vm":
         for vmid in sorted(cluster.vmlist, key=str):
+            # PVE lists only what the caller may audit (VM.Audit, Datastore.Audit, SDN.Audit)
+            if not req.can(f"/vms/{vmid}", ["VM.Audit"]):
+                continue
             node = cluster.vmlist[vmid]
             entry: dict[str, Any] = {
                 "id": f"qemu/{vmid}",
@@ -125,6 +128,8 @@ async def cluster_resources(req: Request, params: dict[str, str]) -> Any:
             res.append(entry)
     if not typ or typ == "storage":
         for sid, storage in cluster.storages.items():
+            if not req.can(f"/storage/{sid}", ["Datastore.Audit"]):
+                continue
             for node in cluster.nodes:
                 if storage.disabled or not storage.available_on(node):
                     continue
@@ -142,7 +147,7 @@ async def cluster_resources(req: Request, params: dict[str, str]) -> Any:
                     total, _avail, used = storage.status(node)
                     entry.update(maxdisk=total, disk=used, status="available")
                 res.append(entry)
-    if not typ:
+    if not typ and req.can("/sdn/zones/localnetwork", ["SDN.Audit"]):
         for node in cluster.nodes:
             res.append(
                 {

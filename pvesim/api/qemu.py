@@ -3,6 +3,7 @@ allocation and import), template, destroy and clone."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -14,7 +15,7 @@ from typing import Any
 from pvesim import disks, hostinfo
 from pvesim.api import Request, as_bool, route
 from pvesim.disks import LogFn
-from pvesim.errors import ApiError, die, param_error
+from pvesim.errors import ApiError, die, param_error, perm_error
 from pvesim.schema import parse_size, split_list
 from pvesim.state import Cluster
 from pvesim.storage import Storage, parse_volume_id
@@ -402,7 +403,8 @@ async def create_disks(
                 storeid = m.group(2) or default_storage
                 if not storeid:
                     raise die("no storage ID specified (and no default storage)")
-                size_kib = int(float(m.group(3)) * 1024 * 1024)
+                # PVE::Tools::convert_size rounds a fractional KiB up
+                size_kib = math.ceil(float(m.group(3)) * 1024 * 1024)
                 source = disk.pop("import-from", None)
                 if source:
                     if parse_volume_id(source):
@@ -521,7 +523,8 @@ async def create_vm(req: Request, params: dict[str, str]) -> Any:
         raise die(f"pool '{pool}' does not exist")
     if storage is not None:
         req.check(f"/storage/{storage}", ["Datastore.AllocateSpace"])
-    req.check(f"/vms/{vmid}", ["VM.Allocate"])
+    if not req.can(f"/vms/{vmid}", ["VM.Allocate"]):
+        raise perm_error()  # create_vm's raise_perm_exc() names neither path nor privilege
     if settings:
         if settings.get("cdrom"):
             value = settings.pop("cdrom")
