@@ -9,6 +9,7 @@ from aiohttp import web
 from agent.config import AgentConfig
 from agent.pve import NodePve
 from agent.staging import Staging
+from agent.transfer.policy import PeerPolicy
 
 CONFIG = web.AppKey("config", AgentConfig)
 PVE = web.AppKey("pve", NodePve)
@@ -18,5 +19,12 @@ STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)
 
 if TYPE_CHECKING:
+    from agent.coordinator_link import CoordinatorLink
     from agent.importer import Importer
+    from agent.transfer.receive import Receives
+    from agent.transfer.send import Sender
 IMPORTER: web.AppKey[Importer] = web.AppKey("importer")
+TRANSFER_POLICY = web.AppKey("transfer_policy", PeerPolicy)
+RECEIVES: web.AppKey[Receives] = web.AppKey("receives")
+SENDER: web.AppKey[Sender] = web.AppKey("sender")
+LINK: web.AppKey[CoordinatorLink] = web.AppKey("link")

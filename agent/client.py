@@ -7,6 +7,8 @@ from typing import Any
 
 import aiohttp
 
+SESSION_HEADER = "X-Pvesphere-Session"
+
 
 class AgentError(Exception):
     """The agent answered with an error (``status``, ``error`` slug, ``message``)."""
@@ -34,12 +36,14 @@ class AgentClient:
         path: str,
         *,
         timeout: float | None = 30,
+        extra_headers: dict[str, str] | None = None,
         **kw: Any,
     ) -> Any:
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        headers = {**self.headers, **(extra_headers or {})}
         try:
             async with self.session.request(
-                method, self.base + path, headers=self.headers, timeout=client_timeout, **kw
+                method, self.base + path, headers=headers, timeout=client_timeout, **kw
             ) as resp:
                 try:
                     body = await resp.json(content_type=None)
@@ -89,5 +93,43 @@ class AgentClient:
     async def delete_vm(self, vmid: int, key_prefix: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
             "DELETE", f"/v1/vms/{vmid}", params={"key_prefix": key_prefix}, timeout=600
+        )
+        return result
+
+    # -- node-to-node transfers (see agent/transfer/) ----------------------------------
+
+    async def start_transfer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Coordinator -> source agent: send a staged image along a chain of hops."""
+        result: dict[str, Any] = await self._call("POST", "/v1/transfers", json=request)
+        return result
+
+    async def receive_state(self, task_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/receives/{task_id}", timeout=10)
+        return result
+
+    async def remove_receive(self, task_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/receives/{task_id}")
+        return result
+
+    async def open_session(
+        self, task_id: int, ticket: str, next_hops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Peer -> target agent: present a ticket; returns the session and the offset to send from."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/receives/{task_id}/session", json={"ticket": ticket, "next_hops": next_hops}
+        )
+        return result
+
+    async def stream(
+        self, task_id: int, session: str, frames: AsyncIterator[bytes], length: int
+    ) -> dict[str, Any]:
+        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking)."""
+        headers = {SESSION_HEADER: session, "Content-Length": str(length)}
+        result: dict[str, Any] = await self._call(
+            "PUT",
+            f"/v1/receives/{task_id}/data",
+            data=frames,
+            extra_headers=headers,
+            timeout=None,
         )
         return result

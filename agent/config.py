@@ -35,6 +35,8 @@ class AgentConfig:
     pve_ca_file: str = ""
     # Seconds a single PVE call may take (pvesh runs imports in the foreground).
     pve_timeout: float = 7200.0
+    # Cap on what this agent sends to peers, bytes per second for all streams together (0: none).
+    max_send_rate: int = 0
     # Announce this agent with mDNS/zeroconf (_pvesphere-agent._tcp) besides registering.
     mdns: bool = True
     log_level: str = "info"

@@ -17,15 +17,18 @@ import aiohttp
 
 from agent.config import AgentConfig
 from agent.pve import NodePve
+from agent.transfer.errors import TransferRefused
+from agent.transfer.policy import PeerPolicy
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 
 
 class CoordinatorLink:
-    def __init__(self, config: AgentConfig, pve: NodePve, token: str) -> None:
+    def __init__(self, config: AgentConfig, pve: NodePve, token: str, policy: PeerPolicy) -> None:
         self.config = config
         self.pve = pve
+        self.policy = policy
         self.base = config.coordinator_url.rstrip("/") + "/agent-api/v1"
         self.headers = {"Authorization": f"Bearer {token}"}
         self.started_at = datetime.now(UTC)
@@ -81,6 +84,7 @@ class CoordinatorLink:
             message = payload.get("message") if isinstance(payload, dict) else payload
             raise RuntimeError(f"coordinator answered {status}: {message}")
         self.interval = float(payload["data"]["heartbeat_interval"])
+        self.policy.update(payload["data"].get("transfers") or {})
 
     async def run(self) -> None:
         """Heartbeat until cancelled; failures are logged once per outage, not every beat."""
@@ -101,6 +105,21 @@ class CoordinatorLink:
                             exc or exc.__class__.__name__,
                         )
                 await asyncio.sleep(self.interval if self._failing_since is None else 2.0)
+
+    async def fresh_ticket(self, task_id: int) -> str:
+        """A new ticket to (re)open a stream to the target of ``task_id``."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                status, payload = await self._post(session, "/tickets", {"task_id": task_id})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransferRefused(
+                503, "coordinator_unreachable", f"no ticket for task {task_id}: {exc}"
+            ) from None
+        if status != 200:
+            message = payload.get("message") if isinstance(payload, dict) else payload
+            raise TransferRefused(status, "no_ticket", f"no ticket for task {task_id}: {message}")
+        return str(payload["data"]["ticket"])
 
     async def goodbye(self) -> None:
         if self.agent_id is None:

@@ -14,13 +14,29 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from agent import importer, uploads, vms
-from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING, STARTED_AT, STARTED_WALL, TOKEN
+from agent.appkeys import (
+    CONFIG,
+    IMPORTER,
+    LINK,
+    PVE,
+    RECEIVES,
+    SENDER,
+    STAGING,
+    STARTED_AT,
+    STARTED_WALL,
+    TOKEN,
+    TRANSFER_POLICY,
+)
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.discovery import Announcer
 from agent.pve import NodePve
 from agent.server_errors import json_error
 from agent.staging import Staging
+from agent.transfer import routes as transfer_routes
+from agent.transfer.policy import PeerPolicy
+from agent.transfer.receive import Receives
+from agent.transfer.send import RateLimit, Sender
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,11 @@ async def health(request: web.Request) -> web.Response:
             "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
             "pve": {"ok": status.ok, "version": status.version, "error": status.error},
             "staging": {"dir": str(config.staging_dir), "free_bytes": free},
+            "transfers": {
+                "inbound": request.app[RECEIVES].inbound,
+                "outbound": request.app[SENDER].outbound,
+                "registered": request.app[TRANSFER_POLICY].ticket_key is not None,
+            },
         }
     )
 
@@ -70,7 +91,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    link = CoordinatorLink(config, app[PVE], app[TOKEN])
+    link = app[LINK]
     tasks = [asyncio.create_task(link.run(), name="coordinator-link")]
     announcer: Announcer | None = None
     if config.mdns:
@@ -84,6 +105,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await app[SENDER].close()
     if announcer is not None:
         await announcer.stop()
     await link.goodbye()
@@ -98,6 +120,10 @@ def create_app(config: AgentConfig) -> web.Application:
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
     app[IMPORTER] = importer.make_importer(app)
+    app[TRANSFER_POLICY] = PeerPolicy()
+    app[LINK] = CoordinatorLink(config, app[PVE], app[TOKEN], app[TRANSFER_POLICY])
+    app[SENDER] = Sender(app[TOKEN], app[LINK].fresh_ticket, RateLimit(config.max_send_rate))
+    app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     app.router.add_get("/health", health)
@@ -108,5 +134,6 @@ def create_app(config: AgentConfig) -> web.Application:
     app.router.add_get("/v1/imports/{key}", importer.get_import)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)
+    transfer_routes.add_routes(app)
     app.cleanup_ctx.append(_background)
     return app

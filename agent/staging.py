@@ -47,9 +47,11 @@ class Staging:
         return True
 
     def remove_partials(self) -> list[str]:
-        """Leftovers of uploads that were cut off while this agent was not running."""
+        """Leftovers of uploads that were cut off while this agent was not running.
+
+        (Partial copies from peers stay: a sync resumes from them.)"""
         removed = []
-        for p in self.root.glob("*" + PART_SUFFIX):
+        for p in self.root.glob("upload-*" + PART_SUFFIX):
             p.unlink(missing_ok=True)
             removed.append(p.name)
         return removed

@@ -22,6 +22,7 @@ from coordinator.api import (
     nodes,
     openapi,
     storages,
+    sync_tasks,
     templates,
     upload,
 )
@@ -36,15 +37,20 @@ from coordinator.appkeys import (
     IMPORTS,
     INVENTORY,
     STARTED_AT,
+    SYNC_WATCHERS,
+    SYNCS,
+    TICKETS,
     UPLOAD_SLOTS,
 )
 from coordinator.config import CoordinatorConfig
 from coordinator.db.migrate import current_revision, head_revision
-from coordinator.db.models import TemplateUpload
+from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
+from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
+from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ USER_API = [
     agents.routes,
     upload.routes,
     templates.routes,
+    sync_tasks.routes,
 ]
 JANITOR_INTERVAL = 30.0
 
@@ -120,9 +127,29 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         concurrency=4,
         lease=config.job_lease_seconds,
     )
+
+    def wake_syncs() -> None:
+        app[SYNCS].wake()
+        app[SYNC_WATCHERS].wake()
+
+    app[SYNCS] = SyncScheduler(config, app[DB], app[AGENTS], app[TICKETS], wake_syncs)
+    watcher = SyncWatcher(config, app[DB], app[AGENTS], app[INVENTORY], wake_syncs)
+    app[SYNC_WATCHERS] = JobRunner(
+        "sync",
+        app[DB],
+        TemplateSyncTask,
+        ("syncing", "importing"),
+        watcher.run,
+        # every running transfer has a watcher: as many as the per-node limits allow at once
+        concurrency=256,
+        lease=config.job_lease_seconds,
+        poll=1.0,
+    )
     background = [
         asyncio.create_task(app[INVENTORY].run_forever(), name="inventory"),
         asyncio.create_task(app[IMPORTS].run_forever(), name="imports"),
+        asyncio.create_task(app[SYNCS].run_forever(), name="sync-scheduler"),
+        asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(_janitor(app), name="janitor"),
     ]
     log.info(
@@ -138,6 +165,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[IMPORTS].stop()
+    await app[SYNC_WATCHERS].stop()
     await http.close()
     await engine.dispose()
 
@@ -160,6 +188,7 @@ def create_app(config: CoordinatorConfig) -> web.Application:
     app[AGENT_TOKEN] = config.resolved_agent_token()
     app[STARTED_AT] = time.monotonic()
     app[UPLOAD_SLOTS] = asyncio.Semaphore(config.max_concurrent_uploads)
+    app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)
 
     endpoints = mount(app, USER_API, API_PREFIX)

@@ -40,9 +40,19 @@ class CoordinatorConfig:
     template_vmid_max: int = 9999
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
+    # Sync (node-to-node copies): concurrent streams per node, and automatic attempts of a task.
+    max_inbound_per_node: int = 2
+    max_outbound_per_node: int = 2
+    sync_max_attempts: int = 5
+    # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
+    ticket_key_file: Path | None = None
     # /readyz also waits for a live agent on every online node (used by the demo).
     ready_requires_agents: bool = False
     log_level: str = "info"
+
+    @property
+    def resolved_ticket_key_file(self) -> Path:
+        return self.ticket_key_file or self.data_dir / "ticket-signing.key"
 
     @property
     def resolved_database_url(self) -> str:
@@ -65,6 +75,10 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
     cfg = load_config(CoordinatorConfig, path, ENV_PREFIX, overrides=overrides)
     if not 100 <= cfg.template_vmid_min <= cfg.template_vmid_max <= 999_999_999:
         raise ConfigError("template_vmid_min..template_vmid_max must be a range within 100..999999999")
+    if cfg.max_inbound_per_node < 1 or cfg.max_outbound_per_node < 1:
+        raise ConfigError("max_inbound_per_node and max_outbound_per_node must be at least 1")
+    if cfg.sync_max_attempts < 1:
+        raise ConfigError("sync_max_attempts must be at least 1")
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

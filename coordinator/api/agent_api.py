@@ -9,7 +9,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from coordinator.agents import registry
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
-from coordinator.appkeys import CONFIG, DB
+from coordinator.appkeys import CONFIG, DB, TICKETS
+from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,35 @@ class AgentHello(BaseModel):
         )
 
 
+class TransferSettings(BaseModel):
+    """How agents check tickets and how many streams a node may run at once."""
+
+    ticket_public_key: str
+    max_inbound: int
+    max_outbound: int
+
+
 class Registered(BaseModel):
     agent_id: int
     node_id: int | None
     heartbeat_interval: float
     coordinator_version: str
+    transfers: TransferSettings
+
+
+def _registered(call: Call, agent_id: int, node_id: int | None) -> Registered:
+    config = call.app[CONFIG]
+    return Registered(
+        agent_id=agent_id,
+        node_id=node_id,
+        heartbeat_interval=config.heartbeat_interval,
+        coordinator_version=VERSION,
+        transfers=TransferSettings(
+            ticket_public_key=call.app[TICKETS].public_key,
+            max_inbound=config.max_inbound_per_node,
+            max_outbound=config.max_outbound_per_node,
+        ),
+    )
 
 
 @routes.post("/register", role="agent", body=AgentHello, response=Registered)
@@ -62,12 +87,7 @@ async def register(call: Call) -> Registered:
         hello.version,
         agent.node_id if agent.node_id else "not in inventory yet",
     )
-    return Registered(
-        agent_id=agent.id,
-        node_id=agent.node_id,
-        heartbeat_interval=call.app[CONFIG].heartbeat_interval,
-        coordinator_version=VERSION,
-    )
+    return _registered(call, agent.id, agent.node_id)
 
 
 @routes.post("/agents/{id}/heartbeat", role="agent", body=AgentHello, response=Registered)
@@ -78,12 +98,7 @@ async def heartbeat(call: Call) -> Registered:
         agent = await registry.heartbeat(session, call.path["id"], hello.report())
     if agent is None:
         raise ApiError(404, "agent_not_found", f"agent {call.path['id']} is not registered")
-    return Registered(
-        agent_id=agent.id,
-        node_id=agent.node_id,
-        heartbeat_interval=call.app[CONFIG].heartbeat_interval,
-        coordinator_version=VERSION,
-    )
+    return _registered(call, agent.id, agent.node_id)
 
 
 @routes.post("/agents/{id}/goodbye", role="agent")
@@ -93,3 +108,38 @@ async def goodbye(call: Call) -> dict[str, object]:
         await registry.goodbye(session, call.path["id"])
     log.info("agent %s said goodbye", call.path["id"])
     return {"agent_id": call.path["id"]}
+
+
+class TicketRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: int = Field(ge=1)
+
+
+class TicketOut(BaseModel):
+    task_id: int
+    epoch: int
+    ticket: str
+
+
+@routes.post("/tickets", role="agent", body=TicketRequest, response=TicketOut, errors=(404, 409))
+async def ticket(call: Call) -> TicketOut:
+    """A fresh ticket for a running transfer (a sender resuming or routing around a hop)."""
+    body: TicketRequest = call.body
+    async with call.app[DB]() as session:
+        task = await session.get(TemplateSyncTask, body.task_id)
+        if task is None:
+            raise ApiError(404, "sync_task_not_found", f"sync task {body.task_id} not found")
+        if task.status != "syncing":
+            raise ApiError(409, "not_syncing", f"sync task {task.id} is {task.status}, not syncing")
+        upload = await session.get(TemplateUpload, task.upload_id)
+        assert upload is not None
+    token = call.app[TICKETS].issue(
+        task_id=task.id,
+        epoch=task.epoch,
+        node=task.target_node_name,
+        size=upload.file_size,
+        sha256=upload.sha256,
+        fmt=upload.file_format,
+    )
+    return TicketOut(task_id=task.id, epoch=task.epoch, ticket=token)

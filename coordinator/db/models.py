@@ -203,6 +203,10 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     rate_bytes_per_sec: Mapped[int] = mapped_column(BigInteger, default=0)
     vmid: Mapped[int | None] = mapped_column(Integer)
+    # Counts the task's transfer attempts; tickets name it, so an older attempt's stream is refused.
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # The target's verified copy in its staging (once received); it can serve later syncs.
+    staged_name: Mapped[str] = mapped_column(String(128), default="")
     sync_start_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sync_end_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)

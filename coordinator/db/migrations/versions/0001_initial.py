@@ -195,6 +195,8 @@ def upgrade() -> None:
         sa.Column("bytes_done", sa.BigInteger(), nullable=False),
         sa.Column("rate_bytes_per_sec", sa.BigInteger(), nullable=False),
         sa.Column("vmid", sa.Integer(), nullable=True),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("staged_name", sa.String(length=128), nullable=False),
         sa.Column("sync_start_time", coordinator.db.types.UtcDateTime(), nullable=True),
         sa.Column("sync_end_time", coordinator.db.types.UtcDateTime(), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),

@@ -1,0 +1,481 @@
+"""Receiving an image from a peer: sessions, chunk checks, writes at offsets, resume.
+
+One ``Receive`` per sync task, kept across agent restarts::
+
+    staging/<name>.part              the image as far as it came; [0, verified) is checked
+    staging/receives/<task>.json     what it is (size, sha256, format) and how far it is
+    staging/<name>                   the complete image, once its sha256 matched
+
+A peer opens a session with a ticket (``open_session``), learns the offset to go on
+from, then streams frames (``stream``). Each frame's digest is checked before it is
+written and the verified offset is saved after every frame, so a broken stream resumes
+from there. At the end the whole file's sha256 must be the ticket's, or the copy is
+thrown away. A session that names further hops starts a forwarder that relays the
+verified bytes to the next node (see send.py), so a fan-out crosses each link once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.staging import Staging
+from agent.transfer.errors import TransferRefused
+from agent.transfer.policy import PeerPolicy
+from agent.transfer.send import Hop, Sender
+from shared.frames import CHUNK, Frame, FrameError, FrameParser
+from shared.tickets import Ticket, TicketInvalid, verify
+
+log = logging.getLogger(__name__)
+
+# Free space left on the staging disk besides the image.
+SPACE_RESERVE = 64 << 20
+# A session that moves no bytes for this long is dropped (the sender is gone).
+STALL_SECONDS = 60.0
+# Frames verified and written while the next ones arrive (memory: this many x CHUNK).
+IN_FLIGHT = 4
+HASH_READ = 8 << 20
+
+
+class ChunkCorrupt(Exception):
+    pass
+
+
+class NoSpace(Exception):
+    pass
+
+
+@dataclass
+class ReceiveRecord:
+    """What is saved about a receive (staging/receives/<task>.json)."""
+
+    task_id: int
+    epoch: int
+    size: int
+    sha256: str
+    fmt: str
+    name: str
+    verified: int = 0
+    state: str = "receiving"  # receiving -> complete, or failed
+    error: str | None = None
+    error_kind: str | None = None
+    corrupt_chunks: int = 0
+    received_bytes: int = 0  # payload that arrived, re-sent bytes included
+
+
+# A session holds its inbound slot from the handshake on, if its stream starts soon.
+SESSION_START_GRACE = 30.0
+
+
+@dataclass
+class Session:
+    id: str
+    epoch: int
+    opened_at: float
+    streaming: bool = False
+    started: bool = False
+
+    def holds_slot(self) -> bool:
+        if self.streaming:
+            return True
+        return not self.started and time.monotonic() - self.opened_at < SESSION_START_GRACE
+
+
+class RateMeter:
+    """Bytes per second over the last few seconds."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, value: int) -> None:
+        now = time.monotonic()
+        self.samples.append((now, value))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
+            self.samples.popleft()
+
+    def rate(self) -> int:
+        if len(self.samples) < 2:
+            return 0
+        (t0, v0), (t1, v1) = self.samples[0], self.samples[-1]
+        if time.monotonic() - t1 > self.window:
+            return 0
+        return int((v1 - v0) / max(t1 - t0, 1e-3))
+
+
+class Receive:
+    def __init__(self, staging: Staging, record: ReceiveRecord) -> None:
+        self.staging = staging
+        self.rec = record
+        self.session: Session | None = None
+        self.forwarder: asyncio.Task[None] | None = None
+        self.forward_key: tuple[int, int] | None = None
+        self.meter = RateMeter()
+        self._grew = asyncio.Event()
+        self._hasher: Any = None
+        self._hashed = 0
+        self.last_data_at = time.monotonic()
+
+    # -- files ---------------------------------------------------------------------------
+
+    @property
+    def part_path(self) -> Path:
+        return self.staging.part_path(self.rec.name)
+
+    @property
+    def path(self) -> Path:
+        return self.staging.path(self.rec.name)
+
+    @property
+    def state_path(self) -> Path:
+        return self.staging.root / "receives" / f"{self.rec.task_id}.json"
+
+    @property
+    def size(self) -> int:
+        return self.rec.size
+
+    def save(self) -> None:
+        self.state_path.parent.mkdir(exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.rec)))
+        os.replace(tmp, self.state_path)
+
+    def discard_data(self) -> None:
+        self.part_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.rec.verified = 0
+        self._hasher, self._hashed = None, 0
+
+    # -- what forwarders wait on ----------------------------------------------------------
+
+    async def wait_until(self, end: int) -> None:
+        """Until [0, end) is verified here; raises if this copy failed or went away."""
+        while self.rec.verified < end:
+            if self.rec.state == "failed":
+                raise TransferRefused(410, "source_gone", f"relay copy failed: {self.rec.error}")
+            self._grew.clear()
+            await self._grew.wait()
+
+    def readable_path(self) -> Path:
+        return self.path if self.rec.state == "complete" else self.part_path
+
+    def _advanced(self) -> None:
+        self._grew.set()
+
+    # -- state for the coordinator --------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        state = self.rec.state
+        if state == "receiving" and not (self.session and self.session.streaming):
+            state = "idle"
+        return {
+            "task_id": self.rec.task_id,
+            "epoch": self.rec.epoch,
+            "state": state,
+            "size": self.rec.size,
+            "verified": self.rec.verified,
+            "rate_bytes_per_sec": self.meter.rate() if state == "receiving" else 0,
+            "error": self.rec.error,
+            "error_kind": self.rec.error_kind,
+            "corrupt_chunks": self.rec.corrupt_chunks,
+            "received_bytes": self.rec.received_bytes,
+            "staged_name": self.rec.name if self.rec.state == "complete" else None,
+            "forwarding": self.forwarder is not None and not self.forwarder.done(),
+        }
+
+    # -- writing (runs in the receive's worker thread) ------------------------------------
+
+    def _ensure_hashed(self, fd: int) -> None:
+        """The sha256 must cover exactly [0, verified): after a restart, hash what is there."""
+        if self._hasher is not None and self._hashed == self.rec.verified:
+            return
+        self._hasher, self._hashed = hashlib.sha256(), 0
+        while self._hashed < self.rec.verified:
+            data = os.pread(fd, min(HASH_READ, self.rec.verified - self._hashed), self._hashed)
+            if not data:
+                raise OSError(f"{self.part_path} is shorter than its verified {self.rec.verified} bytes")
+            self._hasher.update(data)
+            self._hashed += len(data)
+
+    def _write_frame(self, fd: int, frame: Frame) -> None:
+        if not frame.intact():
+            raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
+        views = frame.pieces
+        offset = frame.offset
+        try:
+            while views:
+                written = os.pwritev(fd, views, offset)
+                offset += written
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views = views[1:]
+                if written:
+                    views = [views[0][written:], *views[1:]]
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise NoSpace(f"staging disk is full after {offset} bytes") from None
+            raise
+        for piece in frame.pieces:
+            self._hasher.update(piece)
+        self._hashed = self.rec.verified = offset
+        self.save()
+
+    def _finish(self, fd: int) -> bool:
+        """Last frame written: durable, and the sha256 the coordinator signed? (worker thread)"""
+        os.fdatasync(fd)
+        if self._hasher.hexdigest() != self.rec.sha256:
+            return False
+        os.rename(self.part_path, self.path)
+        self.staging.fsync_dir()
+        self.rec.state = "complete"
+        self.save()
+        return True
+
+
+class Receives:
+    """Every receive on this agent, and the sessions that feed them."""
+
+    def __init__(self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender) -> None:
+        self.staging = staging
+        self.node = node
+        self.policy = policy
+        self.sender = sender
+        self.receives: dict[int, Receive] = {}
+        self._used_tickets: dict[str, float] = {}
+        self._load()
+
+    def _load(self) -> None:
+        folder = self.staging.root / "receives"
+        folder.mkdir(exist_ok=True)
+        known: set[str] = set()
+        for path in folder.glob("*.json"):
+            try:
+                rec = ReceiveRecord(**json.loads(path.read_text()))
+            except (ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable receive state %s: %s", path, exc)
+                continue
+            receive = Receive(self.staging, rec)
+            if rec.state == "receiving" and not receive.part_path.exists():
+                receive.rec.verified = 0  # the partial file is gone: start over
+            if rec.state == "complete" and not receive.path.exists():
+                rec.state, rec.verified = "receiving", 0
+            self.receives[rec.task_id] = receive
+            known.add(rec.name)
+        for part in self.staging.root.glob("sync-*.part"):
+            if part.name.removesuffix(".part") not in known:
+                part.unlink(missing_ok=True)
+
+    @property
+    def inbound(self) -> int:
+        return sum(1 for r in self.receives.values() if r.session is not None and r.session.holds_slot())
+
+    def get(self, task_id: int) -> Receive | None:
+        return self.receives.get(task_id)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _check_ticket(self, task_id: int, token: str) -> Ticket:
+        key = self.policy.ticket_key
+        if key is None:
+            raise TransferRefused(
+                503, "not_registered", "this agent has not registered with a coordinator yet"
+            )
+        try:
+            ticket = verify(token, key)
+        except TicketInvalid as exc:
+            raise TransferRefused(403, "bad_ticket", str(exc)) from None
+        if ticket.task_id != task_id or ticket.node != self.node:
+            raise TransferRefused(
+                403, "bad_ticket", f"ticket is for task {ticket.task_id} on {ticket.node}, not this transfer"
+            )
+        now = time.time()
+        self._used_tickets = {j: exp for j, exp in self._used_tickets.items() if exp > now}
+        if ticket.jti in self._used_tickets:
+            raise TransferRefused(403, "ticket_used", "ticket was already used (replay refused)")
+        return ticket
+
+    def open_session(
+        self, task_id: int, token: str, next_hops: list[dict[str, Any]]
+    ) -> tuple[Session, Receive]:
+        """Check the ticket and the limits; returns the session and where to go on from."""
+        ticket = self._check_ticket(task_id, token)
+        receive = self.receives.get(task_id)
+        if receive is not None and ticket.epoch < receive.rec.epoch:
+            raise TransferRefused(
+                409, "stale_ticket", f"ticket is for attempt {ticket.epoch}, task is at {receive.rec.epoch}"
+            )
+        if receive is not None and (receive.rec.size, receive.rec.sha256) != (ticket.size, ticket.sha256):
+            self._drop(receive)  # another image under the same task: start over
+            receive = None
+        busy = self.inbound - int(bool(receive and receive.session and receive.session.holds_slot()))
+        if busy >= self.policy.max_inbound:
+            raise TransferRefused(429, "busy", f"{self.node} already receives {busy} image(s)")
+        forward_key = (int(next_hops[0]["task_id"]), ticket.epoch) if next_hops else None
+        keeps_forwarder = (
+            receive is not None
+            and receive.forwarder is not None
+            and not receive.forwarder.done()
+            and receive.forward_key == forward_key
+        )
+        if forward_key and not keeps_forwarder and self.sender.outbound >= self.policy.max_outbound:
+            raise TransferRefused(429, "busy", f"{self.node} already sends {self.sender.outbound} image(s)")
+        if receive is None:
+            name = self.staging.new_name("sync", task_id, ticket.fmt)
+            receive = Receive(
+                self.staging,
+                ReceiveRecord(task_id, ticket.epoch, ticket.size, ticket.sha256, ticket.fmt, name),
+            )
+            self.receives[task_id] = receive
+        rec = receive.rec
+        rec.epoch = ticket.epoch
+        if rec.state == "failed":
+            rec.state, rec.error, rec.error_kind = "receiving", None, None
+        if rec.state != "complete":
+            needed = rec.size - rec.verified + SPACE_RESERVE
+            free = self.staging.free_bytes()
+            if needed > free:
+                missing = rec.size - rec.verified
+                receive.discard_data()
+                self._fail(
+                    receive,
+                    "no_space",
+                    f"staging disk on {self.node} has {free} bytes free; the image needs {missing} "
+                    f"more (+{SPACE_RESERVE} reserve)",
+                )
+                raise TransferRefused(507, "no_space", rec.error or "no space")
+        receive.save()
+        self._used_tickets[ticket.jti] = ticket.expires_at
+        session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
+        receive.session = session  # a newer session replaces an older one (its stream ends)
+        if forward_key and not keeps_forwarder:
+            if receive.forwarder is not None:
+                receive.forwarder.cancel()
+            hops = [Hop.parse(h) for h in next_hops]
+            receive.forwarder = self.sender.start(f"relay-{task_id}-{ticket.epoch}", receive, hops)
+            receive.forward_key = forward_key
+        return session, receive
+
+    def _fail(self, receive: Receive, kind: str, message: str) -> None:
+        receive.rec.state, receive.rec.error_kind, receive.rec.error = "failed", kind, message
+        receive.save()
+        receive._advanced()
+        log.warning("receive for task %s failed: %s", receive.rec.task_id, message)
+
+    async def stream(self, task_id: int, session_id: str, body: AsyncIterator[bytes]) -> dict[str, Any]:
+        receive = self.receives.get(task_id)
+        if receive is None or receive.session is None or receive.session.id != session_id:
+            raise TransferRefused(409, "session_superseded", "this session is not the task's current one")
+        session = receive.session
+        if session.streaming:
+            raise TransferRefused(409, "session_busy", "a stream is already running in this session")
+        if receive.rec.state == "complete":
+            return receive.view()
+        session.streaming = session.started = True
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"recv-{task_id}")
+        loop = asyncio.get_running_loop()
+        fd = os.open(receive.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        pending: deque[asyncio.Future[None]] = deque()
+        try:
+            await loop.run_in_executor(pool, receive._ensure_hashed, fd)
+            parser = FrameParser(CHUNK)
+            expected = receive.rec.verified
+            body_iter = body.__aiter__()
+            while True:
+                try:
+                    piece = await asyncio.wait_for(body_iter.__anext__(), STALL_SECONDS)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise TransferRefused(408, "stalled", f"no data for {STALL_SECONDS:.0f} s") from None
+                if receive.session is not session:
+                    raise TransferRefused(409, "session_superseded", "a newer session took over")
+                receive.last_data_at = time.monotonic()
+                for frame in parser.feed(piece):
+                    if frame.offset != expected:
+                        raise TransferRefused(
+                            400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
+                        )
+                    expected += frame.length
+                    if expected > receive.rec.size:
+                        raise TransferRefused(400, "bad_offset", "frames go past the end of the image")
+                    receive.rec.received_bytes += frame.length
+                    pending.append(loop.run_in_executor(pool, receive._write_frame, fd, frame))
+                    if len(pending) >= IN_FLIGHT:
+                        await self._settle(receive, pending.popleft())
+            while pending:
+                await self._settle(receive, pending.popleft())
+            if not parser.idle:
+                raise TransferRefused(400, "truncated", "the stream ended inside a frame")
+            if receive.rec.verified == receive.rec.size:
+                ok = await loop.run_in_executor(pool, receive._finish, fd)
+                if not ok:
+                    receive.discard_data()
+                    self._fail(receive, "checksum", "sha256 of the received image does not match the upload")
+                    raise TransferRefused(422, "checksum", receive.rec.error or "checksum mismatch")
+                receive._advanced()
+                receive.session = None
+                log.info(
+                    "task %s: received %s (%d bytes), sha256 verified",
+                    task_id,
+                    receive.rec.name,
+                    receive.rec.size,
+                )
+            return receive.view()
+        except ChunkCorrupt as exc:
+            receive.rec.corrupt_chunks += 1
+            receive.save()
+            log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
+            raise TransferRefused(422, "corrupt_chunk", str(exc)) from None
+        except NoSpace as exc:
+            receive.discard_data()
+            self._fail(receive, "no_space", f"{exc} on {self.node}")
+            raise TransferRefused(507, "no_space", receive.rec.error or str(exc)) from None
+        except FrameError as exc:
+            raise TransferRefused(400, "bad_frame", str(exc)) from None
+        finally:
+            for fut in pending:
+                fut.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*pending, return_exceptions=True)
+            session.streaming = False
+            pool.shutdown(wait=True)
+            os.close(fd)
+
+    @staticmethod
+    async def _settle(receive: Receive, fut: asyncio.Future[None]) -> None:
+        await fut
+        receive.meter.add(receive.rec.verified)
+        receive._advanced()
+
+    # -- removal --------------------------------------------------------------------------
+
+    def _drop(self, receive: Receive) -> None:
+        if receive.forwarder is not None:
+            receive.forwarder.cancel()
+        receive.session = None
+        receive.discard_data()
+        receive.state_path.unlink(missing_ok=True)
+        self.receives.pop(receive.rec.task_id, None)
+        receive.rec.state = "failed"
+        receive.rec.error = "removed"
+        receive._advanced()
+
+    def remove(self, task_id: int) -> bool:
+        receive = self.receives.get(task_id)
+        if receive is None:
+            return False
+        self._drop(receive)
+        log.info("task %s: receive removed", task_id)
+        return True

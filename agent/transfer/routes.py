@@ -1,0 +1,136 @@
+"""HTTP side of transfers.
+
+From the coordinator:
+    POST   /v1/transfers                      send a staged image along a chain of hops
+    GET    /v1/receives/{task_id}             how far a receive is (progress, errors)
+    DELETE /v1/receives/{task_id}             drop a receive and its file (cancel, delete)
+From peers (besides the agent credential, a ticket the coordinator signed):
+    POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
+    PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.appkeys import RECEIVES, SENDER, STAGING, TRANSFER_POLICY
+from agent.client import SESSION_HEADER
+from agent.server_errors import json_error
+from agent.staging import BadStagedName
+from agent.transfer.errors import TransferRefused
+from agent.transfer.send import Hop, StagedImage
+
+log = logging.getLogger(__name__)
+
+
+class HopIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: int = Field(ge=1)
+    node: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    ticket: str = Field(min_length=1)
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transfer_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    staged_name: str
+    size: int = Field(ge=1)
+    hops: list[HopIn] = Field(min_length=1)
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str
+    next_hops: list[HopIn] = []
+
+
+def _task_id(request: web.Request) -> int:
+    return int(request.match_info["task_id"])
+
+
+def _refused(exc: TransferRefused) -> web.Response:
+    return json_error(exc.status, exc.error, exc.message)
+
+
+async def start_transfer(request: web.Request) -> web.Response:
+    try:
+        body = TransferIn.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        return json_error(400, "invalid_request", str(exc)[:500])
+    sender = request.app[SENDER]
+    policy = request.app[TRANSFER_POLICY]
+    if body.transfer_id in sender.transfers:
+        return web.json_response({"transfer_id": body.transfer_id, "started": False})
+    if sender.outbound >= policy.max_outbound:
+        return json_error(429, "busy", f"already sending {sender.outbound} image(s)")
+    try:
+        path = request.app[STAGING].path(body.staged_name)
+    except BadStagedName as exc:
+        return json_error(400, "invalid_request", str(exc))
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return json_error(404, "missing_image", f"staged image {body.staged_name} is not on this node")
+    if size != body.size:
+        return json_error(409, "size_mismatch", f"{body.staged_name} has {size} bytes, expected {body.size}")
+    hops = [Hop(h.task_id, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
+    sender.start(body.transfer_id, StagedImage(path, size), hops)
+    log.info(
+        "transfer %s: sending %s to %s",
+        body.transfer_id,
+        body.staged_name,
+        " -> ".join(f"{h.node} (task {h.task_id})" for h in hops),
+    )
+    return web.json_response({"transfer_id": body.transfer_id, "started": True})
+
+
+async def open_session(request: web.Request) -> web.Response:
+    try:
+        body = SessionIn.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        return json_error(400, "invalid_request", str(exc)[:500])
+    receives = request.app[RECEIVES]
+    next_hops: list[dict[str, Any]] = [h.model_dump() for h in body.next_hops]
+    try:
+        session, receive = receives.open_session(_task_id(request), body.ticket, next_hops)
+    except TransferRefused as exc:
+        log.warning("task %s: session refused: %s", _task_id(request), exc.message)
+        return _refused(exc)
+    return web.json_response({"session": session.id, "offset": receive.rec.verified, "size": receive.size})
+
+
+async def receive_data(request: web.Request) -> web.Response:
+    session = request.headers.get(SESSION_HEADER, "")
+    try:
+        view = await request.app[RECEIVES].stream(_task_id(request), session, request.content.iter_any())
+    except TransferRefused as exc:
+        return _refused(exc)
+    return web.json_response(view)
+
+
+async def receive_state(request: web.Request) -> web.Response:
+    receive = request.app[RECEIVES].get(_task_id(request))
+    if receive is None:
+        return json_error(404, "receive_not_found", f"no receive for task {_task_id(request)} on this node")
+    return web.json_response(receive.view())
+
+
+async def remove_receive(request: web.Request) -> web.Response:
+    removed = request.app[RECEIVES].remove(_task_id(request))
+    return web.json_response({"task_id": _task_id(request), "removed": removed})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/transfers", start_transfer)
+    app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
+    app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
+    app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session)
+    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data)

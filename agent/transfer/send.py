@@ -1,0 +1,286 @@
+"""Sending an image to peers: one stream per hop, resumed, routed around a dead hop.
+
+A transfer delivers one image to an ordered list of hops (target agents). It streams to
+the first hop and hands it the rest of the list; that hop relays what it has verified to
+the next one (a pipeline, as HDFS writes blocks), so the image leaves the source once
+however many nodes get it. A stream that breaks is resumed from the bytes the hop has
+verified; a hop that cannot be reached or keeps failing is routed around (the transfer
+goes on with the next hop), and the coordinator gives the skipped node a new attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from agent.client import AgentClient, AgentError, AgentUnreachable
+from agent.transfer.errors import TransferRefused
+from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
+
+log = logging.getLogger(__name__)
+
+# Retries of one hop before it is routed around (connection refused, busy, broken stream).
+HOP_ATTEMPTS = 6
+BACKOFF_START = 0.5
+BACKOFF_MAX = 8.0
+# Chunks read ahead of the network (memory: this many x CHUNK).
+READ_AHEAD = 2
+# Refusals that another try at the same hop cannot fix.
+FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "gone", "not_ours"}
+TICKET_ERRORS = {"bad_ticket", "ticket_used"}
+
+
+@dataclass(frozen=True)
+class Hop:
+    task_id: int
+    node: str
+    url: str
+    ticket: str
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Hop:
+        return cls(int(raw["task_id"]), str(raw["node"]), str(raw["url"]), str(raw["ticket"]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ImageSource(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    def readable_path(self) -> Path: ...
+
+    async def wait_until(self, end: int) -> None: ...
+
+
+class StagedImage:
+    """A complete image in staging: everything is there from the start."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable_path(self) -> Path:
+        return self.path
+
+    async def wait_until(self, end: int) -> None:
+        return None
+
+
+class HopFailed(Exception):
+    pass
+
+
+class RateLimit:
+    """A token bucket shared by every outbound stream of this agent (0 = no cap)."""
+
+    def __init__(self, bytes_per_second: int) -> None:
+        self.rate = bytes_per_second
+        self._allowance = 0.0
+        self._at = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self._allowance = min(self._allowance + (now - self._at) * self.rate, float(self.rate))
+        self._at = now
+        self._allowance -= n
+        if self._allowance < 0:
+            await asyncio.sleep(-self._allowance / self.rate)
+
+
+class Sender:
+    """This agent's outbound side: peer connections, running transfers, the rate cap."""
+
+    def __init__(
+        self,
+        token: str,
+        fresh_ticket: Callable[[int], Awaitable[str]],
+        rate_limit: RateLimit,
+    ) -> None:
+        self._http: aiohttp.ClientSession | None = None
+        self.token = token
+        self.fresh_ticket = fresh_ticket
+        self.rate_limit = rate_limit
+        self.transfers: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:  # made on first use, inside the running loop
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        return self._http
+
+    @property
+    def outbound(self) -> int:
+        return sum(1 for t in self.transfers.values() if not t.done())
+
+    def start(self, transfer_id: str, source: ImageSource, hops: list[Hop]) -> asyncio.Task[None]:
+        task = asyncio.create_task(
+            Transfer(self, transfer_id, source, hops).run(), name=f"send-{transfer_id}"
+        )
+        self.transfers[transfer_id] = task
+        task.add_done_callback(lambda _: self.transfers.pop(transfer_id, None))
+        return task
+
+    async def close(self) -> None:
+        tasks = list(self.transfers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+
+class Transfer:
+    def __init__(self, sender: Sender, transfer_id: str, source: ImageSource, hops: list[Hop]) -> None:
+        self.sender = sender
+        self.id = transfer_id
+        self.source = source
+        self.hops = hops
+
+    async def run(self) -> None:
+        hops = list(self.hops)
+        while hops:
+            hop, rest = hops[0], hops[1:]
+            try:
+                await self._deliver(hop, rest)
+                return  # the hop relays the rest
+            except HopFailed as exc:
+                if rest:
+                    log.warning(
+                        "transfer %s: giving up on %s (task %s): %s; routing around it to %s",
+                        self.id,
+                        hop.node,
+                        hop.task_id,
+                        exc,
+                        rest[0].node,
+                    )
+                else:
+                    log.warning(
+                        "transfer %s: giving up on %s (task %s): %s", self.id, hop.node, hop.task_id, exc
+                    )
+                hops = rest
+
+    async def _deliver(self, hop: Hop, rest: list[Hop]) -> None:
+        client = AgentClient(self.sender.http, hop.url, self.sender.token)
+        ticket: str | None = hop.ticket
+        delay = BACKOFF_START
+        for attempt in range(1, HOP_ATTEMPTS + 1):
+            try:
+                if ticket is None:
+                    ticket = await self.sender.fresh_ticket(hop.task_id)
+                opened = await client.open_session(hop.task_id, ticket, [h.as_dict() for h in rest])
+                ticket = None  # spent: every session needs a new one
+                offset = int(opened["offset"])
+                if offset >= self.source.size:
+                    return
+                log.info(
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d",
+                    self.id,
+                    hop.node,
+                    hop.task_id,
+                    offset,
+                    self.source.size,
+                )
+                await client.stream(
+                    hop.task_id,
+                    str(opened["session"]),
+                    self._frames(offset),
+                    stream_length(offset, self.source.size),
+                )
+                return
+            except AgentError as exc:
+                if exc.error in FINAL_ERRORS:
+                    raise HopFailed(f"{exc.status} {exc.error}: {exc.message}") from None
+                if exc.error in TICKET_ERRORS:
+                    ticket = None
+                if exc.error == "corrupt_chunk":
+                    log.warning("transfer %s: %s reports %s; resending", self.id, hop.node, exc.message)
+                    continue  # resume at once from what the hop verified
+                reason = f"{exc.status} {exc.error}: {exc.message}"
+            except AgentUnreachable as exc:
+                reason = str(exc)
+            except TransferRefused as exc:  # the ticket for this hop cannot be had any more
+                raise HopFailed(exc.message) from None
+            if attempt == HOP_ATTEMPTS:
+                raise HopFailed(f"{HOP_ATTEMPTS} tries failed; last: {reason}")
+            log.info(
+                "transfer %s: %s (task %s): %s; retrying in %.1fs",
+                self.id,
+                hop.node,
+                hop.task_id,
+                reason,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _frames(self, start: int) -> AsyncIterator[bytes]:
+        """The frames of [start, size), read ahead of the network in a worker thread."""
+        queue: asyncio.Queue[tuple[bytes, bytes] | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(self._read(start, queue))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                header, payload = item
+                await self.sender.rate_limit.take(len(payload))
+                yield header
+                yield payload
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(
+        self, start: int, queue: asyncio.Queue[tuple[bytes, bytes] | BaseException | None]
+    ) -> None:
+        fd = -1
+        try:
+            for offset, length in frame_ranges(start, self.source.size):
+                await self.source.wait_until(offset + length)
+                if fd < 0:
+                    fd = _open(self.source)
+                payload, digest = await asyncio.to_thread(_read_chunk, fd, offset, length)
+                await queue.put((encode_header(offset, length, digest), payload))
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the stream, which fails with it
+            await queue.put(exc)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open(source: ImageSource) -> int:
+    # A relay's copy is renamed from .part when it completes; the open descriptor survives that.
+    try:
+        return os.open(source.readable_path(), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.open(source.readable_path(), os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
+    return data, chunk_digest(data)

@@ -1,0 +1,309 @@
+"""Sync tasks: start syncs of a local-storage template, list and follow them, retry, cancel, delete.
+
+POST   /templates/{id}/sync                  {"target_node_ids": [2, 3]}
+GET    /templates/sync-tasks                 page, page_size, template_id, status
+GET    /templates/sync-tasks/{task_id}
+POST   /templates/sync-tasks/{task_id}/retry     failed -> pending (the copy resumes)
+POST   /templates/sync-tasks/{task_id}/cancel    pending/syncing -> canceled
+DELETE /templates/sync-tasks/{task_id}           pending only
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent.client import AgentError, AgentUnreachable
+from coordinator.agents.links import NoLiveAgent
+from coordinator.api.errors import ApiError, conflict, not_found
+from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.routing import Call, Routes
+from coordinator.api.templates import load_live_template
+from coordinator.api.timefmt import UtcTime
+from coordinator.appkeys import AGENTS, DB, SYNCS
+from coordinator.db.models import (
+    PveCluster,
+    PveNode,
+    PveStorage,
+    TemplateInstance,
+    TemplateSyncTask,
+    TemplateUpload,
+    VmTemplate,
+)
+from coordinator.sync_tasks import create_sync_tasks
+from coordinator.upload_plan import sync_targets
+
+log = logging.getLogger(__name__)
+routes = Routes("sync-tasks")
+
+Status = Literal["pending", "syncing", "importing", "completed", "failed", "canceled"]
+
+
+class NodeRef(BaseModel):
+    node_id: int
+    node_name: str
+
+
+class SyncTaskOut(BaseModel):
+    task_id: int
+    template_id: int
+    template_name: str
+    source_node: NodeRef
+    target_node: NodeRef
+    storage_name: str
+    status: str
+    progress: int
+    sync_start_time: UtcTime | None
+    sync_end_time: UtcTime | None
+    error_message: str | None
+    bytes_total: int
+    bytes_done: int
+    rate_bytes_per_sec: int
+    attempts: int
+    vmid: int | None
+    created_at: UtcTime
+
+
+class SyncTaskBrief(BaseModel):
+    task_id: int
+    target_node_id: int
+    target_node_name: str
+    status: str
+
+
+class Skipped(BaseModel):
+    node_id: int
+    node_name: str
+    reason: str
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_node_ids: list[int] = Field(min_length=1, description="nodes to copy the template to")
+
+
+class SyncStarted(BaseModel):
+    sync_tasks: list[SyncTaskBrief]
+    skipped: list[Skipped]
+
+
+class SyncTaskQuery(PageQuery):
+    template_id: int | None = Field(None, ge=1)
+    status: Status | None = None
+
+
+class StatusChange(BaseModel):
+    task_id: int
+    status: str
+
+
+def _out(task: TemplateSyncTask, template_name: str) -> SyncTaskOut:
+    return SyncTaskOut(
+        task_id=task.id,
+        template_id=task.template_id,
+        template_name=template_name,
+        source_node=NodeRef(node_id=task.source_node_id, node_name=task.source_node_name),
+        target_node=NodeRef(node_id=task.target_node_id, node_name=task.target_node_name),
+        storage_name=task.storage_name,
+        status=task.status,
+        progress=task.progress,
+        sync_start_time=task.sync_start_time,
+        sync_end_time=task.sync_end_time,
+        error_message=task.error_message,
+        bytes_total=task.bytes_total,
+        bytes_done=task.bytes_done,
+        rate_bytes_per_sec=task.rate_bytes_per_sec,
+        attempts=task.attempts,
+        vmid=task.vmid,
+        created_at=task.created_at,
+    )
+
+
+def _with_name():  # type: ignore[no-untyped-def]
+    return select(TemplateSyncTask, VmTemplate.template_name).join(
+        VmTemplate, VmTemplate.id == TemplateSyncTask.template_id
+    )
+
+
+async def _load(session: AsyncSession, task_id: int) -> tuple[TemplateSyncTask, str]:
+    row = (await session.execute(_with_name().where(TemplateSyncTask.id == task_id))).first()
+    if row is None:
+        raise not_found("sync_task", task_id)
+    return row[0], row[1]
+
+
+@routes.post(
+    "/templates/{id}/sync",
+    role="operator",
+    body=SyncRequest,
+    response=SyncStarted,
+    errors=(400, 404, 409),
+)
+async def sync_template(call: Call) -> SyncStarted:
+    """Copy a local-storage template to more nodes (one pending sync task per node).
+
+    A node that already has an active task for the template gets that task back; a node
+    that already has the template available is skipped and said so.
+    """
+    template, _ = await load_live_template(call, call.path["id"])
+    body: SyncRequest = call.body
+    async with call.app[DB]() as session:
+        upload = await session.scalar(
+            select(TemplateUpload)
+            .where(TemplateUpload.template_id == template.id)
+            .order_by(TemplateUpload.id.desc())
+            .limit(1)
+        )
+        if upload is None or upload.status == "failed":
+            raise conflict(f"template {template.id} has no image to sync (its upload failed)", "no_image")
+        if upload.is_shared:
+            raise conflict(
+                f"template {template.id} is on shared storage {upload.storage_name!r}: every node already "
+                "sees it, there is nothing to sync",
+                "shared_storage_no_sync",
+            )
+        cluster = await session.get(PveCluster, upload.cluster_id)
+        source = await session.get(PveNode, upload.import_node_id)
+        storage_row = await session.get(PveStorage, upload.storage_id)
+        assert cluster is not None and source is not None and storage_row is not None
+        targets = await sync_targets(session, cluster, storage_row, source, body.target_node_ids, False)
+        planned = await create_sync_tasks(session, upload, source, targets, call.actor)
+        await session.commit()
+    call.app[SYNCS].wake()
+    started = [
+        SyncTaskBrief(
+            task_id=p.task.id,
+            target_node_id=p.node.id,
+            target_node_name=p.node.node_name,
+            status=p.task.status,
+        )
+        for p in planned
+        if p.task is not None
+    ]
+    skipped = [
+        Skipped(node_id=p.node.id, node_name=p.node.node_name, reason=p.skipped_reason or "")
+        for p in planned
+        if p.task is None
+    ]
+    return SyncStarted(sync_tasks=started, skipped=skipped)
+
+
+@routes.get("/templates/sync-tasks", role="viewer", query=SyncTaskQuery, response=Page[SyncTaskOut])
+async def list_sync_tasks(call: Call) -> Page[SyncTaskOut]:
+    """Sync tasks, newest first; filter by template and status."""
+    q: SyncTaskQuery = call.query
+    stmt = _with_name().order_by(TemplateSyncTask.id.desc())
+    if q.template_id is not None:
+        stmt = stmt.where(TemplateSyncTask.template_id == q.template_id)
+    if q.status is not None:
+        stmt = stmt.where(TemplateSyncTask.status == q.status)
+    async with call.app[DB]() as session:
+        total, rows = await paginate(session, stmt, q)
+    return Page(total=total, page=q.page, page_size=q.page_size, list=[_out(*r) for r in rows])
+
+
+@routes.get("/templates/sync-tasks/{task_id}", role="viewer", response=SyncTaskOut, errors=(404,))
+async def get_sync_task(call: Call) -> SyncTaskOut:
+    """One sync task: state, progress (bytes and rate while copying), error."""
+    async with call.app[DB]() as session:
+        return _out(*await _load(session, call.path["task_id"]))
+
+
+@routes.post(
+    "/templates/sync-tasks/{task_id}/retry", role="operator", response=StatusChange, errors=(404, 409)
+)
+async def retry_sync_task(call: Call) -> StatusChange:
+    """Try a failed task again; the bytes already at the target are kept (the copy resumes)."""
+    async with call.app[DB]() as session:
+        task, _ = await _load(session, call.path["task_id"])
+        if task.status != "failed":
+            raise conflict(
+                f"sync task {task.id} is {task.status}; only a failed task can be retried", "not_failed"
+            )
+        task.status = "pending"
+        task.active_key = task.target_node_id
+        task.error_message = None
+        task.attempts = 0
+        task.next_attempt_at = None
+        task.sync_end_time = None
+        instance = await session.scalar(
+            select(TemplateInstance).where(TemplateInstance.sync_task_id == task.id)
+        )
+        if instance is not None:
+            instance.status = "pending"
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise conflict(
+                f"another sync task of this template to {task.target_node_name} is active", "sync_task_active"
+            ) from None
+    call.app[SYNCS].wake()
+    log.info("sync task %s to %s: retried by %s", task.id, task.target_node_name, call.actor)
+    return StatusChange(task_id=task.id, status="pending")
+
+
+async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
+    """Remove what the task left on its target (partial copy); best effort."""
+    try:
+        agent = await call.app[AGENTS].for_node(task.target_node_id)
+        await agent.remove_receive(task.id)
+    except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
+        log.warning("sync task %s: partial copy on %s not removed: %s", task.id, task.target_node_name, exc)
+
+
+async def _forget_instance(session: AsyncSession, task: TemplateSyncTask) -> None:
+    await session.execute(
+        delete(TemplateInstance).where(
+            TemplateInstance.sync_task_id == task.id, TemplateInstance.status != "available"
+        )
+    )
+
+
+@routes.post(
+    "/templates/sync-tasks/{task_id}/cancel", role="operator", response=StatusChange, errors=(404, 409)
+)
+async def cancel_sync_task(call: Call) -> StatusChange:
+    """Stop a pending or running copy; its partial copy on the target is removed."""
+    async with call.app[DB]() as session:
+        task, _ = await _load(session, call.path["task_id"])
+        if task.status not in ("pending", "syncing"):
+            raise conflict(
+                f"sync task {task.id} is {task.status}; only pending or syncing tasks can be canceled",
+                "not_cancelable",
+            )
+        task.status = "canceled"
+        task.active_key = None
+        task.rate_bytes_per_sec = 0
+        task.error_message = f"canceled by {call.actor}" if call.actor else "canceled"
+        await _forget_instance(session, task)
+        await session.commit()
+    await _drop_copy(call, task)
+    call.app[SYNCS].wake()
+    log.info("sync task %s to %s: canceled by %s", task.id, task.target_node_name, call.actor)
+    return StatusChange(task_id=task.id, status="canceled")
+
+
+@routes.delete("/templates/sync-tasks/{task_id}", role="operator", response=StatusChange, errors=(404, 409))
+async def delete_sync_task(call: Call) -> StatusChange:
+    """Delete a pending task (a running one must be canceled first)."""
+    async with call.app[DB]() as session:
+        task, _ = await _load(session, call.path["task_id"])
+        if task.status != "pending":
+            raise ApiError(
+                409,
+                "not_pending",
+                f"sync task {task.id} is {task.status}; only a pending task can be deleted"
+                + (" (cancel it first)" if task.status == "syncing" else ""),
+            )
+        await _forget_instance(session, task)
+        await session.delete(task)
+        await session.commit()
+    await _drop_copy(call, task)
+    log.info("sync task %s to %s: deleted by %s", task.id, task.target_node_name, call.actor)
+    return StatusChange(task_id=task.id, status="deleted")

@@ -1,0 +1,534 @@
+"""Sync tasks: copy a local-storage template's image node to node, then import it there.
+
+Where a sync task changes state::
+
+    pending  --scheduler: chain formed, source agent told to send-->      syncing
+    syncing  --the target verified the whole image (sha256)-->            importing
+    importing --the target's VM is a template-->                          completed
+    syncing/importing --error--> pending again after a backoff (the copy resumes from
+                                 the bytes already verified at the target), or failed
+                                 once sync_max_attempts are used up
+
+Two loops. The *scheduler* (``SyncScheduler``) turns due pending tasks into transfer
+chains within the per-node limits (sync_planner.py), claims them and starts each chain
+on its source agent. Every syncing or importing task is then *watched* by a JobRunner
+worker holding the task's lease (``SyncWatcher``): it reads the target agent's receive
+state every second (bytes, rate) and drives the import once the copy is verified. A
+coordinator restart loses nothing: agents keep streaming, the leases expire, and the
+next coordinator's workers pick the tasks up where they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent.client import AgentClient, AgentError, AgentUnreachable
+from coordinator.agents.links import AgentLinks, NoLiveAgent
+from coordinator.agents.registry import is_live
+from coordinator.config import CoordinatorConfig
+from coordinator.db.models import (
+    Agent,
+    PveNode,
+    TemplateInstance,
+    TemplateSyncTask,
+    TemplateUpload,
+    VmTemplate,
+)
+from coordinator.db.types import utcnow
+from coordinator.inventory.pve_client import PveError
+from coordinator.inventory.refresher import InventoryRefresher
+from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
+from coordinator.jobs.template_import import allocate_vmid, run_import, vm_options
+from coordinator.vmids import NoFreeVmid
+from shared.tickets import TicketSigner
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("pending", "syncing", "importing")
+# Share of `progress` for the copy; the import on the target fills the rest.
+COPY_SHARE = 90
+POLL_SECONDS = 1.0
+# A stream that has not (re)started this long after its attempt began: the attempt failed.
+IDLE_LIMIT = 20.0
+# Bytes that stop moving in a running stream for this long: the attempt failed.
+STALL_LIMIT = 90.0
+BACKOFF_START = 2.0
+BACKOFF_MAX = 60.0
+# Errors where trying again the same way cannot help.
+FINAL_KINDS = {"no_space"}
+
+
+def import_key(template_id: int, task_id: int) -> str:
+    return f"t{template_id}-s{task_id}"
+
+
+def backoff(attempts: int) -> float:
+    return float(min(BACKOFF_START * 2 ** max(attempts - 1, 0), BACKOFF_MAX))
+
+
+class SyncScheduler:
+    """Starts due pending tasks as transfer chains; one round per second or on wake()."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        db: async_sessionmaker[AsyncSession],
+        agents: AgentLinks,
+        signer: TicketSigner,
+        on_started: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.agents = agents
+        self.signer = signer
+        self.on_started = on_started
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.schedule_once()
+            except Exception:
+                log.exception("sync scheduling failed; trying again")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def schedule_once(self) -> int:
+        async with self._lock:
+            async with self.db() as session:
+                due, copies, live, load, urls = await self._situation(session)
+            if not due:
+                return 0
+            chains = plan_chains(
+                due,
+                copies,
+                set(live),
+                load,
+                self.config.max_inbound_per_node,
+                self.config.max_outbound_per_node,
+            )
+            for chain in chains:
+                await self._start(chain, urls)
+            return len(chains)
+
+    async def _situation(
+        self, session: AsyncSession
+    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, str]]:
+        now = utcnow()
+        rows = (
+            await session.execute(
+                select(TemplateSyncTask.id, TemplateSyncTask.upload_id, TemplateSyncTask.target_node_id)
+                .join(TemplateUpload, TemplateUpload.id == TemplateSyncTask.upload_id)
+                .join(VmTemplate, VmTemplate.id == TemplateSyncTask.template_id)
+                .where(
+                    TemplateSyncTask.status == "pending",
+                    (TemplateSyncTask.next_attempt_at.is_(None)) | (TemplateSyncTask.next_attempt_at <= now),
+                    TemplateUpload.status == "imported",
+                    VmTemplate.deleted_at.is_(None),
+                )
+            )
+        ).all()
+        due = [Due(task_id, upload_id, node_id) for task_id, upload_id, node_id in rows]
+        if not due:
+            return [], [], [], Load(), {}
+        upload_ids = {d.upload_id for d in due}
+        copies = [
+            Copy(u.id, u.import_node_id, u.staged_name, True)
+            for u in await session.scalars(select(TemplateUpload).where(TemplateUpload.id.in_(upload_ids)))
+            if u.staged_name
+        ]
+        copies += [
+            Copy(t.upload_id, t.target_node_id, t.staged_name, False)
+            for t in await session.scalars(
+                select(TemplateSyncTask).where(
+                    TemplateSyncTask.upload_id.in_(upload_ids),
+                    TemplateSyncTask.status == "completed",
+                    TemplateSyncTask.staged_name != "",
+                )
+            )
+        ]
+        load = Load()
+        for source_id, target_id in (
+            await session.execute(
+                select(TemplateSyncTask.source_node_id, TemplateSyncTask.target_node_id).where(
+                    TemplateSyncTask.status == "syncing"
+                )
+            )
+        ).all():
+            load.outbound[source_id] += 1
+            load.inbound[target_id] += 1
+        timeout = timedelta(seconds=self.config.agent_timeout)
+        urls = {
+            a.node_id: a.url
+            for a in await session.scalars(select(Agent).where(Agent.node_id.is_not(None)))
+            if a.node_id is not None and is_live(a, now, timeout)
+        }
+        return due, copies, list(urls), load, urls
+
+    async def _start(self, chain: Chain, urls: dict[int, str]) -> None:
+        """Claim the chain's tasks, then hand the chain to its source agent."""
+        claimed: list[TemplateSyncTask] = []
+        upstream = chain.source.node_id
+        async with self.db() as session:
+            upload = await session.get(TemplateUpload, chain.upload_id)
+            assert upload is not None
+            names = {
+                n.id: n.node_name
+                for n in await session.scalars(select(PveNode).where(PveNode.cluster_id == upload.cluster_id))
+            }
+            for hop in chain.hops:
+                result = await session.execute(
+                    update(TemplateSyncTask)
+                    .where(
+                        TemplateSyncTask.id == hop.task_id,
+                        TemplateSyncTask.status == "pending",
+                        TemplateSyncTask.lease_owner.is_(None),
+                    )
+                    .values(
+                        status="syncing",
+                        epoch=TemplateSyncTask.epoch + 1,
+                        attempts=TemplateSyncTask.attempts + 1,
+                        source_node_id=upstream,
+                        source_node_name=names.get(upstream, ""),
+                        bytes_done=0,
+                        rate_bytes_per_sec=0,
+                        next_attempt_at=None,
+                        sync_start_time=func.coalesce(TemplateSyncTask.sync_start_time, utcnow()),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    break  # taken meanwhile (another coordinator, a cancel): the chain ends here
+                task = await session.get(TemplateSyncTask, hop.task_id, populate_existing=True)
+                assert task is not None
+                claimed.append(task)
+                upstream = hop.target_node_id
+            if claimed:
+                await session.execute(
+                    update(TemplateInstance)
+                    .where(TemplateInstance.sync_task_id.in_([t.id for t in claimed]))
+                    .values(status="syncing")
+                )
+            await session.commit()
+        if not claimed:
+            return
+        hops = [
+            {
+                "task_id": t.id,
+                "node": t.target_node_name,
+                "url": urls[t.target_node_id],
+                "ticket": self.signer.issue(
+                    task_id=t.id,
+                    epoch=t.epoch,
+                    node=t.target_node_name,
+                    size=upload.file_size,
+                    sha256=upload.sha256,
+                    fmt=upload.file_format,
+                ),
+            }
+            for t in claimed
+        ]
+        transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
+        source = self.agents.client(urls[chain.source.node_id])
+        route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
+        try:
+            await source.start_transfer(
+                {
+                    "transfer_id": transfer_id,
+                    "staged_name": chain.source.staged_name,
+                    "size": upload.file_size,
+                    "hops": hops,
+                }
+            )
+        except (AgentError, AgentUnreachable) as exc:
+            log.warning("sync %s: source agent refused the transfer: %s", route, exc)
+            async with self.db() as session:
+                for task in claimed:
+                    await retry_later(
+                        session,
+                        task.id,
+                        task.epoch,
+                        f"the source could not start: {exc}",
+                        self.config.sync_max_attempts,
+                    )
+                await session.commit()
+            return
+        log.info("sync transfer %s started: %s (upload %s)", transfer_id, route, chain.upload_id)
+        self.on_started()
+
+
+async def retry_later(
+    session: AsyncSession, task_id: int, epoch: int, reason: str, max_attempts: int, final: bool = False
+) -> str:
+    """An attempt failed: back to pending after a backoff, or failed for good. Returns the status."""
+    task = await session.get(TemplateSyncTask, task_id, populate_existing=True)
+    if task is None or task.status not in ("syncing", "importing") or task.epoch != epoch:
+        return task.status if task else "gone"
+    if final or task.attempts >= max_attempts:
+        message = reason if final else f"gave up after {task.attempts} attempts: {reason}"
+        await _finish(session, task, "failed", message)
+        log.warning("sync task %s to %s failed: %s", task.id, task.target_node_name, message)
+        return "failed"
+    delay = backoff(task.attempts)
+    task.status = "pending"
+    task.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    task.rate_bytes_per_sec = 0
+    task.error_message = f"attempt {task.attempts} failed: {reason}; retrying in {delay:.0f} s"
+    await session.execute(
+        update(TemplateInstance).where(TemplateInstance.sync_task_id == task.id).values(status="pending")
+    )
+    log.warning("sync task %s to %s: %s", task.id, task.target_node_name, task.error_message)
+    return "pending"
+
+
+async def _finish(session: AsyncSession, task: TemplateSyncTask, status: str, error: str | None) -> None:
+    task.status = status
+    task.active_key = None
+    task.error_message = error
+    task.rate_bytes_per_sec = 0
+    task.sync_end_time = utcnow()
+    task.next_attempt_at = None
+    if status == "completed":
+        task.progress = 100
+    await session.execute(
+        update(TemplateInstance)
+        .where(TemplateInstance.sync_task_id == task.id)
+        .values(
+            status="available" if status == "completed" else "failed",
+            vmid=task.vmid,
+        )
+    )
+
+
+class SyncWatcher:
+    """Follows one syncing/importing task (the JobRunner handler)."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        db: async_sessionmaker[AsyncSession],
+        agents: AgentLinks,
+        inventory: InventoryRefresher,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.agents = agents
+        self.inventory = inventory
+        self.on_change = on_change
+
+    async def run(self, task_id: int) -> None:
+        async with self.db() as session:
+            task = await session.get(TemplateSyncTask, task_id)
+        if task is None:
+            return
+        try:
+            if task.status == "syncing":
+                task = await self._follow_copy(task)
+            if task is not None and task.status == "importing":
+                await self._import(task)
+        finally:
+            self.on_change()  # a slot freed or a new copy to serve from: plan again
+
+    async def _fail_attempt(self, task: TemplateSyncTask, reason: str, final: bool = False) -> None:
+        async with self.db() as session:
+            await retry_later(session, task.id, task.epoch, reason, self.config.sync_max_attempts, final)
+            await session.commit()
+
+    async def _target(self, task: TemplateSyncTask) -> AgentClient | None:
+        try:
+            return await self.agents.for_node(task.target_node_id)
+        except NoLiveAgent:
+            return None
+
+    async def _follow_copy(self, task: TemplateSyncTask) -> TemplateSyncTask | None:
+        """Until the target verified the whole image (-> importing), or the attempt failed."""
+        started = last_change = time.monotonic()
+        last_verified = -1
+        while True:
+            agent = await self._target(task)
+            view: dict[str, Any] | None = None
+            if agent is not None:
+                try:
+                    view = await agent.receive_state(task.id)
+                except AgentError as exc:
+                    if exc.status != 404:
+                        log.warning("sync task %s: target answered %s", task.id, exc)
+                except AgentUnreachable:
+                    pass
+            now = time.monotonic()
+            if view is not None and int(view["epoch"]) == task.epoch:
+                if view["state"] == "complete":
+                    return await self._copied(task, str(view["staged_name"]))
+                if view["state"] == "failed":
+                    kind = view.get("error_kind")
+                    await self._fail_attempt(task, str(view.get("error")), final=kind in FINAL_KINDS)
+                    return None
+                verified = int(view["verified"])
+                if verified != last_verified:
+                    last_verified, last_change = verified, now
+                if not await self._progress(task, verified, int(view["rate_bytes_per_sec"])):
+                    return None  # canceled or taken over meanwhile
+                streaming = view["state"] == "receiving"
+            else:
+                streaming = False
+                if not await self._still_current(task):
+                    return None
+            if agent is None and now - started > self.config.agent_timeout:
+                await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
+                return None
+            if not streaming and now - last_change > IDLE_LIMIT:
+                await self._fail_attempt(
+                    task,
+                    f"no data reached {task.target_node_name} for {IDLE_LIMIT:.0f} s "
+                    f"(from {task.source_node_name}); the copy resumes from byte {max(last_verified, 0)}",
+                )
+                return None
+            if now - last_change > STALL_LIMIT:
+                await self._fail_attempt(
+                    task, f"the copy stalled at byte {last_verified} for {STALL_LIMIT:.0f} s"
+                )
+                return None
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _progress(self, task: TemplateSyncTask, verified: int, rate: int) -> bool:
+        total = max(task.bytes_total, 1)
+        async with self.db() as session:
+            result = await session.execute(
+                update(TemplateSyncTask)
+                .where(
+                    TemplateSyncTask.id == task.id,
+                    TemplateSyncTask.status == "syncing",
+                    TemplateSyncTask.epoch == task.epoch,
+                )
+                .values(
+                    bytes_done=verified,
+                    rate_bytes_per_sec=rate,
+                    progress=min(COPY_SHARE, COPY_SHARE * verified // total),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _still_current(self, task: TemplateSyncTask) -> bool:
+        async with self.db() as session:
+            row = await session.get(TemplateSyncTask, task.id)
+        return row is not None and row.status == task.status and row.epoch == task.epoch
+
+    async def _copied(self, task: TemplateSyncTask, staged_name: str) -> TemplateSyncTask | None:
+        async with self.db() as session:
+            row = await session.get(TemplateSyncTask, task.id)
+            if row is None or row.status != "syncing" or row.epoch != task.epoch:
+                return None
+            row.status = "importing"
+            row.staged_name = staged_name
+            row.bytes_done = row.bytes_total
+            row.rate_bytes_per_sec = 0
+            row.progress = COPY_SHARE
+            await session.execute(
+                update(TemplateInstance)
+                .where(TemplateInstance.sync_task_id == task.id)
+                .values(status="importing")
+            )
+            await session.commit()
+        log.info("sync task %s: image verified on %s; importing", task.id, task.target_node_name)
+        return row
+
+    async def _import(self, task: TemplateSyncTask) -> None:
+        async with self.db() as session:
+            upload = await session.get(TemplateUpload, task.upload_id)
+            template = await session.get(VmTemplate, task.template_id)
+        if upload is None or template is None:
+            await self._fail_attempt(task, "the template or its upload is gone", final=True)
+            return
+        agent = await self._target(task)
+        if agent is None:
+            await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
+            return
+        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
+        vmid = task.vmid
+        tried: set[int] = set()
+        while True:
+            try:
+                if vmid is None:
+                    vmid = await self._allocate(task, tried)
+                request = {
+                    "key": import_key(task.template_id, task.id),
+                    "vmid": vmid,
+                    "staged_name": task.staged_name,
+                    "storage": task.storage_name,
+                    "name": name,
+                    "description": template.description,
+                    "options": options,
+                }
+                result = await run_import(agent, request, lambda pct: self._import_progress(task, pct))
+            except (AgentError, AgentUnreachable) as exc:
+                await self._fail_attempt(task, f"import on {task.target_node_name}: {exc}")
+                return
+            except NoFreeVmid as exc:
+                await self._fail_attempt(task, str(exc), final=True)
+                return
+            except PveError as exc:
+                await self._fail_attempt(task, f"reading VMIDs from PVE: {exc.message}")
+                return
+            if result.state == "done":
+                await self._completed(task, vmid, result.volume_id)
+                return
+            if result.error_kind == "vmid_taken" and len(tried) < 20:
+                tried.add(vmid)
+                vmid = None
+                continue
+            final = result.error_kind != "interrupted"
+            await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
+            return
+
+    async def _allocate(self, task: TemplateSyncTask, exclude: set[int]) -> int:
+        async def record(session: AsyncSession, vmid: int) -> None:
+            await session.execute(
+                update(TemplateSyncTask).where(TemplateSyncTask.id == task.id).values(vmid=vmid)
+            )
+
+        vmid = await allocate_vmid(self.db, self.inventory, self.config, task.cluster_id, exclude, record)
+        log.info("sync task %s: VMID %s chosen on %s", task.id, vmid, task.target_node_name)
+        return vmid
+
+    async def _import_progress(self, task: TemplateSyncTask, pct: float) -> None:
+        async with self.db() as session:
+            await session.execute(
+                update(TemplateSyncTask)
+                .where(TemplateSyncTask.id == task.id, TemplateSyncTask.status == "importing")
+                .values(progress=COPY_SHARE + int((100 - COPY_SHARE) * min(pct, 99.0) / 100))
+            )
+            await session.commit()
+
+    async def _completed(self, task: TemplateSyncTask, vmid: int, volume_id: str) -> None:
+        async with self.db() as session:
+            row = await session.get(TemplateSyncTask, task.id)
+            if row is None or row.status != "importing":
+                return
+            row.vmid = vmid
+            await _finish(session, row, "completed", None)
+            await session.execute(
+                update(TemplateInstance)
+                .where(TemplateInstance.sync_task_id == task.id)
+                .values(volume_id=volume_id)
+            )
+            await session.commit()
+        log.info("sync task %s: %s has the template as VM %s", task.id, task.target_node_name, vmid)

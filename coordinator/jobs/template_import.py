@@ -1,0 +1,110 @@
+"""Making a staged image a PVE template on one node, through that node's agent.
+
+Shared by both jobs that end in a template: an upload's import on its import node and a
+sync task's import of the copy on its target node. The agent does the PVE side (create
+the VM with ``import-from``, convert it to a template) under a key, so asking again after
+a coordinator restart finds the same import instead of starting another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent.client import AgentClient
+from coordinator.config import CoordinatorConfig
+from coordinator.inventory.refresher import InventoryRefresher
+from coordinator.vmids import allocation_lock, held_by_us, lowest_free
+
+log = logging.getLogger(__name__)
+
+# Template defaults for the VM; every key can be overridden per upload (vm_config).
+VM_DEFAULTS: dict[str, Any] = {
+    "memory": 2048,
+    "cores": 2,
+    "scsihw": "virtio-scsi-single",
+    "net0": "virtio,bridge=vmbr0",
+    "ostype": "l26",
+    "boot": "order=scsi0",
+    "agent": "enabled=1",
+    "serial0": "socket",
+    "tags": "pvesphere",
+}
+POLL_SECONDS = 1.0
+# Another VMID is tried this often when PVE says the chosen one was taken meanwhile.
+MAX_VMID_TRIES = 20
+
+
+def vm_name(template_name: str, template_id: int) -> str:
+    """PVE wants a DNS name for a VM."""
+    name = re.sub(r"[^A-Za-z0-9.-]+", "-", template_name).strip("-.")[:63].strip("-.")
+    return name or f"template-{template_id}"
+
+
+def vm_options(vm_config: dict[str, Any], template_name: str, template_id: int) -> tuple[str, dict[str, Any]]:
+    """(VM name, options) from the defaults and the upload's overrides."""
+    options = {**VM_DEFAULTS, **vm_config}
+    name = str(options.pop("name", "") or vm_name(template_name, template_id))
+    return name, options
+
+
+async def allocate_vmid(
+    db: async_sessionmaker[AsyncSession],
+    inventory: InventoryRefresher,
+    config: CoordinatorConfig,
+    cluster_id: int,
+    exclude: set[int],
+    record: Callable[[AsyncSession, int], Awaitable[None]],
+) -> int:
+    """The lowest template-range VMID that PVE does not use and no job of ours holds.
+
+    ``record`` saves it on the job in the same transaction, so two allocations never
+    hand out the same id; PVE's own "already exists" covers anyone else.
+    """
+    async with allocation_lock():
+        used = await inventory.used_vmids(cluster_id)
+        async with db() as session:
+            used |= await held_by_us(session, cluster_id)
+            vmid = lowest_free(used | exclude, config.template_vmid_min, config.template_vmid_max)
+            await record(session, vmid)
+            await session.commit()
+    return vmid
+
+
+@dataclass
+class ImportResult:
+    state: str  # done | failed
+    vmid: int
+    volume_id: str = ""
+    error: str | None = None
+    error_kind: str | None = None
+
+
+async def run_import(
+    agent: AgentClient,
+    request: dict[str, Any],
+    on_progress: Callable[[float], Awaitable[None]],
+) -> ImportResult:
+    """Start (or find) the keyed import on the agent and follow it to its end.
+
+    Agent failures (AgentError, AgentUnreachable) propagate to the caller, who decides
+    whether to try again later.
+    """
+    op = await agent.start_import(request)
+    while op["state"] == "running":
+        await on_progress(float(op["progress"]))
+        await asyncio.sleep(POLL_SECONDS)
+        op = await agent.get_import(request["key"])
+    return ImportResult(
+        state=str(op["state"]),
+        vmid=int(request["vmid"]),
+        volume_id=str(op.get("volume_id") or ""),
+        error=op.get("error"),
+        error_kind=op.get("error_kind"),
+    )
