@@ -134,6 +134,8 @@ class StackSettings:
     # Extra coordinator settings (TOML values) for tests, e.g. shorter timeouts.
     coordinator_settings: dict[str, Any] = field(default_factory=dict)
     agent_settings: dict[str, Any] = field(default_factory=dict)
+    # Settings for one node's agent only, e.g. {"pve-node3": {"staging_dir": "/mnt/small"}}.
+    node_agent_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     host: str = "127.0.0.1"
 
 
@@ -288,6 +290,7 @@ class Stack:
             "mdns": False,
         }
         settings.update(self.s.agent_settings)
+        settings.update(self.s.node_agent_settings.get(node, {}))
         path = self.base / "agents" / node / "agent.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_toml(settings))

@@ -210,6 +210,8 @@ class Receive:
             self._hashed += len(data)
 
     def _write_frame(self, fd: int, frame: Frame) -> None:
+        if frame.offset != self.rec.verified:
+            return  # an earlier frame of this stream failed: nothing after it may be kept
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
         views = frame.pieces
@@ -343,16 +345,21 @@ class Receives:
         if rec.state == "failed":
             rec.state, rec.error, rec.error_kind = "receiving", None, None
         if rec.state != "complete":
-            needed = rec.size - rec.verified + SPACE_RESERVE
-            free = self.staging.free_bytes()
-            if needed > free:
-                missing = rec.size - rec.verified
+            missing = rec.size - rec.verified
+            # What other running receives will still write is promised to them already.
+            promised = sum(
+                r.size - r.rec.verified
+                for r in self.receives.values()
+                if r is not receive and r.session is not None and r.session.holds_slot()
+            )
+            free = self.staging.free_bytes() - promised
+            if missing + SPACE_RESERVE > free:
                 receive.discard_data()
                 self._fail(
                     receive,
                     "no_space",
-                    f"staging disk on {self.node} has {free} bytes free; the image needs {missing} "
-                    f"more (+{SPACE_RESERVE} reserve)",
+                    f"staging disk on {self.node} is too small: {max(free, 0)} bytes free for this copy, "
+                    f"it needs {missing} more (+{SPACE_RESERVE} kept in reserve)",
                 )
                 raise TransferRefused(507, "no_space", rec.error or "no space")
         receive.save()

@@ -1,0 +1,117 @@
+"""Watching sync tasks from outside: the API, the agents' own view, the copies on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from demo.stack import Stack
+from tests.support.api import Api
+from tests.support.uploads import staging_dir
+
+SYNC_TIMEOUT = 120.0
+TERMINAL = ("completed", "failed", "canceled")
+
+
+def tasks_of(api: Api, template_id: int) -> list[dict[str, Any]]:
+    return api.all("/templates/sync-tasks", template_id=template_id)
+
+
+def wait_tasks(
+    api: Api, template_id: int, statuses: tuple[str, ...] = TERMINAL, timeout: float = SYNC_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Poll until every task of the template is in one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = tasks_of(api, template_id)
+        if tasks and all(t["status"] in statuses for t in tasks):
+            return tasks
+        assert time.monotonic() < deadline, f"sync tasks not {statuses} after {timeout}s: {tasks}"
+        time.sleep(0.3)
+
+
+def wait_task(api: Api, task_id: int, check: Any, timeout: float = SYNC_TIMEOUT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = api.get(f"/templates/sync-tasks/{task_id}").ok()
+        if check(task):
+            return task  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"task {task_id} did not get there in {timeout}s: {task}"
+        time.sleep(0.1)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
+    """Call a node's agent with the agent credential (as the coordinator does)."""
+    secret = (stack.base / "agent.token").read_text().strip()
+    return requests.get(
+        f"http://{stack.s.host}:{stack.agent_port(node)}{path}",
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    )
+
+
+def receive_view(stack: Stack, node: str, task_id: int) -> dict[str, Any]:
+    resp = agent_get(stack, node, f"/v1/receives/{task_id}")
+    assert resp.status_code == 200, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def received_copy(stack: Stack, node: str, task_id: int) -> Path:
+    """The verified copy a sync task left in the target's staging directory."""
+    name = receive_view(stack, node, task_id)["staged_name"]
+    assert name, f"task {task_id} has no complete copy on {node}"
+    return staging_dir(stack, node) / name
+
+
+def partial_files(stack: Stack, node: str) -> list[str]:
+    return sorted(p.name for p in staging_dir(stack, node).glob("*.part"))
+
+
+class LoadSampler:
+    """Samples every agent's running inbound/outbound streams until stopped; keeps the maxima."""
+
+    def __init__(self, stack: Stack, every: float = 0.05) -> None:
+        self.stack = stack
+        self.every = every
+        self.max_inbound: Counter[str] = Counter()
+        self.max_outbound: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for node in self.stack.node_names():
+                try:
+                    health = requests.get(
+                        f"http://{self.stack.s.host}:{self.stack.agent_port(node)}/health", timeout=2
+                    ).json()
+                except (requests.RequestException, ValueError):
+                    continue
+                transfers = health["transfers"]
+                self.max_inbound[node] = max(self.max_inbound[node], transfers["inbound"])
+                self.max_outbound[node] = max(self.max_outbound[node], transfers["outbound"])
+            self.samples += 1
+            self._stop.wait(self.every)

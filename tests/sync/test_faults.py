@@ -1,0 +1,227 @@
+"""Faults during a copy: an agent killed, a chunk corrupted, a full disk, a coordinator restart.
+
+All on ``slow_stack`` (agents send at SEND_RATE), so there is time to hurt a copy in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from demo.stack import Stack, free_port
+from shared.frames import CHUNK
+from tests.support.api import Api
+from tests.support.images import MiB, raw_with_data
+from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
+from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.sync.test_scenarios import assert_template_copy
+
+
+def local_template(api: Api, stack: Stack, tmp_path: Path, name: str, mib: int) -> tuple[int, Path]:
+    image = raw_with_data(tmp_path / f"{name}.raw", mib, mib, seed=mib)
+    data = upload(
+        api, stack, image, f"{name}-{secrets.token_hex(3)}", storage_id(api, stack, "local", "pve-node1")
+    )
+    template_id = int(data.ok()["template_id"])
+    assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
+    return template_id, image
+
+
+def start_sync(api: Api, stack: Stack, template_id: int, *nodes: str) -> list[int]:
+    ids = node_ids(api, stack)
+    started = api.post(
+        f"/templates/{template_id}/sync", json={"target_node_ids": [ids[n] for n in nodes]}
+    ).ok()
+    return [t["task_id"] for t in started["sync_tasks"]]
+
+
+def restart_agent(stack: Stack, node: str, **settings: object) -> None:
+    """Restart a node's agent with these settings (none: back to the stack's defaults)."""
+    if settings:
+        stack.s.node_agent_settings[node] = dict(settings)
+    else:
+        stack.s.node_agent_settings.pop(node, None)
+    stack.agents[node].stop()
+    stack.start_agent(node)
+
+
+def test_target_killed_half_way_resumes_and_completes(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    api, stack = slow_api, slow_stack
+    template_id, image = local_template(api, stack, tmp_path, "killed", 96)
+    size = image.stat().st_size
+    (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+    wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.4)
+
+    stack.agents["pve-node2"].signal(signal.SIGKILL)  # no goodbye, no flush: as if the node lost power
+    stack.agents["pve-node2"].stop()
+    stack.start_agent("pve-node2")
+
+    (task,) = wait_tasks(api, template_id)
+    assert task["status"] == "completed", task
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
+    # It resumed: only what was in flight when the agent died was sent again.
+    view = receive_view(stack, "pve-node2", task_id)
+    resent = view["received_bytes"] - size
+    assert 0 <= resent <= 6 * CHUNK, f"{resent} bytes sent twice"
+    assert partial_files(stack, "pve-node2") == []
+
+
+class CorruptingProxy:
+    """A TCP proxy in front of an agent that flips one byte inside the first data stream it sees."""
+
+    def __init__(self, target_port: int, body_offset: int) -> None:
+        self.target_port = target_port
+        self.body_offset = body_offset
+        self.port = free_port()
+        self.flipped = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        seen = b""  # requests on a kept-alive connection, until a data stream starts
+        body_seen = -1  # bytes of that stream's body passed so far
+        try:
+            while data := src.recv(1 << 16):
+                if upstream and not self.flipped.is_set():
+                    if body_seen < 0:
+                        seen = (seen + data)[-(1 << 20) :]
+                        start = seen.find(b"PUT /v1/receives/")
+                        end = seen.find(b"\r\n\r\n", start) if start >= 0 else -1
+                        if end >= 0:
+                            body_seen = len(seen) - end - 4
+                    else:
+                        at = self.body_offset - body_seen
+                        if 0 <= at < len(data):
+                            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+                            self.flipped.set()
+                        body_seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    api, stack = slow_api, slow_stack
+    proxy = CorruptingProxy(stack.agent_port("pve-node2"), body_offset=2 * CHUNK + 4096)
+    restart_agent(stack, "pve-node2", advertise_url=f"http://127.0.0.1:{proxy.port}")
+    try:
+        template_id, image = local_template(api, stack, tmp_path, "corrupt", 48)
+        (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+        (task,) = wait_tasks(api, template_id)
+    finally:
+        proxy.close()
+        restart_agent(stack, "pve-node2")
+    assert proxy.flipped.is_set()
+    assert task["status"] == "completed", task
+    view = receive_view(stack, "pve-node2", task_id)
+    assert view["corrupt_chunks"] == 1
+    assert image.stat().st_size < view["received_bytes"] <= image.stat().st_size + 6 * CHUNK
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
+    log = (stack.base / "logs" / "agent-pve-node2.log").read_text()
+    assert "failed its digest check" in log
+
+
+@pytest.fixture
+def small_disk_on_node3(slow_stack: Stack, tmp_path: Path) -> Iterator[Path]:
+    """pve-node3's agent stages on a 200 MiB tmpfs for the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as node 3's staging disk needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mount)], check=True)
+    restart_agent(slow_stack, "pve-node3", staging_dir=str(mount / "staging"))
+    try:
+        yield mount / "staging"
+    finally:
+        restart_agent(slow_stack, "pve-node3")
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_staging_disk_fails_clearly_and_harms_nothing_else(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path, small_disk_on_node3: Path
+) -> None:
+    api, stack, staging = slow_api, slow_stack, small_disk_on_node3
+    # Too big from the start: refused before a byte is written.
+    big_id, _ = local_template(api, stack, tmp_path, "too-big", 160)
+    (big_task,) = start_sync(api, stack, big_id, "pve-node3")
+    failed = wait_task(api, big_task, lambda t: t["status"] in ("failed", "completed"))
+    assert failed["status"] == "failed"
+    assert "staging disk on pve-node3 is too small" in failed["error_message"]
+    assert list(staging.glob("*.part")) == [] and list(staging.glob("sync-*")) == []
+
+    # Fits, but the disk fills up while it arrives (something else wrote to it).
+    mid_id, mid_image = local_template(api, stack, tmp_path, "disk-fills", 64)
+    (mid_task,) = start_sync(api, stack, mid_id, "pve-node3")
+    wait_task(api, mid_task, lambda t: t["bytes_done"] >= 4 * MiB)
+    filler = staging.parent / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):  # take (nearly) every free byte
+        taken = 0
+        while True:
+            os.posix_fallocate(f.fileno(), taken, MiB)
+            taken += MiB
+    failed = wait_task(api, mid_task, lambda t: t["status"] in ("failed", "completed"))
+    assert failed["status"] == "failed"
+    assert "staging disk is full" in failed["error_message"] and "pve-node3" in failed["error_message"]
+    assert list(staging.glob("*.part")) == []
+
+    # Other templates are unharmed: a small one still syncs there; with room again, retry works.
+    filler.unlink()
+    small_id, small_image = local_template(api, stack, tmp_path, "small", 16)
+    start_sync(api, stack, small_id, "pve-node3", "pve-node2")
+    assert {t["status"] for t in wait_tasks(api, small_id)} == {"completed"}
+    api.post(f"/templates/sync-tasks/{mid_task}/retry").ok()
+    (retried,) = wait_tasks(api, mid_id)
+    assert retried["status"] == "completed"
+    copy = staging / receive_view(stack, "pve-node3", mid_task)["staged_name"]
+    assert sha256(copy) == sha256(mid_image)
+
+
+def test_coordinator_restart_mid_copy_loses_nothing(slow_stack: Stack, slow_api: Api, tmp_path: Path) -> None:
+    api, stack = slow_api, slow_stack
+    template_id, image = local_template(api, stack, tmp_path, "restart", 96)
+    size = image.stat().st_size
+    task_ids = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
+    wait_task(api, task_ids[0], lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.25)
+    stack.coordinator.stop() if stack.coordinator else None
+    stack.start_coordinator()
+    tasks = wait_tasks(api, template_id, timeout=180)
+    assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
+    for task in tasks:
+        node = task["target_node"]["node_name"]
+        assert sha256(received_copy(stack, node, task["task_id"])) == sha256(image)
+        assert_template_copy(stack, node, task["vmid"], image, "raw")
+    assert api.get("/templates/sync-tasks?status=syncing").ok()["total"] == 0
