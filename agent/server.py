@@ -29,7 +29,6 @@ from agent.appkeys import (
 )
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
-from agent.discovery import Announcer
 from agent.pve import NodePve
 from agent.server_errors import json_error
 from agent.staging import Staging
@@ -78,7 +77,7 @@ async def health(request: web.Request) -> web.Response:
             "transfers": {
                 "inbound": request.app[RECEIVES].inbound,
                 "outbound": request.app[SENDER].outbound,
-                "registered": request.app[TRANSFER_POLICY].ticket_key is not None,
+                "registered": request.app[TRANSFER_POLICY].tickets is not None,
             },
         }
     )
@@ -93,8 +92,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     link = app[LINK]
     tasks = [asyncio.create_task(link.run(), name="coordinator-link")]
-    announcer: Announcer | None = None
+    announcer = None
     if config.mdns:
+        from agent.discovery import Announcer  # zeroconf costs ~4 MiB: only when announcing
+
         status = await app[PVE].status()
         announcer = Announcer(config.node_name, status.cluster_name, config.url)
         await announcer.start()

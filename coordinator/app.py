@@ -43,7 +43,7 @@ from coordinator.appkeys import (
     UPLOAD_SLOTS,
 )
 from coordinator.config import CoordinatorConfig
-from coordinator.db.migrate import current_revision, head_revision
+from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.inventory.refresher import InventoryRefresher
@@ -107,10 +107,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[DB] = session_factory(engine)
     revision = await current_revision(engine)
-    if revision != head_revision():
+    if revision != SCHEMA_HEAD:
         await engine.dispose()
         raise SchemaOutdated(
-            f"database schema is at {revision or 'nothing'}, this version needs {head_revision()}: "
+            f"database schema is at {revision or 'nothing'}, this version needs {SCHEMA_HEAD}: "
             "run `pvesphere-coordinator migrate` first"
         )
     app[INVENTORY] = InventoryRefresher(config, app[DB])

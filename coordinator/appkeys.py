@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.tickets import TicketSigner
-
 if TYPE_CHECKING:
     from coordinator.agents.links import AgentLinks
     from coordinator.config import CoordinatorConfig
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
+    from shared.tickets import TicketSigner
 
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -26,6 +25,6 @@ STARTED_AT = web.AppKey("started_at", float)
 AGENTS: web.AppKey[AgentLinks] = web.AppKey("agents")
 IMPORTS: web.AppKey[JobRunner] = web.AppKey("imports")
 UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
-TICKETS = web.AppKey("tickets", TicketSigner)
+TICKETS: web.AppKey[TicketSigner] = web.AppKey("tickets")
 SYNCS: web.AppKey[SyncScheduler] = web.AppKey("syncs")
 SYNC_WATCHERS: web.AppKey[JobRunner] = web.AppKey("sync_watchers")

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from shared.tickets import load_public_key
+from shared.tickets import TicketVerifier
 
 
 @dataclass
 class PeerPolicy:
-    ticket_key: Ed25519PublicKey | None = None
+    tickets: TicketVerifier | None = None
     max_inbound: int = 2
     max_outbound: int = 2
 
     def update(self, settings: dict[str, object]) -> None:
         key = settings.get("ticket_public_key")
-        if isinstance(key, str) and key:
-            self.ticket_key = load_public_key(key)
+        if isinstance(key, str) and key and (self.tickets is None or self.tickets.public_key != key):
+            self.tickets = TicketVerifier(key)
         for name in ("max_inbound", "max_outbound"):
             value = settings.get(name)
             if isinstance(value, int) and value > 0:

@@ -36,7 +36,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.send import Hop, Sender
 from shared.frames import CHUNK, Frame, FrameError, FrameParser
-from shared.tickets import Ticket, TicketInvalid, verify
+from shared.tickets import Ticket, TicketInvalid
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +289,13 @@ class Receives:
     # -- sessions -------------------------------------------------------------------------
 
     def _check_ticket(self, task_id: int, token: str) -> Ticket:
-        key = self.policy.ticket_key
-        if key is None:
+        tickets = self.policy.tickets
+        if tickets is None:
             raise TransferRefused(
                 503, "not_registered", "this agent has not registered with a coordinator yet"
             )
         try:
-            ticket = verify(token, key)
+            ticket = tickets.verify(token)
         except TicketInvalid as exc:
             raise TransferRefused(403, "bad_ticket", str(exc)) from None
         if ticket.task_id != task_id or ticket.node != self.node:

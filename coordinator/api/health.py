@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from coordinator.agents.registry import is_live
 from coordinator.appkeys import CONFIG, DB, ENGINE, STARTED_AT
-from coordinator.db.migrate import current_revision, head_revision
+from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import Agent, PveCluster, PveNode
 from coordinator.db.types import utcnow
 from shared.version import VERSION
@@ -40,7 +40,7 @@ async def readiness(app: web.Application) -> tuple[bool, dict[str, Any], list[st
         return False, checks, problems
 
     revision = await current_revision(app[ENGINE])
-    head = head_revision()
+    head = SCHEMA_HEAD
     checks["schema"] = {"current": revision, "head": head}
     if revision != head:
         problems.append(f"database schema is at {revision}, code needs {head}: run migrate")

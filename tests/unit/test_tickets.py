@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.tickets import TICKET_LIFETIME, TicketInvalid, TicketSigner, load_public_key, verify
+from shared.tickets import TICKET_LIFETIME, TicketInvalid, TicketSigner, TicketVerifier
 
 CLAIMS = {"task_id": 7, "epoch": 2, "node": "pve-node2", "size": 1024, "sha256": "ab" * 32, "fmt": "qcow2"}
 
 
 def test_a_signed_ticket_verifies_and_carries_its_claims(tmp_path: Path) -> None:
     signer = TicketSigner(tmp_path / "key")
-    ticket = verify(signer.issue(**CLAIMS, now=1000.0), load_public_key(signer.public_key), now=1001.0)
+    ticket = TicketVerifier(signer.public_key).verify(signer.issue(**CLAIMS, now=1000.0), now=1001.0)
     assert (ticket.task_id, ticket.epoch, ticket.node, ticket.size) == (7, 2, "pve-node2", 1024)
     assert ticket.expires_at == 1000.0 + TICKET_LIFETIME
 
@@ -23,24 +23,28 @@ def test_a_signed_ticket_verifies_and_carries_its_claims(tmp_path: Path) -> None
 def test_the_key_file_is_private_and_reused(tmp_path: Path) -> None:
     first = TicketSigner(tmp_path / "key")
     assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
-    assert TicketSigner(tmp_path / "key").public_key == first.public_key
+    again = TicketSigner(tmp_path / "key")
+    assert again.public_key == first.public_key
+    # the reloaded signer signs with the same key
+    ticket = again.issue(**CLAIMS, now=1000.0)
+    assert TicketVerifier(first.public_key).verify(ticket, now=1000.5).task_id == 7
 
 
 def test_another_key_an_altered_claim_and_an_old_ticket_are_refused(tmp_path: Path) -> None:
     signer = TicketSigner(tmp_path / "a")
-    key = load_public_key(signer.public_key)
+    checker = TicketVerifier(signer.public_key)
     forged = TicketSigner(tmp_path / "b").issue(**CLAIMS, now=1000.0)
     with pytest.raises(TicketInvalid, match="signature"):
-        verify(forged, key, now=1001.0)
+        checker.verify(forged, now=1001.0)
 
     body, sig = signer.issue(**CLAIMS, now=1000.0).split(".")
     claims = json.loads(base64.urlsafe_b64decode(body + "=="))
     claims["node"] = "pve-node3"
     altered = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     with pytest.raises(TicketInvalid, match="signature"):
-        verify(f"{altered}.{sig}", key, now=1001.0)
+        checker.verify(f"{altered}.{sig}", now=1001.0)
 
     with pytest.raises(TicketInvalid, match="expired"):
-        verify(signer.issue(**CLAIMS, now=1000.0), key, now=1000.0 + TICKET_LIFETIME + 1)
+        checker.verify(signer.issue(**CLAIMS, now=1000.0), now=1000.0 + TICKET_LIFETIME + 1)
     with pytest.raises(TicketInvalid, match="malformed"):
-        verify("not-a-ticket", key)
+        checker.verify("not-a-ticket")
