@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	@$(PY) -m benchmarks
+	@$(PY) -m benchmarks $(BENCH_ARGS)
 
 # Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)
