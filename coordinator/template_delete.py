@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -103,6 +104,17 @@ async def cascade_delete(
                 )
             )
         )
+        # An import that failed after PVE created its VM (e.g. the template conversion
+        # failed) leaves that VM behind with no available instance pointing at it.
+        half_made = list(
+            await session.scalars(
+                select(TemplateUpload).where(
+                    TemplateUpload.template_id == template_id,
+                    TemplateUpload.status == "failed",
+                    TemplateUpload.vmid.is_not(None),
+                )
+            )
+        )
 
     result = CascadeResult()
     # One VM per (node that owns it, vmid): a shared-storage template has a single VM,
@@ -110,23 +122,7 @@ async def cascade_delete(
     owners = [i for i in instances if i.vmid is not None and (i.is_primary or not i.is_shared)]
     for inst in owners:
         assert inst.vmid is not None
-        try:
-            agent = await agents.for_node(inst.node_id)
-            answer = await agent.delete_vm(inst.vmid, key_prefix(template_id))
-        except NoLiveAgent as exc:
-            raise ApiError(
-                503, "no_live_agent", f"cannot delete VM {inst.vmid}: {exc}; retry when it is back"
-            ) from None
-        except AgentUnreachable as exc:
-            raise ApiError(
-                503, "agent_failed", f"cannot delete VM {inst.vmid} on {inst.node_name}: {exc}"
-            ) from None
-        except AgentError as exc:
-            raise ApiError(
-                502 if exc.status != 409 else 409,
-                "pve_delete_failed" if exc.status != 409 else exc.error,
-                f"deleting VM {inst.vmid} on {inst.node_name} failed: {exc.message}",
-            ) from None
+        answer = await _delete_vm(agents, inst.node_id, inst.node_name, inst.vmid, template_id)
         async with db() as session:
             done = [inst.id]
             if inst.is_shared:
@@ -141,6 +137,38 @@ async def cascade_delete(
             {"node_name": inst.node_name, "vmid": inst.vmid, "existed": answer["removed"]}
         )
         log.info("template %s: VM %s on %s removed", template_id, inst.vmid, inst.node_name)
+
+    covered = {(i.node_id, i.vmid) for i in owners}
+    for upload in half_made:
+        assert upload.vmid is not None
+        if (upload.import_node_id, upload.vmid) in covered:
+            continue
+        try:
+            answer = await _delete_vm(
+                agents, upload.import_node_id, upload.import_node_name, upload.vmid, template_id
+            )
+        except ApiError as exc:
+            if exc.error != "not_ours":
+                raise
+            # The import failed before creating its VM, and the VMID is someone else's now.
+            answer = {"removed": False}
+        async with db() as session:
+            # The record no longer points at a VM: a retried delete does not look for it again.
+            await session.execute(
+                update(TemplateUpload).where(TemplateUpload.id == upload.id).values(vmid=None)
+            )
+            await session.commit()
+        if answer["removed"]:
+            result.removed_vms.append(
+                {"node_name": upload.import_node_name, "vmid": upload.vmid, "existed": True}
+            )
+            log.info(
+                "template %s: VM %s of failed upload %s on %s removed",
+                template_id,
+                upload.vmid,
+                upload.id,
+                upload.import_node_name,
+            )
 
     for upload in staged:
         try:
@@ -170,3 +198,25 @@ async def cascade_delete(
         result.removed_images,
     )
     return result
+
+
+async def _delete_vm(
+    agents: AgentLinks, node_id: int, node_name: str, vmid: int, template_id: int
+) -> dict[str, Any]:
+    """Destroy one of this template's VMs through its node's agent (absent counts as done)."""
+    try:
+        agent = await agents.for_node(node_id)
+        answer: dict[str, Any] = await agent.delete_vm(vmid, key_prefix(template_id))
+    except NoLiveAgent as exc:
+        raise ApiError(
+            503, "no_live_agent", f"cannot delete VM {vmid}: {exc}; retry when it is back"
+        ) from None
+    except AgentUnreachable as exc:
+        raise ApiError(503, "agent_failed", f"cannot delete VM {vmid} on {node_name}: {exc}") from None
+    except AgentError as exc:
+        raise ApiError(
+            502 if exc.status != 409 else 409,
+            "pve_delete_failed" if exc.status != 409 else exc.error,
+            f"deleting VM {vmid} on {node_name} failed: {exc.message}",
+        ) from None
+    return answer

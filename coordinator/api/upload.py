@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpProcessingError, HttpVersion11
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.client import AgentError, AgentUnreachable
@@ -212,15 +212,35 @@ class _TooLarge(Exception):
     pass
 
 
-async def _file_chunks(part: BodyPartReader, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
-    while True:
-        chunk = await part.read_chunk(CHUNK)
-        if not chunk:
-            return
-        counter[0] += len(chunk)
-        if counter[0] > limit:
-            raise _TooLarge
-        yield chunk
+class _FileBody:
+    """The file part, read chunk by chunk as the body of the request to the agent.
+
+    aiohttp's client turns whatever this body raises into a connection error
+    (AgentUnreachable), so why it stopped is kept here: the handler must tell a
+    file over the limit (413) and a client that went away from a failing agent.
+    """
+
+    def __init__(self, part: BodyPartReader, limit: int) -> None:
+        self.part = part
+        self.limit = limit
+        self.received = 0
+        self.too_large = False
+        self.client_error: BaseException | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await self.part.read_chunk(CHUNK)
+            except Exception as exc:  # the client's connection broke (reset, truncated body)
+                self.client_error = exc
+                raise
+            if not chunk:
+                return
+            self.received += len(chunk)
+            if self.received > self.limit:
+                self.too_large = True
+                raise _TooLarge
+            yield chunk
 
 
 async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
@@ -251,6 +271,9 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
             fields[part.name] = await _field_text(part)
     except (ValueError, AssertionError) as exc:
         raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+    except (ConnectionError, HttpProcessingError):
+        # The client went away (or its body broke off) before the file: nothing was made yet.
+        raise ApiError(400, "incomplete", "the upload broke off before the file") from None
 
 
 @routes.post(
@@ -283,10 +306,22 @@ async def upload_template(call: Call) -> UploadResult:
             f"{config.max_concurrent_uploads} uploads are already running; retry later",
         )
     async with slots:
-        return await _upload(call)
+        result, wait = await _upload(call)
+    # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
+    if wait:
+        result.status, result.error_message = await _wait_for_import(call, result.upload_id)
+        if result.status == "failed":
+            raise ApiError(
+                502,
+                "import_failed",
+                result.error_message or "import failed",
+                {"result": result.model_dump()},
+            )
+    return result
 
 
-async def _upload(call: Call) -> UploadResult:
+async def _upload(call: Call) -> tuple[UploadResult, bool]:
+    """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
     config = request.app[CONFIG]
     fields, file_part, reader = await _read_form(request)
@@ -336,41 +371,40 @@ async def _upload(call: Call) -> UploadResult:
     )
 
     keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
-    received = [0]
+    body = _FileBody(file_part, config.max_upload_bytes)
     try:
         staged = await agent.upload(
-            upload.id,
-            fmt,
-            config.max_upload_bytes,
-            config.max_virtual_size,
-            _file_chunks(file_part, config.max_upload_bytes, received),
+            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks()
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if await reader.next() is not None:
             await _quietly(agent.delete_staged(staged["staged_name"]))
             raise ApiError(400, "invalid_request", "form fields must come before the file")
-    except _TooLarge:
-        await uploads.abandon(db, upload.id, "file too large")
-        raise ApiError(
-            413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
-        ) from None
     except AgentError as exc:
         await uploads.abandon(db, upload.id, exc.message)
         status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502
         raise ApiError(status, exc.error, exc.message) from None
     except AgentUnreachable as exc:
-        await uploads.abandon(db, upload.id, f"agent of {plan.import_node.node_name} failed: {exc}")
-        if request.transport is None or request.transport.is_closing():
-            log.warning("upload %s: the client went away after %d bytes", upload.id, received[0])
+        # The stream to the agent stopped: because of our side of it, or because of the agent.
+        if body.too_large:
+            await uploads.abandon(db, upload.id, "file too large")
+            raise ApiError(
+                413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
+            ) from None
+        if body.client_error is not None or request.transport is None or request.transport.is_closing():
+            reason = f"upload broke off: the client went away after {body.received} bytes"
+            await uploads.abandon(db, upload.id, reason)
+            log.warning("upload %s: %s", upload.id, reason)
             raise ApiError(400, "incomplete", "the upload broke off") from None
+        await uploads.abandon(db, upload.id, f"agent of {plan.import_node.node_name} failed: {exc}")
         raise ApiError(503, "agent_failed", f"agent of {plan.import_node.node_name} failed: {exc}") from None
     except ApiError as exc:
         await uploads.abandon(db, upload.id, exc.message)
         raise
     except BaseException as exc:
-        # The client went away mid-stream (or we are shutting down): leave nothing half-made.
+        # Cancelled (shutting down) or a bug: leave nothing half-made either way.
         await asyncio.shield(uploads.abandon(db, upload.id, f"upload broke off: {exc.__class__.__name__}"))
-        log.warning("upload %s broke off after %d bytes: %r", upload.id, received[0], exc)
+        log.warning("upload %s broke off after %d bytes: %r", upload.id, body.received, exc)
         raise
     finally:
         keeper.cancel()
@@ -387,9 +421,6 @@ async def _upload(call: Call) -> UploadResult:
         if p.task is not None
     ]
     request.app[IMPORTS].wake()
-    status, error = "uploaded", None
-    if form.wait:
-        status, error = await _wait_for_import(call, upload.id)
     result = UploadResult(
         template_id=upload.template_id or 0,
         upload_id=upload.id,
@@ -397,12 +428,9 @@ async def _upload(call: Call) -> UploadResult:
         is_shared=plan.storage.shared,
         import_node=ImportNode(node_id=plan.import_node.id, node_name=plan.import_node.node_name),
         sync_tasks=sync,
-        status=status,
-        error_message=error,
+        status="uploaded",
     )
-    if status == "failed":
-        raise ApiError(502, "import_failed", error or "import failed", {"result": result.model_dump()})
-    return result
+    return result, form.wait
 
 
 async def _quietly(coro: Any) -> None:
@@ -416,5 +444,9 @@ async def _wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]
             upload = await session.get(TemplateUpload, upload_id)
         assert upload is not None
         if upload.status in ("imported", "failed"):
+            return upload.status, upload.error_message
+        transport = call.request.transport
+        if transport is None or transport.is_closing():
+            # Nobody is waiting for the answer any more; the import goes on regardless.
             return upload.status, upload.error_message
         await asyncio.sleep(0.5)

@@ -201,6 +201,9 @@ class ImportJobs:
             await agent.delete_staged(upload.staged_name)
         except (NoLiveAgent, AgentUnreachable, AgentError) as exc:
             log.warning("upload %s: staged image not removed yet: %s", upload.id, exc)
+            return
+        # Forget the name, so that a cascade delete does not need that agent for a file that is gone.
+        await self._set(upload.id, staged_name="")
 
     async def fail(self, upload_id: int, reason: str) -> None:
         async with self.db() as session:

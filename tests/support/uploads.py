@@ -1,0 +1,339 @@
+"""Uploading images through the coordinator's API and looking at what it left behind.
+
+Everything here observes the system from outside, as an administrator could:
+the REST API, the emulator's state directory and control API, the agents'
+staging directories and the coordinator's database.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from demo.stack import Stack
+from tests.support.api import Api, Reply
+from tests.support.db import with_session
+
+IMPORT_TIMEOUT = 60.0
+
+
+def storage_id(api: Api, stack: Stack, name: str, node: str | None = None) -> int:
+    """The pve_storage id of ``name`` (on ``node``, or any node for a shared storage)."""
+    rows = [s for s in api.all("/storages", cluster_id=stack.cluster_id) if s["storage_name"] == name]
+    if node is not None:
+        rows = [s for s in rows if s["node_name"] == node]
+    assert rows, f"no storage {name!r} on {node or 'any node'}"
+    return int(sorted(rows, key=lambda s: s["node_name"])[0]["id"])
+
+
+def node_ids(api: Api, stack: Stack) -> dict[str, int]:
+    return {n["node_name"]: n["id"] for n in api.all("/nodes", cluster_id=stack.cluster_id)}
+
+
+def upload(
+    api: Api,
+    stack: Stack,
+    image: Path,
+    name: str,
+    storage: int,
+    *,
+    file_name: str | None = None,
+    timeout: float = 120,
+    **fields: Any,
+) -> Reply:
+    """POST /templates/upload as curl -F would send it (fields first, the file last)."""
+    data = {"template_name": name, "cluster_id": str(stack.cluster_id), "storage_id": str(storage)}
+    data.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()})
+    with open(image, "rb") as f:
+        files = {"file": (file_name or image.name, f, "application/octet-stream")}
+        return api.post("/templates/upload", data=data, files=files, timeout=timeout)
+
+
+def detail(api: Api, template_id: int) -> dict[str, Any]:
+    return api.get(f"/templates/{template_id}/detail?include_instances=true").ok()  # type: ignore[no-any-return]
+
+
+def wait_import(api: Api, template_id: int, timeout: float = IMPORT_TIMEOUT) -> dict[str, Any]:
+    """Poll the detail until the upload is imported or failed; returns the last detail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        d = detail(api, template_id)
+        if d["upload_info"]["status"] in ("imported", "failed"):
+            return d
+        assert time.monotonic() < deadline, f"import not finished after {timeout}s: {d['upload_info']}"
+        time.sleep(0.3)
+
+
+# ------------------------------------------------------------------ emulator
+
+
+def emulator(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+    """Call the emulator's control API (/pvesim/...) as root."""
+    info = stack.pve_token()
+    secret = (stack.pvesim_dir / "root.secret").read_text().strip()
+    req = urllib.request.Request(
+        info["api_url"].rstrip("/") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"PVESimRoot={secret}", "Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    with urllib.request.urlopen(req, context=context, timeout=10) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def vm_conf(stack: Stack, node: str, vmid: int) -> dict[str, str] | None:
+    """The top section of a VM's config file in the emulator, or None when there is no VM."""
+    path = stack.pvesim_dir / "nodes" / node / "qemu-server" / f"{vmid}.conf"
+    if not path.exists():
+        return None
+    conf: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("["):
+            break  # snapshots / pending sections
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def vm_anywhere(stack: Stack, vmid: int) -> list[str]:
+    """Nodes whose emulator state holds VM ``vmid``."""
+    return [n for n in stack.node_names() if vm_conf(stack, n, vmid) is not None]
+
+
+def shared_volume(stack: Stack, storage: str, volname: str) -> Path:
+    """A volume of a shared block storage (rbd): one raw file named like the image."""
+    return stack.pvesim_dir / "shared" / "storage" / storage / volname
+
+
+def local_image_dir(stack: Stack, node: str, storage: str, vmid: int) -> Path:
+    """Where a dir storage keeps a VM's disks: <storage>/images/<vmid>/."""
+    return stack.pvesim_dir / "nodes" / node / "storage" / storage / "images" / str(vmid)
+
+
+# ------------------------------------------------------------------ agents' staging
+
+
+def staging_dir(stack: Stack, node: str) -> Path:
+    return stack.base / "agents" / node / "staging"
+
+
+def staged_files(stack: Stack) -> set[str]:
+    """Every file in every agent's staging directory, as node/name."""
+    found = set()
+    for node in stack.node_names():
+        root = staging_dir(stack, node)
+        if root.is_dir():
+            found |= {f"{node}/{p.name}" for p in root.iterdir() if p.is_file()}
+    return found
+
+
+# ------------------------------------------------------------------ database
+
+
+@dataclass
+class Rows:
+    templates: list[VmTemplate]
+    uploads: list[TemplateUpload]
+    instances: list[TemplateInstance]
+    tasks: list[TemplateSyncTask]
+
+
+def rows_named(stack: Stack, name: str) -> Rows:
+    """Every row (live or not) made for a template name."""
+
+    async def work(session: AsyncSession) -> Rows:
+        templates = list(await session.scalars(select(VmTemplate).where(VmTemplate.template_name == name)))
+        ids = [t.id for t in templates] or [0]
+        uploads = list(
+            await session.scalars(select(TemplateUpload).where(TemplateUpload.template_name == name))
+        )
+        instances = list(
+            await session.scalars(select(TemplateInstance).where(TemplateInstance.template_id.in_(ids)))
+        )
+        tasks = list(
+            await session.scalars(select(TemplateSyncTask).where(TemplateSyncTask.template_id.in_(ids)))
+        )
+        return Rows(templates, uploads, instances, tasks)
+
+    return with_session(stack.database_url, work)
+
+
+def upload_count(stack: Stack) -> int:
+    async def work(session: AsyncSession) -> int:
+        return int(await session.scalar(select(func.count()).select_from(TemplateUpload)) or 0)
+
+    return with_session(stack.database_url, work)
+
+
+def assert_nothing_left(stack: Stack, name: str, staged_before: set[str], vms_before: set[int]) -> None:
+    """A refused upload leaves no template, no live upload, no staged file and no VM."""
+    rows = rows_named(stack, name)
+    assert rows.templates == [], f"template rows left for {name!r}"
+    assert rows.instances == [] and rows.tasks == []
+    assert all(u.status == "failed" and u.template_id is None for u in rows.uploads), [
+        (u.id, u.status, u.template_id) for u in rows.uploads
+    ]
+    assert all(u.lease_owner is None for u in rows.uploads)
+    # Partial files (.part) count too: nothing new may stay in any staging directory.
+    assert staged_files(stack) - staged_before == set()
+    assert all_vmids(stack) - vms_before == set()
+
+
+def all_vmids(stack: Stack) -> set[int]:
+    found = set()
+    for node in stack.node_names():
+        confdir = stack.pvesim_dir / "nodes" / node / "qemu-server"
+        found |= {int(p.stem) for p in confdir.glob("*.conf")}
+    return found
+
+
+# ------------------------------------------------------------------ raw HTTP (for cut and oversized bodies)
+
+
+def multipart(
+    fields: dict[str, str], file_name: str, boundary: str = "pvesphere-test-boundary"
+) -> tuple[str, bytes, bytes]:
+    """(content type, everything before the file's bytes, everything after them)."""
+    head = b""
+    for key, value in fields.items():
+        head += (f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n').encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return f"multipart/form-data; boundary={boundary}", head, f"\r\n--{boundary}--\r\n".encode()
+
+
+def upload_fields(stack: Stack, name: str, storage: int) -> dict[str, str]:
+    return {"template_name": name, "cluster_id": str(stack.cluster_id), "storage_id": str(storage)}
+
+
+def _request_head(stack: Stack, token: str, content_type: str, extra: dict[str, str]) -> bytes:
+    lines = [
+        "POST /api/v1/templates/upload HTTP/1.1",
+        f"Host: {stack.s.host}:{stack.s.coordinator_port}",
+        f"Authorization: Bearer {token}",
+        f"Content-Type: {content_type}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    # Bytes the client had handed to the connection when the answer arrived, and whether
+    # the body it meant to send was complete by then.
+    sent: int
+    finished_sending: bool
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, Any]:
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    raw = resp.read()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, raw.decode(errors="replace")
+
+
+def stream_upload(
+    stack: Stack, token: str, fields: dict[str, str], file_name: str, chunks: Iterator[bytes]
+) -> Answer:
+    """Send an upload with chunked transfer encoding while listening for the answer.
+
+    The body is sent from a thread; the answer is read as soon as it comes, so an
+    answer that arrives before the body is finished is seen as such.
+    """
+    content_type, head, tail = multipart(fields, file_name)
+    sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
+    sent = [0]
+    stop = threading.Event()
+    done = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for chunk in chunks:
+            if stop.is_set():
+                return
+            sent[0] += len(chunk)
+            yield chunk
+        yield tail
+        done.set()
+
+    def send() -> None:
+        try:
+            sock.sendall(_request_head(stack, token, content_type, {"Transfer-Encoding": "chunked"}))
+            for piece in body():
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server closed the connection: expected once it has answered
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        status, answer = _read_answer(sock)
+        when, finished = sent[0], done.is_set()
+    finally:
+        stop.set()
+        sender.join(30)
+        sock.close()
+    return Answer(status, answer, when, finished)
+
+
+def send_then_cut(
+    stack: Stack,
+    token: str,
+    fields: dict[str, str],
+    file_name: str,
+    data: bytes,
+    claimed_size: int,
+    cut: Callable[[], None],
+    *,
+    keep_head: int | None = None,
+) -> None:
+    """Announce ``claimed_size`` bytes of file, send ``data`` only, call ``cut()``, then hang up.
+
+    With ``keep_head`` only that many bytes of the form fields go out (a cut before the file).
+    """
+    content_type, head, tail = multipart(fields, file_name)
+    length = len(head) + claimed_size + len(tail)
+    sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
+    try:
+        sock.sendall(_request_head(stack, token, content_type, {"Content-Length": str(length)}))
+        sock.sendall(head + data if keep_head is None else head[:keep_head])
+        cut()
+    finally:
+        # RST rather than FIN: the client is gone, not merely done sending.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
+        time.sleep(0.2)
