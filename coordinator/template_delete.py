@@ -1,4 +1,7 @@
-"""Cascade delete: every instance's VM through its agent, the staged images, the rows.
+"""Cascade delete: every instance's VM through its agent, the stored images, the rows.
+
+Stored images are the upload's staged file on its import node and every copy a sync
+task received on its target.
 
 The template is hidden first (so no new work starts on it), then each VM is
 destroyed and its instance marked deleted as it goes. A failure stops the
@@ -104,6 +107,14 @@ async def cascade_delete(
                 )
             )
         )
+        # Copies (whole or partial) that sync tasks left on their targets; epoch 0 never started.
+        copies = list(
+            await session.scalars(
+                select(TemplateSyncTask).where(
+                    TemplateSyncTask.template_id == template_id, TemplateSyncTask.epoch > 0
+                )
+            )
+        )
         # An import that failed after PVE created its VM (e.g. the template conversion
         # failed) leaves that VM behind with no available instance pointing at it.
         half_made = list(
@@ -186,6 +197,18 @@ async def cascade_delete(
                 update(TemplateUpload).where(TemplateUpload.id == upload.id).values(staged_name="")
             )
             await session.commit()
+
+    for task in copies:
+        try:
+            agent = await agents.for_node(task.target_node_id)
+            answer = await agent.remove_receive(task.id)
+        except NoLiveAgent as exc:
+            raise ApiError(503, "no_live_agent", f"cannot remove the synced copy: {exc}") from None
+        except (AgentUnreachable, AgentError) as exc:
+            raise ApiError(
+                503, "agent_failed", f"cannot remove the synced copy on {task.target_node_name}: {exc}"
+            ) from None
+        result.removed_images += int(bool(answer.get("removed")))
 
     async with db() as session:
         await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id))

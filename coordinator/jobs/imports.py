@@ -8,10 +8,8 @@ starts, so a coordinator that restarts mid-import re-drives the same import
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -25,34 +23,16 @@ from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
-from coordinator.vmids import NoFreeVmid, allocation_lock, held_by_us, lowest_free
+from coordinator.jobs.template_import import import_template, vm_options
+from coordinator.vmids import NoFreeVmid
 
 log = logging.getLogger(__name__)
 
-# Template defaults for the VM; every key can be overridden per upload (vm_config).
-VM_DEFAULTS: dict[str, Any] = {
-    "memory": 2048,
-    "cores": 2,
-    "scsihw": "virtio-scsi-single",
-    "net0": "virtio,bridge=vmbr0",
-    "ostype": "l26",
-    "boot": "order=scsi0",
-    "agent": "enabled=1",
-    "serial0": "socket",
-    "tags": "pvesphere",
-}
 MAX_ATTEMPTS = 5
-POLL_SECONDS = 1.0
 
 
 def import_key(template_id: int, upload_id: int) -> str:
     return f"t{template_id}-u{upload_id}"
-
-
-def vm_name(template_name: str, template_id: int) -> str:
-    """PVE wants a DNS name for a VM."""
-    name = re.sub(r"[^A-Za-z0-9.-]+", "-", template_name).strip("-.")[:63].strip("-.")
-    return name or f"template-{template_id}"
 
 
 class ImportJobs:
@@ -89,21 +69,6 @@ class ImportJobs:
             next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
 
-    async def allocate_vmid(self, upload: TemplateUpload, exclude: set[int]) -> int:
-        async with allocation_lock():
-            used = await self.inventory.used_vmids(upload.cluster_id)
-            async with self.db() as session:
-                used |= await held_by_us(session, upload.cluster_id)
-                vmid = lowest_free(
-                    used | exclude, self.config.template_vmid_min, self.config.template_vmid_max
-                )
-                await session.execute(
-                    update(TemplateUpload).where(TemplateUpload.id == upload.id).values(vmid=vmid)
-                )
-                await session.commit()
-        log.info("upload %s: VMID %s chosen", upload.id, vmid)
-        return vmid
-
     async def run(self, upload_id: int) -> None:
         """Drive one import until it is imported, failed, or postponed."""
         async with self.db() as session:
@@ -123,50 +88,47 @@ class ImportJobs:
             await self._retry_later(upload, str(exc))
             return
 
-        vmid = upload.vmid
-        tried: set[int] = set()
-        options = {**VM_DEFAULTS, **json.loads(upload.vm_config or "{}")}
-        name = str(options.pop("name", "") or vm_name(template.template_name, template.id))
-        while True:
-            try:
-                if vmid is None:
-                    vmid = await self.allocate_vmid(upload, tried)
-                request = {
-                    "key": import_key(template.id, upload.id),
-                    "vmid": vmid,
-                    "staged_name": upload.staged_name,
-                    "storage": upload.storage_name,
-                    "name": name,
-                    "description": template.description,
-                    "options": options,
-                }
-                op = await agent.start_import(request)
-                while op["state"] == "running":
-                    await self._set(upload_id, import_progress=int(op["progress"]))
-                    await asyncio.sleep(POLL_SECONDS)
-                    op = await agent.get_import(request["key"])
-            except (AgentUnreachable, AgentError) as exc:
-                await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
-                return
-            except NoFreeVmid as exc:
-                await self.fail(upload_id, str(exc))
-                return
-            except PveError as exc:
-                await self._retry_later(upload, f"reading VMIDs from PVE: {exc.message}")
-                return
-            if op["state"] == "done":
-                await self.finish(upload, vmid, str(op.get("volume_id") or ""))
-                return
-            if op.get("error_kind") == "vmid_taken" and len(tried) < 20:
-                log.info("upload %s: VMID %s was taken meanwhile; choosing another", upload_id, vmid)
-                tried.add(vmid)
-                vmid = None
-                continue
-            if op.get("error_kind") == "interrupted":
-                await self._retry_later(upload, str(op.get("error")))
-                return
-            await self.fail(upload_id, f"import on {upload.import_node_name} failed: {op.get('error')}")
+        async def record_vmid(session: AsyncSession, vmid: int) -> None:
+            await session.execute(
+                update(TemplateUpload).where(TemplateUpload.id == upload_id).values(vmid=vmid)
+            )
+
+        async def progress(pct: float) -> None:
+            await self._set(upload_id, import_progress=int(pct))
+
+        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
+        try:
+            result = await import_template(
+                agent,
+                db=self.db,
+                inventory=self.inventory,
+                config=self.config,
+                cluster_id=upload.cluster_id,
+                key=import_key(template.id, upload.id),
+                vmid=upload.vmid,
+                record_vmid=record_vmid,
+                on_progress=progress,
+                staged_name=upload.staged_name,
+                storage=upload.storage_name,
+                name=name,
+                description=template.description,
+                options=options,
+            )
+        except (AgentUnreachable, AgentError) as exc:
+            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
             return
+        except NoFreeVmid as exc:
+            await self.fail(upload_id, str(exc))
+            return
+        except PveError as exc:
+            await self._retry_later(upload, f"reading VMIDs from PVE: {exc.message}")
+            return
+        if result.state == "done":
+            await self.finish(upload, result.vmid, result.volume_id)
+        elif result.error_kind == "interrupted":
+            await self._retry_later(upload, str(result.error))
+        else:
+            await self.fail(upload_id, f"import on {upload.import_node_name} failed: {result.error}")
 
     async def finish(self, upload: TemplateUpload, vmid: int, volume_id: str) -> None:
         async with self.db() as session:

@@ -49,7 +49,7 @@ from coordinator.db.types import utcnow
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
-from coordinator.jobs.template_import import allocate_vmid, run_import, vm_options
+from coordinator.jobs.template_import import import_template, vm_options
 from coordinator.vmids import NoFreeVmid
 from shared.tickets import TicketSigner
 
@@ -463,51 +463,43 @@ class SyncWatcher:
             await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
             return
         name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
-        vmid = task.vmid
-        tried: set[int] = set()
-        while True:
-            try:
-                if vmid is None:
-                    vmid = await self._allocate(task, tried)
-                request = {
-                    "key": import_key(task.template_id, task.id),
-                    "vmid": vmid,
-                    "staged_name": task.staged_name,
-                    "storage": task.storage_name,
-                    "name": name,
-                    "description": template.description,
-                    "options": options,
-                }
-                result = await run_import(agent, request, lambda pct: self._import_progress(task, pct))
-            except (AgentError, AgentUnreachable) as exc:
-                await self._fail_attempt(task, f"import on {task.target_node_name}: {exc}")
-                return
-            except NoFreeVmid as exc:
-                await self._fail_attempt(task, str(exc), final=True)
-                return
-            except PveError as exc:
-                await self._fail_attempt(task, f"reading VMIDs from PVE: {exc.message}")
-                return
-            if result.state == "done":
-                await self._completed(task, vmid, result.volume_id)
-                return
-            if result.error_kind == "vmid_taken" and len(tried) < 20:
-                tried.add(vmid)
-                vmid = None
-                continue
-            final = result.error_kind != "interrupted"
-            await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
-            return
 
-    async def _allocate(self, task: TemplateSyncTask, exclude: set[int]) -> int:
-        async def record(session: AsyncSession, vmid: int) -> None:
+        async def record_vmid(session: AsyncSession, vmid: int) -> None:
             await session.execute(
                 update(TemplateSyncTask).where(TemplateSyncTask.id == task.id).values(vmid=vmid)
             )
 
-        vmid = await allocate_vmid(self.db, self.inventory, self.config, task.cluster_id, exclude, record)
-        log.info("sync task %s: VMID %s chosen on %s", task.id, vmid, task.target_node_name)
-        return vmid
+        try:
+            result = await import_template(
+                agent,
+                db=self.db,
+                inventory=self.inventory,
+                config=self.config,
+                cluster_id=task.cluster_id,
+                key=import_key(task.template_id, task.id),
+                vmid=task.vmid,
+                record_vmid=record_vmid,
+                on_progress=lambda pct: self._import_progress(task, pct),
+                staged_name=task.staged_name,
+                storage=task.storage_name,
+                name=name,
+                description=template.description,
+                options=options,
+            )
+        except (AgentError, AgentUnreachable) as exc:
+            await self._fail_attempt(task, f"import on {task.target_node_name}: {exc}")
+            return
+        except NoFreeVmid as exc:
+            await self._fail_attempt(task, str(exc), final=True)
+            return
+        except PveError as exc:
+            await self._fail_attempt(task, f"reading VMIDs from PVE: {exc.message}")
+            return
+        if result.state == "done":
+            await self._completed(task, result.vmid, result.volume_id)
+            return
+        final = result.error_kind != "interrupted"
+        await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
 
     async def _import_progress(self, task: TemplateSyncTask, pct: float) -> None:
         async with self.db() as session:

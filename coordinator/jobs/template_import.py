@@ -86,25 +86,45 @@ class ImportResult:
     error_kind: str | None = None
 
 
-async def run_import(
+async def import_template(
     agent: AgentClient,
-    request: dict[str, Any],
+    *,
+    db: async_sessionmaker[AsyncSession],
+    inventory: InventoryRefresher,
+    config: CoordinatorConfig,
+    cluster_id: int,
+    key: str,
+    vmid: int | None,
+    record_vmid: Callable[[AsyncSession, int], Awaitable[None]],
     on_progress: Callable[[float], Awaitable[None]],
+    **request: Any,
 ) -> ImportResult:
-    """Start (or find) the keyed import on the agent and follow it to its end.
+    """Choose a VMID (unless the job has one), import, and choose again if PVE says it was taken.
 
-    Agent failures (AgentError, AgentUnreachable) propagate to the caller, who decides
-    whether to try again later.
+    ``request`` is the rest of the agent's import request (staged_name, storage, name,
+    description, options). Agent and PVE failures (AgentError, AgentUnreachable,
+    NoFreeVmid, PveError) propagate: the caller decides whether to try again later.
     """
-    op = await agent.start_import(request)
-    while op["state"] == "running":
-        await on_progress(float(op["progress"]))
-        await asyncio.sleep(POLL_SECONDS)
-        op = await agent.get_import(request["key"])
-    return ImportResult(
-        state=str(op["state"]),
-        vmid=int(request["vmid"]),
-        volume_id=str(op.get("volume_id") or ""),
-        error=op.get("error"),
-        error_kind=op.get("error_kind"),
-    )
+    tried: set[int] = set()
+    while True:
+        if vmid is None:
+            vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
+            log.info("%s: VMID %s chosen", key, vmid)
+        op = await agent.start_import({"key": key, "vmid": vmid, **request})
+        while op["state"] == "running":
+            await on_progress(float(op["progress"]))
+            await asyncio.sleep(POLL_SECONDS)
+            op = await agent.get_import(key)
+        result = ImportResult(
+            state=str(op["state"]),
+            vmid=vmid,
+            volume_id=str(op.get("volume_id") or ""),
+            error=op.get("error"),
+            error_kind=op.get("error_kind"),
+        )
+        if result.error_kind == "vmid_taken" and len(tried) < MAX_VMID_TRIES:
+            log.info("%s: VMID %s was taken meanwhile; choosing another", key, vmid)
+            tried.add(vmid)
+            vmid = None
+            continue
+        return result
