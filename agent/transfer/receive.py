@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -226,13 +227,18 @@ class Receive:
                 if written:
                     views = [views[0][written:], *views[1:]]
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
+            if exc.errno == errno.ENOSPC:
                 raise NoSpace(f"staging disk is full after {offset} bytes") from None
             raise
         for piece in frame.pieces:
             self._hasher.update(piece)
         self._hashed = self.rec.verified = offset
-        self.save()
+        try:
+            self.save()
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(f"staging disk is full after {offset} bytes") from None
+            raise
 
     def _finish(self, fd: int) -> bool:
         """Last frame written: durable, and the sha256 the coordinator signed? (worker thread)"""
@@ -341,9 +347,12 @@ class Receives:
             )
             self.receives[task_id] = receive
         rec = receive.rec
-        rec.epoch = ticket.epoch
         if rec.state == "failed":
+            if ticket.epoch <= rec.epoch:
+                # The coordinator decides whether to try again (a new attempt, a newer ticket).
+                raise TransferRefused(409, "receive_failed", f"this copy failed: {rec.error}")
             rec.state, rec.error, rec.error_kind = "receiving", None, None
+        rec.epoch = ticket.epoch
         if rec.state != "complete":
             missing = rec.size - rec.verified
             # What other running receives will still write is promised to them already.
@@ -376,7 +385,10 @@ class Receives:
 
     def _fail(self, receive: Receive, kind: str, message: str) -> None:
         receive.rec.state, receive.rec.error_kind, receive.rec.error = "failed", kind, message
-        receive.save()
+        try:
+            receive.save()
+        except OSError as exc:  # a full disk cannot take the record either: memory must do
+            log.warning("task %s: state not saved: %s", receive.rec.task_id, exc)
         receive._advanced()
         log.warning("receive for task %s failed: %s", receive.rec.task_id, message)
 

@@ -35,7 +35,7 @@ BACKOFF_MAX = 8.0
 # Chunks read ahead of the network (memory: this many x CHUNK).
 READ_AHEAD = 2
 # Refusals that another try at the same hop cannot fix.
-FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "gone", "not_ours"}
+FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "receive_failed"}
 TICKET_ERRORS = {"bad_ticket", "ticket_used"}
 
 
