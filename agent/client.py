@@ -69,7 +69,7 @@ class AgentClient:
         fmt: str,
         max_bytes: int,
         max_virtual_size: int,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[bytes | memoryview],
     ) -> dict[str, Any]:
         """Stream an image into the agent's staging; returns what the agent stored."""
         params = {"format": fmt, "max_bytes": str(max_bytes), "max_virtual_size": str(max_virtual_size)}

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http import HttpProcessingError, HttpVersion11
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,6 +28,7 @@ from agent.validate import ImageRejected, declared_format
 from coordinator import uploads
 from coordinator.api.auth import authenticate
 from coordinator.api.errors import ApiError, error_response
+from coordinator.api.file_part import FilePartStream
 from coordinator.api.routing import Call, Routes, validation_error
 from coordinator.api.templates import clean_template_name
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
@@ -37,7 +39,6 @@ from coordinator.upload_plan import plan_upload
 log = logging.getLogger(__name__)
 routes = Routes("templates")
 
-CHUNK = 1 << 20
 FIELD_LIMIT = 64 << 10
 # Multipart framing and form fields on top of the file itself.
 FORM_OVERHEAD = 1 << 20
@@ -213,34 +214,39 @@ class _TooLarge(Exception):
 
 
 class _FileBody:
-    """The file part, read chunk by chunk as the body of the request to the agent.
+    """The file part, read off the connection as the body of the request to the agent.
 
     aiohttp's client turns whatever this body raises into a connection error
     (AgentUnreachable), so why it stopped is kept here: the handler must tell a
     file over the limit (413) and a client that went away from a failing agent.
     """
 
-    def __init__(self, part: BodyPartReader, limit: int) -> None:
+    def __init__(self, part: FilePartStream, limit: int) -> None:
         self.part = part
         self.limit = limit
         self.received = 0
         self.too_large = False
         self.client_error: BaseException | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
+        stream = self.part.chunks()
         while True:
             try:
-                chunk = await self.part.read_chunk(CHUNK)
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
             except Exception as exc:  # the client's connection broke (reset, truncated body)
                 self.client_error = exc
                 raise
-            if not chunk:
-                return
             self.received += len(chunk)
             if self.received > self.limit:
                 self.too_large = True
                 raise _TooLarge
             yield chunk
+
+
+def _boundary(request: web.Request) -> str:
+    return str(parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters["boundary"])
 
 
 async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
@@ -250,7 +256,8 @@ async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
             await engine.renew(session, TemplateUpload, upload_id, lease)
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartReader, MultipartReader]:
+async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
+    """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
     fields: dict[str, Any] = dict(request.query)
@@ -265,7 +272,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
             if part.name == "file":
-                return fields, part, reader
+                return fields, part
             if not part.name:
                 raise ApiError(400, "invalid_request", "a form field has no name")
             fields[part.name] = await _field_text(part)
@@ -324,7 +331,7 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
     """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
     config = request.app[CONFIG]
-    fields, file_part, reader = await _read_form(request)
+    fields, file_part = await _read_form(request)
     try:
         form = UploadForm.model_validate(fields)
     except ValidationError as exc:
@@ -371,13 +378,14 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
     )
 
     keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
-    body = _FileBody(file_part, config.max_upload_bytes)
+    part = FilePartStream(request.content, _boundary(request))
+    body = _FileBody(part, config.max_upload_bytes)
     try:
         staged = await agent.upload(
             upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks()
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
-        if await reader.next() is not None:
+        if part.more_parts:
             await _quietly(agent.delete_staged(staged["staged_name"]))
             raise ApiError(400, "invalid_request", "form fields must come before the file")
     except AgentError as exc:
