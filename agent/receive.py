@@ -2,18 +2,21 @@
 
 Work is handed to one worker thread in batches of a few MiB so that the event
 loop keeps receiving while the previous batch is written and hashed (hashlib
-and os.write release the GIL).
+and os.writev release the GIL). A batch is written as the list of chunks that
+arrived, not joined into one buffer first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 BATCH = 4 << 20
+IOV_MAX = 1024
 
 
 class TooLarge(Exception):
@@ -24,11 +27,16 @@ class NoSpace(Exception):
     pass
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """writev the chunks as they came (no joining copy), however much each call takes."""
+    views = [memoryview(c) for c in chunks]
+    while views:
+        written = os.writev(fd, views[:IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 class HashingWriter:
@@ -44,23 +52,23 @@ class HashingWriter:
         self._batch: list[bytes] = []
         self._batched = 0
 
-    def _flush_sync(self, data: bytes) -> None:
+    def _flush_sync(self, batch: list[bytes]) -> None:
         try:
-            _write_all(self.fd, data)
+            _write_all(self.fd, batch)
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
+            if exc.errno == errno.ENOSPC:
                 raise NoSpace(f"staging disk is full after {self.size} bytes") from None
             raise
-        self.hasher.update(data)
+        for chunk in batch:
+            self.hasher.update(chunk)
 
     async def _flush(self) -> None:
         if self._pending is not None:
             await self._pending
             self._pending = None
         if self._batch:
-            data = self._batch[0] if len(self._batch) == 1 else b"".join(self._batch)
-            self._batch, self._batched = [], 0
-            self._pending = asyncio.get_running_loop().run_in_executor(None, self._flush_sync, data)
+            batch, self._batch, self._batched = self._batch, [], 0
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._flush_sync, batch)
 
     async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
