@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coordinator.db.types import UtcDateTime, utcnow
+from coordinator.db.types import UtcDateTime, exact_string, utcnow
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -114,7 +114,7 @@ class VmTemplate(Timestamps, Base):
     cluster_id: Mapped[int] = mapped_column(ForeignKey("pve_cluster.id"), index=True)
     template_name: Mapped[str] = mapped_column(String(128))
     # template_name while the template is live, NULL after deletion (see module doc).
-    name_key: Mapped[str | None] = mapped_column(String(128))
+    name_key: Mapped[str | None] = mapped_column(exact_string(128))
     description: Mapped[str] = mapped_column(Text, default="")
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     creator: Mapped[str] = mapped_column(String(100), default="")

@@ -88,3 +88,12 @@ def test_soft_delete_hides_and_frees_the_name(stack: Stack, api: Api) -> None:
 
     kept = with_session(stack.database_url, row)
     assert kept is not None and kept.deleted_at is not None  # soft: the row stays
+
+
+def test_names_differing_only_in_case_are_different_templates(stack: Stack, api: Api) -> None:
+    """The same rule on SQLite and MariaDB (whose default collation ignores case)."""
+    tag = secrets.token_hex(3)
+    upper, lower = seed(stack, f"Alma-{tag}", f"alma-{tag}")
+    assert upper != lower
+    reply = api.put(f"/templates/{lower}", json={"template_name": f"Alma-{tag}"})
+    assert reply.status == 409 and reply.error == "template_name_taken"

@@ -73,7 +73,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("cluster_id", sa.Integer(), nullable=False),
         sa.Column("template_name", sa.String(length=128), nullable=False),
-        sa.Column("name_key", sa.String(length=128), nullable=True),
+        sa.Column("name_key", coordinator.db.types.exact_string(128), nullable=True),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("deleted_at", coordinator.db.types.UtcDateTime(), nullable=True),
         sa.Column("creator", sa.String(length=100), nullable=False),
