@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +48,7 @@ from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.inventory.refresher import InventoryRefresher
+from coordinator.jobs.cleanup import remove_failed_copies
 from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
@@ -171,12 +173,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _janitor(app: web.Application) -> None:
-    """Periodic clean-up of what died with a process: uploads cut off mid-stream."""
+    """Periodic clean-up: uploads cut off by a coordinator stop, old failed sync copies."""
+    keep = timedelta(hours=app[CONFIG].keep_failed_copies_hours)
     while True:
         try:
             expired = await uploads.expire_abandoned(app[DB])
             if expired:
                 log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
+            await remove_failed_copies(app[DB], app[AGENTS], keep)
         except Exception:
             log.exception("janitor run failed; will retry")
         await asyncio.sleep(JANITOR_INTERVAL)

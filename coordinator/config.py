@@ -44,6 +44,8 @@ class CoordinatorConfig:
     max_inbound_per_node: int = 2
     max_outbound_per_node: int = 2
     sync_max_attempts: int = 5
+    # A failed sync keeps its partial copy on the target (a retry resumes) for this long.
+    keep_failed_copies_hours: float = 168.0
     # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
     ticket_key_file: Path | None = None
     # /readyz also waits for a live agent on every online node (used by the demo).

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from coordinator.agents.links import AgentLinks
+from coordinator.db.session import create_engine, session_factory
+from coordinator.jobs.cleanup import remove_failed_copies
 from demo.stack import Stack
 from tests.support.api import Api
 from tests.support.images import raw_with_data
-from tests.support.syncs import receive_view, wait_task, wait_tasks
+from tests.support.syncs import agent_get, receive_view, wait_task, wait_tasks
 from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
 
 
@@ -145,3 +151,52 @@ def test_a_failed_import_is_retried_without_copying_again(stack: Stack, api: Api
     assert done["status"] == "completed" and done["error_message"] is None
     # The verified copy stayed on node 3: nothing was sent again.
     assert receive_view(stack, "pve-node3", started["task_id"])["received_bytes"] == received
+
+
+def test_old_failed_copies_are_cleaned_up_and_a_retry_then_starts_over(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    nodes = node_ids(api, stack)
+    image = raw_with_data(tmp_path / "stale.raw", 16, 16)
+    data = upload(
+        api, stack, image, f"stale-{secrets.token_hex(3)}", storage_id(api, stack, "local", "pve-node1")
+    )
+    template_id = data.ok()["template_id"]
+    wait_import(api, template_id)
+    emulator(
+        stack, "POST", "/pvesim/faults", {"kind": "task", "type": "qmcreate", "message": "no", "times": 1}
+    )
+    try:
+        (started,) = api.post(
+            f"/templates/{template_id}/sync", json={"target_node_ids": [nodes["pve-node2"]]}
+        ).ok()["sync_tasks"]
+        failed = wait_task(api, started["task_id"], lambda t: t["status"] in ("failed", "completed"))
+    finally:
+        emulator(stack, "DELETE", "/pvesim/faults")
+    assert failed["status"] == "failed" and failed["bytes_done"] == failed["bytes_total"]
+
+    # The janitor's pass, run as the coordinator runs it, with the retention already over.
+    assert run_cleanup(stack, older_than=timedelta(0)) >= 1
+    assert agent_get(stack, "pve-node2", f"/v1/receives/{started['task_id']}").status_code == 404
+    task = api.get(f"/templates/sync-tasks/{started['task_id']}").ok()
+    assert (task["status"], task["bytes_done"], task["progress"]) == ("failed", 0, 0)
+
+    api.post(f"/templates/sync-tasks/{started['task_id']}/retry").ok()
+    (done,) = wait_tasks(api, template_id)
+    assert done["status"] == "completed"
+    assert receive_view(stack, "pve-node2", started["task_id"])["received_bytes"] == image.stat().st_size
+
+
+def run_cleanup(stack: Stack, older_than: timedelta) -> int:
+    async def work() -> int:
+        engine = create_engine(stack.database_url)
+        async with aiohttp.ClientSession() as http:
+            links = AgentLinks(
+                session_factory(engine), http, (stack.base / "agent.token").read_text().strip(), 15
+            )
+            try:
+                return await remove_failed_copies(session_factory(engine), links, older_than)
+            finally:
+                await engine.dispose()
+
+    return asyncio.run(work())
