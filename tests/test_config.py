@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,14 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert cfg.resolved_agent_token() == "s3cret"
     with pytest.raises(ConfigError, match="agent_token is not set"):
         coordinator_config.CoordinatorConfig().resolved_agent_token()
+
+
+def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    examples = Path(__file__).parent.parent / "config"
+    coordinator = coordinator_config.load(examples / "coordinator.example.toml")
+    assert coordinator.max_inbound_per_node == coordinator_config.CoordinatorConfig.max_inbound_per_node
+    assert coordinator.max_upload_bytes == 50 << 30
+    agent = agent_config.load(examples / "agent.example.toml")
+    assert agent.pve_backend == "local" and agent.max_send_rate == 0
