@@ -374,7 +374,8 @@ class Receives:
         receive.save()
         self._used_tickets[ticket.jti] = ticket.expires_at
         session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
-        receive.session = session  # a newer session replaces an older one (its stream ends)
+        if rec.state != "complete":  # (a complete copy needs no stream: it holds no slot)
+            receive.session = session  # a newer session replaces an older one (its stream ends)
         if forward_key and not keeps_forwarder:
             if receive.forwarder is not None:
                 receive.forwarder.cancel()
