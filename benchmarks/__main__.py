@@ -15,11 +15,13 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import upload
+from benchmarks import sync_fanout, sync_loopback, upload
 from benchmarks.base import Benchmark, Options, Skip
 from benchmarks.report import Target
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (upload.BENCHMARK,)}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b for b in (upload.BENCHMARK, sync_loopback.BENCHMARK, sync_fanout.BENCHMARK)
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for bench in BENCHMARKS.values():
-            print(f"{bench.name:12} {bench.summary}")
+            print(f"{bench.name:14} {bench.summary}")
         return 0
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:

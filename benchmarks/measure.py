@@ -48,6 +48,56 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
 
 
+@dataclass(frozen=True)
+class CpuSplit:
+    """User and system CPU seconds of a process (all its threads, also the ones that have ended)
+    and of its main thread alone (an asyncio program's event loop)."""
+
+    user: float = 0.0
+    system: float = 0.0
+    main_user: float = 0.0
+    main_system: float = 0.0
+
+    @property
+    def other_user(self) -> float:
+        return self.user - self.main_user
+
+    @property
+    def other_system(self) -> float:
+        return self.system - self.main_system
+
+    def __sub__(self, other: CpuSplit) -> CpuSplit:
+        return CpuSplit(
+            self.user - other.user,
+            self.system - other.system,
+            self.main_user - other.main_user,
+            self.main_system - other.main_system,
+        )
+
+
+def _user_system(path: str) -> tuple[float, float]:
+    try:
+        with open(path) as f:
+            fields = f.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_split(pid: int) -> CpuSplit:
+    """The process's and its main thread's user and system seconds (children not included)."""
+    return CpuSplit(*_user_system(f"/proc/{pid}/stat"), *_user_system(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have been busy since boot: not idle and not iowait (steal counts as busy:
+    another guest had the core)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user).
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 def children(pid: int) -> list[int]:
     """The live children of ``pid`` (its main thread's)."""
     try:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from benchmarks.measure import CpuSplit, median
+
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -74,3 +76,20 @@ def mib(size: float) -> str:
 
 def mb_per_s(size: int, seconds: float) -> str:
     return f"{size / seconds / 1e6:.0f}"
+
+
+SPLIT_COLUMNS = {
+    "main_user": "event loop user",
+    "main_system": "event loop sys",
+    "other_user": "other threads user",
+    "other_system": "other threads sys",
+}
+
+
+def cpu_split_table(splits: dict[str, list[CpuSplit]], scale: float = 1.0, first: str = "process") -> str:
+    """One row per process: the median of each part (event loop / other threads, user / system) / scale."""
+    rows = [
+        [name, *(f"{median([getattr(s, field) for s in values]) / scale:.2f}" for field in SPLIT_COLUMNS)]
+        for name, values in splits.items()
+    ]
+    return table([first, *SPLIT_COLUMNS.values()], rows)

@@ -37,8 +37,10 @@ class Api:
         self.token = stack.admin_token
         self.cluster_id = stack.cluster_id
 
-    def call(self, method: str, path: str, timeout: float = 60, ok: tuple[int, ...] = (200,)) -> Any:
-        status, body = http_json(method, self.base + path, self.token, timeout=timeout)
+    def call(
+        self, method: str, path: str, timeout: float = 60, ok: tuple[int, ...] = (200,), json: Any = None
+    ) -> Any:
+        status, body = http_json(method, self.base + path, self.token, body=json, timeout=timeout)
         if status not in ok:
             raise ApiError(f"{method} {path}: HTTP {status}: {body}")
         return body.get("data") if isinstance(body, dict) else body

@@ -136,7 +136,12 @@ class StackSettings:
     agent_settings: dict[str, Any] = field(default_factory=dict)
     # Settings for one node's agent only, e.g. {"pve-node3": {"staging_dir": "/mnt/small"}}.
     node_agent_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where the emulator and the coordinator listen (and agents listen, unless agent_hosts says).
     host: str = "127.0.0.1"
+    # One node's agent address, to listen on and advertise (benchmarks: one network namespace each).
+    agent_hosts: dict[str, str] = field(default_factory=dict)
+    # A command one node's agent is started under, e.g. {"pve-node1": ["ip", "netns", "exec", "ns1"]}.
+    agent_command_prefix: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _toml(settings: dict[str, Any]) -> str:
@@ -191,6 +196,12 @@ class Stack:
 
     def agent_port(self, node: str) -> int:
         return self.s.first_agent_port + self.node_names().index(node)
+
+    def agent_host(self, node: str) -> str:
+        return self.s.agent_hosts.get(node, self.s.host)
+
+    def agent_url(self, node: str) -> str:
+        return f"http://{self.agent_host(node)}:{self.agent_port(node)}"
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PVESPHERE_")}
@@ -278,12 +289,11 @@ class Stack:
         return path.read_text().strip()
 
     def agent_config(self, node: str) -> Path:
-        port = self.agent_port(node)
         settings: dict[str, Any] = {
             "node": node,
-            "host": self.s.host,
-            "port": port,
-            "advertise_url": f"http://{self.s.host}:{port}",
+            "host": self.agent_host(node),
+            "port": self.agent_port(node),
+            "advertise_url": self.agent_url(node),
             "coordinator_url": self.coordinator_url,
             "agent_token_file": str(self.base / "agent.token"),
             "staging_dir": str(self.base / "agents" / node / "staging"),
@@ -300,15 +310,16 @@ class Stack:
         config = self.agent_config(node)
         shim_dir = self.pvesim_dir / "nodes" / node / "bin"
         env = self._env({"PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
+        prefix = self.s.agent_command_prefix.get(node, [])
         proc = Proc(
             f"agent-{node}",
-            [self.python, "-m", "agent.cli", "--config", str(config), "serve"],
+            [*prefix, self.python, "-m", "agent.cli", "--config", str(config), "serve"],
             env,
             self.base / "logs" / f"agent-{node}.log",
         )
         proc.start()
         self.agents[node] = proc
-        self._wait_http(f"http://{self.s.host}:{self.agent_port(node)}/health", proc)
+        self._wait_http(self.agent_url(node) + "/health", proc)
         return proc
 
     def register_cluster(self) -> int:

@@ -31,8 +31,13 @@ def _write_json(path: Path, data: dict[str, object], mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def prepare_state(state_dir: Path, cluster_name: str, nodes: int) -> tuple[Cluster, AccessStore]:
-    """Create the cluster on first start; certificates, token and pvesh wrappers once."""
+def prepare_state(
+    state_dir: Path, cluster_name: str, nodes: int, host: str = "127.0.0.1"
+) -> tuple[Cluster, AccessStore]:
+    """Create the cluster on first start; certificates, token and pvesh wrappers once.
+
+    The server certificate names ``host`` too: clients (the pvesh shim) connect to it.
+    """
     if Cluster.initialise(state_dir, cluster_name, nodes):
         log.info("created cluster '%s' with %d nodes in %s", cluster_name, nodes, state_dir)
     access = AccessStore(state_dir)
@@ -41,7 +46,7 @@ def prepare_state(state_dir: Path, cluster_name: str, nodes: int) -> tuple[Clust
         user, name = DEFAULT_TOKEN.split("!")
         access.add_token(user, name, privsep=False)
     cluster = Cluster(state_dir)
-    ensure_certificates(cluster.state_dir, cluster.cluster_name)
+    ensure_certificates(cluster.state_dir, cluster.cluster_name, [host])
     cluster.write_pvesh_wrappers()
     return cluster, access
 
@@ -65,7 +70,7 @@ async def serve(args: argparse.Namespace) -> int:
     from pvesim.server import build_app
 
     state_dir = Path(args.state_dir).resolve()
-    cluster, access = prepare_state(state_dir, args.cluster_name, args.nodes)
+    cluster, access = prepare_state(state_dir, args.cluster_name, args.nodes, args.host)
     # Clients wait for this file: it must not name the port of an earlier run.
     (cluster.state_dir / "api-token.json").unlink(missing_ok=True)
     tasks = TaskManager(cluster.state_dir, cluster.nodes)

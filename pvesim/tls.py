@@ -10,6 +10,7 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -32,19 +33,47 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def ensure_certificates(state_dir: Path, cluster_name: str) -> tuple[Path, Path, Path]:
-    """Create DIR/ca.pem and DIR/tls/{server.pem,server-key.pem} if missing; return
-    (ca, cert, key) paths."""
-    tls_dir = state_dir / "tls"
-    tls_dir.mkdir(mode=0o700, exist_ok=True)
-    ca_path = state_dir / "ca.pem"
-    ca_key_path = tls_dir / "ca-key.pem"
-    cert_path = tls_dir / "server.pem"
-    key_path = tls_dir / "server-key.pem"
-    if ca_path.exists() and cert_path.exists() and key_path.exists():
-        return ca_path, cert_path, key_path
+# Names every server certificate carries; the address the API listens on is added to them.
+DEFAULT_NAMES = ("127.0.0.1", "::1", "localhost")
 
-    now = dt.datetime.now(dt.UTC)
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def server_names(hosts: Sequence[str] = ()) -> list[str]:
+    """The SANs of the server certificate: the defaults plus each concrete listen address.
+
+    A wildcard address (0.0.0.0, ::) is not a name a client connects to, so it is left out.
+    """
+    names = list(DEFAULT_NAMES)
+    for host in hosts:
+        try:
+            if ipaddress.ip_address(host).is_unspecified:
+                continue
+        except ValueError:
+            pass
+        if host and host not in names:
+            names.append(host)
+    return names
+
+
+def certificate_names(cert_path: Path) -> set[str]:
+    """The IP addresses and DNS names in a certificate's subjectAltName."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} | set(
+        san.get_values_for_type(x509.DNSName)
+    )
+
+
+def _make_ca(cluster_name: str, now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name(
         [
@@ -79,15 +108,13 @@ def ensure_certificates(state_dir: Path, cluster_name: str) -> tuple[Path, Path,
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
 
+
+def _issue_server_cert(
+    ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, names: list[str], now: dt.datetime
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    san = x509.SubjectAlternativeName(
-        [
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-            x509.DNSName("localhost"),
-        ]
-    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(
@@ -98,12 +125,12 @@ def ensure_certificates(state_dir: Path, cluster_name: str) -> tuple[Path, Path,
                 ]
             )
         )
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=730))
-        .add_extension(san, critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -112,11 +139,46 @@ def ensure_certificates(state_dir: Path, cluster_name: str) -> tuple[Path, Path,
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return key, cert
 
-    _write_private(ca_key_path, _key_pem(ca_key))
+
+def ensure_certificates(
+    state_dir: Path, cluster_name: str, hosts: Sequence[str] = ()
+) -> tuple[Path, Path, Path]:
+    """Create DIR/ca.pem and DIR/tls/{server.pem,server-key.pem} if missing; return
+    (ca, cert, key) paths.
+
+    The server certificate names 127.0.0.1, ::1, localhost and each of ``hosts`` (the
+    address the API listens on). When an existing certificate lacks one of them, a new
+    one is issued by the same CA, so clients that trust ca.pem keep trusting the server.
+    """
+    tls_dir = state_dir / "tls"
+    tls_dir.mkdir(mode=0o700, exist_ok=True)
+    ca_path = state_dir / "ca.pem"
+    ca_key_path = tls_dir / "ca-key.pem"
+    cert_path = tls_dir / "server.pem"
+    key_path = tls_dir / "server-key.pem"
+    names = server_names(hosts)
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        if set(names) <= certificate_names(cert_path):
+            return ca_path, cert_path, key_path
+    have_ca = ca_path.exists() and ca_key_path.exists()
+
+    now = dt.datetime.now(dt.UTC)
+    if have_ca:
+        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        assert isinstance(loaded, rsa.RSAPrivateKey)
+        ca_key, ca_cert = loaded, x509.load_pem_x509_certificate(ca_path.read_bytes())
+    else:
+        ca_key, ca_cert = _make_ca(cluster_name, now)
+    key, cert = _issue_server_cert(ca_key, ca_cert, names, now)
+
+    if not have_ca:
+        _write_private(ca_key_path, _key_pem(ca_key))
     _write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    if not have_ca:
+        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return ca_path, cert_path, key_path
 
 
