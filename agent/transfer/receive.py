@@ -7,10 +7,10 @@ One ``Receive`` per sync task, kept across agent restarts::
     staging/<name>                   the complete image, once its sha256 matched
 
 A peer opens a session with a ticket (``open_session``), learns the offset to go on
-from, then streams frames (``stream``). Each frame's digest is checked before it is
-written and the verified offset is saved after every frame, so a broken stream resumes
-from there. At the end the whole file's sha256 must be the ticket's, or the copy is
-thrown away. A session that names further hops starts a forwarder that relays the
+from, then streams frames (``stream``); chunk_writer.py checks each one before writing
+it, in order, so the partial file is always a verified prefix and a broken stream (or a
+killed agent) resumes from its end. At the end the whole file's sha256 must be the
+ticket's, or the copy is thrown away. A session that names further hops starts a forwarder that relays the
 verified bytes to the next node (see send.py), so a fan-out crosses each link once.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import hashlib
 import json
 import logging
 import os
@@ -27,16 +25,16 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.staging import Staging
+from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, NoSpace, RunningHash
 from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.send import Hop, Sender
-from shared.frames import CHUNK, Frame, FrameError, FrameParser
+from shared.frames import CHUNK, FrameError, FrameParser
 from shared.tickets import Ticket, TicketInvalid
 
 log = logging.getLogger(__name__)
@@ -45,17 +43,8 @@ log = logging.getLogger(__name__)
 SPACE_RESERVE = 64 << 20
 # A session that moves no bytes for this long is dropped (the sender is gone).
 STALL_SECONDS = 60.0
-# Frames verified and written while the next ones arrive (memory: this many x CHUNK).
-IN_FLIGHT = 4
-HASH_READ = 8 << 20
-
-
-class ChunkCorrupt(Exception):
-    pass
-
-
-class NoSpace(Exception):
-    pass
+# The record is saved (counters, for the coordinator after a restart) at most this often.
+SAVE_EVERY = 1.0
 
 
 @dataclass
@@ -74,6 +63,7 @@ class ReceiveRecord:
     error_kind: str | None = None
     corrupt_chunks: int = 0
     received_bytes: int = 0  # payload that arrived, re-sent bytes included
+    resumed_from: int = 0  # where the latest stream began (what earlier ones had verified)
 
 
 # A session holds its inbound slot from the handshake on, if its stream starts soon.
@@ -125,9 +115,9 @@ class Receive:
         self.forward_key: tuple[int, int] | None = None
         self.meter = RateMeter()
         self._grew = asyncio.Event()
-        self._hasher: Any = None
-        self._hashed = 0
+        self.running = RunningHash()
         self.last_data_at = time.monotonic()
+        self._saved_at = 0.0
 
     # -- files ---------------------------------------------------------------------------
 
@@ -152,12 +142,21 @@ class Receive:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self.rec)))
         os.replace(tmp, self.state_path)
+        self._saved_at = time.monotonic()
 
     def discard_data(self) -> None:
         self.part_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         self.rec.verified = 0
-        self._hasher, self._hashed = None, 0
+        self.running = RunningHash()
+
+    def landed(self, end: int) -> None:
+        """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
+        self.rec.verified = end
+        self.meter.add(end)
+        self._advanced()
+        if time.monotonic() - self._saved_at >= SAVE_EVERY:
+            self.save()
 
     # -- what forwarders wait on ----------------------------------------------------------
 
@@ -192,64 +191,16 @@ class Receive:
             "error_kind": self.rec.error_kind,
             "corrupt_chunks": self.rec.corrupt_chunks,
             "received_bytes": self.rec.received_bytes,
+            "resumed_from": self.rec.resumed_from,
             "staged_name": self.rec.name if self.rec.state == "complete" else None,
             "forwarding": self.forwarder is not None and not self.forwarder.done(),
         }
 
-    # -- writing (runs in the receive's worker thread) ------------------------------------
-
-    def _ensure_hashed(self, fd: int) -> None:
-        """The sha256 must cover exactly [0, verified): after a restart, hash what is there."""
-        if self._hasher is not None and self._hashed == self.rec.verified:
-            return
-        self._hasher, self._hashed = hashlib.sha256(), 0
-        while self._hashed < self.rec.verified:
-            data = os.pread(fd, min(HASH_READ, self.rec.verified - self._hashed), self._hashed)
-            if not data:
-                raise OSError(f"{self.part_path} is shorter than its verified {self.rec.verified} bytes")
-            self._hasher.update(data)
-            self._hashed += len(data)
-
-    def _write_frame(self, fd: int, frame: Frame) -> None:
-        if frame.offset != self.rec.verified:
-            return  # an earlier frame of this stream failed: nothing after it may be kept
-        if not frame.intact():
-            raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
-        views = frame.pieces
-        offset = frame.offset
-        try:
-            while views:
-                written = os.pwritev(fd, views, offset)
-                offset += written
-                while views and written >= len(views[0]):
-                    written -= len(views[0])
-                    views = views[1:]
-                if written:
-                    views = [views[0][written:], *views[1:]]
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {offset} bytes") from None
-            raise
-        for piece in frame.pieces:
-            self._hasher.update(piece)
-        self._hashed = self.rec.verified = offset
-        try:
-            self.save()
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {offset} bytes") from None
-            raise
-
-    def _finish(self, fd: int) -> bool:
-        """Last frame written: durable, and the sha256 the coordinator signed? (worker thread)"""
-        os.fdatasync(fd)
-        if self._hasher.hexdigest() != self.rec.sha256:
-            return False
+    def complete(self) -> None:
         os.rename(self.part_path, self.path)
         self.staging.fsync_dir()
         self.rec.state = "complete"
         self.save()
-        return True
 
 
 class Receives:
@@ -275,8 +226,13 @@ class Receives:
                 log.warning("ignoring unreadable receive state %s: %s", path, exc)
                 continue
             receive = Receive(self.staging, rec)
-            if rec.state == "receiving" and not receive.part_path.exists():
-                receive.rec.verified = 0  # the partial file is gone: start over
+            if rec.state == "receiving":
+                # The partial file is a verified prefix (chunks land in order): its length is
+                # how far the copy got, even if the agent died before saving its record.
+                try:
+                    rec.verified = min(receive.part_path.stat().st_size, rec.size)
+                except FileNotFoundError:
+                    rec.verified = 0
             if rec.state == "complete" and not receive.path.exists():
                 rec.state, rec.verified = "receiving", 0
             self.receives[rec.task_id] = receive
@@ -403,12 +359,11 @@ class Receives:
         if receive.rec.state == "complete":
             return receive.view()
         session.streaming = session.started = True
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"recv-{task_id}")
-        loop = asyncio.get_running_loop()
+        receive.rec.resumed_from = receive.rec.verified
         fd = os.open(receive.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        pending: deque[asyncio.Future[None]] = deque()
+        writer = ChunkWriter(fd, receive.rec.verified, receive.running, receive.landed)
         try:
-            await loop.run_in_executor(pool, receive._ensure_hashed, fd)
+            await writer.prepare()
             parser = FrameParser(CHUNK)
             expected = receive.rec.verified
             body_iter = body.__aiter__()
@@ -431,19 +386,16 @@ class Receives:
                     if expected > receive.rec.size:
                         raise TransferRefused(400, "bad_offset", "frames go past the end of the image")
                     receive.rec.received_bytes += frame.length
-                    pending.append(loop.run_in_executor(pool, receive._write_frame, fd, frame))
-                    if len(pending) >= IN_FLIGHT:
-                        await self._settle(receive, pending.popleft())
-            while pending:
-                await self._settle(receive, pending.popleft())
+                    await writer.write(frame)
+            await writer.drain()
             if not parser.idle:
                 raise TransferRefused(400, "truncated", "the stream ended inside a frame")
             if receive.rec.verified == receive.rec.size:
-                ok = await loop.run_in_executor(pool, receive._finish, fd)
-                if not ok:
+                if not await writer.finish(receive.rec.sha256):
                     receive.discard_data()
                     self._fail(receive, "checksum", "sha256 of the received image does not match the upload")
                     raise TransferRefused(422, "checksum", receive.rec.error or "checksum mismatch")
+                receive.complete()
                 receive._advanced()
                 receive.session = None
                 log.info(
@@ -455,29 +407,22 @@ class Receives:
             return receive.view()
         except ChunkCorrupt as exc:
             receive.rec.corrupt_chunks += 1
-            receive.save()
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
             raise TransferRefused(422, "corrupt_chunk", str(exc)) from None
         except NoSpace as exc:
+            await writer.close()  # before the file goes: its threads may still hold it
             receive.discard_data()
             self._fail(receive, "no_space", f"{exc} on {self.node}")
             raise TransferRefused(507, "no_space", receive.rec.error or str(exc)) from None
         except FrameError as exc:
             raise TransferRefused(400, "bad_frame", str(exc)) from None
         finally:
-            for fut in pending:
-                fut.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*pending, return_exceptions=True)
+            await writer.close()
             session.streaming = False
-            pool.shutdown(wait=True)
             os.close(fd)
-
-    @staticmethod
-    async def _settle(receive: Receive, fut: asyncio.Future[None]) -> None:
-        await fut
-        receive.meter.add(receive.rec.verified)
-        receive._advanced()
+            if receive.rec.state == "receiving":
+                with contextlib.suppress(OSError):
+                    receive.save()
 
     # -- removal --------------------------------------------------------------------------
 
