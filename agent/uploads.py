@@ -15,6 +15,7 @@ from agent.appkeys import STAGING
 from agent.receive import NoSpace, TooLarge, receive_to_file
 from agent.server_errors import json_error
 from agent.validate import ImageRejected, inspect
+from shared.frames import body_pieces
 
 log = logging.getLogger(__name__)
 FORMATS = ("qcow2", "raw", "vmdk")
@@ -50,7 +51,7 @@ async def receive_upload(request: web.Request) -> web.Response:
     name = staging.new_name("upload", upload_id, fmt)
     part = staging.part_path(name)
     try:
-        size, sha256 = await receive_to_file(request.content.iter_any(), part, max_bytes)
+        size, sha256 = await receive_to_file(body_pieces(request.content), part, max_bytes)
     except TooLarge:
         log.warning("upload %s cut off: larger than %d bytes", upload_id, max_bytes)
         return json_error(413, "too_large", f"file exceeds the limit of {max_bytes} bytes")

@@ -17,11 +17,12 @@ stream is known before it is sent (a Content-Length body, no chunked encoding).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import msgpack
 import xxhash
+from aiohttp import StreamReader
 
 CHUNK = 4 << 20  # calibration: 1 MiB and 16 MiB frames are both slower
 DIGEST_SIZE = 8
@@ -131,3 +132,18 @@ class FrameParser:
             raise FrameError(f"bad frame header: offset {offset}, length {length}")
         self._frame = Frame(offset, digest, [])
         self._remaining = length
+
+
+async def body_pieces(content: StreamReader) -> AsyncIterator[bytes]:
+    """A request body as the network delivered it, piece by piece.
+
+    aiohttp's ``iter_any()``/``readany()`` join every piece buffered so far into one
+    bytes object: a copy of the data on the event loop whenever the reader falls behind.
+    ``readchunk()`` hands over the buffered pieces one at a time, uncopied.
+    """
+    while True:
+        data, end_of_http_chunk = await content.readchunk()
+        if not data and not end_of_http_chunk:
+            return
+        if data:
+            yield data

@@ -28,10 +28,13 @@ class FilePartStream:
         self.more_parts: bool | None = None
 
     async def _next(self) -> bytes:
-        chunk = await self.content.readany()
-        if not chunk:
-            raise BrokenBody("the request body ended inside the file")
-        return chunk
+        # readchunk, not readany: readany joins (copies) whatever is buffered
+        while True:
+            chunk, end_of_http_chunk = await self.content.readchunk()
+            if chunk:
+                return chunk
+            if not end_of_http_chunk:
+                raise BrokenBody("the request body ended inside the file")
 
     async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         delim = self.delimiter
@@ -39,6 +42,9 @@ class FilePartStream:
         held = b""
         while True:
             chunk = await self._next()
+            if held and len(chunk) < keep:
+                # Too short to settle whether `held` starts a delimiter: look at both together.
+                chunk, held = held + chunk, b""
             if held:
                 seam = held + chunk[:keep]
                 at = seam.find(delim)
