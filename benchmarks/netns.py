@@ -6,7 +6,8 @@
 
 Both ends of every veth get ``tc qdisc ... root tbf rate 1gbit burst 256kb latency 50ms``
 (the recipe of shared/research/calibration.md), MTU 1500, so each node has a 1 Gbit/s link
-each way and node-to-node traffic crosses the sender's and the receiver's shaper. Everything
+each way and node-to-node traffic crosses the sender's and the receiver's shaper. GRO is on
+for every veth, as a real NIC's driver has it. Everything
 is named with a random tag, and ``down()`` removes it all (namespaces, veths, the bridge)
 whatever happened before. Needs root, ``ip`` and ``tc`` (iproute2).
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from benchmarks.base import Skip
-from benchmarks.system import find_program
+from benchmarks.system import find_program, require_program
 
 SUBNET = "10.77.0"
 BRIDGE_ADDRESS = f"{SUBNET}.1"
@@ -99,6 +100,7 @@ class ShapedNetwork:
         }
         self._made_bridge = False
         self._made: list[NodeLink] = []
+        self.ethtool = str(require_program("ethtool", "ethtool", "to turn GRO on for the veth links"))
 
     def prefix(self, node: str) -> list[str]:
         """The command prefix that runs a program in the node's namespace."""
@@ -133,6 +135,11 @@ class ShapedNetwork:
             _run(["tc", "-n", ns, "qdisc", "add", "dev", link.node_if, "root", *TBF])
         except NetnsError as exc:
             raise Skip(f"cannot shape the links with tc tbf (kernel module sch_tbf?): {exc}") from None
+        # A real NIC hands the kernel coalesced segments (GRO); a veth only does when asked.
+        # Without it every 1500-byte packet costs the receiver a trip through the stack, which
+        # on 2 shared cores measures the testbed more than the nodes (calibration.md, part 4).
+        _run([self.ethtool, "-K", link.host_if, "gro", "on"])
+        _run(["ip", "netns", "exec", ns, self.ethtool, "-K", link.node_if, "gro", "on"])
 
     def down(self) -> list[str]:
         """Delete everything made; returns what could not be deleted (empty when all went)."""

@@ -47,6 +47,7 @@ from benchmarks.measure import (
     warm_cache,
 )
 from benchmarks.netns import BRIDGE_ADDRESS, ShapedNetwork, check_can_run
+from benchmarks.node_disks import NodeDisks
 from benchmarks.receives import AgentConnection, follow
 from benchmarks.report import GIB, MIB, Target, size_label
 from benchmarks.stack import Api
@@ -76,7 +77,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _stack(base: Path, net: ShapedNetwork) -> Stack:
+def _stack(base: Path, net: ShapedNetwork, disks: NodeDisks) -> Stack:
     settings = StackSettings(
         base_dir=base,
         nodes=len(NODES),
@@ -86,6 +87,9 @@ def _stack(base: Path, net: ShapedNetwork) -> Stack:
         first_agent_port=AGENT_PORT,
         agent_hosts={node: link.address for node, link in net.links.items()},
         agent_command_prefix={node: net.prefix(node) for node in NODES},
+        node_agent_settings={
+            node: {"staging_dir": str(path / "staging")} for node, path in disks.paths.items()
+        },
     )
     return Stack(settings)
 
@@ -93,7 +97,7 @@ def _stack(base: Path, net: ShapedNetwork) -> Stack:
 class Fanout:
     """The running system in its namespaces, and one repetition's measurements."""
 
-    def __init__(self, stack: Stack, net: ShapedNetwork, image: Path, workdir: Path) -> None:
+    def __init__(self, stack: Stack, net: ShapedNetwork, image: Path, disks: NodeDisks) -> None:
         self.stack = stack
         self.net = net
         self.image = image
@@ -104,7 +108,7 @@ class Fanout:
         self.storage_id = self.api.storage_id(self.ids[SOURCE], STORAGE)
         self.pids = {node: _pid(stack, node) for node in NODES}
         addresses = {node: link.address for node, link in net.links.items()}
-        self.relay = RelayChain({node: net.prefix(node) for node in NODES}, addresses, workdir / "relay")
+        self.relay = RelayChain({node: net.prefix(node) for node in NODES}, addresses, disks.paths)
 
     def close(self) -> None:
         for agent in self.agents.values():
@@ -177,14 +181,16 @@ def run(options: Options) -> list[Target]:
         net = exits.enter_context(ShapedNetwork(NODES))
         net.check_reachable()
         print(f"  starting the stack ({len(NODES)} agents, one per namespace; SQLite)", flush=True)
-        stack = _stack(options.workdir / "stack", net)
+        # Room for the staged uploads, the received copies and the relay reference of one rep.
+        disks = exits.enter_context(NodeDisks(options.workdir / "disks", NODES, 4 * size))
+        stack = _stack(options.workdir / "stack", net, disks)
         exits.callback(stack.stop)  # before the network goes: nothing may be left in a namespace
         stack.start()
         image = options.workdir / "bench-fanout.raw"
         print(f"  writing {image.name}: {size_label(size)} of random bytes", flush=True)
         make_random_file(image, size)
         settle()
-        fanout = Fanout(stack, net, image, options.workdir)
+        fanout = Fanout(stack, net, image, disks)
         exits.callback(fanout.close)
         reps = []
         for i in range(options.reps):

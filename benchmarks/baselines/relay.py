@@ -85,24 +85,26 @@ class HopTimes:
 
 
 class RelayChain:
-    """``RelayChain(prefixes, addresses, workdir).run(src, hops)``: one chain, timed per hop.
+    """``RelayChain(prefixes, addresses, dirs).run(src, hops)``: one chain, timed per hop.
 
-    ``prefixes[node]`` runs a command in the node's namespace; ``addresses[node]`` is its address.
+    ``prefixes[node]`` runs a command in the node's namespace; ``addresses[node]`` is its
+    address; ``dirs[node]`` is where it writes what it receives.
     """
 
-    def __init__(self, prefixes: dict[str, list[str]], addresses: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, prefixes: dict[str, list[str]], addresses: dict[str, str], dirs: dict[str, Path]
+    ) -> None:
         self.prefixes = prefixes
         self.addresses = addresses
-        self.workdir = workdir
+        self.dirs = dirs
 
     def _command(self, node: str, *args: str) -> list[str]:
         return [*self.prefixes[node], sys.executable, "-m", "benchmarks.baselines.relay", *args]
 
     def run(self, src: Path, source: str, hops: list[str]) -> dict[str, HopTimes]:
         """Send ``src`` from ``source`` through ``hops`` in order; each hop's times."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
         procs: dict[str, subprocess.Popen[str]] = {}
-        outputs = {node: self.workdir / f"{node}.raw" for node in hops}
+        outputs = {node: self.dirs[node] / f"relay-{node}.raw" for node in hops}
         try:
             # The last hop first: every hop's next one listens before data arrives.
             for i in reversed(range(len(hops))):
