@@ -10,6 +10,7 @@ from typing import Any
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api, Reply
+from tests.support.syncs import wait_tasks
 from tests.support.uploads import (
     emulator,
     local_image_dir,
@@ -98,12 +99,17 @@ def test_cascade_delete_of_a_local_template_removes_vm_image_and_tasks(
     assert f"pve-node1/{staged}" in staged_files(stack)  # kept as the source of syncs
     assert [t.id for t in rows.tasks] == [made["sync_tasks"][0]["task_id"]]
     assert vm_conf(stack, "pve-node1", vmid) is not None
+    (synced,) = wait_tasks(api, template_id)  # the copy to node 2 makes a second VM and image
+    assert synced["status"] == "completed"
 
     reply = _cascade(api, template_id)
     deleted = reply.ok()
     assert deleted["id"] == template_id and deleted["deleted"] is True and deleted["cascade"] is True
-    assert {"node_name": "pve-node1", "vmid": vmid, "existed": True} in deleted["removed_vms"]
-    assert deleted["removed_images"] == 1
+    assert sorted((v["node_name"], v["vmid"]) for v in deleted["removed_vms"]) == [
+        ("pve-node1", vmid),
+        ("pve-node2", synced["vmid"]),
+    ]
+    assert deleted["removed_images"] == 2  # the upload's staged file and node 2's received copy
     for vm in deleted["removed_vms"]:
         assert vm_conf(stack, vm["node_name"], vm["vmid"]) is None
     assert not local_image_dir(stack, "pve-node1", "local", vmid).exists() or not any(
