@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (setting: host)")
     serve.add_argument("--port", type=int, help="listen port (setting: port)")
 
-    sub.add_parser("migrate", help="create or upgrade the database schema (Alembic)")
+    sub.add_parser(
+        "migrate", help="create or upgrade the database schema (Alembic) and make the ticket-signing key"
+    )
 
     token = sub.add_parser("token", help="create, list or revoke API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -80,6 +82,7 @@ def _migrate(config_path: Path | None) -> int:
     from coordinator import config as config_mod
     from coordinator.db.migrate import head_revision, upgrade_to_head
     from coordinator.db.session import create_engine
+    from shared.tickets import TicketSigner
 
     cfg = config_mod.load(config_path)
     setup_logging(cfg.log_level, "coordinator")
@@ -87,6 +90,12 @@ def _migrate(config_path: Path | None) -> int:
     create_engine(url)  # creates the SQLite directory if needed
     upgrade_to_head(url)
     print(f"database schema is at {head_revision()}")
+    # The ticket-signing key is made here too, so that `serve` never loads the crypto
+    # library just to create it (about 9 MiB of resident memory for the whole run).
+    key = cfg.resolved_ticket_key_file
+    existed = key.exists()
+    TicketSigner(key)
+    print(f"ticket-signing key {key} {'is there' if existed else 'created'}")
     return 0
 
 
