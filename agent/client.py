@@ -121,7 +121,7 @@ class AgentClient:
         return result
 
     async def stream(
-        self, task_id: int, session: str, frames: AsyncIterator[bytes], length: int
+        self, task_id: int, session: str, frames: AsyncIterator[bytes | memoryview], length: int
     ) -> dict[str, Any]:
         """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking)."""
         headers = {SESSION_HEADER: session, "Content-Length": str(length)}

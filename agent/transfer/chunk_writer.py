@@ -71,12 +71,14 @@ class RunningHash:
 class ChunkWriter:
     """One stream's chunks into one file, from ``start`` on."""
 
-    def __init__(self, fd: int, start: int, running: RunningHash, landed: Callable[[int], None]) -> None:
+    def __init__(
+        self, fd: int, start: int, running: RunningHash, landed: Callable[[Frame, int], None]
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.fd = fd
         self.written = start  # the write thread's own view (verified bytes on disk)
         self.running = running
-        self.landed = landed  # called on the event loop with the new verified end
+        self.landed = landed  # called on the event loop with each chunk and the new verified end
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-write")
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-sha256")
         self._writes: deque[asyncio.Future[None]] = deque()
@@ -138,7 +140,7 @@ class ChunkWriter:
         while len(self._hashes) >= HASH_BACKLOG:
             self._hashes.popleft().result()
         self._hashes.append(self._hash_pool.submit(self.running.update, frame.pieces, offset))
-        self.loop.call_soon_threadsafe(self.landed, offset)
+        self.loop.call_soon_threadsafe(self.landed, frame, offset)
 
     def _sync_and_compare(self, sha256: str) -> bool:
         os.fdatasync(self.fd)

@@ -34,7 +34,7 @@ from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, NoSpace, Runn
 from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.send import Hop, Sender
-from shared.frames import CHUNK, FrameError, FrameParser
+from shared.frames import CHUNK, Frame, FrameError, FrameParser
 from shared.tickets import Ticket, TicketInvalid
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ SPACE_RESERVE = 64 << 20
 STALL_SECONDS = 60.0
 # The record is saved (counters, for the coordinator after a restart) at most this often.
 SAVE_EVERY = 1.0
+# Chunks kept in memory after they land, for relays to forward (memory: this many x CHUNK).
+RECENT_FRAMES = 3
 
 
 @dataclass
@@ -116,6 +118,8 @@ class Receive:
         self.meter = RateMeter()
         self._grew = asyncio.Event()
         self.running = RunningHash()
+        # The last chunks that landed: a relay forwards them from memory, not from disk.
+        self.recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
         self.last_data_at = time.monotonic()
         self._saved_at = 0.0
 
@@ -145,13 +149,15 @@ class Receive:
         self._saved_at = time.monotonic()
 
     def discard_data(self) -> None:
+        self.recent.clear()
         self.part_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         self.rec.verified = 0
         self.running = RunningHash()
 
-    def landed(self, end: int) -> None:
+    def landed(self, frame: Frame, end: int) -> None:
         """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
+        self.recent.append(frame)
         self.rec.verified = end
         self.meter.add(end)
         self._advanced()
@@ -170,6 +176,13 @@ class Receive:
 
     def readable_path(self) -> Path:
         return self.path if self.rec.state == "complete" else self.part_path
+
+    def cached(self, offset: int, length: int) -> tuple[bytes, list[memoryview]] | None:
+        """A chunk that just landed, as (digest, payload pieces), if it is exactly this range."""
+        for frame in self.recent:
+            if frame.offset == offset and frame.length == length:
+                return frame.digest, frame.pieces
+        return None
 
     def _advanced(self) -> None:
         self._grew.set()

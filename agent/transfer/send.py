@@ -62,6 +62,8 @@ class ImageSource(Protocol):
 
     async def wait_until(self, end: int) -> None: ...
 
+    def cached(self, offset: int, length: int) -> tuple[bytes, list[memoryview]] | None: ...
+
 
 class StagedImage:
     """A complete image in staging: everything is there from the start."""
@@ -79,6 +81,13 @@ class StagedImage:
 
     async def wait_until(self, end: int) -> None:
         return None
+
+    def cached(self, offset: int, length: int) -> tuple[bytes, list[memoryview]] | None:
+        return None
+
+
+# (frame header, payload pieces), an error to raise, or None at the end.
+ReadQueue = asyncio.Queue[tuple[bytes, list[bytes] | list[memoryview]] | BaseException | None]
 
 
 class HopFailed(Exception):
@@ -230,9 +239,9 @@ class Transfer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _frames(self, start: int) -> AsyncIterator[bytes]:
+    async def _frames(self, start: int) -> AsyncIterator[bytes | memoryview]:
         """The frames of [start, size), read ahead of the network in a worker thread."""
-        queue: asyncio.Queue[tuple[bytes, bytes] | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(start, queue))
         try:
             while True:
@@ -241,26 +250,31 @@ class Transfer:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                header, payload = item
-                await self.sender.rate_limit.take(len(payload))
+                header, pieces = item
+                await self.sender.rate_limit.take(sum(len(p) for p in pieces))
                 yield header
-                yield payload
+                for piece in pieces:
+                    yield piece
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _read(
-        self, start: int, queue: asyncio.Queue[tuple[bytes, bytes] | BaseException | None]
-    ) -> None:
+    async def _read(self, start: int, queue: ReadQueue) -> None:
         fd = -1
         try:
             for offset, length in frame_ranges(start, self.source.size):
                 await self.source.wait_until(offset + length)
+                # A relay has the chunk it just verified in memory: no read, no second digest.
+                cached = self.source.cached(offset, length)
+                if cached is not None:
+                    digest, pieces = cached
+                    await queue.put((encode_header(offset, length, digest), pieces))
+                    continue
                 if fd < 0:
                     fd = _open(self.source)
                 payload, digest = await asyncio.to_thread(_read_chunk, fd, offset, length)
-                await queue.put((encode_header(offset, length, digest), payload))
+                await queue.put((encode_header(offset, length, digest), [payload]))
             await queue.put(None)
         except asyncio.CancelledError:
             raise
