@@ -91,7 +91,9 @@ def test_three_templates_to_two_nodes_never_exceed_the_node_limits(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
     api, stack = slow_api, slow_stack
-    templates = [local_template(api, stack, tmp_path, f"limits-{i}", 32)[0] for i in range(3)]
+    # 64 MiB each: node 1's two streams share its 24 MiB/s for seconds, so a slow
+    # scheduler round on a busy machine cannot hide the overlap.
+    templates = [local_template(api, stack, tmp_path, f"limits-{i}", 64)[0] for i in range(3)]
     with LoadSampler(stack) as load:
         for template_id in templates:  # all queued at once
             start_sync(api, stack, template_id, "pve-node2", "pve-node3")
