@@ -22,7 +22,7 @@ from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
 from agent.staging import BadStagedName, Staging
 from agent.tasks import LogFollower, TaskFailed, active_task, progress_from_log, wait_task
-from agent.vms import destroy, marker, vm_config
+from agent.vms import NotOurs, destroy, marker, vm_config
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
@@ -96,15 +96,31 @@ class Importer:
             await self._import(op)
             op.state, op.phase, op.progress = "done", "done", 100.0
             log.info("import %s: VM %s is a template (%s)", req.key, req.vmid, op.volume_id)
+            return
         except ImportFailed as exc:
-            op.state, op.error, op.error_kind = "failed", str(exc), exc.kind
-            log.warning("import %s failed: %s", req.key, exc)
+            error, kind = str(exc), exc.kind
         except (PveCallError, TaskFailed) as exc:
-            op.state, op.error, op.error_kind = "failed", str(exc), "pve_error"
-            log.warning("import %s failed: %s", req.key, exc)
+            error, kind = str(exc), "pve_error"
         except asyncio.CancelledError:
             op.state, op.error, op.error_kind = "failed", "agent stopped during the import", "interrupted"
             raise
+        log.warning("import %s failed: %s", req.key, error)
+        if kind != "vmid_taken":  # a taken VMID is someone else's VM: never touch it
+            await self._remove_half_made(op)
+        # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
+        op.state, op.error, op.error_kind = "failed", error, kind
+
+    async def _remove_half_made(self, op: ImportOp) -> None:
+        """A failed import must not leave a VM behind that is not a template (PVE removes
+        a VM whose create failed, but not one whose conversion to a template failed)."""
+        op.phase = "removing the unfinished VM"
+        try:
+            if await destroy(self.pve, op.req.vmid, op.req.key):
+                log.info("import %s: removed the unfinished VM %s", op.req.key, op.req.vmid)
+        except (PveCallError, TaskFailed, NotOurs) as exc:
+            # The coordinator's cascade delete removes it later (it is recorded on the job).
+            log.warning("import %s: unfinished VM %s not removed: %s", op.req.key, op.req.vmid, exc)
+        op.phase = "failed"
 
     async def _import(self, op: ImportOp) -> None:
         req, pve = op.req, self.pve

@@ -387,7 +387,11 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:
             await _quietly(agent.delete_staged(staged["staged_name"]))
-            raise ApiError(400, "invalid_request", "form fields must come before the file")
+            raise ApiError(
+                400,
+                "invalid_request",
+                "form fields must come before the file (with curl, put -F file=@... last)",
+            )
     except AgentError as exc:
         await uploads.abandon(db, upload.id, exc.message)
         status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502

@@ -127,6 +127,24 @@ def test_unsupported_extension_is_415_before_anything_is_made(stack: Stack, api:
     assert_nothing_left(stack, name, staged, vms)
 
 
+def test_a_field_after_the_file_is_refused_and_nothing_is_kept(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    """curl -F file=@x.qcow2 -F wait=true: the file streams before the field is seen."""
+    image = images.qcow2(tmp_path / "late.qcow2", size_mib=16, data_mib=1)
+    name = _name("late-field")
+    staged, vms = staged_files(stack), all_vmids(stack)
+    fields = upload_fields(stack, name, storage_id(api, stack, "ceph-storage"))
+    with open(image, "rb") as f:
+        parts = [(k, (None, v)) for k, v in fields.items()]
+        parts += [("file", ("late.qcow2", f, "application/octet-stream")), ("wait", (None, "true"))]
+        reply = api.post("/templates/upload", files=parts)
+    assert reply.status == 400, reply.body
+    assert reply.error == "invalid_request"
+    assert reply.message == "form fields must come before the file (with curl, put -F file=@... last)"
+    assert_nothing_left(stack, name, staged, vms)
+
+
 def test_declared_too_large_is_refused_before_the_body(stack: Stack, api: Api) -> None:
     """A Content-Length over the limit gets 413 in answer to Expect: 100-continue."""
     conn = http.client.HTTPConnection(stack.s.host, stack.s.coordinator_port, timeout=10)
