@@ -78,6 +78,10 @@ class AgentClient:
         )
         return result
 
+    async def delete_upload(self, upload_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/uploads/{upload_id}")
+        return result
+
     async def delete_staged(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("DELETE", f"/v1/staging/{name}")
         return result

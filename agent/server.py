@@ -130,6 +130,7 @@ def create_app(config: AgentConfig) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
+    app.router.add_delete("/v1/uploads/{upload_id:[0-9]+}", uploads.delete_upload)
     app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
     app.router.add_post("/v1/imports", importer.start_import)
     app.router.add_get("/v1/imports/{key}", importer.get_import)

@@ -46,6 +46,14 @@ class Staging:
             return False
         return True
 
+    def remove_upload(self, upload_id: int) -> list[str]:
+        """Every file of one upload, complete or partial (``upload-<id>-*``)."""
+        removed = []
+        for p in self.root.glob(f"upload-{upload_id}-*"):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return sorted(removed)
+
     def remove_partials(self) -> list[str]:
         """Leftovers of uploads that were cut off while this agent was not running.
 

@@ -96,6 +96,16 @@ async def receive_upload(request: web.Request) -> web.Response:
     )
 
 
+async def delete_upload(request: web.Request) -> web.Response:
+    """DELETE /v1/uploads/{id}: whatever an upload left here, for an upload the coordinator
+    gave up on without learning the staged name (it stopped before the answer came)."""
+    upload_id = int(request.match_info["upload_id"])
+    removed = request.app[STAGING].remove_upload(upload_id)
+    if removed:
+        log.info("upload %s given up by the coordinator: removed %s", upload_id, ", ".join(removed))
+    return web.json_response({"upload_id": upload_id, "removed": removed})
+
+
 async def delete_staged(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:

@@ -177,7 +177,7 @@ async def _janitor(app: web.Application) -> None:
     keep = timedelta(hours=app[CONFIG].keep_failed_copies_hours)
     while True:
         try:
-            expired = await uploads.expire_abandoned(app[DB])
+            expired = await uploads.expire_abandoned(app[DB], app[AGENTS])
             if expired:
                 log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
             await remove_failed_copies(app[DB], app[AGENTS], keep)

@@ -17,6 +17,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agent.client import AgentError, AgentUnreachable
+from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.api.errors import ApiError
 from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
@@ -148,8 +150,12 @@ async def record_staged(
     return planned
 
 
-async def expire_abandoned(db: async_sessionmaker[AsyncSession]) -> int:
-    """Uploads whose streaming coordinator died (lease expired while uploading)."""
+async def expire_abandoned(db: async_sessionmaker[AsyncSession], agents: AgentLinks) -> int:
+    """Uploads whose streaming coordinator died (lease expired while uploading).
+
+    The import node's agent is asked to remove whatever the upload left there: a
+    coordinator that stopped after the file was stored never learned its name.
+    """
     async with db() as session:
         ids = list(
             await session.scalars(
@@ -163,6 +169,14 @@ async def expire_abandoned(db: async_sessionmaker[AsyncSession]) -> int:
         async with db() as session:
             if not await engine.claim(session, TemplateUpload, upload_id, 60):
                 continue
+            upload = await session.get(TemplateUpload, upload_id)
+            node_id = upload.import_node_id if upload else None
+        if node_id is not None:
+            try:
+                agent = await agents.for_node(node_id)
+                await agent.delete_upload(upload_id)
+            except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
+                log.warning("upload %s: its staged files could not be removed now: %s", upload_id, exc)
         await abandon(db, upload_id, "upload interrupted: the coordinator stopped while receiving it")
         expired += 1
     return expired

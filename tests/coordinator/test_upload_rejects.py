@@ -6,6 +6,7 @@ file (not even a partial one) in any agent's staging directory, no VM in PVE.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -26,9 +27,11 @@ from tests.support.uploads import (
     all_vmids,
     assert_nothing_left,
     emulator,
+    expire_lease,
     rows_named,
     send_then_cut,
     staged_files,
+    staging_dir,
     storage_id,
     stream_upload,
     upload,
@@ -202,6 +205,48 @@ def test_client_cut_mid_stream_leaves_nothing(stack: Stack, api: Api, tmp_path: 
     # The name is free again.
     image = images.qcow2(tmp_path / "after-cut.qcow2", size_mib=16, data_mib=1)
     assert upload(api, stack, image, name, ceph, wait=True).ok()["status"] == "imported"
+
+
+def test_coordinator_killed_mid_upload_cleans_up_after_its_restart(stack: Stack, api: Api) -> None:
+    """kill -9 of the coordinator while it streams: after the restart nothing is left.
+
+    Besides the partial file, a complete one named for the upload is planted on the
+    agent: what is left when the coordinator dies after the agent stored the image but
+    before the answer came (the coordinator never learned its name).
+    """
+    name = _name("killed")
+    local = storage_id(api, stack, "local", "pve-node1")
+    staged, vms = staged_files(stack), all_vmids(stack)
+    assert api.token is not None and stack.coordinator is not None
+    planted: list[Path] = []
+
+    def kill_while_streaming() -> None:
+        wait_for(lambda: staged_files(stack) - staged, what="a partial staging file")
+        (row,) = rows_named(stack, name).uploads
+        planted.append(staging_dir(stack, "pve-node1") / f"upload-{row.id}-0badc0de.raw")
+        planted[0].write_bytes(b"stored, but the answer never reached the coordinator")
+        stack.coordinator.signal(signal.SIGKILL)
+        stack.coordinator.popen.wait(10)  # type: ignore[union-attr]
+
+    fields = upload_fields(stack, name, local)
+    with contextlib.suppress(OSError):  # the coordinator is gone mid-request
+        send_then_cut(
+            stack, api.token, fields, "k.raw", os.urandom(8 * MiB), 64 * MiB, cut=kill_while_streaming
+        )
+    (row,) = rows_named(stack, name).uploads
+    assert row.status == "uploading" and row.lease_owner is not None
+    # Its lease would run out job_lease_seconds after the last renewal; say that time has passed.
+    expire_lease(stack, row.id)
+    stack.start_coordinator()
+
+    _nothing_left_soon(stack, name, staged, vms)
+    (row,) = rows_named(stack, name).uploads
+    assert (row.status, row.error_message) == (
+        "failed",
+        "upload interrupted: the coordinator stopped while receiving it",
+    )
+    assert not planted[0].exists()
+    assert api.get(f"/templates?name={name}").ok()["total"] == 0
 
 
 # ---------------------------------------------------------------- a stack with small limits

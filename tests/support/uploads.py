@@ -17,10 +17,11 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
@@ -128,6 +129,20 @@ def local_image_dir(stack: Stack, node: str, storage: str, vmid: int) -> Path:
 
 
 # ------------------------------------------------------------------ agents' staging
+
+
+def expire_lease(stack: Stack, upload_id: int) -> None:
+    """Make an upload's lease run out now (as if its coordinator had been gone that long)."""
+
+    async def work(session: AsyncSession) -> None:
+        await session.execute(
+            update(TemplateUpload)
+            .where(TemplateUpload.id == upload_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        await session.commit()
+
+    with_session(stack.database_url, work)
 
 
 def staging_dir(stack: Stack, node: str) -> Path:
