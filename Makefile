@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy coordinator agent shared
+	$(VENV)/bin/mypy coordinator agent shared pvesim demo benchmarks
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -58,9 +58,8 @@ def decode_urlencoded(data: str) -> dict[str, Any]:
             continue
         value = urllib.parse.unquote_plus(parts[1])
         old = res.get(key)
-        if old is not None:
-            value = [*old, value] if isinstance(old, list) else [old, value]
-        res[key] = value
+        # A repeated key (PVE's list parameters) collects its values in order.
+        res[key] = value if old is None else [*old, value] if isinstance(old, list) else [old, value]
     return res
 
 

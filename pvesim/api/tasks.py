@@ -126,7 +126,7 @@ async def read_task_log(req: Request, params: dict[str, str]) -> Any:
         return Download("".join(line + "\n" for line in lines), name)
     start = int(params.get("start", 0))
     limit = int(params.get("limit", 50))
-    out = []
+    out: list[dict[str, Any]] = []
     for n, line in enumerate(lines, 1):
         if n <= start:
             continue
