@@ -2,8 +2,8 @@
 
 Work is handed to one worker thread in batches of a few MiB so that the event
 loop keeps receiving while the previous batch is written and hashed (hashlib
-and os.writev release the GIL). A batch is written as the list of chunks that
-arrived, not joined into one buffer first.
+and the writes release the GIL). The file is written around the page cache
+where the filesystem allows it (shared/direct_write.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from shared.direct_write import SequentialWriter, open_for_writing
+
 BATCH = 4 << 20
-IOV_MAX = 1024
 
 
 class TooLarge(Exception):
@@ -27,18 +28,6 @@ class NoSpace(Exception):
     pass
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """writev the chunks as they came (no joining copy), however much each call takes."""
-    views = [memoryview(c) for c in chunks]
-    while views:
-        written = os.writev(fd, views[:IOV_MAX])
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
-
-
 class HashingWriter:
     """Appends to ``path`` (created exclusively) and keeps the sha256 of what was written."""
 
@@ -47,14 +36,15 @@ class HashingWriter:
         self.limit = limit
         self.size = 0
         self.hasher = hashlib.sha256()
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.fd, direct = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+        self.out = SequentialWriter(self.fd, 0, direct)
         self._pending: asyncio.Future[None] | None = None
         self._batch: list[bytes] = []
         self._batched = 0
 
     def _flush_sync(self, batch: list[bytes]) -> None:
         try:
-            _write_all(self.fd, batch)
+            self.out.write(batch)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise NoSpace(f"staging disk is full after {self.size} bytes") from None
@@ -83,8 +73,17 @@ class HashingWriter:
         """Flush, fsync and return the hex sha256."""
         await self._flush()
         await self._flush()
-        await asyncio.to_thread(os.fsync, self.fd)
+        await asyncio.to_thread(self._sync)
         return self.hasher.hexdigest()
+
+    def _sync(self) -> None:
+        try:
+            self.out.flush()
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(f"staging disk is full after {self.size} bytes") from None
+            raise
+        os.fsync(self.fd)
 
     async def drain_quietly(self) -> None:
         if self._pending is not None:
@@ -95,6 +94,7 @@ class HashingWriter:
             self._pending = None
 
     def close(self) -> None:
+        self.out.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -8,7 +8,8 @@ from then on. The sha256 follows a few chunks behind and is compared once the la
 chunk is in.
 
 Chunks are written strictly in order from the stream's start offset, so the partial file
-is always a verified prefix of the image: its length is how far a receive got.
+is always a verified prefix of the image: its length is how far a receive got. Whole
+chunks go around the page cache where the filesystem allows it (shared/direct_write.py).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+from shared.direct_write import SequentialWriter, open_for_writing
 from shared.frames import Frame
 
 # Chunks written while the next ones arrive, and chunks waiting for the sha256 thread
@@ -72,10 +75,19 @@ class ChunkWriter:
     """One stream's chunks into one file, from ``start`` on."""
 
     def __init__(
-        self, fd: int, start: int, running: RunningHash, landed: Callable[[Frame, int], None]
+        self,
+        fd: int,
+        path: Path,
+        start: int,
+        running: RunningHash,
+        landed: Callable[[Frame, int], None],
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.fd = fd
+        self.fd = fd  # for reading back and syncing
+        # Writes go through a descriptor of their own: O_DIRECT would make reads need
+        # aligned buffers too.
+        write_fd, direct = open_for_writing(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._out = SequentialWriter(write_fd, start, direct)
         self.written = start  # the write thread's own view (verified bytes on disk)
         self.running = running
         self.landed = landed  # called on the event loop with each chunk and the new verified end
@@ -113,6 +125,8 @@ class ChunkWriter:
     def _shutdown(self) -> None:
         self._write_pool.shutdown(wait=True)
         self._hash_pool.shutdown(wait=True)
+        self._out.close()
+        os.close(self._out.fd)
 
     # -- the write thread -------------------------------------------------------------
 
@@ -121,21 +135,14 @@ class ChunkWriter:
             return  # an earlier chunk of this stream failed: nothing after it may be kept
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
-        views = frame.pieces
-        offset = frame.offset
         try:
-            while views:
-                done = os.pwritev(self.fd, views, offset)
-                offset += done
-                while views and done >= len(views[0]):
-                    done -= len(views[0])
-                    views = views[1:]
-                if done:
-                    views = [views[0][done:], *views[1:]]
+            self._out.write(frame.pieces)
+            self._out.flush()  # the chunk is in the file before anyone relies on it
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {offset} bytes") from None
+                raise NoSpace(f"staging disk is full after {frame.offset} bytes") from None
             raise
+        offset = self._out.offset
         self.written = offset
         while len(self._hashes) >= HASH_BACKLOG:
             self._hashes.popleft().result()

@@ -374,7 +374,7 @@ class Receives:
         session.streaming = session.started = True
         receive.rec.resumed_from = receive.rec.verified
         fd = os.open(receive.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        writer = ChunkWriter(fd, receive.rec.verified, receive.running, receive.landed)
+        writer = ChunkWriter(fd, receive.part_path, receive.rec.verified, receive.running, receive.landed)
         try:
             await writer.prepare()
             parser = FrameParser(CHUNK)
