@@ -78,6 +78,10 @@ class AgentClient:
         )
         return result
 
+    async def staging(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/staging")
+        return result
+
     async def delete_upload(self, upload_id: int) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("DELETE", f"/v1/uploads/{upload_id}")
         return result

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from agent import importer, uploads, vms
+from agent import importer, staging_report, uploads, vms
 from agent.appkeys import (
     CONFIG,
     IMPORTER,
@@ -130,6 +130,7 @@ def create_app(config: AgentConfig) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
+    app.router.add_get("/v1/staging", staging_report.list_staging)
     app.router.add_delete("/v1/uploads/{upload_id:[0-9]+}", uploads.delete_upload)
     app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
     app.router.add_post("/v1/imports", importer.start_import)

@@ -51,6 +51,7 @@ from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
 from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
+from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
 from shared.tickets import TicketSigner
 
@@ -66,6 +67,8 @@ USER_API = [
     sync_tasks.routes,
 ]
 JANITOR_INTERVAL = 30.0
+# Staged files younger than this are never judged orphans (their rows may not be visible yet).
+ORPHAN_GRACE = timedelta(minutes=10)
 
 
 class SchemaOutdated(RuntimeError):
@@ -173,14 +176,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _janitor(app: web.Application) -> None:
-    """Periodic clean-up: uploads cut off by a coordinator stop, old failed sync copies."""
+    """Periodic clean-up: uploads cut off by a coordinator stop, old failed sync copies,
+    staged files nothing needs any more."""
     keep = timedelta(hours=app[CONFIG].keep_failed_copies_hours)
+    agent_timeout = timedelta(seconds=app[CONFIG].agent_timeout)
     while True:
         try:
             expired = await uploads.expire_abandoned(app[DB], app[AGENTS])
             if expired:
                 log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
             await remove_failed_copies(app[DB], app[AGENTS], keep)
+            await remove_orphans(app[DB], app[AGENTS], agent_timeout, ORPHAN_GRACE)
         except Exception:
             log.exception("janitor run failed; will retry")
         await asyncio.sleep(JANITOR_INTERVAL)
