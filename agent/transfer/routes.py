@@ -23,7 +23,7 @@ from agent.server_errors import json_error
 from agent.staging import BadStagedName
 from agent.transfer.errors import TransferRefused
 from agent.transfer.send import Hop, StagedImage
-from shared.frames import body_pieces
+from agent.transfer.wakeups import batched_body
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ async def open_session(request: web.Request) -> web.Response:
 async def receive_data(request: web.Request) -> web.Response:
     session = request.headers.get(SESSION_HEADER, "")
     try:
-        view = await request.app[RECEIVES].stream(_task_id(request), session, body_pieces(request.content))
+        view = await request.app[RECEIVES].stream(_task_id(request), session, batched_body(request))
     except TransferRefused as exc:
         return _refused(exc)
     return web.json_response(view)
