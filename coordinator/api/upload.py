@@ -110,6 +110,14 @@ class UploadForm(BaseModel):
         return v
 
 
+class UploadQuery(BaseModel):
+    """wait may come as a query parameter too (curl -F puts fields in the body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: bool = Field(False, description="answer after the import (as the form field wait)")
+
+
 UPLOAD_BODY_SCHEMA = {
     "required": True,
     "content": {
@@ -286,6 +294,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
 @routes.post(
     "/templates/upload",
     role="operator",
+    query=UploadQuery,
     response=UploadResult,
     errors=(400, 404, 409, 413, 415, 422, 429, 502, 503),
     raw_body_schema=UPLOAD_BODY_SCHEMA,
@@ -294,9 +303,9 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
 async def upload_template(call: Call) -> UploadResult:
     """Upload a disk image and import it as a PVE template.
 
-    Form fields (or query parameters) must come before the file. The answer
-    comes once the file is stored and validated; the import runs as a durable
-    job (upload_info.status). With wait=true the answer comes after the import.
+    Form fields must come before the file. The answer comes once the file is
+    stored and validated; the import runs as a durable job (upload_info.status).
+    With wait=true (form field or query parameter) the answer comes after the import.
     """
     request = call.request
     config = request.app[CONFIG]

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api, Reply
@@ -161,11 +163,15 @@ def test_local_storage_upload_has_one_primary_instance_on_its_node(
     assert same.returncode == 0, same.stdout + same.stderr
 
 
-def test_wait_true_answers_after_the_import(stack: Stack, api: Api, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["form field", "query parameter"])
+def test_wait_true_answers_after_the_import(stack: Stack, api: Api, tmp_path: Path, how: str) -> None:
     image = images.qcow2(tmp_path / "alma9.qcow2", size_mib=16, data_mib=2, seed=3)
     name = _name("alma9")
     ceph = storage_id(api, stack, "ceph-storage")
-    data = upload(api, stack, image, name, ceph, wait="true").ok()
+    if how == "form field":
+        data = upload(api, stack, image, name, ceph, wait="true").ok()
+    else:
+        data = upload(api, stack, image, name, ceph, query="?wait=true").ok()
     assert data["status"] == "imported" and data["error_message"] is None
     # Nothing left to wait for: the answer came after the import.
     d = detail(api, data["template_id"])

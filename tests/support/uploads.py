@@ -54,6 +54,7 @@ def upload(
     *,
     file_name: str | None = None,
     timeout: float = 120,
+    query: str = "",
     **fields: Any,
 ) -> Reply:
     """POST /templates/upload as curl -F would send it (fields first, the file last)."""
@@ -61,7 +62,7 @@ def upload(
     data.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()})
     with open(image, "rb") as f:
         files = {"file": (file_name or image.name, f, "application/octet-stream")}
-        return api.post("/templates/upload", data=data, files=files, timeout=timeout)
+        return api.post("/templates/upload" + query, data=data, files=files, timeout=timeout)
 
 
 def detail(api: Api, template_id: int) -> dict[str, Any]:
