@@ -48,7 +48,8 @@ class CoordinatorConfig:
     keep_failed_copies_hours: float = 168.0
     # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
     ticket_key_file: Path | None = None
-    # /readyz also waits for a live agent on every online node (used by the demo).
+    # /readyz also waits for a registered cluster and a live agent on every online node
+    # (the demo: scripts poll /readyz, then use the cluster).
     ready_requires_agents: bool = False
     log_level: str = "info"
 

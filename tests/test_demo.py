@@ -50,16 +50,21 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
     proc = _start(demo_dir, port, log)
     try:
         _wait_ready(port, proc, log)
+        # What a script does next: read the token, use the cluster. Both are there already.
+        token = (demo_dir / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        clusters = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/clusters", headers=headers, timeout=10
+        ).json()
+        assert [c["cluster_name"] for c in clusters["data"]["list"]] == ["pve-demo"]
         deadline = time.monotonic() + 10
         while "Logs follow" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         out = log.read_text()
-        token = (demo_dir / "admin.token").read_text().strip()
         assert token.startswith("pvst_") and token in out
         assert "pve-demo" in out
         for name in ("pve-node1", "pve-node2", "pve-node3", "local-lvm", "ceph-storage", "nfs-templates"):
             assert name in out
-        headers = {"Authorization": f"Bearer {token}"}
         storages = requests.get(
             f"http://127.0.0.1:{port}/api/v1/storages?page_size=100", headers=headers, timeout=10
         ).json()

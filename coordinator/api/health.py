@@ -72,6 +72,8 @@ async def readiness(app: web.Application) -> tuple[bool, dict[str, Any], list[st
             if missing and app[CONFIG].ready_requires_agents:
                 problems.append(f"cluster {cluster.cluster_name}: no live agent on {', '.join(missing)}")
     checks["clusters"] = clusters
+    if not clusters and app[CONFIG].ready_requires_agents:
+        problems.append("no PVE cluster registered yet")
     return not problems, checks, problems
 
 
