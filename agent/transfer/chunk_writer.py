@@ -126,7 +126,11 @@ class ChunkWriter:
         self._write_pool.shutdown(wait=True)
         self._hash_pool.shutdown(wait=True)
         self._out.close()
-        os.close(self._out.fd)
+        # close() may come twice (a failure path, then the stream's end): the descriptor
+        # number could belong to someone else by then.
+        if self._out.fd >= 0:
+            os.close(self._out.fd)
+            self._out.fd = -1
 
     # -- the write thread -------------------------------------------------------------
 
