@@ -46,5 +46,5 @@ async def batched_body(request: web.Request) -> AsyncIterator[bytes]:
             adjust()
             yield piece
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # the connection may be gone already
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
