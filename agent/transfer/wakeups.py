@@ -37,7 +37,10 @@ async def batched_body(request: web.Request) -> AsyncIterator[bytes]:
         waiting = length - content.total_bytes
         wanted = max(1, min(BATCH, waiting))
         if wanted != lowat:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+            except (OSError, ValueError):
+                return  # the connection is going away: reading says how
             lowat = wanted
 
     try:
