@@ -42,9 +42,11 @@ class HashingWriter:
         self._batch: list[bytes] = []
         self._batched = 0
 
-    def _flush_sync(self, batch: list[bytes]) -> None:
+    def _flush_sync(self, batch: list[bytes], last: bool = False) -> None:
         try:
             self.out.write(batch)
+            if last:
+                self.out.flush()
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise NoSpace(f"staging disk is full after {self.size} bytes") from None
@@ -71,19 +73,13 @@ class HashingWriter:
 
     async def finish(self) -> str:
         """Flush, fsync and return the hex sha256."""
-        await self._flush()
-        await self._flush()
-        await asyncio.to_thread(self._sync)
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        batch, self._batch, self._batched = self._batch, [], 0
+        await asyncio.to_thread(self._flush_sync, batch, True)
+        await asyncio.to_thread(os.fsync, self.fd)
         return self.hasher.hexdigest()
-
-    def _sync(self) -> None:
-        try:
-            self.out.flush()
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {self.size} bytes") from None
-            raise
-        os.fsync(self.fd)
 
     async def drain_quietly(self) -> None:
         if self._pending is not None:

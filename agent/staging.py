@@ -46,6 +46,21 @@ class Staging:
             return False
         return True
 
+    def upload_mtimes(self) -> dict[int, float]:
+        """Upload id -> modification time of its newest file here, complete or partial."""
+        found: dict[int, float] = {}
+        for path in self.root.glob("upload-*"):
+            match = NAME.match(path.name.removesuffix(PART_SUFFIX))
+            if match is None:
+                continue
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            upload_id = int(path.name.split("-")[1])
+            found[upload_id] = max(mtime, found.get(upload_id, mtime))
+        return found
+
     def remove_upload(self, upload_id: int) -> list[str]:
         """Every file of one upload, complete or partial (``upload-<id>-*``)."""
         removed = []

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import shutil
 import socket
 import time
 from pathlib import Path
 
-from benchmarks.base import Benchmark, Options, Skip
+from benchmarks.base import Benchmark, Options
 from benchmarks.baselines.relay import RelayChain
 from benchmarks.chain_timing import ChainTiming, HopTiming
 from benchmarks.fanout_report import NODES, SOURCE, TARGETS, Rep, SyncRun, report
@@ -59,7 +58,7 @@ from benchmarks.syncs import (
     upload_template,
     wait_synced,
 )
-from benchmarks.system import require_program
+from benchmarks.system import require_disk, require_program
 from demo.stack import Stack, StackSettings
 
 STORAGE = "local"
@@ -107,7 +106,8 @@ class Fanout:
         self.agents: dict[str, AgentConnection] = agent_connections(stack)
         self.ids = {node: self.api.node_id(node) for node in NODES}
         self.storage_id = self.api.storage_id(self.ids[SOURCE], STORAGE)
-        self.pids = {node: _pid(stack, node) for node in NODES}
+        # `ip netns exec` execs the agent in place: the process started is the agent.
+        self.pids = {node: stack.agents[node].pid for node in NODES}
         addresses = {node: link.address for node, link in net.links.items()}
         self.relay = RelayChain({node: net.prefix(node) for node in NODES}, addresses, disks.paths)
 
@@ -160,28 +160,11 @@ class Fanout:
         return Rep(runs[0], runs[1], self.reference([TARGETS[0]]), self.reference(TARGETS))
 
 
-def _disk_check(workdir: Path, size: int) -> None:
-    need = COPIES_ON_DISK * size + DISK_SPARE
-    free = shutil.disk_usage(workdir).free
-    if need > free:
-        raise Skip(
-            f"{size_label(size)} needs {need / GIB:.1f} GiB free in {workdir}, "
-            f"{free / GIB:.1f} GiB are free; use --workdir"
-        )
-
-
-def _pid(stack: Stack, node: str) -> int:
-    # `ip netns exec` execs the agent in place: the process started is the agent.
-    popen = stack.agents[node].popen
-    assert popen is not None
-    return popen.pid
-
-
 def run(options: Options) -> list[Target]:
     check_can_run()
     require_program("qemu-img", "qemu-utils", "the agents validate every image with it")
     size = QUICK_SIZE if options.quick else SIZE
-    _disk_check(options.workdir, size)
+    require_disk(options.workdir, COPIES_ON_DISK * size + DISK_SPARE, size_label(size))
     with contextlib.ExitStack() as exits:
         print(f"  network: {len(NODES)} namespaces on a bridge, tbf 1 Gbit/s each way", flush=True)
         net = exits.enter_context(ShapedNetwork(NODES))

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import shutil
 import time
 from pathlib import Path
 
-from benchmarks.base import Benchmark, Options, Skip
+from benchmarks.base import Benchmark, Options
 from benchmarks.baselines.ssh import LocalSshd
 from benchmarks.loopback_report import SOURCE, TARGET, Rep, Results, report
 from benchmarks.measure import (
@@ -49,7 +48,7 @@ from benchmarks.syncs import (
     upload_template,
     wait_synced,
 )
-from benchmarks.system import require_program
+from benchmarks.system import require_disk, require_program
 from demo.stack import Stack
 
 STORAGE = "local"
@@ -58,16 +57,6 @@ QUICK_SIZE = 512 * MIB
 # The file, the ssh copy, the staged and the imported image on each of the two nodes.
 COPIES_ON_DISK = 6
 DISK_SPARE = 1 * GIB
-
-
-def _disk_check(workdir: Path, size: int) -> None:
-    need = COPIES_ON_DISK * size + DISK_SPARE
-    free = shutil.disk_usage(workdir).free
-    if need > free:
-        raise Skip(
-            f"{size_label(size)} needs {need / GIB:.1f} GiB free in {workdir} (the file, the ssh copy, "
-            f"staged and imported images on two nodes), {free / GIB:.1f} GiB are free; use --workdir"
-        )
 
 
 def _polling_cost(agent: AgentConnection, pid: int, seconds: float = 2.0) -> float:
@@ -126,7 +115,11 @@ def _one_rep(
 def run(options: Options) -> list[Target]:
     require_program("qemu-img", "qemu-utils", "the agents validate every image with it")
     size = QUICK_SIZE if options.quick else SIZE
-    _disk_check(options.workdir, size)
+    require_disk(
+        options.workdir,
+        COPIES_ON_DISK * size + DISK_SPARE,
+        f"{size_label(size)} (the file, the ssh copy, staged and imported images on two nodes)",
+    )
     with contextlib.ExitStack() as exits:
         sshd = exits.enter_context(LocalSshd(options.workdir))  # no baseline, no targets: Skip
         print("  starting the stack (emulator, 3 agents, coordinator on SQLite)", flush=True)
@@ -140,8 +133,8 @@ def run(options: Options) -> list[Target]:
         ids = {"storage": api.storage_id(source_id, STORAGE), TARGET: api.node_id(TARGET)}
         assert stack.coordinator is not None and stack.coordinator.popen is not None
         pids = {
-            "sender": _pid(stack, SOURCE),
-            "receiver": _pid(stack, TARGET),
+            "sender": stack.agents[SOURCE].pid,
+            "receiver": stack.agents[TARGET].pid,
             "coordinator": stack.coordinator.popen.pid,
         }
         polling = _polling_cost(agents[TARGET], pids["receiver"])
@@ -162,12 +155,6 @@ def run(options: Options) -> list[Target]:
             )
         image.unlink()
     return report(res, options.reps, polling)
-
-
-def _pid(stack: Stack, node: str) -> int:
-    popen = stack.agents[node].popen
-    assert popen is not None
-    return popen.pid
 
 
 BENCHMARK = Benchmark(

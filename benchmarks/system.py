@@ -30,6 +30,16 @@ def apt_install(*packages: str) -> None:
             raise Skip(f"'{' '.join(argv)}' failed (exit {result.returncode}):\n{tail}")
 
 
+def require_disk(workdir: Path, need: int, what: str) -> None:
+    """Skip unless ``need`` bytes are free in ``workdir`` (``what`` says what they are for)."""
+    free = shutil.disk_usage(workdir).free
+    if need > free:
+        raise Skip(
+            f"{what} needs {need / 2**30:.1f} GiB free in {workdir}, "
+            f"{free / 2**30:.1f} GiB are free; use --workdir"
+        )
+
+
 def require_program(name: str, package: str, why: str) -> Path:
     """The program's path; installs the Debian ``package`` as root, else Skip saying what to install."""
     path = find_program(name)

@@ -272,12 +272,10 @@ def run(options: Options) -> list[Target]:
         print("  starting the stack (emulator, 3 agents, coordinator on SQLite)", flush=True)
         stack = start_stack(options.workdir / "stack")
         exits.callback(stack.stop)
-        assert stack.coordinator is not None and stack.coordinator.popen is not None
-        agent = stack.agents[NODE].popen
-        assert agent is not None
+        assert stack.coordinator is not None
         api = Api(stack)
         storage_id = api.storage_id(api.node_id(NODE), STORAGE)
-        pids = {"coordinator": stack.coordinator.popen.pid, f"agent {NODE}": agent.pid}
+        pids = {"coordinator": stack.coordinator.pid, f"agent {NODE}": stack.agents[NODE].pid}
         idle = {name: proc_status(pid).get("VmRSS", 0) for name, pid in pids.items()}
         runs = []
         for size in sizes:

@@ -78,6 +78,11 @@ class Proc:
         )
 
     @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 

@@ -93,6 +93,16 @@ async def goodbye(session: AsyncSession, agent_id: int) -> None:
         await session.commit()
 
 
+async def live_agent_urls(session: AsyncSession, timeout: timedelta) -> dict[int, str]:
+    """Node id -> URL of that node's agent, for every node whose agent is live."""
+    now = utcnow()
+    return {
+        a.node_id: a.url
+        for a in await session.scalars(select(Agent).where(Agent.node_id.is_not(None)))
+        if a.node_id is not None and is_live(a, now, timeout)
+    }
+
+
 async def live_agent(session: AsyncSession, node_id: int, timeout: timedelta) -> Agent | None:
     """The node's agent if it is live, else None."""
     agent = await session.scalar(select(Agent).where(Agent.node_id == node_id))

@@ -268,7 +268,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
-    fields: dict[str, Any] = dict(request.query)
+    fields: dict[str, Any] = {}
     try:
         reader = await request.multipart()
         while True:
@@ -451,7 +451,7 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
         sync_tasks=sync,
         status="uploaded",
     )
-    return result, form.wait
+    return result, form.wait or call.query.wait
 
 
 async def _quietly(coro: Any) -> None:

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks
-from coordinator.agents.registry import is_live
-from coordinator.db.models import Agent, TemplateSyncTask, TemplateUpload
-from coordinator.db.types import utcnow
+from coordinator.agents.registry import live_agent_urls
+from coordinator.db.models import TemplateSyncTask, TemplateUpload
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +37,10 @@ async def remove_orphans(
     db: async_sessionmaker[AsyncSession], agents: AgentLinks, timeout: timedelta, grace: timedelta
 ) -> int:
     """Check every live agent's staging; returns how many uploads' files and copies went."""
-    now = utcnow()
     async with db() as session:
-        live = [
-            (a.node_id, a.url)
-            for a in await session.scalars(select(Agent).where(Agent.node_id.is_not(None)))
-            if a.node_id is not None and is_live(a, now, timeout)
-        ]
+        live = await live_agent_urls(session, timeout)
     removed = 0
-    for node_id, url in live:
+    for node_id, url in live.items():
         try:
             removed += await _check_agent(db, agents.client(url), node_id, grace.total_seconds())
         except (AgentUnreachable, AgentError) as exc:

@@ -35,10 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
-from coordinator.agents.registry import is_live
+from coordinator.agents.registry import live_agent_urls
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import (
-    Agent,
     PveNode,
     TemplateInstance,
     TemplateSyncTask,
@@ -173,12 +172,7 @@ class SyncScheduler:
         ).all():
             load.outbound[source_id] += 1
             load.inbound[target_id] += 1
-        timeout = timedelta(seconds=self.config.agent_timeout)
-        urls = {
-            a.node_id: a.url
-            for a in await session.scalars(select(Agent).where(Agent.node_id.is_not(None)))
-            if a.node_id is not None and is_live(a, now, timeout)
-        }
+        urls = await live_agent_urls(session, timedelta(seconds=self.config.agent_timeout))
         return due, copies, list(urls), load, urls
 
     async def _start(self, chain: Chain, urls: dict[int, str]) -> None:

@@ -58,7 +58,7 @@ def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
     """Call a node's agent with the agent credential (as the coordinator does)."""
     secret = (stack.base / "agent.token").read_text().strip()
     return requests.get(
-        f"http://{stack.s.host}:{stack.agent_port(node)}{path}",
+        stack.agent_url(node) + path,
         headers={"Authorization": f"Bearer {secret}"},
         timeout=10,
     )
@@ -105,9 +105,7 @@ class LoadSampler:
         while not self._stop.is_set():
             for node in self.stack.node_names():
                 try:
-                    health = requests.get(
-                        f"http://{self.stack.s.host}:{self.stack.agent_port(node)}/health", timeout=2
-                    ).json()
+                    health = requests.get(self.stack.agent_url(node) + "/health", timeout=2).json()
                 except (requests.RequestException, ValueError):
                     continue
                 transfers = health["transfers"]

@@ -21,7 +21,7 @@ class Target:
     """pve-node2's agent, spoken to as a peer would."""
 
     def __init__(self, stack: Stack, credential: bool = True) -> None:
-        self.url = f"http://{stack.s.host}:{stack.agent_port('pve-node2')}"
+        self.url = stack.agent_url("pve-node2")
         secret = (stack.base / "agent.token").read_text().strip()
         self.headers = {"Authorization": f"Bearer {secret}"} if credential else {}
 
