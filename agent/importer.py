@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta
 
 from agent.appkeys import IMPORTER, PVE, STAGING
 from agent.pve import NodePve, PveCallError
@@ -23,18 +23,17 @@ from agent.server_errors import json_error
 from agent.staging import BadStagedName, Staging
 from agent.tasks import LogFollower, TaskFailed, active_task, progress_from_log, wait_task
 from agent.vms import NotOurs, destroy, marker, vm_config
+from shared.validation import Input, parse
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
 
 
-class ImportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(pattern=r"^t[0-9]+-[us][0-9]+$")
-    vmid: int = Field(ge=100, le=999_999_999)
+class ImportRequest(Input):
+    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+$")]
+    vmid: Annotated[int, Meta(ge=100, le=999999999)]
     staged_name: str
-    storage: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9\-_.]*$")
+    storage: Annotated[str, Meta(pattern="^[a-zA-Z][a-zA-Z0-9\\-_.]*$")]
     name: str
     description: str = ""
     options: dict[str, str | int | bool] = {}
@@ -201,8 +200,8 @@ class Importer:
 
 async def start_import(request: web.Request) -> web.Response:
     try:
-        req = ImportRequest.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
+        req = parse(ImportRequest, await request.json())
+    except ValueError as exc:  # not JSON, or InvalidInput
         return json_error(400, "invalid_request", str(exc)[:500])
     op = request.app[IMPORTER].start(req)
     return web.json_response(op.as_dict())

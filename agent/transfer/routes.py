@@ -12,10 +12,11 @@ From peers (besides the agent credential, a ticket the coordinator signed):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta
 
 from agent.appkeys import RECEIVES, SENDER, STAGING, TRANSFER_POLICY
 from agent.client import SESSION_HEADER
@@ -24,31 +25,26 @@ from agent.staging import BadStagedName
 from agent.transfer.errors import TransferRefused
 from agent.transfer.send import Hop, StagedImage
 from agent.transfer.wakeups import batched_body
+from shared.validation import Input, parse
 
 log = logging.getLogger(__name__)
 
 
-class HopIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task_id: int = Field(ge=1)
-    node: str = Field(min_length=1)
-    url: str = Field(min_length=1)
-    ticket: str = Field(min_length=1)
+class HopIn(Input):
+    task_id: Annotated[int, Meta(ge=1)]
+    node: Annotated[str, Meta(min_length=1)]
+    url: Annotated[str, Meta(min_length=1)]
+    ticket: Annotated[str, Meta(min_length=1)]
 
 
-class TransferIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    transfer_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+class TransferIn(Input):
+    transfer_id: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]{1,64}$")]
     staged_name: str
-    size: int = Field(ge=1)
-    hops: list[HopIn] = Field(min_length=1)
+    size: Annotated[int, Meta(ge=1)]
+    hops: Annotated[list[HopIn], Meta(min_length=1)]
 
 
-class SessionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SessionIn(Input):
     ticket: str
     next_hops: list[HopIn] = []
 
@@ -63,8 +59,8 @@ def _refused(exc: TransferRefused) -> web.Response:
 
 async def start_transfer(request: web.Request) -> web.Response:
     try:
-        body = TransferIn.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
+        body = parse(TransferIn, await request.json())
+    except ValueError as exc:  # not JSON, or InvalidInput
         return json_error(400, "invalid_request", str(exc)[:500])
     sender = request.app[SENDER]
     policy = request.app[TRANSFER_POLICY]
@@ -95,11 +91,11 @@ async def start_transfer(request: web.Request) -> web.Response:
 
 async def open_session(request: web.Request) -> web.Response:
     try:
-        body = SessionIn.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
+        body = parse(SessionIn, await request.json())
+    except ValueError as exc:  # not JSON, or InvalidInput
         return json_error(400, "invalid_request", str(exc)[:500])
     receives = request.app[RECEIVES]
-    next_hops: list[dict[str, Any]] = [h.model_dump() for h in body.next_hops]
+    next_hops: list[dict[str, Any]] = [msgspec.structs.asdict(h) for h in body.next_hops]
     try:
         session, receive = receives.open_session(_task_id(request), body.ticket, next_hops)
     except TransferRefused as exc:

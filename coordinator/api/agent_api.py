@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from msgspec import Meta
 
 from coordinator.agents import registry
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, DB, TICKETS
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from shared.validation import Input, Model
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 routes = Routes("agent-link")
 
 
-class AgentHello(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # newer agents may report more
-
-    node_name: str = Field(min_length=1, max_length=100)
-    cluster_name: str = Field(max_length=100)
-    url: str = Field(min_length=1, max_length=255)
-    version: str = Field(max_length=50)
-    started_at: AwareDatetime
+class AgentHello(Model):  # not Input: newer agents may report more
+    node_name: Annotated[str, Meta(min_length=1, max_length=100)]
+    cluster_name: Annotated[str, Meta(max_length=100)]
+    url: Annotated[str, Meta(min_length=1, max_length=255)]
+    version: Annotated[str, Meta(max_length=50)]
+    started_at: Annotated[datetime, Meta(tz=True)]
     pve_ok: bool
+    staging_free_bytes: Annotated[int, Meta(ge=0)]
     pve_error: str | None = None
-    staging_free_bytes: int = Field(ge=0)
 
     def report(self) -> registry.AgentReport:
         return registry.AgentReport(
@@ -42,7 +43,7 @@ class AgentHello(BaseModel):
         )
 
 
-class TransferSettings(BaseModel):
+class TransferSettings(Model):
     """How agents check tickets and how many streams a node may run at once."""
 
     ticket_public_key: str
@@ -50,7 +51,7 @@ class TransferSettings(BaseModel):
     max_outbound: int
 
 
-class Registered(BaseModel):
+class Registered(Model):
     agent_id: int
     node_id: int | None
     heartbeat_interval: float
@@ -110,13 +111,11 @@ async def goodbye(call: Call) -> dict[str, object]:
     return {"agent_id": call.path["id"]}
 
 
-class TicketRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task_id: int = Field(ge=1)
+class TicketRequest(Input):
+    task_id: Annotated[int, Meta(ge=1)]
 
 
-class TicketOut(BaseModel):
+class TicketOut(Model):
     task_id: int
     epoch: int
     ticket: str

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from msgspec import Meta
 from sqlalchemy import select
 
 from coordinator.agents.registry import is_live
@@ -15,16 +16,17 @@ from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import CONFIG, DB
 from coordinator.db.models import Agent, PveNode
 from coordinator.db.types import utcnow
+from shared.validation import Model
 
 routes = Routes("agents")
 
 
 class AgentQuery(PageQuery):
-    cluster_id: int | None = Field(None, ge=1, description="only agents of this cluster's nodes")
-    live: bool | None = Field(None, description="only live (true) or only silent (false) agents")
+    cluster_id: Annotated[int, Meta(ge=1, description="only agents of this cluster's nodes")] | None = None
+    live: Annotated[bool, Meta(description="only live (true) or only silent (false) agents")] | None = None
 
 
-class AgentOut(BaseModel):
+class AgentOut(Model):
     id: int
     node_id: int | None
     node_name: str

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any
+
+from msgspec import Meta
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -15,52 +17,54 @@ from coordinator.db.models import PveCluster, PveNode, PveStorage
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
 from shared.pve_api import normalise_api_url, split_token_id
+from shared.validation import Checked, Input, Model
 
 routes = Routes("inventory")
 
 
-class ClusterIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApiUrl(str, Checked):
+    """A PVE API address, normalised to https://host:port."""
 
-    api_url: str = Field(description="PVE API address, e.g. https://pve1.example.com:8006")
-    token_id: str = Field(description="API token id, USER@REALM!TOKENNAME")
-    token_secret: str = Field(min_length=1, description="API token secret (UUID)")
-    verify_ssl: bool = Field(True, description="verify the PVE API's TLS certificate")
+    json_schema = {
+        "type": "string",
+        "description": "PVE API address, e.g. https://pve1.example.com:8006",
+    }
 
-    @field_validator("api_url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return normalise_api_url(v)
+    def parse(cls, raw: Any) -> ApiUrl:
+        if not isinstance(raw, str):
+            raise ValueError("api_url must be a string")
+        return cls(normalise_api_url(raw))
 
-    @field_validator("token_id")
+
+class TokenId(str, Checked):
+    """A PVE API token id, USER@REALM!TOKENNAME."""
+
+    json_schema = {"type": "string", "description": "API token id, USER@REALM!TOKENNAME"}
+
     @classmethod
-    def _token(cls, v: str) -> str:
-        split_token_id(v)
-        return v
+    def parse(cls, raw: Any) -> TokenId:
+        if not isinstance(raw, str):
+            raise ValueError("token_id must be a string")
+        split_token_id(raw)
+        return cls(raw)
 
 
-class ClusterUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClusterIn(Input):
+    api_url: ApiUrl
+    token_id: TokenId
+    token_secret: Annotated[str, Meta(min_length=1, description="API token secret (UUID)")]
+    verify_ssl: Annotated[bool, Meta(description="verify the PVE API's TLS certificate")] = True
 
-    api_url: str | None = None
-    token_id: str | None = None
-    token_secret: str | None = Field(None, min_length=1)
+
+class ClusterUpdate(Input):
+    api_url: ApiUrl | None = None
+    token_id: TokenId | None = None
+    token_secret: Annotated[str, Meta(min_length=1)] | None = None
     verify_ssl: bool | None = None
 
-    @field_validator("api_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return None if v is None else normalise_api_url(v)
 
-    @field_validator("token_id")
-    @classmethod
-    def _token(cls, v: str | None) -> str | None:
-        if v is not None:
-            split_token_id(v)
-        return v
-
-
-class ClusterOut(BaseModel):
+class ClusterOut(Model):
     id: int
     cluster_name: str
     api_url: str
@@ -197,7 +201,8 @@ async def update_cluster(call: Call) -> ClusterOut:
     The new settings are tried against PVE first; nothing changes unless PVE
     accepts them and still answers as the same cluster.
     """
-    changes = call.body.model_dump(exclude_none=True)
+    body: ClusterUpdate = call.body
+    changes = {name: value for name in body.__struct_fields__ if (value := getattr(body, name)) is not None}
     if not changes:
         raise ApiError(400, "invalid_request", "give api_url, token_id, token_secret and/or verify_ssl")
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
+
+from coordinator.api.timefmt import json_default
 
 
 class ApiError(Exception):
@@ -44,4 +47,8 @@ def error_response(
 
 
 def success(data: Any) -> web.Response:
-    return web.json_response({"code": 200, "message": "success", "data": data})
+    return web.json_response({"code": 200, "message": "success", "data": data}, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default)

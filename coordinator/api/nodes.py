@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from msgspec import Meta
 from sqlalchemy import select
 
 from coordinator.agents.registry import is_live
@@ -14,15 +15,16 @@ from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, DB
 from coordinator.db.models import Agent, PveCluster, PveNode
 from coordinator.db.types import utcnow
+from shared.validation import Model
 
 routes = Routes("inventory")
 
 
 class NodeQuery(PageQuery):
-    cluster_id: int | None = Field(None, ge=1, description="only nodes of this cluster")
+    cluster_id: Annotated[int, Meta(ge=1, description="only nodes of this cluster")] | None = None
 
 
-class NodeOut(BaseModel):
+class NodeOut(Model):
     id: int
     node_name: str
     cluster_id: int

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
-from pydantic.json_schema import models_json_schema
+import msgspec
 
 from coordinator.api.routing import API_PREFIX, Endpoint
+from shared.validation import schema_hook
 from shared.version import VERSION
 
-REF = "#/components/schemas/{model}"
+REF = "#/components/schemas/{name}"
 
 _STATUS_TEXT = {
     400: "Bad input (the message names it)",
@@ -53,25 +53,28 @@ def _envelope(data_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build(endpoints: list[Endpoint]) -> dict[str, Any]:
-    models: list[tuple[type[BaseModel], Any]] = []
-    for ep in endpoints:
-        for model in (ep.query, ep.body):
-            if model is not None:
-                models.append((model, "validation"))
-        if isinstance(ep.response, type) and issubclass(ep.response, BaseModel):
-            models.append((ep.response, "serialization"))
-    refs, top = models_json_schema(models, ref_template=REF)
-    components: dict[str, Any] = dict(top.get("$defs", {}))
-    components["ErrorEnvelope"] = ERROR_ENVELOPE
+def _key(tp: Any) -> str:
+    return repr(tp)  # Page[X] is a new alias object each time it is written
 
-    def schema_of(model: Any, mode: str) -> dict[str, Any]:
-        if model is None:
-            return {"type": "object"}
-        key = (model, mode)
-        if key in refs:
-            return refs[key]  # type: ignore[index]
-        return TypeAdapter(model).json_schema(ref_template=REF, mode="serialization")
+
+def _response_schema(schema_of: dict[str, Any], response: Any) -> dict[str, Any]:
+    return {"type": "object"} if response is None else dict(schema_of[_key(response)])
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without the null option (a query has no null, only absence)."""
+    options = [o for o in prop.get("anyOf", ()) if o != {"type": "null"}]
+    return options[0] if len(options) == 1 else prop
+
+
+def build(endpoints: list[Endpoint]) -> dict[str, Any]:
+    # Every type any endpoint reads or answers, in one pass: shared structs become one component.
+    types: list[Any] = []
+    for ep in endpoints:
+        types.extend(t for t in (ep.query, ep.body, ep.response) if t is not None)
+    schemas, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=REF)
+    schema_of = dict(zip(map(_key, types), schemas, strict=True))
+    components["ErrorEnvelope"] = ERROR_ENVELOPE
 
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -92,24 +95,27 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
             for name in ep.path_params
         ]
         if ep.query is not None:
-            query_schema = ep.query.model_json_schema(ref_template=REF)
+            query_schema = components[ep.query.__name__]
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
+                schema = _not_null(prop)
                 param: dict[str, Any] = {
                     "name": name,
                     "in": "query",
                     "required": name in required,
-                    "schema": {k: v for k, v in prop.items() if k != "description"},
+                    "schema": {k: v for k, v in schema.items() if k not in ("description", "default")},
                 }
-                if "description" in prop:
-                    param["description"] = prop["description"]
+                if "description" in schema:
+                    param["description"] = schema["description"]
+                if prop.get("default") is not None:
+                    param["schema"]["default"] = prop["default"]
                 params.append(param)
         if params:
             op["parameters"] = params
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": schema_of(ep.body, "validation")}},
+                "content": {"application/json": {"schema": schema_of[_key(ep.body)]}},
             }
         elif ep.raw_body_schema is not None:
             op["requestBody"] = ep.raw_body_schema
@@ -117,7 +123,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
             "200": {
                 "description": "Success",
                 "content": {
-                    "application/json": {"schema": _envelope(schema_of(ep.response, "serialization"))}
+                    "application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}
                 },
             }
         }
@@ -127,7 +133,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
         for status in sorted(statuses):
             responses[str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
-                "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorEnvelope")}}},
+                "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorEnvelope")}}},
             }
         op["responses"] = responses
         if ep.role is None:

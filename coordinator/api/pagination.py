@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import builtins
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.validation import Input, Model
 
-class PageQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-    page: int = Field(1, ge=1, description="1-based page number")
-    page_size: int = Field(10, ge=1, le=100, description="items per page, 1..100")
+class PageQuery(Input):
+    page: Annotated[int, Meta(ge=1, description="1-based page number")] = 1
+    page_size: Annotated[int, Meta(ge=1, le=100, description="items per page, 1..100")] = 10
 
 
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Model, Generic[T]):
     total: int
     page: int
     page_size: int
-    list: list[T]
+    list: builtins.list[T]  # the contract's name; the builtin is reached through its module
 
 
 async def paginate(session: AsyncSession, stmt: Select[Any], q: PageQuery) -> tuple[int, list[Any]]:

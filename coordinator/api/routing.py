@@ -1,8 +1,8 @@
 """Declaring an endpoint once.
 
 A resource module creates ``routes = Routes("templates")`` and decorates its
-handlers; the decorator records the path, the role it needs, the pydantic
-models of its query, body and response. From that single record
+handlers; the decorator records the path, the role it needs, the msgspec
+structs of its query, body and response. From that single record
 :func:`mount` builds the aiohttp route (auth, validation, envelope) and
 :mod:`coordinator.api.openapi` builds the OpenAPI document.
 """
@@ -13,13 +13,17 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
+import msgspec
 from aiohttp import web
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from coordinator.api.auth import Principal, authenticate, authenticate_agent
 from coordinator.api.errors import ApiError, success
+from shared.validation import InvalidInput, Model, parse
+
+M = TypeVar("M")
 
 # "agent": the caller must present the agent credential (agents talking to the coordinator).
 Role = Literal["viewer", "operator", "admin", "agent"]
@@ -58,8 +62,8 @@ class Endpoint:
     summary: str
     tag: str
     role: Role | None
-    query: type[BaseModel] | None = None
-    body: type[BaseModel] | None = None
+    query: type[Model] | None = None
+    body: type[Model] | None = None
     response: Any = None
     errors: tuple[int, ...] = ()
     # OpenAPI request body for endpoints that read the body themselves (multipart upload).
@@ -114,52 +118,15 @@ class Routes:
 # ---------------------------------------------------------------- validation
 
 
-def _describe(err: Any) -> tuple[str, str]:
-    loc = ".".join(str(p) for p in err["loc"]) or "body"
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    got = err.get("input")
-    shown = f" (got {json.dumps(got) if not isinstance(got, str) else repr(got)})"
-    messages = {
-        "missing": "is required",
-        "extra_forbidden": "is not a known parameter",
-        "int_parsing": "must be an integer" + shown,
-        "int_type": "must be an integer" + shown,
-        "int_from_float": "must be an integer" + shown,
-        "bool_parsing": "must be true or false" + shown,
-        "bool_type": "must be true or false" + shown,
-        "string_type": "must be a string" + shown,
-        "list_type": "must be a list" + shown,
-        "greater_than_equal": f"must be >= {ctx.get('ge')}" + shown,
-        "greater_than": f"must be > {ctx.get('gt')}" + shown,
-        "less_than_equal": f"must be <= {ctx.get('le')}" + shown,
-        "string_too_short": f"must be at least {ctx.get('min_length')} character(s)" + shown,
-        "string_too_long": f"must be at most {ctx.get('max_length')} characters",
-        "literal_error": f"must be one of {ctx.get('expected')}" + shown,
-        "enum": f"must be one of {ctx.get('expected')}" + shown,
-        "model_type": "must be a JSON object",
-        "dict_type": "must be a JSON object",
-    }
-    text = messages.get(kind)
-    if text is None:
-        text = str(err.get("msg", "is invalid"))
-        text = text.removeprefix("Value error, ")
-    return loc, text
+def validation_error(exc: InvalidInput, where: str) -> ApiError:
+    fields = {loc or where: text for loc, text in exc.fields.items()}
+    return ApiError(400, "invalid_request", f"invalid {where}: {exc}", {"fields": fields})
 
 
-def validation_error(exc: ValidationError, where: str) -> ApiError:
-    fields: dict[str, str] = {}
-    for err in exc.errors():
-        loc, text = _describe(err)
-        fields.setdefault(loc, text)
-    message = "; ".join(text if text.startswith(loc) else f"{loc} {text}" for loc, text in fields.items())
-    return ApiError(400, "invalid_request", f"invalid {where}: {message}", {"fields": fields})
-
-
-def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
+def parse_model(model: type[M], data: Any, where: str) -> M:
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
+        return parse(model, data)
+    except InvalidInput as exc:
         raise validation_error(exc, where) from None
 
 
@@ -183,14 +150,6 @@ async def _read_json(request: web.Request) -> Any:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
-def _jsonable(endpoint: Endpoint, result: Any) -> Any:
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    if endpoint.response is not None:
-        return TypeAdapter(endpoint.response).dump_python(result, mode="json")
-    return result
-
-
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = None
@@ -211,7 +170,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         result = await endpoint.handler(Call(request, principal, path, query, body))
         if isinstance(result, web.StreamResponse):
             return result
-        return success(_jsonable(endpoint, result))
+        # datetimes stay as they are: success() writes them in the API's one format
+        return success(msgspec.to_builtins(result, builtin_types=(datetime,)))
 
     handle.__name__ = endpoint.handler.__name__
     return handle

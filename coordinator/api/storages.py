@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from msgspec import Meta
 from sqlalchemy import select
 
 from coordinator.api.errors import not_found
@@ -10,17 +12,18 @@ from coordinator.api.pagination import Page, PageQuery, paginate
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import DB
 from coordinator.db.models import PveNode, PveStorage
+from shared.validation import Model
 
 routes = Routes("inventory")
 
 
 class StorageQuery(PageQuery):
-    cluster_id: int | None = Field(None, ge=1, description="only storages of this cluster")
-    node_id: int | None = Field(None, ge=1, description="only storages seen by this node")
-    shared: bool | None = Field(None, description="true/1: shared storages, false/0: local")
+    cluster_id: Annotated[int, Meta(ge=1, description="only storages of this cluster")] | None = None
+    node_id: Annotated[int, Meta(ge=1, description="only storages seen by this node")] | None = None
+    shared: Annotated[bool, Meta(description="true/1: shared storages, false/0: local")] | None = None
 
 
-class StorageOut(BaseModel):
+class StorageOut(Model):
     id: int
     storage_name: str
     type: str

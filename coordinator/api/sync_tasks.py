@@ -11,9 +11,9 @@ DELETE /templates/sync-tasks/{task_id}           pending only
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +37,7 @@ from coordinator.db.models import (
 )
 from coordinator.sync_tasks import create_sync_tasks
 from coordinator.upload_plan import sync_targets
+from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
 routes = Routes("sync-tasks")
@@ -44,12 +45,12 @@ routes = Routes("sync-tasks")
 Status = Literal["pending", "syncing", "importing", "completed", "failed", "canceled"]
 
 
-class NodeRef(BaseModel):
+class NodeRef(Model):
     node_id: int
     node_name: str
 
 
-class SyncTaskOut(BaseModel):
+class SyncTaskOut(Model):
     task_id: int
     template_id: int
     template_name: str
@@ -69,36 +70,34 @@ class SyncTaskOut(BaseModel):
     created_at: UtcTime
 
 
-class SyncTaskBrief(BaseModel):
+class SyncTaskBrief(Model):
     task_id: int
     target_node_id: int
     target_node_name: str
     status: str
 
 
-class Skipped(BaseModel):
+class Skipped(Model):
     node_id: int
     node_name: str
     reason: str
 
 
-class SyncRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    target_node_ids: list[int] = Field(min_length=1, description="nodes to copy the template to")
+class SyncRequest(Input):
+    target_node_ids: Annotated[list[int], Meta(min_length=1, description="nodes to copy the template to")]
 
 
-class SyncStarted(BaseModel):
+class SyncStarted(Model):
     sync_tasks: list[SyncTaskBrief]
     skipped: list[Skipped]
 
 
 class SyncTaskQuery(PageQuery):
-    template_id: int | None = Field(None, ge=1)
+    template_id: Annotated[int, Meta(ge=1)] | None = None
     status: Status | None = None
 
 
-class StatusChange(BaseModel):
+class StatusChange(Model):
     task_id: int
     status: str
 

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-)
+import msgspec
+from msgspec import Meta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +17,7 @@ from coordinator.appkeys import AGENTS, DB
 from coordinator.db.models import PveCluster, TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.template_delete import cascade_delete, soft_delete
+from shared.validation import Checked, Input, Model
 
 routes = Routes("templates")
 
@@ -40,24 +35,29 @@ def clean_template_name(value: str) -> str:
     return name
 
 
-class TemplateQuery(PageQuery):
-    cluster_id: int | None = Field(None, ge=1, description="only templates of this cluster")
-    name: str | None = Field(None, max_length=NAME_MAX, description="name contains this text")
+class TemplateName(str, Checked):
+    """A template name: trimmed, 1..128 characters, no control characters."""
 
+    json_schema = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
 
-class TemplateUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    template_name: str | None = None
-    description: str | None = Field(None, max_length=4096)
-
-    @field_validator("template_name")
     @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        return None if v is None else clean_template_name(v)
+    def parse(cls, raw: Any) -> TemplateName:
+        if not isinstance(raw, str):
+            raise ValueError("template_name must be a string")
+        return cls(clean_template_name(raw))
 
 
-class TemplateOut(BaseModel):
+class TemplateQuery(PageQuery):
+    cluster_id: Annotated[int, Meta(ge=1, description="only templates of this cluster")] | None = None
+    name: Annotated[str, Meta(max_length=NAME_MAX, description="name contains this text")] | None = None
+
+
+class TemplateUpdate(Input):
+    template_name: TemplateName | None = None
+    description: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class TemplateOut(Model):
     id: int
     template_name: str
     cluster_id: int
@@ -69,23 +69,21 @@ class TemplateOut(BaseModel):
     modifier: str
 
 
-class DeleteQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    cascade: bool = Field(False, description="also remove every instance's VM from Proxmox")
+class DeleteQuery(Input):
+    cascade: Annotated[bool, Meta(description="also remove every instance's VM from Proxmox")] = False
 
 
-class RemovedVm(BaseModel):
+class RemovedVm(Model):
     node_name: str
     vmid: int
     existed: bool
 
 
-class Deleted(BaseModel):
+class Deleted(Model):
     id: int
     deleted: bool
     cascade: bool
-    removed_vms: list[RemovedVm] = Field(default_factory=list)
+    removed_vms: list[RemovedVm] = []
     removed_images: int = 0
 
 
@@ -192,18 +190,16 @@ async def delete_template(call: Call) -> Deleted:
         id=template_id,
         deleted=True,
         cascade=True,
-        removed_vms=[RemovedVm.model_validate(v) for v in result.removed_vms],
+        removed_vms=msgspec.convert(result.removed_vms, list[RemovedVm]),
         removed_images=result.removed_images,
     )
 
 
-class DetailQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    include_instances: bool = Field(False, description="also list the template's instances")
+class DetailQuery(Input):
+    include_instances: Annotated[bool, Meta(description="also list the template's instances")] = False
 
 
-class UploadInfo(BaseModel):
+class UploadInfo(Model):
     upload_id: int
     storage_name: str
     is_shared: bool
@@ -221,7 +217,7 @@ class UploadInfo(BaseModel):
     created_at: UtcTime
 
 
-class InstanceOut(BaseModel):
+class InstanceOut(Model, omit_defaults=True):
     instance_id: int
     node_id: int
     node_name: str
@@ -229,17 +225,12 @@ class InstanceOut(BaseModel):
     storage_name: str
     status: str
     is_primary: bool
-    sync_progress: int | None = Field(None, description="present when a sync task made this instance")
-
-    @model_serializer(mode="wrap")
-    def _drop_absent_progress(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.sync_progress is None:
-            data.pop("sync_progress", None)
-        return data
+    sync_progress: Annotated[int, Meta(description="present when a sync task made this instance")] | None = (
+        None
+    )
 
 
-class TemplateDetail(BaseModel):
+class TemplateDetail(Model, omit_defaults=True):
     id: int
     template_name: str
     cluster_id: int
@@ -248,15 +239,8 @@ class TemplateDetail(BaseModel):
     upload_info: UploadInfo | None
     instances: list[InstanceOut] | None = None
 
-    @model_serializer(mode="wrap")
-    def _drop_absent_instances(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.instances is None:
-            data.pop("instances", None)
-        return data
 
-
-class InstanceList(BaseModel):
+class InstanceList(Model):
     template_id: int
     template_name: str
     total: int

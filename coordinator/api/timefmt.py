@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import PlainSerializer, WithJsonSchema
+from msgspec import Meta
+
+UtcTime = Annotated[datetime, Meta(extra_json_schema={"examples": ["2025-12-24T10:00:00Z"]})]
 
 
-def _format(value: datetime) -> str:
+def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-UtcTime = Annotated[
-    datetime,
-    PlainSerializer(_format, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2025-12-24T10:00:00Z"]}),
-]
+def json_default(value: Any) -> Any:
+    """``default`` for json.dumps: the one place a response's datetimes become text."""
+    if isinstance(value, datetime):
+        return format_time(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

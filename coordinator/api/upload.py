@@ -16,12 +16,13 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http import HttpProcessingError, HttpVersion11
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from msgspec import Meta
 
 from agent.client import AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
@@ -29,12 +30,14 @@ from coordinator import uploads
 from coordinator.api.auth import authenticate
 from coordinator.api.errors import ApiError, error_response
 from coordinator.api.file_part import FilePartStream
-from coordinator.api.routing import Call, Routes, validation_error
-from coordinator.api.templates import clean_template_name
+from coordinator.api.routing import Call, Routes, parse_model
+from coordinator.api.sync_tasks import SyncTaskBrief
+from coordinator.api.templates import TemplateName
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
 from coordinator.upload_plan import plan_upload
+from shared.validation import Checked, Input, Model
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
@@ -56,66 +59,73 @@ VM_CONFIG_RESERVED = {
 }
 
 
-def _parse_ids(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
+class NodeIds(list[int], Checked):
+    """Node ids as a form sends them: "2,3", "[2,3]" or a JSON list."""
+
+    json_schema = {"type": "array", "items": {"type": "integer", "minimum": 1}}
+
+    @classmethod
+    def parse(cls, raw: Any) -> NodeIds:
+        items = raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text.startswith("["):
+                try:
+                    items = json.loads(text)
+                except ValueError:
+                    items = None
+            else:
+                items = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(items, list):
+            raise ValueError("sync_node_ids must be a list of node ids like 2,3 or [2,3]")
+        ids = cls()
+        for item in items:
+            if isinstance(item, bool) or not str(item).isdigit() or int(item) < 1:
+                raise ValueError(f"sync_node_ids: {item!r} is not a node id (a positive integer)")
+            ids.append(int(item))
+        return ids
+
+
+class VmConfig(dict[str, str | int | bool], Checked):
+    """PVE VM options for the template, as a JSON object; pvesphere's own keys are refused."""
+
+    json_schema = {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean"]}}
+
+    @classmethod
+    def parse(cls, raw: Any) -> VmConfig:
+        value = raw
+        if isinstance(raw, str):
             try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError("sync_node_ids must be a list of node ids like 2,3 or [2,3]") from None
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-class UploadForm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    template_name: str
-    cluster_id: int = Field(ge=1)
-    storage_id: int = Field(ge=1)
-    description: str = Field("", max_length=4096)
-    auto_sync: bool = False
-    sync_node_ids: list[int] = Field(default_factory=list)
-    vm_config: dict[str, str | int | bool] = Field(default_factory=dict)
-    wait: bool = False
-
-    @field_validator("template_name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return clean_template_name(v)
-
-    @field_validator("sync_node_ids", mode="before")
-    @classmethod
-    def _ids(cls, v: Any) -> Any:
-        return _parse_ids(v)
-
-    @field_validator("vm_config", mode="before")
-    @classmethod
-    def _vm_config(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v) if v.strip() else {}
+                value = json.loads(raw) if raw.strip() else {}
             except ValueError:
                 raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
-        if not isinstance(v, dict):
+        if not isinstance(value, dict):
             raise ValueError("vm_config must be a JSON object")
-        for key in v:
+        for key, option in value.items():
             if not VM_CONFIG_KEY.match(str(key)):
                 raise ValueError(f"vm_config key {key!r} is not a PVE VM option name")
             if key in VM_CONFIG_RESERVED:
                 raise ValueError(f"vm_config key {key!r} is set by pvesphere and cannot be overridden")
-        return v
+            if not isinstance(option, str | int | bool):
+                raise ValueError(f"vm_config {key!r} must be a string, number or boolean")
+        return cls(value)
 
 
-class UploadQuery(BaseModel):
+class UploadForm(Input):
+    template_name: TemplateName
+    cluster_id: Annotated[int, Meta(ge=1)]
+    storage_id: Annotated[int, Meta(ge=1)]
+    description: Annotated[str, Meta(max_length=4096)] = ""
+    auto_sync: bool = False
+    sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
+    vm_config: VmConfig = msgspec.field(default_factory=VmConfig)
+    wait: bool = False
+
+
+class UploadQuery(Input):
     """wait may come as a query parameter too (curl -F puts fields in the body)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    wait: bool = Field(False, description="answer after the import (as the form field wait)")
+    wait: Annotated[bool, Meta(description="answer after the import (as the form field wait)")] = False
 
 
 UPLOAD_BODY_SCHEMA = {
@@ -152,19 +162,12 @@ UPLOAD_BODY_SCHEMA = {
 }
 
 
-class ImportNode(BaseModel):
+class ImportNode(Model):
     node_id: int
     node_name: str
 
 
-class SyncTaskBrief(BaseModel):
-    task_id: int
-    target_node_id: int
-    target_node_name: str
-    status: str
-
-
-class UploadResult(BaseModel):
+class UploadResult(Model):
     template_id: int
     upload_id: int
     storage_type: str
@@ -331,7 +334,7 @@ async def upload_template(call: Call) -> UploadResult:
                 502,
                 "import_failed",
                 result.error_message or "import failed",
-                {"result": result.model_dump()},
+                {"result": msgspec.to_builtins(result)},
             )
     return result
 
@@ -341,10 +344,7 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
     request = call.request
     config = request.app[CONFIG]
     fields, file_part = await _read_form(request)
-    try:
-        form = UploadForm.model_validate(fields)
-    except ValidationError as exc:
-        raise validation_error(exc, "form") from None
+    form = parse_model(UploadForm, fields, "form")
     file_name = sanitise_file_name(file_part.filename)
     try:
         fmt = declared_format(file_name)
