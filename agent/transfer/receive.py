@@ -379,27 +379,33 @@ class Receives:
             await writer.prepare()
             parser = FrameParser(CHUNK)
             expected = receive.rec.verified
-            body_iter = body.__aiter__()
-            while True:
-                try:
-                    piece = await asyncio.wait_for(body_iter.__anext__(), STALL_SECONDS)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise TransferRefused(408, "stalled", f"no data for {STALL_SECONDS:.0f} s") from None
-                if receive.session is not session:
-                    raise TransferRefused(409, "session_superseded", "a newer session took over")
-                receive.last_data_at = time.monotonic()
-                for frame in parser.feed(piece):
-                    if frame.offset != expected:
-                        raise TransferRefused(
-                            400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
-                        )
-                    expected += frame.length
-                    if expected > receive.rec.size:
-                        raise TransferRefused(400, "bad_offset", "frames go past the end of the image")
-                    receive.rec.received_bytes += frame.length
-                    await writer.write(frame)
+            loop = asyncio.get_running_loop()
+            # One deadline pushed forward as data comes (wait_for per piece would make a
+            # task for every read: thousands per GiB on the event loop).
+            stall = asyncio.timeout(STALL_SECONDS)
+            try:
+                async with stall:
+                    async for piece in body:
+                        stall.reschedule(loop.time() + STALL_SECONDS)
+                        if receive.session is not session:
+                            raise TransferRefused(409, "session_superseded", "a newer session took over")
+                        receive.last_data_at = time.monotonic()
+                        for frame in parser.feed(piece):
+                            if frame.offset != expected:
+                                raise TransferRefused(
+                                    400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
+                                )
+                            expected += frame.length
+                            if expected > receive.rec.size:
+                                raise TransferRefused(
+                                    400, "bad_offset", "frames go past the end of the image"
+                                )
+                            receive.rec.received_bytes += frame.length
+                            await writer.write(frame)
+            except TimeoutError:
+                if not stall.expired():
+                    raise  # a write's own ETIMEDOUT, not a silent sender
+                raise TransferRefused(408, "stalled", f"no data for {STALL_SECONDS:.0f} s") from None
             await writer.drain()
             if not parser.idle:
                 raise TransferRefused(400, "truncated", "the stream ended inside a frame")
