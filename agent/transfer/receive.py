@@ -177,6 +177,9 @@ class Receive:
     def readable_path(self) -> Path:
         return self.path if self.rec.state == "complete" else self.part_path
 
+    def whole(self) -> bool:
+        return self.rec.state == "complete"
+
     def cached(self, offset: int, length: int) -> tuple[bytes, list[memoryview]] | None:
         """A chunk that just landed, as (digest, payload pieces), if it is exactly this range."""
         for frame in self.recent:
