@@ -118,16 +118,13 @@ class Routes:
 # ---------------------------------------------------------------- validation
 
 
-def validation_error(exc: InvalidInput, where: str) -> ApiError:
-    fields = {loc or where: text for loc, text in exc.fields.items()}
-    return ApiError(400, "invalid_request", f"invalid {where}: {exc}", {"fields": fields})
-
-
 def parse_model(model: type[M], data: Any, where: str) -> M:
+    """``data`` as a ``model``, or a 400 naming every bad field (``where``: query, body, form)."""
     try:
         return parse(model, data)
     except InvalidInput as exc:
-        raise validation_error(exc, where) from None
+        fields = {loc or where: text for loc, text in exc.fields.items()}
+        raise ApiError(400, "invalid_request", f"invalid {where}: {exc}", {"fields": fields}) from None
 
 
 def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
