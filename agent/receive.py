@@ -54,13 +54,14 @@ class HashingWriter:
         for chunk in batch:
             self.hasher.update(chunk)
 
-    async def _flush(self) -> None:
+    async def _flush(self, last: bool = False) -> None:
+        """Wait for the batch being written; hand over the next one (``last``: and the tail)."""
         if self._pending is not None:
             await self._pending
             self._pending = None
-        if self._batch:
+        if self._batch or last:
             batch, self._batch, self._batched = self._batch, [], 0
-            self._pending = asyncio.get_running_loop().run_in_executor(None, self._flush_sync, batch)
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._flush_sync, batch, last)
 
     async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -73,11 +74,8 @@ class HashingWriter:
 
     async def finish(self) -> str:
         """Flush, fsync and return the hex sha256."""
-        if self._pending is not None:
-            await self._pending
-            self._pending = None
-        batch, self._batch, self._batched = self._batch, [], 0
-        await asyncio.to_thread(self._flush_sync, batch, True)
+        await self._flush(last=True)
+        await self._flush()  # (waits for the last one)
         await asyncio.to_thread(os.fsync, self.fd)
         return self.hasher.hexdigest()
 

@@ -13,7 +13,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-NAME = re.compile(r"^(upload|sync)-[0-9]+-[0-9a-f]{8}\.(qcow2|raw|vmdk)$")
+NAME = re.compile(r"^(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)$")
 PART_SUFFIX = ".part"
 
 
@@ -57,7 +57,7 @@ class Staging:
                 mtime = path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            upload_id = int(path.name.split("-")[1])
+            upload_id = int(match.group(2))
             found[upload_id] = max(mtime, found.get(upload_id, mtime))
         return found
 

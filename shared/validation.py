@@ -39,6 +39,22 @@ class Checked:
         raise NotImplementedError
 
 
+class CheckedStr(str, Checked):
+    """A string field checked by ``check`` (which returns the text to keep)."""
+
+    field: ClassVar[str]
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, raw: Any) -> CheckedStr:
+        if not isinstance(raw, str):
+            raise ValueError(f"{cls.field} must be a string")
+        return cls(cls.check(raw))
+
+
 class InvalidInput(ValueError):
     """``fields`` maps each bad field ("" for the whole input) to what is wrong with it."""
 

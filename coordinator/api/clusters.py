@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from msgspec import Meta
 from sqlalchemy import func, select
@@ -17,37 +17,35 @@ from coordinator.db.models import PveCluster, PveNode, PveStorage
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
 from shared.pve_api import normalise_api_url, split_token_id
-from shared.validation import Checked, Input, Model
+from shared.validation import CheckedStr, Input, Model
 
 routes = Routes("inventory")
 
 
-class ApiUrl(str, Checked):
+class ApiUrl(CheckedStr):
     """A PVE API address, normalised to https://host:port."""
 
+    field = "api_url"
     json_schema = {
         "type": "string",
         "description": "PVE API address, e.g. https://pve1.example.com:8006",
     }
 
     @classmethod
-    def parse(cls, raw: Any) -> ApiUrl:
-        if not isinstance(raw, str):
-            raise ValueError("api_url must be a string")
-        return cls(normalise_api_url(raw))
+    def check(cls, text: str) -> str:
+        return normalise_api_url(text)
 
 
-class TokenId(str, Checked):
+class TokenId(CheckedStr):
     """A PVE API token id, USER@REALM!TOKENNAME."""
 
+    field = "token_id"
     json_schema = {"type": "string", "description": "API token id, USER@REALM!TOKENNAME"}
 
     @classmethod
-    def parse(cls, raw: Any) -> TokenId:
-        if not isinstance(raw, str):
-            raise ValueError("token_id must be a string")
-        split_token_id(raw)
-        return cls(raw)
+    def check(cls, text: str) -> str:
+        split_token_id(text)
+        return text
 
 
 class ClusterIn(Input):

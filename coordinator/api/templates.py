@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -17,7 +17,7 @@ from coordinator.appkeys import AGENTS, DB
 from coordinator.db.models import PveCluster, TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.template_delete import cascade_delete, soft_delete
-from shared.validation import Checked, Input, Model
+from shared.validation import CheckedStr, Input, Model
 
 routes = Routes("templates")
 
@@ -35,16 +35,15 @@ def clean_template_name(value: str) -> str:
     return name
 
 
-class TemplateName(str, Checked):
+class TemplateName(CheckedStr):
     """A template name: trimmed, 1..128 characters, no control characters."""
 
+    field = "template_name"
     json_schema = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
 
     @classmethod
-    def parse(cls, raw: Any) -> TemplateName:
-        if not isinstance(raw, str):
-            raise ValueError("template_name must be a string")
-        return cls(clean_template_name(raw))
+    def check(cls, text: str) -> str:
+        return clean_template_name(text)
 
 
 class TemplateQuery(PageQuery):
