@@ -15,6 +15,8 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from aiohttp import StreamReader
+
 from shared.direct_write import SequentialWriter, open_for_writing
 
 BATCH = 4 << 20
@@ -112,3 +114,18 @@ async def receive_to_file(stream: AsyncIterator[bytes], path: Path, limit: int) 
         raise
     finally:
         writer.close()
+
+
+async def body_pieces(content: StreamReader) -> AsyncIterator[bytes]:
+    """A request body as the network delivered it, piece by piece.
+
+    aiohttp's ``iter_any()``/``readany()`` join every piece buffered so far into one
+    bytes object: a copy of the data on the event loop whenever the reader falls behind.
+    ``readchunk()`` hands over the buffered pieces one at a time, uncopied.
+    """
+    while True:
+        data, end_of_http_chunk = await content.readchunk()
+        if not data and not end_of_http_chunk:
+            return
+        if data:
+            yield data

@@ -12,10 +12,9 @@ import os
 from aiohttp import web
 
 from agent.appkeys import STAGING
-from agent.receive import NoSpace, TooLarge, receive_to_file
+from agent.receive import NoSpace, TooLarge, body_pieces, receive_to_file
 from agent.server_errors import json_error
 from agent.validate import ImageRejected, inspect
-from shared.frames import body_pieces
 
 log = logging.getLogger(__name__)
 FORMATS = ("qcow2", "raw", "vmdk")

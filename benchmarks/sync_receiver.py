@@ -1,13 +1,15 @@
 """The receiving side of a sync alone: how fast can a target take in an image, no network?
 
 Frames of a 2 GiB image (`--quick`: 512 MiB) are fed from memory, 256 KiB at a time (what
-a socket read brings), into the agent's own receive path (agent/transfer/receive.py:
-frame parsing, each chunk's xxh3, O_DIRECT writes into a staging directory in the work
-directory, the running sha256, the final compare). Baseline in the same run: hashlib's
-sha256 over the same bytes, which no receiver can beat (every byte must go through it).
+a socket read brings), into the agent's own receive path (agent/transfer/frame_reader.py
+and receive.py: frame parsing into the reader's buffers, each chunk's xxh3, O_DIRECT writes
+into a staging directory in the work directory, the running sha256, the final compare).
+Baseline in the same run: hashlib's sha256 over the same bytes, which no receiver can beat
+(every byte must go through it).
 
 No target of its own: it shows where the loopback sync's ceiling is (issue 4). The CPU
-includes copying each piece once, as a socket read would.
+includes copying each piece once into the reader's buffers, as the kernel's socket read
+does.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import uvloop
 
 from agent.staging import Staging
+from agent.transfer.frame_reader import FrameReader
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
@@ -29,7 +31,7 @@ from benchmarks.base import Benchmark, Options
 from benchmarks.measure import median, own_cpu_seconds
 from benchmarks.report import Target, mb_per_s, size_label, table
 from benchmarks.system import require_disk
-from shared.frames import CHUNK, chunk_digest, encode_header
+from shared.frames import CHUNK, chunk_digest, encode_header, stream_length
 from shared.tickets import TicketSigner, TicketVerifier
 
 SIZE = 2 << 30
@@ -52,14 +54,36 @@ def _sha256(size: int, payloads: list[bytes]) -> tuple[str, float, float]:
     return h.hexdigest(), time.perf_counter() - started, own_cpu_seconds() - cpu
 
 
-async def _pieces(size: int, payloads: list[bytes]) -> AsyncIterator[bytes]:
+class _MemoryTransport:
+    """Stands in for the socket: the reader pauses and resumes it as its buffers fill and free."""
+
+    def __init__(self) -> None:
+        self.readable = asyncio.Event()
+        self.readable.set()
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        self.readable.clear()
+
+    def resume_reading(self) -> None:
+        self.readable.set()
+
+
+async def _feed(reader: FrameReader, transport: _MemoryTransport, size: int, payloads: list[bytes]) -> None:
     digests = [chunk_digest(p) for p in payloads]
     for i in range(size // CHUNK):
-        yield encode_header(i * CHUNK, CHUNK, digests[i % len(payloads)])
         payload = memoryview(_payload(i, payloads))
-        for start in range(0, CHUNK, READ):
-            yield bytes(payload[start : start + READ])  # a socket read copies once too
-            await asyncio.sleep(0)  # and is a trip through the event loop
+        pieces = [memoryview(encode_header(i * CHUNK, CHUNK, digests[i % len(payloads)]))]
+        pieces += [payload[start : start + READ] for start in range(0, CHUNK, READ)]
+        for piece in pieces:
+            await transport.readable.wait()
+            reader.feed(piece)  # copies into the reader's buffer, as recv() does
+            await asyncio.sleep(0)  # and a read is a trip through the event loop
 
 
 async def _receive(
@@ -77,8 +101,12 @@ async def _receive(
     )
     try:
         session, _ = receives.open_session(task_id, ticket, [])
+        reader, transport = FrameReader(stream_length(0, size)), _MemoryTransport()
+        reader.attach(transport, asyncio.Protocol())  # type: ignore[arg-type]
         started, cpu = time.perf_counter(), own_cpu_seconds()
-        view = await receives.stream(task_id, session.id, _pieces(size, payloads))
+        feeding = asyncio.create_task(_feed(reader, transport, size, payloads))
+        view = await receives.stream(task_id, session.id, reader.frames())
+        await feeding
         seconds, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu
         if view["state"] != "complete":
             raise RuntimeError(f"the receive did not complete: {view}")

@@ -62,10 +62,19 @@ class SequentialWriter:
         self._buf = mmap.mmap(-1, BUFFER) if direct else None
         self._filled = 0
 
-    def write(self, pieces: Sequence[bytes | memoryview]) -> None:
+    def write(self, pieces: Sequence[bytes | memoryview], aligned: bool = False) -> None:
+        """``aligned``: ``pieces`` is one page-aligned buffer; its whole blocks are written
+        straight from it when nothing is waiting before them (no copy)."""
         if self._buf is None:
             self._writev(pieces)
             return
+        if aligned and len(pieces) == 1 and self._filled == 0 and self.offset % ALIGN == 0:
+            data = memoryview(pieces[0]).cast("B")
+            whole = len(data) - len(data) % ALIGN
+            if whole:
+                self._pwrite_blocks(data[:whole])
+                self.offset += whole
+                pieces = [data[whole:]]
         for piece in pieces:
             data = memoryview(piece).cast("B")
             while data:
@@ -100,21 +109,25 @@ class SequentialWriter:
             if done:
                 views = [views[0][done:], *views[1:]]
 
+    def _pwrite_blocks(self, data: memoryview) -> None:
+        """Whole blocks from an aligned buffer at the (aligned) offset."""
+        try:
+            _pwrite_all(self.fd, data, self.offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not self.direct:
+                raise
+            # The filesystem took the flag at open but not the write: go buffered.
+            _set_direct(self.fd, False)
+            self.direct = False
+            _pwrite_all(self.fd, data, self.offset)
+
     def _write_out(self, final: bool) -> None:
         assert self._buf is not None
         data = memoryview(self._buf)[: self._filled]
         try:
             whole = self._filled - self._filled % ALIGN if self.offset % ALIGN == 0 else 0
             if whole:
-                try:
-                    _pwrite_all(self.fd, data[:whole], self.offset)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    # The filesystem took the flag at open but not the write: go buffered.
-                    _set_direct(self.fd, False)
-                    self.direct = False
-                    _pwrite_all(self.fd, data[:whole], self.offset)
+                self._pwrite_blocks(data[:whole])
                 self.offset += whole
             rest = self._filled - whole
             if rest and (final or whole == 0):

@@ -11,18 +11,18 @@ the payload itself in msgpack copies it, which costs about a third of the throug
 sha256, checked at the end, is what proves the copy is the uploaded image.
 
 Frames lie on a fixed grid (``start``, ``start + CHUNK``, ...), so the length of a whole
-stream is known before it is sent (a Content-Length body, no chunked encoding).
+stream is known before it is sent (a Content-Length body, no chunked encoding). The
+receiving agent reads frames off the socket in agent/transfer/frame_reader.py.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgpack
 import xxhash
-from aiohttp import StreamReader
 
 CHUNK = 4 << 20  # calibration: 1 MiB and 16 MiB frames are both slower
 DIGEST_SIZE = 8
@@ -58,11 +58,41 @@ def stream_length(start: int, end: int, chunk: int = CHUNK) -> int:
     return sum(len(encode_header(o, n, placeholder)) + n for o, n in frame_ranges(start, end, chunk))
 
 
+def decode_header(raw: bytes | memoryview, max_payload: int = CHUNK) -> tuple[int, int, bytes]:
+    """(offset, payload length, digest) of a frame's msgpack header; FrameError if it is not one."""
+    try:
+        header = msgpack.unpackb(raw)
+        offset, length, digest = header["o"], header["n"], header["d"]
+    except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
+        raise FrameError(f"bad frame header: {exc}") from None
+    if not (isinstance(offset, int) and isinstance(length, int) and isinstance(digest, bytes)):
+        raise FrameError("bad frame header: wrong field types")
+    if offset < 0 or not 0 < length <= max_payload or len(digest) != DIGEST_SIZE:
+        raise FrameError(f"bad frame header: offset {offset}, length {length}")
+    return offset, length, digest
+
+
+def header_length(prefix: bytes | bytearray | memoryview) -> int:
+    """The length the 4-byte prefix announces for the header that follows it."""
+    (length,) = PREFIX.unpack(prefix)
+    if not 0 < length <= MAX_HEADER:
+        raise FrameError(f"frame header length {length} is out of range")
+    return int(length)
+
+
 @dataclass
 class Frame:
+    """One received chunk: where it goes, its digest, and its payload (views, not copies).
+
+    ``aligned``: the payload is one page-aligned buffer (it can be written with O_DIRECT as
+    it is). ``on_release``: called once the payload's memory may be reused.
+    """
+
     offset: int
     digest: bytes
     pieces: list[memoryview]
+    aligned: bool = False
+    on_release: Callable[[], None] | None = None
 
     @property
     def length(self) -> int:
@@ -71,79 +101,12 @@ class Frame:
     def intact(self) -> bool:
         return chunk_digest(*self.pieces) == self.digest
 
+    def release(self) -> None:
+        """Done with the payload (the views must not be used after this)."""
+        if self.on_release is not None:
+            callback, self.on_release = self.on_release, None
+            callback()
 
-class FrameParser:
-    """Turns the pieces of a body (as the network delivers them) into frames.
-
-    Payload bytes are not copied: a frame's payload is a list of views into the pieces.
-    """
-
-    def __init__(self, max_payload: int = CHUNK) -> None:
-        self.max_payload = max_payload
-        self._head = bytearray()
-        self._head_len: int | None = None
-        self._frame: Frame | None = None
-        self._remaining = 0
-
-    @property
-    def idle(self) -> bool:
-        """Between frames (a body may end here)."""
-        return self._frame is None and not self._head and self._head_len is None
-
-    def feed(self, data: bytes | memoryview) -> list[Frame]:
-        done: list[Frame] = []
-        view = memoryview(data)
-        while view:
-            if self._frame is not None:
-                take = view[: self._remaining]
-                self._frame.pieces.append(take)
-                self._remaining -= len(take)
-                view = view[len(take) :]
-                if self._remaining == 0:
-                    done.append(self._frame)
-                    self._frame = None
-                continue
-            want = PREFIX.size if self._head_len is None else self._head_len
-            take = view[: want - len(self._head)]
-            self._head += take
-            view = view[len(take) :]
-            if len(self._head) < want:
-                continue
-            if self._head_len is None:
-                (self._head_len,) = PREFIX.unpack(self._head)
-                self._head.clear()
-                if not 0 < self._head_len <= MAX_HEADER:
-                    raise FrameError(f"frame header length {self._head_len} is out of range")
-                continue
-            self._start_frame(bytes(self._head))
-            self._head.clear()
-            self._head_len = None
-        return done
-
-    def _start_frame(self, raw: bytes) -> None:
-        try:
-            header = msgpack.unpackb(raw)
-            offset, length, digest = header["o"], header["n"], header["d"]
-        except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
-            raise FrameError(f"bad frame header: {exc}") from None
-        if not (isinstance(offset, int) and isinstance(length, int) and isinstance(digest, bytes)):
-            raise FrameError("bad frame header: wrong field types")
-        if offset < 0 or not 0 < length <= self.max_payload or len(digest) != DIGEST_SIZE:
-            raise FrameError(f"bad frame header: offset {offset}, length {length}")
-        self._frame = Frame(offset, digest, [])
-        self._remaining = length
-
-
-async def body_pieces(content: StreamReader) -> AsyncIterator[bytes]:
-    """A request body as the network delivered it, piece by piece.
-
-    aiohttp's ``iter_any()``/``readany()`` join every piece buffered so far into one
-    bytes object: a copy of the data on the event loop whenever the reader falls behind.
-    ``readchunk()`` hands over the buffered pieces one at a time, uncopied.
-    """
-    while True:
-        data, end_of_http_chunk = await content.readchunk()
-        if not data and not end_of_http_chunk:
-            return
-        if data:
-            yield data
+    def detached(self) -> Frame:
+        """A copy that owns its payload (to keep after this frame's buffer is reused)."""
+        return Frame(self.offset, self.digest, [memoryview(b"".join(self.pieces))])

@@ -5,7 +5,7 @@ the running sha256 of the whole file. With both jobs in one thread, the copy int
 page cache plus sha256 capped a stream at ~365 MB/s on this machine's cores. A chunk
 counts as verified once its digest matched and it is written: forwarders may relay it
 from then on. The sha256 follows a few chunks behind and is compared once the last
-chunk is in.
+chunk is in; once it has read a chunk, the chunk's buffer goes back to the frame reader.
 
 Chunks are written strictly in order from the stream's start offset, so the partial file
 is always a verified prefix of the image: its length is how far a receive got. Whole
@@ -140,7 +140,7 @@ class ChunkWriter:
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
         try:
-            self._out.write(frame.pieces)
+            self._out.write(frame.pieces, frame.aligned)
             self._out.flush()  # the chunk is in the file before anyone relies on it
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -150,8 +150,14 @@ class ChunkWriter:
         self.written = offset
         while len(self._hashes) >= HASH_BACKLOG:
             self._hashes.popleft().result()
-        self._hashes.append(self._hash_pool.submit(self.running.update, frame.pieces, offset))
         self.loop.call_soon_threadsafe(self.landed, frame, offset)
+        self._hashes.append(self._hash_pool.submit(self._hash, frame, offset))
+
+    # -- the sha256 thread ------------------------------------------------------------
+
+    def _hash(self, frame: Frame, end: int) -> None:
+        self.running.update(frame.pieces, end)
+        self.loop.call_soon_threadsafe(frame.release)  # (after landed: callbacks run in order)
 
     def _sync_and_compare(self, sha256: str) -> bool:
         os.fdatasync(self.fd)

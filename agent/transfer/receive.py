@@ -32,9 +32,10 @@ from typing import Any
 from agent.staging import Staging
 from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, NoSpace, RunningHash
 from agent.transfer.errors import TransferRefused
+from agent.transfer.frame_reader import StreamTruncated
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.send import Hop, Sender
-from shared.frames import CHUNK, Frame, FrameError, FrameParser
+from shared.frames import Frame, FrameError
 from shared.tickets import Ticket, TicketInvalid
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,8 @@ class Receive:
         self.meter = RateMeter()
         self._grew = asyncio.Event()
         self.running = RunningHash()
-        # The last chunks that landed: a relay forwards them from memory, not from disk.
+        # The last chunks that landed, while relaying: forwarded from memory, not from disk.
         self.recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
-        self.last_data_at = time.monotonic()
         self._saved_at = 0.0
 
     # -- files ---------------------------------------------------------------------------
@@ -157,7 +157,9 @@ class Receive:
 
     def landed(self, frame: Frame, end: int) -> None:
         """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
-        self.recent.append(frame)
+        if self.forwarder is not None and not self.forwarder.done():
+            # The frame's buffer is reused once it is hashed: a relay gets a copy.
+            self.recent.append(frame.detached())
         self.rec.verified = end
         self.meter.add(end)
         self._advanced()
@@ -365,7 +367,8 @@ class Receives:
         receive._advanced()
         log.warning("receive for task %s failed: %s", receive.rec.task_id, message)
 
-    async def stream(self, task_id: int, session_id: str, body: AsyncIterator[bytes]) -> dict[str, Any]:
+    async def stream(self, task_id: int, session_id: str, frames: AsyncIterator[Frame]) -> dict[str, Any]:
+        """Check and write the frames of one stream of the task's current session."""
         receive = self.receives.get(task_id)
         if receive is None or receive.session is None or receive.session.id != session_id:
             raise TransferRefused(409, "session_superseded", "this session is not the task's current one")
@@ -380,38 +383,33 @@ class Receives:
         writer = ChunkWriter(fd, receive.part_path, receive.rec.verified, receive.running, receive.landed)
         try:
             await writer.prepare()
-            parser = FrameParser(CHUNK)
             expected = receive.rec.verified
             loop = asyncio.get_running_loop()
-            # One deadline pushed forward as data comes (wait_for per piece would make a
-            # task for every read: thousands per GiB on the event loop).
+            # One deadline pushed forward as data comes (wait_for per frame would make a
+            # task for every read).
             stall = asyncio.timeout(STALL_SECONDS)
             try:
                 async with stall:
-                    async for piece in body:
+                    async for frame in frames:
                         stall.reschedule(loop.time() + STALL_SECONDS)
                         if receive.session is not session:
                             raise TransferRefused(409, "session_superseded", "a newer session took over")
-                        receive.last_data_at = time.monotonic()
-                        for frame in parser.feed(piece):
-                            if frame.offset != expected:
-                                raise TransferRefused(
-                                    400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
-                                )
-                            expected += frame.length
-                            if expected > receive.rec.size:
-                                raise TransferRefused(
-                                    400, "bad_offset", "frames go past the end of the image"
-                                )
-                            receive.rec.received_bytes += frame.length
-                            await writer.write(frame)
+                        if frame.offset != expected:
+                            raise TransferRefused(
+                                400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
+                            )
+                        expected += frame.length
+                        if expected > receive.rec.size:
+                            raise TransferRefused(400, "bad_offset", "frames go past the end of the image")
+                        receive.rec.received_bytes += frame.length
+                        await writer.write(frame)
             except TimeoutError:
                 if not stall.expired():
                     raise  # a write's own ETIMEDOUT, not a silent sender
                 raise TransferRefused(408, "stalled", f"no data for {STALL_SECONDS:.0f} s") from None
+            except StreamTruncated as exc:
+                raise TransferRefused(400, "truncated", str(exc)) from None
             await writer.drain()
-            if not parser.idle:
-                raise TransferRefused(400, "truncated", "the stream ended inside a frame")
             if receive.rec.verified == receive.rec.size:
                 if not await writer.finish(receive.rec.sha256):
                     receive.discard_data()

@@ -6,7 +6,7 @@ From the coordinator:
     DELETE /v1/receives/{task_id}             drop a receive and its file (cancel, delete)
 From peers (besides the agent credential, a ticket the coordinator signed):
     POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
-    PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py)
+    PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py, read by frame_reader.py)
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from agent.client import SESSION_HEADER
 from agent.server_errors import json_error
 from agent.staging import BadStagedName
 from agent.transfer.errors import TransferRefused
+from agent.transfer.frame_reader import StreamBody
 from agent.transfer.send import Hop, StagedImage
-from agent.transfer.wakeups import batched_body
 from shared.validation import Input, parse
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,18 @@ async def open_session(request: web.Request) -> web.Response:
 
 async def receive_data(request: web.Request) -> web.Response:
     session = request.headers.get(SESSION_HEADER, "")
+    body = StreamBody(request)
     try:
-        view = await request.app[RECEIVES].stream(_task_id(request), session, batched_body(request))
+        response = web.json_response(
+            await request.app[RECEIVES].stream(_task_id(request), session, body.frames())
+        )
     except TransferRefused as exc:
-        return _refused(exc)
-    return web.json_response(view)
+        response = _refused(exc)
+    except BaseException:
+        body.abandon()
+        raise
+    await body.finish(response)
+    return response
 
 
 async def receive_state(request: web.Request) -> web.Response:

@@ -1,21 +1,16 @@
-"""The stream format: what a sender encodes, a receiver parses back, however the network cuts it."""
+"""The stream format: what a sender encodes, the receiving agent's frame reader gets back,
+however the network cuts it (agent/transfer/frame_reader.py, driven without a socket)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 
 import pytest
 
-from shared.frames import (
-    CHUNK,
-    FrameError,
-    FrameParser,
-    chunk_digest,
-    encode_header,
-    frame_ranges,
-    stream_length,
-)
+from agent.transfer.frame_reader import FrameReader, StreamTruncated
+from shared.frames import CHUNK, Frame, FrameError, chunk_digest, encode_header, frame_ranges, stream_length
 
 
 def encode(data: bytes, start: int, chunk: int) -> bytes:
@@ -26,22 +21,50 @@ def encode(data: bytes, start: int, chunk: int) -> bytes:
     return bytes(out)
 
 
+def read_all(reader: FrameReader) -> list[Frame]:
+    async def collect() -> list[Frame]:
+        return [frame async for frame in reader.frames()]
+
+    return asyncio.run(collect())
+
+
+class FakeTransport:
+    """What the reader asks of a transport: pausing and resuming reads."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.pauses = 0
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
 @pytest.mark.parametrize("start", [0, 1000, 65536])
-def test_any_cut_of_the_stream_parses_back_to_the_same_bytes(start: int) -> None:
+def test_any_cut_of_the_stream_reads_back_as_the_same_frames(start: int) -> None:
     data = os.urandom(300_000)
     stream = encode(data, start, chunk=65536)
     assert len(stream) == stream_length(start, len(data), 65536)
+    reader = FrameReader(len(stream), max_payload=65536)
     rng = random.Random(start)
-    parser = FrameParser(max_payload=65536)
-    frames = []
     pos = 0
     while pos < len(stream):
         step = rng.choice([1, 3, 7, 100, 4096, 70000])
-        frames += parser.feed(stream[pos : pos + step])
+        reader.feed(stream[pos : pos + step])
         pos += step
-    assert parser.idle
+    frames = read_all(reader)
     assert [f.offset for f in frames] == [o for o, _ in frame_ranges(start, len(data), 65536)]
     assert all(f.intact() for f in frames)
+    assert all(f.aligned for f in frames)  # each payload sits at the start of a buffer of its own
     assert b"".join(b"".join(f.pieces) for f in frames) == data[start:]
 
 
@@ -49,15 +72,25 @@ def test_a_flipped_payload_byte_fails_the_digest() -> None:
     data = os.urandom(10_000)
     stream = bytearray(encode(data, 0, chunk=4096))
     stream[-5] ^= 0x40
-    frames = FrameParser(4096).feed(bytes(stream))
-    assert [f.intact() for f in frames] == [True, True, False]
+    reader = FrameReader(len(stream), max_payload=4096)
+    reader.feed(bytes(stream))
+    assert [f.intact() for f in read_all(reader)] == [True, True, False]
 
 
-def test_a_stream_cut_inside_a_frame_is_not_idle() -> None:
+def test_a_body_that_ends_inside_a_frame_is_truncated_after_the_whole_frames() -> None:
     data = os.urandom(5000)
-    parser = FrameParser(8192)
-    assert parser.feed(encode(data, 0, 8192)[:-10]) == []
-    assert not parser.idle
+    stream = encode(data, 0, 4096)[:-10]
+    reader = FrameReader(len(stream), max_payload=4096)
+    reader.feed(stream)
+    got: list[int] = []
+
+    async def collect() -> None:
+        async for frame in reader.frames():
+            got.append(frame.offset)
+
+    with pytest.raises(StreamTruncated):
+        asyncio.run(collect())
+    assert got == [0]  # the whole frame before the cut still counts
 
 
 @pytest.mark.parametrize(
@@ -68,13 +101,48 @@ def test_a_stream_cut_inside_a_frame_is_not_idle() -> None:
     ],
 )
 def test_nonsense_header_lengths_are_refused(raw: bytes) -> None:
-    with pytest.raises(FrameError):
-        FrameParser().feed(raw)
+    reader = FrameReader(100)
+    reader.feed(raw)
+    with pytest.raises(FrameError, match="header length"):
+        read_all(reader)
 
 
 def test_payloads_larger_than_the_chunk_size_are_refused() -> None:
+    raw = encode_header(0, CHUNK + 1, bytes(8))
+    reader = FrameReader(len(raw) + CHUNK + 1)
+    reader.feed(raw)
     with pytest.raises(FrameError, match="length"):
-        FrameParser(max_payload=CHUNK).feed(encode_header(0, CHUNK + 1, bytes(8)))
+        read_all(reader)
+
+
+def test_a_reader_out_of_buffers_stops_reading_until_a_frame_is_released() -> None:
+    data = os.urandom(5 * 4096)
+    stream = encode(data, 0, 4096)
+    reader = FrameReader(len(stream), max_payload=4096, buffers=2)
+    transport = FakeTransport()
+    reader.attach(transport, asyncio.Protocol())  # type: ignore[arg-type]
+    first_two = sum(
+        len(encode_header(o, n, bytes(8))) + n for o, n in list(frame_ranges(0, len(data), 4096))[:2]
+    )
+    header = len(encode_header(8192, 4096, bytes(8)))
+    reader.feed(stream[: first_two + header])
+    # Two frames hold both buffers and the third frame's header is in: no room for its payload.
+    assert not transport.reading and transport.pauses == 1
+    assert len(reader._ready) == 2
+    first = reader._ready.popleft()
+    kept = bytes(first.pieces[0])
+    first.release()
+    assert transport.reading  # the released buffer takes the next payload
+    reader.feed(stream[first_two + header : first_two + header + 4096])
+    assert len(reader._ready) == 2
+    received = [kept]
+    while reader._ready:
+        frame = reader._ready.popleft()
+        received.append(bytes(frame.pieces[0]))
+        frame.release()
+    reader.feed(stream[first_two + header + 4096 :])
+    received += [bytes(f.pieces[0]) for f in read_all(reader)]
+    assert b"".join(received) == data
 
 
 def test_stream_length_of_a_big_image_matches_the_frames() -> None:

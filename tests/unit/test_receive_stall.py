@@ -16,7 +16,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
-from shared.frames import chunk_digest, encode_header
+from shared.frames import Frame, chunk_digest
 from shared.tickets import TicketSigner, TicketVerifier
 
 PIECE = 1 << 20
@@ -41,9 +41,9 @@ def test_a_silent_sender_is_dropped_and_the_verified_prefix_stays(
         fmt="raw",
     )
 
-    async def first_half_then_silence() -> AsyncIterator[bytes]:
+    async def first_half_then_silence() -> AsyncIterator[Frame]:
         first = image[:PIECE]
-        yield encode_header(0, PIECE, chunk_digest(first)) + first
+        yield Frame(0, chunk_digest(first), [memoryview(first)])
         await asyncio.sleep(3600)
 
     async def scenario() -> None:
