@@ -70,7 +70,8 @@ class FrameReader(asyncio.BufferedProtocol):
         self._unmade = buffers
         self._ready: deque[Frame] = deque()
         self._error: BaseException | None = None
-        self.done = False  # the body is read (or the connection is gone)
+        self.done = length == 0  # no more frames will come (the body ended, broke off or is bad)
+        self._lost = False  # the connection is gone
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
         self._scratch: memoryview | None = None  # set while the rest is read and dropped
@@ -82,6 +83,8 @@ class FrameReader(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             self._sock = sock
+        if self.done:
+            self._pause()  # an empty body: nothing to read
         self._set_lowat()
 
     # -- what the transport calls -----------------------------------------------------
@@ -99,7 +102,11 @@ class FrameReader(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.remaining -= nbytes
-        if self._scratch is None:
+        if self._scratch is not None:  # dropping the rest of the body
+            if self.remaining == 0:
+                self._pause()
+                self._wake()
+        else:
             self._filled += nbytes
             try:
                 if self._filled == self._want:
@@ -107,20 +114,17 @@ class FrameReader(asyncio.BufferedProtocol):
             except FrameError as exc:
                 self._finish(exc)
                 return
-        if self.remaining == 0:
-            between_frames = self._state == _PREFIX and self._filled == 0
-            self._finish(
-                None
-                if between_frames or self._scratch is not None
-                else StreamTruncated("the stream ended inside a frame")
-            )
-        else:
-            self._set_lowat()
+            if self.remaining == 0:
+                between_frames = self._state == _PREFIX and self._filled == 0
+                self._finish(None if between_frames else StreamTruncated("the stream ended inside a frame"))
+        self._set_lowat()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost says what that means
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._wake()
         if not self.done:
             self._finish(
                 ConnectionResetError(f"the connection closed with {self.remaining} body bytes to come")
@@ -191,7 +195,7 @@ class FrameReader(asyncio.BufferedProtocol):
             self._paused = True
 
     def _resume(self) -> None:
-        if self.transport is not None and self._paused and not self.done:
+        if self.transport is not None and self._paused and not self._lost:
             self.transport.resume_reading()
             self._paused = False
 
@@ -238,12 +242,12 @@ class FrameReader(asyncio.BufferedProtocol):
         """Read the rest of the body without keeping it (frames not taken yet are dropped)."""
         while self._ready:
             self._ready.popleft().release()
-        if self.done:
+        if self.remaining == 0 or self._lost:
             return
         self._scratch = memoryview(bytearray(BATCH))
         self._buffer = None
         self._resume()
-        while not self.done:
+        while self.remaining > 0 and not self._lost:
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
 

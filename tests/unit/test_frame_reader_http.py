@@ -1,0 +1,161 @@
+"""The frame reader over a real connection: aiohttp hands it the body, and takes it back.
+
+An aiohttp server (on asyncio's own loop and on uvloop, which the agent runs) whose
+handler reads a stream's frames with StreamBody, as the agent's data route does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp import web
+
+from agent.transfer.frame_reader import StreamBody
+from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
+
+CHUNK = 1 << 20
+DATA = os.urandom(5 * CHUNK + 12345)
+# More than the socket buffers of both ends hold: the sender is still sending when refused.
+BIG = os.urandom(CHUNK) * 48
+
+
+def _stream(data: bytes) -> bytes:
+    out = bytearray()
+    for offset, length in frame_ranges(0, len(data), CHUNK):
+        payload = data[offset : offset + length]
+        out += encode_header(offset, length, chunk_digest(payload)) + payload
+    return bytes(out)
+
+
+async def _serve(
+    handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]],
+    client: Callable[[str], Coroutine[Any, Any, None]],
+) -> None:
+    app = web.Application()
+    app.router.add_put("/data", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        await client(f"http://127.0.0.1:{sock.getsockname()[1]}/data")
+    finally:
+        await runner.cleanup()
+
+
+def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
+    if loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_arrives_whole_and_the_answer_closes_the_connection(loop: str) -> None:
+    received: list[tuple[int, bytes, bool]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = StreamBody(request)
+        async for frame in body.frames():
+            received.append((frame.offset, bytes(frame.pieces[0]), frame.intact()))
+            frame.release()
+        response = web.json_response({"frames": len(received)})
+        await body.finish(response)
+        return response
+
+    async def client(url: str) -> None:
+        stream = _stream(DATA)
+        assert len(stream) == stream_length(0, len(DATA), CHUNK)
+        async with aiohttp.ClientSession() as http, http.put(url, data=stream) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"frames": 6}
+            assert resp.headers["Connection"] == "close"
+
+    _run(_serve(handler, client), loop)
+    assert [offset for offset, _, _ in received] == [o for o, _ in frame_ranges(0, len(DATA), CHUNK)]
+    assert all(intact for _, _, intact in received)
+    assert b"".join(payload for _, payload, _ in received) == DATA
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_refused_half_way_still_gets_its_answer_to_the_sender(loop: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = StreamBody(request)
+        async for frame in body.frames():
+            if frame.offset >= 2 * CHUNK:
+                break  # say, a chunk failed its digest
+            frame.release()
+        response = web.json_response({"error": "corrupt_chunk"}, status=422)
+        await body.finish(response)  # reads and drops the rest, so the sender gets to read this
+        return response
+
+    def send_all_then_read(url: str) -> bytes:
+        # A sender that reads the answer only once its whole body is out: answering before
+        # the rest is read would reset the connection under it.
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        stream = _stream(BIG)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                f"PUT /data HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(stream)}\r\n\r\n".encode()
+            )
+            sock.sendall(stream)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+    async def client(url: str) -> None:
+        answer = await asyncio.to_thread(send_all_then_read, url)
+        assert answer.startswith(b"HTTP/1.1 422")
+        assert answer.endswith(b'{"error": "corrupt_chunk"}')
+
+    _run(_serve(handler, client), loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_sender_that_goes_away_mid_stream_ends_the_frames_with_an_error(loop: str) -> None:
+    seen: list[BaseException] = []
+    done = asyncio.Event  # made inside the loop below
+
+    async def main() -> None:
+        ended = done()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = StreamBody(request)
+            try:
+                async for frame in body.frames():
+                    frame.release()
+            except ConnectionResetError as exc:
+                seen.append(exc)
+            finally:
+                ended.set()
+            return web.Response()
+
+        async def client(url: str) -> None:
+            host, port = url.removeprefix("http://").split("/")[0].split(":")
+            stream = _stream(DATA)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"PUT /data HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(stream)}\r\n\r\n".encode()
+                + stream[: 2 * CHUNK + 100]
+            )
+            await writer.drain()
+            writer.transport.abort()  # the sender's agent is killed
+            await asyncio.wait_for(ended.wait(), 10)
+
+        await _serve(handler, client)
+
+    _run(main(), loop)
+    assert len(seen) == 1 and "body bytes to come" in str(seen[0])
