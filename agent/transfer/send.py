@@ -271,6 +271,7 @@ class Transfer:
     async def _read(self, start: int, queue: ReadQueue) -> None:
         fd = -1
         mapped: memoryview | None = None
+        from_memory = read_back = 0  # a relay's chunks: still in memory, or read from its file
         try:
             for offset, length in frame_ranges(start, self.source.size):
                 await self.source.wait_until(offset + length)
@@ -279,6 +280,7 @@ class Transfer:
                 if cached is not None:
                     digest, pieces = cached
                     await queue.put((encode_header(offset, length, digest), pieces))
+                    from_memory += 1
                     continue
                 if fd < 0:
                     fd = _open(self.source)
@@ -292,6 +294,14 @@ class Transfer:
                     continue
                 payload, digest = await asyncio.to_thread(_read_chunk, fd, offset, length)
                 await queue.put((encode_header(offset, length, digest), [payload]))
+                read_back += 1
+            if from_memory or read_back:
+                log.info(
+                    "transfer %s: relayed %d chunk(s) from memory, %d read back from the file",
+                    self.id,
+                    from_memory,
+                    read_back,
+                )
             await queue.put(None)
         except asyncio.CancelledError:
             raise
