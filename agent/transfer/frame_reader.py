@@ -292,19 +292,23 @@ class StreamBody:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINGER_SECONDS):
                 await reader.drop_rest()
-        transport = self.request.transport
-        inner = reader.hand_back()
-        if transport is not None and inner is not None and not transport.is_closing():
-            transport.set_protocol(inner)
+        self._give_back(reader)
         self.request.content.feed_eof()  # aiohttp must not wait for a body it never saw
 
     def abandon(self) -> None:
         """The stream broke off unexpectedly: close the connection (its body is half read)."""
         if self.reader is None:
             return
-        inner = self.reader.hand_back()
-        transport = self.request.transport
-        if transport is not None and not transport.is_closing():
-            if inner is not None:
-                transport.set_protocol(inner)
+        transport = self._give_back(self.reader)
+        if transport is not None:
             transport.close()
+
+    def _give_back(self, reader: FrameReader) -> asyncio.Transport | None:
+        """Stop the reader and return the connection to aiohttp; the transport, if still open."""
+        inner = reader.hand_back()
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            return None
+        if inner is not None:
+            transport.set_protocol(inner)
+        return transport
