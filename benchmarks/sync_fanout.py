@@ -170,8 +170,9 @@ def run(options: Options) -> list[Target]:
         net = exits.enter_context(ShapedNetwork(NODES))
         net.check_reachable()
         print(f"  starting the stack ({len(NODES)} agents, one per namespace; SQLite)", flush=True)
-        # Room for the staged uploads, the received copies and the relay reference of one rep.
-        disks = exits.enter_context(NodeDisks(options.workdir / "disks", NODES, 4 * size))
+        # Room for what a node holds at once: the source two staged uploads, pve-node2 the
+        # copies of both templates (the relay reference comes after they are deleted).
+        disks = exits.enter_context(NodeDisks(options.workdir / "disks", NODES, 2 * size))
         stack = _stack(options.workdir / "stack", net, disks)
         exits.callback(stack.stop)  # before the network goes: nothing may be left in a namespace
         stack.start()
