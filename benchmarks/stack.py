@@ -13,13 +13,15 @@ class ApiError(RuntimeError):
     pass
 
 
-def start_stack(base: Path) -> Stack:
-    """Emulator, 3 agents and the coordinator (SQLite) on free loopback ports, logs in ``base/logs``."""
+def start_stack(base: Path, staging_dirs: dict[str, Path] | None = None) -> Stack:
+    """Emulator, 3 agents and the coordinator (SQLite) on free loopback ports, logs in ``base/logs``;
+    ``staging_dirs``: nodes whose agents stage elsewhere than in ``base``."""
     settings = StackSettings(
         base_dir=base,
         coordinator_port=free_port(),
         emulator_port=free_port(),
         first_agent_port=free_port(),
+        node_agent_settings={node: {"staging_dir": str(path)} for node, path in (staging_dirs or {}).items()},
     )
     # Agent ports are consecutive from first_agent_port: find a free run.
     while not all(port_is_free(settings.first_agent_port + i) for i in range(settings.nodes)):
