@@ -78,6 +78,37 @@ def test_target_killed_half_way_resumes_and_completes(
     assert partial_files(stack, "pve-node2") == []
 
 
+def test_a_dead_relay_is_routed_around(slow_stack: Stack, slow_api: Api, tmp_path: Path) -> None:
+    """pve-node1 -> 2 -> 3: node2 dies mid-copy; node3 gets the rest from the source, keeping
+    what node2 had relayed; node2 catches up once it is back."""
+    api, stack = slow_api, slow_stack
+    template_id, image = local_template(api, stack, tmp_path, "relay-dies", 96)
+    size = image.stat().st_size
+    relay_task, last_task = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
+    wait_task(api, last_task, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.3)
+
+    stack.agents["pve-node2"].signal(signal.SIGKILL)
+    stack.agents["pve-node2"].stop()
+    try:
+        last = wait_task(api, last_task, lambda t: t["status"] in ("completed", "failed"))
+        assert last["status"] == "completed", last
+        assert sha256(received_copy(stack, "pve-node3", last_task)) == sha256(image)
+        assert_template_copy(stack, "pve-node3", last["vmid"], image, "raw")
+        # What came through node2 before it died was kept: node3's last stream (from the
+        # source) began where the relayed bytes ended.
+        assert size * 0.3 <= receive_view(stack, "pve-node3", last_task)["resumed_from"] < size
+        source_log = (stack.base / "logs" / "agent-pve-node1.log").read_text()
+        assert "routing around it to pve-node3" in source_log
+        assert api.get(f"/templates/sync-tasks/{relay_task}").ok()["status"] != "completed"
+    finally:
+        stack.start_agent("pve-node2")
+
+    tasks = wait_tasks(api, template_id)
+    assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
+    assert sha256(received_copy(stack, "pve-node2", relay_task)) == sha256(image)
+    assert partial_files(stack, "pve-node2") == [] and partial_files(stack, "pve-node3") == []
+
+
 class CorruptingProxy:
     """A TCP proxy in front of an agent that flips one byte inside the first data stream it sees."""
 
