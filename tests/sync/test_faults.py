@@ -54,6 +54,15 @@ def restart_agent(stack: Stack, node: str, **settings: object) -> None:
     stack.start_agent(node)
 
 
+def restart_coordinator(stack: Stack, **settings: object) -> None:
+    """Restart the coordinator with these extra settings (none: back to the stack's own)."""
+    assert stack.coordinator is not None
+    stack.coordinator.stop()
+    stack.s.coordinator_settings = dict(settings)
+    stack.write_coordinator_config()
+    stack.start_coordinator()
+
+
 def test_target_killed_half_way_resumes_and_completes(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
@@ -109,16 +118,19 @@ def test_a_dead_relay_is_routed_around(slow_stack: Stack, slow_api: Api, tmp_pat
     assert partial_files(stack, "pve-node2") == [] and partial_files(stack, "pve-node3") == []
 
 
-class CorruptingProxy:
-    """A TCP proxy in front of an agent that flips one byte inside the first data stream it sees."""
+class DataStreamProxy:
+    """A TCP proxy in front of an agent that lets ``body`` see (and change or cut) the body of
+    every data stream (PUT /v1/receives/...) passing through it."""
 
-    def __init__(self, target_port: int, body_offset: int) -> None:
+    def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.body_offset = body_offset
         self.port = free_port()
-        self.flipped = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def body(self, data: bytes, offset: int) -> bytes | None:
+        """``data`` of a stream's body, starting ``offset`` bytes in: what to pass on (None: cut)."""
+        return data
 
     def _accept(self) -> None:
         while True:
@@ -126,7 +138,11 @@ class CorruptingProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # the agent is restarting: the caller sees a refused connection
+                client.close()
+                continue
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
@@ -135,19 +151,24 @@ class CorruptingProxy:
         body_seen = -1  # bytes of that stream's body passed so far
         try:
             while data := src.recv(1 << 16):
-                if upstream and not self.flipped.is_set():
+                if upstream:
                     if body_seen < 0:
                         seen = (seen + data)[-(1 << 20) :]
                         start = seen.find(b"PUT /v1/receives/")
                         end = seen.find(b"\r\n\r\n", start) if start >= 0 else -1
                         if end >= 0:
                             body_seen = len(seen) - end - 4
+                            head, body = data[: len(data) - body_seen], data[len(data) - body_seen :]
+                            passed = self.body(body, 0)
+                            if passed is None:
+                                return
+                            data = head + passed
                     else:
-                        at = self.body_offset - body_seen
-                        if 0 <= at < len(data):
-                            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
-                            self.flipped.set()
+                        passed = self.body(data, body_seen)
+                        if passed is None:
+                            return
                         body_seen += len(data)
+                        data = passed
                 dst.sendall(data)
         except OSError:
             pass
@@ -160,6 +181,43 @@ class CorruptingProxy:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class CorruptingProxy(DataStreamProxy):
+    """Flips one byte inside the first data stream it sees."""
+
+    def __init__(self, target_port: int, body_offset: int) -> None:
+        self.body_offset = body_offset
+        self.flipped = threading.Event()
+        super().__init__(target_port)
+
+    def body(self, data: bytes, offset: int) -> bytes | None:
+        at = self.body_offset - offset
+        if not self.flipped.is_set() and 0 <= at < len(data):
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+            self.flipped.set()
+        return data
+
+
+class CuttingProxy(DataStreamProxy):
+    """Cuts the first data stream after ``first_bytes`` of its body and every later one at
+    once, until ``healed`` is set."""
+
+    def __init__(self, target_port: int, first_bytes: int) -> None:
+        self.first_bytes = first_bytes
+        self.first_cut = threading.Event()
+        self.healed = threading.Event()
+        super().__init__(target_port)
+
+    def body(self, data: bytes, offset: int) -> bytes | None:
+        if self.healed.is_set():
+            return data
+        if self.first_cut.is_set() and offset == 0:
+            return None
+        if offset + len(data) > self.first_bytes:
+            self.first_cut.set()
+            return None
+        return data
 
 
 def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
@@ -184,6 +242,37 @@ def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
     log = (stack.base / "logs" / "agent-pve-node2.log").read_text()
     assert "failed its digest check" in log
+
+
+def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    api, stack = slow_api, slow_stack
+    proxy = CuttingProxy(stack.agent_port("pve-node2"), first_bytes=8 * CHUNK + 100)
+    restart_agent(stack, "pve-node2", advertise_url=f"http://127.0.0.1:{proxy.port}")
+    restart_coordinator(stack, sync_max_attempts=2)
+    try:
+        template_id, image = local_template(api, stack, tmp_path, "breaking", 64)
+        (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+        # Every stream is cut: attempt 1 gets some bytes through, attempt 2 none; then it fails.
+        failed = wait_task(api, task_id, lambda t: t["status"] in ("failed", "completed"), timeout=180)
+        assert failed["status"] == "failed" and failed["attempts"] == 2, failed
+        assert failed["error_message"].startswith("gave up after 2 attempts: no data reached pve-node2")
+        verified = receive_view(stack, "pve-node2", task_id)["verified"]
+        assert failed["bytes_done"] == verified and 0 < verified < image.stat().st_size
+        assert proxy.first_cut.is_set()
+
+        proxy.healed.set()
+        api.post(f"/templates/sync-tasks/{task_id}/retry").ok()
+        (task,) = wait_tasks(api, template_id)
+    finally:
+        restart_coordinator(stack)
+        proxy.close()
+        restart_agent(stack, "pve-node2")
+    assert task["status"] == "completed", task
+    assert receive_view(stack, "pve-node2", task_id)["resumed_from"] == verified  # nothing sent twice
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
 
 
 @pytest.fixture
