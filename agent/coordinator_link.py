@@ -106,12 +106,13 @@ class CoordinatorLink:
                         )
                 await asyncio.sleep(self.interval if self._failing_since is None else 2.0)
 
-    async def fresh_ticket(self, task_id: int) -> str:
-        """A new ticket to (re)open a stream to the target of ``task_id``."""
+    async def fresh_ticket(self, task_id: int, epoch: int) -> str:
+        """A new ticket to (re)open a stream to the target of ``task_id`` in its attempt ``epoch``
+        (refused once the task has moved on to another attempt)."""
         timeout = aiohttp.ClientTimeout(total=10)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                status, payload = await self._post(session, "/tickets", {"task_id": task_id})
+                status, payload = await self._post(session, "/tickets", {"task_id": task_id, "epoch": epoch})
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransferRefused(
                 503, "coordinator_unreachable", f"no ticket for task {task_id}: {exc}"

@@ -92,7 +92,7 @@ async def _receive(
     signer = TicketSigner(workdir / "ticket.key")
     ticket = signer.issue(task_id=task_id, epoch=1, node=NODE, size=size, sha256=sha256, fmt="raw")
 
-    async def no_relays(_: int) -> str:
+    async def no_relays(_task: int, _epoch: int) -> str:
         raise RuntimeError("this benchmark relays nothing")
 
     sender = Sender("unused", no_relays, RateLimit(0))

@@ -44,6 +44,8 @@ class CoordinatorConfig:
     max_inbound_per_node: int = 2
     max_outbound_per_node: int = 2
     sync_max_attempts: int = 5
+    # An attempt to which no stream has brought data for this long has failed (the next resumes).
+    sync_idle_timeout: float = 20.0
     # A failed sync keeps its partial copy on the target (a retry resumes) for this long.
     keep_failed_copies_hours: float = 168.0
     # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
@@ -82,6 +84,8 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("max_inbound_per_node and max_outbound_per_node must be at least 1")
     if cfg.sync_max_attempts < 1:
         raise ConfigError("sync_max_attempts must be at least 1")
+    if cfg.sync_idle_timeout <= 0:
+        raise ConfigError("sync_idle_timeout must be more than 0 seconds")
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

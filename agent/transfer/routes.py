@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 class HopIn(Input):
     task_id: Annotated[int, Meta(ge=1)]
+    epoch: Annotated[int, Meta(ge=1)]
     node: Annotated[str, Meta(min_length=1)]
     url: Annotated[str, Meta(min_length=1)]
     ticket: Annotated[str, Meta(min_length=1)]
@@ -78,7 +79,7 @@ async def start_transfer(request: web.Request) -> web.Response:
         return json_error(404, "missing_image", f"staged image {body.staged_name} is not on this node")
     if size != body.size:
         return json_error(409, "size_mismatch", f"{body.staged_name} has {size} bytes, expected {body.size}")
-    hops = [Hop(h.task_id, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
+    hops = [Hop(h.task_id, h.epoch, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
     sender.start(body.transfer_id, StagedImage(path, size), hops)
     log.info(
         "transfer %s: sending %s to %s",

@@ -43,13 +43,16 @@ TICKET_ERRORS = {"bad_ticket", "ticket_used"}
 @dataclass(frozen=True)
 class Hop:
     task_id: int
+    epoch: int  # the task's attempt this hop belongs to: later tickets only for it
     node: str
     url: str
     ticket: str
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Hop:
-        return cls(int(raw["task_id"]), str(raw["node"]), str(raw["url"]), str(raw["ticket"]))
+        return cls(
+            int(raw["task_id"]), int(raw["epoch"]), str(raw["node"]), str(raw["url"]), str(raw["ticket"])
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +130,7 @@ class Sender:
     def __init__(
         self,
         token: str,
-        fresh_ticket: Callable[[int], Awaitable[str]],
+        fresh_ticket: Callable[[int, int], Awaitable[str]],
         rate_limit: RateLimit,
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
@@ -200,7 +203,7 @@ class Transfer:
         for attempt in range(1, HOP_ATTEMPTS + 1):
             try:
                 if ticket is None:
-                    ticket = await self.sender.fresh_ticket(hop.task_id)
+                    ticket = await self.sender.fresh_ticket(hop.task_id, hop.epoch)
                 opened = await client.open_session(hop.task_id, ticket, [h.as_dict() for h in rest])
                 ticket = None  # spent: every session needs a new one
                 offset = int(opened["offset"])

@@ -113,6 +113,7 @@ async def goodbye(call: Call) -> dict[str, object]:
 
 class TicketRequest(Input):
     task_id: Annotated[int, Meta(ge=1)]
+    epoch: Annotated[int, Meta(ge=1)]  # the attempt the sender's transfer belongs to
 
 
 class TicketOut(Model):
@@ -131,6 +132,13 @@ async def ticket(call: Call) -> TicketOut:
             raise ApiError(404, "sync_task_not_found", f"sync task {body.task_id} not found")
         if task.status != "syncing":
             raise ApiError(409, "not_syncing", f"sync task {task.id} is {task.status}, not syncing")
+        if task.epoch != body.epoch:
+            # A transfer of an attempt that failed: it must stop, not compete with the new one.
+            raise ApiError(
+                409,
+                "stale_transfer",
+                f"sync task {task.id} has moved on to a newer attempt; this transfer's is over",
+            )
         upload = await session.get(TemplateUpload, task.upload_id)
         assert upload is not None
     token = call.app[TICKETS].issue(

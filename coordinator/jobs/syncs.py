@@ -58,11 +58,11 @@ ACTIVE = ("pending", "syncing", "importing")
 # Share of `progress` for the copy; the import on the target fills the rest.
 COPY_SHARE = 90
 POLL_SECONDS = 1.0
-# A stream that has not (re)started this long after its attempt began: the attempt failed.
-IDLE_LIMIT = 20.0
 # Bytes that stop moving in a running stream for this long: the attempt failed.
 STALL_LIMIT = 90.0
 BACKOFF_START = 2.0
+# A source still busy with streams of failed attempts: ask it again after this long.
+BUSY_WAIT = 2.0
 BACKOFF_MAX = 60.0
 # Errors where trying again the same way cannot help.
 FINAL_KINDS = {"no_space"}
@@ -225,6 +225,7 @@ class SyncScheduler:
         hops = [
             {
                 "task_id": t.id,
+                "epoch": t.epoch,
                 "node": t.target_node_name,
                 "url": urls[t.target_node_id],
                 "ticket": self.signer.issue(
@@ -250,21 +251,57 @@ class SyncScheduler:
                     "hops": hops,
                 }
             )
-        except (AgentError, AgentUnreachable) as exc:
-            log.warning("sync %s: source agent refused the transfer: %s", route, exc)
+        except AgentError as exc:
+            if exc.error != "busy":
+                return await self._not_started(claimed, route, exc)
+            # Still sending for an attempt that has failed here (it stops at its next ticket):
+            # no attempt was made, the chain waits for the slot.
+            log.info("sync %s: %s; waiting %.0f s", route, exc.message, BUSY_WAIT)
             async with self.db() as session:
                 for task in claimed:
-                    await retry_later(
-                        session,
-                        task.id,
-                        task.epoch,
-                        f"the source could not start: {exc}",
-                        self.config.sync_max_attempts,
-                    )
+                    await unclaim(session, task.id, task.epoch, BUSY_WAIT)
                 await session.commit()
-            return
+            return None
+        except AgentUnreachable as exc:
+            return await self._not_started(claimed, route, exc)
         log.info("sync transfer %s started: %s (upload %s)", transfer_id, route, chain.upload_id)
         self.on_started()
+
+    async def _not_started(
+        self, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable
+    ) -> None:
+        log.warning("sync %s: source agent refused the transfer: %s", route, exc)
+        async with self.db() as session:
+            for task in claimed:
+                await retry_later(
+                    session,
+                    task.id,
+                    task.epoch,
+                    f"the source could not start: {exc}",
+                    self.config.sync_max_attempts,
+                )
+            await session.commit()
+
+
+async def unclaim(session: AsyncSession, task_id: int, epoch: int, wait: float) -> None:
+    """A claimed task whose transfer never started: pending again, the attempt not counted."""
+    await session.execute(
+        update(TemplateSyncTask)
+        .where(
+            TemplateSyncTask.id == task_id,
+            TemplateSyncTask.status == "syncing",
+            TemplateSyncTask.epoch == epoch,
+        )
+        .values(
+            status="pending",
+            attempts=TemplateSyncTask.attempts - 1,
+            next_attempt_at=utcnow() + timedelta(seconds=wait),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(TemplateInstance).where(TemplateInstance.sync_task_id == task_id).values(status="pending")
+    )
 
 
 async def retry_later(
@@ -387,10 +424,11 @@ class SyncWatcher:
             if agent is None and now - started > self.config.agent_timeout:
                 await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
                 return None
-            if not streaming and now - last_change > IDLE_LIMIT:
+            idle_limit = self.config.sync_idle_timeout
+            if not streaming and now - last_change > idle_limit:
                 await self._fail_attempt(
                     task,
-                    f"no data reached {task.target_node_name} for {IDLE_LIMIT:.0f} s "
+                    f"no data reached {task.target_node_name} for {idle_limit:.0f} s "
                     f"(from {task.source_node_name}); the copy resumes from byte {max(last_verified, 0)}",
                 )
                 return None

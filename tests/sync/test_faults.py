@@ -250,14 +250,16 @@ def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(
     api, stack = slow_api, slow_stack
     proxy = CuttingProxy(stack.agent_port("pve-node2"), first_bytes=8 * CHUNK + 100)
     restart_agent(stack, "pve-node2", advertise_url=f"http://127.0.0.1:{proxy.port}")
-    restart_coordinator(stack, sync_max_attempts=2)
+    restart_coordinator(stack, sync_max_attempts=2, sync_idle_timeout=5)
     try:
         template_id, image = local_template(api, stack, tmp_path, "breaking", 64)
         (task_id,) = start_sync(api, stack, template_id, "pve-node2")
         # Every stream is cut: attempt 1 gets some bytes through, attempt 2 none; then it fails.
         failed = wait_task(api, task_id, lambda t: t["status"] in ("failed", "completed"), timeout=180)
         assert failed["status"] == "failed" and failed["attempts"] == 2, failed
-        assert failed["error_message"].startswith("gave up after 2 attempts: no data reached pve-node2")
+        assert failed["error_message"].startswith(
+            "gave up after 2 attempts: no data reached pve-node2 for 5 s"
+        )
         verified = receive_view(stack, "pve-node2", task_id)["verified"]
         assert failed["bytes_done"] == verified and 0 < verified < image.stat().st_size
         assert proxy.first_cut.is_set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 
 import requests
@@ -106,3 +107,30 @@ def test_three_templates_to_two_nodes_never_exceed_the_node_limits(
     )
     # The limit was reached, not merely never tested: node 1 sent two images at once.
     assert load.max_outbound["pve-node1"] == 2
+
+
+def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    """A sender resuming a stream asks the coordinator for a new ticket, naming its attempt."""
+    api, stack = slow_api, slow_stack
+    template_id, _ = local_template(api, stack, tmp_path, "tickets", 48)
+    (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+    secret = (stack.base / "agent.token").read_text().strip()
+
+    def ask(epoch: int) -> requests.Response:
+        return requests.post(
+            f"{stack.coordinator_url}/agent-api/v1/tickets",
+            json={"task_id": task_id, "epoch": epoch},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
+
+    while (task := api.get(f"/templates/sync-tasks/{task_id}").ok())["status"] == "pending":
+        time.sleep(0.05)
+    attempt = task["attempts"]  # the first attempt's epoch: nothing has been unclaimed
+    current, stale = ask(attempt), ask(attempt + 1)
+    wait_tasks(api, template_id)
+    assert current.status_code == 200 and current.json()["data"]["epoch"] == attempt, current.text
+    assert (stale.status_code, stale.json()["data"]["error"]) == (409, "stale_transfer"), stale.text
+    assert "newer attempt" in stale.json()["message"]
