@@ -18,13 +18,12 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 from types import TracebackType
 
 from benchmarks.base import Skip
-from benchmarks.system import find_program, require_program
+from benchmarks.system import CommandFailed, find_program, require_program, run_command
 
 SUBNET = "10.77.0"
 BRIDGE_ADDRESS = f"{SUBNET}.1"
@@ -33,10 +32,6 @@ FIRST_HOST = 11
 MTU = 1500
 RATE_BITS = 1_000_000_000
 TBF = ["tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms"]
-
-
-class NetnsError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -58,13 +53,6 @@ class LinkBytes:
     received: int
 
 
-def _run(argv: list[str]) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise NetnsError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
-    return result.stdout
-
-
 def check_can_run() -> None:
     """Skip unless this process may build namespaces (root, iproute2) and the subnet is unused."""
     if os.geteuid() != 0:
@@ -72,7 +60,7 @@ def check_can_run() -> None:
     for program in ("ip", "tc"):
         if find_program(program) is None:
             raise Skip(f"'{program}' is missing: install iproute2 ('apt-get install iproute2')")
-    addresses = json.loads(_run(["ip", "-j", "-4", "addr", "show"]))
+    addresses = json.loads(run_command(["ip", "-j", "-4", "addr", "show"]))
     for link in addresses:
         for info in link.get("addr_info", []):
             if str(info.get("local", "")).startswith(SUBNET + "."):
@@ -108,10 +96,10 @@ class ShapedNetwork:
 
     def up(self) -> None:
         try:
-            _run(["ip", "link", "add", self.bridge, "mtu", str(MTU), "type", "bridge"])
+            run_command(["ip", "link", "add", self.bridge, "mtu", str(MTU), "type", "bridge"])
             self._made_bridge = True
-            _run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX_LEN}", "dev", self.bridge])
-            _run(["ip", "link", "set", self.bridge, "up"])
+            run_command(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX_LEN}", "dev", self.bridge])
+            run_command(["ip", "link", "set", self.bridge, "up"])
             for link in self.links.values():
                 self._add_node(link)
         except BaseException:
@@ -120,26 +108,26 @@ class ShapedNetwork:
 
     def _add_node(self, link: NodeLink) -> None:
         ns = link.netns
-        _run(["ip", "netns", "add", ns])
+        run_command(["ip", "netns", "add", ns])
         self._made.append(link)
-        _run(
+        run_command(
             ["ip", "link", "add", link.host_if, "mtu", str(MTU), "type", "veth"]
             + ["peer", "name", link.node_if, "mtu", str(MTU), "netns", ns]
         )
-        _run(["ip", "link", "set", link.host_if, "master", self.bridge, "up"])
-        _run(["ip", "-n", ns, "addr", "add", f"{link.address}/{PREFIX_LEN}", "dev", link.node_if])
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "-n", ns, "link", "set", link.node_if, "up"])
+        run_command(["ip", "link", "set", link.host_if, "master", self.bridge, "up"])
+        run_command(["ip", "-n", ns, "addr", "add", f"{link.address}/{PREFIX_LEN}", "dev", link.node_if])
+        run_command(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run_command(["ip", "-n", ns, "link", "set", link.node_if, "up"])
         try:
-            _run(["tc", "qdisc", "add", "dev", link.host_if, "root", *TBF])
-            _run(["tc", "-n", ns, "qdisc", "add", "dev", link.node_if, "root", *TBF])
-        except NetnsError as exc:
+            run_command(["tc", "qdisc", "add", "dev", link.host_if, "root", *TBF])
+            run_command(["tc", "-n", ns, "qdisc", "add", "dev", link.node_if, "root", *TBF])
+        except CommandFailed as exc:
             raise Skip(f"cannot shape the links with tc tbf (kernel module sch_tbf?): {exc}") from None
         # A real NIC hands the kernel coalesced segments (GRO); a veth only does when asked.
         # Without it every 1500-byte packet costs the receiver a trip through the stack, which
         # on 2 shared cores measures the testbed more than the nodes (calibration.md, part 4).
-        _run([self.ethtool, "-K", link.host_if, "gro", "on"])
-        _run(["ip", "netns", "exec", ns, self.ethtool, "-K", link.node_if, "gro", "on"])
+        run_command([self.ethtool, "-K", link.host_if, "gro", "on"])
+        run_command(["ip", "netns", "exec", ns, self.ethtool, "-K", link.node_if, "gro", "on"])
 
     def down(self) -> list[str]:
         """Delete everything made; returns what could not be deleted (empty when all went)."""
@@ -148,15 +136,15 @@ class ShapedNetwork:
             # Deleting the namespace deletes the veth pair with it (both ends).
             for argv in (["ip", "link", "del", link.host_if], ["ip", "netns", "del", link.netns]):
                 try:
-                    _run(argv)
-                except NetnsError as exc:
+                    run_command(argv)
+                except CommandFailed as exc:
                     if "Cannot find device" not in str(exc):
                         failed.append(str(exc))
         self._made.clear()
         if self._made_bridge:
             try:
-                _run(["ip", "link", "del", self.bridge])
-            except NetnsError as exc:
+                run_command(["ip", "link", "del", self.bridge])
+            except CommandFailed as exc:
                 failed.append(str(exc))
             self._made_bridge = False
         return failed
@@ -169,16 +157,16 @@ class ShapedNetwork:
             probe = f"import socket; socket.create_connection({target!r}, timeout=5).close()"
             for node, link in self.links.items():
                 try:
-                    _run([*self.prefix(node), sys.executable, "-c", probe])
-                except NetnsError as exc:
+                    run_command([*self.prefix(node), sys.executable, "-c", probe])
+                except CommandFailed as exc:
                     why = f"{node} ({link.address}) cannot reach {BRIDGE_ADDRESS}: {exc}"
-                    raise NetnsError(why) from None
+                    raise CommandFailed(why) from None
 
     def _qdisc_bytes(self, argv: list[str]) -> int:
-        for qdisc in json.loads(_run(argv)):
+        for qdisc in json.loads(run_command(argv)):
             if qdisc.get("kind") == "tbf":
                 return int(qdisc["bytes"])
-        raise NetnsError(f"no tbf qdisc in {' '.join(argv)}")
+        raise CommandFailed(f"no tbf qdisc in {' '.join(argv)}")
 
     def counters(self) -> dict[str, LinkBytes]:
         """Bytes through each node's two shapers so far."""

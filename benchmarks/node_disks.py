@@ -21,13 +21,12 @@ is the one a real block device takes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from types import TracebackType
 
 from benchmarks.base import Skip
-from benchmarks.system import require_program
+from benchmarks.system import require_program, run_command
 
 FS_SPARE = 512 << 20  # the journal, inode tables, the agents' space reserve
 FILL = 64 << 20
@@ -37,7 +36,6 @@ class NodeDisks:
     """``paths[node]``: the mount point of that node's disk of ``size_bytes`` usable bytes."""
 
     def __init__(self, root: Path, nodes: list[str], size_bytes: int) -> None:
-        self.root = root
         self.paths = {node: root / node for node in nodes}
         self.device_size = size_bytes + FS_SPARE
         self._ram = root / "ram"
@@ -57,7 +55,8 @@ class NodeDisks:
             for node, path in self.paths.items():
                 backing = self._ram / f"{node}.ext4"
                 _fill(backing, self.device_size)
-                _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", _MKFS_EXTENDED, str(backing)])
+                mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", _MKFS_EXTENDED, str(backing)]
+                run_command(mkfs, timeout=120)
                 self._mount(["-o", "loop", str(backing)], path)
         except BaseException:
             self.__exit__(None, None, None)
@@ -75,7 +74,7 @@ class NodeDisks:
 
     def _mount(self, args: list[str], path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        _run(["mount", *args, str(path)])
+        run_command(["mount", *args, str(path)])
         self._mounted.append(path)
 
 
@@ -93,15 +92,7 @@ def _fill(path: Path, size: int) -> None:
         f.write(bytes(size % FILL))
 
 
-def _run(argv: list[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {result.returncode}): {result.stderr.strip()}")
-
-
 def _mem_available() -> int:
     with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        line = next(line for line in f if line.startswith("MemAvailable:"))
+    return int(line.split()[1]) * 1024

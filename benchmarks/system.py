@@ -10,6 +10,18 @@ from pathlib import Path
 from benchmarks.base import Skip
 
 
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run_command(argv: list[str], timeout: float = 30) -> str:
+    """Run a set-up command; its stdout, or CommandFailed with its stderr."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise CommandFailed(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def find_program(name: str, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")) -> Path | None:
     found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(extra_dirs))
     return Path(found) if found else None

@@ -251,36 +251,30 @@ class SyncScheduler:
                     "hops": hops,
                 }
             )
-        except AgentError as exc:
-            if exc.error != "busy":
-                return await self._not_started(claimed, route, exc)
-            # Still sending for an attempt that has failed here (it stops at its next ticket):
-            # no attempt was made, the chain waits for the slot.
-            log.info("sync %s: %s; waiting %.0f s", route, exc.message, BUSY_WAIT)
+        except (AgentError, AgentUnreachable) as exc:
+            # Busy: still sending for attempts that have failed here (they stop at their next
+            # ticket). No attempt was made: the chain waits for the slot.
+            busy = isinstance(exc, AgentError) and exc.error == "busy"
+            if busy:
+                log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
+            else:
+                log.warning("sync %s: source agent refused the transfer: %s", route, exc)
             async with self.db() as session:
                 for task in claimed:
-                    await unclaim(session, task.id, task.epoch, BUSY_WAIT)
+                    if busy:
+                        await unclaim(session, task.id, task.epoch, BUSY_WAIT)
+                    else:
+                        await retry_later(
+                            session,
+                            task.id,
+                            task.epoch,
+                            f"the source could not start: {exc}",
+                            self.config.sync_max_attempts,
+                        )
                 await session.commit()
-            return None
-        except AgentUnreachable as exc:
-            return await self._not_started(claimed, route, exc)
+            return
         log.info("sync transfer %s started: %s (upload %s)", transfer_id, route, chain.upload_id)
         self.on_started()
-
-    async def _not_started(
-        self, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable
-    ) -> None:
-        log.warning("sync %s: source agent refused the transfer: %s", route, exc)
-        async with self.db() as session:
-            for task in claimed:
-                await retry_later(
-                    session,
-                    task.id,
-                    task.epoch,
-                    f"the source could not start: {exc}",
-                    self.config.sync_max_attempts,
-                )
-            await session.commit()
 
 
 async def unclaim(session: AsyncSession, task_id: int, epoch: int, wait: float) -> None:
@@ -299,6 +293,11 @@ async def unclaim(session: AsyncSession, task_id: int, epoch: int, wait: float) 
         )
         .execution_options(synchronize_session=False)
     )
+    await _instance_pending(session, task_id)
+
+
+async def _instance_pending(session: AsyncSession, task_id: int) -> None:
+    """The task's instance waits (for its next attempt) again."""
     await session.execute(
         update(TemplateInstance).where(TemplateInstance.sync_task_id == task_id).values(status="pending")
     )
@@ -321,9 +320,7 @@ async def retry_later(
     task.next_attempt_at = utcnow() + timedelta(seconds=delay)
     task.rate_bytes_per_sec = 0
     task.error_message = f"attempt {task.attempts} failed: {reason}; retrying in {delay:.0f} s"
-    await session.execute(
-        update(TemplateInstance).where(TemplateInstance.sync_task_id == task.id).values(status="pending")
-    )
+    await _instance_pending(session, task.id)
     log.warning("sync task %s to %s: %s", task.id, task.target_node_name, task.error_message)
     return "pending"
 

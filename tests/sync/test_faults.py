@@ -55,7 +55,7 @@ def restart_agent(stack: Stack, node: str, **settings: object) -> None:
 
 
 def restart_coordinator(stack: Stack, **settings: object) -> None:
-    """Restart the coordinator with these extra settings (none: back to the stack's own)."""
+    """Restart the coordinator with exactly these extra settings (none: none)."""
     assert stack.coordinator is not None
     stack.coordinator.stop()
     stack.s.coordinator_settings = dict(settings)
@@ -338,8 +338,7 @@ def test_coordinator_restart_mid_copy_loses_nothing(slow_stack: Stack, slow_api:
     size = image.stat().st_size
     task_ids = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
     wait_task(api, task_ids[0], lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.25)
-    stack.coordinator.stop() if stack.coordinator else None
-    stack.start_coordinator()
+    restart_coordinator(stack)
     tasks = wait_tasks(api, template_id, timeout=180)
     assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
     for task in tasks:
