@@ -98,6 +98,13 @@ class AgentClient:
         result: dict[str, Any] = await self._call("GET", f"/v1/imports/{key}")
         return result
 
+    async def cancel_import(self, key: str, reason: str) -> dict[str, Any]:
+        """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/imports/{key}/cancel", json={"reason": reason}, timeout=600
+        )
+        return result
+
     async def delete_vm(self, vmid: int, key_prefix: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
             "DELETE", f"/v1/vms/{vmid}", params={"key_prefix": key_prefix}, timeout=600

@@ -129,7 +129,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateUpload,
         ("uploaded", "importing"),
         imports.run,
-        concurrency=4,
+        concurrency=config.max_concurrent_imports,
         lease=config.job_lease_seconds,
     )
 

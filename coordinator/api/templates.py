@@ -175,9 +175,10 @@ async def delete_template(call: Call) -> Deleted:
     """Delete a template: soft by default (hidden, nothing removed from Proxmox).
 
     With cascade=true every instance's VM is removed from Proxmox through its
-    agent, with the staged images, instances and sync tasks. Refused (409)
-    while an import or sync of it runs. A failure is reported; asking again
-    finishes the job (this also works on an already soft-deleted template).
+    agent, with the staged images, instances and sync tasks. An import of it that
+    runs is stopped (its upload fails). Refused (409) while its file is still being
+    uploaded or a sync of it copies. A failure is reported; asking again finishes
+    the job (this also works on an already soft-deleted template).
     """
     q: DeleteQuery = call.query
     template_id = call.path["id"]

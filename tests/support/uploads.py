@@ -119,6 +119,28 @@ def vm_anywhere(stack: Stack, vmid: int) -> list[str]:
     return [n for n in stack.node_names() if vm_conf(stack, n, vmid) is not None]
 
 
+def pve_tasks(stack: Stack, node: str, kind: str, vmid: int) -> list[tuple[str, str | None]]:
+    """A node's PVE tasks of ``kind`` on VM ``vmid``: (UPID, how it ended; None while it runs)."""
+    tasks_dir = stack.pvesim_dir / "nodes" / node / "tasks"
+    found: list[tuple[str, str | None]] = []
+    active = tasks_dir / "active"
+    for upid in json.loads(active.read_text() or "[]") if active.exists() else []:
+        found.append((upid, None))
+    index = tasks_dir / "index"
+    for line in index.read_text().splitlines() if index.exists() else []:
+        upid, _end, status = line.split(" ", 2)
+        found.append((upid, status))
+    return [(upid, status) for upid, status in found if f":{kind}:{vmid}:" in upid]
+
+
+def task_log(stack: Stack, upid: str) -> list[str]:
+    """The log of a PVE task (``nodes/<node>/tasks/<one hex digit>/<UPID>``)."""
+    node = upid.split(":")[1]
+    for path in (stack.pvesim_dir / "nodes" / node / "tasks").glob(f"*/{upid}"):
+        return path.read_text().splitlines()
+    return []
+
+
 def shared_volume(stack: Stack, storage: str, volname: str) -> Path:
     """A volume of a shared block storage (rbd): one raw file named like the image."""
     return stack.pvesim_dir / "shared" / "storage" / storage / volname
