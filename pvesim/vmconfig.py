@@ -15,14 +15,9 @@ from typing import Any
 
 from pvesim import schema
 from pvesim.errors import param_error
+from shared.pve_formats import DRIVE_NAMES, FormatError
+from shared.pve_schema import parse_boolean, parse_property_string, print_property_string
 
-# qemu-server Drive.pm: ide0-3, scsi0-30, virtio0-15, sata0-5 (boot order relevant), then
-# efidisk0 and tpmstate0
-DRIVE_FAMILIES = (("ide", 4), ("scsi", 31), ("virtio", 16), ("sata", 6))
-DRIVE_NAMES: tuple[str, ...] = tuple(f"{bus}{i}" for bus, count in DRIVE_FAMILIES for i in range(count)) + (
-    "efidisk0",
-    "tpmstate0",
-)
 # "STORAGE:SIZE_IN_GiB" (Drive.pm $NEW_DISK_RE)
 NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
 # parameters of POST /nodes/{node}/qemu that are not VM configuration keys
@@ -73,13 +68,13 @@ def drive_format(key: str) -> dict[str, Any]:
 def parse_drive(key: str, value: str) -> dict[str, Any]:
     """Drive property string to dict (keys as in PVE: file, size, media, import-from ...)."""
     try:
-        return schema.parse_property_string(drive_format(key), value, key)
-    except schema.FormatError as exc:
+        return parse_property_string(drive_format(key), value, key)
+    except FormatError as exc:
         raise param_error({key: f"invalid format - {exc}"}) from None
 
 
 def print_drive(key: str, drive: dict[str, Any]) -> str:
-    return schema.print_property_string(drive, drive_format(key))
+    return print_property_string(drive, drive_format(key))
 
 
 def drive_is_cdrom(drive: dict[str, Any]) -> bool:
@@ -159,7 +154,7 @@ class VmConfig:
             prop = cs.prop(key)
             typ = prop.get("type") if prop else None
             if typ == "boolean":
-                out[key] = 1 if schema.parse_boolean(value) else 0
+                out[key] = 1 if parse_boolean(value) else 0
             elif typ == "integer" and re.fullmatch(r"\d+", value):
                 out[key] = int(value)
             else:
@@ -172,7 +167,7 @@ def normalize_value(key: str, value: str) -> str:
     """write_vm_config's check_type: booleans stored as 1/0, integers as plain numbers."""
     prop = config_schema().prop(key)
     if prop and prop.get("type") == "boolean":
-        b = schema.parse_boolean(value)
+        b = parse_boolean(value)
         return str(b) if b is not None else value
     if prop and prop.get("type") == "integer" and re.fullmatch(r"\d+", value):
         return str(int(value))

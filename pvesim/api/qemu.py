@@ -16,13 +16,11 @@ from pvesim import disks, hostinfo
 from pvesim.api import Request, as_bool, route
 from pvesim.disks import LogFn
 from pvesim.errors import ApiError, die, param_error, perm_error
-from pvesim.schema import parse_size, split_list
 from pvesim.state import Cluster
 from pvesim.storage import Storage, parse_volume_id
 from pvesim.tasks import TaskContext
 from pvesim.vmconfig import (
     CREATE_ONLY_PARAMS,
-    DRIVE_NAMES,
     NEW_DISK_RE,
     VmConfig,
     drive_is_cdrom,
@@ -31,6 +29,7 @@ from pvesim.vmconfig import (
     parse_drive,
     print_drive,
 )
+from shared.pve_formats import DRIVE_NAMES, parse_size, split_list
 
 # pve-storage Storage.pm, the line check_volume_access dies on (no trailing newline in the
 # source, so Perl appends the location)
