@@ -17,7 +17,15 @@ from importlib import resources
 from typing import Any
 
 from pvesim.errors import ApiError, param_error
-from shared.pve_schema import check_object, indexed_prop, method_properties, property_facts, scalar_text, walk
+from shared.pve_schema import (
+    check_object,
+    extract_command,
+    indexed_prop,
+    method_properties,
+    property_facts,
+    scalar_text,
+    walk,
+)
 
 # (path, method) pairs the emulator implements; the subset holds exactly these.
 SERVED: tuple[tuple[str, str], ...] = (
@@ -200,15 +208,8 @@ def validate(ms: MethodSchema, params: dict[str, Any]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "extract":
-        print("usage: python -m pvesim.schema extract APIDATA.json > schema_subset.json")
-        return 2
-    with open(args[1], encoding="utf-8") as fh:
-        data = json.load(fh)
-    json.dump(extract(data), sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
-    return 0
+    usage = "python -m pvesim.schema extract APIDATA.json > schema_subset.json"
+    return extract_command(sys.argv[1:] if argv is None else argv, extract, usage)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Named formats are in shared.pve_formats.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -375,3 +377,17 @@ def check_object(
                 newpath,
                 "property is not defined in schema and the schema does not allow additional properties",
             )
+
+
+def extract_command(
+    argv: list[str], extract: Callable[[list[dict[str, Any]]], dict[str, Any]], usage: str
+) -> int:
+    """`python -m ... extract APIDATA.json`: the extracted facts as sorted JSON on stdout."""
+    if len(argv) != 2 or argv[0] != "extract":
+        print(f"usage: {usage}")
+        return 2
+    with open(argv[1], encoding="utf-8") as fh:
+        data = json.load(fh)
+    json.dump(extract(data), sys.stdout, indent=1, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
