@@ -58,3 +58,18 @@ class VmName(CheckedStr):
         except FormatError as exc:
             raise ValueError(f"{cls.field} {str(exc).strip()} (got {text!r})") from None
         return text
+
+
+class StorageId(CheckedStr):
+    """A PVE storage id (format pve-storage-id, matched whole)."""
+
+    field: ClassVar[str] = "storage"
+    json_schema = {"type": "string", "pattern": "^[a-zA-Z][a-zA-Z0-9._-]*[a-zA-Z0-9]$"}
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        try:
+            check_format("pve-storage-id", text, cls.field)
+        except FormatError:
+            raise ValueError(f"{cls.field} is not a PVE storage id (got {text!r})") from None
+        return text

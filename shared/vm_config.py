@@ -162,12 +162,25 @@ def check_volumes(options: Mapping[str, str], storage: str) -> None:
             )
 
 
+SUMMARY = (
+    "A JSON object of PVE VM options, e.g."
+    ' {"cores": 4, "memory": 4096, "net0": "virtio,bridge=vmbr0,tag=42", "ipconfig0": "ip=dhcp"}.'
+    f" Allowed: {', '.join(sorted(ALLOWED))} ([n]: 0, 1, ...). Each value is checked against PVE 9's"
+    " schema, property strings sub-key by sub-key; serial ports only 'socket', rng0 only"
+    " /dev/urandom; efidisk0, tpmstate0 and one cloud-init drive (ide, sata or scsi other than"
+    " scsi0) only as new volumes on the template's storage (STORAGE:1, STORAGE:cloudinit)."
+    " Anything else (args, hookscript, host devices or paths, import-from, other disks) is a"
+    " 400 naming the key."
+)
+
+
 class VmConfig(dict[str, str], Checked):
     """vm_config: a JSON object (or, from a form, its text) of PVE VM options from the allowlist."""
 
     json_schema = {
         "type": "object",
         "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
+        "description": SUMMARY,
     }
 
     @classmethod

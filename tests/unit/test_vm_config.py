@@ -14,8 +14,9 @@ from urllib.parse import quote
 
 import pytest
 
-from coordinator.jobs.template_import import VM_DEFAULTS
+from coordinator.jobs.template_import import VM_DEFAULTS, vm_name
 from shared import vm_config_facts
+from shared.text_fields import VmName
 from shared.validation import Input, InvalidInput, parse
 from shared.vm_config import VmConfig, check_option, check_options, check_volumes
 from shared.vm_config_policy import ALLOWED
@@ -299,6 +300,22 @@ def test_defaults_pass_the_allowlist() -> None:
     checked = check_options(VM_DEFAULTS)
     check_volumes(checked, "local")
     assert set(checked) == set(VM_DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("template_name", "expected"),
+    [
+        ("Ubuntu 22.04 LTS", "Ubuntu-22.04-LTS"),
+        ("web..server", "web.server"),
+        ("db.-primary-", "db.primary"),
+        ("...", "template-7"),
+        ("日本語", "template-7"),
+        ("a" * 62 + "-.b", "a" * 62),
+    ],
+)
+def test_vm_names_made_from_template_names_are_dns_names(template_name: str, expected: str) -> None:
+    assert vm_name(template_name, 7) == expected
+    assert VmName.check(expected) == expected
 
 
 class Form(Input):
