@@ -18,6 +18,8 @@ from pvesim.errors import param_error
 from shared.pve_formats import DRIVE_NAMES, FormatError
 from shared.pve_schema import parse_boolean, parse_property_string, print_property_string
 
+# Drive.pm: a cloud-init drive's volume name ($QEMU_FORMAT_RE for the suffix)
+CLOUDINIT_VOLUME_RE = re.compile(r"[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow|qcow2|qed|vmdk|cloop))?$")
 # "STORAGE:SIZE_IN_GiB" (Drive.pm $NEW_DISK_RE)
 NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
 # parameters of POST /nodes/{node}/qemu that are not VM configuration keys
@@ -77,7 +79,15 @@ def print_drive(key: str, drive: dict[str, Any]) -> str:
     return print_property_string(drive, drive_format(key))
 
 
-def drive_is_cdrom(drive: dict[str, Any]) -> bool:
+def drive_is_cloudinit(drive: dict[str, Any]) -> bool:
+    """Drive.pm drive_is_cloudinit: the volume is named (vm-<vmid>-)cloudinit[.<format>]."""
+    return bool(CLOUDINIT_VOLUME_RE.search(str(drive.get("file") or "")))
+
+
+def drive_is_cdrom(drive: dict[str, Any], exclude_cloudinit: bool = False) -> bool:
+    """Drive.pm drive_is_cdrom; a cloud-init drive is a CD-ROM too, unless excluded."""
+    if exclude_cloudinit and drive_is_cloudinit(drive):
+        return False
     return drive.get("media") == "cdrom"
 
 
