@@ -79,6 +79,14 @@ def print_drive(key: str, drive: dict[str, Any]) -> str:
     return print_property_string(drive, drive_format(key))
 
 
+def with_mac(key: str, value: str, mac: str) -> str:
+    """A netN value with a MAC address (QemuServer::Network::add_random_macs on create)."""
+    fmt = drive_format(key)
+    net = parse_property_string(fmt, value, key)
+    net.setdefault("macaddr", mac)
+    return print_property_string(net, fmt)
+
+
 def drive_is_cloudinit(drive: dict[str, Any]) -> bool:
     """Drive.pm drive_is_cloudinit: the volume is named (vm-<vmid>-)cloudinit[.<format>]."""
     return bool(CLOUDINIT_VOLUME_RE.search(str(drive.get("file") or "")))

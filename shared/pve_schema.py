@@ -203,23 +203,31 @@ def parse_property_string(fmt: dict[str, Any], data: str, path: str = "") -> dic
 
 def print_property_string(data: dict[str, Any], fmt: dict[str, Any]) -> str:
     """PVE::JSONSchema::print_property_string: default key first, then required, then the
-    rest, sorted; 'disk-size' values rendered with format_size."""
+    rest, sorted; 'disk-size' values rendered with format_size; a key with a key alias
+    printed together with it ("virtio=<mac>" for model and macaddr)."""
     default_key = next((k for k, s in fmt.items() if s.get("default_key")), None)
+    key_alias = {s["keyAlias"]: s["alias"] for s in fmt.values() if s.get("alias") and s.get("keyAlias")}
     done: set[str] = set()
     parts: list[str] = []
+
+    def text_of(key: str) -> str:
+        text = str(data[key])
+        if (fmt.get(key) or {}).get("format") == "disk-size":
+            # parsed drives keep sizes as written ("64M"); PVE prints them normalised
+            size = parse_size(text)
+            text = format_size(size) if size is not None else text
+        return text
 
     def add(key: str, is_default: bool = False) -> None:
         if key in done or data.get(key) is None:
             return
         done.add(key)
-        sub = fmt.get(key) or {}
-        value = data[key]
-        text = str(value)
-        if sub.get("format") == "disk-size":
-            # parsed drives keep sizes as written ("64M"); PVE prints them normalised
-            size = parse_size(text)
-            text = format_size(size) if size is not None else text
-        parts.append(text if is_default else f"{key}={text}")
+        combine = key_alias.get(key)
+        if combine is not None and data.get(combine) is not None:
+            done.add(combine)
+            parts.append(f"{text_of(key)}={text_of(combine)}")
+        else:
+            parts.append(text_of(key) if is_default else f"{key}={text_of(key)}")
 
     if default_key:
         add(default_key, True)

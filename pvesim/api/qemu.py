@@ -30,6 +30,7 @@ from pvesim.vmconfig import (
     normalize_value,
     parse_drive,
     print_drive,
+    with_mac,
 )
 from shared import ssh_keys
 from shared.pve_formats import DRIVE_NAMES, parse_size, split_list
@@ -538,6 +539,8 @@ async def create_vm(req: Request, params: dict[str, str]) -> Any:
             settings["ide2"] = value if "media=" in value else value + ",media=cdrom"
         check_storage_access(req, vmid, settings, storage)
         check_drive_param(settings)
+        for key in [k for k in settings if re.fullmatch(r"net\d+", k)]:
+            settings[key] = with_mac(key, settings[key], _random_mac())
     emsg = f"unable to create VM {vmid} -"
     try:
         async with cluster.lock_vm(vmid, 5):
