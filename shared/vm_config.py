@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import vm_config_facts
-from shared.pve_formats import FormatError, lookup
+from shared.pve_formats import lookup
 from shared.pve_schema import check_prop, hash_format, indexed_prop, parse_property_string, scalar_text
 from shared.text_fields import refuse_control
 from shared.validation import Checked
@@ -125,10 +125,7 @@ def check_option(key: str, value: Any) -> str:
     if fmt is None:
         _narrowed(key, "", text, facts, rule)
         return text
-    try:
-        parsed = parse_property_string(fmt, text, key)
-    except FormatError as exc:  # check_prop passed it: only a named format can get here
-        raise ValueError(f"vm_config {key}: {_say({key: str(exc)})}") from None
+    parsed = parse_property_string(fmt, text, key)  # check_prop has parsed it already
     for sub, subvalue in parsed.items():
         if sub not in rule.subkeys:
             raise ValueError(f"vm_config {key}: {sub!r} is not allowed")
@@ -149,7 +146,8 @@ def check_options(options: Mapping[str, Any]) -> dict[str, str]:
 
 
 def check_volumes(options: Mapping[str, str], storage: str) -> None:
-    """The new volumes of EFI vars, TPM state and a cloud-init drive are on ``storage``."""
+    """The new volumes of EFI vars, TPM state and a cloud-init drive are on ``storage``
+    (``options`` as check_options returned them)."""
     for key, text in options.items():
         found = _rule(key)
         fmt = hash_format(found[0].get("format")) if found else None

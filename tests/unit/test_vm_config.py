@@ -18,7 +18,7 @@ from coordinator.jobs.template_import import VM_DEFAULTS, vm_name
 from shared import vm_config_facts
 from shared.text_fields import VmName
 from shared.validation import Input, InvalidInput, parse
-from shared.vm_config import VmConfig, check_option, check_options, check_volumes
+from shared.vm_config import VmConfig, _formats_not_modelled, check_option, check_options, check_volumes
 from shared.vm_config_policy import ALLOWED
 from tests.support import apidata as ground_truth
 from tests.support.apidata import REPO
@@ -357,3 +357,11 @@ def test_committed_facts_match_apidata(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_the_facts_hold_every_allowed_option() -> None:
     assert set(vm_config_facts.load()) == set(ALLOWED)
+
+
+def test_an_unchecked_format_would_stop_the_module_loading() -> None:
+    # every format the allowed options use is checked; one that is not would let anything through
+    assert _formats_not_modelled(vm_config_facts.load()) == set()
+    assert _formats_not_modelled({"x": {"format": {"y": {"format": "pve-no-such-format"}}}}) == {
+        "pve-no-such-format"
+    }
