@@ -24,11 +24,14 @@ from msgspec import Meta
 from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING
 from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
+from agent.staging import NAME as STAGED_NAME
 from agent.staging import BadStagedName, Staging
 from agent.tasks import STOP_GRACE, TaskFailed, TaskLimit, WaitEnded, run_task
 from agent.vms import DESTROY_SECONDS, destroy, marker, vm_config
 from shared.deadlines import scaled_timeout
-from shared.validation import Input, parse
+from shared.text_fields import Description, StorageId, VmName
+from shared.validation import CheckedStr, Input, parse
+from shared.vm_config import VmConfig, check_volumes
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
@@ -36,16 +39,33 @@ DISK_KEY = "scsi0"
 CANCEL_WAIT = STOP_GRACE + DESTROY_SECONDS
 
 
+class StagedName(CheckedStr):
+    field = "staged_name"
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        if not STAGED_NAME.fullmatch(text):
+            raise ValueError(f"staged_name is not a staged image name (got {text!r})")
+        return text
+
+
 class ImportRequest(Input):
-    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+$")]
+    """What the coordinator asks for. Every string ends up on pvesh's command line, so each
+    is checked here again (the agent trusts nothing): names anchored (a regex's $ matches
+    before a trailing newline, hence \\Z), no control characters, options from the allowlist."""
+
+    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+\\Z")]
     vmid: Annotated[int, Meta(ge=100, le=999999999)]
-    staged_name: str
-    storage: Annotated[str, Meta(pattern="^[a-zA-Z][a-zA-Z0-9\\-_.]*$")]
-    name: str
-    description: str = ""
-    options: dict[str, str | int | bool] = {}
+    staged_name: StagedName
+    storage: StorageId
+    name: VmName
+    description: Description = Description("")
+    options: VmConfig = VmConfig()
     # The image's size in bytes (the larger of file and virtual size): scales the deadline.
     image_size: Annotated[int, Meta(ge=0)] = 0
+
+    def __post_init__(self) -> None:
+        check_volumes(self.options, self.storage)
 
 
 class CancelRequest(Input):

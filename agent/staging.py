@@ -13,7 +13,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-NAME = re.compile(r"^(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)$")
+# \Z, not $: a name must not end in a newline ($ matches before one)
+NAME = re.compile(r"^(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)\Z")
 PART_SUFFIX = ".part"
 
 

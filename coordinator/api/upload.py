@@ -36,8 +36,12 @@ from coordinator.api.templates import TemplateName
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
+from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.upload_plan import plan_upload
+from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
+from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
+from shared.vm_config import VmConfig
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
@@ -45,18 +49,6 @@ routes = Routes("templates")
 FIELD_LIMIT = 64 << 10
 # Multipart framing and form fields on top of the file itself.
 FORM_OVERHEAD = 1 << 20
-VM_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-VM_CONFIG_RESERVED = {
-    "vmid",
-    "template",
-    "scsi0",
-    "archive",
-    "storage",
-    "unique",
-    "start",
-    "force",
-    "live-restore",
-}
 
 
 class NodeIds(list[int], Checked):
@@ -86,36 +78,11 @@ class NodeIds(list[int], Checked):
         return ids
 
 
-class VmConfig(dict[str, str | int | bool], Checked):
-    """PVE VM options for the template, as a JSON object; pvesphere's own keys are refused."""
-
-    json_schema = {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean"]}}
-
-    @classmethod
-    def parse(cls, raw: Any) -> VmConfig:
-        value = raw
-        if isinstance(raw, str):
-            try:
-                value = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
-        if not isinstance(value, dict):
-            raise ValueError("vm_config must be a JSON object")
-        for key, option in value.items():
-            if not VM_CONFIG_KEY.match(str(key)):
-                raise ValueError(f"vm_config key {key!r} is not a PVE VM option name")
-            if key in VM_CONFIG_RESERVED:
-                raise ValueError(f"vm_config key {key!r} is set by pvesphere and cannot be overridden")
-            if not isinstance(option, str | int | bool):
-                raise ValueError(f"vm_config {key!r} must be a string, number or boolean")
-        return cls(value)
-
-
 class UploadForm(Input):
     template_name: TemplateName
     cluster_id: Annotated[int, Meta(ge=1)]
     storage_id: Annotated[int, Meta(ge=1)]
-    description: Annotated[str, Meta(max_length=4096)] = ""
+    description: Description = Description("")
     auto_sync: bool = False
     sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
     vm_config: VmConfig = msgspec.field(default_factory=VmConfig)
@@ -139,7 +106,11 @@ UPLOAD_BODY_SCHEMA = {
                     "template_name": {"type": "string", "maxLength": 128},
                     "cluster_id": {"type": "integer", "minimum": 1},
                     "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
-                    "description": {"type": "string"},
+                    "description": {
+                        "type": "string",
+                        "maxLength": DESCRIPTION_MAX,
+                        "description": "newlines and tabs allowed, other control characters are not",
+                    },
                     "auto_sync": {
                         "type": "boolean",
                         "description": "local storage: sync to every other node",
@@ -148,7 +119,11 @@ UPLOAD_BODY_SCHEMA = {
                         "type": "string",
                         "description": "comma-separated node ids, or a JSON array",
                     },
-                    "vm_config": {"type": "string", "description": "JSON object of PVE VM options"},
+                    "vm_config": {
+                        "type": "string",
+                        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
+                    },
                     "wait": {"type": "boolean", "description": "answer after the import"},
                     "file": {
                         "type": "string",
@@ -361,6 +336,10 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
             auto_sync=form.auto_sync,
             agent_timeout=timedelta(seconds=config.agent_timeout),
         )
+    try:
+        checked_options(form.vm_config, plan.storage.storage_name)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:

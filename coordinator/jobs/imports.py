@@ -125,7 +125,13 @@ class ImportJobs:
                 description=template.description,
                 options=options,
             )
-        except (AgentUnreachable, AgentError) as exc:
+        except AgentError as exc:
+            if exc.status == 400:  # the agent refused the request itself: asking again cannot help
+                await self.fail(upload_id, f"agent of {upload.import_node_name} refused the import: {exc}")
+                return
+            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
+            return
+        except AgentUnreachable as exc:
             await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
             return
         except NoFreeVmid as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,12 @@ from coordinator.config import CoordinatorConfig
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.vmids import allocation_lock, held_by_us, lowest_free
 from shared.deadlines import Deadline, scaled_timeout
+from shared.vm_config import check_options, check_volumes
 
 log = logging.getLogger(__name__)
 
-# Template defaults for the VM; every key can be overridden per upload (vm_config).
+# Template defaults for the VM; every key can be overridden per upload (vm_config), and
+# together they pass the same allowlist (tests/unit/test_vm_config.py).
 VM_DEFAULTS: dict[str, Any] = {
     "memory": 2048,
     "cores": 2,
@@ -48,9 +50,18 @@ MAX_VMID_TRIES = 20
 
 
 def vm_name(template_name: str, template_id: int) -> str:
-    """PVE wants a DNS name for a VM."""
-    name = re.sub(r"[^A-Za-z0-9.-]+", "-", template_name).strip("-.")[:63].strip("-.")
+    """PVE wants a DNS name for a VM: dot-separated labels of letters, digits and inner dashes."""
+    labels = (re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-") for label in template_name.split("."))
+    name = ".".join(label for label in labels if label)[:63].strip("-.")
     return name or f"template-{template_id}"
+
+
+def checked_options(vm_config: Mapping[str, Any], storage: str) -> dict[str, str]:
+    """The options an import will send (defaults, then the upload's), checked against the
+    allowlist for a template on ``storage``; ValueError names the first bad key."""
+    options = check_options({**VM_DEFAULTS, **vm_config})
+    check_volumes(options, storage)
+    return options
 
 
 def vm_options(vm_config: dict[str, Any], template_name: str, template_id: int) -> tuple[str, dict[str, Any]]:
