@@ -75,12 +75,33 @@ def _huge_virtual_size(tmp: Path) -> tuple[Path, str]:
     return image, f"virtual size {60 * GiB} bytes exceeds the limit of {50 * GiB} bytes"
 
 
+def _broken_qcow2_header(tmp: Path) -> tuple[Path, str]:
+    # A cluster size qemu refuses: qemu-img's complaint names the file it was given.
+    image = images.qcow2(tmp / "broken.qcow2", size_mib=16, data_mib=1)
+    with open(image, "r+b") as f:
+        f.seek(20)
+        f.write((8).to_bytes(4, "big"))
+    return image, "qemu-img cannot read broken.qcow2 as qcow2: Could not open 'broken.qcow2': "
+
+
+def _lookalike(kind: str) -> Callable[[Path], tuple[Path, str]]:
+    """Declared raw, but qemu would probe it as ``kind``."""
+
+    def make(tmp: Path) -> tuple[Path, str]:
+        image = images.looks_like(kind, tmp / f"{kind}.raw")
+        return image, f"{kind}.raw is declared raw but its content is {kind}; convert it"
+
+    return make
+
+
 REJECTED: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "backing_file": _backing,
     "qcow2_named_raw": _qcow2_named_raw,
     "two_extent_vmdk": _two_extent_vmdk,
     "truncated_qcow2": _truncated_qcow2,
     "virtual_size_over_limit": _huge_virtual_size,
+    "broken_qcow2_header": _broken_qcow2_header,
+    **{f"{kind}_named_raw": _lookalike(kind) for kind in ("parallels", "bochs", "cloop", "dmg")},
 }
 
 
@@ -96,6 +117,9 @@ def test_rejected_image_says_why_and_leaves_nothing(
     assert reply.body["code"] == 422
     assert reply.error == "image_rejected"
     assert why in reply.message, reply.message
+    # The image is named as its client named it: nothing of where the agent keeps it.
+    for agent_side in (str(stack.base), "staging", ".part", "upload-"):
+        assert agent_side not in reply.message, reply.message
     assert [u.status for u in rows_named(stack, name).uploads] == ["failed"]
     assert why in (rows_named(stack, name).uploads[0].error_message or "")
     assert_nothing_left(stack, name, staged, vms)
