@@ -30,10 +30,10 @@ DISK_KEY = "scsi0"
 
 
 class ImportRequest(Input):
-    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+$")]
+    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+\\Z")]
     vmid: Annotated[int, Meta(ge=100, le=999999999)]
     staged_name: str
-    storage: Annotated[str, Meta(pattern="^[a-zA-Z][a-zA-Z0-9\\-_.]*$")]
+    storage: Annotated[str, Meta(pattern="^[a-zA-Z][a-zA-Z0-9\\-_.]*\\Z")]
     name: str
     description: str = ""
     options: dict[str, str | int | bool] = {}

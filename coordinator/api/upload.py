@@ -52,7 +52,7 @@ routes = Routes("templates")
 FIELD_LIMIT = 64 << 10
 # Multipart framing and form fields on top of the file itself.
 FORM_OVERHEAD = 1 << 20
-VM_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+VM_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 VM_CONFIG_RESERVED = {
     "vmid",
     "template",
