@@ -31,10 +31,15 @@ class CoordinatorConfig:
     # CA bundle used to verify PVE API certificates when a cluster has verify_ssl on.
     pve_ca_file: str = ""
     pve_timeout: float = 15.0
-    # Uploads: size caps (file and the image's virtual size), concurrent uploads (429 beyond).
+    # Uploads: size caps (file and the image's virtual size), concurrent uploads in all and per
+    # API token (429 beyond), the bandwidth of all uploads together in bytes/s (0 = no cap).
     max_upload_bytes: int = 50 << 30
     max_virtual_size: int = 50 << 30
     max_concurrent_uploads: int = 4
+    max_uploads_per_token: int = 2
+    max_upload_rate: int = 0
+    # An upload whose client sends nothing for this long is dropped (its slot freed).
+    upload_idle_timeout: float = 60.0
     # VMIDs given to templates.
     template_vmid_min: int = 9000
     template_vmid_max: int = 9999
@@ -96,6 +101,12 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("max_inbound_per_node and max_outbound_per_node must be at least 1")
     if cfg.sync_max_attempts < 1:
         raise ConfigError("sync_max_attempts must be at least 1")
+    if cfg.max_concurrent_uploads < 1 or cfg.max_uploads_per_token < 1:
+        raise ConfigError("max_concurrent_uploads and max_uploads_per_token must be at least 1")
+    if cfg.max_upload_rate < 0:
+        raise ConfigError("max_upload_rate must be 0 (no cap) or a number of bytes per second")
+    if cfg.upload_idle_timeout <= 0:
+        raise ConfigError("upload_idle_timeout must be more than 0 seconds")
     if cfg.sync_idle_timeout <= 0:
         raise ConfigError("sync_idle_timeout must be more than 0 seconds")
     if cfg.max_concurrent_imports < 1:

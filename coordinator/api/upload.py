@@ -5,6 +5,10 @@ chunks read from the client are written straight into the request to the
 agent, which hashes, stores and validates them. Everything checkable is
 checked before the first byte moves; a failure afterwards removes what the
 upload made (template row, staged file) and keeps only a failed upload record.
+
+An upload holds a slot while its bytes move (upload_slots.py: a limit in all and per
+token), a client that stops sending is dropped (client_idle.py), and the bytes read
+from all clients together are held to ``max_upload_rate`` (shared/pacer.py).
 """
 
 from __future__ import annotations
@@ -28,16 +32,19 @@ from agent.client import AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
 from coordinator import uploads
 from coordinator.api.auth import authenticate
+from coordinator.api.client_idle import ClientIdle, IdleWatch
 from coordinator.api.errors import ApiError, error_response
 from coordinator.api.file_part import FilePartStream
 from coordinator.api.routing import Call, Routes, parse_model
 from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.templates import TemplateName
-from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
+from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
 from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.upload_plan import plan_upload
+from coordinator.upload_slots import UploadLimitReached
+from shared.pacer import Pacer
 from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
 from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
@@ -158,16 +165,19 @@ def _limit(request: web.Request) -> int:
 
 
 async def expect_upload(request: web.Request) -> web.StreamResponse | None:
-    """Answer Expect: 100-continue with 401/403/413 before the client sends gigabytes."""
+    """Answer Expect: 100-continue with 401/403/413/429 before the client sends gigabytes."""
     if request.version != HttpVersion11:
         return None
     expect = request.headers.get("Expect", "").lower()
     if expect != "100-continue":
         return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
     try:
-        await authenticate(request, "operator")
+        principal = await authenticate(request, "operator")
+        request.app[UPLOAD_SLOTS].check(principal.token_id)
     except ApiError as exc:
         return error_response(exc.status, exc.error, exc.message)
+    except UploadLimitReached as exc:
+        return error_response(429, exc.error, exc.message)
     length = request.content_length
     if length is not None and length > _limit(request) + FORM_OVERHEAD:
         return error_response(
@@ -207,9 +217,10 @@ class _FileBody:
     file over the limit (413) and a client that went away from a failing agent.
     """
 
-    def __init__(self, part: FilePartStream, limit: int) -> None:
+    def __init__(self, part: FilePartStream, limit: int, pacer: Pacer) -> None:
         self.part = part
         self.limit = limit
+        self.pacer = pacer
         self.received = 0
         self.too_large = False
         self.client_error: BaseException | None = None
@@ -228,6 +239,8 @@ class _FileBody:
             if self.received > self.limit:
                 self.too_large = True
                 raise _TooLarge
+            # While a chunk is held here the client's next bytes wait: the cap slows the sender.
+            await self.pacer.take(len(chunk))
             yield chunk
 
 
@@ -242,31 +255,40 @@ async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
             await engine.renew(session, TemplateUpload, upload_id, lease)
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
+async def _read_form(request: web.Request, idle: IdleWatch) -> tuple[dict[str, Any], BodyPartReader]:
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
-    fields: dict[str, Any] = {}
     try:
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise ApiError(
-                    400, "invalid_request", "file is required (the disk image, as form field 'file')"
-                )
-            if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
-            if part.name == "file":
-                return fields, part
-            if not part.name:
-                raise ApiError(400, "invalid_request", "a form field has no name")
-            fields[part.name] = await _field_text(part)
+        with idle.waiting():
+            return await _form_fields(request)
     except (ValueError, AssertionError) as exc:
         raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+    except ClientIdle as exc:
+        raise _dropped(exc) from None  # nothing was made yet: the slot is all it held
     except (ConnectionError, HttpProcessingError):
         # The client went away (or its body broke off) before the file: nothing was made yet.
         raise ApiError(400, "incomplete", "the upload broke off before the file") from None
+
+
+async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
+    fields: dict[str, Any] = {}
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise ApiError(400, "invalid_request", "file is required (the disk image, as form field 'file')")
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
+        if part.name == "file":
+            return fields, part
+        if not part.name:
+            raise ApiError(400, "invalid_request", "a form field has no name")
+        fields[part.name] = await _field_text(part)
+
+
+def _dropped(exc: ClientIdle) -> ApiError:
+    return ApiError(408, "client_idle", f"{exc}: the upload was dropped")
 
 
 @routes.post(
@@ -274,7 +296,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
     role="operator",
     query=UploadQuery,
     response=UploadResult,
-    errors=(400, 404, 409, 413, 415, 422, 429, 502, 503),
+    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503),
     raw_body_schema=UPLOAD_BODY_SCHEMA,
     expect_handler=expect_upload,
 )
@@ -284,6 +306,7 @@ async def upload_template(call: Call) -> UploadResult:
     Form fields must come before the file. The answer comes once the file is
     stored and validated; the import runs as a durable job (upload_info.status).
     With wait=true (form field or query parameter) the answer comes after the import.
+    A client that sends nothing for upload_idle_timeout seconds gets 408 and is dropped.
     """
     request = call.request
     config = request.app[CONFIG]
@@ -292,15 +315,13 @@ async def upload_template(call: Call) -> UploadResult:
         raise ApiError(
             413, "too_large", f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes"
         )
-    slots = request.app[UPLOAD_SLOTS]
-    if slots.locked():
-        raise ApiError(
-            429,
-            "too_many_uploads",
-            f"{config.max_concurrent_uploads} uploads are already running; retry later",
-        )
-    async with slots:
-        result, wait = await _upload(call)
+    assert call.principal is not None  # (the route needs an operator)
+    try:
+        with request.app[UPLOAD_SLOTS].hold(call.principal.token_id):
+            async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
+                result, wait = await _upload(call, idle)
+    except UploadLimitReached as exc:
+        raise ApiError(429, exc.error, exc.message) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
     if wait:
         result.status, result.error_message = await _wait_for_import(call, result.upload_id)
@@ -314,11 +335,11 @@ async def upload_template(call: Call) -> UploadResult:
     return result
 
 
-async def _upload(call: Call) -> tuple[UploadResult, bool]:
+async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
     config = request.app[CONFIG]
-    fields, file_part = await _read_form(request)
+    fields, file_part = await _read_form(request, idle)
     form = parse_model(UploadForm, fields, "form")
     file_name = sanitise_file_name(file_part.filename)
     try:
@@ -366,11 +387,11 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
     )
 
     keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
-    part = FilePartStream(request.content, _boundary(request))
-    body = _FileBody(part, config.max_upload_bytes)
+    part = FilePartStream(request.content, _boundary(request), idle)
+    body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     try:
         staged = await agent.upload(
-            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks()
+            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks(), file_name
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:
@@ -391,6 +412,11 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
             raise ApiError(
                 413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
             ) from None
+        if isinstance(body.client_error, ClientIdle):
+            reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
+            await uploads.abandon(db, upload.id, reason)
+            log.warning("upload %s: %s", upload.id, reason)
+            raise _dropped(body.client_error) from None
         if body.client_error is not None or request.transport is None or request.transport.is_closing():
             reason = f"upload broke off: the client went away after {body.received} bytes"
             await uploads.abandon(db, upload.id, reason)

@@ -7,6 +7,7 @@ staging directories and the coordinator's database.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -339,32 +340,93 @@ def stream_upload(
     return Answer(status, answer, when, finished)
 
 
-def send_then_cut(
+class StalledUpload:
+    """An upload whose client has sent the request head and part of its body, then nothing more.
+
+    As a context manager: the client hangs up when the block ends.
+    """
+
+    def __init__(self, stack: Stack, token: str, content_type: str, length: int, body: bytes) -> None:
+        self.sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
+        self.sock.sendall(_request_head(stack, token, content_type, {"Content-Length": str(length)}))
+        self.sock.sendall(body)
+        self._trickling = threading.Event()
+
+    def answer(self) -> tuple[int, Any]:
+        """The server's answer (waits for it)."""
+        return _read_answer(self.sock)
+
+    def closed_by_server(self) -> bool:
+        """After the answer: does the server close the connection (rather than wait for more)?"""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    @contextlib.contextmanager
+    def trickling(self, every: float) -> Iterator[None]:
+        """Inside: one more byte of the file every ``every`` seconds (a slow client, not a silent one)."""
+        self._trickling.set()
+
+        def send() -> None:
+            while self._trickling.is_set():
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(b"\0")
+                time.sleep(every)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            yield
+        finally:
+            self._trickling.clear()
+            sender.join(10)
+
+    def cut(self) -> None:
+        """Hang up with RST rather than FIN: the client is gone, not merely done sending."""
+        if self.sock.fileno() == -1:
+            return
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def __enter__(self) -> StalledUpload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cut()
+
+
+def stall_upload(
     stack: Stack,
     token: str,
     fields: dict[str, str],
     file_name: str,
     data: bytes,
     claimed_size: int,
-    cut: Callable[[], None],
     *,
     keep_head: int | None = None,
-) -> None:
-    """Announce ``claimed_size`` bytes of file, send ``data`` only, call ``cut()``, then hang up.
+) -> StalledUpload:
+    """Announce ``claimed_size`` bytes of file and send ``data`` only.
 
-    With ``keep_head`` only that many bytes of the form fields go out (a cut before the file).
+    With ``keep_head`` only that many bytes of the form fields go out (0: only the request head).
     """
     content_type, head, tail = multipart(fields, file_name)
     length = len(head) + claimed_size + len(tail)
-    sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
-    try:
-        sock.sendall(_request_head(stack, token, content_type, {"Content-Length": str(length)}))
-        sock.sendall(head + data if keep_head is None else head[:keep_head])
-        cut()
-    finally:
-        # RST rather than FIN: the client is gone, not merely done sending.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
+    body = head + data if keep_head is None else head[:keep_head]
+    return StalledUpload(stack, token, content_type, length, body)
+
+
+def assert_nothing_left_soon(stack: Stack, name: str, staged: set[str], vms: set[int]) -> None:
+    """The agent removes a partial file once it notices the broken stream: allow it a moment."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert_nothing_left(stack, name, staged, vms)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15, what: str = "condition") -> Any:

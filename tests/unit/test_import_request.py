@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from agent import importer
 from agent.appkeys import IMPORTER
+from agent.tasks import TaskLimit
 
 GOOD: dict[str, Any] = {
     "key": "t1-u1",
@@ -38,7 +39,7 @@ class Recorder(importer.Importer):
 
     def start(self, req: importer.ImportRequest) -> importer.ImportOp:
         self.started.append(req)
-        return importer.ImportOp(req, state="done")
+        return importer.ImportOp(req, TaskLimit(60), state="done")
 
 
 @pytest.fixture
