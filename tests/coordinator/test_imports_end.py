@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.client import AgentClient
+from agent.client import AgentClient, AgentError
 from coordinator.template_delete import IMPORT_STOPPED
 from demo.stack import Stack
 from tests.conftest import own_stack
@@ -107,9 +107,11 @@ def _assert_stopped_and_removed(stack: Stack, vmid: int, upid: str) -> None:
 def test_a_pve_command_that_cannot_start_fails_the_import_with_the_reason(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
-    """A NUL byte in the description reaches pvesh's command line: the process cannot start
-    (ValueError in subprocess). The import fails with that reason; it is not left running."""
-    image = images.qcow2(tmp_path / "nul.qcow2", size_mib=16, data_mib=1)
+    """pvesh cannot be started (here: not executable; before, a NUL byte on its command line
+    raised ValueError in subprocess and left the import running forever). The import fails
+    with that reason; it is not left running. A NUL byte never gets that far any more: the
+    agent refuses it (400 naming the field) before anything runs."""
+    image = images.qcow2(tmp_path / "nostart.qcow2", size_mib=16, data_mib=1)
     upload_id = 900_000 + secrets.randbelow(99_999)
     vmid = 800_000 + secrets.randbelow(99_999)
 
@@ -126,10 +128,18 @@ def test_a_pve_command_that_cannot_start_fails_the_import_with_the_reason(
         "vmid": vmid,
         "staged_name": staged["staged_name"],
         "storage": "local",
-        "name": "nul",
-        "description": "before\x00after",
+        "name": "nostart",
     }
+    pvesh = stack.pvesim_dir / "nodes" / NODE / "bin" / "pvesh"
+    mode = pvesh.stat().st_mode
     try:
+        with pytest.raises(AgentError) as refused:
+            call_agent(
+                stack, NODE, lambda agent: agent.start_import({**request, "description": "before\x00after"})
+            )
+        assert refused.value.status == 400 and "description" in refused.value.message
+
+        pvesh.chmod(0o644)
         call_agent(stack, NODE, lambda agent: agent.start_import(request))
 
         def ended() -> dict[str, Any] | None:
@@ -138,11 +148,12 @@ def test_a_pve_command_that_cannot_start_fails_the_import_with_the_reason(
 
         op = wait_for(ended, 30, "the import to end")
         assert op["state"] == "failed", op
-        assert "embedded null byte" in op["error"], op
+        assert "Permission denied" in op["error"], op
         assert op["error_kind"] == "pve_error"
-        assert vm_anywhere(stack, vmid) == []
     finally:
+        pvesh.chmod(mode)
         call_agent(stack, NODE, lambda agent: agent.delete_staged(staged["staged_name"]))
+    assert vm_anywhere(stack, vmid) == []
 
 
 def test_a_create_task_that_never_finishes_is_stopped_and_frees_the_import_slot(
