@@ -55,11 +55,10 @@ def sha256(path: Path) -> str:
 
 
 def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
-    """Call a node's agent with the agent credential (as the coordinator does)."""
-    secret = (stack.base / "agent.token").read_text().strip()
+    """Call a node's agent with that node's credential (as the coordinator does)."""
     return requests.get(
         stack.agent_url(node) + path,
-        headers={"Authorization": f"Bearer {secret}"},
+        headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
         timeout=10,
     )
 
