@@ -103,6 +103,11 @@ class CoordinatorLink:
                     body["node_name"],
                     body["cluster_name"] or "unknown: PVE does not answer",
                 )
+        if status == 401:
+            raise RuntimeError(
+                f"the coordinator refuses this node's credential ({error_message(payload)}); "
+                "if it was revoked, enrol again with a new join token"
+            )
         if status != 200:
             raise RuntimeError(f"coordinator answered {status}: {error_message(payload)}")
         self.interval = float(payload["data"]["heartbeat_interval"])
@@ -121,7 +126,7 @@ class CoordinatorLink:
                     if self._failing_since is None:
                         self._failing_since = asyncio.get_running_loop().time()
                         log.warning(
-                            "cannot reach coordinator %s: %s (will keep trying)",
+                            "no heartbeat to coordinator %s: %s (will keep trying)",
                             self.config.coordinator_url,
                             exc or exc.__class__.__name__,
                         )

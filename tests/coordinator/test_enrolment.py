@@ -47,6 +47,13 @@ def agents_by_node(api: Api) -> dict[str, dict]:
     return {a["node_name"]: a for a in api.all("/agents") if a["cluster_name"] == "pve-demo"}
 
 
+def wait_live(api: Api, node: str) -> None:
+    deadline = time.monotonic() + 20
+    while not agents_by_node(api)[node]["live"]:
+        assert time.monotonic() < deadline, f"the agent of {node} is not live"
+        time.sleep(0.3)
+
+
 def agent_list(stack: Stack) -> dict[str, list[str]]:
     lines = stack.coordinator_cli("agent", "list").stdout.splitlines()[1:]
     return {line.split()[0]: line.split() for line in lines}
@@ -139,10 +146,7 @@ def test_a_restarted_agent_uses_its_stored_credential(stack: Stack, api: Api) ->
     assert credential_file.stat().st_mode & 0o777 == 0o600
     stack.agents["pve-node1"].stop()
     stack.start_agent("pve-node1")  # its join token is spent: only the stored credential can work
-    deadline = time.monotonic() + 20
-    while not agents_by_node(api)["pve-node1"]["live"]:
-        assert time.monotonic() < deadline, "restarted agent is not live again"
-        time.sleep(0.3)
+    wait_live(api, "pve-node1")
     assert agent_list(stack)["pve-node1"] == before  # same generation, not enrolled again
     log = (stack.base / "logs" / "agent-pve-node1.log").read_text()
     assert log.count("enrolled node pve-node1") == 1
@@ -191,15 +195,17 @@ def test_revoking_a_node_cuts_its_agent_off_until_it_enrols_again(
         assert (refused.status, refused.error) == (503, "no_live_agent"), refused.body
         check = agent_check(stack, node)
         assert check.returncode == 1 and "credential REFUSED" in check.stdout, check.stdout
-        time.sleep(3)  # the agent keeps beating: refused every time
+        time.sleep(3)  # the agent keeps beating: refused every time, and it says why
         assert agents_by_node(api)[node]["live"] is False
+        log = (stack.base / "logs" / f"agent-{node}.log").read_text()
+        assert "the coordinator refuses this node's credential" in log
     finally:
         # Enrolling again takes a new join token (and the old credential stays refused).
         stack.agents[node].stop()
         (stack.agent_dir(node) / "credential").unlink()
         stack.enroll_agents([node])
         stack.start_agent(node)
-    stack.wait_ready(30)
+    wait_live(api, node)
     assert agent_list(stack)[node][2] == "enrolled"
     assert agent_api(stack, credential).get("/whoami").status == 401
     assert agent_api(stack, stack.agent_credential(node)).get("/whoami").ok()["node_name"] == node
