@@ -41,13 +41,13 @@ class TicketInvalid(Exception):
 
 
 class Ticket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    jti: Annotated[str, Meta(pattern="^[0-9a-f]{24}$")]  # single-use id
+    jti: Annotated[str, Meta(pattern="^[0-9a-f]{24}\\Z")]  # single-use id
     task_id: Annotated[int, Meta(ge=1)]
     epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: tickets of an older attempt are stale
     node: Annotated[str, Meta(min_length=1, max_length=100)]  # the target node the stream goes to
     size: Annotated[int, Meta(ge=0, le=MAX_IMAGE_BYTES)]
-    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
-    fmt: Annotated[str, Meta(pattern="^(qcow2|raw|vmdk)$")]
+    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}\\Z")]
+    fmt: Annotated[str, Meta(pattern="^(qcow2|raw|vmdk)\\Z")]
     issued_at: float
     expires_at: float
 
