@@ -91,7 +91,7 @@ class InventoryRefresher:
             snap = await self.read(client)
             if snap.cluster_name != cluster.cluster_name:
                 raise PveError(
-                    "api",
+                    "other_cluster",
                     f"{client.api_url} answers as cluster {snap.cluster_name!r}, "
                     f"not {cluster.cluster_name!r}: register it as a new cluster instead",
                 )
@@ -116,7 +116,7 @@ class InventoryRefresher:
                 snap = await self.read(client)
                 if snap.cluster_name != cluster.cluster_name:
                     raise PveError(
-                        "api",
+                        "other_cluster",
                         f"{cluster.api_url} now answers as cluster {snap.cluster_name!r}, "
                         f"not {cluster.cluster_name!r}",
                     )
