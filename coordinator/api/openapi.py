@@ -123,7 +123,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
             for name in ep.path_params
         ]
         if ep.query is not None:
-            query_schema = components[ep.query.__name__]
+            query_schema = _bounded(components[ep.query.__name__], components, seen)
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
                 schema = _not_null(prop)
@@ -139,7 +139,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
                     param["schema"]["default"] = prop["default"]
                 params.append(param)
         if params:
-            op["parameters"] = _bounded(params, components, seen)
+            op["parameters"] = params
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
