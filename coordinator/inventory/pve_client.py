@@ -106,9 +106,12 @@ class PveClient:
         verify: bool | str,
         timeout: float,
     ) -> None:
-        self.api_url = normalise_api_url(api_url)
         self.token_id = token_id
-        self._api = open_https(api_url, token_id, token_secret, verify, timeout)
+        try:
+            self.api_url = normalise_api_url(api_url)
+            self._api = open_https(api_url, token_id, token_secret, verify, timeout)
+        except ValueError as exc:  # settings saved before today's checks existed
+            raise PveError("invalid", f"cannot talk to PVE with these settings: {exc}") from None
 
     def _get(self, path: str, shape: type[T], **params: object) -> T:
         """GET ``path`` and read the answer as ``shape``; every failure is a PveError."""

@@ -111,8 +111,10 @@ class InventoryRefresher:
             cluster = await session.get(PveCluster, cluster_id)
             if cluster is None:
                 raise LookupError(cluster_id)
-            client = self.client(cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl)
             try:
+                client = self.client(
+                    cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl
+                )
                 snap = await self.read(client)
                 if snap.cluster_name != cluster.cluster_name:
                     raise PveError(

@@ -99,3 +99,9 @@ def test_an_answer_pve_should_not_give_is_an_api_error(path: str, answer: Any) -
         client({**GOOD, path: answer}).snapshot()
     assert caught.value.kind == "api"
     assert path in caught.value.message
+
+
+def test_settings_that_were_saved_before_the_checks_are_an_error_not_a_crash() -> None:
+    with pytest.raises(PveError) as caught:
+        PveClient("https://pve1\x00:8006", "root@pam!x", "not-a-uuid", False, 1)
+    assert caught.value.kind == "invalid" and "control characters" in caught.value.message
