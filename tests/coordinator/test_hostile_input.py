@@ -80,3 +80,10 @@ def test_control_characters_in_a_query(api: Api, text: str) -> None:
     reply = api.get("/templates", params={"name": text})
     assert reply.status == 400
     assert "control characters" in reply.data["fields"]["name"]
+
+
+@pytest.mark.parametrize("token", ["\xff\xfe", "pvst_ü"])
+def test_a_token_with_bytes_no_token_has_is_a_401(api: Api, token: str) -> None:
+    """aiohttp hands such bytes on as surrogates, which hashing the token choked on (a 500)."""
+    reply = api.get("/clusters", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status == 401 and reply.error == "unauthorized"
