@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
 from coordinator.upload_plan import plan_upload
+from shared import json_body
 from shared.validation import Checked, Input, Model
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class NodeIds(list[int], Checked):
             text = raw.strip()
             if text.startswith("["):
                 try:
-                    items = json.loads(text)
+                    items = json_body.decode(text.encode())
                 except ValueError:
                     items = None
             else:
@@ -96,7 +96,7 @@ class VmConfig(dict[str, str | int | bool], Checked):
         value = raw
         if isinstance(raw, str):
             try:
-                value = json.loads(raw) if raw.strip() else {}
+                value = json_body.decode(raw.encode()) if raw.strip() else {}
             except ValueError:
                 raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
         if not isinstance(value, dict):
