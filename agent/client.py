@@ -70,9 +70,17 @@ class AgentClient:
         max_bytes: int,
         max_virtual_size: int,
         body: AsyncIterator[bytes | memoryview],
+        file_name: str = "",
     ) -> dict[str, Any]:
-        """Stream an image into the agent's staging; returns what the agent stored."""
-        params = {"format": fmt, "max_bytes": str(max_bytes), "max_virtual_size": str(max_virtual_size)}
+        """Stream an image into the agent's staging; returns what the agent stored.
+
+        ``file_name`` (the client's, sanitised) is how the agent's messages name the image."""
+        params = {
+            "format": fmt,
+            "max_bytes": str(max_bytes),
+            "max_virtual_size": str(max_virtual_size),
+            "name": file_name,
+        }
         result: dict[str, Any] = await self._call(
             "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
         )
@@ -96,6 +104,13 @@ class AgentClient:
 
     async def get_import(self, key: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", f"/v1/imports/{key}")
+        return result
+
+    async def cancel_import(self, key: str, reason: str) -> dict[str, Any]:
+        """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/imports/{key}/cancel", json={"reason": reason}, timeout=600
+        )
         return result
 
     async def delete_vm(self, vmid: int, key_prefix: str) -> dict[str, Any]:

@@ -33,8 +33,14 @@ class AgentConfig:
     pve_token_secret: str = ""
     pve_verify_ssl: bool = True
     pve_ca_file: str = ""
-    # Seconds a single PVE call may take (pvesh runs imports in the foreground).
-    pve_timeout: float = 7200.0
+    # Seconds an ordinary PVE call may take. A call that starts a PVE task (pvesh runs
+    # it in the foreground) may take as long as that task's deadline instead.
+    pve_timeout: float = 120.0
+    # Deadline of an import's PVE tasks (disk import, conversion to a template):
+    # import_timeout seconds plus import_seconds_per_gib for every GiB of the image
+    # (50 GiB: 6600 s, about 8 MiB/s). When it passes the task is stopped and the import fails.
+    import_timeout: float = 600.0
+    import_seconds_per_gib: float = 120.0
     # Cap on what this agent sends to peers, bytes per second for all streams together (0: none).
     max_send_rate: int = 0
     # Announce this agent with mDNS/zeroconf (_pvesphere-agent._tcp) besides registering.
@@ -67,6 +73,10 @@ def load(path: Path | None = None, **overrides: object) -> AgentConfig:
         raise ConfigError(f"pve_backend must be 'local' or 'https' (got {cfg.pve_backend!r})")
     if cfg.pve_backend == "https" and not (cfg.pve_api_url and cfg.pve_token_id and cfg.pve_token_secret):
         raise ConfigError("pve_backend 'https' needs pve_api_url, pve_token_id and pve_token_secret")
+    if cfg.pve_timeout <= 0 or cfg.import_timeout <= 0 or cfg.import_seconds_per_gib < 0:
+        raise ConfigError(
+            "pve_timeout and import_timeout must be more than 0 s, import_seconds_per_gib at least 0"
+        )
     if not cfg.coordinator_url:
         raise ConfigError(f"coordinator_url is not set (or ${ENV_PREFIX}COORDINATOR_URL)")
     return cfg

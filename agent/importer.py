@@ -5,6 +5,10 @@ One import = create the VM with ``scsi0: STORAGE:0,import-from=<staged file>``
 are keyed: asking again with the same key returns the running or finished
 import, so a restarted coordinator can pick up where it was. A VM left half
 made by an import that died (agent restart) is destroyed and made again.
+
+An import has a deadline scaled by its image's size (import_timeout, import_seconds_per_gib)
+and can be canceled; either stops its PVE task. However it fails, it ends ``failed`` with
+the reason, its unfinished VM removed: never left ``running``.
 """
 
 from __future__ import annotations
@@ -17,36 +21,67 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta
 
-from agent.appkeys import IMPORTER, PVE, STAGING
+from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING
 from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
+from agent.staging import NAME as STAGED_NAME
 from agent.staging import BadStagedName, Staging
-from agent.tasks import LogFollower, TaskFailed, active_task, progress_from_log, wait_task
-from agent.vms import NotOurs, destroy, marker, vm_config
-from shared.validation import Input, parse
+from agent.tasks import STOP_GRACE, TaskFailed, TaskLimit, WaitEnded, run_task
+from agent.vms import DESTROY_SECONDS, destroy, marker, vm_config
+from shared.deadlines import scaled_timeout
+from shared.text_fields import Description, StorageId, VmName
+from shared.validation import CheckedStr, Input, parse
+from shared.vm_config import VmConfig, check_volumes
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
+# A canceled import ends within this: its task stopped, then its unfinished VM destroyed.
+CANCEL_WAIT = STOP_GRACE + DESTROY_SECONDS
+
+
+class StagedName(CheckedStr):
+    field = "staged_name"
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        if not STAGED_NAME.fullmatch(text):
+            raise ValueError(f"staged_name is not a staged image name (got {text!r})")
+        return text
 
 
 class ImportRequest(Input):
-    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+$")]
+    """What the coordinator asks for. Every string ends up on pvesh's command line, so each
+    is checked here again (the agent trusts nothing): names anchored (a regex's $ matches
+    before a trailing newline, hence \\Z), no control characters, options from the allowlist."""
+
+    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+\\Z")]
     vmid: Annotated[int, Meta(ge=100, le=999999999)]
-    staged_name: str
-    storage: Annotated[str, Meta(pattern="^[a-zA-Z][a-zA-Z0-9\\-_.]*$")]
-    name: str
-    description: str = ""
-    options: dict[str, str | int | bool] = {}
+    staged_name: StagedName
+    storage: StorageId
+    name: VmName
+    description: Description = Description("")
+    options: VmConfig = VmConfig()
+    # The image's size in bytes (the larger of file and virtual size): scales the deadline.
+    image_size: Annotated[int, Meta(ge=0)] = 0
+
+    def __post_init__(self) -> None:
+        check_volumes(self.options, self.storage)
+
+
+class CancelRequest(Input):
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 @dataclass
 class ImportOp:
     req: ImportRequest
+    limit: TaskLimit = field(repr=False)
     state: str = "running"  # running -> done | failed
     phase: str = "starting"
     progress: float = 0.0
     error: str | None = None
-    error_kind: str | None = None  # vmid_taken: pick another VMID and ask again
+    # vmid_taken: pick another VMID and ask again; timeout, canceled: its limit was reached
+    error_kind: str | None = None
     volume_id: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -74,19 +109,47 @@ def disk_volume(config: dict[str, Any]) -> str:
     return str(config.get(DISK_KEY, "")).split(",")[0]
 
 
+def limit_reached(op: ImportOp, doing: str, exc: WaitEnded) -> ImportFailed:
+    """The failure of an import whose wait on PVE reached its deadline or was canceled."""
+    if op.limit.canceled is not None:
+        return ImportFailed(str(exc), "canceled")
+    return ImportFailed(f"{doing} {exc}; its PVE task was stopped", "timeout")
+
+
 class Importer:
-    def __init__(self, pve: NodePve, staging: Staging) -> None:
+    def __init__(self, pve: NodePve, staging: Staging, timeout: float, seconds_per_gib: float) -> None:
         self.pve = pve
         self.staging = staging
+        self.timeout = timeout
+        self.seconds_per_gib = seconds_per_gib
         self.ops: dict[str, ImportOp] = {}
 
     def start(self, req: ImportRequest) -> ImportOp:
         op = self.ops.get(req.key)
         if op is not None and op.req.vmid == req.vmid and op.state != "failed":
             return op
-        op = ImportOp(req)
+        size = max(req.image_size, self._staged_size(req.staged_name))
+        op = ImportOp(req, TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, size)))
         self.ops[req.key] = op
         op.task = asyncio.create_task(self._run(op), name=f"import-{req.key}")
+        return op
+
+    def _staged_size(self, name: str) -> int:
+        try:
+            return self.staging.path(name).stat().st_size
+        except (BadStagedName, OSError):
+            return 0  # the import itself says what is wrong with it
+
+    async def cancel(self, key: str, reason: str) -> ImportOp | None:
+        """Stop a running import (its PVE task too) and wait until it has ended, its
+        unfinished VM removed. A finished import is left as it is."""
+        op = self.ops.get(key)
+        if op is None:
+            return None
+        if op.state == "running" and op.task is not None:
+            log.info("import %s: canceling (%s)", key, reason)
+            op.limit.cancel(reason)
+            await asyncio.wait({op.task}, timeout=CANCEL_WAIT)
         return op
 
     async def _run(self, op: ImportOp) -> None:
@@ -103,6 +166,9 @@ class Importer:
         except asyncio.CancelledError:
             op.state, op.error, op.error_kind = "failed", "agent stopped during the import", "interrupted"
             raise
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the import ends with it
+            log.exception("import %s: unexpected error", req.key)
+            error, kind = f"{exc.__class__.__name__}: {exc}", "agent_error"
         log.warning("import %s failed: %s", req.key, error)
         if kind != "vmid_taken":  # a taken VMID is someone else's VM: never touch it
             await self._remove_half_made(op)
@@ -116,7 +182,7 @@ class Importer:
         try:
             if await destroy(self.pve, op.req.vmid, op.req.key):
                 log.info("import %s: removed the unfinished VM %s", op.req.key, op.req.vmid)
-        except (PveCallError, TaskFailed, NotOurs) as exc:
+        except Exception as exc:  # noqa: BLE001 - the import's own failure is what gets reported
             # The coordinator's cascade delete removes it later (it is recorded on the job).
             log.warning("import %s: unfinished VM %s not removed: %s", op.req.key, op.req.vmid, exc)
         op.phase = "failed"
@@ -156,40 +222,33 @@ class Importer:
         def on_progress(pct: float) -> None:
             op.progress = min(pct, 99.0)
 
-        # pvesh runs the create task in the foreground; follow its log meanwhile.
-        create = asyncio.create_task(pve.call("create", f"nodes/{pve.node}/qemu", **params))
-        follower: LogFollower | None = None
-        while not create.done():
-            await asyncio.wait({create}, timeout=1.0)
-            if create.done():
-                break
-            try:
-                if follower is None:
-                    running = await active_task(pve, req.vmid, "qmcreate")
-                    follower = LogFollower(pve, running) if running else None
-                if follower is not None:
-                    pct = progress_from_log(await follower.new_lines())
-                    if pct is not None:
-                        on_progress(pct)
-            except PveCallError:
-                pass  # progress is best effort; the create itself decides success
         try:
-            upid = str(create.result())
-        except PveCallError as exc:
+            await run_task(
+                pve,
+                op.limit,
+                "qmcreate",
+                req.vmid,
+                "create",
+                f"nodes/{pve.node}/qemu",
+                params,
+                on_progress=on_progress,
+            )
+        except WaitEnded as exc:
+            raise limit_reached(op, f"importing the disk of VM {req.vmid}", exc) from None
+        except (PveCallError, TaskFailed) as exc:
             if "already exists" in str(exc):
                 raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", "vmid_taken") from None
-            raise
-        try:
-            await wait_task(pve, upid, on_progress)
-        except TaskFailed as exc:
-            if "already exists" in str(exc):
-                raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", "vmid_taken") from None
+            if isinstance(exc, PveCallError):
+                raise
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
 
         op.phase = "converting to template"
-        upid = str(await pve.call("create", f"nodes/{pve.node}/qemu/{req.vmid}/template"))
         try:
-            await wait_task(pve, upid)
+            await run_task(
+                pve, op.limit, "qmtemplate", req.vmid, "create", f"nodes/{pve.node}/qemu/{req.vmid}/template"
+            )
+        except WaitEnded as exc:
+            raise limit_reached(op, f"converting VM {req.vmid} to a template", exc) from None
         except TaskFailed as exc:
             raise ImportFailed(f"PVE could not convert VM {req.vmid} to a template: {exc}") from None
         config = await vm_config(pve, req.vmid)
@@ -214,5 +273,19 @@ async def get_import(request: web.Request) -> web.Response:
     return web.json_response(op.as_dict())
 
 
+async def cancel_import(request: web.Request) -> web.Response:
+    """POST /v1/imports/{key}/cancel {"reason": ...}: answers once the import has ended."""
+    key = request.match_info["key"]
+    try:
+        body = parse(CancelRequest, await request.json())
+    except ValueError as exc:
+        return json_error(400, "invalid_request", str(exc)[:500])
+    op = await request.app[IMPORTER].cancel(key, body.reason)
+    if op is None:
+        return json_error(404, "import_not_found", f"no import {key} on this agent")
+    return web.json_response(op.as_dict())
+
+
 def make_importer(app: web.Application) -> Importer:
-    return Importer(app[PVE], app[STAGING])
+    config = app[CONFIG]
+    return Importer(app[PVE], app[STAGING], config.import_timeout, config.import_seconds_per_gib)

@@ -41,34 +41,46 @@ class NodePve:
 
     def __init__(self, config: AgentConfig) -> None:
         self.node = config.node_name
-        if config.pve_backend == "local":
-            self._api = ProxmoxAPI(backend="local", timeout=config.pve_timeout)
-        else:
-            verify: bool | str = (config.pve_ca_file or True) if config.pve_verify_ssl else False
-            self._api = open_https(
-                config.pve_api_url,
-                config.pve_token_id,
-                config.pve_token_secret,
-                verify,
-                config.pve_timeout,
-            )
+        self._config = config
+        self._local = config.pve_backend == "local"
+        self._api = self._open(config.pve_timeout)
         self._status: PveStatus | None = None
         self._status_at = 0.0
 
-    def _call(self, method: str, path: str, **params: Any) -> Any:
+    def _open(self, timeout: float) -> ProxmoxAPI:
+        config = self._config
+        if self._local:
+            return ProxmoxAPI(backend="local", timeout=timeout)
+        verify: bool | str = (config.pve_ca_file or True) if config.pve_verify_ssl else False
+        return open_https(config.pve_api_url, config.pve_token_id, config.pve_token_secret, verify, timeout)
+
+    @staticmethod
+    def _call(api: ProxmoxAPI, method: str, path: str, params: dict[str, Any]) -> Any:
+        """Every way a call can fail becomes a PveCallError with the reason: the caller
+        (an import) must end with that reason, never be left waiting."""
+        what = f"{method.upper()} /{path}"
         try:
-            return getattr(self._api(path), method)(**params)
+            return getattr(api(path), method)(**params)
         except ResourceException as exc:
-            raise PveCallError(f"{method.upper()} /{path}: {exc}") from None
+            raise PveCallError(f"{what}: {exc}") from None
         except FileNotFoundError:
             raise PveCallError("pvesh not found: is this a Proxmox VE node?") from None
-        except subprocess.TimeoutExpired:
-            raise PveCallError(f"{method.upper()} /{path}: PVE did not answer in time") from None
+        except subprocess.TimeoutExpired as exc:
+            raise PveCallError(f"{what}: PVE did not answer within {exc.timeout:.0f} s") from None
         except OSError as exc:
-            raise PveCallError(f"{method.upper()} /{path}: {exc}") from None
+            raise PveCallError(f"{what}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. ValueError from a NUL byte in an argument
+            raise PveCallError(f"{what}: {exc.__class__.__name__}: {exc}") from None
 
     async def call(self, method: str, path: str, **params: Any) -> Any:
-        return await asyncio.to_thread(self._call, method, path, **params)
+        return await asyncio.to_thread(self._call, self._api, method, path, params)
+
+    async def call_for_task(self, seconds: float, method: str, path: str, **params: Any) -> Any:
+        """A call that starts a PVE task; returns its UPID. pvesh (the local backend) runs
+        the task in the foreground, so the call may take up to ``seconds``; the https API
+        answers at once."""
+        api = self._open(seconds) if self._local else self._api
+        return await asyncio.to_thread(self._call, api, method, path, params)
 
     async def status(self) -> PveStatus:
         """Whether PVE answers, its version and the cluster name (cached, see STATUS_TTL_OK)."""

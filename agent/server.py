@@ -135,6 +135,7 @@ def create_app(config: AgentConfig) -> web.Application:
     app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
     app.router.add_post("/v1/imports", importer.start_import)
     app.router.add_get("/v1/imports/{key}", importer.get_import)
+    app.router.add_post("/v1/imports/{key}/cancel", importer.cancel_import)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)
     transfer_routes.add_routes(app)

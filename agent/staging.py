@@ -13,7 +13,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-NAME = re.compile(r"^(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)$")
+# fullmatch only: "$" would also match before a trailing newline.
+NAME = re.compile(r"(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)")
 PART_SUFFIX = ".part"
 
 
@@ -28,11 +29,11 @@ class Staging:
 
     def new_name(self, kind: str, number: int, fmt: str) -> str:
         name = f"{kind}-{number}-{secrets.token_hex(4)}.{fmt}"
-        assert NAME.match(name)
+        assert NAME.fullmatch(name)
         return name
 
     def path(self, name: str) -> Path:
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise BadStagedName(f"not a staged image name: {name!r}")
         return self.root / name
 
@@ -50,7 +51,7 @@ class Staging:
         """Upload id -> modification time of its newest file here, complete or partial."""
         found: dict[int, float] = {}
         for path in self.root.glob("upload-*"):
-            match = NAME.match(path.name.removesuffix(PART_SUFFIX))
+            match = NAME.fullmatch(path.name.removesuffix(PART_SUFFIX))
             if match is None:
                 continue
             try:

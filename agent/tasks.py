@@ -1,19 +1,28 @@
-"""Following PVE tasks (UPIDs): status, and progress from the task log.
+"""Running and following PVE tasks (UPIDs): status, progress from the task log, limits.
 
 PVE has no progress field; qemu-img's progress shows up in the task log as
 ``transferred 512.0 MiB of 2.0 GiB (25.00%)``, which is what we read.
+
+Every wait on a task has a limit (``TaskLimit``): a deadline, and a cancel for a job
+that is no longer wanted. A wait that reaches its limit ends with ``WaitEnded``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 from agent.pve import NodePve, PveCallError
+from shared.deadlines import Deadline
 
+log = logging.getLogger(__name__)
 PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)%\)")
+POLL_SECONDS = 1.0
+# After asking PVE to stop a task, how long its foreground pvesh may take to return.
+STOP_GRACE = 30.0
 
 
 def progress_from_log(lines: list[dict[str, Any]]) -> float | None:
@@ -69,13 +78,135 @@ class TaskFailed(Exception):
     pass
 
 
+class WaitEnded(TaskFailed):
+    """The wait on a task reached its limit (the message says which) before the task ended."""
+
+
+class TaskLimit:
+    """How long one job may wait on PVE tasks, and whether it was canceled meanwhile."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = Deadline(seconds)
+        self.canceled: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.canceled is None:
+            self.canceled = reason
+
+    def reached(self) -> str | None:
+        """Why waits must end now, or None."""
+        if self.canceled is not None:
+            return f"canceled: {self.canceled}"
+        if self.deadline.passed():
+            return self.deadline.missed()
+        return None
+
+    def check(self) -> None:
+        reason = self.reached()
+        if reason is not None:
+            raise WaitEnded(reason)
+
+
+async def stop_task(pve: NodePve, upid: str) -> None:
+    """Ask PVE to stop a task (what the GUI's Stop button does); a finished task is left be."""
+    node = upid.split(":")[1]
+    try:
+        await pve.call("delete", f"nodes/{node}/tasks/{upid}")
+        log.info("stopped PVE task %s", upid)
+    except PveCallError as exc:
+        log.warning("stopping PVE task %s: %s", upid, exc)
+
+
+async def run_task(
+    pve: NodePve,
+    limit: TaskLimit,
+    kind: str,
+    vmid: int,
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    stop_when_late: bool = True,
+) -> None:
+    """Start the PVE task of ``kind`` on ``vmid`` (``method path params``) and wait until it
+    ends, within ``limit``.
+
+    Raises PveCallError if it does not start, TaskFailed with PVE's exit status unless it
+    ends OK, WaitEnded when the limit is reached first; the task is then stopped unless
+    ``stop_when_late`` is off (stopping a half-done destroy would leave a broken VM).
+    """
+    limit.check()
+    # pvesh runs the task in the foreground; follow its log meanwhile.
+    call = asyncio.create_task(
+        pve.call_for_task(limit.deadline.remaining() + STOP_GRACE, method, path, **(params or {}))
+    )
+    follower: LogFollower | None = None
+    while not call.done():
+        await asyncio.wait({call}, timeout=POLL_SECONDS)
+        if call.done():
+            break
+        try:
+            if follower is None:
+                running = await active_task(pve, vmid, kind)
+                follower = LogFollower(pve, running) if running else None
+            if follower is not None and on_progress is not None:
+                pct = progress_from_log(await follower.new_lines())
+                if pct is not None:
+                    on_progress(pct)
+        except PveCallError:
+            pass  # progress is best effort; the task itself decides success
+        reason = limit.reached()
+        if reason is not None:
+            if stop_when_late:
+                await _stop_foreground(pve, call, follower.upid if follower else None, kind, vmid)
+            else:
+                _forget(call)
+            raise WaitEnded(reason)
+    upid = str(call.result())
+    try:
+        await wait_task(pve, upid, limit, on_progress)
+    except WaitEnded:
+        if stop_when_late:
+            await stop_task(pve, upid)
+        raise
+
+
+async def _stop_foreground(
+    pve: NodePve, call: asyncio.Task[Any], upid: str | None, kind: str, vmid: int
+) -> None:
+    """Stop the task a foreground call runs, and give the call STOP_GRACE to return."""
+    grace = Deadline(STOP_GRACE)
+    stopped = False
+    while not call.done() and not grace.passed():
+        if upid is None:
+            try:
+                upid = await active_task(pve, vmid, kind)
+            except PveCallError:
+                pass
+        if upid is not None and not stopped:
+            await stop_task(pve, upid)
+            stopped = True
+        await asyncio.wait({call}, timeout=POLL_SECONDS)
+    if not call.done():
+        log.warning("the %s task of VM %s was not stopped within %.0f s", kind, vmid, STOP_GRACE)
+    _forget(call)
+
+
+def _forget(call: asyncio.Task[Any]) -> None:
+    """Nobody waits for this call's answer any more (its failure is the stop we asked for)."""
+    call.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 async def wait_task(
     pve: NodePve,
     upid: str,
+    limit: TaskLimit,
     on_progress: Callable[[float], None] | None = None,
-    poll: float = 1.0,
+    poll: float = POLL_SECONDS,
 ) -> None:
-    """Until the task stops; raises TaskFailed with PVE's exit status unless it is OK."""
+    """Until the task stops; raises TaskFailed with PVE's exit status unless it is OK, and
+    WaitEnded when ``limit`` is reached first (the task itself is left alone)."""
     follower = LogFollower(pve, upid)
     while True:
         status = await task_status(pve, upid)
@@ -91,4 +222,5 @@ async def wait_task(
             if exit_status != "OK" and not exit_status.startswith("WARNINGS"):
                 raise TaskFailed(exit_status or "task failed without an exit status")
             return
+        limit.check()
         await asyncio.sleep(poll)

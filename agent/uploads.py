@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from aiohttp import web
 
@@ -18,15 +19,22 @@ from agent.validate import ImageRejected, inspect
 
 log = logging.getLogger(__name__)
 FORMATS = ("qcow2", "raw", "vmdk")
+# How messages name the image: the file name the coordinator passes on (already sanitised there).
+LABEL = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 # Leave this much free on the staging disk besides the image itself.
 SPACE_RESERVE = 256 << 20
 
 
 def _int_query(request: web.Request, name: str) -> int:
     raw = request.query.get(name, "")
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,19}", raw):  # (str.isdigit() takes "²", which int() refuses)
         raise web.HTTPBadRequest(text=f"query parameter {name} must be a non-negative integer")
     return int(raw)
+
+
+def _label(request: web.Request) -> str:
+    name = request.query.get("name", "")
+    return name if LABEL.fullmatch(name) else "the image"
 
 
 async def receive_upload(request: web.Request) -> web.Response:
@@ -65,7 +73,7 @@ async def receive_upload(request: web.Request) -> web.Response:
         return json_error(400, "incomplete", f"the upload broke off: {exc}")
 
     try:
-        info = await inspect(part, fmt, max_virtual)
+        info = await inspect(part, fmt, max_virtual, _label(request))
     except ImageRejected as exc:
         part.unlink(missing_ok=True)
         log.warning("upload %s rejected: %s", upload_id, exc.reason)

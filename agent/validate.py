@@ -3,22 +3,29 @@
 Two layers, both required to pass:
 
 1. Our own header check, without qemu-img: what format the bytes really are
-   (a qcow2 declared raw is CVE-2024-40767), and for qcow2 the backing file,
+   (image_probe.py: a raw file must not look like any format qemu knows, a
+   qcow2 declared raw is CVE-2024-40767), and for qcow2 the backing file,
    external data file and encryption fields; VMDK must be a single-file
    sparse image (descriptor files name other files: CVE-2022-47951).
 2. ``qemu-img info`` and ``qemu-img check`` with an explicit ``-f`` (never
    probe), under CPU and memory limits (CVE-2015-5162), then the same rules
    on what qemu-img reports.
+
+Messages name the upload by the file name its client gave, never by the agent's path
+(qemu-img's own words are rewritten accordingly).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.image_probe import probe, read_ends
 
 EXTENSIONS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
 QEMU_IMG_CPU_SECONDS = 30
@@ -55,29 +62,6 @@ def declared_format(file_name: str) -> str:
     return EXTENSIONS[suffix]
 
 
-def sniff(header: bytes) -> str:
-    """What the first bytes say the file is ('raw' when no known format matches)."""
-    if header.startswith(b"QFI\xfb"):
-        return "qcow2"
-    if header.startswith(b"KDMV"):
-        return "vmdk"
-    if header.lstrip().startswith(b"# Disk DescriptorFile"):
-        return "vmdk-descriptor"
-    if header.startswith(b"COWD"):
-        return "vmdk3"
-    if header.startswith(b"QED\x00"):
-        return "qed"
-    if header.startswith(b"conectix"):
-        return "vpc"
-    if header.startswith(b"vhdxfile"):
-        return "vhdx"
-    if header.startswith(b"LUKS\xba\xbe"):
-        return "luks"
-    if len(header) >= 0x44 and header[0x40:0x44] == b"\x7f\x10\xda\xbe":
-        return "vdi"
-    return "raw"
-
-
 def _check_qcow2_header(header: bytes) -> None:
     if len(header) < 72:
         raise ImageRejected("qcow2 header is truncated")
@@ -96,10 +80,9 @@ def _check_qcow2_header(header: bytes) -> None:
             raise ImageRejected(f"qcow2 image has unknown incompatible features {incompatible:#x}")
 
 
-def check_header(path: Path, declared: str) -> None:
-    with open(path, "rb") as f:
-        header = f.read(4096)
-    detected = sniff(header)
+def check_header(path: Path, declared: str, label: str) -> None:
+    header, tail = read_ends(path)
+    detected = probe(header, tail)
     if detected == "vmdk-descriptor":
         raise ImageRejected(
             "VMDK descriptor files reference other files (multi-extent VMDK); "
@@ -107,10 +90,32 @@ def check_header(path: Path, declared: str) -> None:
         )
     if detected != declared:
         hint = {"qcow2": ".qcow2", "vmdk": ".vmdk", "raw": ".raw"}.get(detected)
-        advice = f"; rename the file to {hint} if that is what it is" if hint else ""
-        raise ImageRejected(f"file is declared {declared} but its content is {detected}{advice}")
+        if hint:
+            advice = f"; rename the file to {hint} if that is what it is"
+        else:
+            qemu_name = "vmdk" if detected == "vmdk3" else detected
+            advice = f"; convert it first (qemu-img convert -f {qemu_name} -O qcow2) and upload the result"
+        raise ImageRejected(f"{label} is declared {declared} but its content is {detected}{advice}")
     if detected == "qcow2":
         _check_qcow2_header(header)
+
+
+def _in_our_words(text: str, path: Path, label: str) -> str:
+    """qemu-img names files by their path: the upload's name instead, and no staging directory."""
+    text = text.replace(str(path), label).replace(str(path.parent) + os.sep, "")
+    return "\n".join(line.removeprefix("qemu-img: ") for line in text.splitlines())
+
+
+def _check_findings(out: str, err: str, code: int) -> str:
+    """What qemu-img check found, from its JSON report (which names the file) where there is one."""
+    try:
+        report = json.loads(out)
+    except ValueError:
+        report = {}
+    found = [f"{report[key]} {key}" for key in ("corruptions", "check-errors") if report.get(key)]
+    if found:
+        return ", ".join(found)
+    return err.splitlines()[-1] if err else f"exit {code}"
 
 
 def _limits() -> None:  # runs in the child before exec
@@ -137,15 +142,17 @@ async def _qemu_img(*args: str, cwd: Path) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
 
-async def inspect(path: Path, declared: str, max_virtual_size: int) -> ImageInfo:
-    """Validate the staged file; returns its facts or raises ImageRejected."""
-    check_header(path, declared)
+async def inspect(path: Path, declared: str, max_virtual_size: int, label: str) -> ImageInfo:
+    """Validate the staged file (``label``: its name for messages); returns its facts or raises
+    ImageRejected."""
+    check_header(path, declared, label)
     # An empty working directory: nothing relative can be reached from there.
     cwd = path.parent / ".qemu-img-cwd"
     cwd.mkdir(exist_ok=True)
     code, out, err = await _qemu_img("info", "--output=json", "-f", declared, str(path), cwd=cwd)
     if code != 0:
-        raise ImageRejected(f"qemu-img cannot read the file as {declared}: {err or 'exit ' + str(code)}")
+        said = _in_our_words(err, path, label) or f"exit {code}"
+        raise ImageRejected(f"qemu-img cannot read {label} as {declared}: {said}")
     info = json.loads(out)
     if info.get("format") != declared:
         raise ImageRejected(f"qemu-img reads the file as {info.get('format')}, not {declared}")
@@ -174,6 +181,6 @@ async def inspect(path: Path, declared: str, max_virtual_size: int) -> ImageInfo
         # 0 = clean, 3 = only leaked clusters (harmless); anything else = corrupt or truncated.
         code, out, err = await _qemu_img("check", "--output=json", "-f", declared, str(path), cwd=cwd)
         if code not in (0, 3):
-            detail = err.splitlines()[-1] if err else out.strip()[:200]
-            raise ImageRejected(f"image is corrupt or truncated (qemu-img check: {detail})")
+            found = _in_our_words(_check_findings(out, err, code), path, label)
+            raise ImageRejected(f"{label} is corrupt or truncated (qemu-img check: {found})")
     return ImageInfo(declared, virtual_size, path.stat().st_size)

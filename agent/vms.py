@@ -10,9 +10,12 @@ from aiohttp import web
 from agent.appkeys import PVE
 from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
-from agent.tasks import TaskFailed, active_task, wait_task
+from agent.tasks import TaskFailed, TaskLimit, active_task, run_task, wait_task
 
 log = logging.getLogger(__name__)
+# How long a destroy may wait on PVE: within the 600 s the coordinator waits for the answer
+# (agent/client.py delete_vm). A late destroy is not stopped (that would leave a broken VM).
+DESTROY_SECONDS = 540.0
 
 
 def marker(key: str) -> str:
@@ -43,13 +46,20 @@ async def destroy(pve: NodePve, vmid: int, key_prefix: str) -> bool:
             f"VM {vmid} on {pve.node} was not created by pvesphere for this template "
             "(its description lacks the marker); not deleting it"
         )
+    limit = TaskLimit(DESTROY_SECONDS)
     running = await active_task(pve, vmid, "qmcreate")
     if running:
-        await wait_task(pve, running)
-    upid = await pve.call(
-        "delete", f"nodes/{pve.node}/qemu/{vmid}", purge=1, **{"destroy-unreferenced-disks": 1}
+        await wait_task(pve, running, limit)
+    await run_task(
+        pve,
+        limit,
+        "qmdestroy",
+        vmid,
+        "delete",
+        f"nodes/{pve.node}/qemu/{vmid}",
+        {"purge": 1, "destroy-unreferenced-disks": 1},
+        stop_when_late=False,
     )
-    await wait_task(pve, str(upid))
     log.info("destroyed VM %s on %s", vmid, pve.node)
     return True
 

@@ -41,6 +41,7 @@ from coordinator.appkeys import (
     SYNC_WATCHERS,
     SYNCS,
     TICKETS,
+    UPLOAD_PACER,
     UPLOAD_SLOTS,
 )
 from coordinator.config import CoordinatorConfig
@@ -53,6 +54,8 @@ from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
+from coordinator.upload_slots import UploadSlots
+from shared.pacer import Pacer
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -132,7 +135,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateUpload,
         ("uploaded", "importing"),
         imports.run,
-        concurrency=4,
+        concurrency=config.max_concurrent_imports,
         lease=config.job_lease_seconds,
     )
 
@@ -200,7 +203,8 @@ def create_app(config: CoordinatorConfig) -> web.Application:
     app[CONFIG] = config
     app[AGENT_TOKEN] = config.resolved_agent_token()
     app[STARTED_AT] = time.monotonic()
-    app[UPLOAD_SLOTS] = asyncio.Semaphore(config.max_concurrent_uploads)
+    app[UPLOAD_SLOTS] = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_token)
+    app[UPLOAD_PACER] = Pacer(config.max_upload_rate)
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -14,6 +13,8 @@ if TYPE_CHECKING:
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
+    from coordinator.upload_slots import UploadSlots
+    from shared.pacer import Pacer
     from shared.tickets import TicketSigner
 
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
@@ -24,7 +25,8 @@ AGENT_TOKEN = web.AppKey("agent_token", str)
 STARTED_AT = web.AppKey("started_at", float)
 AGENTS: web.AppKey[AgentLinks] = web.AppKey("agents")
 IMPORTS: web.AppKey[JobRunner] = web.AppKey("imports")
-UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots")
+UPLOAD_PACER: web.AppKey[Pacer] = web.AppKey("upload_pacer")
 TICKETS: web.AppKey[TicketSigner] = web.AppKey("tickets")
 SYNCS: web.AppKey[SyncScheduler] = web.AppKey("syncs")
 SYNC_WATCHERS: web.AppKey[JobRunner] = web.AppKey("sync_watchers")

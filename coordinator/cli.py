@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.config import ConfigError
 from shared.log import setup_logging
 from shared.version import VERSION
+
+if TYPE_CHECKING:
+    from coordinator.config import CoordinatorConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +63,7 @@ def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
 
     cfg = config_mod.load(config_path, host=host, port=port)
     setup_logging(cfg.log_level, "coordinator")
+    _secure(cfg)
     try:
         web.run_app(
             create_app(cfg),
@@ -86,6 +93,7 @@ def _migrate(config_path: Path | None) -> int:
 
     cfg = config_mod.load(config_path)
     setup_logging(cfg.log_level, "coordinator")
+    _secure(cfg)
     url = cfg.resolved_database_url
     create_engine(url)  # creates the SQLite directory if needed
     upgrade_to_head(url)
@@ -101,19 +109,18 @@ def _migrate(config_path: Path | None) -> int:
 
 async def _token(args: argparse.Namespace) -> int:
     from coordinator import config as config_mod
-    from coordinator import tokens
+    from coordinator import private_files, tokens
     from coordinator.db.session import create_engine, session_factory
 
     cfg = config_mod.load(args.config)
+    _secure(cfg)
     engine = create_engine(cfg.resolved_database_url)
     try:
         async with session_factory(engine)() as session:
             if args.token_command == "create":
                 issued = await tokens.create(session, args.name, args.role)
                 if args.secret_file:
-                    args.secret_file.parent.mkdir(parents=True, exist_ok=True)
-                    args.secret_file.touch(mode=0o600)
-                    args.secret_file.write_text(issued.secret + "\n")
+                    private_files.write_secret(args.secret_file, issued.secret)
                 print(issued.secret)
                 print(
                     f"token {issued.name!r} (id {issued.id}, role {issued.role}) created; "
@@ -140,7 +147,17 @@ async def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secure(cfg: CoordinatorConfig) -> None:
+    """The data directory and the files holding secrets are the coordinator's alone."""
+    from coordinator import private_files
+
+    for what in private_files.secure(cfg):
+        logging.getLogger("coordinator").warning("made private: %s", what)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Whatever the coordinator creates (database, keys, token files) is its own to read.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":

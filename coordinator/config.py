@@ -31,21 +31,38 @@ class CoordinatorConfig:
     # CA bundle used to verify PVE API certificates when a cluster has verify_ssl on.
     pve_ca_file: str = ""
     pve_timeout: float = 15.0
-    # Uploads: size caps (file and the image's virtual size), concurrent uploads (429 beyond).
+    # Uploads: size caps (file and the image's virtual size), concurrent uploads in all and per
+    # API token (429 beyond), the bandwidth of all uploads together in bytes/s (0 = no cap).
     max_upload_bytes: int = 50 << 30
     max_virtual_size: int = 50 << 30
     max_concurrent_uploads: int = 4
+    max_uploads_per_token: int = 2
+    max_upload_rate: int = 0
+    # An upload whose client sends nothing for this long is dropped (its slot freed).
+    upload_idle_timeout: float = 60.0
     # VMIDs given to templates.
     template_vmid_min: int = 9000
     template_vmid_max: int = 9999
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
+    # Imports run at once (each waits on one agent); more wait for a free slot.
+    max_concurrent_imports: int = 4
+    # How long to wait for an agent's import: import_timeout seconds plus
+    # import_seconds_per_gib for every GiB of the image (50 GiB: 8400 s). Longer than the
+    # agent's own deadline, so that the agent's reason is normally the one reported.
+    import_timeout: float = 900.0
+    import_seconds_per_gib: float = 150.0
     # Sync (node-to-node copies): concurrent streams per node, and automatic attempts of a task.
     max_inbound_per_node: int = 2
     max_outbound_per_node: int = 2
     sync_max_attempts: int = 5
     # An attempt to which no stream has brought data for this long has failed (the next resumes).
     sync_idle_timeout: float = 20.0
+    # An attempt whose copy is not verified within copy_timeout seconds plus
+    # copy_seconds_per_gib for every GiB of the image has failed, however slowly data moves
+    # (50 GiB: 6600 s, about 8 MiB/s).
+    copy_timeout: float = 600.0
+    copy_seconds_per_gib: float = 120.0
     # A failed sync keeps its partial copy on the target (a retry resumes) for this long.
     keep_failed_copies_hours: float = 168.0
     # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
@@ -84,8 +101,20 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("max_inbound_per_node and max_outbound_per_node must be at least 1")
     if cfg.sync_max_attempts < 1:
         raise ConfigError("sync_max_attempts must be at least 1")
+    if cfg.max_concurrent_uploads < 1 or cfg.max_uploads_per_token < 1:
+        raise ConfigError("max_concurrent_uploads and max_uploads_per_token must be at least 1")
+    if cfg.max_upload_rate < 0:
+        raise ConfigError("max_upload_rate must be 0 (no cap) or a number of bytes per second")
+    if cfg.upload_idle_timeout <= 0:
+        raise ConfigError("upload_idle_timeout must be more than 0 seconds")
     if cfg.sync_idle_timeout <= 0:
         raise ConfigError("sync_idle_timeout must be more than 0 seconds")
+    if cfg.max_concurrent_imports < 1:
+        raise ConfigError("max_concurrent_imports must be at least 1")
+    if cfg.import_timeout <= 0 or cfg.copy_timeout <= 0:
+        raise ConfigError("import_timeout and copy_timeout must be more than 0 seconds")
+    if cfg.import_seconds_per_gib < 0 or cfg.copy_seconds_per_gib < 0:
+        raise ConfigError("import_seconds_per_gib and copy_seconds_per_gib must be at least 0")
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

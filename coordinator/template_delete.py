@@ -6,6 +6,10 @@ task received on its target.
 The template is hidden first (so no new work starts on it), then each VM is
 destroyed and its instance marked deleted as it goes. A failure stops the
 delete with the reason; asking again continues from where it stopped.
+
+An import that is queued or running is stopped: its upload fails ("template deleted
+during its import") and its agent cancels the PVE task and removes the unfinished VM.
+An upload still streaming in, or a sync task copying, makes the delete answer 409.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agent.client import AgentError, AgentUnreachable
+from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.api.errors import ApiError, not_found
 from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
+from coordinator.jobs.imports import import_key
 
 log = logging.getLogger(__name__)
+IMPORT_STOPPED = "template deleted during its import"
 
 
 @dataclass
@@ -60,17 +66,16 @@ async def cascade_delete(
         template = await session.get(VmTemplate, template_id)
         if template is None:
             raise not_found("template", template_id)
-        busy_upload = await session.scalar(
+        uploading = await session.scalar(
             select(TemplateUpload.id).where(
-                TemplateUpload.template_id == template_id,
-                TemplateUpload.status.in_(("uploading", "uploaded", "importing")),
+                TemplateUpload.template_id == template_id, TemplateUpload.status == "uploading"
             )
         )
-        if busy_upload is not None:
+        if uploading is not None:
             raise ApiError(
                 409,
-                "import_running",
-                f"template {template_id} is being imported (upload {busy_upload}); retry after",
+                "upload_running",
+                f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
             )
         # Pending tasks are cancelled here; running ones make the delete wait (409).
         await session.execute(
@@ -91,6 +96,17 @@ async def cascade_delete(
                 "sync_running",
                 f"sync task {running} of template {template_id} is running; cancel it or wait",
             )
+        # Its import job sees this and stops; the agent is told below.
+        importing = list(
+            await session.scalars(
+                select(TemplateUpload).where(
+                    TemplateUpload.template_id == template_id,
+                    TemplateUpload.status.in_(("uploaded", "importing")),
+                )
+            )
+        )
+        for upload in importing:
+            upload.status, upload.error_message, upload.next_attempt_at = "failed", IMPORT_STOPPED, None
         await _hide(session, template, actor)
         await session.commit()
         instances = list(
@@ -126,6 +142,9 @@ async def cascade_delete(
                 )
             )
         )
+
+    for upload in importing:
+        await _stop_import(agents, template_id, upload)
 
     result = CascadeResult()
     # One VM per (node that owns it, vmid): a shared-storage template has a single VM,
@@ -223,17 +242,34 @@ async def cascade_delete(
     return result
 
 
+async def _live_agent(agents: AgentLinks, node_id: int, doing: str) -> AgentClient:
+    try:
+        return await agents.for_node(node_id)
+    except NoLiveAgent as exc:
+        raise ApiError(503, "no_live_agent", f"cannot {doing}: {exc}; retry when it is back") from None
+
+
+async def _stop_import(agents: AgentLinks, template_id: int, upload: TemplateUpload) -> None:
+    """Cancel the upload's import on its agent: stops the PVE task, removes the unfinished VM."""
+    node = upload.import_node_name
+    agent = await _live_agent(agents, upload.import_node_id, f"stop the import on {node}")
+    try:
+        await agent.cancel_import(import_key(template_id, upload.id), "template deleted")
+    except AgentUnreachable as exc:
+        raise ApiError(503, "agent_failed", f"cannot stop the import on {node}: {exc}") from None
+    except AgentError as exc:
+        if exc.status != 404:  # 404: the import never reached the agent
+            raise ApiError(502, "agent_failed", f"stopping the import on {node} failed: {exc}") from None
+    log.info("template %s: import of upload %s on %s stopped", template_id, upload.id, node)
+
+
 async def _delete_vm(
     agents: AgentLinks, node_id: int, node_name: str, vmid: int, template_id: int
 ) -> dict[str, Any]:
     """Destroy one of this template's VMs through its node's agent (absent counts as done)."""
+    agent = await _live_agent(agents, node_id, f"delete VM {vmid}")
     try:
-        agent = await agents.for_node(node_id)
         answer: dict[str, Any] = await agent.delete_vm(vmid, key_prefix(template_id))
-    except NoLiveAgent as exc:
-        raise ApiError(
-            503, "no_live_agent", f"cannot delete VM {vmid}: {exc}; retry when it is back"
-        ) from None
     except AgentUnreachable as exc:
         raise ApiError(503, "agent_failed", f"cannot delete VM {vmid} on {node_name}: {exc}") from None
     except AgentError as exc:

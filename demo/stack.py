@@ -364,7 +364,8 @@ class Stack:
 
     # -------------------------------------------------------------- all
     def start(self, ready_timeout: float = 60) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
+        # The coordinator's data_dir: its database holds the PVE token secret (made 0700 if older).
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
         _secret_file(self.base / "agent.token")
         try:
             self.start_emulator()

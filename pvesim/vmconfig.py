@@ -15,14 +15,11 @@ from typing import Any
 
 from pvesim import schema
 from pvesim.errors import param_error
+from shared.pve_formats import DRIVE_NAMES, FormatError
+from shared.pve_schema import parse_boolean, parse_property_string, print_property_string
 
-# qemu-server Drive.pm: ide0-3, scsi0-30, virtio0-15, sata0-5 (boot order relevant), then
-# efidisk0 and tpmstate0
-DRIVE_FAMILIES = (("ide", 4), ("scsi", 31), ("virtio", 16), ("sata", 6))
-DRIVE_NAMES: tuple[str, ...] = tuple(f"{bus}{i}" for bus, count in DRIVE_FAMILIES for i in range(count)) + (
-    "efidisk0",
-    "tpmstate0",
-)
+# Drive.pm: a cloud-init drive's volume name ($QEMU_FORMAT_RE for the suffix)
+CLOUDINIT_VOLUME_RE = re.compile(r"[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow|qcow2|qed|vmdk|cloop))?$")
 # "STORAGE:SIZE_IN_GiB" (Drive.pm $NEW_DISK_RE)
 NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
 # parameters of POST /nodes/{node}/qemu that are not VM configuration keys
@@ -73,16 +70,32 @@ def drive_format(key: str) -> dict[str, Any]:
 def parse_drive(key: str, value: str) -> dict[str, Any]:
     """Drive property string to dict (keys as in PVE: file, size, media, import-from ...)."""
     try:
-        return schema.parse_property_string(drive_format(key), value, key)
-    except schema.FormatError as exc:
+        return parse_property_string(drive_format(key), value, key)
+    except FormatError as exc:
         raise param_error({key: f"invalid format - {exc}"}) from None
 
 
 def print_drive(key: str, drive: dict[str, Any]) -> str:
-    return schema.print_property_string(drive, drive_format(key))
+    return print_property_string(drive, drive_format(key))
 
 
-def drive_is_cdrom(drive: dict[str, Any]) -> bool:
+def with_mac(key: str, value: str, mac: str) -> str:
+    """A netN value with a MAC address (QemuServer::Network::add_random_macs on create)."""
+    fmt = drive_format(key)
+    net = parse_property_string(fmt, value, key)
+    net.setdefault("macaddr", mac)
+    return print_property_string(net, fmt)
+
+
+def drive_is_cloudinit(drive: dict[str, Any]) -> bool:
+    """Drive.pm drive_is_cloudinit: the volume is named (vm-<vmid>-)cloudinit[.<format>]."""
+    return bool(CLOUDINIT_VOLUME_RE.search(str(drive.get("file") or "")))
+
+
+def drive_is_cdrom(drive: dict[str, Any], exclude_cloudinit: bool = False) -> bool:
+    """Drive.pm drive_is_cdrom; a cloud-init drive is a CD-ROM too, unless excluded."""
+    if exclude_cloudinit and drive_is_cloudinit(drive):
+        return False
     return drive.get("media") == "cdrom"
 
 
@@ -159,7 +172,7 @@ class VmConfig:
             prop = cs.prop(key)
             typ = prop.get("type") if prop else None
             if typ == "boolean":
-                out[key] = 1 if schema.parse_boolean(value) else 0
+                out[key] = 1 if parse_boolean(value) else 0
             elif typ == "integer" and re.fullmatch(r"\d+", value):
                 out[key] = int(value)
             else:
@@ -172,7 +185,7 @@ def normalize_value(key: str, value: str) -> str:
     """write_vm_config's check_type: booleans stored as 1/0, integers as plain numbers."""
     prop = config_schema().prop(key)
     if prop and prop.get("type") == "boolean":
-        b = schema.parse_boolean(value)
+        b = parse_boolean(value)
         return str(b) if b is not None else value
     if prop and prop.get("type") == "integer" and re.fullmatch(r"\d+", value):
         return str(int(value))

@@ -40,6 +40,21 @@ def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
     return stack
 
 
+def own_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prefix: str, **settings: object
+) -> Stack:
+    """A stack with these settings for the tests of one fixture, on the database named by
+    ``request.param``; stopped (and its MariaDB database dropped) at the end of the session."""
+    url = ""
+    if request.param == "mariadb":
+        request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
+        name, url = mariadb.create_database()
+        request.addfinalizer(lambda: mariadb.drop_database(name))
+    s = start_stack(tmp_path_factory.mktemp(f"{prefix}-{request.param}"), url, **settings)
+    request.addfinalizer(s.stop)
+    return s
+
+
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     reason = mariadb.unavailable_reason()

@@ -49,6 +49,26 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], 
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("upload_idle_timeout = 0\n", "upload_idle_timeout must be more than 0 seconds"),
+        ("max_uploads_per_token = 0\n", "max_uploads_per_token must be at least 1"),
+        ("max_upload_rate = -1\n", "max_upload_rate must be 0 (no cap) or a number of bytes per second"),
+    ],
+)
+def test_upload_limits_out_of_range_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, needle: str
+) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        coordinator_config.load(cfg_file)
+    assert needle in str(err.value)
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         coordinator_config.load(tmp_path / "nope.toml")
@@ -89,5 +109,15 @@ def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch
     coordinator = coordinator_config.load(examples / "coordinator.example.toml")
     assert coordinator.max_inbound_per_node == coordinator_config.CoordinatorConfig.max_inbound_per_node
     assert coordinator.max_upload_bytes == 50 << 30
+    defaults = coordinator_config.CoordinatorConfig()
+    assert (
+        coordinator.max_uploads_per_token,
+        coordinator.upload_idle_timeout,
+        coordinator.max_upload_rate,
+    ) == (
+        defaults.max_uploads_per_token,
+        defaults.upload_idle_timeout,
+        defaults.max_upload_rate,
+    )
     agent = agent_config.load(examples / "agent.example.toml")
     assert agent.pve_backend == "local" and agent.max_send_rate == 0

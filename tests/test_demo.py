@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -72,6 +73,13 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
             assert f"{s['id']:<11}{s['storage_name']}" in out  # the table shows real ids
         agents = requests.get(f"http://127.0.0.1:{port}/api/v1/agents", headers=headers, timeout=10).json()
         assert [a["live"] for a in agents["data"]["list"]] == [True, True, True]
+        # The database holds the PVE token secret: the demo's state is its user's alone.
+        assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
+        secrets = ["coordinator.db", "ticket-signing.key", "agent.token", "admin.token"]
+        secrets += [p.name for p in demo_dir.glob("coordinator.db-*")]
+        assert {name: stat.S_IMODE((demo_dir / name).stat().st_mode) for name in secrets} == dict.fromkeys(
+            secrets, 0o600
+        )
     finally:
         children = _stop(proc)
     assert len(children) == 5  # emulator, coordinator, three agents

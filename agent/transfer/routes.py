@@ -39,7 +39,7 @@ class HopIn(Input):
 
 
 class TransferIn(Input):
-    transfer_id: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]{1,64}$")]
+    transfer_id: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]{1,64}\\Z")]
     staged_name: str
     size: Annotated[int, Meta(ge=1)]
     hops: Annotated[list[HopIn], Meta(min_length=1)]

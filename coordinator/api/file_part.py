@@ -4,7 +4,8 @@ aiohttp's BodyPartReader finds the closing boundary by gluing every chunk to the
 before it, which copies each byte of the file twice; for a multi-GiB image that was most
 of the coordinator's CPU. Here the boundary is searched for in each chunk as it arrives
 (and across the seam between two chunks, in a few bytes held back), and the chunks are
-passed on without being copied.
+passed on without being copied. Each read marks that it waits for the client
+(client_idle.py), so a client that stops sending is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import StreamReader
+
+from coordinator.api.client_idle import IdleWatch
 
 
 class BrokenBody(Exception):
@@ -21,8 +24,9 @@ class BrokenBody(Exception):
 class FilePartStream:
     """The bytes of a file part whose headers have just been read from ``content``."""
 
-    def __init__(self, content: StreamReader, boundary: str) -> None:
+    def __init__(self, content: StreamReader, boundary: str, idle: IdleWatch | None = None) -> None:
         self.content = content
+        self.idle = idle
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
         # Set once the part has ended: did the form go on with more parts after the file?
         self.more_parts: bool | None = None
@@ -30,7 +34,13 @@ class FilePartStream:
     async def _next(self) -> bytes:
         # readchunk, not readany: readany joins (copies) whatever is buffered
         while True:
-            chunk, end_of_http_chunk = await self.content.readchunk()
+            if self.idle is not None:
+                self.idle.begin()
+            try:
+                chunk, end_of_http_chunk = await self.content.readchunk()
+            finally:
+                if self.idle is not None:
+                    self.idle.end()
             if chunk:
                 return chunk
             if not end_of_http_chunk:

@@ -17,6 +17,7 @@ from coordinator.appkeys import AGENTS, DB
 from coordinator.db.models import PveCluster, TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.template_delete import cascade_delete, soft_delete
+from shared.text_fields import Description, refuse_control
 from shared.validation import CheckedStr, Input, Model
 
 routes = Routes("templates")
@@ -30,9 +31,7 @@ def clean_template_name(value: str) -> str:
         raise ValueError("template_name must not be empty")
     if len(name) > NAME_MAX:
         raise ValueError(f"template_name must be at most {NAME_MAX} characters (got {len(name)})")
-    if any(ord(c) < 32 for c in name):
-        raise ValueError("template_name must not contain control characters")
-    return name
+    return refuse_control("template_name", name)
 
 
 class TemplateName(CheckedStr):
@@ -53,7 +52,7 @@ class TemplateQuery(PageQuery):
 
 class TemplateUpdate(Input):
     template_name: TemplateName | None = None
-    description: Annotated[str, Meta(max_length=4096)] | None = None
+    description: Description | None = None
 
 
 class TemplateOut(Model):
@@ -175,9 +174,10 @@ async def delete_template(call: Call) -> Deleted:
     """Delete a template: soft by default (hidden, nothing removed from Proxmox).
 
     With cascade=true every instance's VM is removed from Proxmox through its
-    agent, with the staged images, instances and sync tasks. Refused (409)
-    while an import or sync of it runs. A failure is reported; asking again
-    finishes the job (this also works on an already soft-deleted template).
+    agent, with the staged images, instances and sync tasks. An import of it that
+    runs is stopped (its upload fails). Refused (409) while its file is still being
+    uploaded or a sync of it copies. A failure is reported; asking again finishes
+    the job (this also works on an already soft-deleted template).
     """
     q: DeleteQuery = call.query
     template_id = call.path["id"]

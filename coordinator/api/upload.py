@@ -5,6 +5,10 @@ chunks read from the client are written straight into the request to the
 agent, which hashes, stores and validates them. Everything checkable is
 checked before the first byte moves; a failure afterwards removes what the
 upload made (template row, staged file) and keeps only a failed upload record.
+
+An upload holds a slot while its bytes move (upload_slots.py: a limit in all and per
+token), a client that stops sending is dropped (client_idle.py), and the bytes read
+from all clients together are held to ``max_upload_rate`` (shared/pacer.py).
 """
 
 from __future__ import annotations
@@ -27,17 +31,24 @@ from agent.client import AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
 from coordinator import uploads
 from coordinator.api.auth import authenticate
+from coordinator.api.client_idle import ClientIdle, IdleWatch
 from coordinator.api.errors import ApiError, error_response
 from coordinator.api.file_part import FilePartStream
 from coordinator.api.routing import Call, Routes, parse_model
 from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.templates import TemplateName
-from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_SLOTS
+from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
+from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.upload_plan import plan_upload
+from coordinator.upload_slots import UploadLimitReached
 from shared import json_body
+from shared.pacer import Pacer
+from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
+from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
+from shared.vm_config import VmConfig
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
@@ -45,18 +56,6 @@ routes = Routes("templates")
 FIELD_LIMIT = 64 << 10
 # Multipart framing and form fields on top of the file itself.
 FORM_OVERHEAD = 1 << 20
-VM_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-VM_CONFIG_RESERVED = {
-    "vmid",
-    "template",
-    "scsi0",
-    "archive",
-    "storage",
-    "unique",
-    "start",
-    "force",
-    "live-restore",
-}
 
 
 class NodeIds(list[int], Checked):
@@ -86,36 +85,11 @@ class NodeIds(list[int], Checked):
         return ids
 
 
-class VmConfig(dict[str, str | int | bool], Checked):
-    """PVE VM options for the template, as a JSON object; pvesphere's own keys are refused."""
-
-    json_schema = {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean"]}}
-
-    @classmethod
-    def parse(cls, raw: Any) -> VmConfig:
-        value = raw
-        if isinstance(raw, str):
-            try:
-                value = json_body.decode(raw.encode()) if raw.strip() else {}
-            except ValueError:
-                raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
-        if not isinstance(value, dict):
-            raise ValueError("vm_config must be a JSON object")
-        for key, option in value.items():
-            if not VM_CONFIG_KEY.match(str(key)):
-                raise ValueError(f"vm_config key {key!r} is not a PVE VM option name")
-            if key in VM_CONFIG_RESERVED:
-                raise ValueError(f"vm_config key {key!r} is set by pvesphere and cannot be overridden")
-            if not isinstance(option, str | int | bool):
-                raise ValueError(f"vm_config {key!r} must be a string, number or boolean")
-        return cls(value)
-
-
 class UploadForm(Input):
     template_name: TemplateName
     cluster_id: Annotated[int, Meta(ge=1)]
     storage_id: Annotated[int, Meta(ge=1)]
-    description: Annotated[str, Meta(max_length=4096)] = ""
+    description: Description = Description("")
     auto_sync: bool = False
     sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
     vm_config: VmConfig = msgspec.field(default_factory=VmConfig)
@@ -139,7 +113,11 @@ UPLOAD_BODY_SCHEMA = {
                     "template_name": {"type": "string", "maxLength": 128},
                     "cluster_id": {"type": "integer", "minimum": 1},
                     "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
-                    "description": {"type": "string"},
+                    "description": {
+                        "type": "string",
+                        "maxLength": DESCRIPTION_MAX,
+                        "description": "newlines and tabs allowed, other control characters are not",
+                    },
                     "auto_sync": {
                         "type": "boolean",
                         "description": "local storage: sync to every other node",
@@ -148,7 +126,11 @@ UPLOAD_BODY_SCHEMA = {
                         "type": "string",
                         "description": "comma-separated node ids, or a JSON array",
                     },
-                    "vm_config": {"type": "string", "description": "JSON object of PVE VM options"},
+                    "vm_config": {
+                        "type": "string",
+                        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
+                    },
                     "wait": {"type": "boolean", "description": "answer after the import"},
                     "file": {
                         "type": "string",
@@ -183,16 +165,19 @@ def _limit(request: web.Request) -> int:
 
 
 async def expect_upload(request: web.Request) -> web.StreamResponse | None:
-    """Answer Expect: 100-continue with 401/403/413 before the client sends gigabytes."""
+    """Answer Expect: 100-continue with 401/403/413/429 before the client sends gigabytes."""
     if request.version != HttpVersion11:
         return None
     expect = request.headers.get("Expect", "").lower()
     if expect != "100-continue":
         return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
     try:
-        await authenticate(request, "operator")
+        principal = await authenticate(request, "operator")
+        request.app[UPLOAD_SLOTS].check(principal.token_id)
     except ApiError as exc:
         return error_response(exc.status, exc.error, exc.message)
+    except UploadLimitReached as exc:
+        return error_response(429, exc.error, exc.message)
     length = request.content_length
     if length is not None and length > _limit(request) + FORM_OVERHEAD:
         return error_response(
@@ -232,9 +217,10 @@ class _FileBody:
     file over the limit (413) and a client that went away from a failing agent.
     """
 
-    def __init__(self, part: FilePartStream, limit: int) -> None:
+    def __init__(self, part: FilePartStream, limit: int, pacer: Pacer) -> None:
         self.part = part
         self.limit = limit
+        self.pacer = pacer
         self.received = 0
         self.too_large = False
         self.client_error: BaseException | None = None
@@ -253,6 +239,8 @@ class _FileBody:
             if self.received > self.limit:
                 self.too_large = True
                 raise _TooLarge
+            # While a chunk is held here the client's next bytes wait: the cap slows the sender.
+            await self.pacer.take(len(chunk))
             yield chunk
 
 
@@ -267,31 +255,40 @@ async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
             await engine.renew(session, TemplateUpload, upload_id, lease)
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
+async def _read_form(request: web.Request, idle: IdleWatch) -> tuple[dict[str, Any], BodyPartReader]:
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
-    fields: dict[str, Any] = {}
     try:
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise ApiError(
-                    400, "invalid_request", "file is required (the disk image, as form field 'file')"
-                )
-            if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
-            if part.name == "file":
-                return fields, part
-            if not part.name:
-                raise ApiError(400, "invalid_request", "a form field has no name")
-            fields[part.name] = await _field_text(part)
+        with idle.waiting():
+            return await _form_fields(request)
     except (ValueError, AssertionError) as exc:
         raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+    except ClientIdle as exc:
+        raise _dropped(exc) from None  # nothing was made yet: the slot is all it held
     except (ConnectionError, HttpProcessingError):
         # The client went away (or its body broke off) before the file: nothing was made yet.
         raise ApiError(400, "incomplete", "the upload broke off before the file") from None
+
+
+async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
+    fields: dict[str, Any] = {}
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise ApiError(400, "invalid_request", "file is required (the disk image, as form field 'file')")
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
+        if part.name == "file":
+            return fields, part
+        if not part.name:
+            raise ApiError(400, "invalid_request", "a form field has no name")
+        fields[part.name] = await _field_text(part)
+
+
+def _dropped(exc: ClientIdle) -> ApiError:
+    return ApiError(408, "client_idle", f"{exc}: the upload was dropped")
 
 
 @routes.post(
@@ -299,7 +296,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], BodyPartRead
     role="operator",
     query=UploadQuery,
     response=UploadResult,
-    errors=(400, 404, 409, 413, 415, 422, 429, 502, 503),
+    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503),
     raw_body_schema=UPLOAD_BODY_SCHEMA,
     expect_handler=expect_upload,
 )
@@ -309,6 +306,7 @@ async def upload_template(call: Call) -> UploadResult:
     Form fields must come before the file. The answer comes once the file is
     stored and validated; the import runs as a durable job (upload_info.status).
     With wait=true (form field or query parameter) the answer comes after the import.
+    A client that sends nothing for upload_idle_timeout seconds gets 408 and is dropped.
     """
     request = call.request
     config = request.app[CONFIG]
@@ -317,15 +315,13 @@ async def upload_template(call: Call) -> UploadResult:
         raise ApiError(
             413, "too_large", f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes"
         )
-    slots = request.app[UPLOAD_SLOTS]
-    if slots.locked():
-        raise ApiError(
-            429,
-            "too_many_uploads",
-            f"{config.max_concurrent_uploads} uploads are already running; retry later",
-        )
-    async with slots:
-        result, wait = await _upload(call)
+    assert call.principal is not None  # (the route needs an operator)
+    try:
+        with request.app[UPLOAD_SLOTS].hold(call.principal.token_id):
+            async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
+                result, wait = await _upload(call, idle)
+    except UploadLimitReached as exc:
+        raise ApiError(429, exc.error, exc.message) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
     if wait:
         result.status, result.error_message = await _wait_for_import(call, result.upload_id)
@@ -339,11 +335,11 @@ async def upload_template(call: Call) -> UploadResult:
     return result
 
 
-async def _upload(call: Call) -> tuple[UploadResult, bool]:
+async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
     config = request.app[CONFIG]
-    fields, file_part = await _read_form(request)
+    fields, file_part = await _read_form(request, idle)
     form = parse_model(UploadForm, fields, "form")
     file_name = sanitise_file_name(file_part.filename)
     try:
@@ -361,6 +357,10 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
             auto_sync=form.auto_sync,
             agent_timeout=timedelta(seconds=config.agent_timeout),
         )
+    try:
+        checked_options(form.vm_config, plan.storage.storage_name)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
@@ -387,11 +387,11 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
     )
 
     keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
-    part = FilePartStream(request.content, _boundary(request))
-    body = _FileBody(part, config.max_upload_bytes)
+    part = FilePartStream(request.content, _boundary(request), idle)
+    body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     try:
         staged = await agent.upload(
-            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks()
+            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks(), file_name
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:
@@ -412,6 +412,11 @@ async def _upload(call: Call) -> tuple[UploadResult, bool]:
             raise ApiError(
                 413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
             ) from None
+        if isinstance(body.client_error, ClientIdle):
+            reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
+            await uploads.abandon(db, upload.id, reason)
+            log.warning("upload %s: %s", upload.id, reason)
+            raise _dropped(body.client_error) from None
         if body.client_error is not None or request.transport is None or request.transport.is_closing():
             reason = f"upload broke off: the client went away after {body.received} bytes"
             await uploads.abandon(db, upload.id, reason)

@@ -4,6 +4,8 @@ States of ``template_upload.status``: uploaded (queued) -> importing -> imported
 or failed with ``error_message``. Each step is recorded before the next one
 starts, so a coordinator that restarts mid-import re-drives the same import
 (the agent recognises it by its key) instead of starting over or losing it.
+Every write is conditional on the upload still being queued or importing: a cascade
+delete fails the upload meanwhile, and the job then stops without undoing that.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from coordinator.vmids import NoFreeVmid
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+ACTIVE = ("uploaded", "importing")
 
 
 def import_key(template_id: int, upload_id: int) -> str:
@@ -48,12 +51,17 @@ class ImportJobs:
         self.agents = agents
         self.inventory = inventory
 
-    async def _set(self, upload_id: int, **values: Any) -> None:
+    async def _set(self, upload_id: int, statuses: tuple[str, ...], **values: Any) -> bool:
+        """Update the upload if its status is one of ``statuses``; whether it was."""
         async with self.db() as session:
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload_id).values(**values)
+            result = await session.execute(
+                update(TemplateUpload)
+                .where(TemplateUpload.id == upload_id, TemplateUpload.status.in_(statuses))
+                .values(**values)
+                .execution_options(synchronize_session=False)
             )
             await session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def _retry_later(self, upload: TemplateUpload, reason: str) -> None:
         attempts = upload.attempts + 1
@@ -64,6 +72,7 @@ class ImportJobs:
         log.warning("upload %s: %s; retrying in %ss", upload.id, reason, delay)
         await self._set(
             upload.id,
+            ACTIVE,
             attempts=attempts,
             error_message=reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
@@ -80,7 +89,8 @@ class ImportJobs:
             await self.fail(upload_id, "the template was deleted before its import")
             return
         if upload.status == "uploaded":
-            await self._set(upload_id, status="importing", import_progress=0)
+            if not await self._set(upload_id, ("uploaded",), status="importing", import_progress=0):
+                return  # failed meanwhile (its template was deleted)
             log.info("upload %s: importing %s on %s", upload_id, upload.staged_name, upload.import_node_name)
         try:
             agent = await self.agents.for_node(upload.import_node_id)
@@ -93,8 +103,8 @@ class ImportJobs:
                 update(TemplateUpload).where(TemplateUpload.id == upload_id).values(vmid=vmid)
             )
 
-        async def progress(pct: float) -> None:
-            await self._set(upload_id, import_progress=int(pct))
+        async def progress(pct: float) -> bool:
+            return await self._set(upload_id, ("importing",), import_progress=int(pct))
 
         name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
         try:
@@ -106,6 +116,7 @@ class ImportJobs:
                 cluster_id=upload.cluster_id,
                 key=import_key(template.id, upload.id),
                 vmid=upload.vmid,
+                image_size=max(upload.file_size, upload.virtual_size),
                 record_vmid=record_vmid,
                 on_progress=progress,
                 staged_name=upload.staged_name,
@@ -114,7 +125,13 @@ class ImportJobs:
                 description=template.description,
                 options=options,
             )
-        except (AgentUnreachable, AgentError) as exc:
+        except AgentError as exc:
+            if exc.status == 400:  # the agent refused the request itself: asking again cannot help
+                await self.fail(upload_id, f"agent of {upload.import_node_name} refused the import: {exc}")
+                return
+            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
+            return
+        except AgentUnreachable as exc:
             await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
             return
         except NoFreeVmid as exc:
@@ -132,9 +149,9 @@ class ImportJobs:
 
     async def finish(self, upload: TemplateUpload, vmid: int, volume_id: str) -> None:
         async with self.db() as session:
-            await session.execute(
+            result = await session.execute(
                 update(TemplateUpload)
-                .where(TemplateUpload.id == upload.id)
+                .where(TemplateUpload.id == upload.id, TemplateUpload.status == "importing")
                 .values(
                     status="imported",
                     import_progress=100,
@@ -142,7 +159,12 @@ class ImportJobs:
                     error_message=None,
                     next_attempt_at=None,
                 )
+                .execution_options(synchronize_session=False)
             )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                # Failed meanwhile: a cascade delete removes the VM (the upload records it).
+                log.info("upload %s: imported as VM %s, but no longer wanted", upload.id, vmid)
+                return
             await session.execute(
                 update(TemplateInstance)
                 .where(
@@ -165,13 +187,13 @@ class ImportJobs:
             log.warning("upload %s: staged image not removed yet: %s", upload.id, exc)
             return
         # Forget the name, so that a cascade delete does not need that agent for a file that is gone.
-        await self._set(upload.id, staged_name="")
+        await self._set(upload.id, ("imported", "failed"), staged_name="")
 
     async def fail(self, upload_id: int, reason: str) -> None:
         async with self.db() as session:
             upload = await session.get(TemplateUpload, upload_id)
-            if upload is None:
-                return
+            if upload is None or upload.status not in ACTIVE:
+                return  # failed already (e.g. by a cascade delete, with its own reason)
             upload.status = "failed"
             upload.error_message = reason
             upload.next_attempt_at = None

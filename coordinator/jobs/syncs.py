@@ -50,6 +50,7 @@ from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import import_template, vm_options
 from coordinator.vmids import NoFreeVmid
+from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -386,9 +387,13 @@ class SyncWatcher:
             return None
 
     async def _follow_copy(self, task: TemplateSyncTask) -> TemplateSyncTask | None:
-        """Until the target verified the whole image (-> importing), or the attempt failed."""
+        """Until the target verified the whole image (-> importing), or the attempt failed:
+        no data for sync_idle_timeout, a stall, or the copy's deadline (scaled by size)."""
         started = last_change = time.monotonic()
         last_verified = -1
+        deadline = Deadline(
+            scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
+        )
         while True:
             agent = await self._target(task)
             view: dict[str, Any] | None = None
@@ -432,6 +437,13 @@ class SyncWatcher:
             if now - last_change > STALL_LIMIT:
                 await self._fail_attempt(
                     task, f"the copy stalled at byte {last_verified} for {STALL_LIMIT:.0f} s"
+                )
+                return None
+            if deadline.passed():
+                await self._fail_attempt(
+                    task,
+                    f"the copy to {task.target_node_name} {deadline.missed()} "
+                    f"(at byte {max(last_verified, 0)} of {task.bytes_total})",
                 )
                 return None
             await asyncio.sleep(POLL_SECONDS)
@@ -507,6 +519,7 @@ class SyncWatcher:
                 cluster_id=task.cluster_id,
                 key=import_key(task.template_id, task.id),
                 vmid=task.vmid,
+                image_size=max(upload.file_size, upload.virtual_size),
                 record_vmid=record_vmid,
                 on_progress=lambda pct: self._import_progress(task, pct),
                 staged_name=task.staged_name,
@@ -530,14 +543,21 @@ class SyncWatcher:
         final = result.error_kind != "interrupted"
         await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
 
-    async def _import_progress(self, task: TemplateSyncTask, pct: float) -> None:
+    async def _import_progress(self, task: TemplateSyncTask, pct: float) -> bool:
+        """Record the import's progress; whether this attempt is still the task's."""
         async with self.db() as session:
-            await session.execute(
+            result = await session.execute(
                 update(TemplateSyncTask)
-                .where(TemplateSyncTask.id == task.id, TemplateSyncTask.status == "importing")
+                .where(
+                    TemplateSyncTask.id == task.id,
+                    TemplateSyncTask.status == "importing",
+                    TemplateSyncTask.epoch == task.epoch,
+                )
                 .values(progress=COPY_SHARE + int((100 - COPY_SHARE) * min(pct, 99.0) / 100))
+                .execution_options(synchronize_session=False)
             )
             await session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def _completed(self, task: TemplateSyncTask, vmid: int, volume_id: str) -> None:
         async with self.db() as session:

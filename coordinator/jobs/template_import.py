@@ -4,6 +4,11 @@ Shared by both jobs that end in a template: an upload's import on its import nod
 sync task's import of the copy on its target node. The agent does the PVE side (create
 the VM with ``import-from``, convert it to a template) under a key, so asking again after
 a coordinator restart finds the same import instead of starting another.
+
+The wait on the agent has a deadline scaled by the image's size (import_timeout,
+import_seconds_per_gib; counted from when this coordinator began waiting). When it passes,
+or when the job's row says the import is no longer wanted (a cascade delete), the agent's
+import is canceled and the result is a failure.
 """
 
 from __future__ import annotations
@@ -11,20 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agent.client import AgentClient
+from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.config import CoordinatorConfig
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.vmids import allocation_lock, held_by_us, lowest_free
+from shared.deadlines import Deadline, scaled_timeout
+from shared.vm_config import check_options, check_volumes
 
 log = logging.getLogger(__name__)
 
-# Template defaults for the VM; every key can be overridden per upload (vm_config).
+# Template defaults for the VM; every key can be overridden per upload (vm_config), and
+# together they pass the same allowlist (tests/unit/test_vm_config.py).
 VM_DEFAULTS: dict[str, Any] = {
     "memory": 2048,
     "cores": 2,
@@ -42,9 +50,18 @@ MAX_VMID_TRIES = 20
 
 
 def vm_name(template_name: str, template_id: int) -> str:
-    """PVE wants a DNS name for a VM."""
-    name = re.sub(r"[^A-Za-z0-9.-]+", "-", template_name).strip("-.")[:63].strip("-.")
+    """PVE wants a DNS name for a VM: dot-separated labels of letters, digits and inner dashes."""
+    labels = (re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-") for label in template_name.split("."))
+    name = ".".join(label for label in labels if label)[:63].strip("-.")
     return name or f"template-{template_id}"
+
+
+def checked_options(vm_config: Mapping[str, Any], storage: str) -> dict[str, str]:
+    """The options an import will send (defaults, then the upload's), checked against the
+    allowlist for a template on ``storage``; ValueError names the first bad key."""
+    options = check_options({**VM_DEFAULTS, **vm_config})
+    check_volumes(options, storage)
+    return options
 
 
 def vm_options(vm_config: dict[str, Any], template_name: str, template_id: int) -> tuple[str, dict[str, Any]]:
@@ -95,24 +112,33 @@ async def import_template(
     cluster_id: int,
     key: str,
     vmid: int | None,
+    image_size: int,
     record_vmid: Callable[[AsyncSession, int], Awaitable[None]],
-    on_progress: Callable[[float], Awaitable[None]],
+    on_progress: Callable[[float], Awaitable[bool]],
     **request: Any,
 ) -> ImportResult:
     """Choose a VMID (unless the job has one), import, and choose again if PVE says it was taken.
 
     ``request`` is the rest of the agent's import request (staged_name, storage, name,
-    description, options). Agent and PVE failures (AgentError, AgentUnreachable,
+    description, options). ``on_progress`` records the progress and answers whether the
+    job still wants the import. Agent and PVE failures (AgentError, AgentUnreachable,
     NoFreeVmid, PveError) propagate: the caller decides whether to try again later.
     """
+    deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, image_size))
     tried: set[int] = set()
     while True:
         if vmid is None:
             vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
             log.info("%s: VMID %s chosen", key, vmid)
-        op = await agent.start_import({"key": key, "vmid": vmid, **request})
+        op = await agent.start_import({"key": key, "vmid": vmid, "image_size": image_size, **request})
         while op["state"] == "running":
-            await on_progress(float(op["progress"]))
+            if not await on_progress(float(op["progress"])):
+                await cancel_import(agent, key, "no longer wanted")
+                return ImportResult("failed", vmid, error="canceled", error_kind="canceled")
+            if deadline.passed():
+                await cancel_import(agent, key, f"the coordinator waited {deadline.seconds:.0f} s")
+                error = f"{deadline.missed()} (the coordinator's deadline); canceled"
+                return ImportResult("failed", vmid, error=error, error_kind="timeout")
             await asyncio.sleep(POLL_SECONDS)
             op = await agent.get_import(key)
         result = ImportResult(
@@ -128,3 +154,13 @@ async def import_template(
             vmid = None
             continue
         return result
+
+
+async def cancel_import(agent: AgentClient, key: str, reason: str) -> None:
+    """Stop the agent's import (its PVE task and unfinished VM); an agent that cannot be
+    told stops it at its own deadline."""
+    try:
+        await agent.cancel_import(key, reason)
+        log.info("%s: import canceled: %s", key, reason)
+    except (AgentError, AgentUnreachable) as exc:
+        log.warning("%s: canceling the import failed: %s", key, exc)

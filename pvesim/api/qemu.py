@@ -11,26 +11,29 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pvesim import disks, hostinfo
 from pvesim.api import Request, as_bool, route
 from pvesim.disks import LogFn
 from pvesim.errors import ApiError, die, param_error, perm_error
-from pvesim.schema import parse_size, split_list
 from pvesim.state import Cluster
 from pvesim.storage import Storage, parse_volume_id
 from pvesim.tasks import TaskContext
 from pvesim.vmconfig import (
     CREATE_ONLY_PARAMS,
-    DRIVE_NAMES,
     NEW_DISK_RE,
     VmConfig,
     drive_is_cdrom,
+    drive_is_cloudinit,
     is_drive,
     normalize_value,
     parse_drive,
     print_drive,
+    with_mac,
 )
+from shared import ssh_keys
+from shared.pve_formats import DRIVE_NAMES, parse_size, split_list
 
 # pve-storage Storage.pm, the line check_volume_access dies on (no trailing newline in the
 # source, so Perl appends the location)
@@ -389,6 +392,9 @@ async def create_disks(
                 storeid = parsed[0] if parsed else default_storage
                 if not storeid:
                     raise die("no storage ID specified (and no default storage)")
+                attached = next((k for k, v in res.items() if drive_is_cloudinit(parse_drive(k, v))), None)
+                if attached:
+                    raise die(f"{key} - cloud-init drive is already attached at '{attached}'")
                 storage = job.cluster.storage(storeid)
                 name = f"vm-{job.vmid}-cloudinit"
                 fmt = disk.get("format") or ("qcow2" if storage.has_path else "raw")
@@ -514,6 +520,8 @@ async def create_vm(req: Request, params: dict[str, str]) -> Any:
     node = params["node"]
     vmid = int(params["vmid"])
     settings = {k: v for k, v in params.items() if k not in CREATE_ONLY_PARAMS}
+    if settings.get("sshkeys") is not None and ssh_keys.invalid_lines(unquote(settings["sshkeys"])):
+        raise die("SSH public key validation error")
     storage = params.get("storage")
     pool = params.get("pool")
     if params.get("archive"):
@@ -531,6 +539,8 @@ async def create_vm(req: Request, params: dict[str, str]) -> Any:
             settings["ide2"] = value if "media=" in value else value + ",media=cdrom"
         check_storage_access(req, vmid, settings, storage)
         check_drive_param(settings)
+        for key in [k for k in settings if re.fullmatch(r"net\d+", k)]:
+            settings[key] = with_mac(key, settings[key], _random_mac())
     emsg = f"unable to create VM {vmid} -"
     try:
         async with cluster.lock_vm(vmid, 5):
@@ -655,7 +665,7 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
                 raise die(f"VM is locked ({conf.lock})")
             owned: list[str] = []
             for _key, drive in conf.drives():
-                if drive_is_cdrom(drive) and drive.get("media") == "cdrom":
+                if drive_is_cdrom(drive, exclude_cloudinit=True):
                     continue
                 owned.append(drive.get("file") or "")
             owned += [volid for _k, volid in conf.unused()]
@@ -718,7 +728,7 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
     if target in (node, "localhost"):
         target = None
 
-    def load_and_check() -> tuple[VmConfig, dict[str, str], dict[str, dict[str, Any]], bool]:
+    def load_and_check() -> tuple[VmConfig, dict[str, str], dict[str, dict[str, Any]], set[str]]:
         if params.get("pool") is not None:
             raise die(f"pool '{params['pool']}' does not exist")
         if target and target not in cluster.nodes:
@@ -746,6 +756,7 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
         shared = True
         newconf: dict[str, str] = {"lock": "clone"}
         drives: dict[str, dict[str, Any]] = {}
+        fullclone: set[str] = set()
         for key in sorted(conf.values):
             value = conf.values[key]
             if key in ("parent", "snaptime", "vmstate", "snapstate", "runningcpu"):
@@ -762,7 +773,7 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
                 newconf[key] = value
             elif is_drive(key):
                 drive = parse_drive(key, value)
-                if drive_is_cdrom(drive):
+                if drive_is_cdrom(drive, exclude_cloudinit=True):
                     newconf[key] = value
                     continue
                 volid = drive.get("file") or ""
@@ -770,7 +781,9 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
                 if not st.shared:
                     shared = False
                 vol = st.parse_volname(volname)
-                if not full and not vol.is_base:
+                if full or drive_is_cloudinit(drive) or key == "tpmstate0":
+                    fullclone.add(key)  # even a linked clone gets its own copy of these
+                elif not vol.is_base:
                     raise die(f"Linked clone feature is not supported for '{volid}' ({key})")
                 drives[key] = drive
             else:
@@ -779,13 +792,13 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
             raise die(f"can't clone VM to node '{target}' (VM uses local storage)")
         if newid in cluster.vmlist:
             raise die(f"unable to create VM {newid}: config file already exists")
-        return conf, newconf, drives, full
+        return conf, newconf, drives, fullclone
 
     load_and_check()
 
     async def worker(ctx: TaskContext) -> None:
         async with cluster.lock_vm(vmid, 1), cluster.lock_vm(newid, 1):
-            conf, newconf, drives, full = load_and_check()
+            conf, newconf, drives, fullclone = load_and_check()
             ctx.log(f"creating a clone of VM {vmid} with ID {newid}")
             smbios = re.sub(r"(^|,)uuid=[^,]*", "", newconf.get("smbios1", "")).strip(",")
             newconf["smbios1"] = f"uuid={uuid.uuid4()}" + (f",{smbios}" if smbios else "")
@@ -800,7 +813,7 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
             try:
                 for key in sorted(drives):
                     drive = dict(drives[key])
-                    new = await _clone_disk(job, key, drive, full, storage_id, fmt, params)
+                    new = await _clone_disk(job, key, drive, key in fullclone, storage_id, fmt, params)
                     newconf[key] = print_drive(key, new)
                     cluster.write_vm(node, newid, VmConfig(dict(newconf)))
                 newconf.pop("lock", None)
@@ -846,12 +859,18 @@ async def _clone_disk(
                 f"format '{fmt}' is not supported by the target storage '{storage.storeid}' -"
                 f" using '{dst_format}' instead"
             )
-        size = (await src_storage.size_info(job.node, src_volname)).size
-        newvol = await job.alloc(storage, dst_format, None, -(-size // 1024))
-        job.log(f"allocated target volume '{newvol}'")
-        src_path = str(src_storage.path(job.node, src_volname))
-        rate = int(params["bwlimit"]) * 1024 if params.get("bwlimit") else None
-        await job.convert(src_path, src_vol.format, newvol, size, rate)
+        if drive_is_cloudinit(drive):
+            # a new, empty cloud-init volume: PVE regenerates its content at start
+            name = f"vm-{job.vmid}-cloudinit" + (f".{dst_format}" if storage.has_path else "")
+            newvol = await job.alloc(storage, dst_format, name, CLOUDINIT_DISK_SIZE // 1024)
+            job.log(f"allocated target volume '{newvol}'")
+        else:
+            size = (await src_storage.size_info(job.node, src_volname)).size
+            newvol = await job.alloc(storage, dst_format, None, -(-size // 1024))
+            job.log(f"allocated target volume '{newvol}'")
+            src_path = str(src_storage.path(job.node, src_volname))
+            rate = int(params["bwlimit"]) * 1024 if params.get("bwlimit") else None
+            await job.convert(src_path, src_vol.format, newvol, size, rate)
     new_storage, new_volname = job.cluster.volume(newvol)
     new = dict(drive)
     new.pop("format", None)

@@ -6,9 +6,9 @@ from typing import Any
 
 from pvesim.api import Request, as_bool, route
 from pvesim.errors import ApiError, die, param_error
-from pvesim.schema import split_list
 from pvesim.storage import parse_volume_id
 from pvesim.tasks import TaskContext
+from shared.pve_formats import split_list
 
 
 def storage_info(

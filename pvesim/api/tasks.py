@@ -7,8 +7,8 @@ from typing import Any
 
 from pvesim.api import Request, as_bool, route
 from pvesim.errors import param_error
-from pvesim.schema import split_list
 from pvesim.tasks import decode_upid, normalize_status_type, split_token_user
+from shared.pve_formats import split_list
 
 
 class Download:

@@ -26,12 +26,13 @@ from tests.support.api import Api, Reply
 from tests.support.uploads import (
     all_vmids,
     assert_nothing_left,
+    assert_nothing_left_soon,
     emulator,
     expire_lease,
     rows_named,
-    send_then_cut,
     staged_files,
     staging_dir,
+    stall_upload,
     storage_id,
     stream_upload,
     upload,
@@ -45,19 +46,6 @@ GiB = images.GiB
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
-
-
-def _nothing_left_soon(stack: Stack, name: str, staged: set[str], vms: set[int]) -> None:
-    """The agent removes a partial file once it notices the broken stream: allow it a moment."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            assert_nothing_left(stack, name, staged, vms)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _backing(tmp: Path) -> tuple[Path, str]:
@@ -87,12 +75,33 @@ def _huge_virtual_size(tmp: Path) -> tuple[Path, str]:
     return image, f"virtual size {60 * GiB} bytes exceeds the limit of {50 * GiB} bytes"
 
 
+def _broken_qcow2_header(tmp: Path) -> tuple[Path, str]:
+    # A cluster size qemu refuses: qemu-img's complaint names the file it was given.
+    image = images.qcow2(tmp / "broken.qcow2", size_mib=16, data_mib=1)
+    with open(image, "r+b") as f:
+        f.seek(20)
+        f.write((8).to_bytes(4, "big"))
+    return image, "qemu-img cannot read broken.qcow2 as qcow2: Could not open 'broken.qcow2': "
+
+
+def _lookalike(kind: str) -> Callable[[Path], tuple[Path, str]]:
+    """Declared raw, but qemu would probe it as ``kind``."""
+
+    def make(tmp: Path) -> tuple[Path, str]:
+        image = images.looks_like(kind, tmp / f"{kind}.raw")
+        return image, f"{kind}.raw is declared raw but its content is {kind}; convert it"
+
+    return make
+
+
 REJECTED: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "backing_file": _backing,
     "qcow2_named_raw": _qcow2_named_raw,
     "two_extent_vmdk": _two_extent_vmdk,
     "truncated_qcow2": _truncated_qcow2,
     "virtual_size_over_limit": _huge_virtual_size,
+    "broken_qcow2_header": _broken_qcow2_header,
+    **{f"{kind}_named_raw": _lookalike(kind) for kind in ("parallels", "bochs", "cloop", "dmg")},
 }
 
 
@@ -108,6 +117,9 @@ def test_rejected_image_says_why_and_leaves_nothing(
     assert reply.body["code"] == 422
     assert reply.error == "image_rejected"
     assert why in reply.message, reply.message
+    # The image is named as its client named it: nothing of where the agent keeps it.
+    for agent_side in (str(stack.base), "staging", ".part", "upload-"):
+        assert agent_side not in reply.message, reply.message
     assert [u.status for u in rows_named(stack, name).uploads] == ["failed"]
     assert why in (rows_named(stack, name).uploads[0].error_message or "")
     assert_nothing_left(stack, name, staged, vms)
@@ -175,30 +187,21 @@ def test_client_cut_mid_stream_leaves_nothing(stack: Stack, api: Api, tmp_path: 
 
     # Cut while the form fields arrive: nothing is made, and it is not a server error.
     fields = upload_fields(stack, name, ceph)
-    send_then_cut(stack, api.token, fields, "cut.qcow2", b"", MiB, cut=lambda: time.sleep(0.3), keep_head=60)
+    with stall_upload(stack, api.token, fields, "cut.qcow2", b"", MiB, keep_head=60):
+        time.sleep(0.3)
     time.sleep(1)
     assert rows_named(stack, name).uploads == []
     with open(log, errors="replace") as f:
         f.seek(log_from)
         assert "unhandled error" not in f.read()
 
-    def while_streaming() -> None:
+    with stall_upload(stack, api.token, fields, "cut.qcow2", os.urandom(8 * MiB), claimed_size=64 * MiB):
         # The coordinator has reserved the name and the agent is writing a partial file.
         wait_for(lambda: staged_files(stack) - staged, what="a partial staging file")
         (upload_row,) = rows_named(stack, name).uploads
         assert upload_row.status == "uploading"
         assert [t.template_name for t in rows_named(stack, name).templates] == [name]
-
-    send_then_cut(
-        stack,
-        api.token,
-        fields,
-        "cut.qcow2",
-        os.urandom(8 * MiB),
-        claimed_size=64 * MiB,
-        cut=while_streaming,
-    )
-    _nothing_left_soon(stack, name, staged, vms)
+    assert_nothing_left_soon(stack, name, staged, vms)
     (upload_row,) = rows_named(stack, name).uploads
     assert upload_row.status == "failed"
     assert (upload_row.error_message or "").startswith("upload broke off: the client went away after ")
@@ -220,26 +223,22 @@ def test_coordinator_killed_mid_upload_cleans_up_after_its_restart(stack: Stack,
     assert api.token is not None and stack.coordinator is not None
     planted: list[Path] = []
 
-    def kill_while_streaming() -> None:
-        wait_for(lambda: staged_files(stack) - staged, what="a partial staging file")
-        (row,) = rows_named(stack, name).uploads
-        planted.append(staging_dir(stack, "pve-node1") / f"upload-{row.id}-0badc0de.raw")
-        planted[0].write_bytes(b"stored, but the answer never reached the coordinator")
-        stack.coordinator.signal(signal.SIGKILL)
-        stack.coordinator.popen.wait(10)  # type: ignore[union-attr]
-
     fields = upload_fields(stack, name, local)
     with contextlib.suppress(OSError):  # the coordinator is gone mid-request
-        send_then_cut(
-            stack, api.token, fields, "k.raw", os.urandom(8 * MiB), 64 * MiB, cut=kill_while_streaming
-        )
+        with stall_upload(stack, api.token, fields, "k.raw", os.urandom(8 * MiB), 64 * MiB):
+            wait_for(lambda: staged_files(stack) - staged, what="a partial staging file")
+            (row,) = rows_named(stack, name).uploads
+            planted.append(staging_dir(stack, "pve-node1") / f"upload-{row.id}-0badc0de.raw")
+            planted[0].write_bytes(b"stored, but the answer never reached the coordinator")
+            stack.coordinator.signal(signal.SIGKILL)
+            stack.coordinator.popen.wait(10)  # type: ignore[union-attr]
     (row,) = rows_named(stack, name).uploads
     assert row.status == "uploading" and row.lease_owner is not None
     # Its lease would run out job_lease_seconds after the last renewal; say that time has passed.
     expire_lease(stack, row.id)
     stack.start_coordinator()
 
-    _nothing_left_soon(stack, name, staged, vms)
+    assert_nothing_left_soon(stack, name, staged, vms)
     (row,) = rows_named(stack, name).uploads
     assert (row.status, row.error_message) == (
         "failed",
@@ -305,7 +304,7 @@ def test_upload_over_the_limit_is_cut_off_early(limits_stack: Stack, limits_api:
     # The answer came while the client was still sending, not after a gigabyte.
     assert not answer.finished_sending
     assert UPLOAD_LIMIT <= answer.sent < 64 * MiB, answer.sent
-    _nothing_left_soon(stack, name, staged, vms)
+    assert_nothing_left_soon(stack, name, staged, vms)
     (upload_row,) = rows_named(stack, name).uploads
     assert upload_row.status == "failed" and upload_row.error_message == "file too large"
 
@@ -320,23 +319,15 @@ def test_uploads_beyond_the_concurrency_limit_get_429_but_waiting_holds_no_slot(
     first, second = _name("first"), _name("second")
     staged, vms = staged_files(stack), all_vmids(stack)
 
-    def while_streaming() -> None:
+    fields = upload_fields(stack, first, ceph)
+    # 7 MiB announced: under the limit, so the stream starts.
+    with stall_upload(stack, api.token, fields, "first.qcow2", os.urandom(4 * MiB), 7 * MiB):
         wait_for(lambda: staged_files(stack) - staged, what="a partial staging file")
         reply = upload(api, stack, small, second, ceph)
         assert reply.status == 429, reply.body
         assert reply.error == "too_many_uploads"
-        assert reply.message.endswith("already running; retry later")
-
-    send_then_cut(
-        stack,
-        api.token,
-        upload_fields(stack, first, ceph),
-        "first.qcow2",
-        os.urandom(4 * MiB),
-        7 * MiB,  # announced: under the limit, so the stream starts
-        cut=while_streaming,
-    )
-    _nothing_left_soon(stack, first, staged, vms)
+        assert reply.message == "every upload slot is in use (max_concurrent_uploads = 1); retry later"
+    assert_nothing_left_soon(stack, first, staged, vms)
     assert rows_named(stack, second).uploads == []
 
     # An upload with wait=true holds its slot while it streams, not while PVE imports it.

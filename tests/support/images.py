@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,47 @@ def compare(a: Path, a_fmt: str, b: Path, b_fmt: str) -> subprocess.CompletedPro
         timeout=120,
         env={**os.environ, "LC_ALL": "C"},
     )
+
+
+# Raw files that another of qemu's formats would claim, built by hand from the magic its
+# block driver probes for (qemu block/*.c). Each is 1 MiB of zeros apart from its header.
+def _bochs_header() -> bytes:
+    fields = [b"Bochs Virtual HD Image", b"Redolog", b"Growing"]
+    text = fields[0].ljust(32, b"\0") + fields[1].ljust(16, b"\0") + fields[2].ljust(16, b"\0")
+    return text + struct.pack("<II", 0x00020000, 512)  # version 2, header size
+
+
+LOOKALIKE_HEADERS: dict[str, bytes] = {
+    "parallels": b"WithoutFreeSpace" + struct.pack("<I", 2),
+    "parallels-ext": b"WithouFreSpacExt" + struct.pack("<I", 2),
+    "bochs": _bochs_header(),
+    "cloop": b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n",
+    "qcow": b"QFI\xfb" + struct.pack(">I", 1),
+    "qed": b"QED\x00",
+    "vpc": b"conectix",
+    "vhdx": b"vhdxfile",
+    "luks": b"LUKS\xba\xbe" + struct.pack(">H", 1),
+    "vdi": bytes(0x40) + struct.pack("<I", 0xBEDA107F),
+    "vmdk": b"KDMV",
+}
+
+
+def looks_like(kind: str, path: Path) -> Path:
+    """1 MiB that qemu's probing takes for ``kind`` (a key of LOOKALIKE_HEADERS, or "dmg")."""
+    data = bytearray(MiB)
+    if kind == "dmg":
+        data[-512:-508] = b"koly"  # the UDIF trailer at the end
+    else:
+        header = LOOKALIKE_HEADERS[kind]
+        data[: len(header)] = header
+    path.write_bytes(data)
+    return path
+
+
+def probed_format(path: Path) -> str | None:
+    """The format ``qemu-img info`` without -f opens the file as; None when the format it
+    probed cannot open it (so not raw, which opens anything)."""
+    result = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True, timeout=60
+    )
+    return str(json.loads(result.stdout)["format"]) if result.returncode == 0 else None

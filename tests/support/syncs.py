@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from demo.stack import Stack
+from tests.support.agents import agent_secret
 from tests.support.api import Api
 from tests.support.uploads import staging_dir
 
@@ -56,10 +57,9 @@ def sha256(path: Path) -> str:
 
 def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
     """Call a node's agent with the agent credential (as the coordinator does)."""
-    secret = (stack.base / "agent.token").read_text().strip()
     return requests.get(
         stack.agent_url(node) + path,
-        headers={"Authorization": f"Bearer {secret}"},
+        headers={"Authorization": f"Bearer {agent_secret(stack)}"},
         timeout=10,
     )
 

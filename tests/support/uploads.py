@@ -7,6 +7,7 @@ staging directories and the coordinator's database.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -117,6 +118,28 @@ def vm_conf(stack: Stack, node: str, vmid: int) -> dict[str, str] | None:
 def vm_anywhere(stack: Stack, vmid: int) -> list[str]:
     """Nodes whose emulator state holds VM ``vmid``."""
     return [n for n in stack.node_names() if vm_conf(stack, n, vmid) is not None]
+
+
+def pve_tasks(stack: Stack, node: str, kind: str, vmid: int) -> list[tuple[str, str | None]]:
+    """A node's PVE tasks of ``kind`` on VM ``vmid``: (UPID, how it ended; None while it runs)."""
+    tasks_dir = stack.pvesim_dir / "nodes" / node / "tasks"
+    found: list[tuple[str, str | None]] = []
+    active = tasks_dir / "active"
+    for upid in json.loads(active.read_text() or "[]") if active.exists() else []:
+        found.append((upid, None))
+    index = tasks_dir / "index"
+    for line in index.read_text().splitlines() if index.exists() else []:
+        upid, _end, status = line.split(" ", 2)
+        found.append((upid, status))
+    return [(upid, status) for upid, status in found if f":{kind}:{vmid}:" in upid]
+
+
+def task_log(stack: Stack, upid: str) -> list[str]:
+    """The log of a PVE task (``nodes/<node>/tasks/<one hex digit>/<UPID>``)."""
+    node = upid.split(":")[1]
+    for path in (stack.pvesim_dir / "nodes" / node / "tasks").glob(f"*/{upid}"):
+        return path.read_text().splitlines()
+    return []
 
 
 def shared_volume(stack: Stack, storage: str, volname: str) -> Path:
@@ -317,32 +340,93 @@ def stream_upload(
     return Answer(status, answer, when, finished)
 
 
-def send_then_cut(
+class StalledUpload:
+    """An upload whose client has sent the request head and part of its body, then nothing more.
+
+    As a context manager: the client hangs up when the block ends.
+    """
+
+    def __init__(self, stack: Stack, token: str, content_type: str, length: int, body: bytes) -> None:
+        self.sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
+        self.sock.sendall(_request_head(stack, token, content_type, {"Content-Length": str(length)}))
+        self.sock.sendall(body)
+        self._trickling = threading.Event()
+
+    def answer(self) -> tuple[int, Any]:
+        """The server's answer (waits for it)."""
+        return _read_answer(self.sock)
+
+    def closed_by_server(self) -> bool:
+        """After the answer: does the server close the connection (rather than wait for more)?"""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    @contextlib.contextmanager
+    def trickling(self, every: float) -> Iterator[None]:
+        """Inside: one more byte of the file every ``every`` seconds (a slow client, not a silent one)."""
+        self._trickling.set()
+
+        def send() -> None:
+            while self._trickling.is_set():
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(b"\0")
+                time.sleep(every)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            yield
+        finally:
+            self._trickling.clear()
+            sender.join(10)
+
+    def cut(self) -> None:
+        """Hang up with RST rather than FIN: the client is gone, not merely done sending."""
+        if self.sock.fileno() == -1:
+            return
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def __enter__(self) -> StalledUpload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cut()
+
+
+def stall_upload(
     stack: Stack,
     token: str,
     fields: dict[str, str],
     file_name: str,
     data: bytes,
     claimed_size: int,
-    cut: Callable[[], None],
     *,
     keep_head: int | None = None,
-) -> None:
-    """Announce ``claimed_size`` bytes of file, send ``data`` only, call ``cut()``, then hang up.
+) -> StalledUpload:
+    """Announce ``claimed_size`` bytes of file and send ``data`` only.
 
-    With ``keep_head`` only that many bytes of the form fields go out (a cut before the file).
+    With ``keep_head`` only that many bytes of the form fields go out (0: only the request head).
     """
     content_type, head, tail = multipart(fields, file_name)
     length = len(head) + claimed_size + len(tail)
-    sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=60)
-    try:
-        sock.sendall(_request_head(stack, token, content_type, {"Content-Length": str(length)}))
-        sock.sendall(head + data if keep_head is None else head[:keep_head])
-        cut()
-    finally:
-        # RST rather than FIN: the client is gone, not merely done sending.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
+    body = head + data if keep_head is None else head[:keep_head]
+    return StalledUpload(stack, token, content_type, length, body)
+
+
+def assert_nothing_left_soon(stack: Stack, name: str, staged: set[str], vms: set[int]) -> None:
+    """The agent removes a partial file once it notices the broken stream: allow it a moment."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert_nothing_left(stack, name, staged, vms)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15, what: str = "condition") -> Any:

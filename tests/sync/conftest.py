@@ -8,32 +8,18 @@ SQLite and once on MariaDB.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from demo.stack import Stack
-from tests.conftest import start_stack
-from tests.support import mariadb
+from tests.conftest import own_stack
 from tests.support.api import Api
 
 SEND_RATE = 24 << 20  # bytes/s per agent, all its streams together
 
 
 @pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    url = ""
-    if request.param == "mariadb":
-        request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
-        name, url = mariadb.create_database()
-        request.addfinalizer(lambda: mariadb.drop_database(name))
-    s = start_stack(
-        tmp_path_factory.mktemp(f"slow-{request.param}"),
-        url,
-        agent_settings={"max_send_rate": SEND_RATE},
-    )
-    yield s
-    s.stop()
+def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "slow", agent_settings={"max_send_rate": SEND_RATE})
 
 
 @pytest.fixture
