@@ -13,7 +13,8 @@ from agent.transfer.policy import PeerPolicy
 
 CONFIG = web.AppKey("config", AgentConfig)
 PVE = web.AppKey("pve", NodePve)
-TOKEN = web.AppKey("token", str)
+# This node's own credential: the only one its order endpoints accept.
+CREDENTIAL = web.AppKey("credential", str)
 STARTED_AT = web.AppKey("started_at", float)
 STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)

@@ -28,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (setting: host)")
     serve.add_argument("--port", type=int, help="listen port (setting: port)")
     serve.add_argument("--coordinator-url", help="setting: coordinator_url")
-    sub.add_parser("check", help="check the config, PVE access and the coordinator, then exit")
+    sub.add_parser(
+        "check",
+        help="check the config, PVE access, the coordinator and whether this agent is enrolled "
+        "and its credential accepted, then exit",
+    )
     return p
 
 
@@ -37,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from agent import config as config_mod
+    from agent import identity
     from agent.server import create_app
 
     cfg = config_mod.load(
@@ -47,9 +52,10 @@ def _serve(args: argparse.Namespace) -> int:
         coordinator_url=args.coordinator_url,
     )
     setup_logging(cfg.log_level, f"agent[{cfg.node_name}]")
+    credential = asyncio.run(identity.credential(cfg))  # enrols first if it never did
     try:
         web.run_app(
-            create_app(cfg),
+            create_app(cfg, credential),
             host=cfg.host,
             port=cfg.port,
             print=None,
@@ -69,10 +75,11 @@ async def _check(args: argparse.Namespace) -> int:
     import aiohttp
 
     from agent import config as config_mod
+    from agent import identity
+    from agent.coordinator_link import agent_api, call_coordinator, coordinator_session, error_message
     from agent.pve import NodePve
 
     cfg = config_mod.load(args.config)
-    token = cfg.resolved_agent_token()
     ok = True
     status = await NodePve(cfg).status()
     if status.ok:
@@ -86,12 +93,42 @@ async def _check(args: argparse.Namespace) -> int:
     except OSError as exc:
         ok = False
         print(f"staging dir: {cfg.staging_dir} FAILED: {exc.strerror}")
-    url = cfg.coordinator_url.rstrip("/") + "/healthz"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-            async with s.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
-                print(f"coordinator {cfg.coordinator_url}: HTTP {r.status}")
-                ok = ok and r.status == 200
+        enrolled = identity.stored(cfg)
+    except ConfigError as exc:
+        enrolled, ok = None, False
+        print(f"enrolment: FAILED: {exc}")
+    else:
+        if enrolled is not None:
+            print(f"enrolment: enrolled as node {enrolled.node} ({cfg.credential_file})")
+        elif cfg.join_token or cfg.join_token_file:
+            print(
+                f"enrolment: not enrolled yet; the next start enrols with the join token as {cfg.node_name}"
+            )
+        else:
+            ok = False
+            print(
+                f"enrolment: NOT ENROLLED and no join_token: run `pvesphere-coordinator agent enroll "
+                f"{cfg.node_name}` and set join_token or join_token_file"
+            )
+    try:
+        async with coordinator_session(5) as session:
+            if enrolled is None:
+                async with session.get(cfg.coordinator_url.rstrip("/") + "/healthz") as r:
+                    print(f"coordinator {cfg.coordinator_url}: HTTP {r.status}")
+                    ok = ok and r.status == 200
+            else:
+                code, payload = await call_coordinator(
+                    session, "GET", agent_api(cfg) + "/whoami", enrolled.credential
+                )
+                if code == 200:
+                    print(f"coordinator {cfg.coordinator_url}: credential accepted")
+                else:
+                    ok = False
+                    print(
+                        f"coordinator {cfg.coordinator_url}: credential REFUSED "
+                        f"(HTTP {code}: {error_message(payload)})"
+                    )
     except (aiohttp.ClientError, TimeoutError) as exc:
         ok = False
         print(f"coordinator {cfg.coordinator_url}: FAILED: {exc or exc.__class__.__name__}")

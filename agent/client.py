@@ -25,10 +25,13 @@ class AgentUnreachable(Exception):
 
 
 class AgentClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str) -> None:
+    """``credential``: the agent's node's own (the coordinator giving orders); peers have none,
+    their tickets speak for them."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, credential: str | None = None) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {credential}"} if credential else {}
 
     async def _call(
         self,

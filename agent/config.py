@@ -22,9 +22,12 @@ class AgentConfig:
     # How the coordinator and peers reach this agent; default http://<fqdn>:<port>.
     advertise_url: str = ""
     coordinator_url: str = ""
-    # The shared agent credential (same value as the coordinator's agent_token).
-    agent_token: str = ""
-    agent_token_file: Path | None = None
+    # The single-use join token of `pvesphere-coordinator agent enroll NODE`: the first start
+    # trades it for this node's own credential; later starts ignore it.
+    join_token: str = ""
+    join_token_file: Path | None = None
+    # Where this node's credential is kept (0600) once enrolled.
+    credential_file: Path = Path("/var/lib/pvesphere-agent/credential")
     staging_dir: Path = Path("/var/lib/pvesphere-agent/staging")
     # "local": pvesh/qm on this host as root (production). "https": an API token (off-host).
     pve_backend: str = "local"
@@ -57,8 +60,8 @@ class AgentConfig:
             return self.advertise_url.rstrip("/")
         return f"http://{socket.getfqdn()}:{self.port}"
 
-    def resolved_agent_token(self) -> str:
-        return read_secret(self.agent_token, self.agent_token_file, "agent_token")
+    def resolved_join_token(self) -> str:
+        return read_secret(self.join_token, self.join_token_file, "join_token")
 
 
 def load(path: Path | None = None, **overrides: object) -> AgentConfig:

@@ -1,4 +1,6 @@
-"""How the agent talks to the coordinator: register, heartbeat, goodbye.
+"""How the agent talks to the coordinator: register, heartbeat, goodbye, tickets, always
+with this node's own credential (agent/identity.py). The coordinator's URL and the HTTP
+sessions to it are made here and nowhere else.
 
 Registration and heartbeats carry the same report (identity, PVE status,
 free staging space). A heartbeat answered with 404 means the coordinator
@@ -24,13 +26,39 @@ from shared.version import VERSION
 log = logging.getLogger(__name__)
 
 
+def agent_api(config: AgentConfig) -> str:
+    """The base URL of the coordinator's agent API."""
+    return config.coordinator_url.rstrip("/") + "/agent-api/v1"
+
+
+def coordinator_session(total_timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total_timeout))
+
+
+async def call_coordinator(
+    session: aiohttp.ClientSession, method: str, url: str, bearer: str, body: Any = None
+) -> tuple[int, Any]:
+    """(status, decoded JSON body or None)."""
+    headers = {"Authorization": f"Bearer {bearer}"}
+    async with session.request(method, url, json=body, headers=headers) as resp:
+        try:
+            payload = await resp.json(content_type=None)
+        except ValueError:
+            payload = None
+        return resp.status, payload
+
+
+def error_message(payload: Any) -> object:
+    return payload.get("message") if isinstance(payload, dict) else payload
+
+
 class CoordinatorLink:
-    def __init__(self, config: AgentConfig, pve: NodePve, token: str, policy: PeerPolicy) -> None:
+    def __init__(self, config: AgentConfig, pve: NodePve, credential: str, policy: PeerPolicy) -> None:
         self.config = config
         self.pve = pve
         self.policy = policy
-        self.base = config.coordinator_url.rstrip("/") + "/agent-api/v1"
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.base = agent_api(config)
+        self.credential = credential
         self.started_at = datetime.now(UTC)
         self.agent_id: int | None = None
         self.interval = 5.0
@@ -54,12 +82,7 @@ class CoordinatorLink:
         }
 
     async def _post(self, session: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, Any]:
-        async with session.post(self.base + path, json=body, headers=self.headers) as resp:
-            try:
-                payload = await resp.json(content_type=None)
-            except ValueError:
-                payload = None
-            return resp.status, payload
+        return await call_coordinator(session, "POST", self.base + path, self.credential, body)
 
     async def beat_once(self, session: aiohttp.ClientSession) -> None:
         body = await self.report()
@@ -80,16 +103,19 @@ class CoordinatorLink:
                     body["node_name"],
                     body["cluster_name"] or "unknown: PVE does not answer",
                 )
+        if status == 401:
+            raise RuntimeError(
+                f"the coordinator refuses this node's credential ({error_message(payload)}); "
+                "if it was revoked, enrol again with a new join token"
+            )
         if status != 200:
-            message = payload.get("message") if isinstance(payload, dict) else payload
-            raise RuntimeError(f"coordinator answered {status}: {message}")
+            raise RuntimeError(f"coordinator answered {status}: {error_message(payload)}")
         self.interval = float(payload["data"]["heartbeat_interval"])
         self.policy.update(payload["data"].get("transfers") or {})
 
     async def run(self) -> None:
         """Heartbeat until cancelled; failures are logged once per outage, not every beat."""
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with coordinator_session(10) as session:
             while True:
                 try:
                     await self.beat_once(session)
@@ -100,7 +126,7 @@ class CoordinatorLink:
                     if self._failing_since is None:
                         self._failing_since = asyncio.get_running_loop().time()
                         log.warning(
-                            "cannot reach coordinator %s: %s (will keep trying)",
+                            "no heartbeat to coordinator %s: %s (will keep trying)",
                             self.config.coordinator_url,
                             exc or exc.__class__.__name__,
                         )
@@ -109,25 +135,23 @@ class CoordinatorLink:
     async def fresh_ticket(self, task_id: int, epoch: int) -> str:
         """A new ticket to (re)open a stream to the target of ``task_id`` in its attempt ``epoch``
         (refused once the task has moved on to another attempt)."""
-        timeout = aiohttp.ClientTimeout(total=10)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with coordinator_session(10) as session:
                 status, payload = await self._post(session, "/tickets", {"task_id": task_id, "epoch": epoch})
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransferRefused(
                 503, "coordinator_unreachable", f"no ticket for task {task_id}: {exc}"
             ) from None
         if status != 200:
-            message = payload.get("message") if isinstance(payload, dict) else payload
+            message = error_message(payload)
             raise TransferRefused(status, "no_ticket", f"no ticket for task {task_id}: {message}")
         return str(payload["data"]["ticket"])
 
     async def goodbye(self) -> None:
         if self.agent_id is None:
             return
-        timeout = aiohttp.ClientTimeout(total=3)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with coordinator_session(3) as session:
                 await self._post(session, f"/agents/{self.agent_id}/goodbye", {})
         except (aiohttp.ClientError, TimeoutError):
             pass  # the coordinator will notice the silence instead

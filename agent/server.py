@@ -1,4 +1,9 @@
-"""The agent's HTTP server: /health for anyone, everything else for the agent credential."""
+"""The agent's HTTP server.
+
+Orders (uploads, imports, staging, VMs, transfers, receive state) are taken only from a
+caller presenting this node's own credential: the coordinator. Peers present nothing but
+a ticket the coordinator signed (and the session it opened); /health is for anyone.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from aiohttp import web
 from agent import importer, staging_report, uploads, vms
 from agent.appkeys import (
     CONFIG,
+    CREDENTIAL,
     IMPORTER,
     LINK,
     PVE,
@@ -24,7 +30,6 @@ from agent.appkeys import (
     STAGING,
     STARTED_AT,
     STARTED_WALL,
-    TOKEN,
     TRANSFER_POLICY,
 )
 from agent.config import AgentConfig
@@ -39,19 +44,20 @@ from agent.transfer.send import RateLimit, Sender
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
-PUBLIC_PATHS = {"/health"}
+# Routes (by name) that take no credential: health, and what peers call with a ticket.
+OPEN_ROUTES = {"health", *transfer_routes.PEER_ROUTES}
 
 
 @web.middleware
 async def require_credential(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS:
+    if request.match_info.route.name not in OPEN_ROUTES:
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
-        expected = request.app[TOKEN].encode()
+        expected = request.app[CREDENTIAL].encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(secret.strip().encode(), expected):
-            return json_error(401, "unauthorized", "this endpoint needs the agent credential")
+            return json_error(401, "unauthorized", "this endpoint needs this node's agent credential")
     try:
         return await handler(request)
     except web.HTTPNotFound:
@@ -112,22 +118,23 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await link.goodbye()
 
 
-def create_app(config: AgentConfig) -> web.Application:
+def create_app(config: AgentConfig, credential: str) -> web.Application:
+    """The agent of ``config.node_name``, which takes orders only with ``credential``."""
     app = web.Application(middlewares=[require_credential])
     app[CONFIG] = config
-    app[TOKEN] = config.resolved_agent_token()
+    app[CREDENTIAL] = credential
     app[PVE] = NodePve(config)
     app[STAGING] = Staging(config.staging_dir)
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
     app[IMPORTER] = importer.make_importer(app)
     app[TRANSFER_POLICY] = PeerPolicy()
-    app[LINK] = CoordinatorLink(config, app[PVE], app[TOKEN], app[TRANSFER_POLICY])
-    app[SENDER] = Sender(app[TOKEN], app[LINK].fresh_ticket, RateLimit(config.max_send_rate))
+    app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
+    app[SENDER] = Sender(app[LINK].fresh_ticket, RateLimit(config.max_send_rate))
     app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    app.router.add_get("/health", health)
+    app.router.add_get("/health", health, name="health")
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
     app.router.add_get("/v1/staging", staging_report.list_staging)

@@ -25,13 +25,13 @@ class ReceiveFailed(RuntimeError):
 
 
 class AgentConnection:
-    """GET requests to one agent with the agent credential, over one kept-alive connection."""
+    """GET requests to one agent with its node's credential, over one kept-alive connection."""
 
-    def __init__(self, url: str, token: str, timeout: float = 10) -> None:
+    def __init__(self, url: str, credential: str, timeout: float = 10) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {credential}"}
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 

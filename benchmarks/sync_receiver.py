@@ -95,7 +95,7 @@ async def _receive(
     async def no_relays(_task: int, _epoch: int) -> str:
         raise RuntimeError("this benchmark relays nothing")
 
-    sender = Sender("unused", no_relays, RateLimit(0))
+    sender = Sender(no_relays, RateLimit(0))
     receives = Receives(
         Staging(workdir / "staging"), NODE, PeerPolicy(TicketVerifier(signer.public_key)), sender
     )

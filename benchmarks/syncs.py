@@ -57,9 +57,11 @@ def wait_synced(api: Api, task_ids: list[int], timeout: float) -> None:
 
 
 def agent_connections(stack: Stack) -> dict[str, AgentConnection]:
-    """A kept-alive connection to every node's agent, with the agent credential."""
-    token = (stack.base / "agent.token").read_text().strip()
-    return {node: AgentConnection(stack.agent_url(node), token) for node in stack.node_names()}
+    """A kept-alive connection to every node's agent, with that node's credential."""
+    return {
+        node: AgentConnection(stack.agent_url(node), stack.agent_credential(node))
+        for node in stack.node_names()
+    }
 
 
 def staging_dir(stack: Stack, node: str) -> Path:

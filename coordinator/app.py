@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from coordinator import uploads
+from coordinator.agents.credentials import Credentials
 from coordinator.agents.links import AgentLinks
 from coordinator.api import (
     agent_api,
@@ -30,9 +31,9 @@ from coordinator.api import (
 from coordinator.api.errors import ApiError, error_response
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
 from coordinator.appkeys import (
-    AGENT_TOKEN,
     AGENTS,
     CONFIG,
+    CREDENTIALS,
     DB,
     ENGINE,
     IMPORTS,
@@ -127,7 +128,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[INVENTORY] = InventoryRefresher(config, app[DB])
     # One connection pool for every agent; no total timeout (uploads stream for as long as they take).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
-    app[AGENTS] = AgentLinks(app[DB], http, app[AGENT_TOKEN], config.agent_timeout)
+    app[AGENTS] = AgentLinks(app[DB], http, app[CREDENTIALS], config.agent_timeout)
     imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY])
     app[IMPORTS] = JobRunner(
         "import",
@@ -201,7 +202,7 @@ async def _janitor(app: web.Application) -> None:
 def create_app(config: CoordinatorConfig) -> web.Application:
     app = web.Application(middlewares=[error_envelope])
     app[CONFIG] = config
-    app[AGENT_TOKEN] = config.resolved_agent_token()
+    app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
     app[STARTED_AT] = time.monotonic()
     app[UPLOAD_SLOTS] = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_token)
     app[UPLOAD_PACER] = Pacer(config.max_upload_rate)

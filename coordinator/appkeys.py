@@ -8,6 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
+    from coordinator.agents.credentials import Credentials
     from coordinator.agents.links import AgentLinks
     from coordinator.config import CoordinatorConfig
     from coordinator.inventory.refresher import InventoryRefresher
@@ -21,7 +22,7 @@ CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
 DB: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db")
 INVENTORY: web.AppKey[InventoryRefresher] = web.AppKey("inventory")
-AGENT_TOKEN = web.AppKey("agent_token", str)
+CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials")
 STARTED_AT = web.AppKey("started_at", float)
 AGENTS: web.AppKey[AgentLinks] = web.AppKey("agents")
 IMPORTS: web.AppKey[JobRunner] = web.AppKey("imports")

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import ConfigError, load_config, read_secret
+from shared.config import ConfigError, load_config
 
 ENV_PREFIX = "PVESPHERE_"
 DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/coordinator.toml")
@@ -20,9 +20,6 @@ class CoordinatorConfig:
     # Database: SQLite by default; mysql+asyncmy://user:pass@host/db for MySQL/MariaDB.
     data_dir: Path = Path("/var/lib/pvesphere")
     database_url: str = ""
-    # Agents present this bearer secret to the coordinator and accept it from the coordinator.
-    agent_token: str = ""
-    agent_token_file: Path | None = None
     # Liveness: agents heartbeat every heartbeat_interval; silent for agent_timeout = not live.
     heartbeat_interval: float = 5.0
     agent_timeout: float = 15.0
@@ -73,6 +70,11 @@ class CoordinatorConfig:
     log_level: str = "info"
 
     @property
+    def agent_key_file(self) -> Path:
+        """The key every node's agent credential is derived from (made on first start)."""
+        return self.data_dir / "agent-credential.key"
+
+    @property
     def resolved_ticket_key_file(self) -> Path:
         return self.ticket_key_file or self.data_dir / "ticket-signing.key"
 
@@ -81,9 +83,6 @@ class CoordinatorConfig:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'coordinator.db'}"
-
-    def resolved_agent_token(self) -> str:
-        return read_secret(self.agent_token, self.agent_token_file, "agent_token")
 
 
 def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -12,9 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from shared.private_files import replace_private
 
 
 class StackError(RuntimeError):
@@ -31,10 +35,18 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 by default): a
+# port picked inside it may be taken, between the check and the bind, as the local end of
+# any outgoing connection (seen: an agent that could not bind while tests ran in parallel).
+LISTEN_PORTS = range(20000, 32700)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(1000):
+        port = random.choice(LISTEN_PORTS)
+        if port_is_free(port):
+            return port
+    raise StackError(f"no free port in {LISTEN_PORTS.start}..{LISTEN_PORTS.stop - 1}")
 
 
 def http_json(
@@ -156,16 +168,6 @@ def _toml(settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _secret_file(path: Path, make: bool = True) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(secret + "\n")
-    return secret
-
-
 class Stack:
     """The whole system on loopback. Reuses ``base_dir`` across runs."""
 
@@ -247,7 +249,6 @@ class Stack:
             "host": self.s.host,
             "port": self.s.coordinator_port,
             "data_dir": str(self.base),
-            "agent_token_file": str(self.base / "agent.token"),
             "pve_ca_file": str(self.pvesim_dir / "ca.pem"),
             "ready_requires_agents": True,
         }
@@ -293,6 +294,25 @@ class Stack:
         self.coordinator_cli("token", "create", "--name", name, "--role", "admin", "--secret-file", str(path))
         return path.read_text().strip()
 
+    def agent_dir(self, node: str) -> Path:
+        return self.base / "agents" / node
+
+    def agent_credential(self, node: str) -> str:
+        """The node's own agent credential (what the coordinator presents to that agent)."""
+        return str(json.loads((self.agent_dir(node) / "credential").read_text())["credential"])
+
+    def enroll_agents(self, nodes: list[str]) -> None:
+        """Join tokens for the agents of ``nodes``, made as an administrator makes them, except
+        for agents enrolled already (their credentials are kept across runs, like the database)."""
+        missing = [n for n in nodes if not (self.agent_dir(n) / "credential").exists()]
+        with ThreadPoolExecutor() as pool:  # a few seconds each: one CLI run per node, at once
+            tokens = list(
+                pool.map(lambda n: self.coordinator_cli("agent", "enroll", n).stdout.strip(), missing)
+            )
+        for node, token in zip(missing, tokens, strict=True):
+            path = self.agent_dir(node) / "join.token"
+            replace_private(path, (token + "\n").encode())
+
     def agent_config(self, node: str) -> Path:
         settings: dict[str, Any] = {
             "node": node,
@@ -300,13 +320,14 @@ class Stack:
             "port": self.agent_port(node),
             "advertise_url": self.agent_url(node),
             "coordinator_url": self.coordinator_url,
-            "agent_token_file": str(self.base / "agent.token"),
-            "staging_dir": str(self.base / "agents" / node / "staging"),
+            "join_token_file": str(self.agent_dir(node) / "join.token"),
+            "credential_file": str(self.agent_dir(node) / "credential"),
+            "staging_dir": str(self.agent_dir(node) / "staging"),
             "mdns": False,
         }
         settings.update(self.s.agent_settings)
         settings.update(self.s.node_agent_settings.get(node, {}))
-        path = self.base / "agents" / node / "agent.toml"
+        path = self.agent_dir(node) / "agent.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_toml(settings))
         return path
@@ -366,13 +387,13 @@ class Stack:
     def start(self, ready_timeout: float = 60) -> None:
         # The coordinator's data_dir: its database holds the PVE token secret (made 0700 if older).
         self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _secret_file(self.base / "agent.token")
         try:
             self.start_emulator()
             self.write_coordinator_config()
             self.coordinator_cli("migrate")
             self.start_coordinator()
             self.admin_token = self._ensure_admin_token()
+            self.enroll_agents(self.node_names())
             for node in self.node_names():
                 self.start_agent(node)
             self.cluster_id = self.register_cluster()

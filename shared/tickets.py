@@ -3,8 +3,12 @@
 A target agent accepts an image stream only with a ticket that the coordinator signed
 (Ed25519; agents learn the public key when they register) for exactly that sync task,
 attempt (``epoch``), target node and image. Tickets expire after a few minutes and each
-one opens a single stream session (the agent remembers used ticket ids), so a copied
-ticket cannot be replayed.
+one opens a single stream session (the agent remembers used ticket ids, across its
+restarts, until they expire), so a copied ticket cannot be replayed.
+
+A signature alone is not enough: the claims must also make sense (typed and in range, not
+issued in the future, not living longer than the coordinator ever makes them live), so a
+signing bug or a stolen key cannot hand an agent absurd sizes or tickets that never end.
 
 Format: ``base64url(json claims) "." base64url(signature)``.
 """
@@ -12,35 +16,50 @@ Format: ``base64url(json claims) "." base64url(signature)``.
 from __future__ import annotations
 
 import base64
-import json
-import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+from msgspec import Meta
+
+from shared.private_files import create_private_once, replace_private
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 TICKET_LIFETIME = 300.0
+# How far ahead of the agent's clock a ticket's issue time may be (clocks drift a little).
+CLOCK_SKEW = 60.0
+# No image is larger than this (the coordinator's upload caps are far below it).
+MAX_IMAGE_BYTES = 1 << 42
 
 
 class TicketInvalid(Exception):
     """Why a ticket is refused (safe to tell the caller)."""
 
 
-@dataclass(frozen=True)
-class Ticket:
-    jti: str  # single-use id
-    task_id: int
-    epoch: int  # the task's attempt: tickets of an older attempt are stale
-    node: str  # the target node the stream goes to
-    size: int
-    sha256: str
-    fmt: str
+class Ticket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    jti: Annotated[str, Meta(pattern="^[0-9a-f]{24}$")]  # single-use id
+    task_id: Annotated[int, Meta(ge=1)]
+    epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: tickets of an older attempt are stale
+    node: Annotated[str, Meta(min_length=1, max_length=100)]  # the target node the stream goes to
+    size: Annotated[int, Meta(ge=0, le=MAX_IMAGE_BYTES)]
+    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+    fmt: Annotated[str, Meta(pattern="^(qcow2|raw|vmdk)$")]
     issued_at: float
     expires_at: float
+
+
+def check_times(ticket: Ticket, now: float) -> None:
+    """Raises TicketInvalid unless ``ticket`` is within its lifetime at ``now``."""
+    if ticket.issued_at > now + CLOCK_SKEW:
+        raise TicketInvalid("ticket is issued in the future (check the clocks of coordinator and agent)")
+    if not 0 < ticket.expires_at - ticket.issued_at <= TICKET_LIFETIME:
+        raise TicketInvalid(f"ticket lifetime is not within (0, {TICKET_LIFETIME:.0f}] seconds")
+    if now > ticket.expires_at:
+        raise TicketInvalid("ticket has expired")
 
 
 def _b64(data: bytes) -> str:
@@ -73,30 +92,22 @@ class TicketSigner:
 
         if self._key is not None:
             return self._key
-        if self.key_file.exists():
-            loaded = serialization.load_pem_private_key(self.key_file.read_bytes(), password=None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise ValueError(f"{self.key_file} does not hold an Ed25519 private key")
-            self._key = loaded
-            return loaded
-        key = Ed25519PrivateKey.generate()
-        self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        self._key = key
-        return key
+        if not self.key_file.exists():
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            create_private_once(self.key_file, pem)
+        loaded = serialization.load_pem_private_key(self.key_file.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{self.key_file} does not hold an Ed25519 private key")
+        self._key = loaded
+        return loaded
 
     def _write_pub(self, key: Ed25519PrivateKey) -> None:
         from cryptography.hazmat.primitives import serialization
 
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        tmp = self._pub_file.with_suffix(".tmp")
-        tmp.write_text(_b64(raw) + "\n")
-        os.replace(tmp, self._pub_file)
+        replace_private(self._pub_file, (_b64(raw) + "\n").encode())
 
     def issue(
         self,
@@ -110,18 +121,22 @@ class TicketSigner:
         now: float | None = None,
     ) -> str:
         now = time.time() if now is None else now
-        ticket = Ticket(
-            jti=secrets.token_hex(12),
-            task_id=task_id,
-            epoch=epoch,
-            node=node,
-            size=size,
-            sha256=sha256,
-            fmt=fmt,
-            issued_at=now,
-            expires_at=now + TICKET_LIFETIME,
+        return self.sign(
+            Ticket(
+                jti=secrets.token_hex(12),
+                task_id=task_id,
+                epoch=epoch,
+                node=node,
+                size=size,
+                sha256=sha256,
+                fmt=fmt,
+                issued_at=now,
+                expires_at=now + TICKET_LIFETIME,
+            )
         )
-        body = json.dumps(asdict(ticket), separators=(",", ":"), sort_keys=True).encode()
+
+    def sign(self, ticket: Ticket) -> str:
+        body = msgspec.json.encode(ticket)
         return f"{_b64(body)}.{_b64(self._private().sign(body))}"
 
 
@@ -133,7 +148,7 @@ class TicketVerifier:
         self._key: Ed25519PublicKey | None = None
 
     def verify(self, token: str, now: float | None = None) -> Ticket:
-        """The ticket's claims if the coordinator signed them and they have not expired."""
+        """The ticket's claims if the coordinator signed them, they are sane and within their lifetime."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -149,10 +164,10 @@ class TicketVerifier:
         except InvalidSignature:
             raise TicketInvalid("ticket signature is not the coordinator's") from None
         try:
-            ticket = Ticket(**json.loads(body))
-        except (ValueError, TypeError):
+            ticket = msgspec.json.decode(body, type=Ticket)
+        except msgspec.ValidationError as exc:
+            raise TicketInvalid(f"ticket claims are invalid: {exc}") from None
+        except msgspec.DecodeError:
             raise TicketInvalid("ticket claims are malformed") from None
-        now = time.time() if now is None else now
-        if now > ticket.expires_at:
-            raise TicketInvalid("ticket has expired")
+        check_times(ticket, time.time() if now is None else now)
         return ticket

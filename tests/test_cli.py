@@ -17,6 +17,10 @@ COMMANDS = [
     ["coordinator.cli", "token", "create"],
     ["coordinator.cli", "token", "list"],
     ["coordinator.cli", "token", "revoke"],
+    ["coordinator.cli", "agent"],
+    ["coordinator.cli", "agent", "enroll"],
+    ["coordinator.cli", "agent", "list"],
+    ["coordinator.cli", "agent", "revoke"],
     ["agent.cli"],
     ["agent.cli", "serve"],
     ["agent.cli", "check"],
@@ -42,7 +46,7 @@ def test_help(command: list[str]) -> None:
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
-    env = {"PVESPHERE_DATA_DIR": str(tmp_path), "PVESPHERE_AGENT_TOKEN": "x", "PVESPHERE_PORT": "0"}
+    env = {"PVESPHERE_DATA_DIR": str(tmp_path), "PVESPHERE_PORT": "0"}
     result = run("coordinator.cli", "serve", env=env)
     assert result.returncode == 2
     assert "run `pvesphere-coordinator migrate` first" in result.stderr

@@ -14,14 +14,14 @@ from shared.config import ConfigError
 
 def test_file_then_environment_then_command_line(tmp_path: Path) -> None:
     cfg_file = tmp_path / "c.toml"
-    cfg_file.write_text('port = 9000\nhost = "0.0.0.0"\nagent_token = "from-file"\nheartbeat_interval = 2\n')
+    cfg_file.write_text('port = 9000\nhost = "0.0.0.0"\nlog_level = "debug"\nheartbeat_interval = 2\n')
     env = {"PVESPHERE_PORT": "9100", "PVESPHERE_READY_REQUIRES_AGENTS": "yes"}
     cfg = coordinator_config.load_config(
         coordinator_config.CoordinatorConfig, cfg_file, "PVESPHERE_", env=env, overrides={"host": "10.0.0.1"}
     )
     assert cfg.port == 9100  # env beats the file
     assert cfg.host == "10.0.0.1"  # command line beats both
-    assert cfg.agent_token == "from-file"
+    assert cfg.log_level == "debug"
     assert cfg.heartbeat_interval == 2.0
     assert cfg.ready_requires_agents is True
 
@@ -94,12 +94,13 @@ def test_agent_needs_coordinator_and_complete_https_settings(
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
-    secret = tmp_path / "agent.token"
+    secret = tmp_path / "join.token"
     secret.write_text("s3cret\n")
-    cfg = coordinator_config.CoordinatorConfig(agent_token_file=secret)
-    assert cfg.resolved_agent_token() == "s3cret"
-    with pytest.raises(ConfigError, match="agent_token is not set"):
-        coordinator_config.CoordinatorConfig().resolved_agent_token()
+    cfg = agent_config.AgentConfig(join_token_file=secret)
+    assert cfg.resolved_join_token() == "s3cret"
+    assert agent_config.AgentConfig(join_token="inline").resolved_join_token() == "inline"
+    with pytest.raises(ConfigError, match="join_token is not set"):
+        agent_config.AgentConfig().resolved_join_token()
 
 
 def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,8 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
         assert [a["live"] for a in agents["data"]["list"]] == [True, True, True]
         # The database holds the PVE token secret: the demo's state is its user's alone.
         assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
-        secrets = ["coordinator.db", "ticket-signing.key", "agent.token", "admin.token"]
+        secrets = ["coordinator.db", "ticket-signing.key", "agent-credential.key", "admin.token"]
+        secrets += [f"agents/{node}/credential" for node in ("pve-node1", "pve-node2", "pve-node3")]
         secrets += [p.name for p in demo_dir.glob("coordinator.db-*")]
         assert {name: stat.S_IMODE((demo_dir / name).stat().st_mode) for name in secrets} == dict.fromkeys(
             secrets, 0o600

@@ -4,6 +4,7 @@ One ``Receive`` per sync task, kept across agent restarts::
 
     staging/<name>.part              the image as far as it came; [0, verified) is checked
     staging/receives/<task>.json     what it is (size, sha256, format) and how far it is
+    staging/receives/used-tickets.json  tickets already spent (until they expire)
     staging/<name>                   the complete image, once its sha256 matched
 
 A peer opens a session with a ticket (``open_session``), learns the offset to go on
@@ -35,6 +36,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamTruncated
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.send import Hop, Sender
+from agent.transfer.used_tickets import UsedTickets
 from shared.frames import Frame, FrameError
 from shared.tickets import Ticket, TicketInvalid
 
@@ -230,14 +232,14 @@ class Receives:
         self.policy = policy
         self.sender = sender
         self.receives: dict[int, Receive] = {}
-        self._used_tickets: dict[str, float] = {}
+        self._used_tickets = UsedTickets(staging.root / "receives" / "used-tickets.json")
         self._load()
 
     def _load(self) -> None:
         folder = self.staging.root / "receives"
         folder.mkdir(exist_ok=True)
         known: set[str] = set()
-        for path in folder.glob("*.json"):
+        for path in folder.glob("[0-9]*.json"):
             try:
                 rec = ReceiveRecord(**json.loads(path.read_text()))
             except (ValueError, TypeError) as exc:
@@ -282,8 +284,6 @@ class Receives:
             raise TransferRefused(
                 403, "bad_ticket", f"ticket is for task {ticket.task_id} on {ticket.node}, not this transfer"
             )
-        now = time.time()
-        self._used_tickets = {j: exp for j, exp in self._used_tickets.items() if exp > now}
         if ticket.jti in self._used_tickets:
             raise TransferRefused(403, "ticket_used", "ticket was already used (replay refused)")
         return ticket
@@ -346,7 +346,7 @@ class Receives:
                 )
                 raise TransferRefused(507, "no_space", rec.error or "no space")
         receive.save()
-        self._used_tickets[ticket.jti] = ticket.expires_at
+        self._used_tickets.add(ticket.jti, ticket.expires_at)
         session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
         if rec.state != "complete":  # (a complete copy needs no stream: it holds no slot)
             receive.session = session  # a newer session replaces an older one (its stream ends)

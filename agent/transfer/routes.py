@@ -4,7 +4,8 @@ From the coordinator:
     POST   /v1/transfers                      send a staged image along a chain of hops
     GET    /v1/receives/{task_id}             how far a receive is (progress, errors)
     DELETE /v1/receives/{task_id}             drop a receive and its file (cancel, delete)
-From peers (besides the agent credential, a ticket the coordinator signed):
+From peers (no credential: a ticket the coordinator signed for this node, task and attempt,
+then the session it opened):
     POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
     PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py, read by frame_reader.py)
 """
@@ -28,6 +29,8 @@ from agent.transfer.send import Hop, StagedImage
 from shared.validation import Input, parse
 
 log = logging.getLogger(__name__)
+# The route names of what peers call (server.py asks them for no credential).
+PEER_ROUTES = frozenset({"peer-session", "peer-data"})
 
 
 class HopIn(Input):
@@ -137,5 +140,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/transfers", start_transfer)
     app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
     app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
-    app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session)
-    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data)
+    app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session, name="peer-session")
+    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data, name="peer-data")

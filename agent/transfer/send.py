@@ -129,12 +129,10 @@ class Sender:
 
     def __init__(
         self,
-        token: str,
         fresh_ticket: Callable[[int, int], Awaitable[str]],
         rate_limit: RateLimit,
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
-        self.token = token
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
         self.transfers: dict[str, asyncio.Task[None]] = {}
@@ -197,7 +195,7 @@ class Transfer:
                 hops = rest
 
     async def _deliver(self, hop: Hop, rest: list[Hop]) -> None:
-        client = AgentClient(self.sender.http, hop.url, self.sender.token)
+        client = AgentClient(self.sender.http, hop.url)  # a peer: the ticket is its authority
         ticket: str | None = hop.ticket
         delay = BACKOFF_START
         for attempt in range(1, HOP_ATTEMPTS + 1):

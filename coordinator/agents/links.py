@@ -1,4 +1,5 @@
-"""Reaching the agent of a node: only live agents get work (503 otherwise)."""
+"""Reaching the agent of a node: only live agents get work (503 otherwise), and each is
+called with its own node's credential."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient
-from coordinator.agents.registry import live_agent
+from coordinator.agents.credentials import Credentials
+from coordinator.agents.registry import AgentAddress, live_agent
 from coordinator.db.models import PveNode
 
 
@@ -23,16 +25,16 @@ class AgentLinks:
         self,
         db: async_sessionmaker[AsyncSession],
         http: aiohttp.ClientSession,
-        token: str,
+        credentials: Credentials,
         timeout: float,
     ) -> None:
         self.db = db
         self.http = http
-        self.token = token
+        self.credentials = credentials
         self.timeout = timedelta(seconds=timeout)
 
-    def client(self, url: str) -> AgentClient:
-        return AgentClient(self.http, url, self.token)
+    def client(self, agent: AgentAddress) -> AgentClient:
+        return AgentClient(self.http, agent.url, self.credentials.for_node(agent.node_name, agent.generation))
 
     async def for_node(self, node_id: int) -> AgentClient:
         async with self.db() as session:
@@ -40,4 +42,4 @@ class AgentLinks:
             if agent is None:
                 node = await session.get(PveNode, node_id)
                 raise NoLiveAgent(node.node_name if node else f"#{node_id}")
-        return self.client(agent.url)
+        return self.client(agent)

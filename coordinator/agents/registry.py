@@ -1,7 +1,8 @@
 """Agent registration, heartbeats and liveness.
 
 An agent is live while it heartbeats: silent for longer than ``agent_timeout``
-(or after a clean goodbye) it is not, and gets no work.
+(or after a clean goodbye, or once its node's credential is revoked) it is not, and
+gets no work.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator.db.models import Agent, PveCluster, PveNode
+from coordinator.db.models import Agent, AgentIdentity, PveCluster, PveNode
 from coordinator.db.types import utcnow
 
 
@@ -93,19 +94,38 @@ async def goodbye(session: AsyncSession, agent_id: int) -> None:
         await session.commit()
 
 
-async def live_agent_urls(session: AsyncSession, timeout: timedelta) -> dict[int, str]:
-    """Node id -> URL of that node's agent, for every node whose agent is live."""
+@dataclass(frozen=True)
+class AgentAddress:
+    """How to give orders to a node's live agent: where it is and which credential it takes."""
+
+    node_id: int
+    node_name: str
+    url: str
+    generation: int
+
+
+async def _live(session: AsyncSession, timeout: timedelta, *where: ColumnElement[bool]) -> list[AgentAddress]:
+    # Only enrolled, unrevoked nodes: a revoked node gets no work even if a heartbeat of its
+    # slipped in just before the revocation.
+    rows = await session.execute(
+        select(Agent, AgentIdentity.generation)
+        .join(AgentIdentity, AgentIdentity.node_name == Agent.node_name)
+        .where(Agent.node_id.is_not(None), AgentIdentity.revoked_at.is_(None), *where)
+    )
     now = utcnow()
-    return {
-        a.node_id: a.url
-        for a in await session.scalars(select(Agent).where(Agent.node_id.is_not(None)))
-        if a.node_id is not None and is_live(a, now, timeout)
-    }
+    return [
+        AgentAddress(agent.node_id, agent.node_name, agent.url, generation)
+        for agent, generation in rows.all()
+        if agent.node_id is not None and is_live(agent, now, timeout)
+    ]
 
 
-async def live_agent(session: AsyncSession, node_id: int, timeout: timedelta) -> Agent | None:
+async def live_agents(session: AsyncSession, timeout: timedelta) -> dict[int, AgentAddress]:
+    """Node id -> that node's agent, for every node whose agent is live."""
+    return {a.node_id: a for a in await _live(session, timeout)}
+
+
+async def live_agent(session: AsyncSession, node_id: int, timeout: timedelta) -> AgentAddress | None:
     """The node's agent if it is live, else None."""
-    agent = await session.scalar(select(Agent).where(Agent.node_id == node_id))
-    if agent is not None and is_live(agent, utcnow(), timeout):
-        return agent
-    return None
+    found = await _live(session, timeout, Agent.node_id == node_id)
+    return found[0] if found else None

@@ -1,4 +1,10 @@
-"""The coordinator's side of the agent link: register, heartbeat, goodbye (/agent-api/v1)."""
+"""The coordinator's side of the agent link (/agent-api/v1): enrolment, register, heartbeat,
+goodbye, tickets.
+
+Every call but enrolment carries the calling node's own credential, and a node acts only
+as itself: it registers and heartbeats only as its node, says goodbye only for its own
+agent, and gets tickets only for transfers it sends.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,15 @@ from datetime import datetime
 from typing import Annotated
 
 from msgspec import Meta
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator.agents import registry
+from coordinator.agents import enrolment, registry
+from coordinator.agents.credentials import NODE_NAME
+from coordinator.api.auth import AgentCaller, bearer
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
-from coordinator.appkeys import CONFIG, DB, TICKETS
-from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
+from coordinator.db.models import Agent, TemplateSyncTask, TemplateUpload
 from shared.validation import Input, Model
 from shared.version import VERSION
 
@@ -74,10 +83,73 @@ def _registered(call: Call, agent_id: int, node_id: int | None) -> Registered:
     )
 
 
-@routes.post("/register", role="agent", body=AgentHello, response=Registered)
+class EnrolRequest(Input):
+    node_name: Annotated[str, Meta(pattern=f"^{NODE_NAME.pattern}$")]
+
+
+class Enrolled(Model):
+    node_name: str
+    generation: int
+    credential: str
+
+
+@routes.post("/enroll", role=None, body=EnrolRequest, response=Enrolled, errors=(401, 403))
+async def enroll(call: Call) -> Enrolled:
+    """An agent trades its node's single-use join token (the bearer) for the node's credential."""
+    body: EnrolRequest = call.body
+    join_token = bearer(call.request)
+    async with call.app[DB]() as session:
+        generation = await enrolment.enroll(session, body.node_name, join_token)
+    log.info("node %s enrolled its agent (credential generation %d)", body.node_name, generation)
+    credential = call.app[CREDENTIALS].for_node(body.node_name, generation)
+    return Enrolled(node_name=body.node_name, generation=generation, credential=credential)
+
+
+class Identity(Model):
+    node_name: str
+    generation: int
+
+
+@routes.get("/whoami", role="agent", response=Identity)
+async def whoami(call: Call) -> Identity:
+    """The node a credential belongs to, if the coordinator accepts it (pvesphere-agent check)."""
+    caller = _caller(call)
+    return Identity(node_name=caller.node_name, generation=caller.generation)
+
+
+def _caller(call: Call) -> AgentCaller:
+    assert call.agent is not None  # role="agent" endpoints are authenticated
+    return call.agent
+
+
+def _as_itself(call: Call, node_name: str) -> None:
+    caller = _caller(call)
+    if node_name != caller.node_name:
+        raise ApiError(
+            403,
+            "wrong_node",
+            f"the credential of node {caller.node_name} cannot act as node {node_name}",
+        )
+
+
+async def _own_agent(session: AsyncSession, call: Call) -> Agent | None:
+    """The agent row of the path's id, if any; 403 if it is another node's."""
+    agent = await session.get(Agent, call.path["id"])
+    if agent is not None and agent.node_name != _caller(call).node_name:
+        raise ApiError(
+            403,
+            "wrong_node",
+            f"agent {agent.id} is node {agent.node_name}'s; "
+            f"the credential of node {_caller(call).node_name} cannot act for it",
+        )
+    return agent
+
+
+@routes.post("/register", role="agent", body=AgentHello, response=Registered, errors=(403,))
 async def register(call: Call) -> Registered:
     """An agent announces itself (at start and whenever the coordinator forgot it)."""
     hello: AgentHello = call.body
+    _as_itself(call, hello.node_name)
     async with call.app[DB]() as session:
         agent = await registry.register(session, hello.report())
     log.info(
@@ -91,21 +163,24 @@ async def register(call: Call) -> Registered:
     return _registered(call, agent.id, agent.node_id)
 
 
-@routes.post("/agents/{id}/heartbeat", role="agent", body=AgentHello, response=Registered)
+@routes.post("/agents/{id}/heartbeat", role="agent", body=AgentHello, response=Registered, errors=(403, 404))
 async def heartbeat(call: Call) -> Registered:
     """Keeps the agent live; 404 tells the agent to register again."""
     hello: AgentHello = call.body
+    _as_itself(call, hello.node_name)
     async with call.app[DB]() as session:
+        await _own_agent(session, call)
         agent = await registry.heartbeat(session, call.path["id"], hello.report())
     if agent is None:
         raise ApiError(404, "agent_not_found", f"agent {call.path['id']} is not registered")
     return _registered(call, agent.id, agent.node_id)
 
 
-@routes.post("/agents/{id}/goodbye", role="agent")
+@routes.post("/agents/{id}/goodbye", role="agent", errors=(403,))
 async def goodbye(call: Call) -> dict[str, object]:
     """A cleanly stopping agent is not live from this moment."""
     async with call.app[DB]() as session:
+        await _own_agent(session, call)
         await registry.goodbye(session, call.path["id"])
     log.info("agent %s said goodbye", call.path["id"])
     return {"agent_id": call.path["id"]}
@@ -122,14 +197,23 @@ class TicketOut(Model):
     ticket: str
 
 
-@routes.post("/tickets", role="agent", body=TicketRequest, response=TicketOut, errors=(404, 409))
+@routes.post("/tickets", role="agent", body=TicketRequest, response=TicketOut, errors=(403, 404, 409))
 async def ticket(call: Call) -> TicketOut:
-    """A fresh ticket for a running transfer (a sender resuming or routing around a hop)."""
+    """A fresh ticket for a running transfer (a sender resuming or routing around a hop);
+    only for the nodes that send in the task's attempt: its source and the relays before it."""
     body: TicketRequest = call.body
+    caller = _caller(call)
     async with call.app[DB]() as session:
         task = await session.get(TemplateSyncTask, body.task_id)
         if task is None:
             raise ApiError(404, "sync_task_not_found", f"sync task {body.task_id} not found")
+        if caller.node_name not in task.upstream_nodes.split(","):
+            raise ApiError(
+                403,
+                "not_a_sender",
+                f"node {caller.node_name} does not send sync task {task.id} "
+                f"(to {task.target_node_name}, from {task.source_node_name})",
+            )
         if task.status != "syncing":
             raise ApiError(409, "not_syncing", f"sync task {task.id} is {task.status}, not syncing")
         if task.epoch != body.epoch:

@@ -1,15 +1,16 @@
-"""Bearer-token authentication and role checks for /api/v1."""
+"""Bearer authentication: API tokens and their roles for /api/v1, node credentials for
+/agent-api/v1."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from coordinator import tokens
+from coordinator.agents import enrolment
 from coordinator.api.errors import ApiError
-from coordinator.appkeys import AGENT_TOKEN, DB
+from coordinator.appkeys import CREDENTIALS, DB
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,15 @@ class Principal:
     role: str
 
 
-def _bearer(request: web.Request) -> str:
+@dataclass(frozen=True)
+class AgentCaller:
+    """The node whose agent made the request (its credential is current)."""
+
+    node_name: str
+    generation: int
+
+
+def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if not header:
@@ -32,7 +41,7 @@ def _bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, needed: str) -> Principal:
-    secret = _bearer(request)
+    secret = bearer(request)
     async with request.app[DB]() as session:
         row = await tokens.lookup(session, secret)
     if row is None:
@@ -46,8 +55,11 @@ async def authenticate(request: web.Request, needed: str) -> Principal:
     return Principal(row.id, row.name, row.role)
 
 
-def authenticate_agent(request: web.Request) -> None:
-    """Agents prove themselves with the shared agent credential."""
-    secret = _bearer(request)
-    if not hmac.compare_digest(secret.encode(), request.app[AGENT_TOKEN].encode()):
+async def authenticate_agent(request: web.Request) -> AgentCaller:
+    """Agents prove themselves with their own node's credential."""
+    claim = request.app[CREDENTIALS].check(bearer(request))
+    if claim is None:
         raise ApiError(401, "unauthorized", "invalid agent credential")
+    async with request.app[DB]() as session:
+        await enrolment.check_current(session, claim)
+    return AgentCaller(claim.node_name, claim.generation)

@@ -18,14 +18,14 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from aiohttp import web
 
-from coordinator.api.auth import Principal, authenticate, authenticate_agent
+from coordinator.api.auth import AgentCaller, Principal, authenticate, authenticate_agent
 from coordinator.api.errors import ApiError, success
 from shared import json_body
 from shared.validation import INT_MAX, InvalidInput, Model, parse
 
 M = TypeVar("M")
 
-# "agent": the caller must present the agent credential (agents talking to the coordinator).
+# "agent": the caller must present its node's agent credential (agents talking to the coordinator).
 Role = Literal["viewer", "operator", "admin", "agent"]
 API_PREFIX = "/api/v1"
 AGENT_API_PREFIX = "/agent-api/v1"
@@ -43,6 +43,7 @@ class Call:
     path: dict[str, int]
     query: Any
     body: Any
+    agent: AgentCaller | None = None  # the calling node, on "agent" endpoints
 
     @property
     def app(self) -> web.Application:
@@ -167,9 +168,9 @@ async def _read_json(request: web.Request) -> Any:
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        principal = None
+        principal = agent = None
         if endpoint.role == "agent":
-            authenticate_agent(request)
+            agent = await authenticate_agent(request)
         elif endpoint.role is not None:
             principal = await authenticate(request, endpoint.role)
         path = _parse_path(request, endpoint.path_params)
@@ -182,7 +183,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         body = None
         if endpoint.body is not None:
             body = parse_model(endpoint.body, await _read_json(request), "body")
-        result = await endpoint.handler(Call(request, principal, path, query, body))
+        result = await endpoint.handler(Call(request, principal, path, query, body, agent))
         if isinstance(result, web.StreamResponse):
             return result
         # datetimes stay as they are: success() writes them in the API's one format

@@ -205,6 +205,9 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     vmid: Mapped[int | None] = mapped_column(Integer)
     # Counts the task's transfer attempts; tickets name it, so an older attempt's stream is refused.
     epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # The nodes that may ask for tickets to this target in this attempt: the chain's source and
+    # the relays before the target (a sender routing around a dead relay skips ahead), comma-separated.
+    upstream_nodes: Mapped[str] = mapped_column(Text, default="")
     # The target's verified copy in its staging (once received); it can serve later syncs.
     staged_name: Mapped[str] = mapped_column(String(128), default="")
     sync_start_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -230,6 +233,23 @@ class Agent(Timestamps, Base):
     pve_ok: Mapped[bool] = mapped_column(Boolean, default=False)
     pve_error: Mapped[str | None] = mapped_column(Text)
     staging_free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AgentIdentity(Timestamps, Base):
+    """A node's agent credential: derived from the coordinator's key, the node name and
+    ``generation`` (coordinator/agents/credentials.py), so no per-node secret is stored."""
+
+    __tablename__ = "agent_identity"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Bumped by every enrolment: credentials of an earlier one stop working. 0: never enrolled.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # sha256 of the outstanding single-use join token (NULL once used, revoked or never made).
+    join_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    join_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ApiToken(Base):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks
-from coordinator.agents.registry import live_agent_urls
+from coordinator.agents.registry import live_agents
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ async def remove_orphans(
 ) -> int:
     """Check every live agent's staging; returns how many uploads' files and copies went."""
     async with db() as session:
-        live = await live_agent_urls(session, timeout)
+        live = await live_agents(session, timeout)
     removed = 0
-    for node_id, url in live.items():
+    for node_id, agent in live.items():
         try:
-            removed += await _check_agent(db, agents.client(url), node_id, grace.total_seconds())
+            removed += await _check_agent(db, agents.client(agent), node_id, grace.total_seconds())
         except (AgentUnreachable, AgentError) as exc:
             log.info("staging of node %s not checked: %s", node_id, exc)
     return removed

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
-from coordinator.agents.registry import live_agent_urls
+from coordinator.agents.registry import AgentAddress, live_agents
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import (
     PveNode,
@@ -112,7 +112,7 @@ class SyncScheduler:
     async def schedule_once(self) -> int:
         async with self._lock:
             async with self.db() as session:
-                due, copies, live, load, urls = await self._situation(session)
+                due, copies, live, load, agents = await self._situation(session)
             if not due:
                 return 0
             chains = plan_chains(
@@ -124,12 +124,12 @@ class SyncScheduler:
                 self.config.max_outbound_per_node,
             )
             for chain in chains:
-                await self._start(chain, urls)
+                await self._start(chain, agents)
             return len(chains)
 
     async def _situation(
         self, session: AsyncSession
-    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, str]]:
+    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, AgentAddress]]:
         now = utcnow()
         rows = (
             await session.execute(
@@ -173,10 +173,10 @@ class SyncScheduler:
         ).all():
             load.outbound[source_id] += 1
             load.inbound[target_id] += 1
-        urls = await live_agent_urls(session, timedelta(seconds=self.config.agent_timeout))
-        return due, copies, list(urls), load, urls
+        agents = await live_agents(session, timedelta(seconds=self.config.agent_timeout))
+        return due, copies, list(agents), load, agents
 
-    async def _start(self, chain: Chain, urls: dict[int, str]) -> None:
+    async def _start(self, chain: Chain, agents: dict[int, AgentAddress]) -> None:
         """Claim the chain's tasks, then hand the chain to its source agent."""
         claimed: list[TemplateSyncTask] = []
         upstream = chain.source.node_id
@@ -187,6 +187,7 @@ class SyncScheduler:
                 n.id: n.node_name
                 for n in await session.scalars(select(PveNode).where(PveNode.cluster_id == upload.cluster_id))
             }
+            senders = [names.get(upstream, "")]  # who may ask for tickets to the next hop
             for hop in chain.hops:
                 result = await session.execute(
                     update(TemplateSyncTask)
@@ -201,6 +202,7 @@ class SyncScheduler:
                         attempts=TemplateSyncTask.attempts + 1,
                         source_node_id=upstream,
                         source_node_name=names.get(upstream, ""),
+                        upstream_nodes=",".join(senders),
                         bytes_done=0,
                         rate_bytes_per_sec=0,
                         next_attempt_at=None,
@@ -214,6 +216,7 @@ class SyncScheduler:
                 assert task is not None
                 claimed.append(task)
                 upstream = hop.target_node_id
+                senders.append(task.target_node_name)
             if claimed:
                 await session.execute(
                     update(TemplateInstance)
@@ -228,7 +231,7 @@ class SyncScheduler:
                 "task_id": t.id,
                 "epoch": t.epoch,
                 "node": t.target_node_name,
-                "url": urls[t.target_node_id],
+                "url": agents[t.target_node_id].url,
                 "ticket": self.signer.issue(
                     task_id=t.id,
                     epoch=t.epoch,
@@ -241,7 +244,7 @@ class SyncScheduler:
             for t in claimed
         ]
         transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
-        source = self.agents.client(urls[chain.source.node_id])
+        source = self.agents.client(agents[chain.source.node_id])
         route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
         try:
             await source.start_transfer(

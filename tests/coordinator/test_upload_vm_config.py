@@ -67,7 +67,8 @@ def test_a_refused_vm_config_is_a_400_naming_the_key_and_leaves_nothing(
     stack: Stack, api: Api, tmp_path: Path, attack: str
 ) -> None:
     vm_config, message = ATTACKS[attack]
-    vm_config = {k: v.format(agent_token=stack.base / "agent.token") for k, v in vm_config.items()}
+    credential = stack.base / "agents" / "pve-node1" / "credential"
+    vm_config = {k: v.format(agent_token=credential) for k, v in vm_config.items()}
     image = images.qcow2(tmp_path / "cloud.qcow2", size_mib=16, data_mib=1)
     name = _name("attack")
     staged, vms, uploads_before = staged_files(stack), all_vmids(stack), upload_count(stack)

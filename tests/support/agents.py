@@ -1,4 +1,4 @@
-"""Calling a node's agent directly, through agent/client.py with the agent credential
+"""Calling a node's agent directly, through agent/client.py with that node's credential
 (as the coordinator does): for what the coordinator's API would refuse before it got there."""
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ from demo.stack import Stack
 T = TypeVar("T")
 
 
-def agent_secret(stack: Stack) -> str:
-    return (stack.base / "agent.token").read_text().strip()
-
-
 def call_agent(stack: Stack, node: str, call: Callable[[AgentClient], Awaitable[T]]) -> T:
     """``call(client)`` against ``node``'s agent; returns what it returns."""
 
     async def run() -> T:
         async with aiohttp.ClientSession() as session:
-            return await call(AgentClient(session, stack.agent_url(node), agent_secret(stack)))
+            return await call(AgentClient(session, stack.agent_url(node), stack.agent_credential(node)))
 
     return asyncio.run(run())

@@ -12,7 +12,6 @@ from typing import Any
 import requests
 
 from demo.stack import Stack
-from tests.support.agents import agent_secret
 from tests.support.api import Api
 from tests.support.uploads import staging_dir
 
@@ -56,10 +55,10 @@ def sha256(path: Path) -> str:
 
 
 def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
-    """Call a node's agent with the agent credential (as the coordinator does)."""
+    """Call a node's agent with that node's credential (as the coordinator does)."""
     return requests.get(
         stack.agent_url(node) + path,
-        headers={"Authorization": f"Bearer {agent_secret(stack)}"},
+        headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
         timeout=10,
     )
 

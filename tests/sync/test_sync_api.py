@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from coordinator.agents.credentials import Credentials
 from coordinator.agents.links import AgentLinks
 from coordinator.db.session import create_engine, session_factory
 from coordinator.jobs.cleanup import remove_failed_copies
@@ -192,7 +193,7 @@ def run_cleanup(stack: Stack, older_than: timedelta) -> int:
         engine = create_engine(stack.database_url)
         async with aiohttp.ClientSession() as http:
             links = AgentLinks(
-                session_factory(engine), http, (stack.base / "agent.token").read_text().strip(), 15
+                session_factory(engine), http, Credentials.from_file(stack.base / "agent-credential.key"), 15
             )
             try:
                 return await remove_failed_copies(session_factory(engine), links, older_than)

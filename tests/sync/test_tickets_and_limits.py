@@ -12,25 +12,24 @@ import requests
 
 from demo.stack import Stack
 from shared.frames import chunk_digest, encode_header, frame_ranges
-from shared.tickets import TicketSigner
+from shared.tickets import TICKET_LIFETIME, Ticket, TicketSigner
 from tests.support.api import Api
 from tests.support.syncs import LoadSampler, wait_tasks
 from tests.sync.test_faults import local_template, start_sync
 
 
 class Target:
-    """pve-node2's agent, spoken to as a peer would."""
+    """pve-node2's agent, spoken to as a peer would: with a ticket, no credential."""
 
-    def __init__(self, stack: Stack, credential: bool = True) -> None:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
         self.url = stack.agent_url("pve-node2")
-        secret = (stack.base / "agent.token").read_text().strip()
-        self.headers = {"Authorization": f"Bearer {secret}"} if credential else {}
 
-    def open(self, task_id: int, ticket: str) -> requests.Response:
+    def open(self, task_id: int, ticket: str, headers: dict[str, str] | None = None) -> requests.Response:
         return requests.post(
             f"{self.url}/v1/receives/{task_id}/session",
             json={"ticket": ticket, "next_hops": []},
-            headers=self.headers,
+            headers=headers,
             timeout=10,
         )
 
@@ -42,12 +41,40 @@ class Target:
         return requests.put(
             f"{self.url}/v1/receives/{task_id}/data",
             data=body,
-            headers={**self.headers, "X-Pvesphere-Session": session},
+            headers={"X-Pvesphere-Session": session},
             timeout=30,
         )
 
     def drop(self, task_id: int) -> None:
-        requests.delete(f"{self.url}/v1/receives/{task_id}", headers=self.headers, timeout=10)
+        """What the coordinator does once a task is gone (with the node's own credential)."""
+        headers = {"Authorization": f"Bearer {self.stack.agent_credential('pve-node2')}"}
+        requests.delete(f"{self.url}/v1/receives/{task_id}", headers=headers, timeout=10)
+
+    def restart(self) -> None:
+        """Restart the agent; back once it has registered (and learnt the ticket key again)."""
+        self.stack.agents["pve-node2"].stop()
+        self.stack.start_agent("pve-node2")
+        deadline = time.monotonic() + 20
+        while not requests.get(f"{self.url}/health", timeout=5).json()["transfers"]["registered"]:
+            assert time.monotonic() < deadline, "restarted agent did not register"
+            time.sleep(0.2)
+
+
+def claims(data: bytes, task: int, **changes: object) -> Ticket:
+    now = time.time()
+    fields: dict[str, object] = {
+        "jti": secrets.token_hex(12),
+        "task_id": task,
+        "epoch": 2,
+        "node": "pve-node2",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fmt": "raw",
+        "issued_at": now,
+        "expires_at": now + TICKET_LIFETIME,
+    }
+    fields.update(changes)
+    return Ticket(**fields)  # type: ignore[arg-type]
 
 
 def test_forged_replayed_and_misdirected_tickets_are_refused(stack: Stack) -> None:
@@ -55,35 +82,67 @@ def test_forged_replayed_and_misdirected_tickets_are_refused(stack: Stack) -> No
     stranger = TicketSigner(stack.base / f"stranger-{secrets.token_hex(3)}.key")
     data = os.urandom(3 << 20)
     task = 800_000 + secrets.randbelow(100_000)  # the agent trusts the ticket, not a database
-    claims = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "fmt": "raw"}
     target = Target(stack)
+    now = time.time()
     try:
-        good = coordinator_key.issue(task_id=task, epoch=2, node="pve-node2", **claims)
+        good = coordinator_key.sign(claims(data, task))
         opened = target.open(task, good)
         assert opened.status_code == 200 and opened.json()["offset"] == 0
 
         refusals = [
             (good, 403, "ticket_used"),  # replay of a ticket already spent
-            (stranger.issue(task_id=task, epoch=2, node="pve-node2", **claims), 403, "bad_ticket"),  # forged
-            (coordinator_key.issue(task_id=task, epoch=2, node="pve-node3", **claims), 403, "bad_ticket"),
-            (coordinator_key.issue(task_id=task + 1, epoch=2, node="pve-node2", **claims), 403, "bad_ticket"),
-            (coordinator_key.issue(task_id=task, epoch=1, node="pve-node2", **claims), 409, "stale_ticket"),
+            (stranger.sign(claims(data, task)), 403, "bad_ticket"),  # forged
+            (coordinator_key.sign(claims(data, task, node="pve-node3")), 403, "bad_ticket"),
+            (coordinator_key.sign(claims(data, task + 1)), 403, "bad_ticket"),
+            (coordinator_key.sign(claims(data, task, epoch=1)), 409, "stale_ticket"),
+            (coordinator_key.sign(claims(data, task, issued_at=0, expires_at=300)), 403, "bad_ticket"),
+            # Signed by the coordinator's key, yet absurd: refused all the same.
+            (coordinator_key.sign(claims(data, task, size=-1)), 403, "bad_ticket"),
+            (coordinator_key.sign(claims(data, task, size=1 << 50)), 403, "bad_ticket"),
             (
-                coordinator_key.issue(task_id=task, epoch=2, node="pve-node2", now=0, **claims),
+                coordinator_key.sign(claims(data, task, issued_at=now + 3600, expires_at=now + 3900)),
                 403,
                 "bad_ticket",
-            ),  # expired long ago
+            ),
+            (coordinator_key.sign(claims(data, task, expires_at=now + 30 * 86400)), 403, "bad_ticket"),
+            (coordinator_key.sign(claims(data, task, task_id=0)), 403, "bad_ticket"),
             ("garbage", 403, "bad_ticket"),
         ]
         for ticket, status, error in refusals:
             reply = target.open(task, ticket)
             assert (reply.status_code, reply.json()["error"]) == (status, error), reply.text
-        # Without the agent credential nothing is even looked at.
-        assert Target(stack, credential=False).open(task, good).status_code == 401
         # A made-up session cannot stream; the real one can, and the copy is verified.
         assert target.send(task, "made-up", data).json()["error"] == "session_superseded"
         done = target.send(task, opened.json()["session"], data)
         assert done.status_code == 200 and done.json()["state"] == "complete", done.text
+    finally:
+        target.drop(task)
+
+
+def test_a_credential_opens_no_stream_without_a_ticket(stack: Stack) -> None:
+    """Peers are authorised by tickets alone: no node's credential stands in for one."""
+    target = Target(stack)
+    for node in ("pve-node1", "pve-node2"):
+        headers = {"Authorization": f"Bearer {stack.agent_credential(node)}"}
+        no_ticket = requests.post(f"{target.url}/v1/receives/1/session", json={}, headers=headers, timeout=10)
+        assert no_ticket.status_code == 400, no_ticket.text
+        assert target.open(1, "", headers).json()["error"] == "bad_ticket"
+        data = requests.put(f"{target.url}/v1/receives/1/data", data=b"x" * 64, headers=headers, timeout=10)
+        assert data.json()["error"] == "session_superseded", data.text
+
+
+def test_a_used_ticket_is_still_refused_after_the_agent_restarts(stack: Stack) -> None:
+    coordinator_key = TicketSigner(stack.base / "ticket-signing.key")
+    data = os.urandom(1 << 20)
+    task = 900_000 + secrets.randbelow(99_999)
+    target = Target(stack)
+    try:
+        ticket = coordinator_key.sign(claims(data, task))
+        assert target.open(task, ticket).status_code == 200
+        target.restart()
+        replay = target.open(task, ticket)
+        assert (replay.status_code, replay.json()["error"]) == (403, "ticket_used"), replay.text
+        assert target.open(task, coordinator_key.sign(claims(data, task))).status_code == 200
     finally:
         target.drop(task)
 
@@ -116,13 +175,12 @@ def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
     api, stack = slow_api, slow_stack
     template_id, _ = local_template(api, stack, tmp_path, "tickets", 48)
     (task_id,) = start_sync(api, stack, template_id, "pve-node2")
-    secret = (stack.base / "agent.token").read_text().strip()
 
-    def ask(epoch: int) -> requests.Response:
+    def ask(epoch: int, node: str = "pve-node1") -> requests.Response:
         return requests.post(
             f"{stack.coordinator_url}/agent-api/v1/tickets",
             json={"task_id": task_id, "epoch": epoch},
-            headers={"Authorization": f"Bearer {secret}"},
+            headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
             timeout=10,
         )
 
@@ -130,7 +188,14 @@ def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
         time.sleep(0.05)
     attempt = task["attempts"]  # the first attempt's epoch: nothing has been unclaimed
     current, stale = ask(attempt), ask(attempt + 1)
+    # Only the nodes that send in the transfer get tickets for it: pve-node3 has no part in it,
+    # and the target does not send to itself.
+    outsiders = [ask(attempt, "pve-node3"), ask(attempt, "pve-node2")]
     wait_tasks(api, template_id)
     assert current.status_code == 200 and current.json()["data"]["epoch"] == attempt, current.text
     assert (stale.status_code, stale.json()["data"]["error"]) == (409, "stale_transfer"), stale.text
     assert "newer attempt" in stale.json()["message"]
+    for outsider in outsiders:
+        assert (outsider.status_code, outsider.json()["data"]["error"]) == (403, "not_a_sender"), (
+            outsider.text
+        )

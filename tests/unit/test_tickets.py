@@ -1,4 +1,5 @@
-"""Tickets: only the coordinator's key signs them; they expire; claims cannot be altered."""
+"""Tickets: only the coordinator's key signs them; they expire; claims cannot be altered and
+must make sense even when signed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from shared.tickets import TICKET_LIFETIME, TicketInvalid, TicketSigner, TicketVerifier
+from shared.tickets import (
+    CLOCK_SKEW,
+    MAX_IMAGE_BYTES,
+    TICKET_LIFETIME,
+    Ticket,
+    TicketInvalid,
+    TicketSigner,
+    TicketVerifier,
+    _b64,
+)
 
 CLAIMS = {"task_id": 7, "epoch": 2, "node": "pve-node2", "size": 1024, "sha256": "ab" * 32, "fmt": "qcow2"}
 
@@ -48,3 +58,49 @@ def test_another_key_an_altered_claim_and_an_old_ticket_are_refused(tmp_path: Pa
         checker.verify(signer.issue(**CLAIMS, now=1000.0), now=1000.0 + TICKET_LIFETIME + 1)
     with pytest.raises(TicketInvalid, match="malformed"):
         checker.verify("not-a-ticket")
+
+
+def _signed(signer: TicketSigner, now: float, **changes: object) -> str:
+    fields: dict[str, object] = {
+        "jti": "0" * 24,
+        **CLAIMS,
+        "issued_at": now,
+        "expires_at": now + TICKET_LIFETIME,
+    }
+    fields.update(changes)
+    return signer.sign(Ticket(**fields))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"size": -1}, "size"),
+        ({"size": MAX_IMAGE_BYTES + 1}, "size"),
+        ({"task_id": 0}, "task_id"),
+        ({"epoch": -2}, "epoch"),
+        ({"sha256": "not-hex"}, "sha256"),
+        ({"fmt": "../../etc"}, "fmt"),
+        ({"issued_at": 1000.0 + CLOCK_SKEW + 5, "expires_at": 1100.0 + CLOCK_SKEW}, "in the future"),
+        ({"expires_at": 1000.0 + TICKET_LIFETIME + 1}, "lifetime"),
+        ({"expires_at": 999.0}, "lifetime"),
+    ],
+)
+def test_signed_claims_that_make_no_sense_are_refused(tmp_path: Path, changes: dict, reason: str) -> None:
+    signer = TicketSigner(tmp_path / "key")
+    with pytest.raises(TicketInvalid, match=reason):
+        TicketVerifier(signer.public_key).verify(_signed(signer, 1000.0, **changes), now=1000.0)
+
+
+def test_a_little_clock_skew_is_tolerated(tmp_path: Path) -> None:
+    signer = TicketSigner(tmp_path / "key")
+    ahead = _signed(signer, 1000.0 + CLOCK_SKEW - 1)  # the coordinator's clock is a bit ahead
+    assert TicketVerifier(signer.public_key).verify(ahead, now=1000.0).size == 1024
+    assert TicketVerifier(signer.public_key).verify(_signed(signer, 1000.0, size=0), now=1000.0).size == 0
+
+
+def test_unknown_claims_are_refused(tmp_path: Path) -> None:
+    signer = TicketSigner(tmp_path / "key")
+    body = json.dumps({**CLAIMS, "jti": "0" * 24, "issued_at": 1.0, "expires_at": 2.0, "admin": True})
+    token = f"{_b64(body.encode())}.{_b64(signer._private().sign(body.encode()))}"
+    with pytest.raises(TicketInvalid, match="admin"):
+        TicketVerifier(signer.public_key).verify(token, now=1.5)

@@ -1,7 +1,8 @@
 """The coordinator's secrets stay its own: data_dir 0700, the files with secrets 0600.
 
 The SQLite database holds every registered cluster's PVE token secret, the ticket key
-signs transfers, the agent token file is the agents' credential. Every command of the
+signs transfers, the agent credential key is what every node's agent credential is
+derived from. Every command of the
 coordinator makes them private before it touches them (creating the data directory and
 the database file so); one it cannot make private (someone else's file) stops it with a
 message naming the file and what to do. Nothing here is ever loosened.
@@ -51,20 +52,9 @@ def secure(config: CoordinatorConfig) -> list[str]:
             os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         for path in [database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)]:
             _private(path, tightened)
-    secret_files: list[Path | None] = [config.resolved_ticket_key_file, config.agent_token_file]
-    for secret in secret_files:
-        if secret is not None and str(secret):
-            _private(secret, tightened)
+    for secret in (config.resolved_ticket_key_file, config.agent_key_file):
+        _private(secret, tightened)
     return tightened
-
-
-def write_secret(path: Path, secret: str) -> None:
-    """Write ``secret`` to ``path``, readable by its owner only (an existing file too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(fd, FILE_MODE)
-        f.write(secret + "\n")
 
 
 def _private(path: Path, tightened: list[str]) -> None:

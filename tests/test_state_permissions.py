@@ -1,6 +1,7 @@
 """The coordinator's secrets are its own: data_dir 0700; database, keys and tokens 0600.
 
-The SQLite database holds the PVE token secret of every registered cluster.
+The SQLite database holds the PVE token secret of every registered cluster; the agent
+credential key derives every node's agent credential.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import private_files
+from coordinator import state_permissions
 from coordinator.config import CoordinatorConfig
 from shared.config import ConfigError
+from shared.private_files import replace_private
 
 
 def mode(path: Path) -> int:
@@ -35,10 +37,8 @@ def migrate(config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_a_new_data_dir_is_made_private_whatever_the_umask(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
-    token = tmp_path / "agent.token"
-    token.write_text("secret\n")
     config = tmp_path / "coordinator.toml"
-    config.write_text(f'data_dir = "{data_dir}"\nagent_token_file = "{token}"\n')
+    config.write_text(f'data_dir = "{data_dir}"\n')
     old = os.umask(0o022)
     try:
         result = migrate(config)
@@ -46,24 +46,21 @@ def test_a_new_data_dir_is_made_private_whatever_the_umask(tmp_path: Path) -> No
         os.umask(old)
     assert result.returncode == 0, result.stderr
     assert mode(data_dir) == 0o700
-    for name in ("coordinator.db", "ticket-signing.key"):
+    for name in ("coordinator.db", "ticket-signing.key", "agent-credential.key"):
         assert mode(data_dir / name) == 0o600, name
     for side in data_dir.glob("coordinator.db-*"):
         assert mode(side) == 0o600, side.name
-    assert mode(token) == 0o600
 
 
 def test_an_existing_loose_data_dir_is_tightened_at_start_up(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     data_dir.mkdir(mode=0o755)
     os.chmod(data_dir, 0o755)
-    token = tmp_path / "agent.token"
-    token.write_text("secret\n")
     config = tmp_path / "coordinator.toml"
-    config.write_text(f'data_dir = "{data_dir}"\nagent_token_file = "{token}"\n')
+    config.write_text(f'data_dir = "{data_dir}"\n')
     assert migrate(config).returncode == 0
     # As an older version (or a copy with cp -r) left them: readable by everybody.
-    loose = [data_dir / "coordinator.db", data_dir / "ticket-signing.key", token]
+    loose = [data_dir / "coordinator.db", data_dir / "ticket-signing.key", data_dir / "agent-credential.key"]
     for path in [data_dir, *loose]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     result = migrate(config)
@@ -76,16 +73,18 @@ def test_an_existing_loose_data_dir_is_tightened_at_start_up(tmp_path: Path) -> 
 def test_what_cannot_be_made_private_stops_the_coordinator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = tmp_path / "agent.token"
+    data_dir = tmp_path / "state"
+    data_dir.mkdir(mode=0o700)
+    token = data_dir / "ticket-signing.key"
     token.write_text("secret\n")
     os.chmod(token, 0o640)
 
     def not_yours(path: object, _mode: int) -> None:
         raise PermissionError(1, "Operation not permitted", str(path))
 
-    monkeypatch.setattr(private_files.os, "chmod", not_yours)
+    monkeypatch.setattr(state_permissions.os, "chmod", not_yours)
     with pytest.raises(ConfigError) as refused:
-        private_files.secure(CoordinatorConfig(data_dir=tmp_path / "state", agent_token_file=token))
+        state_permissions.secure(CoordinatorConfig(data_dir=data_dir))
     assert str(refused.value) == (
         f"{token} is open to other users (mode 0640) and cannot be made 0600: Operation not permitted; "
         "make it belong to the user the coordinator runs as, or chmod 0600 it"
@@ -97,7 +96,7 @@ def test_a_data_dir_everybody_may_write_to_is_refused(tmp_path: Path) -> None:
     shared.mkdir()
     os.chmod(shared, 0o1777)
     with pytest.raises(ConfigError, match="a directory everybody may write to"):
-        private_files.secure(CoordinatorConfig(data_dir=shared))
+        state_permissions.secure(CoordinatorConfig(data_dir=shared))
     assert mode(shared) == 0o1777  # left as it was
 
 
@@ -105,5 +104,5 @@ def test_a_secret_file_is_written_private_even_over_a_loose_one(tmp_path: Path) 
     path = tmp_path / "admin.token"
     path.write_text("old\n")
     os.chmod(path, 0o644)
-    private_files.write_secret(path, "pvst_new")
+    replace_private(path, b"pvst_new\n")
     assert (mode(path), path.read_text()) == (0o600, "pvst_new\n")
