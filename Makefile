@@ -39,4 +39,4 @@ lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable > requirements.lock
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

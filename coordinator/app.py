@@ -100,8 +100,11 @@ async def error_envelope(
         )
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, "too_large", exc.text or "request body too large")
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own refusals (e.g. a body it cannot read) leave as the envelope too
+        return error_response(exc.status, "http_error", exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 
 M = TypeVar("M")
+
+# The largest integer any input may hold (ids, page numbers, filters, sizes): every JSON
+# client reads it exactly (JavaScript's numbers too), and it is far inside the 64-bit
+# integers of SQLite and MariaDB, so no integer of a request can overflow a query.
+INT_MAX = 2**53 - 1
+# Characters no text field of this service has a use for: C0 and C1 controls but tab and
+# newlines, DEL, and lone surrogates (which cannot even be stored as UTF-8).
+_NONSENSE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Model(msgspec.Struct):
@@ -91,7 +100,35 @@ def parse(model: type[M], data: Any) -> M:
         if isinstance(value, Checked):
             # Database drivers bind exact types only (sqlite3 refuses a str subclass).
             setattr(parsed, name, _builtin_base(type(value))(value))
+    errors = dict(_out_of_bounds(msgspec.to_builtins(parsed)))
+    if errors:
+        raise InvalidInput(errors)
     return parsed
+
+
+def _out_of_bounds(value: Any) -> Iterator[tuple[str, str]]:
+    """(place, what is wrong) for each integer beyond INT_MAX and each text with control characters.
+
+    The rules every input obeys whatever its type says, so that no field of a current or
+    future endpoint can carry a value the databases or the HTTP clients choke on.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not -INT_MAX <= item <= INT_MAX:
+            yield where, f"must be between {-INT_MAX} and {INT_MAX}" + _got(item)
+        elif isinstance(item, str) and (bad := _NONSENSE.search(item)):
+            yield where, f"must not contain control characters (found {bad[0]!r} at position {bad.start()})"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                place = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and _NONSENSE.search(key):
+                    yield where or "", f"has a key with control characters: {key!r}"
+                stack.append((place, child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
 
 
 def _builtin_base(tp: type) -> type:
@@ -143,14 +180,20 @@ _NOUNS = {
 }
 
 
+def _got(value: Any) -> str:
+    """' (got <value>)', cut short: a message must not echo a 5000-character value back."""
+    shown = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    if len(shown) > 60:
+        shown = f"{shown[:40]}... ({len(shown)} characters)"
+    return f" (got {shown})"
+
+
 def describe(text: str, tp: Any, value: Any) -> str:
     """msgspec's message for one field, said the way the API says it."""
-    if value is None:  # a part of the field's value is wrong: the path names it
-        got = ""
-    elif isinstance(value, str):
-        got = f" (got {value!r})"
-    else:
-        got = f" (got {json.dumps(value, default=str)})"
+    # value None: a part of the field's value is wrong, and the path names it
+    got = "" if value is None else _got(value)
+    if text == "Integer value out of range":
+        return f"must be between {-INT_MAX} and {INT_MAX}" + got
     if m := re.fullmatch(r"Expected `([^`]*)`, got `[^`]*`", text):
         expected = m[1].replace(" | null", "")
         return f"must be {_NOUNS.get(expected, expected)}" + got

@@ -9,13 +9,12 @@ and why. What is allowed and why: shared.vm_config_policy.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from shared import vm_config_facts
+from shared import json_body, vm_config_facts
 from shared.pve_formats import lookup
 from shared.pve_schema import check_prop, hash_format, indexed_prop, parse_property_string, scalar_text
 from shared.text_fields import refuse_control
@@ -186,7 +185,7 @@ class VmConfig(dict[str, str], Checked):
         value = raw
         if isinstance(raw, str):
             try:
-                value = json.loads(raw) if raw.strip() else {}
+                value = json_body.decode(raw.encode()) if raw.strip() else {}
             except ValueError:
                 raise ValueError('vm_config must be a JSON object, e.g. {"memory": 4096}') from None
         if not isinstance(value, dict):

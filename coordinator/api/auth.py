@@ -33,9 +33,11 @@ def bearer(request: web.Request) -> str:
     scheme, _, value = header.partition(" ")
     if not header:
         raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token> header")
-    if scheme.lower() != "bearer" or not value.strip():
+    token = value.strip()
+    # printable ASCII, as every token is: a byte beyond reaches us as a surrogate, and hashing failed
+    if scheme.lower() != "bearer" or not token or not (token.isascii() and token.isprintable()):
         raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>'")
-    return value.strip()
+    return token
 
 
 async def authenticate(request: web.Request, needed: str) -> Principal:

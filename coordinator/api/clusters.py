@@ -16,7 +16,14 @@ from coordinator.appkeys import DB, INVENTORY
 from coordinator.db.models import PveCluster, PveNode, PveStorage
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
-from shared.pve_api import normalise_api_url, split_token_id
+from shared.pve_api import (
+    TOKEN_ID_MAX,
+    TOKEN_ID_PATTERN,
+    TOKEN_SECRET_PATTERN,
+    check_token_secret,
+    normalise_api_url,
+    split_token_id,
+)
 from shared.validation import CheckedStr, Input, Model
 
 routes = Routes("inventory")
@@ -28,7 +35,10 @@ class ApiUrl(CheckedStr):
     field = "api_url"
     json_schema = {
         "type": "string",
-        "description": "PVE API address, e.g. https://pve1.example.com:8006",
+        "minLength": 1,
+        "maxLength": 2048,
+        "description": "PVE API address: https://HOST[:PORT] (port 8006 if none), or just HOST",
+        "examples": ["https://pve1.example.com:8006"],
     }
 
     @classmethod
@@ -40,7 +50,12 @@ class TokenId(CheckedStr):
     """A PVE API token id, USER@REALM!TOKENNAME."""
 
     field = "token_id"
-    json_schema = {"type": "string", "description": "API token id, USER@REALM!TOKENNAME"}
+    json_schema = {
+        "type": "string",
+        "pattern": TOKEN_ID_PATTERN,
+        "maxLength": TOKEN_ID_MAX,
+        "description": "API token id, USER@REALM!TOKENNAME",
+    }
 
     @classmethod
     def check(cls, text: str) -> str:
@@ -48,17 +63,32 @@ class TokenId(CheckedStr):
         return text
 
 
+class TokenSecret(CheckedStr):
+    """A PVE API token's secret: PVE makes every one a UUID."""
+
+    field = "token_secret"
+    json_schema = {
+        "type": "string",
+        "pattern": TOKEN_SECRET_PATTERN,
+        "description": "API token secret, the UUID PVE showed when the token was made",
+    }
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        return check_token_secret(text)
+
+
 class ClusterIn(Input):
     api_url: ApiUrl
     token_id: TokenId
-    token_secret: Annotated[str, Meta(min_length=1, description="API token secret (UUID)")]
+    token_secret: TokenSecret
     verify_ssl: Annotated[bool, Meta(description="verify the PVE API's TLS certificate")] = True
 
 
 class ClusterUpdate(Input):
     api_url: ApiUrl | None = None
     token_id: TokenId | None = None
-    token_secret: Annotated[str, Meta(min_length=1)] | None = None
+    token_secret: TokenSecret | None = None
     verify_ssl: bool | None = None
 
 
@@ -152,16 +182,29 @@ async def get_cluster(call: Call) -> ClusterOut:
     return found[0]
 
 
-def _pve_failure(exc: PveError, status: int) -> ApiError:
+# Failures the caller fixes in the settings they sent; the others are on PVE's side.
+_SETTINGS_REFUSED = {"auth", "tls", "invalid", "other_cluster"}
+
+
+def _pve_failure(exc: PveError, settings_sent: bool) -> ApiError:
+    """400 for settings PVE refused (when the caller sent them), 504 when PVE did not answer
+    in time, 502 for the rest (no connection, a wrong answer)."""
+    if exc.kind == "timeout":
+        status = 504
+    elif settings_sent and exc.kind in _SETTINGS_REFUSED:
+        status = 400
+    else:
+        status = 502
     return ApiError(status, f"pve_{exc.kind}", exc.message)
 
 
-@routes.post("/clusters", role="admin", body=ClusterIn, response=ClusterOut, errors=(400, 409))
+@routes.post("/clusters", role="admin", body=ClusterIn, response=ClusterOut, errors=(400, 409, 502, 504))
 async def register_cluster(call: Call) -> ClusterOut:
     """Register a PVE cluster by API URL and API token; nodes and storages are read at once.
 
-    Nothing is saved unless PVE answers: an unreachable URL, a TLS failure or a
-    rejected token is a 400 naming the cause.
+    Nothing is saved unless PVE answers. A rejected token or TLS certificate is a 400
+    naming the cause; a PVE that cannot be reached or answers wrongly a 502, one that
+    does not answer in time a 504.
     """
     body: ClusterIn = call.body
     try:
@@ -169,7 +212,7 @@ async def register_cluster(call: Call) -> ClusterOut:
             body.api_url, body.token_id, body.token_secret, body.verify_ssl, call.actor
         )
     except PveError as exc:
-        raise _pve_failure(exc, 400) from None
+        raise _pve_failure(exc, settings_sent=True) from None
     except ClusterExists as exc:
         raise conflict(
             f"cluster {exc.existing.cluster_name!r} is already registered as id {exc.existing.id}",
@@ -180,7 +223,7 @@ async def register_cluster(call: Call) -> ClusterOut:
     return (await _out(call, [cluster.id]))[0]
 
 
-@routes.post("/clusters/{id}/refresh", role="operator", response=ClusterOut, errors=(404, 502))
+@routes.post("/clusters/{id}/refresh", role="operator", response=ClusterOut, errors=(404, 502, 504))
 async def refresh_cluster(call: Call) -> ClusterOut:
     """Re-read nodes and storages of a cluster from PVE now."""
     try:
@@ -188,11 +231,13 @@ async def refresh_cluster(call: Call) -> ClusterOut:
     except LookupError:
         raise not_found("cluster", call.path["id"]) from None
     except PveError as exc:
-        raise _pve_failure(exc, 502) from None
+        raise _pve_failure(exc, settings_sent=False) from None
     return (await _out(call, [call.path["id"]]))[0]
 
 
-@routes.put("/clusters/{id}", role="admin", body=ClusterUpdate, response=ClusterOut, errors=(400, 404))
+@routes.put(
+    "/clusters/{id}", role="admin", body=ClusterUpdate, response=ClusterOut, errors=(400, 404, 502, 504)
+)
 async def update_cluster(call: Call) -> ClusterOut:
     """Change a cluster's API URL, token or TLS check (e.g. to rotate the token).
 
@@ -208,5 +253,5 @@ async def update_cluster(call: Call) -> ClusterOut:
     except LookupError:
         raise not_found("cluster", call.path["id"]) from None
     except PveError as exc:
-        raise _pve_failure(exc, 400) from None
+        raise _pve_failure(exc, settings_sent=True) from None
     return (await _out(call, [call.path["id"]]))[0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import msgspec
 
 from coordinator.api.routing import API_PREFIX, Endpoint
-from shared.validation import schema_hook
+from shared.validation import INT_MAX, schema_hook
 from shared.version import VERSION
 
 REF = "#/components/schemas/{name}"
@@ -22,8 +23,9 @@ _STATUS_TEXT = {
     415: "Unsupported file format",
     422: "Image rejected by validation",
     429: "Rate limited",
-    502: "Proxmox VE did not answer as expected",
+    502: "Proxmox VE (or an agent) did not answer as expected",
     503: "No live agent for the needed node",
+    504: "Proxmox VE did not answer in time",
 }
 
 ERROR_ENVELOPE = {
@@ -67,6 +69,31 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else prop
 
 
+def _bounded(schema: Any, components: dict[str, Any], seen: set[str]) -> Any:
+    """State the bound every integer input obeys (shared.validation.INT_MAX) where none is stated.
+
+    Walks ``schema`` in place, into the components it refers to; returns it.
+    """
+    if isinstance(schema, list):
+        for item in schema:
+            _bounded(item, components, seen)
+    elif isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith(REF.format(name="")):
+            name = ref.rpartition("/")[2]
+            if name not in seen:
+                seen.add(name)
+                _bounded(components[name], components, seen)
+        kind = schema.get("type")
+        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+            schema.setdefault("minimum", -INT_MAX)
+            schema.setdefault("maximum", INT_MAX)
+        for value in schema.values():
+            if isinstance(value, dict | list):
+                _bounded(value, components, seen)
+    return schema
+
+
 def build(endpoints: list[Endpoint]) -> dict[str, Any]:
     # Every type any endpoint reads or answers, in one pass: shared structs become one component.
     types: list[Any] = []
@@ -75,6 +102,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=REF)
     schema_of = dict(zip(map(_key, types), schemas, strict=True))
     components["ErrorEnvelope"] = ERROR_ENVELOPE
+    seen: set[str] = set()  # components whose integers are bounded already
 
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -90,12 +118,12 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": INT_MAX},
             }
             for name in ep.path_params
         ]
         if ep.query is not None:
-            query_schema = components[ep.query.__name__]
+            query_schema = _bounded(components[ep.query.__name__], components, seen)
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
                 schema = _not_null(prop)
@@ -115,10 +143,12 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": schema_of[_key(ep.body)]}},
+                "content": {
+                    "application/json": {"schema": _bounded(schema_of[_key(ep.body)], components, seen)}
+                },
             }
         elif ep.raw_body_schema is not None:
-            op["requestBody"] = ep.raw_body_schema
+            op["requestBody"] = _bounded(copy.deepcopy(ep.raw_body_schema), components, seen)
         responses: dict[str, Any] = {
             "200": {
                 "description": "Success",
@@ -128,6 +158,8 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
             }
         }
         statuses = set(ep.errors) | {400}
+        if ep.body is not None:
+            statuses.add(413)  # routing.JSON_BODY_MAX
         if ep.role is not None:
             statuses |= {401, 403}
         for status in sorted(statuses):

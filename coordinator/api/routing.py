@@ -9,7 +9,6 @@ structs of its query, body and response. From that single record
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from aiohttp import web
 
 from coordinator.api.auth import AgentCaller, Principal, authenticate, authenticate_agent
 from coordinator.api.errors import ApiError, success
-from shared.validation import InvalidInput, Model, parse
+from shared import json_body
+from shared.validation import INT_MAX, InvalidInput, Model, parse
 
 M = TypeVar("M")
 
@@ -29,6 +29,9 @@ M = TypeVar("M")
 Role = Literal["viewer", "operator", "admin", "agent"]
 API_PREFIX = "/api/v1"
 AGENT_API_PREFIX = "/agent-api/v1"
+# Every JSON body is a few fields; bigger is a mistake or an attack (decoded, it takes ~10x more).
+JSON_BODY_MAX = 64 << 10
+_ID = re.compile(r"[0-9]{1,16}")
 
 
 @dataclass
@@ -132,20 +135,35 @@ def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
     values: dict[str, int] = {}
     for name in names:
         raw = request.match_info[name]
-        if not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
-            raise ApiError(400, "invalid_request", f"{name} must be a positive integer (got {raw!r})")
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses
+        if not _ID.fullmatch(raw) or not 1 <= int(raw) <= INT_MAX:
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"{name} must be a positive integer, at most {INT_MAX} (got {shown!r})",
+                {"fields": {name: f"must be a positive integer, at most {INT_MAX}"}},
+            )
         values[name] = int(raw)
     return values
 
 
 async def _read_json(request: web.Request) -> Any:
-    raw = await request.read()
+    too_large = ApiError(413, "too_large", f"a JSON request body may have at most {JSON_BODY_MAX} bytes")
+    if (request.content_length or 0) > JSON_BODY_MAX:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.content.iter_any():
+        raw += chunk
+        if len(raw) > JSON_BODY_MAX:
+            raise too_large
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        return json_body.decode(bytes(raw))
+    except json_body.BadJson as exc:
+        message = f"invalid body: {exc.where}: {exc.message}" if exc.where else exc.message
+        raise ApiError(400, "invalid_json", message, {"fields": {exc.where or "body": exc.message}}) from None
 
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

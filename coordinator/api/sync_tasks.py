@@ -84,7 +84,9 @@ class Skipped(Model):
 
 
 class SyncRequest(Input):
-    target_node_ids: Annotated[list[int], Meta(min_length=1, description="nodes to copy the template to")]
+    target_node_ids: Annotated[
+        list[Annotated[int, Meta(ge=1)]], Meta(min_length=1, description="nodes to copy the template to")
+    ]
 
 
 class SyncStarted(Model):

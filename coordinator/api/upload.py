@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -44,6 +43,7 @@ from coordinator.jobs import engine
 from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.upload_plan import plan_upload
 from coordinator.upload_slots import UploadLimitReached
+from shared import json_body
 from shared.pacer import Pacer
 from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
@@ -70,7 +70,7 @@ class NodeIds(list[int], Checked):
             text = raw.strip()
             if text.startswith("["):
                 try:
-                    items = json.loads(text)
+                    items = json_body.decode(text.encode())
                 except ValueError:
                     items = None
             else:

@@ -91,7 +91,7 @@ class InventoryRefresher:
             snap = await self.read(client)
             if snap.cluster_name != cluster.cluster_name:
                 raise PveError(
-                    "api",
+                    "other_cluster",
                     f"{client.api_url} answers as cluster {snap.cluster_name!r}, "
                     f"not {cluster.cluster_name!r}: register it as a new cluster instead",
                 )
@@ -111,12 +111,14 @@ class InventoryRefresher:
             cluster = await session.get(PveCluster, cluster_id)
             if cluster is None:
                 raise LookupError(cluster_id)
-            client = self.client(cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl)
             try:
+                client = self.client(
+                    cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl
+                )
                 snap = await self.read(client)
                 if snap.cluster_name != cluster.cluster_name:
                     raise PveError(
-                        "api",
+                        "other_cluster",
                         f"{cluster.api_url} now answers as cluster {snap.cluster_name!r}, "
                         f"not {cluster.cluster_name!r}",
                     )

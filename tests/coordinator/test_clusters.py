@@ -69,14 +69,17 @@ def test_storage_filters(stack: Stack, api: Api) -> None:
     assert api.get("/storages?cluster_id=987654").ok()["list"] == []
 
 
-def test_unreachable_url_saves_nothing(api: Api) -> None:
+SOME_SECRET = "4d1c5b8e-0a4f-4f5e-9d7a-2b1c3d4e5f60"
+
+
+def test_unreachable_url_is_a_502_and_saves_nothing(api: Api) -> None:
     before = api.get("/clusters").ok()["total"]
     port = free_port()
     reply = api.post(
         "/clusters",
-        json={"api_url": f"https://127.0.0.1:{port}", "token_id": "root@pam!x", "token_secret": "s"},
+        json={"api_url": f"https://127.0.0.1:{port}", "token_id": "root@pam!x", "token_secret": SOME_SECRET},
     )
-    assert reply.status == 400
+    assert reply.status == 502
     assert reply.error == "pve_unreachable"
     assert f"https://127.0.0.1:{port}" in reply.message and "does not answer" in reply.message
     assert api.get("/clusters").ok()["total"] == before
@@ -153,7 +156,7 @@ def test_second_cluster_tls_then_register_refresh_and_outage(api: Api, second_em
     refreshed = api.post(f"/clusters/{cluster['id']}/refresh").ok()
     assert refreshed["last_sync_error"] is None
     # A wrong secret in an update is refused and changes nothing.
-    reply = api.put(f"/clusters/{cluster['id']}", json={"token_secret": "wrong"})
+    reply = api.put(f"/clusters/{cluster['id']}", json={"token_secret": SOME_SECRET})
     assert reply.status == 400 and reply.error == "pve_auth"
     assert api.post(f"/clusters/{cluster['id']}/refresh").status == 200
 
@@ -173,4 +176,36 @@ def test_bad_registration_input(api: Api) -> None:
     fields = reply.data["fields"]
     assert "https" in fields["api_url"]
     assert "USER@REALM!TOKENNAME" in fields["token_id"]
-    assert "token_secret" in fields
+    assert "UUID" in fields["token_secret"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [
+        # the HTTP client cannot put these in a header: they were a 500
+        ("token_secret", "ünïcödé-€-secret", "UUID"),
+        ("token_secret", "4d1c5b8e-0a4f-4f5e-9d7a-2b1c3d4e5f60\n", "UUID"),
+        ("token_id", "root@pam!tök€n", "USER@REALM!TOKENNAME"),
+        # control characters in the address: urllib3 refused them with a 500, or urlsplit dropped them
+        ("api_url", "https://pve1\u0000.example:8006", "control characters"),
+        ("api_url", "https://pve1.exa\tmple:8006", "control characters"),
+        ("api_url", "https://pve1\u0085:8006", "control characters"),
+        ("api_url", "https://pvé.example:8006", "xn--"),
+        ("api_url", "https://pve1:0", "port"),
+        ("api_url", "https://pve1:65536", "Port out of range"),
+        ("api_url", "https://pve 1:8006", "host name"),
+        ("api_url", "https://[fe80::1%25eth0]:8006", "IPv6"),
+    ],
+)
+def test_settings_that_cannot_reach_pve_are_400_before_any_connection(
+    api: Api, field: str, value: str, text: str
+) -> None:
+    body = {"api_url": "https://127.0.0.1:9", "token_id": "root@pam!x", "token_secret": SOME_SECRET}
+    body[field] = value
+    for reply in (
+        api.post("/clusters", json=body),
+        api.put("/clusters/1", json={field: body[field]}),
+    ):
+        assert reply.status == 400, reply.body
+        assert reply.error == "invalid_request"
+        assert text in reply.data["fields"][field], reply.data

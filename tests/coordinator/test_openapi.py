@@ -8,6 +8,7 @@ import jsonschema
 import requests
 
 from demo.stack import Stack
+from shared.validation import INT_MAX
 from tests.support.api import Api
 
 EXPECTED = {
@@ -85,3 +86,49 @@ def test_a_wrong_response_would_fail_the_check(stack: Stack, api: Api) -> None:
     except jsonschema.ValidationError:
         return
     raise AssertionError("schema accepted a malformed cluster")
+
+
+def _integers(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every integer schema in ``node`` (not following $refs), with where it is."""
+    found = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+            found.append((where, node))
+        for key, value in node.items():
+            found += _integers(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _integers(value, f"{where}[{i}]")
+    return found
+
+
+def test_every_integer_a_request_carries_is_bounded(stack: Stack) -> None:
+    """Clients (and fuzzers) read the bound from the document: ids 1..2^53-1, any integer within ±that."""
+    doc = _doc(stack)
+    request_side = [
+        (f"{method} {path}", part)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        for part in (op.get("parameters", []), op.get("requestBody", {}))
+    ]
+    request_side += [
+        (name, doc["components"]["schemas"][ref.rpartition("/")[2]])
+        for name, part in list(request_side)
+        for _, ref in _refs(part)
+    ]
+    integers = [found for name, part in request_side for found in _integers(part, name)]
+    assert len(integers) > 20
+    for where, schema in integers:
+        assert -INT_MAX <= schema["minimum"] and schema["maximum"] <= INT_MAX, where
+    path_ids = [p for ops in doc["paths"].values() for op in ops.values() for p in op.get("parameters", [])]
+    assert all(p["schema"]["minimum"] == 1 for p in path_ids if p["in"] == "path")
+
+
+def _refs(node: Any) -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        own = [("", node["$ref"])] if isinstance(node.get("$ref"), str) else []
+        return own + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import pytest
 from msgspec import Meta
 
-from shared.validation import Checked, Input, InvalidInput, parse
+from shared.validation import INT_MAX, Checked, Input, InvalidInput, parse
 
 
 class Host(str, Checked):
@@ -60,3 +60,38 @@ def test_not_an_object() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse(Request, [1, 2])
     assert caught.value.fields == {"": "must be a JSON object"}
+
+
+class Filters(Input):
+    page: Annotated[int, Meta(ge=1)] = 1
+    ids: list[int] = []
+    name: str | None = None
+    options: dict[str, str | int] = {}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "text"),
+    [
+        # integers a 64-bit column overflows on (SQLite: OverflowError), from a query and a body
+        ({"page": "9223372036854775808"}, "page", "must be between"),
+        ({"page": 2**63}, "page", "must be between"),
+        ({"ids": [1, -(2**53)]}, "ids[1]", "must be between"),
+        ({"options": {"memory": 2**64}}, "options.memory", "must be between"),
+        # beyond what msgspec converts from a string at all
+        ({"page": "9" * 5000}, "page", "must be between"),
+        ({"name": "a\x00b"}, "name", "control characters"),
+        ({"name": "\x1b[31m"}, "name", "control characters"),
+        ({"name": "\ud800"}, "name", "control characters"),
+        ({"options": {"k\x07": "v"}}, "options", "key with control characters"),
+    ],
+)
+def test_integers_and_text_are_bounded_whatever_the_field_type(data: dict, field: str, text: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse(Filters, data)
+    assert text in caught.value.fields[field]
+    assert len(str(caught.value)) < 200  # a 5000-digit value is not echoed back
+
+
+def test_the_bound_itself_and_ordinary_text_pass() -> None:
+    parsed = parse(Filters, {"page": str(INT_MAX), "ids": [-INT_MAX], "name": "two\tlines\r\nof text"})
+    assert parsed.page == INT_MAX and parsed.ids == [-INT_MAX]
