@@ -1,7 +1,8 @@
-"""The cluster CA and the API server certificate (created once per state directory).
+"""The cluster CA and the certificates it issues (created once per state directory).
 
 PVE keeps a cluster CA (pve-root-ca.pem) and signs each node's pve-ssl.pem with it; clients
-verify against the CA. Here one certificate serves every emulated node (one process).
+verify against the CA. Here one certificate serves the emulated API of every node (one
+process); each node also gets its own pve-ssl.pem, which its agent presents.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -197,21 +197,30 @@ def ensure_certificates(
 def ensure_node_certificate(state_dir: Path, node: str, hosts: Sequence[str] = ()) -> tuple[Path, Path]:
     """DIR/nodes/NODE/pve-ssl.pem and pve-ssl.key, as a PVE node keeps them in
     /etc/pve/nodes/NODE/ (and /etc/pve/local/): issued by the cluster CA (DIR/ca.pem, PVE's
-    pve-root-ca.pem) for the node's name, localhost and each of ``hosts``.
+    pve-root-ca.pem) for the node's name, localhost and each of ``hosts``."""
+    node_dir = state_dir / "nodes" / node
+    node_dir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = node_dir / "pve-ssl.pem", node_dir / "pve-ssl.key"
+    return ensure_issued_certificate(state_dir, cert_path, key_path, node, hosts)
 
-    Reissued when a name is missing (an agent moved to another address). Needs the CA,
+
+def ensure_issued_certificate(
+    state_dir: Path, cert_path: Path, key_path: Path, name: str, hosts: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """A server certificate at ``cert_path`` (key: ``key_path``, 0600) issued by the cluster CA
+    of ``state_dir`` for ``name``, localhost and each of ``hosts``: a node's, or another
+    service's that clients check against the same CA (the demo's coordinator).
+
+    Reissued when a name is missing (the service moved to another address). Needs the CA,
     which the emulator makes when it first starts.
     """
     ca = _load_ca(state_dir)
     if ca is None:
         raise FileNotFoundError(f"no cluster CA in {state_dir}: start the emulator once first")
-    node_dir = state_dir / "nodes" / node
-    node_dir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = node_dir / "pve-ssl.pem", node_dir / "pve-ssl.key"
-    names = [node, *server_names(hosts)]
+    names = [name, *server_names(hosts)]
     if cert_path.exists() and key_path.exists() and set(names) <= certificate_names(cert_path):
         return cert_path, key_path
-    key, cert = _issue_server_cert(*ca, node, names, dt.datetime.now(dt.UTC))
+    key, cert = _issue_server_cert(*ca, name, names, dt.datetime.now(dt.UTC))
     _write_pair(cert_path, key_path, key, cert)
     return cert_path, key_path
 
@@ -220,9 +229,3 @@ def fingerprint(cert_path: Path) -> str:
     """SHA-256 fingerprint as PVE prints it (upper-case hex pairs joined by ':')."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
-
-
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert_path), str(key_path))
-    return ctx
