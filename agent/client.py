@@ -7,6 +7,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.tls import untrusted_certificate
+
 SESSION_HEADER = "X-Pvesphere-Session"
 
 
@@ -24,9 +26,14 @@ class AgentUnreachable(Exception):
     """The agent did not answer (down, or the connection broke)."""
 
 
+class AgentUntrusted(AgentUnreachable):
+    """The agent's certificate was refused (another CA, another name): no retry can fix that."""
+
+
 class AgentClient:
     """``credential``: the agent's node's own (the coordinator giving orders); peers have none,
-    their tickets speak for them."""
+    their tickets speak for them. ``session`` checks the agent's certificate (its connector's
+    SSL context: the CA of the agents' cluster)."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, credential: str | None = None) -> None:
         self.session = session
@@ -60,6 +67,10 @@ class AgentClient:
                     )
                 return body
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            untrusted = untrusted_certificate(exc)
+            if untrusted is not None:
+                message = f"agent {self.base}: its certificate is not trusted ({untrusted})"
+                raise AgentUntrusted(message) from exc
             raise AgentUnreachable(f"agent {self.base}: {exc.__class__.__name__}: {exc}") from exc
 
     async def health(self) -> dict[str, Any]:

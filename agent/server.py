@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import logging
 import shutil
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -118,8 +119,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await link.goodbye()
 
 
-def create_app(config: AgentConfig, credential: str) -> web.Application:
-    """The agent of ``config.node_name``, which takes orders only with ``credential``."""
+def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
+    """The agent of ``config.node_name``, which takes orders only with ``credential`` and
+    checks the certificates of the peers it sends to with ``peer_tls``."""
     app = web.Application(middlewares=[require_credential])
     app[CONFIG] = config
     app[CREDENTIAL] = credential
@@ -130,7 +132,7 @@ def create_app(config: AgentConfig, credential: str) -> web.Application:
     app[IMPORTER] = importer.make_importer(app)
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
-    app[SENDER] = Sender(app[LINK].fresh_ticket, RateLimit(config.max_send_rate))
+    app[SENDER] = Sender(app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls)
     app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -19,6 +19,7 @@ def start_stack(base: Path, staging_dirs: dict[str, Path] | None = None) -> Stac
     settings = StackSettings(
         base_dir=base,
         coordinator_port=free_port(),
+        coordinator_tls_port=free_port(),
         emulator_port=free_port(),
         first_agent_port=free_port(),
         node_agent_settings={node: {"staging_dir": str(path)} for node, path in (staging_dirs or {}).items()},

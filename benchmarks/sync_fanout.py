@@ -59,7 +59,7 @@ from benchmarks.syncs import (
     wait_synced,
 )
 from benchmarks.system import require_disk, require_program
-from demo.stack import Stack, StackSettings
+from demo.stack import Stack, StackSettings, free_port
 
 STORAGE = "local"
 SIZE = 1 * GIB
@@ -82,7 +82,8 @@ def _stack(base: Path, net: ShapedNetwork, disks: NodeDisks) -> Stack:
         base_dir=base,
         nodes=len(NODES),
         host=BRIDGE_ADDRESS,
-        coordinator_port=_free_port(BRIDGE_ADDRESS),
+        coordinator_port=free_port(),  # plain HTTP on loopback, for the benchmark's API calls
+        coordinator_tls_port=_free_port(BRIDGE_ADDRESS),  # for the agents in their namespaces
         emulator_port=_free_port(BRIDGE_ADDRESS),
         first_agent_port=AGENT_PORT,
         agent_hosts={node: link.address for node, link in net.links.items()},

@@ -14,9 +14,17 @@ DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/coordinator.toml")
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
-    # HTTP API
+    # Listeners (coordinator/listeners.py): HTTPS on host:port with tls_cert_file and
+    # tls_key_file (the API and the agent API); plain_http_port: an extra plain-HTTP listener
+    # on 127.0.0.1 only (0: none), for local scripts or a reverse proxy on this host.
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8443
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    plain_http_port: int = 0
+    # The CA bundle that checks agents' certificates: the pve-root-ca.pem of every cluster
+    # managed here, concatenated (default: pve_ca_file, which checks the same clusters' API).
+    agent_ca_file: Path | None = None
     # Database: SQLite by default; mysql+asyncmy://user:pass@host/db for MySQL/MariaDB.
     data_dir: Path = Path("/var/lib/pvesphere")
     database_url: str = ""
@@ -114,6 +122,10 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("import_timeout and copy_timeout must be more than 0 seconds")
     if cfg.import_seconds_per_gib < 0 or cfg.copy_seconds_per_gib < 0:
         raise ConfigError("import_seconds_per_gib and copy_seconds_per_gib must be at least 0")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        raise ConfigError("tls_cert_file and tls_key_file are set together (HTTPS needs both)")
+    if not 0 <= cfg.plain_http_port <= 65535:
+        raise ConfigError("plain_http_port must be 0 (no plain-HTTP listener) or a port number")
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

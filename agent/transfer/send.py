@@ -15,6 +15,7 @@ import contextlib
 import logging
 import mmap
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from agent.client import AgentClient, AgentError, AgentUnreachable
+from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from agent.transfer.errors import TransferRefused
 from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
 
@@ -131,16 +132,21 @@ class Sender:
         self,
         fresh_ticket: Callable[[int, int], Awaitable[str]],
         rate_limit: RateLimit,
+        peer_tls: ssl.SSLContext,
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
+        self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
         self.transfers: dict[str, asyncio.Task[None]] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:  # made on first use, inside the running loop
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.peer_tls),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
         return self._http
 
     @property
@@ -231,6 +237,8 @@ class Transfer:
                     log.warning("transfer %s: %s reports %s; resending", self.id, hop.node, exc.message)
                     continue  # resume at once from what the hop verified
                 reason = f"{exc.status} {exc.error}: {exc.message}"
+            except AgentUntrusted as exc:  # another try meets the same certificate
+                raise HopFailed(str(exc)) from None
             except AgentUnreachable as exc:
                 reason = str(exc)
             except TransferRefused as exc:  # the ticket for this hop cannot be had any more

@@ -32,7 +32,8 @@ routes = Routes("agent-link")
 class AgentHello(Model):  # not Input: newer agents may report more
     node_name: Annotated[str, Meta(min_length=1, max_length=100)]
     cluster_name: Annotated[str, Meta(max_length=100)]
-    url: Annotated[str, Meta(min_length=1, max_length=255)]
+    # The coordinator sends the node's credential there: HTTPS only.
+    url: Annotated[str, Meta(max_length=255, pattern="^https://")]
     version: Annotated[str, Meta(max_length=50)]
     started_at: Annotated[datetime, Meta(tz=True)]
     pve_ok: bool
