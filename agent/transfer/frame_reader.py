@@ -11,6 +11,11 @@ With `benchmarks sync-loopback` (benchmarks/README.md, 2026-11-26) the receiver'
 loop went from 0.72 user + 0.79 system CPU seconds per GiB to 0.15 + 0.33, and the whole
 receiver from 4.23 to 1.92.
 
+Agents speak TLS: the transport is then the event loop's TLS transport (uvloop's
+sslproto), which decrypts each record straight into the buffer ``get_buffer`` hands it,
+so TLS adds the decryption and the one copy of the ciphertext into the TLS layer's own
+buffer, not aiohttp's copies.
+
 aiohttp's parser never sees the body, so the connection cannot carry another request:
 the response closes it (one connection per stream; a stream is an image, or what is
 left of one).

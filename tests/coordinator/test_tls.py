@@ -56,7 +56,7 @@ def _agent_api(stack: Stack, node: str) -> Api:
 
 def test_the_api_and_the_agent_api_are_served_over_https(stack: Stack) -> None:
     api = Api(stack.coordinator_https_url + "/api/v1", stack.admin_token, stack.ca_file)
-    assert [c["cluster_name"] for c in api.all("/clusters")] == ["pve-demo"]
+    assert "pve-demo" in [c["cluster_name"] for c in api.all("/clusters")]
     assert _agent_api(stack, "pve-node1").get("/whoami").ok()["node_name"] == "pve-node1"
 
 
