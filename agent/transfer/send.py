@@ -36,6 +36,11 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0
 # Chunks read ahead of the network (memory: this many x CHUNK).
 READ_AHEAD = 2
+# What the TLS layer is handed at a time. It encrypts a write whole into a memory buffer
+# before any of it goes to the socket; in pieces that stay in the CPU's cache the copies
+# in and out of that buffer cost less: the sender's memmove in a 2 GiB sync over loopback
+# (perf) 0.32 CPU s/GiB with 256 KiB pieces, 0.52-0.60 with whole 4 MiB chunks.
+WRITE_PIECE = 256 << 10
 # Refusals that another try at the same hop cannot fix.
 FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "receive_failed"}
 TICKET_ERRORS = {"bad_ticket", "ticket_used"}
@@ -271,7 +276,9 @@ class Transfer:
                 await self.sender.rate_limit.take(sum(len(p) for p in pieces))
                 yield header
                 for piece in pieces:
-                    yield piece
+                    view = memoryview(piece)
+                    for at in range(0, len(view), WRITE_PIECE):
+                        yield view[at : at + WRITE_PIECE]
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
