@@ -47,13 +47,14 @@ class AgentClient:
         *,
         timeout: float | None = 30,
         extra_headers: dict[str, str] | None = None,
+        base: str | None = None,
         **kw: Any,
     ) -> Any:
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         headers = {**self.headers, **(extra_headers or {})}
         try:
             async with self.session.request(
-                method, self.base + path, headers=headers, timeout=client_timeout, **kw
+                method, (base or self.base) + path, headers=headers, timeout=client_timeout, **kw
             ) as resp:
                 try:
                     body = await resp.json(content_type=None)
@@ -158,9 +159,15 @@ class AgentClient:
         return result
 
     async def stream(
-        self, task_id: int, session: str, frames: AsyncIterator[bytes | memoryview], length: int
+        self,
+        task_id: int,
+        session: str,
+        frames: AsyncIterator[bytes | memoryview],
+        length: int,
+        plain_url: str | None = None,
     ) -> dict[str, Any]:
-        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking)."""
+        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking);
+        to ``plain_url`` instead, in the clear, on the insecure data plane."""
         headers = {SESSION_HEADER: session, "Content-Length": str(length)}
         result: dict[str, Any] = await self._call(
             "PUT",
@@ -168,5 +175,6 @@ class AgentClient:
             data=frames,
             extra_headers=headers,
             timeout=None,
+            base=plain_url,
         )
         return result

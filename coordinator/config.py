@@ -57,7 +57,11 @@ class CoordinatorConfig:
     # agent's own deadline, so that the agent's reason is normally the one reported.
     import_timeout: float = 900.0
     import_seconds_per_gib: float = 150.0
-    # Sync (node-to-node copies): concurrent streams per node, and automatic attempts of a task.
+    # Sync (node-to-node copies). data_plane: "tls" (the default), or "insecure": image bytes
+    # between agents in the clear (as PVE's `migration: type=insecure`), still authorised by
+    # tickets and checked by digests, for networks where TLS costs more CPU than nodes can give.
+    data_plane: str = "tls"
+    # Concurrent streams per node, and automatic attempts of a task.
     max_inbound_per_node: int = 2
     max_outbound_per_node: int = 2
     sync_max_attempts: int = 5
@@ -124,6 +128,8 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("import_seconds_per_gib and copy_seconds_per_gib must be at least 0")
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         raise ConfigError("tls_cert_file and tls_key_file are set together (HTTPS needs both)")
+    if cfg.data_plane not in ("tls", "insecure"):
+        raise ConfigError(f"data_plane must be 'tls' or 'insecure' (got {cfg.data_plane!r})")
     if not 0 <= cfg.plain_http_port <= 65535:
         raise ConfigError("plain_http_port must be 0 (no plain-HTTP listener) or a port number")
     if cfg.agent_timeout <= cfg.heartbeat_interval:

@@ -26,6 +26,7 @@ import aiohttp
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from agent.transfer.errors import TransferRefused
+from agent.transfer.policy import PeerPolicy
 from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,13 @@ class Sender:
         fresh_ticket: Callable[[int, int], Awaitable[str]],
         rate_limit: RateLimit,
         peer_tls: ssl.SSLContext,
+        policy: PeerPolicy,
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
         self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
+        self.policy = policy  # whether image bytes may go in the clear (data_plane)
         self.transfers: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -218,19 +221,23 @@ class Transfer:
                 offset = int(opened["offset"])
                 if offset >= self.source.size:
                     return
+                # In the clear only where this agent's policy allows it too.
+                plain_url = opened.get("plain_url") if self.sender.policy.insecure else None
                 log.info(
-                    "transfer %s: streaming to %s (task %s) from byte %d of %d",
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d%s",
                     self.id,
                     hop.node,
                     hop.task_id,
                     offset,
                     self.source.size,
+                    f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
                 )
                 await client.stream(
                     hop.task_id,
                     str(opened["session"]),
                     self._frames(offset),
                     stream_length(offset, self.source.size),
+                    plain_url,
                 )
                 return
             except AgentError as exc:

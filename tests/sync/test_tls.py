@@ -7,12 +7,15 @@ import random
 import time
 from pathlib import Path
 
+import requests
+
 from demo.stack import Stack
 from pvesim.tls import ensure_certificates
 from tests.support.api import Api
 from tests.support.proxies import WireTap
 from tests.support.syncs import received_copy, sha256, wait_tasks
-from tests.sync.test_faults import behind, local_template, restart_agent, start_sync
+from tests.support.uploads import wait_for
+from tests.sync.test_faults import behind, local_template, restart_agent, restart_coordinator, start_sync
 
 # TLS record content types (RFC 8446, 5.1).
 CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA = 0x14, 0x15, 0x16, 0x17
@@ -87,3 +90,36 @@ def test_an_agent_with_a_certificate_from_another_ca_gets_no_image(
     logs = "".join((stack.base / "logs" / f"agent-{n}.log").read_text() for n in ("pve-node1", "pve-node2"))
     refusals = [line for line in logs.splitlines() if "giving up on pve-node3" in line]
     assert refusals and "certificate verify failed" in refusals[-1], refusals
+
+
+def _data_planes(stack: Stack) -> set[str]:
+    """What every agent was told by the coordinator (its /health)."""
+    health = [
+        requests.get(stack.agent_url(n) + "/health", timeout=10, verify=str(stack.ca_file)).json()
+        for n in stack.node_names()
+    ]
+    return {h["transfers"]["data_plane"] for h in health}
+
+
+def test_the_insecure_data_plane_sends_image_bytes_in_the_clear_only_when_asked(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    assert _data_planes(stack) == {"tls"}  # the default
+    tap = WireTap(stack.agent_port("pve-node2"))
+    restart_coordinator(stack, data_plane="insecure")
+    try:
+        wait_for(lambda: _data_planes(stack) == {"insecure"}, 30, "agents told of the insecure data plane")
+        with behind(stack, "pve-node2", tap):
+            template_id, image = local_template(api, stack, tmp_path, "clear", 24)
+            (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+            (task,) = wait_tasks(api, template_id)
+    finally:
+        restart_coordinator(stack)
+        wait_for(lambda: _data_planes(stack) == {"tls"}, 30, "agents back on the TLS data plane")
+    assert task["status"] == "completed", task
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    # The session was opened over HTTPS, through the tap; the image went to the plain listener.
+    assert sum(len(sent) for sent in tap.captured()) < image.stat().st_size / 4
+    log = (stack.base / "logs" / "agent-pve-node1.log").read_text()
+    assert f"streaming to pve-node2 (task {task_id}) from byte 0 of" in log
+    assert "in the clear (http://127.0.0.1:" in log
