@@ -96,7 +96,7 @@ async def _receive(
     async def no_relays(_task: int, _epoch: int) -> str:
         raise RuntimeError("this benchmark relays nothing")
 
-    sender = Sender(no_relays, RateLimit(0), ssl.create_default_context())
+    sender = Sender(no_relays, RateLimit(0), ssl.create_default_context(), PeerPolicy())
     receives = Receives(
         Staging(workdir / "staging"), NODE, PeerPolicy(TicketVerifier(signer.public_key)), sender
     )
