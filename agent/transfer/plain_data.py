@@ -44,7 +44,9 @@ class PlainData:
         app = web.Application()
         app[RECEIVES] = self.receives
         app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", self.receive_data)
-        runner = web.AppRunner(app, access_log=None)
+        # Closing does not wait for streams still running on it: they break off, and their
+        # senders resume them over TLS (or stop, if the agent stops).
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0)
         await runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
