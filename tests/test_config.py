@@ -55,6 +55,7 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], 
         ("upload_idle_timeout = 0\n", "upload_idle_timeout must be more than 0 seconds"),
         ("max_uploads_per_token = 0\n", "max_uploads_per_token must be at least 1"),
         ("max_upload_rate = -1\n", "max_upload_rate must be 0 (no cap) or a number of bytes per second"),
+        ('data_plane = "plain"\n', "data_plane must be 'tls' or 'insecure' (got 'plain')"),
     ],
 )
 def test_upload_limits_out_of_range_are_refused(
@@ -162,3 +163,4 @@ def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch
         and coordinator.tls_cert_file is not None
         and coordinator.plain_http_port == 0
     )
+    assert coordinator.data_plane == defaults.data_plane == "tls"

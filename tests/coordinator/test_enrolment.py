@@ -175,6 +175,8 @@ def test_check_says_whether_the_agent_is_enrolled_and_accepted(stack: Stack) -> 
     result = agent_check(stack, "pve-node2")
     assert "enrolment: enrolled as node pve-node2" in result.stdout, result.stdout + result.stderr
     assert "credential accepted" in result.stdout
+    cert = stack.pvesim_dir / "nodes" / "pve-node2" / "pve-ssl.pem"
+    assert f"TLS: {cert} is valid for {stack.agent_url('pve-node2')} (issued by tls_ca_file" in result.stdout
     assert result.returncode == 0, result.stdout
 
 

@@ -53,7 +53,7 @@ class Link:
         return "https" if self.server else "http"
 
     def session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client or False))
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client or True))
 
     def connect(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=30)
