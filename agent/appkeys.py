@@ -22,6 +22,7 @@ STAGING = web.AppKey("staging", Staging)
 if TYPE_CHECKING:
     from agent.coordinator_link import CoordinatorLink
     from agent.importer import Importer
+    from agent.transfer.plain_data import PlainData
     from agent.transfer.receive import Receives
     from agent.transfer.send import Sender
 IMPORTER: web.AppKey[Importer] = web.AppKey("importer")
@@ -29,3 +30,4 @@ TRANSFER_POLICY = web.AppKey("transfer_policy", PeerPolicy)
 RECEIVES: web.AppKey[Receives] = web.AppKey("receives")
 SENDER: web.AppKey[Sender] = web.AppKey("sender")
 LINK: web.AppKey[CoordinatorLink] = web.AppKey("link")
+PLAIN_DATA: web.AppKey[PlainData] = web.AppKey("plain_data")

@@ -6,10 +6,14 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.config import ConfigError
 from shared.log import setup_logging
 from shared.version import VERSION
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from agent import config as config_mod
     from agent import identity
+    from agent.coordinator_link import coordinator_tls
     from agent.server import create_app
+    from shared.tls import client_context, server_context
 
     cfg = config_mod.load(
         args.config,
@@ -52,12 +58,18 @@ def _serve(args: argparse.Namespace) -> int:
         coordinator_url=args.coordinator_url,
     )
     setup_logging(cfg.log_level, f"agent[{cfg.node_name}]")
+    # Every certificate and CA file is read now: a wrong one is a configuration error at
+    # once, not a failure at the first enrolment, heartbeat or sync.
+    served = server_context(cfg.tls_cert_file, cfg.tls_key_file)
+    peer_tls = client_context(cfg.tls_ca_file, "tls_ca_file")
+    coordinator_tls(cfg.coordinator_ca_file)
     credential = asyncio.run(identity.credential(cfg))  # enrols first if it never did
     try:
         web.run_app(
-            create_app(cfg, credential),
+            create_app(cfg, credential, peer_tls),
             host=cfg.host,
             port=cfg.port,
+            ssl_context=served,
             print=None,
             access_log=None,
             loop=uvloop.new_event_loop(),
@@ -71,16 +83,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_tls(cfg: AgentConfig) -> bool:
+    """Would a peer that trusts tls_ca_file accept this agent's certificate at its URL?"""
+    from urllib.parse import urlsplit
+
+    from shared.tls import client_context, refusal, server_context
+
+    host = urlsplit(cfg.url).hostname or ""
+    try:
+        problem = refusal(
+            server_context(cfg.tls_cert_file, cfg.tls_key_file),
+            client_context(cfg.tls_ca_file, "tls_ca_file"),
+            host,
+        )
+    except ConfigError as exc:
+        print(f"TLS: FAILED: {exc}")
+        return False
+    if problem is not None:
+        print(
+            f"TLS: FAILED: peers checking {cfg.tls_cert_file} against tls_ca_file {cfg.tls_ca_file} "
+            f"refuse it as {host}: {problem}"
+        )
+        return False
+    print(f"TLS: {cfg.tls_cert_file} is valid for {cfg.url} (issued by tls_ca_file {cfg.tls_ca_file})")
+    return True
+
+
 async def _check(args: argparse.Namespace) -> int:
     import aiohttp
 
     from agent import config as config_mod
     from agent import identity
-    from agent.coordinator_link import agent_api, call_coordinator, coordinator_session, error_message
+    from agent.coordinator_link import (
+        agent_api,
+        call_coordinator,
+        coordinator_session,
+        error_message,
+        link_failure,
+    )
     from agent.pve import NodePve
 
     cfg = config_mod.load(args.config)
-    ok = True
+    ok = _check_tls(cfg)
     status = await NodePve(cfg).status()
     if status.ok:
         print(f"PVE: ok, version {status.version}, cluster {status.cluster_name}, node {cfg.node_name}")
@@ -112,7 +156,7 @@ async def _check(args: argparse.Namespace) -> int:
                 f"{cfg.node_name}` and set join_token or join_token_file"
             )
     try:
-        async with coordinator_session(5) as session:
+        async with coordinator_session(cfg, 5) as session:
             if enrolled is None:
                 async with session.get(cfg.coordinator_url.rstrip("/") + "/healthz") as r:
                     print(f"coordinator {cfg.coordinator_url}: HTTP {r.status}")
@@ -131,7 +175,7 @@ async def _check(args: argparse.Namespace) -> int:
                     )
     except (aiohttp.ClientError, TimeoutError) as exc:
         ok = False
-        print(f"coordinator {cfg.coordinator_url}: FAILED: {exc or exc.__class__.__name__}")
+        print(f"coordinator {cfg.coordinator_url}: FAILED: {link_failure(exc)}")
     return 0 if ok else 1
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.tls import untrusted_certificate
+
 SESSION_HEADER = "X-Pvesphere-Session"
 
 
@@ -24,9 +26,14 @@ class AgentUnreachable(Exception):
     """The agent did not answer (down, or the connection broke)."""
 
 
+class AgentUntrusted(AgentUnreachable):
+    """The agent's certificate was refused (another CA, another name): no retry can fix that."""
+
+
 class AgentClient:
     """``credential``: the agent's node's own (the coordinator giving orders); peers have none,
-    their tickets speak for them."""
+    their tickets speak for them. ``session`` checks the agent's certificate (its connector's
+    SSL context: the CA of the agents' cluster)."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, credential: str | None = None) -> None:
         self.session = session
@@ -40,13 +47,14 @@ class AgentClient:
         *,
         timeout: float | None = 30,
         extra_headers: dict[str, str] | None = None,
+        base: str | None = None,
         **kw: Any,
     ) -> Any:
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         headers = {**self.headers, **(extra_headers or {})}
         try:
             async with self.session.request(
-                method, self.base + path, headers=headers, timeout=client_timeout, **kw
+                method, (base or self.base) + path, headers=headers, timeout=client_timeout, **kw
             ) as resp:
                 try:
                     body = await resp.json(content_type=None)
@@ -60,6 +68,10 @@ class AgentClient:
                     )
                 return body
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            untrusted = untrusted_certificate(exc)
+            if untrusted is not None:
+                message = f"agent {self.base}: its certificate is not trusted ({untrusted})"
+                raise AgentUntrusted(message) from exc
             raise AgentUnreachable(f"agent {self.base}: {exc.__class__.__name__}: {exc}") from exc
 
     async def health(self) -> dict[str, Any]:
@@ -147,9 +159,15 @@ class AgentClient:
         return result
 
     async def stream(
-        self, task_id: int, session: str, frames: AsyncIterator[bytes | memoryview], length: int
+        self,
+        task_id: int,
+        session: str,
+        frames: AsyncIterator[bytes | memoryview],
+        length: int,
+        plain_url: str | None = None,
     ) -> dict[str, Any]:
-        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking)."""
+        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking);
+        to ``plain_url`` instead, in the clear, on the insecure data plane."""
         headers = {SESSION_HEADER: session, "Content-Length": str(length)}
         result: dict[str, Any] = await self._call(
             "PUT",
@@ -157,5 +175,6 @@ class AgentClient:
             data=frames,
             extra_headers=headers,
             timeout=None,
+            base=plain_url,
         )
         return result

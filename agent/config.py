@@ -19,9 +19,17 @@ class AgentConfig:
     node: str = ""
     host: str = "0.0.0.0"
     port: int = 8090
-    # How the coordinator and peers reach this agent; default http://<fqdn>:<port>.
+    # How the coordinator and peers reach this agent (https only); default https://<fqdn>:<port>.
     advertise_url: str = ""
     coordinator_url: str = ""
+    # TLS. The agent serves HTTPS only, with this node's own certificate: on PVE the one the
+    # cluster CA issued (pve-ssl.pem), so nothing needs setting up. Peer agents are checked
+    # against the cluster CA (tls_ca_file), the coordinator against coordinator_ca_file
+    # (empty: the system's trust store); both also by the host name in their URL.
+    tls_cert_file: Path = Path("/etc/pve/local/pve-ssl.pem")
+    tls_key_file: Path = Path("/etc/pve/local/pve-ssl.key")
+    tls_ca_file: Path = Path("/etc/pve/pve-root-ca.pem")
+    coordinator_ca_file: Path | None = None
     # The single-use join token of `pvesphere-coordinator agent enroll NODE`: the first start
     # trades it for this node's own credential; later starts ignore it.
     join_token: str = ""
@@ -58,7 +66,7 @@ class AgentConfig:
     def url(self) -> str:
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
-        return f"http://{socket.getfqdn()}:{self.port}"
+        return f"https://{socket.getfqdn()}:{self.port}"
 
     def resolved_join_token(self) -> str:
         return read_secret(self.join_token, self.join_token_file, "join_token")
@@ -82,4 +90,10 @@ def load(path: Path | None = None, **overrides: object) -> AgentConfig:
         )
     if not cfg.coordinator_url:
         raise ConfigError(f"coordinator_url is not set (or ${ENV_PREFIX}COORDINATOR_URL)")
+    # This node's credential and join token go to the coordinator, and images to peers:
+    # never over plain HTTP.
+    for name in ("coordinator_url", "advertise_url"):
+        url = getattr(cfg, name)
+        if url and not url.lower().startswith("https://"):
+            raise ConfigError(f"{name} must be an https:// URL (got {url!r}): agents speak HTTPS only")
     return cfg

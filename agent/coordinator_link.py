@@ -10,9 +10,12 @@ forgot this agent (new database, or this node's identity changed): register agai
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
+import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,7 @@ from agent.config import AgentConfig
 from agent.pve import NodePve
 from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
+from shared.tls import client_context, untrusted_certificate
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,18 @@ def agent_api(config: AgentConfig) -> str:
     return config.coordinator_url.rstrip("/") + "/agent-api/v1"
 
 
-def coordinator_session(total_timeout: float) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total_timeout))
+@functools.cache
+def coordinator_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """How the coordinator's certificate is checked: against ``coordinator_ca_file`` (None:
+    the system's trust store) and the host name in ``coordinator_url``."""
+    return client_context(ca_file, "coordinator_ca_file")
+
+
+def coordinator_session(config: AgentConfig, total_timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=coordinator_tls(config.coordinator_ca_file)),
+        timeout=aiohttp.ClientTimeout(total=total_timeout),
+    )
 
 
 async def call_coordinator(
@@ -46,6 +60,17 @@ async def call_coordinator(
         except ValueError:
             payload = None
         return resp.status, payload
+
+
+def link_failure(exc: BaseException) -> str:
+    """Why the coordinator could not be reached, said so that an admin knows what to change."""
+    untrusted = untrusted_certificate(exc)
+    if untrusted is not None:
+        return (
+            f"its certificate is not trusted ({untrusted}): "
+            "coordinator_ca_file must name the CA that issued it"
+        )
+    return str(exc) or exc.__class__.__name__
 
 
 def error_message(payload: Any) -> object:
@@ -115,7 +140,7 @@ class CoordinatorLink:
 
     async def run(self) -> None:
         """Heartbeat until cancelled; failures are logged once per outage, not every beat."""
-        async with coordinator_session(10) as session:
+        async with coordinator_session(self.config, 10) as session:
             while True:
                 try:
                     await self.beat_once(session)
@@ -128,7 +153,7 @@ class CoordinatorLink:
                         log.warning(
                             "no heartbeat to coordinator %s: %s (will keep trying)",
                             self.config.coordinator_url,
-                            exc or exc.__class__.__name__,
+                            link_failure(exc),
                         )
                 await asyncio.sleep(self.interval if self._failing_since is None else 2.0)
 
@@ -136,7 +161,7 @@ class CoordinatorLink:
         """A new ticket to (re)open a stream to the target of ``task_id`` in its attempt ``epoch``
         (refused once the task has moved on to another attempt)."""
         try:
-            async with coordinator_session(10) as session:
+            async with coordinator_session(self.config, 10) as session:
                 status, payload = await self._post(session, "/tickets", {"task_id": task_id, "epoch": epoch})
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransferRefused(
@@ -151,7 +176,7 @@ class CoordinatorLink:
         if self.agent_id is None:
             return
         try:
-            async with coordinator_session(3) as session:
+            async with coordinator_session(self.config, 3) as session:
                 await self._post(session, f"/agents/{self.agent_id}/goodbye", {})
         except (aiohttp.ClientError, TimeoutError):
             pass  # the coordinator will notice the silence instead

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import aiohttp
 
 from agent.config import AgentConfig
-from agent.coordinator_link import agent_api, call_coordinator, coordinator_session, error_message
+from agent.coordinator_link import (
+    agent_api,
+    call_coordinator,
+    coordinator_session,
+    error_message,
+    link_failure,
+)
 from shared.config import ConfigError
 from shared.private_files import replace_private
 
@@ -65,7 +71,7 @@ def stored(config: AgentConfig) -> StoredCredential | None:
 async def enroll_once(config: AgentConfig, join_token: str) -> str:
     """Trade the join token for this node's credential and store it; raises EnrolmentRefused,
     or CoordinatorUnavailable, aiohttp or timeout errors (worth trying again)."""
-    async with coordinator_session(10) as session:
+    async with coordinator_session(config, 10) as session:
         status, payload = await call_coordinator(
             session, "POST", agent_api(config) + "/enroll", join_token, {"node_name": config.node_name}
         )
@@ -102,7 +108,7 @@ async def credential(config: AgentConfig) -> str:
                 log.warning(
                     "cannot enrol with coordinator %s yet: %s (will keep trying)",
                     config.coordinator_url,
-                    exc or exc.__class__.__name__,
+                    link_failure(exc),
                 )
                 warned = True
             await asyncio.sleep(RETRY_SECONDS)

@@ -12,9 +12,11 @@ import contextlib
 import hmac
 import logging
 import shutil
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -24,6 +26,7 @@ from agent.appkeys import (
     CREDENTIAL,
     IMPORTER,
     LINK,
+    PLAIN_DATA,
     PVE,
     RECEIVES,
     SENDER,
@@ -38,6 +41,7 @@ from agent.pve import NodePve
 from agent.server_errors import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
+from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
@@ -84,6 +88,7 @@ async def health(request: web.Request) -> web.Response:
                 "inbound": request.app[RECEIVES].inbound,
                 "outbound": request.app[SENDER].outbound,
                 "registered": request.app[TRANSFER_POLICY].tickets is not None,
+                "data_plane": request.app[TRANSFER_POLICY].data_plane,
             },
         }
     )
@@ -113,13 +118,15 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[SENDER].close()
+    await app[PLAIN_DATA].close()
     if announcer is not None:
         await announcer.stop()
     await link.goodbye()
 
 
-def create_app(config: AgentConfig, credential: str) -> web.Application:
-    """The agent of ``config.node_name``, which takes orders only with ``credential``."""
+def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
+    """The agent of ``config.node_name``, which takes orders only with ``credential`` and
+    checks the certificates of the peers it sends to with ``peer_tls``."""
     app = web.Application(middlewares=[require_credential])
     app[CONFIG] = config
     app[CREDENTIAL] = credential
@@ -130,8 +137,12 @@ def create_app(config: AgentConfig, credential: str) -> web.Application:
     app[IMPORTER] = importer.make_importer(app)
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
-    app[SENDER] = Sender(app[LINK].fresh_ticket, RateLimit(config.max_send_rate))
+    app[SENDER] = Sender(
+        app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
+    )
     app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
+    advertised = urlsplit(config.url).hostname or config.host
+    app[PLAIN_DATA] = PlainData(transfer_routes.receive_data, app[RECEIVES], config.host, advertised)
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     app.router.add_get("/health", health, name="health")

@@ -216,13 +216,16 @@ def _links(run: SyncRun, size: int) -> None:
     print(f"  (1514/1448 = {1 / TCP_CEILING:.3f}: one image across a link, TCP/IP/Ethernet headers included)")
 
 
-def report(reps: list[Rep], size: int) -> list[Target]:
-    print(f"\n  {size_label(size)}, {len(reps)} reps; link 1 Gbit/s = 125 MB/s each way (MB = 10^6 bytes)")
+def report(reps: list[Rep], size: int, plane: str) -> list[Target]:
+    print(
+        f"\n  data plane {plane}: {size_label(size)}, {len(reps)} reps; link 1 Gbit/s = 125 MB/s each way "
+        "(MB = 10^6 bytes)"
+    )
     _figures(reps)
     _cpu(reps)
     _per_target(reps[-1].four, reps[-1].relay_four)
     _links(reps[-1].four, size)
-    label = size_label(size)
+    label = f"{size_label(size)}, data plane {plane}"
     goodput = median([r.goodput for r in reps]) * 100
     ratio = median([r.ratio for r in reps])
     return [

@@ -12,7 +12,9 @@ from benchmarks.report import GIB, Target, cpu_split_table, mb_per_s, size_label
 
 SOURCE = "pve-node1"
 TARGET = "pve-node2"
-THROUGHPUT_RATIO = 1.25
+# Against ssh, which encrypts: like for like over TLS (issue 10); the unencrypted stream of
+# the insecure data plane had to beat it by a quarter (issue 4).
+THROUGHPUT_RATIO = {"tls": 1.0, "insecure": 1.25}
 CPU_RATIO = 1.0
 PROCESSES = ("sender", "receiver", "coordinator")
 
@@ -110,9 +112,12 @@ def _split_table(res: Results) -> None:
     )
 
 
-def report(res: Results, reps: int, polling: float) -> list[Target]:
+def report(res: Results, reps: int, polling: float, plane: str) -> list[Target]:
     size = res.size
-    print(f"\n  {size_label(size)}, median of {reps} (MB/s = 10^6 bytes/s; page cache warm for both)")
+    print(
+        f"\n  data plane {plane}: {size_label(size)}, median of {reps} "
+        "(MB/s = 10^6 bytes/s; page cache warm for both)"
+    )
     rows = [
         ["ssh -c aes128-gcm 'cat > dst' (whole command)", f"{res.ssh('seconds'):.2f}",
          mb_per_s(size, res.ssh("seconds"))],
@@ -151,9 +156,9 @@ def report(res: Results, reps: int, polling: float) -> list[Target]:
     )
     ratio = res.ssh("seconds") / res.med("seconds")
     cpu_ratio = res.sync_cpu_per_gib() / res.ssh_cpu_per_gib()
-    print(f"\n  throughput sync/ssh: {ratio:.2f} x;  CPU per GiB sync/ssh: {cpu_ratio:.2f} x")
-    label = size_label(size)
+    print(f"\n  data plane {plane}: throughput sync/ssh: {ratio:.2f} x;  CPU/GiB sync/ssh: {cpu_ratio:.2f} x")
+    label = f"{size_label(size)}, data plane {plane}"
     return [
-        Target(f"throughput vs ssh aes128-gcm, {label}", ratio, ">=", THROUGHPUT_RATIO, "x"),
+        Target(f"throughput vs ssh aes128-gcm, {label}", ratio, ">=", THROUGHPUT_RATIO[plane], "x"),
         Target(f"CPU/GiB sender+receiver vs ssh client+server, {label}", cpu_ratio, "<=", CPU_RATIO, "x"),
     ]

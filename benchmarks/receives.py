@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,20 +27,24 @@ class ReceiveFailed(RuntimeError):
 
 
 class AgentConnection:
-    """GET requests to one agent with its node's credential, over one kept-alive connection."""
+    """GET requests to one agent with its node's credential, over one kept-alive HTTPS
+    connection that checks the agent's certificate against ``ca_file``."""
 
-    def __init__(self, url: str, credential: str, timeout: float = 10) -> None:
+    def __init__(self, url: str, credential: str, ca_file: Path, timeout: float = 10) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or 443
         self.headers = {"Authorization": f"Bearer {credential}"}
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self.tls = ssl.create_default_context(cafile=str(ca_file))
+        self._conn: http.client.HTTPSConnection | None = None
 
     def get(self, path: str) -> tuple[int, Any]:
         for attempt in (1, 2):  # the agent may close an idle kept-alive connection
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=self.tls
+                )
             try:
                 self._conn.request("GET", path, headers=self.headers)
                 resp = self._conn.getresponse()

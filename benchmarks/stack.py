@@ -1,4 +1,5 @@
-"""The whole system on loopback for a benchmark (demo.stack on free ports) and its REST API."""
+"""The whole system on loopback for a benchmark (demo.stack on free ports), its REST API,
+and the data plane its agents stream images on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,33 @@ from typing import Any
 
 from demo.stack import Stack, StackSettings, free_port, http_json, port_is_free
 
+# Image bytes between agents: over TLS (the default), and in the clear (data_plane
+# "insecure"); the sync benchmarks measure both.
+DATA_PLANES = ("tls", "insecure")
+
 
 class ApiError(RuntimeError):
     pass
+
+
+def use_data_plane(stack: Stack, plane: str, timeout: float = 60) -> None:
+    """Restart the coordinator with ``data_plane = plane``; back once every agent has heard
+    of it (its next heartbeat)."""
+    assert stack.coordinator is not None
+    stack.coordinator.stop()
+    stack.s.coordinator_settings["data_plane"] = plane
+    stack.write_coordinator_config()
+    stack.start_coordinator()
+    deadline = time.monotonic() + timeout
+    for node in stack.node_names():
+        while True:
+            status, health = http_json("GET", stack.agent_url(node) + "/health", ca_file=stack.ca_file)
+            if status == 200 and health["transfers"]["data_plane"] == plane:
+                break
+            if time.monotonic() > deadline:
+                raise ApiError(f"{node}'s agent not on data plane {plane} after {timeout:.0f}s: {health}")
+            time.sleep(0.5)
+    stack.wait_ready()
 
 
 def start_stack(base: Path, staging_dirs: dict[str, Path] | None = None) -> Stack:
@@ -19,6 +44,7 @@ def start_stack(base: Path, staging_dirs: dict[str, Path] | None = None) -> Stac
     settings = StackSettings(
         base_dir=base,
         coordinator_port=free_port(),
+        coordinator_tls_port=free_port(),
         emulator_port=free_port(),
         first_agent_port=free_port(),
         node_agent_settings={node: {"staging_dir": str(path)} for node, path in (staging_dirs or {}).items()},

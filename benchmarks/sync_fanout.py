@@ -22,7 +22,11 @@ receives are polled every 20 ms (GET /v1/receives/{task}, stamped when the answe
 The same repetition runs a plain TCP relay chain over the same links as a reference
 (baselines/relay.py): what this machine's namespaces, shapers and disk allow.
 
-Targets (issue 4): goodput >= 0.95 of the link rate; 4-target time / 1-target time <= 1.3.
+All of it twice: image bytes over TLS (the default data plane) and in the clear
+(data_plane "insecure"), each with its own plain TCP relay reference.
+
+Targets (issues 4 and 10, for both): goodput >= 0.95 of the link rate; 4-target time /
+1-target time <= 1.3.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from benchmarks.netns import BRIDGE_ADDRESS, ShapedNetwork, check_can_run
 from benchmarks.node_disks import NodeDisks
 from benchmarks.receives import POLL_INTERVAL, AgentConnection, follow
 from benchmarks.report import GIB, MIB, Target, size_label
-from benchmarks.stack import Api
+from benchmarks.stack import DATA_PLANES, Api, use_data_plane
 from benchmarks.syncs import (
     agent_connections,
     remove_leftovers,
@@ -59,7 +63,7 @@ from benchmarks.syncs import (
     wait_synced,
 )
 from benchmarks.system import require_disk, require_program
-from demo.stack import Stack, StackSettings
+from demo.stack import Stack, StackSettings, free_port
 
 STORAGE = "local"
 SIZE = 1 * GIB
@@ -82,7 +86,8 @@ def _stack(base: Path, net: ShapedNetwork, disks: NodeDisks) -> Stack:
         base_dir=base,
         nodes=len(NODES),
         host=BRIDGE_ADDRESS,
-        coordinator_port=_free_port(BRIDGE_ADDRESS),
+        coordinator_port=free_port(),  # plain HTTP on loopback, for the benchmark's API calls
+        coordinator_tls_port=_free_port(BRIDGE_ADDRESS),  # for the agents in their namespaces
         emulator_port=_free_port(BRIDGE_ADDRESS),
         first_agent_port=AGENT_PORT,
         agent_hosts={node: link.address for node, link in net.links.items()},
@@ -182,19 +187,23 @@ def run(options: Options) -> list[Target]:
         settle()
         fanout = Fanout(stack, net, image, disks)
         exits.callback(fanout.close)
-        reps = []
-        for i in range(options.reps):
-            rep = fanout.rep()
-            reps.append(rep)
-            print(
-                f"  rep {i + 1}/{options.reps}: one transfer {rep.goodput * 100:.1f} % of link "
-                f"(relay {rep.relay_goodput * 100:.1f} %); 1 target {rep.one.timing.to_done:.2f} s, "
-                f"{len(TARGETS)} targets {rep.four.timing.to_done:.2f} s, ratio {rep.ratio:.3f} "
-                f"(relay {rep.relay_ratio:.3f})",
-                flush=True,
-            )
+        targets = []
+        for plane in DATA_PLANES:
+            use_data_plane(stack, plane)
+            reps = []
+            for i in range(options.reps):
+                rep = fanout.rep()
+                reps.append(rep)
+                print(
+                    f"  data plane {plane}, rep {i + 1}/{options.reps}: one transfer "
+                    f"{rep.goodput * 100:.1f} % of link (relay {rep.relay_goodput * 100:.1f} %); "
+                    f"1 target {rep.one.timing.to_done:.2f} s, {len(TARGETS)} targets "
+                    f"{rep.four.timing.to_done:.2f} s, ratio {rep.ratio:.3f} (relay {rep.relay_ratio:.3f})",
+                    flush=True,
+                )
+            targets += report(reps, size, plane)
         image.unlink()
-    return report(reps, size)
+    return targets
 
 
 BENCHMARK = Benchmark(

@@ -22,8 +22,11 @@ the running sha256; not the final fdatasync, as ``cat > dst`` does not sync eith
 CPU: user+system seconds of the sender agent (pve-node1) and the receiver agent
 (pve-node2) over the same window, from /proc/PID/stat.
 
-Targets (issue 4): throughput >= 1.25 x ssh; CPU seconds per GiB, sender + receiver,
-at most ssh client + server.
+All of it twice: image bytes over TLS (the default data plane) and in the clear
+(data_plane "insecure"), each against its own ssh copies.
+
+Targets: throughput >= 1.0 x ssh over TLS (issue 10: both encrypt), >= 1.25 x in the clear
+(issue 4); CPU seconds per GiB, sender + receiver, at most ssh client + server.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from benchmarks.measure import (
 from benchmarks.node_disks import NodeDisks
 from benchmarks.receives import AgentConnection, follow
 from benchmarks.report import GIB, MIB, Target, mb_per_s, size_label
-from benchmarks.stack import Api, start_stack
+from benchmarks.stack import DATA_PLANES, Api, start_stack, use_data_plane
 from benchmarks.syncs import (
     agent_connections,
     remove_leftovers,
@@ -154,30 +157,35 @@ def run(options: Options) -> list[Target]:
         api = Api(stack)
         source_id = api.node_id(SOURCE)
         ids = {"storage": api.storage_id(source_id, STORAGE), TARGET: api.node_id(TARGET)}
-        assert stack.coordinator is not None and stack.coordinator.popen is not None
-        pids = {
-            "sender": stack.agents[SOURCE].pid,
-            "receiver": stack.agents[TARGET].pid,
-            "coordinator": stack.coordinator.popen.pid,
-        }
-        polling = _polling_cost(agents[TARGET], pids["receiver"])
+        polling = _polling_cost(agents[TARGET], stack.agents[TARGET].pid)
         image = options.workdir / "bench-sync.raw"
         print(f"  writing {image.name}: {size_label(size)} of random bytes", flush=True)
         make_random_file(image, size)
         settle()
-        res = Results(size)
-        for i in range(options.reps):
-            rep = _one_rep(api, stack, sshd, image, landing / "ssh-copy.raw", ids, pids, agents)
-            res.reps.append(rep)
-            print(
-                f"  rep {i + 1}/{options.reps}: ssh {mb_per_s(size, rep.ssh.seconds)} MB/s, "
-                f"sync {mb_per_s(size, rep.seconds)} MB/s (stream {rep.trace.stream_rate / 1e6:.0f}); "
-                f"CPU s ssh {rep.ssh.client_cpu:.2f}+{rep.ssh.server_cpu:.2f}, "
-                f"sync {rep.cpu('sender'):.2f}+{rep.cpu('receiver'):.2f}",
-                flush=True,
-            )
+        targets = []
+        for plane in DATA_PLANES:
+            use_data_plane(stack, plane)
+            assert stack.coordinator is not None and stack.coordinator.popen is not None
+            pids = {
+                "sender": stack.agents[SOURCE].pid,
+                "receiver": stack.agents[TARGET].pid,
+                "coordinator": stack.coordinator.popen.pid,
+            }
+            res = Results(size)
+            for i in range(options.reps):
+                rep = _one_rep(api, stack, sshd, image, landing / "ssh-copy.raw", ids, pids, agents)
+                res.reps.append(rep)
+                print(
+                    f"  data plane {plane}, rep {i + 1}/{options.reps}: "
+                    f"ssh {mb_per_s(size, rep.ssh.seconds)} MB/s, sync {mb_per_s(size, rep.seconds)} MB/s "
+                    f"(stream {rep.trace.stream_rate / 1e6:.0f}); "
+                    f"CPU s ssh {rep.ssh.client_cpu:.2f}+{rep.ssh.server_cpu:.2f}, "
+                    f"sync {rep.cpu('sender'):.2f}+{rep.cpu('receiver'):.2f}",
+                    flush=True,
+                )
+            targets += report(res, options.reps, polling, plane)
         image.unlink()
-    return report(res, options.reps, polling)
+    return targets
 
 
 BENCHMARK = Benchmark(

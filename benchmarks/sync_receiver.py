@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import time
 from pathlib import Path
 
@@ -95,7 +96,7 @@ async def _receive(
     async def no_relays(_task: int, _epoch: int) -> str:
         raise RuntimeError("this benchmark relays nothing")
 
-    sender = Sender(no_relays, RateLimit(0))
+    sender = Sender(no_relays, RateLimit(0), ssl.create_default_context(), PeerPolicy())
     receives = Receives(
         Staging(workdir / "staging"), NODE, PeerPolicy(TicketVerifier(signer.public_key)), sender
     )

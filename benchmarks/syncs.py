@@ -59,7 +59,7 @@ def wait_synced(api: Api, task_ids: list[int], timeout: float) -> None:
 def agent_connections(stack: Stack) -> dict[str, AgentConnection]:
     """A kept-alive connection to every node's agent, with that node's credential."""
     return {
-        node: AgentConnection(stack.agent_url(node), stack.agent_credential(node))
+        node: AgentConnection(stack.agent_url(node), stack.agent_credential(node), stack.ca_file)
         for node in stack.node_names()
     }
 

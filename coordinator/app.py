@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -31,6 +32,7 @@ from coordinator.api import (
 from coordinator.api.errors import ApiError, error_response
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
 from coordinator.appkeys import (
+    AGENT_TLS,
     AGENTS,
     CONFIG,
     CREDENTIALS,
@@ -126,8 +128,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "run `pvesphere-coordinator migrate` first"
         )
     app[INVENTORY] = InventoryRefresher(config, app[DB])
-    # One connection pool for every agent; no total timeout (uploads stream for as long as they take).
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+    # One connection pool for every agent, each checked against the agents' CA; no total
+    # timeout (uploads stream for as long as they take).
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=app[AGENT_TLS]),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+    )
     app[AGENTS] = AgentLinks(app[DB], http, app[CREDENTIALS], config.agent_timeout)
     imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY])
     app[IMPORTS] = JobRunner(
@@ -164,12 +170,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(_janitor(app), name="janitor"),
     ]
-    log.info(
-        "coordinator ready on %s:%s (database %s)",
-        config.host,
-        config.port,
-        engine.url.render_as_string(hide_password=True),
-    )
+    log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
     yield
     for task in background:
         task.cancel()
@@ -199,9 +200,11 @@ async def _janitor(app: web.Application) -> None:
         await asyncio.sleep(JANITOR_INTERVAL)
 
 
-def create_app(config: CoordinatorConfig) -> web.Application:
+def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Application:
+    """The coordinator; ``agent_tls`` checks the certificates of the agents it calls."""
     app = web.Application(middlewares=[error_envelope])
     app[CONFIG] = config
+    app[AGENT_TLS] = agent_tls
     app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
     app[STARTED_AT] = time.monotonic()
     app[UPLOAD_SLOTS] = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -31,3 +32,5 @@ UPLOAD_PACER: web.AppKey[Pacer] = web.AppKey("upload_pacer")
 TICKETS: web.AppKey[TicketSigner] = web.AppKey("tickets")
 SYNCS: web.AppKey[SyncScheduler] = web.AppKey("syncs")
 SYNC_WATCHERS: web.AppKey[JobRunner] = web.AppKey("sync_watchers")
+# Checks agents' certificates (coordinator/listeners.py, agent_tls).
+AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)

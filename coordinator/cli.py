@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the API server (foreground; SIGTERM stops it)")
-    serve.add_argument("--host", help="listen address (setting: host)")
-    serve.add_argument("--port", type=int, help="listen port (setting: port)")
+    serve.add_argument("--host", help="HTTPS listen address (setting: host)")
+    serve.add_argument("--port", type=int, help="HTTPS listen port (setting: port)")
 
     sub.add_parser(
         "migrate",
@@ -92,31 +92,23 @@ def _duration(text: str) -> timedelta:
 
 def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
     import uvloop
-    from aiohttp import web
 
     from coordinator import config as config_mod
     from coordinator.app import SchemaOutdated, create_app
+    from coordinator.listeners import ListenError, agent_tls, listeners, serve
 
     cfg = config_mod.load(config_path, host=host, port=port)
     setup_logging(cfg.log_level, "coordinator")
+    on = listeners(cfg)
+    checks_agents = agent_tls(cfg)
     _secure(cfg)
     try:
-        web.run_app(
-            create_app(cfg),
-            host=cfg.host,
-            port=cfg.port,
-            print=None,
-            access_log=None,
-            loop=uvloop.new_event_loop(),
-        )
+        uvloop.run(serve(create_app(cfg, checks_agents), on))
     except SchemaOutdated as exc:
         print(f"pvesphere-coordinator: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(
-            f"pvesphere-coordinator: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
+    except ListenError as exc:
+        print(f"pvesphere-coordinator: {exc}", file=sys.stderr)
         return 1
     return 0
 

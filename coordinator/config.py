@@ -14,9 +14,17 @@ DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/coordinator.toml")
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
-    # HTTP API
+    # Listeners (coordinator/listeners.py): HTTPS on host:port with tls_cert_file and
+    # tls_key_file (the API and the agent API); plain_http_port: an extra plain-HTTP listener
+    # on 127.0.0.1 only (0: none), for local scripts or a reverse proxy on this host.
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8443
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    plain_http_port: int = 0
+    # The CA bundle that checks agents' certificates: the pve-root-ca.pem of every cluster
+    # managed here, concatenated (default: pve_ca_file, which checks the same clusters' API).
+    agent_ca_file: Path | None = None
     # Database: SQLite by default; mysql+asyncmy://user:pass@host/db for MySQL/MariaDB.
     data_dir: Path = Path("/var/lib/pvesphere")
     database_url: str = ""
@@ -49,7 +57,11 @@ class CoordinatorConfig:
     # agent's own deadline, so that the agent's reason is normally the one reported.
     import_timeout: float = 900.0
     import_seconds_per_gib: float = 150.0
-    # Sync (node-to-node copies): concurrent streams per node, and automatic attempts of a task.
+    # Sync (node-to-node copies). data_plane: "tls" (the default), or "insecure": image bytes
+    # between agents in the clear (as PVE's `migration: type=insecure`), still authorised by
+    # tickets and checked by digests, for networks where TLS costs more CPU than nodes can give.
+    data_plane: str = "tls"
+    # Concurrent streams per node, and automatic attempts of a task.
     max_inbound_per_node: int = 2
     max_outbound_per_node: int = 2
     sync_max_attempts: int = 5
@@ -114,6 +126,12 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("import_timeout and copy_timeout must be more than 0 seconds")
     if cfg.import_seconds_per_gib < 0 or cfg.copy_seconds_per_gib < 0:
         raise ConfigError("import_seconds_per_gib and copy_seconds_per_gib must be at least 0")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        raise ConfigError("tls_cert_file and tls_key_file are set together (HTTPS needs both)")
+    if cfg.data_plane not in ("tls", "insecure"):
+        raise ConfigError(f"data_plane must be 'tls' or 'insecure' (got {cfg.data_plane!r})")
+    if not 0 <= cfg.plain_http_port <= 65535:
+        raise ConfigError("plain_http_port must be 0 (no plain-HTTP listener) or a port number")
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

@@ -1,7 +1,12 @@
 """`make demo`: the whole system on loopback, in the foreground, until Ctrl-C or SIGTERM.
 
 Environment: PVESPHERE_DEMO_DIR (default .demo; all state lives there and reruns
-reuse it) and PVESPHERE_PORT (the coordinator's port, default 8080).
+reuse it) and PVESPHERE_PORT (the coordinator's plain-HTTP port on loopback, default 8080).
+
+Every link but one speaks TLS, with certificates from the emulated cluster's CA: the
+agents serve HTTPS only and reach the coordinator on its HTTPS port (8443, or a free one).
+The one exception is the coordinator's plain-HTTP listener on loopback, for the guide's
+curl examples.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def _table(stack: Stack) -> str:
     out.append("")
     out.append("pvesphere-templates demo is up")
     out.append(f"  API           {stack.api}   (OpenAPI: {stack.api}/openapi.json)")
+    out.append("                plain HTTP on loopback for the guide's examples; agents use")
+    out.append(f"                {stack.coordinator_https_url}/api/v1 (HTTPS, CA {stack.ca_file})")
     out.append(f"  admin token   {token}")
     out.append(f"                (also in {stack.base / 'admin.token'})")
     out.append(f"  PVE emulator  {stack.pve_token()['api_url']}   (state in {stack.pvesim_dir})")
@@ -81,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m demo",
         description="Run the PVE emulator (3 nodes), one agent per node and the coordinator "
-        "(SQLite) on loopback, in the foreground. Reruns reuse the state directory.",
+        "(SQLite) on loopback, in the foreground. Reruns reuse the state directory. Agents "
+        "speak HTTPS only; the coordinator also serves plain HTTP on loopback for the guide.",
         epilog="Environment: PVESPHERE_DEMO_DIR (default .demo), PVESPHERE_PORT (default 8080).",
     )
     parser.parse_args(argv)
@@ -91,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"port {port} is in use: stop what uses it or set PVESPHERE_PORT", file=sys.stderr)
         return 1
     settings = StackSettings(base_dir=base, coordinator_port=port)
-    # The emulator and agents have fixed default ports; take free ones if those are busy.
+    # The emulator, the coordinator's HTTPS listener and the agents have fixed default
+    # ports; take free ones if those are busy.
     if not port_is_free(settings.emulator_port):
         settings.emulator_port = free_port()
+    if not port_is_free(settings.coordinator_tls_port):
+        settings.coordinator_tls_port = free_port()
     while not all(port_is_free(settings.first_agent_port + i) for i in range(settings.nodes)):
         settings.first_agent_port = free_port()
     stack = Stack(settings)

@@ -1,4 +1,11 @@
-"""Start and stop the emulator, the agents and the coordinator as subprocesses."""
+"""Start and stop the emulator, the agents and the coordinator as subprocesses.
+
+TLS as on a real cluster: the emulated cluster's CA (pvesim's ca.pem, PVE's
+pve-root-ca.pem) issues each node's certificate (nodes/NODE/pve-ssl.pem), which its agent
+serves HTTPS with, and the coordinator's. Agents reach the coordinator over HTTPS; users
+and tests reach its API also over plain HTTP on loopback (plain_http_port), as the guide's
+curl examples do.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pvesim.tls import ensure_issued_certificate, ensure_node_certificate
 from shared.private_files import replace_private
 
 
@@ -50,16 +59,23 @@ def free_port() -> int:
 
 
 def http_json(
-    method: str, url: str, token: str | None = None, body: Any = None, timeout: float = 10
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float = 10,
+    ca_file: Path | None = None,
 ) -> tuple[int, Any]:
+    """``ca_file``: what an https URL's certificate is checked against."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -142,7 +158,10 @@ def wait_for_emulator(state_dir: Path, proc: Proc, timeout: float = 30) -> dict[
 @dataclass
 class StackSettings:
     base_dir: Path
+    # The coordinator's plain-HTTP listener on loopback (users, the guide) and its HTTPS one
+    # (agents; users too).
     coordinator_port: int = 8080
+    coordinator_tls_port: int = 8443
     emulator_port: int = 8006
     first_agent_port: int = 8101
     nodes: int = 3
@@ -187,8 +206,23 @@ class Stack:
         return self.base / "pvesim"
 
     @property
+    def ca_file(self) -> Path:
+        """The emulated cluster's CA (PVE's pve-root-ca.pem): it issued every certificate here."""
+        return self.pvesim_dir / "ca.pem"
+
+    def client_tls(self) -> ssl.SSLContext:
+        """Checks certificates as the agents and the coordinator do: against the cluster CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    @property
     def coordinator_url(self) -> str:
-        return f"http://{self.s.host}:{self.s.coordinator_port}"
+        """The coordinator's plain-HTTP listener, on loopback only."""
+        return f"http://127.0.0.1:{self.s.coordinator_port}"
+
+    @property
+    def coordinator_https_url(self) -> str:
+        """The coordinator's HTTPS listener: what agents use."""
+        return f"https://{self.s.host}:{self.s.coordinator_tls_port}"
 
     @property
     def api(self) -> str:
@@ -208,7 +242,7 @@ class Stack:
         return self.s.agent_hosts.get(node, self.s.host)
 
     def agent_url(self, node: str) -> str:
-        return f"http://{self.agent_host(node)}:{self.agent_port(node)}"
+        return f"https://{self.agent_host(node)}:{self.agent_port(node)}"
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PVESPHERE_")}
@@ -245,11 +279,21 @@ class Stack:
         return json.loads((self.pvesim_dir / "api-token.json").read_text())
 
     def write_coordinator_config(self) -> Path:
+        """Needs the cluster CA (the emulator has started): it issues the coordinator's certificate."""
+        tls = self.base / "tls"
+        tls.mkdir(mode=0o700, exist_ok=True)
+        cert, key = ensure_issued_certificate(
+            self.pvesim_dir, tls / "coordinator.pem", tls / "coordinator.key", "coordinator", [self.s.host]
+        )
         settings: dict[str, Any] = {
             "host": self.s.host,
-            "port": self.s.coordinator_port,
+            "port": self.s.coordinator_tls_port,
+            "tls_cert_file": str(cert),
+            "tls_key_file": str(key),
+            "plain_http_port": self.s.coordinator_port,
+            "agent_ca_file": str(self.ca_file),
             "data_dir": str(self.base),
-            "pve_ca_file": str(self.pvesim_dir / "ca.pem"),
+            "pve_ca_file": str(self.ca_file),
             "ready_requires_agents": True,
         }
         if self.s.database_url:
@@ -280,7 +324,7 @@ class Stack:
             self.base / "logs" / "coordinator.log",
         )
         self.coordinator.start()
-        self._wait_http(self.coordinator_url + "/healthz", self.coordinator)
+        self._wait_http(self.coordinator_url + "/healthz", self.coordinator, self.ca_file)
 
     def _ensure_admin_token(self) -> str:
         path = self.base / "admin.token"
@@ -314,12 +358,18 @@ class Stack:
             replace_private(path, (token + "\n").encode())
 
     def agent_config(self, node: str) -> Path:
+        """Needs the cluster CA (the emulator has started): it issues the node's certificate."""
+        cert, key = ensure_node_certificate(self.pvesim_dir, node, [self.agent_host(node)])
         settings: dict[str, Any] = {
             "node": node,
             "host": self.agent_host(node),
             "port": self.agent_port(node),
             "advertise_url": self.agent_url(node),
-            "coordinator_url": self.coordinator_url,
+            "coordinator_url": self.coordinator_https_url,
+            "tls_cert_file": str(cert),
+            "tls_key_file": str(key),
+            "tls_ca_file": str(self.ca_file),
+            "coordinator_ca_file": str(self.ca_file),
             "join_token_file": str(self.agent_dir(node) / "join.token"),
             "credential_file": str(self.agent_dir(node) / "credential"),
             "staging_dir": str(self.agent_dir(node) / "staging"),
@@ -332,7 +382,9 @@ class Stack:
         path.write_text(_toml(settings))
         return path
 
-    def start_agent(self, node: str) -> Proc:
+    def start_agent(self, node: str, ca_file: Path | None = None) -> Proc:
+        """``ca_file``: what the agent's certificate is checked against while waiting for it to
+        answer (default: the cluster CA, which issued it)."""
         config = self.agent_config(node)
         shim_dir = self.pvesim_dir / "nodes" / node / "bin"
         env = self._env({"PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
@@ -345,7 +397,7 @@ class Stack:
         )
         proc.start()
         self.agents[node] = proc
-        self._wait_http(self.agent_url(node) + "/health", proc)
+        self._wait_http(self.agent_url(node) + "/health", proc, ca_file or self.ca_file)
         return proc
 
     def register_cluster(self) -> int:
@@ -422,13 +474,13 @@ class Stack:
                 proc.stop()
 
     # -------------------------------------------------------------- waiting
-    def _wait_http(self, url: str, proc: Proc, timeout: float = 30) -> None:
+    def _wait_http(self, url: str, proc: Proc, ca_file: Path, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.running:
                 raise StackError(f"{proc.name} exited during start-up:\n{proc.tail()}")
             try:
-                status, _ = http_json("GET", url, timeout=2)
+                status, _ = http_json("GET", url, timeout=2, ca_file=ca_file)
                 if status == 200:
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

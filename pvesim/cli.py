@@ -17,7 +17,8 @@ from pvesim.auth import DEFAULT_TOKEN, AccessStore
 from pvesim.faults import FaultRegistry
 from pvesim.state import Cluster
 from pvesim.tasks import TaskManager
-from pvesim.tls import ensure_certificates, server_context
+from pvesim.tls import ensure_certificates
+from shared.tls import server_context
 
 log = logging.getLogger("pvesim")
 

@@ -1,7 +1,8 @@
-"""The cluster CA and the API server certificate (created once per state directory).
+"""The cluster CA and the certificates it issues (created once per state directory).
 
 PVE keeps a cluster CA (pve-root-ca.pem) and signs each node's pve-ssl.pem with it; clients
-verify against the CA. Here one certificate serves every emulated node (one process).
+verify against the CA. Here one certificate serves the emulated API of every node (one
+process); each node also gets its own pve-ssl.pem, which its agent presents.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,7 +112,11 @@ def _make_ca(cluster_name: str, now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x5
 
 
 def _issue_server_cert(
-    ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, names: list[str], now: dt.datetime
+    ca_key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    names: list[str],
+    now: dt.datetime,
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert = (
@@ -120,7 +124,7 @@ def _issue_server_cert(
         .subject_name(
             x509.Name(
                 [
-                    x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PVE Cluster Node"),
                 ]
             )
@@ -132,7 +136,10 @@ def _issue_server_cert(
         .not_valid_after(now + dt.timedelta(days=730))
         .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
@@ -140,6 +147,20 @@ def _issue_server_cert(
         .sign(ca_key, hashes.SHA256())
     )
     return key, cert
+
+
+def _load_ca(state_dir: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate] | None:
+    ca_path, ca_key_path = state_dir / "ca.pem", state_dir / "tls" / "ca-key.pem"
+    if not (ca_path.exists() and ca_key_path.exists()):
+        return None
+    loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    return loaded, x509.load_pem_x509_certificate(ca_path.read_bytes())
+
+
+def _write_pair(cert_path: Path, key_path: Path, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
+    _write_private(key_path, _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def ensure_certificates(
@@ -155,40 +176,56 @@ def ensure_certificates(
     tls_dir = state_dir / "tls"
     tls_dir.mkdir(mode=0o700, exist_ok=True)
     ca_path = state_dir / "ca.pem"
-    ca_key_path = tls_dir / "ca-key.pem"
     cert_path = tls_dir / "server.pem"
     key_path = tls_dir / "server-key.pem"
     names = server_names(hosts)
     if ca_path.exists() and cert_path.exists() and key_path.exists():
         if set(names) <= certificate_names(cert_path):
             return ca_path, cert_path, key_path
-    have_ca = ca_path.exists() and ca_key_path.exists()
 
     now = dt.datetime.now(dt.UTC)
-    if have_ca:
-        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-        assert isinstance(loaded, rsa.RSAPrivateKey)
-        ca_key, ca_cert = loaded, x509.load_pem_x509_certificate(ca_path.read_bytes())
-    else:
-        ca_key, ca_cert = _make_ca(cluster_name, now)
-    key, cert = _issue_server_cert(ca_key, ca_cert, names, now)
-
-    if not have_ca:
-        _write_private(ca_key_path, _key_pem(ca_key))
-    _write_private(key_path, _key_pem(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if not have_ca:
-        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    ca = _load_ca(state_dir)
+    if ca is None:
+        ca = _make_ca(cluster_name, now)
+        _write_private(tls_dir / "ca-key.pem", _key_pem(ca[0]))
+        ca_path.write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+    key, cert = _issue_server_cert(*ca, "localhost", names, now)
+    _write_pair(cert_path, key_path, key, cert)
     return ca_path, cert_path, key_path
+
+
+def ensure_node_certificate(state_dir: Path, node: str, hosts: Sequence[str] = ()) -> tuple[Path, Path]:
+    """DIR/nodes/NODE/pve-ssl.pem and pve-ssl.key, as a PVE node keeps them in
+    /etc/pve/nodes/NODE/ (and /etc/pve/local/): issued by the cluster CA (DIR/ca.pem, PVE's
+    pve-root-ca.pem) for the node's name, localhost and each of ``hosts``."""
+    node_dir = state_dir / "nodes" / node
+    node_dir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = node_dir / "pve-ssl.pem", node_dir / "pve-ssl.key"
+    return ensure_issued_certificate(state_dir, cert_path, key_path, node, hosts)
+
+
+def ensure_issued_certificate(
+    state_dir: Path, cert_path: Path, key_path: Path, name: str, hosts: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """A server certificate at ``cert_path`` (key: ``key_path``, 0600) issued by the cluster CA
+    of ``state_dir`` for ``name``, localhost and each of ``hosts``: a node's, or another
+    service's that clients check against the same CA (the demo's coordinator).
+
+    Reissued when a name is missing (the service moved to another address). Needs the CA,
+    which the emulator makes when it first starts.
+    """
+    ca = _load_ca(state_dir)
+    if ca is None:
+        raise FileNotFoundError(f"no cluster CA in {state_dir}: start the emulator once first")
+    names = [name, *server_names(hosts)]
+    if cert_path.exists() and key_path.exists() and set(names) <= certificate_names(cert_path):
+        return cert_path, key_path
+    key, cert = _issue_server_cert(*ca, name, names, dt.datetime.now(dt.UTC))
+    _write_pair(cert_path, key_path, key, cert)
+    return cert_path, key_path
 
 
 def fingerprint(cert_path: Path) -> str:
     """SHA-256 fingerprint as PVE prints it (upper-case hex pairs joined by ':')."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
-
-
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert_path), str(key_path))
-    return ctx

@@ -24,6 +24,7 @@ def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
     settings = StackSettings(
         base_dir=base,
         coordinator_port=free_port(),
+        coordinator_tls_port=free_port(),
         emulator_port=free_port(),
         first_agent_port=free_port(),
         database_url=database_url,

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from demo.stack import free_port
+from pvesim.tls import ensure_certificates
+
 COMMANDS = [
     ["coordinator.cli"],
     ["coordinator.cli", "serve"],
@@ -46,7 +49,12 @@ def test_help(command: list[str]) -> None:
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
-    env = {"PVESPHERE_DATA_DIR": str(tmp_path), "PVESPHERE_PORT": "0"}
+    ca, _, _ = ensure_certificates(tmp_path, "pve-test")
+    env = {
+        "PVESPHERE_DATA_DIR": str(tmp_path / "data"),
+        "PVESPHERE_PLAIN_HTTP_PORT": str(free_port()),
+        "PVESPHERE_AGENT_CA_FILE": str(ca),
+    }
     result = run("coordinator.cli", "serve", env=env)
     assert result.returncode == 2
     assert "run `pvesphere-coordinator migrate` first" in result.stderr
@@ -69,6 +77,45 @@ def test_token_lifecycle_on_the_command_line(tmp_path: Path) -> None:
     assert "revoked" in run("coordinator.cli", "token", "list", env=env).stdout
     missing = run("coordinator.cli", "token", "revoke", "nobody", env=env)
     assert missing.returncode == 1 and "no token named" in missing.stderr
+
+
+def test_serve_refuses_to_start_with_nothing_to_listen_on(tmp_path: Path) -> None:
+    result = run("coordinator.cli", "serve", env={"PVESPHERE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pvesphere-coordinator: configuration error: nothing to listen on: set tls_cert_file and "
+        "tls_key_file (HTTPS on port 8443), or plain_http_port for plain HTTP on 127.0.0.1 only"
+    )
+
+
+def test_serve_names_a_missing_certificate(tmp_path: Path) -> None:
+    env = {
+        "PVESPHERE_DATA_DIR": str(tmp_path),
+        "PVESPHERE_TLS_CERT_FILE": str(tmp_path / "coordinator.pem"),
+        "PVESPHERE_TLS_KEY_FILE": str(tmp_path / "coordinator.key"),
+    }
+    result = run("coordinator.cli", "serve", env=env)
+    assert result.returncode == 2
+    assert f"configuration error: tls_cert_file {tmp_path}/coordinator.pem does not exist" in result.stderr
+
+
+def test_serve_needs_the_ca_that_checks_agents(tmp_path: Path) -> None:
+    env = {"PVESPHERE_DATA_DIR": str(tmp_path), "PVESPHERE_PLAIN_HTTP_PORT": str(free_port())}
+    result = run("coordinator.cli", "serve", env=env)
+    assert result.returncode == 2
+    assert "configuration error: agent_ca_file is not set" in result.stderr
+
+
+def test_agent_names_a_missing_certificate_before_it_enrols(tmp_path: Path) -> None:
+    env = {
+        "PVESPHERE_AGENT_COORDINATOR_URL": "https://coordinator.invalid:8443",
+        "PVESPHERE_AGENT_JOIN_TOKEN": "pvsj_unused",
+        "PVESPHERE_AGENT_CREDENTIAL_FILE": str(tmp_path / "credential"),
+        "PVESPHERE_AGENT_TLS_CERT_FILE": str(tmp_path / "pve-ssl.pem"),
+    }
+    result = run("agent.cli", "serve", "--node", "pve1", env=env)
+    assert result.returncode == 2
+    assert f"configuration error: tls_cert_file {tmp_path}/pve-ssl.pem does not exist" in result.stderr
 
 
 def test_bad_config_is_one_line(tmp_path: Path) -> None:

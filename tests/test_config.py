@@ -55,6 +55,7 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], 
         ("upload_idle_timeout = 0\n", "upload_idle_timeout must be more than 0 seconds"),
         ("max_uploads_per_token = 0\n", "max_uploads_per_token must be at least 1"),
         ("max_upload_rate = -1\n", "max_upload_rate must be 0 (no cap) or a number of bytes per second"),
+        ('data_plane = "plain"\n', "data_plane must be 'tls' or 'insecure' (got 'plain')"),
     ],
 )
 def test_upload_limits_out_of_range_are_refused(
@@ -85,12 +86,43 @@ def test_agent_needs_coordinator_and_complete_https_settings(
     cfg_file.write_text('node = "pve1"\n')
     with pytest.raises(ConfigError, match="coordinator_url"):
         agent_config.load(cfg_file)
-    cfg_file.write_text('coordinator_url = "http://c:8080"\npve_backend = "https"\n')
+    cfg_file.write_text('coordinator_url = "https://c:8443"\npve_backend = "https"\n')
     with pytest.raises(ConfigError, match="pve_api_url"):
         agent_config.load(cfg_file)
-    cfg_file.write_text('coordinator_url = "http://c:8080"\npve_backend = "ssh"\n')
+    cfg_file.write_text('coordinator_url = "https://c:8443"\npve_backend = "ssh"\n')
     with pytest.raises(ConfigError, match="'local' or 'https'"):
         agent_config.load(cfg_file)
+
+
+@pytest.mark.parametrize("setting", ["coordinator_url", "advertise_url"])
+def test_agent_urls_must_be_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    cfg_file = tmp_path / "a.toml"
+    settings = {"coordinator_url": '"https://c:8443"', setting: '"http://pve1:8090"'}
+    cfg_file.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+    with pytest.raises(ConfigError, match=f"{setting} must be an https:// URL"):
+        agent_config.load(cfg_file)
+
+
+def test_agent_tls_defaults_are_the_nodes_own_certificate_and_cluster_ca() -> None:
+    cfg = agent_config.AgentConfig(port=8090)
+    assert cfg.tls_cert_file == Path("/etc/pve/local/pve-ssl.pem")
+    assert cfg.tls_key_file == Path("/etc/pve/local/pve-ssl.key")
+    assert cfg.tls_ca_file == Path("/etc/pve/pve-root-ca.pem")
+    assert cfg.coordinator_ca_file is None  # the system's trust store
+    assert cfg.url.startswith("https://") and cfg.url.endswith(":8090")
+
+
+def test_coordinator_https_needs_both_certificate_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('tls_cert_file = "/etc/pvesphere/tls/coordinator.pem"\n')
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file are set together"):
+        coordinator_config.load(cfg_file)
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
@@ -122,3 +154,13 @@ def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch
     )
     agent = agent_config.load(examples / "agent.example.toml")
     assert agent.pve_backend == "local" and agent.max_send_rate == 0
+    assert (agent.tls_cert_file, agent.tls_ca_file) == (
+        agent_config.AgentConfig.tls_cert_file,
+        agent_config.AgentConfig.tls_ca_file,
+    )
+    assert (
+        coordinator.port == 8443
+        and coordinator.tls_cert_file is not None
+        and coordinator.plain_http_port == 0
+    )
+    assert coordinator.data_plane == defaults.data_plane == "tls"

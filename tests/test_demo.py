@@ -73,6 +73,10 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
             assert f"{s['id']:<11}{s['storage_name']}" in out  # the table shows real ids
         agents = requests.get(f"http://127.0.0.1:{port}/api/v1/agents", headers=headers, timeout=10).json()
         assert [a["live"] for a in agents["data"]["list"]] == [True, True, True]
+        # Plain HTTP is the guide's, on loopback; the agents speak HTTPS, and the banner says so.
+        assert all(a["url"].startswith("https://127.0.0.1:") for a in agents["data"]["list"])
+        assert "plain HTTP on loopback for the guide's examples; agents use" in out
+        assert f"(HTTPS, CA {demo_dir.resolve() / 'pvesim' / 'ca.pem'})" in out
         # The database holds the PVE token secret: the demo's state is its user's alone.
         assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
         secrets = ["coordinator.db", "ticket-signing.key", "agent-credential.key", "admin.token"]

@@ -11,6 +11,11 @@ With `benchmarks sync-loopback` (benchmarks/README.md, 2026-11-26) the receiver'
 loop went from 0.72 user + 0.79 system CPU seconds per GiB to 0.15 + 0.33, and the whole
 receiver from 4.23 to 1.92.
 
+Agents speak TLS: the transport is then the event loop's TLS transport (uvloop's
+sslproto), which decrypts each record straight into the buffer ``get_buffer`` hands it,
+so TLS adds the decryption and the one copy of the ciphertext into the TLS layer's own
+buffer, not aiohttp's copies.
+
 aiohttp's parser never sees the body, so the connection cannot carry another request:
 the response closes it (one connection per stream; a stream is an image, or what is
 left of one).
@@ -37,6 +42,11 @@ BUFFERS = 8
 # SO_RCVLOWAT: the event loop is woken once this much is waiting, not for every few
 # dozen KiB (each wake-up is Python work); lowered near the end of the body.
 BATCH = 256 << 10
+# Over TLS the socket's bytes are records, and the TLS layer holds some of what was read
+# (a record not complete yet; up to its read-ahead limit while reading is paused), which
+# the body's remaining count includes: a low-water mark set from that count could wait
+# for bytes that never come. Over the last TLS_SLACK bytes of a body it is not raised.
+TLS_SLACK = 1 << 20
 # After a refused stream, how long the rest of the body is read and dropped so that the
 # sender, still sending, gets to read the answer (as aiohttp's lingering close does).
 LINGER_SECONDS = 10.0
@@ -78,12 +88,15 @@ class FrameReader(asyncio.BufferedProtocol):
         self._scratch: memoryview | None = None  # set while the rest is read and dropped
         self._sock: socket.socket | None = None
         self._lowat = 1
+        self._slack = 0  # TLS_SLACK over TLS
 
     def attach(self, transport: asyncio.Transport, inner: asyncio.BaseProtocol) -> None:
         self.transport, self.inner = transport, inner
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             self._sock = sock
+        if transport.get_extra_info("ssl_object") is not None:
+            self._slack = TLS_SLACK
         if self.done:
             self._pause()  # an empty body: nothing to read
         self._set_lowat()
@@ -201,7 +214,7 @@ class FrameReader(asyncio.BufferedProtocol):
             self._paused = False
 
     def _set_lowat(self) -> None:
-        wanted = max(1, min(BATCH, self.remaining))
+        wanted = max(1, min(BATCH, self.remaining - self._slack))
         if self._sock is None or wanted == self._lowat:
             return
         try:

@@ -7,7 +7,9 @@ From the coordinator:
 From peers (no credential: a ticket the coordinator signed for this node, task and attempt,
 then the session it opened):
     POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
-    PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py, read by frame_reader.py)
+                                              (and, on the insecure data plane, plain_url)
+    PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py, read by frame_reader.py),
+                                              here or at plain_url (plain_data.py)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from agent.appkeys import RECEIVES, SENDER, STAGING, TRANSFER_POLICY
+from agent.appkeys import PLAIN_DATA, RECEIVES, SENDER, STAGING, TRANSFER_POLICY
 from agent.client import SESSION_HEADER
 from agent.server_errors import json_error
 from agent.staging import BadStagedName
@@ -105,7 +107,13 @@ async def open_session(request: web.Request) -> web.Response:
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)
         return _refused(exc)
-    return web.json_response({"session": session.id, "offset": receive.rec.verified, "size": receive.size})
+    answer: dict[str, Any] = {"session": session.id, "offset": receive.rec.verified, "size": receive.size}
+    plain = request.app[PLAIN_DATA]
+    if request.app[TRANSFER_POLICY].insecure:
+        answer["plain_url"] = await plain.url()
+    else:
+        await plain.close()
+    return web.json_response(answer)
 
 
 async def receive_data(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import mmap
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -23,8 +24,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from agent.client import AgentClient, AgentError, AgentUnreachable
+from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from agent.transfer.errors import TransferRefused
+from agent.transfer.policy import PeerPolicy
 from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0
 # Chunks read ahead of the network (memory: this many x CHUNK).
 READ_AHEAD = 2
+# What the TLS layer is handed at a time. It encrypts a write whole into a memory buffer
+# before any of it goes to the socket; in pieces that stay in the CPU's cache the copies
+# in and out of that buffer cost less: the sender's memmove in a 2 GiB sync over loopback
+# (perf) 0.32 CPU s/GiB with 256 KiB pieces, 0.52-0.60 with whole 4 MiB chunks.
+WRITE_PIECE = 256 << 10
 # Refusals that another try at the same hop cannot fix.
 FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "receive_failed"}
 TICKET_ERRORS = {"bad_ticket", "ticket_used"}
@@ -131,16 +138,23 @@ class Sender:
         self,
         fresh_ticket: Callable[[int, int], Awaitable[str]],
         rate_limit: RateLimit,
+        peer_tls: ssl.SSLContext,
+        policy: PeerPolicy,
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
+        self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
+        self.policy = policy  # whether image bytes may go in the clear (data_plane)
         self.transfers: dict[str, asyncio.Task[None]] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:  # made on first use, inside the running loop
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.peer_tls),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
         return self._http
 
     @property
@@ -207,19 +221,23 @@ class Transfer:
                 offset = int(opened["offset"])
                 if offset >= self.source.size:
                     return
+                # In the clear only where this agent's policy allows it too.
+                plain_url = opened.get("plain_url") if self.sender.policy.insecure else None
                 log.info(
-                    "transfer %s: streaming to %s (task %s) from byte %d of %d",
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d%s",
                     self.id,
                     hop.node,
                     hop.task_id,
                     offset,
                     self.source.size,
+                    f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
                 )
                 await client.stream(
                     hop.task_id,
                     str(opened["session"]),
                     self._frames(offset),
                     stream_length(offset, self.source.size),
+                    plain_url,
                 )
                 return
             except AgentError as exc:
@@ -231,6 +249,8 @@ class Transfer:
                     log.warning("transfer %s: %s reports %s; resending", self.id, hop.node, exc.message)
                     continue  # resume at once from what the hop verified
                 reason = f"{exc.status} {exc.error}: {exc.message}"
+            except AgentUntrusted as exc:  # another try meets the same certificate
+                raise HopFailed(str(exc)) from None
             except AgentUnreachable as exc:
                 reason = str(exc)
             except TransferRefused as exc:  # the ticket for this hop cannot be had any more
@@ -263,7 +283,9 @@ class Transfer:
                 await self.sender.rate_limit.take(sum(len(p) for p in pieces))
                 yield header
                 for piece in pieces:
-                    yield piece
+                    view = memoryview(piece)
+                    for at in range(0, len(view), WRITE_PIECE):
+                        yield view[at : at + WRITE_PIECE]
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

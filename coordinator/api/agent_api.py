@@ -32,7 +32,8 @@ routes = Routes("agent-link")
 class AgentHello(Model):  # not Input: newer agents may report more
     node_name: Annotated[str, Meta(min_length=1, max_length=100)]
     cluster_name: Annotated[str, Meta(max_length=100)]
-    url: Annotated[str, Meta(min_length=1, max_length=255)]
+    # The coordinator sends the node's credential there: HTTPS only.
+    url: Annotated[str, Meta(max_length=255, pattern="^https://")]
     version: Annotated[str, Meta(max_length=50)]
     started_at: Annotated[datetime, Meta(tz=True)]
     pve_ok: bool
@@ -53,11 +54,13 @@ class AgentHello(Model):  # not Input: newer agents may report more
 
 
 class TransferSettings(Model):
-    """How agents check tickets and how many streams a node may run at once."""
+    """How agents check tickets, how many streams a node may run at once, and whether image
+    bytes may cross in the clear (data_plane)."""
 
     ticket_public_key: str
     max_inbound: int
     max_outbound: int
+    data_plane: str
 
 
 class Registered(Model):
@@ -79,6 +82,7 @@ def _registered(call: Call, agent_id: int, node_id: int | None) -> Registered:
             ticket_public_key=call.app[TICKETS].public_key,
             max_inbound=config.max_inbound_per_node,
             max_outbound=config.max_outbound_per_node,
+            data_plane=config.data_plane,
         ),
     )
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agent.client import AgentClient, AgentError, AgentUnreachable
+from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.agents.registry import AgentAddress, live_agents
 from coordinator.config import CoordinatorConfig
@@ -406,6 +406,9 @@ class SyncWatcher:
                 except AgentError as exc:
                     if exc.status != 404:
                         log.warning("sync task %s: target answered %s", task.id, exc)
+                except AgentUntrusted as exc:  # no attempt can fix a certificate: say so at once
+                    await self._fail_attempt(task, str(exc), final=True)
+                    return None
                 except AgentUnreachable:
                     pass
             now = time.monotonic()

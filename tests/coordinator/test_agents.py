@@ -25,7 +25,7 @@ def test_every_node_has_a_live_agent(stack: Stack, api: Api) -> None:
         assert agent["live"] is True
         assert agent["node_id"] == nodes[name]["id"]
         assert agent["cluster_id"] == stack.cluster_id
-        assert agent["url"] == f"http://127.0.0.1:{stack.agent_port(name)}"
+        assert agent["url"] == f"https://127.0.0.1:{stack.agent_port(name)}"
         assert agent["version"] == VERSION
         assert agent["pve_ok"] is True and agent["pve_error"] is None
         assert agent["staging_free_bytes"] > 0
@@ -68,21 +68,21 @@ def test_killed_agent_is_not_live_within_30s_and_comes_back(stack: Stack, api: A
 
 
 def test_agent_refuses_callers_without_its_nodes_credential(stack: Stack) -> None:
-    url = f"http://127.0.0.1:{stack.agent_port('pve-node1')}"
-    assert requests.get(url + "/v1/whoami", timeout=5).status_code == 401
+    url = stack.agent_url("pve-node1")
+    agent = Api(url, None, stack.ca_file)
+    assert agent.get("/v1/whoami").status == 401
     for secret in ("nope", stack.agent_credential("pve-node2"), stack.admin_token):
-        wrong = requests.get(url + "/v1/whoami", headers={"Authorization": f"Bearer {secret}"}, timeout=5)
-        assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
-    secret = stack.agent_credential("pve-node1")
-    right = requests.get(url + "/v1/whoami", headers={"Authorization": f"Bearer {secret}"}, timeout=5)
-    assert right.status_code == 200 and right.json()["node"] == "pve-node1"
-    unknown = requests.post(url + "/v1/anything", headers={"Authorization": f"Bearer {secret}"}, timeout=5)
-    assert unknown.status_code == 404
+        wrong = agent.as_token(secret).get("/v1/whoami")
+        assert wrong.status == 401 and wrong.body["error"] == "unauthorized"
+    right = agent.as_token(stack.agent_credential("pve-node1")).get("/v1/whoami")
+    assert right.status == 200 and right.body["node"] == "pve-node1"
+    unknown = agent.as_token(stack.agent_credential("pve-node1")).post("/v1/anything")
+    assert unknown.status == 404
 
 
 def test_agent_health_needs_no_credential(stack: Stack) -> None:
     for node in stack.node_names():
-        health = requests.get(f"http://127.0.0.1:{stack.agent_port(node)}/health", timeout=10).json()
+        health = requests.get(stack.agent_url(node) + "/health", timeout=10, verify=str(stack.ca_file)).json()
         assert health["node"] == node
         assert health["cluster"] == "pve-demo"
         assert health["version"] == VERSION
@@ -96,7 +96,7 @@ def test_coordinator_refuses_agents_without_the_credential(stack: Stack) -> None
     body = {
         "node_name": "intruder",
         "cluster_name": "pve-demo",
-        "url": "http://evil:1",
+        "url": "https://evil:1",
         "version": "1",
         "started_at": "2025-01-01T00:00:00Z",
         "pve_ok": True,

@@ -19,8 +19,8 @@ from tests.support.uploads import storage_id, upload
 
 
 def agent_api(stack: Stack, credential: str | None) -> Api:
-    """The coordinator's agent API, called as the holder of ``credential``."""
-    return Api(stack.coordinator_url + "/agent-api/v1", credential)
+    """The coordinator's agent API over HTTPS, as agents call it, as the holder of ``credential``."""
+    return Api(stack.coordinator_https_url + "/agent-api/v1", credential, stack.ca_file)
 
 
 def join_token(stack: Stack, node: str, *ttl: str) -> str:
@@ -130,9 +130,13 @@ def test_a_nodes_credential_cannot_act_as_another_node(stack: Stack, api: Api) -
         ("DELETE", "/v1/receives/1", None),
     ]
     for method, path, body in orders:
-        reply = requests.request(method, node3 + path, json=body, headers=headers, timeout=10)
+        reply = requests.request(
+            method, node3 + path, json=body, headers=headers, timeout=10, verify=str(stack.ca_file)
+        )
         assert (reply.status_code, reply.json()["error"]) == (401, "unauthorized"), (path, reply.text)
-    own = requests.get(node3 + "/v1/whoami", headers=_bearer(stack, "pve-node3"), timeout=10)
+    own = requests.get(
+        node3 + "/v1/whoami", headers=_bearer(stack, "pve-node3"), timeout=10, verify=str(stack.ca_file)
+    )
     assert own.status_code == 200 and own.json()["node"] == "pve-node3"
 
 
@@ -171,6 +175,8 @@ def test_check_says_whether_the_agent_is_enrolled_and_accepted(stack: Stack) -> 
     result = agent_check(stack, "pve-node2")
     assert "enrolment: enrolled as node pve-node2" in result.stdout, result.stdout + result.stderr
     assert "credential accepted" in result.stdout
+    cert = stack.pvesim_dir / "nodes" / "pve-node2" / "pve-ssl.pem"
+    assert f"TLS: {cert} is valid for {stack.agent_url('pve-node2')} (issued by tls_ca_file" in result.stdout
     assert result.returncode == 0, result.stdout
 
 

@@ -19,7 +19,7 @@ def call_agent(stack: Stack, node: str, call: Callable[[AgentClient], Awaitable[
     """``call(client)`` against ``node``'s agent; returns what it returns."""
 
     async def run() -> T:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls())) as session:
             return await call(AgentClient(session, stack.agent_url(node), stack.agent_credential(node)))
 
     return asyncio.run(run())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -33,19 +34,24 @@ class Reply:
 
 
 class Api:
-    def __init__(self, base: str, token: str | None) -> None:
+    """``ca_file``: what an https base URL's certificate is checked against."""
+
+    def __init__(self, base: str, token: str | None, ca_file: Path | None = None) -> None:
         self.base = base.rstrip("/")
         self.token = token
+        self.ca_file = ca_file
         self.http = requests.Session()
 
     def as_token(self, token: str | None) -> Api:
-        return Api(self.base, token)
+        return Api(self.base, token, self.ca_file)
 
     def request(self, method: str, path: str, **kw: Any) -> Reply:
         headers = dict(kw.pop("headers", {}) or {})
         if self.token is not None:
             headers.setdefault("Authorization", f"Bearer {self.token}")
         kw.setdefault("timeout", 60)
+        if self.ca_file is not None:  # per request: $REQUESTS_CA_BUNDLE would win over the session's
+            kw.setdefault("verify", str(self.ca_file))
         resp = self.http.request(method, self.base + path, headers=headers, **kw)
         try:
             body = resp.json()

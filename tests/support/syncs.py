@@ -60,6 +60,7 @@ def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
         stack.agent_url(node) + path,
         headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
         timeout=10,
+        verify=str(stack.ca_file),
     )
 
 
@@ -104,7 +105,9 @@ class LoadSampler:
         while not self._stop.is_set():
             for node in self.stack.node_names():
                 try:
-                    health = requests.get(self.stack.agent_url(node) + "/health", timeout=2).json()
+                    health = requests.get(
+                        self.stack.agent_url(node) + "/health", timeout=2, verify=str(self.stack.ca_file)
+                    ).json()
                 except (requests.RequestException, ValueError):
                     continue
                 transfers = health["transfers"]

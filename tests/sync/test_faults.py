@@ -9,7 +9,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from demo.stack import Stack, free_port
+from demo.stack import Stack
 from shared.frames import CHUNK
 from tests.support.api import Api
 from tests.support.images import MiB, raw_with_data
+from tests.support.proxies import DataStreamProxy, Relay
 from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
 from tests.support.uploads import node_ids, storage_id, upload, wait_import
 from tests.sync.test_scenarios import assert_template_copy
@@ -52,6 +52,17 @@ def restart_agent(stack: Stack, node: str, **settings: object) -> None:
         stack.s.node_agent_settings.pop(node, None)
     stack.agents[node].stop()
     stack.start_agent(node)
+
+
+@contextlib.contextmanager
+def behind(stack: Stack, node: str, proxy: Relay) -> Iterator[None]:
+    """Inside: ``node``'s agent is reached (by the coordinator and its peers) through ``proxy``."""
+    restart_agent(stack, node, advertise_url=f"https://127.0.0.1:{proxy.port}")
+    try:
+        yield
+    finally:
+        proxy.close()
+        restart_agent(stack, node)
 
 
 def restart_coordinator(stack: Stack, **settings: object) -> None:
@@ -118,78 +129,13 @@ def test_a_dead_relay_is_routed_around(slow_stack: Stack, slow_api: Api, tmp_pat
     assert partial_files(stack, "pve-node2") == [] and partial_files(stack, "pve-node3") == []
 
 
-class DataStreamProxy:
-    """A TCP proxy in front of an agent that lets ``body`` see (and change or cut) the body of
-    every data stream (PUT /v1/receives/...) passing through it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.sock = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def body(self, data: bytes, offset: int) -> bytes | None:
-        """``data`` of a stream's body, starting ``offset`` bytes in: what to pass on (None: cut)."""
-        return data
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:  # the agent is restarting: the caller sees a refused connection
-                client.close()
-                continue
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        seen = b""  # requests on a kept-alive connection, until a data stream starts
-        body_seen = -1  # bytes of that stream's body passed so far
-        try:
-            while data := src.recv(1 << 16):
-                if upstream:
-                    if body_seen < 0:
-                        seen = (seen + data)[-(1 << 20) :]
-                        start = seen.find(b"PUT /v1/receives/")
-                        end = seen.find(b"\r\n\r\n", start) if start >= 0 else -1
-                        if end >= 0:
-                            body_seen = len(seen) - end - 4
-                            head, body = data[: len(data) - body_seen], data[len(data) - body_seen :]
-                            passed = self.body(body, 0)
-                            if passed is None:
-                                return
-                            data = head + passed
-                    else:
-                        passed = self.body(data, body_seen)
-                        if passed is None:
-                            return
-                        body_seen += len(data)
-                        data = passed
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class CorruptingProxy(DataStreamProxy):
     """Flips one byte inside the first data stream it sees."""
 
-    def __init__(self, target_port: int, body_offset: int) -> None:
+    def __init__(self, stack: Stack, node: str, body_offset: int) -> None:
         self.body_offset = body_offset
         self.flipped = threading.Event()
-        super().__init__(target_port)
+        super().__init__(stack, node)
 
     def body(self, data: bytes, offset: int) -> bytes | None:
         at = self.body_offset - offset
@@ -203,11 +149,11 @@ class CuttingProxy(DataStreamProxy):
     """Cuts the first data stream after ``first_bytes`` of its body and every later one at
     once, until ``healed`` is set."""
 
-    def __init__(self, target_port: int, first_bytes: int) -> None:
+    def __init__(self, stack: Stack, node: str, first_bytes: int) -> None:
         self.first_bytes = first_bytes
         self.first_cut = threading.Event()
         self.healed = threading.Event()
-        super().__init__(target_port)
+        super().__init__(stack, node)
 
     def body(self, data: bytes, offset: int) -> bytes | None:
         if self.healed.is_set():
@@ -224,15 +170,11 @@ def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
     api, stack = slow_api, slow_stack
-    proxy = CorruptingProxy(stack.agent_port("pve-node2"), body_offset=2 * CHUNK + 4096)
-    restart_agent(stack, "pve-node2", advertise_url=f"http://127.0.0.1:{proxy.port}")
-    try:
+    proxy = CorruptingProxy(stack, "pve-node2", body_offset=2 * CHUNK + 4096)
+    with behind(stack, "pve-node2", proxy):
         template_id, image = local_template(api, stack, tmp_path, "corrupt", 48)
         (task_id,) = start_sync(api, stack, template_id, "pve-node2")
         (task,) = wait_tasks(api, template_id)
-    finally:
-        proxy.close()
-        restart_agent(stack, "pve-node2")
     assert proxy.flipped.is_set()
     assert task["status"] == "completed", task
     view = receive_view(stack, "pve-node2", task_id)
@@ -248,8 +190,8 @@ def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
     api, stack = slow_api, slow_stack
-    proxy = CuttingProxy(stack.agent_port("pve-node2"), first_bytes=8 * CHUNK + 100)
-    restart_agent(stack, "pve-node2", advertise_url=f"http://127.0.0.1:{proxy.port}")
+    proxy = CuttingProxy(stack, "pve-node2", first_bytes=8 * CHUNK + 100)
+    restart_agent(stack, "pve-node2", advertise_url=f"https://127.0.0.1:{proxy.port}")
     restart_coordinator(stack, sync_max_attempts=2, sync_idle_timeout=5)
     try:
         template_id, image = local_template(api, stack, tmp_path, "breaking", 64)

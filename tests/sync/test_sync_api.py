@@ -191,7 +191,7 @@ def test_old_failed_copies_are_cleaned_up_and_a_retry_then_starts_over(
 def run_cleanup(stack: Stack, older_than: timedelta) -> int:
     async def work() -> int:
         engine = create_engine(stack.database_url)
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls())) as http:
             links = AgentLinks(
                 session_factory(engine), http, Credentials.from_file(stack.base / "agent-credential.key"), 15
             )

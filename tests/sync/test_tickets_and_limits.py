@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,37 +26,34 @@ class Target:
         self.stack = stack
         self.url = stack.agent_url("pve-node2")
 
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """Over HTTPS, checking the agent's certificate as its peers do."""
+        kw.setdefault("timeout", 10)
+        return requests.request(method, self.url + path, verify=str(self.stack.ca_file), **kw)
+
     def open(self, task_id: int, ticket: str, headers: dict[str, str] | None = None) -> requests.Response:
-        return requests.post(
-            f"{self.url}/v1/receives/{task_id}/session",
-            json={"ticket": ticket, "next_hops": []},
-            headers=headers,
-            timeout=10,
-        )
+        body = {"ticket": ticket, "next_hops": []}
+        return self.call("POST", f"/v1/receives/{task_id}/session", json=body, headers=headers)
 
     def send(self, task_id: int, session: str, data: bytes) -> requests.Response:
         body = b"".join(
             encode_header(o, n, chunk_digest(data[o : o + n])) + data[o : o + n]
             for o, n in frame_ranges(0, len(data), 1 << 20)
         )
-        return requests.put(
-            f"{self.url}/v1/receives/{task_id}/data",
-            data=body,
-            headers={"X-Pvesphere-Session": session},
-            timeout=30,
-        )
+        headers = {"X-Pvesphere-Session": session}
+        return self.call("PUT", f"/v1/receives/{task_id}/data", data=body, headers=headers, timeout=30)
 
     def drop(self, task_id: int) -> None:
         """What the coordinator does once a task is gone (with the node's own credential)."""
         headers = {"Authorization": f"Bearer {self.stack.agent_credential('pve-node2')}"}
-        requests.delete(f"{self.url}/v1/receives/{task_id}", headers=headers, timeout=10)
+        self.call("DELETE", f"/v1/receives/{task_id}", headers=headers)
 
     def restart(self) -> None:
         """Restart the agent; back once it has registered (and learnt the ticket key again)."""
         self.stack.agents["pve-node2"].stop()
         self.stack.start_agent("pve-node2")
         deadline = time.monotonic() + 20
-        while not requests.get(f"{self.url}/health", timeout=5).json()["transfers"]["registered"]:
+        while not self.call("GET", "/health").json()["transfers"]["registered"]:
             assert time.monotonic() < deadline, "restarted agent did not register"
             time.sleep(0.2)
 
@@ -124,10 +122,10 @@ def test_a_credential_opens_no_stream_without_a_ticket(stack: Stack) -> None:
     target = Target(stack)
     for node in ("pve-node1", "pve-node2"):
         headers = {"Authorization": f"Bearer {stack.agent_credential(node)}"}
-        no_ticket = requests.post(f"{target.url}/v1/receives/1/session", json={}, headers=headers, timeout=10)
+        no_ticket = target.call("POST", "/v1/receives/1/session", json={}, headers=headers)
         assert no_ticket.status_code == 400, no_ticket.text
         assert target.open(1, "", headers).json()["error"] == "bad_ticket"
-        data = requests.put(f"{target.url}/v1/receives/1/data", data=b"x" * 64, headers=headers, timeout=10)
+        data = target.call("PUT", "/v1/receives/1/data", data=b"x" * 64, headers=headers)
         assert data.json()["error"] == "session_superseded", data.text
 
 
@@ -178,10 +176,11 @@ def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
 
     def ask(epoch: int, node: str = "pve-node1") -> requests.Response:
         return requests.post(
-            f"{stack.coordinator_url}/agent-api/v1/tickets",
+            f"{stack.coordinator_https_url}/agent-api/v1/tickets",
             json={"task_id": task_id, "epoch": epoch},
             headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
             timeout=10,
+            verify=str(stack.ca_file),
         )
 
     while (task := api.get(f"/templates/sync-tasks/{task_id}").ok())["status"] == "pending":

@@ -1,7 +1,8 @@
 """The frame reader over a real connection: aiohttp hands it the body, and takes it back.
 
-An aiohttp server (on asyncio's own loop and on uvloop, which the agent runs) whose
-handler reads a stream's frames with StreamBody, as the agent's data route does.
+An aiohttp server (on asyncio's own loop and on uvloop, which the agent runs; over plain
+HTTP and over TLS, which agents speak) whose handler reads a stream's frames with
+StreamBody, as the agent's data route does.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,8 +21,10 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from agent.transfer.frame_reader import StreamBody
+from agent.transfer.frame_reader import BATCH, StreamBody
+from pvesim.tls import ensure_certificates
 from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
+from shared.tls import client_context, server_context
 
 CHUNK = 1 << 20
 DATA = os.urandom(5 * CHUNK + 12345)
@@ -34,7 +40,46 @@ def _stream(data: bytes) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True)
+class Link:
+    """Plain HTTP, or TLS with a certificate from a test CA (``server``: the server's
+    context, ``client``: one that trusts the CA)."""
+
+    server: ssl.SSLContext | None = None
+    client: ssl.SSLContext | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.server else "http"
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client or True))
+
+    def connect(self, host: str, port: int) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout=30)
+        return self.client.wrap_socket(sock, server_hostname=host) if self.client else sock
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return ensure_certificates(tmp_path_factory.mktemp("tls"), "pve-test")
+
+
+@pytest.fixture(params=["http", "https"])
+def link(request: pytest.FixtureRequest, certificates: tuple[Path, Path, Path]) -> Link:
+    if request.param == "http":
+        return Link()
+    ca, cert, key = certificates
+    return Link(server_context(cert, key), client_context(ca, "the test CA"))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("://")[1].split("/")[0].split(":")
+    return host, int(port)
+
+
 async def _serve(
+    link: Link,
     handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]],
     client: Callable[[str], Coroutine[Any, Any, None]],
 ) -> None:
@@ -44,10 +89,11 @@ async def _serve(
     await runner.setup()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
+    site = web.SockSite(runner, sock, ssl_context=link.server)
     await site.start()
     try:
-        await client(f"http://127.0.0.1:{sock.getsockname()[1]}/data")
+        # A stream that stalls fails the test, rather than hanging it.
+        await asyncio.wait_for(client(f"{link.scheme}://127.0.0.1:{sock.getsockname()[1]}/data"), 60)
     finally:
         await runner.cleanup()
 
@@ -63,13 +109,16 @@ LOOPS = ["asyncio", "uvloop"]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_stream_arrives_whole_and_the_answer_closes_the_connection(loop: str) -> None:
+def test_a_stream_arrives_whole_and_the_answer_closes_the_connection(loop: str, link: Link) -> None:
     received: list[tuple[int, bytes, bool]] = []
+    low_water: list[int] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
         body = StreamBody(request)
+        sock = request.transport.get_extra_info("socket")  # type: ignore[union-attr]
         async for frame in body.frames():
             received.append((frame.offset, bytes(frame.pieces[0]), frame.intact()))
+            low_water.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
             frame.release()
         response = web.json_response({"frames": len(received)})
         await body.finish(response)
@@ -78,19 +127,21 @@ def test_a_stream_arrives_whole_and_the_answer_closes_the_connection(loop: str) 
     async def client(url: str) -> None:
         stream = _stream(DATA)
         assert len(stream) == stream_length(0, len(DATA), CHUNK)
-        async with aiohttp.ClientSession() as http, http.put(url, data=stream) as resp:
+        async with link.session() as http, http.put(url, data=stream) as resp:
             assert resp.status == 200
             assert await resp.json() == {"frames": 6}
             assert resp.headers["Connection"] == "close"
 
-    _run(_serve(handler, client), loop)
+    _run(_serve(link, handler, client), loop)
     assert [offset for offset, _, _ in received] == [o for o, _ in frame_ranges(0, len(DATA), CHUNK)]
     assert all(intact for _, _, intact in received)
     assert b"".join(payload for _, payload, _ in received) == DATA
+    # The kernel woke the reader in batches while much of the body was to come, also over TLS.
+    assert low_water[0] == BATCH and low_water[-1] == 1, low_water
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_stream_refused_half_way_still_gets_its_answer_to_the_sender(loop: str) -> None:
+def test_a_stream_refused_half_way_still_gets_its_answer_to_the_sender(loop: str, link: Link) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = StreamBody(request)
         async for frame in body.frames():
@@ -104,9 +155,9 @@ def test_a_stream_refused_half_way_still_gets_its_answer_to_the_sender(loop: str
     def send_all_then_read(url: str) -> bytes:
         # A sender that reads the answer only once its whole body is out: answering before
         # the rest is read would reset the connection under it.
-        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        host, port = _host_port(url)
         stream = _stream(BIG)
-        with socket.create_connection((host, int(port)), timeout=30) as sock:
+        with link.connect(host, port) as sock:
             sock.sendall(
                 f"PUT /data HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(stream)}\r\n\r\n".encode()
             )
@@ -121,11 +172,11 @@ def test_a_stream_refused_half_way_still_gets_its_answer_to_the_sender(loop: str
         assert answer.startswith(b"HTTP/1.1 422")
         assert answer.endswith(b'{"error": "corrupt_chunk"}')
 
-    _run(_serve(handler, client), loop)
+    _run(_serve(link, handler, client), loop)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_sender_that_goes_away_mid_stream_ends_the_frames_with_an_error(loop: str) -> None:
+def test_a_sender_that_goes_away_mid_stream_ends_the_frames_with_an_error(loop: str, link: Link) -> None:
     seen: list[BaseException] = []
     done = asyncio.Event  # made inside the loop below
 
@@ -144,9 +195,9 @@ def test_a_sender_that_goes_away_mid_stream_ends_the_frames_with_an_error(loop: 
             return web.Response()
 
         async def client(url: str) -> None:
-            host, port = url.removeprefix("http://").split("/")[0].split(":")
+            host, port = _host_port(url)
             stream = _stream(DATA)
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(host, port, ssl=link.client)
             writer.write(
                 f"PUT /data HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(stream)}\r\n\r\n".encode()
                 + stream[: 2 * CHUNK + 100]
@@ -155,7 +206,7 @@ def test_a_sender_that_goes_away_mid_stream_ends_the_frames_with_an_error(loop: 
             writer.transport.abort()  # the sender's agent is killed
             await asyncio.wait_for(ended.wait(), 10)
 
-        await _serve(handler, client)
+        await _serve(link, handler, client)
 
     _run(main(), loop)
     assert len(seen) == 1 and "body bytes to come" in str(seen[0])

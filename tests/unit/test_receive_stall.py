@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_a_silent_sender_is_dropped_and_the_verified_prefix_stays(
         await asyncio.sleep(3600)
 
     async def scenario() -> None:
-        sender = Sender(_never, RateLimit(0))
+        sender = Sender(_never, RateLimit(0), ssl.create_default_context(), PeerPolicy())
         receives = Receives(
             Staging(tmp_path / "staging"), "pve-node2", PeerPolicy(TicketVerifier(signer.public_key)), sender
         )
