@@ -398,7 +398,22 @@ class Stack:
         proc.start()
         self.agents[node] = proc
         self._wait_http(self.agent_url(node) + "/health", proc, ca_file or self.ca_file)
+        if self.cluster_id is not None and self.coordinator is not None and self.coordinator.running:
+            self.wait_agent_live(node)  # a restart: ready once the coordinator takes it again
         return proc
+
+    def wait_agent_live(self, node: str, timeout: float = 30) -> None:
+        """Until the coordinator lists ``node``'s agent live (it registers after it answers)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = http_json("GET", self.api + "/agents?page_size=100", self.admin_token)
+            if status == 200 and any(
+                a["node_name"] == node and a["cluster_name"] == self.s.cluster_name and a["live"]
+                for a in body["data"]["list"]
+            ):
+                return
+            time.sleep(0.1)
+        raise StackError(f"agent of {node} not live at the coordinator after {timeout}s")
 
     def register_cluster(self) -> int:
         status, body = http_json("GET", self.api + "/clusters?page_size=100", self.admin_token)
