@@ -10,7 +10,7 @@ An import has a deadline scaled by its image's size (import_timeout, import_seco
 and can be canceled; either stops its PVE task. However it fails, it ends ``failed`` with
 the reason, its unfinished VM removed: never left ``running``.
 
-A PVE that does not answer (agent/pve_outage.py) is waited out: the import tries again with
+A PVE that does not answer (shared/pve_outage.py) is waited out: the import tries again with
 backoff until its deadline, and a failure then says what was retried. A PVE that says no
 (bad parameters, a bad image, a full storage) fails the import at once.
 """
@@ -27,7 +27,6 @@ from msgspec import Meta
 
 from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING
 from agent.pve import NodePve, PveCallError
-from agent.pve_outage import NO_SPACE, Retries, transient_reason
 from agent.server_errors import json_error
 from agent.staging import NAME as STAGED_NAME
 from agent.staging import BadStagedName, Staging
@@ -43,6 +42,7 @@ from agent.tasks import (
 )
 from agent.vms import DESTROY_SECONDS, destroy, marker, vm_config
 from shared.deadlines import Deadline, scaled_timeout
+from shared.pve_outage import NO_SPACE, Retries, transient_reason
 from shared.text_fields import Description, StorageId, VmName
 from shared.validation import CheckedStr, Input, parse
 from shared.vm_config import VmConfig, check_volumes

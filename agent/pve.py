@@ -29,7 +29,7 @@ class PveCallError(Exception):
 
     ``status``: the HTTP status PVE answered with (pvesh fakes 500 for its own failures),
     None when no answer came; with the message, it tells a PVE that said no from one that
-    did not answer (agent/pve_outage.py)."""
+    did not answer (shared/pve_outage.py)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)

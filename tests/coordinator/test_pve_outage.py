@@ -108,6 +108,28 @@ def test_a_sync_whose_import_meets_pve_down_completes_once_pve_is_back(
     assert sorted(vms_marked(stack, f"t{template_id}-")) == [(SOURCE, source_vmid), (TARGET, task["vmid"])]
 
 
+def test_a_sync_whose_import_starts_while_pve_is_down_waits_for_it(
+    outage_stack: Stack, outage_api: Api, tmp_path: Path
+) -> None:
+    """The copy needs no PVE; the coordinator then reads the free VMIDs from PVE, which does
+    not answer: it tries again until PVE is back (before, a failed attempt each time)."""
+    stack, api = outage_stack, outage_api
+    image, name = _image(tmp_path)
+    template_id = _upload_local(api, stack, image, name)
+    wait_import(api, template_id)
+    with pve_down(stack) as outage:
+        task_id = _sync(api, stack, template_id, TARGET)
+        wait_task(api, task_id, lambda t: t["status"] != "syncing" and t["status"] != "pending")
+        time.sleep(DOWN)
+    task = wait_task(api, task_id, _ended)
+    print(
+        f"\nsync, VMIDs: PVE down {outage.seconds:.1f} s; completed {time.monotonic() - outage.ended:.1f} s after"
+    )
+    assert task["status"] == "completed" and task["error_message"] is None, task
+    assert task["attempts"] == 1
+    assert_template_copy(stack, TARGET, task["vmid"], image, "qcow2")
+
+
 def test_pve_down_past_the_import_deadline_fails_saying_what_was_retried_and_leaves_nothing(
     outage_stack: Stack, outage_api: Api, tmp_path: Path
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pve_outage import BACKOFF_MAX, Retries, backoff, transient_reason
+from shared.pve_outage import BACKOFF_MAX, Retries, backoff, transient_reason
 
 
 @pytest.mark.parametrize(
