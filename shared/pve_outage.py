@@ -37,7 +37,7 @@ _TRANSIENT_TEXT: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"timed out|did not answer within|got timeout", re.I), "timed out"),
     (re.compile(r"ipcc_send_rec", re.I), "cluster filesystem unreachable"),
     (re.compile(r"no quorum|cluster not ready", re.I), "no quorum"),
-    (re.compile(r"^unexpected status$"), "its task died"),
+    (re.compile(r"\Aunexpected status\Z"), "its task died"),
 ]
 # A full storage answers the same until someone frees space: never transient.
 NO_SPACE = re.compile(r"no space left on device|not enough space|out of space|insufficient space", re.I)

@@ -19,7 +19,7 @@ from demo.stack import Stack
 from tests.conftest import own_stack
 from tests.support import images
 from tests.support.api import Api
-from tests.support.pve import fail_calls, hold_call, limit_free_space, pve_down, vms_marked, wait_held
+from tests.support.pve import Outage, fail_calls, hold_call, limit_free_space, pve_down, vms_marked, wait_held
 from tests.support.syncs import receive_view, wait_task
 from tests.support.uploads import (
     detail,
@@ -64,6 +64,12 @@ def _sync(api: Api, stack: Stack, template_id: int, node: str) -> int:
     return int(api.post(f"/templates/{template_id}/sync", json=body).ok()["sync_tasks"][0]["task_id"])
 
 
+def _recovered(what: str, outage: Outage) -> None:
+    """The figures for the record (pytest -s): how long PVE was away, how long the job took after."""
+    after = time.monotonic() - outage.ended
+    print(f"\n{what}: PVE down {outage.seconds:.1f} s; done {after:.1f} s after it was back")
+
+
 def _ended(task: dict[str, Any]) -> bool:
     return task["status"] in ("completed", "failed")
 
@@ -79,9 +85,7 @@ def test_an_upload_whose_import_meets_pve_down_completes_once_pve_is_back(
     with pve_down(stack) as outage:
         time.sleep(DOWN)
     info = wait_import(api, template_id)["upload_info"]
-    print(
-        f"\nupload: PVE down {outage.seconds:.1f} s; imported {time.monotonic() - outage.ended:.1f} s after"
-    )
+    _recovered("upload", outage)
     assert info["status"] == "imported" and info["error_message"] is None, info
     assert_template_copy(stack, SOURCE, info["vmid"], image, "qcow2")
     # one VM made (the create that PVE never acted on was not taken for a VM)
@@ -101,7 +105,7 @@ def test_a_sync_whose_import_meets_pve_down_completes_once_pve_is_back(
     with pve_down(stack) as outage:
         time.sleep(DOWN)
     task = wait_task(api, task_id, _ended)
-    print(f"\nsync: PVE down {outage.seconds:.1f} s; completed {time.monotonic() - outage.ended:.1f} s after")
+    _recovered("sync", outage)
     assert task["status"] == "completed" and task["error_message"] is None, task
     assert task["attempts"] == 1  # waited out inside the import, not a failed attempt
     assert_template_copy(stack, TARGET, task["vmid"], image, "qcow2")
@@ -122,9 +126,7 @@ def test_a_sync_whose_import_starts_while_pve_is_down_waits_for_it(
         wait_task(api, task_id, lambda t: t["status"] != "syncing" and t["status"] != "pending")
         time.sleep(DOWN)
     task = wait_task(api, task_id, _ended)
-    print(
-        f"\nsync, VMIDs: PVE down {outage.seconds:.1f} s; completed {time.monotonic() - outage.ended:.1f} s after"
-    )
+    _recovered("sync (VMIDs read while PVE was down)", outage)
     assert task["status"] == "completed" and task["error_message"] is None, task
     assert task["attempts"] == 1
     assert_template_copy(stack, TARGET, task["vmid"], image, "qcow2")

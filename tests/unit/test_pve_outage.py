@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from coordinator.inventory.pve_client import PveError
 from shared.pve_outage import BACKOFF_MAX, Retries, backoff, transient_reason
 
 
@@ -117,3 +118,25 @@ def test_the_last_try_fits_before_the_deadline_and_none_starts_after_it() -> Non
     once = Retries(clock)
     assert once.failed("timed out", "GET: timed out", remaining=0.5) is None
     assert once.summary() == "PVE did not answer (timed out) once over 0 s; last: GET: timed out"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            PveError("unreachable", "PVE API at https://pve1:8006 does not answer: Connection refused"),
+            "connection refused",
+        ),
+        (
+            PveError("timeout", "PVE API at https://pve1:8006 did not answer in time: read timeout"),
+            "timed out",
+        ),
+        (PveError("api", "PVE GET cluster/resources failed: 503 Service Unavailable", 503), "HTTP 503"),
+        (PveError("api", "PVE GET cluster/resources failed: 500 : no quorum", 500), "no quorum"),
+        (PveError("api", "PVE GET cluster/resources failed: 400 Parameter verification failed.", 400), None),
+        (PveError("auth", "PVE at https://pve1:8006 rejected API token root@pam!x (401 ...)"), None),
+        (PveError("tls", "TLS verification of https://pve1:8006 failed (connection refused?)"), None),
+    ],
+)
+def test_the_coordinator_waits_out_the_same_pve_failures(error: PveError, reason: str | None) -> None:
+    assert error.transient() == reason
