@@ -6,6 +6,7 @@ import pytest
 
 from coordinator.inventory.pve_client import PveError
 from shared.pve_outage import BACKOFF_MAX, Retries, backoff, transient_reason
+from tests.unit.test_deadlines import Clock
 
 
 @pytest.mark.parametrize(
@@ -79,14 +80,6 @@ def test_a_pve_that_says_no_is_permanent(status: int | None, text: str) -> None:
 def test_tries_back_off_from_1_s_to_at_most_5_s() -> None:
     assert [backoff(n) for n in range(1, 7)] == [1, 2, 4, 5, 5, 5]
     assert BACKOFF_MAX == 5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_retries_wait_out_an_outage_and_say_what_was_retried() -> None:
