@@ -9,6 +9,10 @@ made by an import that died (agent restart) is destroyed and made again.
 An import has a deadline scaled by its image's size (import_timeout, import_seconds_per_gib)
 and can be canceled; either stops its PVE task. However it fails, it ends ``failed`` with
 the reason, its unfinished VM removed: never left ``running``.
+
+A PVE that does not answer (shared/pve_outage.py) is waited out: the import tries again with
+backoff until its deadline, and a failure then says what was retried. A PVE that says no
+(bad parameters, a bad image, a full storage) fails the import at once.
 """
 
 from __future__ import annotations
@@ -26,9 +30,19 @@ from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
 from agent.staging import NAME as STAGED_NAME
 from agent.staging import BadStagedName, Staging
-from agent.tasks import STOP_GRACE, TaskFailed, TaskLimit, WaitEnded, run_task
+from agent.tasks import (
+    STOP_GRACE,
+    TaskFailed,
+    TaskLimit,
+    WaitEnded,
+    active_task,
+    run_task,
+    task_log_lines,
+    wait_task,
+)
 from agent.vms import DESTROY_SECONDS, destroy, marker, vm_config
-from shared.deadlines import scaled_timeout
+from shared.deadlines import Deadline, scaled_timeout
+from shared.pve_outage import NO_SPACE, Retries, transient_reason
 from shared.text_fields import Description, StorageId, VmName
 from shared.validation import CheckedStr, Input, parse
 from shared.vm_config import VmConfig, check_volumes
@@ -37,6 +51,8 @@ log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
 # A canceled import ends within this: its task stopped, then its unfinished VM destroyed.
 CANCEL_WAIT = STOP_GRACE + DESTROY_SECONDS
+# How soon a pause between tries notices a cancel.
+PAUSE_STEP = 0.25
 
 
 class StagedName(CheckedStr):
@@ -83,6 +99,8 @@ class ImportOp:
     # vmid_taken: pick another VMID and ask again; timeout, canceled: its limit was reached
     error_kind: str | None = None
     volume_id: str | None = None
+    # PVE was asked to create the VM: after a lost answer its task may still be running.
+    create_sent: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -155,7 +173,7 @@ class Importer:
     async def _run(self, op: ImportOp) -> None:
         req = op.req
         try:
-            await self._import(op)
+            await self._import_retrying(op)
             op.state, op.phase, op.progress = "done", "done", 100.0
             log.info("import %s: VM %s is a template (%s)", req.key, req.vmid, op.volume_id)
             return
@@ -174,6 +192,56 @@ class Importer:
             await self._remove_half_made(op)
         # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
         op.state, op.error, op.error_kind = "failed", error, kind
+
+    async def _import_retrying(self, op: ImportOp) -> None:
+        """The import, tried again with backoff while PVE does not answer and the import's
+        limit allows. Each try starts by looking at what exists (``_import``), so a create
+        whose answer was lost is neither repeated beside its VM nor taken for someone else's."""
+        retries = Retries()
+        while True:
+            try:
+                await self._import(op)
+                if retries.count:
+                    log.info("import %s: PVE answered again; done after %s", op.req.key, retries.summary())
+                return
+            except WaitEnded:
+                raise
+            except (PveCallError, TaskFailed) as exc:
+                reason = transient_reason(getattr(exc, "status", None), str(exc))
+                if reason is None:
+                    raise
+                delay = retries.failed(reason, str(exc), op.limit.deadline.remaining())
+                if delay is None:
+                    raise ImportFailed(
+                        f"{retries.summary()}; no time left for another try within the import's "
+                        f"deadline ({op.limit.deadline.seconds:.0f} s)",
+                        "pve_unreachable",
+                    ) from None
+            log.warning("import %s: %s; trying again in %.0f s", op.req.key, retries.summary(), delay)
+            op.phase = f"waiting for PVE ({', '.join(retries.reasons)})"
+            await self._pause(op, delay, retries)
+
+    async def _pause(self, op: ImportOp, seconds: float, retries: Retries) -> None:
+        """Wait ``seconds`` (ending early if the import is canceled or its deadline passes), then
+        for a create task that PVE may still run although its answer was lost."""
+        wait = Deadline(seconds)
+        while not wait.passed():
+            reason = op.limit.reached()
+            if reason is not None:
+                kind = "canceled" if op.limit.canceled is not None else "timeout"
+                raise ImportFailed(f"{retries.summary()}; {reason}", kind)
+            await asyncio.sleep(min(PAUSE_STEP, wait.remaining()))
+        if not op.create_sent:
+            return
+        try:
+            running = await active_task(self.pve, op.req.vmid, "qmcreate")
+            if running is not None:
+                op.phase = "waiting for an earlier create task"
+                await wait_task(self.pve, running, op.limit)
+        except WaitEnded as exc:
+            raise limit_reached(op, f"waiting for the create task of VM {op.req.vmid}", exc) from None
+        except (PveCallError, TaskFailed):
+            pass  # still away, or the task failed: the next try sees what is there
 
     async def _remove_half_made(self, op: ImportOp) -> None:
         """A failed import must not leave a VM behind that is not a template (PVE removes
@@ -218,6 +286,7 @@ class Importer:
             **{DISK_KEY: f"{req.storage}:0,import-from={path}"},
         )
         op.phase = "importing disk"
+        op.create_sent = True
 
         def on_progress(pct: float) -> None:
             op.progress = min(pct, 99.0)
@@ -238,8 +307,11 @@ class Importer:
         except (PveCallError, TaskFailed) as exc:
             if "already exists" in str(exc):
                 raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", "vmid_taken") from None
-            if isinstance(exc, PveCallError):
+            if isinstance(exc, PveCallError) or transient_reason(None, str(exc)):
                 raise
+            full = await self._storage_full(exc, req.storage)
+            if full is not None:
+                raise ImportFailed(full, "no_space") from None
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
 
         op.phase = "converting to template"
@@ -250,11 +322,27 @@ class Importer:
         except WaitEnded as exc:
             raise limit_reached(op, f"converting VM {req.vmid} to a template", exc) from None
         except TaskFailed as exc:
+            if transient_reason(None, str(exc)):
+                raise
             raise ImportFailed(f"PVE could not convert VM {req.vmid} to a template: {exc}") from None
         config = await vm_config(pve, req.vmid)
         if config is None or int(config.get("template", 0)) != 1:
             raise ImportFailed(f"VM {req.vmid} is not a template after conversion")
         op.volume_id = disk_volume(config)
+
+    async def _storage_full(self, exc: TaskFailed, storage: str) -> str | None:
+        """'storage local-lvm on pve-node2 is full: ...' when the failed create task's log says
+        the storage ran out of space (the exit status only says qemu-img failed)."""
+        lines = [str(exc)]
+        if exc.upid is not None:
+            try:
+                lines = await task_log_lines(self.pve, exc.upid) + lines
+            except PveCallError:
+                pass
+        for line in lines:
+            if NO_SPACE.search(line):
+                return f"storage {storage} on {self.pve.node} is full: {line.strip()}"
+        return None
 
 
 async def start_import(request: web.Request) -> web.Response:

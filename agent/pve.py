@@ -25,7 +25,15 @@ STATUS_TTL_FAILING = 5.0
 
 
 class PveCallError(Exception):
-    """A PVE call failed; the message is PVE's own (or why PVE could not be asked)."""
+    """A PVE call failed; the message is PVE's own (or why PVE could not be asked).
+
+    ``status``: the HTTP status PVE answered with (pvesh fakes 500 for its own failures),
+    None when no answer came; with the message, it tells a PVE that said no from one that
+    did not answer (shared/pve_outage.py)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class NodePve:
         try:
             return getattr(api(path), method)(**params)
         except ResourceException as exc:
-            raise PveCallError(f"{what}: {exc}") from None
+            raise PveCallError(f"{what}: {exc}", exc.status_code) from None
         except FileNotFoundError:
             raise PveCallError("pvesh not found: is this a Proxmox VE node?") from None
         except subprocess.TimeoutExpired as exc:

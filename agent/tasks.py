@@ -75,7 +75,18 @@ async def active_task(pve: NodePve, vmid: int, kind: str) -> str | None:
 
 
 class TaskFailed(Exception):
-    pass
+    """A PVE task ended without OK (the message is its exit status), or could not be waited on."""
+
+    def __init__(self, message: str, upid: str | None = None) -> None:
+        super().__init__(message)
+        self.upid = upid
+
+
+async def task_log_lines(pve: NodePve, upid: str, limit: int = 5000) -> list[str]:
+    """A task's log as text lines (for a failed task: its exit status rarely says why, e.g.
+    qemu-img's "No space left on device" is only in the log)."""
+    entries = await pve.call("get", f"nodes/{upid.split(':')[1]}/tasks/{upid}/log", start=0, limit=limit)
+    return [str(entry.get("t", "")) for entry in entries]
 
 
 class WaitEnded(TaskFailed):
@@ -220,7 +231,7 @@ async def wait_task(
         if status.get("status") == "stopped":
             exit_status = str(status.get("exitstatus", ""))
             if exit_status != "OK" and not exit_status.startswith("WARNINGS"):
-                raise TaskFailed(exit_status or "task failed without an exit status")
+                raise TaskFailed(exit_status or "task failed without an exit status", upid)
             return
         limit.check()
         await asyncio.sleep(poll)

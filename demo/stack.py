@@ -134,6 +134,13 @@ class Proc:
             self.log_file = None
         return self.popen.returncode
 
+    def kill(self) -> int | None:
+        """Gone at once, as a crashed process or a node losing power (no clean-up of its own)."""
+        if self.running:
+            assert self.popen is not None
+            self.popen.kill()
+        return self.stop()
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -251,6 +258,10 @@ class Stack:
 
     # -------------------------------------------------------------- parts
     def start_emulator(self) -> None:
+        """Also a restart after ``stop_emulator``: same port, same state directory."""
+        # The emulator writes this once it listens: one left by a killed run must not be
+        # taken for the new run's.
+        (self.pvesim_dir / "api-token.json").unlink(missing_ok=True)
         self.emulator = Proc(
             "pvesim",
             [
@@ -274,6 +285,16 @@ class Stack:
         )
         self.emulator.start()
         wait_for_emulator(self.pvesim_dir, self.emulator)
+
+    def stop_emulator(self, crash: bool = True) -> None:
+        """PVE goes down alone (the agents and the coordinator keep running): killed by default,
+        so its running tasks die without a verdict as on a node that lost power; ``crash=False``
+        stops it with SIGTERM. ``start_emulator`` brings it back with the same state."""
+        if self.emulator is not None:
+            if crash:
+                self.emulator.kill()
+            else:
+                self.emulator.stop()
 
     def pve_token(self) -> dict[str, str]:
         return json.loads((self.pvesim_dir / "api-token.json").read_text())

@@ -10,7 +10,10 @@ Authenticated like the pvesh shim: `Authorization: PVESimRoot=<contents of root.
     POST   /pvesim/nodes/{node}/online    ... and comes back (uptime restarts)
     GET    /pvesim/settings               current knobs
     POST   /pvesim/settings               {"import_rate_limit": bytes/s or 0,
-                                           "auth_failure_delay": seconds}
+                                           "auth_failure_delay": seconds,
+                                           "storage_free": {node: {storage: bytes or null}}}
+                                          (storage_free: at most that much space left there;
+                                          null: the storage's real free space again)
 """
 
 from __future__ import annotations
@@ -87,6 +90,10 @@ async def get_settings(request: web.Request) -> web.Response:
         {
             "import_rate_limit": cluster.import_rate_limit or 0,
             "auth_failure_delay": cluster.config.get("auth_failure_delay", 3),
+            "storage_free": {
+                node: {sid: s.free_limit[node] for sid, s in cluster.storages.items() if node in s.free_limit}
+                for node in cluster.nodes
+            },
         }
     )
 
@@ -100,6 +107,17 @@ async def set_settings(request: web.Request) -> web.Response:
             cluster.import_rate_limit = int(spec["import_rate_limit"]) or None
         if "auth_failure_delay" in spec:
             cluster.config["auth_failure_delay"] = float(spec["auth_failure_delay"])
+        for node, limits in dict(spec.get("storage_free") or {}).items():
+            if node not in cluster.online:
+                raise ValueError(f"no such node '{node}'")
+            for sid, free in dict(limits).items():
+                storage = cluster.storages.get(sid)
+                if storage is None:
+                    raise ValueError(f"storage '{sid}' does not exist")
+                if free is None:
+                    storage.free_limit.pop(node, None)
+                else:
+                    storage.free_limit[node] = max(int(free), 0)
     except (ValueError, TypeError) as exc:
         return _json({"error": str(exc)}, 400)
     return await get_settings(request)

@@ -82,6 +82,9 @@ class Storage:
         self.storeid = storeid
         self.cfg = cfg
         self.state_dir = state_dir
+        # node -> at most this many bytes free there (control API: a storage that fills up
+        # while the emulator runs, on one node only; kept in memory like the faults)
+        self.free_limit: dict[str, int] = {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Storage:
         fs_free = fs.f_bavail * fs.f_frsize
         size = self.cfg.get("size")
         total = int(size) if size else min(used + fs_free, TiB)
-        avail = max(0, min(total - used, fs_free))
+        avail = max(0, min(total - used, fs_free, self.free_limit.get(node, fs_free)))
         return total, avail, used
 
     # -- volumes ------------------------------------------------------------------------------

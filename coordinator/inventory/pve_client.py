@@ -14,6 +14,7 @@ from msgspec import Meta
 from proxmoxer import AuthenticationError, ResourceException
 
 from shared.pve_api import normalise_api_url, open_https
+from shared.pve_outage import transient_reason
 
 T = TypeVar("T")
 
@@ -26,10 +27,19 @@ class PveError(Exception):
     invalid (the request could not even be made from these settings).
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.status = status  # PVE's HTTP status, when it answered
+
+    def transient(self) -> str | None:
+        """Why this will likely pass (PVE away), or None (shared/pve_outage.py)."""
+        if self.kind == "unreachable":
+            return transient_reason(None, self.message) or "unreachable"
+        if self.kind == "timeout":
+            return "timed out"
+        return transient_reason(self.status, self.message) if self.kind == "api" else None
 
 
 # The parts of PVE's answers that are read (other fields are ignored), no longer than their
@@ -152,7 +162,7 @@ class PveClient:
                     f"API token {self.token_id} lacks the privilege to read {path} "
                     f"(403 {exc.status_message}); it needs Sys.Audit and Datastore.Audit",
                 ) from None
-            raise PveError("api", f"PVE GET {path} failed: {exc}") from None
+            raise PveError("api", f"PVE GET {path} failed: {exc}", exc.status_code) from None
         except requests.exceptions.RequestException as exc:  # e.g. an answer that is not HTTP
             raise PveError("api", f"PVE GET {path} at {self.api_url} failed: {_reason(exc)}") from None
         except ValueError as exc:

@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.config import CoordinatorConfig
+from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.vmids import allocation_lock, held_by_us, lowest_free
 from shared.deadlines import Deadline, scaled_timeout
+from shared.pve_outage import Retries
 from shared.vm_config import check_options, check_volumes
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ async def allocate_vmid(
 @dataclass
 class ImportResult:
     state: str  # done | failed
-    vmid: int
+    vmid: int  # 0: none was chosen (PVE could not be asked which are free)
     volume_id: str = ""
     error: str | None = None
     error_kind: str | None = None
@@ -121,14 +123,31 @@ async def import_template(
 
     ``request`` is the rest of the agent's import request (staged_name, storage, name,
     description, options). ``on_progress`` records the progress and answers whether the
-    job still wants the import. Agent and PVE failures (AgentError, AgentUnreachable,
-    NoFreeVmid, PveError) propagate: the caller decides whether to try again later.
+    job still wants the import. A PVE that does not answer when the VMIDs are read is waited
+    out within the deadline (the agent does the same for its own PVE calls). Agent and other
+    PVE failures (AgentError, AgentUnreachable, NoFreeVmid, PveError) propagate: the caller
+    decides whether to try again later.
     """
     deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, image_size))
     tried: set[int] = set()
+    retries = Retries()
     while True:
         if vmid is None:
-            vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
+            try:
+                vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
+            except PveError as exc:
+                reason = exc.transient()
+                if reason is None:
+                    raise
+                delay = retries.failed(reason, exc.message, deadline.remaining())
+                if delay is None:
+                    error = f"reading VMIDs: {retries.summary()}; no time left within the deadline"
+                    return ImportResult("failed", 0, error=error, error_kind="pve_unreachable")
+                log.warning("%s: reading VMIDs: %s; trying again in %.0f s", key, retries.summary(), delay)
+                if not await on_progress(0.0):
+                    return ImportResult("failed", 0, error="canceled", error_kind="canceled")
+                await asyncio.sleep(delay)
+                continue
             log.info("%s: VMID %s chosen", key, vmid)
         op = await agent.start_import({"key": key, "vmid": vmid, "image_size": image_size, **request})
         while op["state"] == "running":
