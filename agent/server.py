@@ -85,7 +85,12 @@ async def health(request: web.Request) -> web.Response:
             "started_at": request.app[STARTED_WALL],
             "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
             "pve": {"ok": status.ok, "version": status.version, "error": status.error},
-            "staging": {"dir": str(config.staging_dir), "free_bytes": free},
+            "staging": {
+                "dir": str(config.staging_dir),
+                "free_bytes": free,
+                "used_bytes": request.app[STAGING].used_bytes(),
+                "budget_bytes": config.budget.limit(request.app[STAGING].filesystem_bytes()),
+            },
             "transfers": {
                 "inbound": request.app[RECEIVES].inbound,
                 "outbound": request.app[SENDER].outbound,

@@ -21,7 +21,7 @@ from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.images import MiB, raw_with_data
-from tests.support.syncs import received_copy, sha256, wait_task
+from tests.support.syncs import agent_get, received_copy, sha256, wait_task
 from tests.support.uploads import node_ids, staging_dir, storage_id, upload, wait_import
 from tests.sync.test_scenarios import assert_template_copy
 
@@ -117,6 +117,8 @@ def test_the_least_recently_used_copy_goes_and_every_sync_completes(
     evicted = [line for line in log.splitlines() if "evicted staged copy" in line]
     assert len(evicted) == 1 and f"sync-{first}-" in evicted[0], evicted
     assert f"{2 * MiB} bytes" in evicted[0] and f"room for {2 * MiB} bytes of sync task {third}" in evicted[0]
+    health = agent_get(stack, BUDGET_NODE, "/health").json()["staging"]
+    assert health["budget_bytes"] == 5 * MiB and 4 * MiB <= health["used_bytes"] <= 5 * MiB, health
     # The coordinator no longer counts pve-node2 as holding the first image: never its source.
     assert counted_copy(stack, first) == ""
     assert counted_copy(stack, second).startswith(f"sync-{second}-")
