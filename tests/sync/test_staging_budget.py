@@ -153,3 +153,23 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
     assert any(f"sync-{third_task}-" in line for line in evicted), evicted
     assert not any(f"sync-{second_task}-" in line for line in evicted), evicted
     assert "no other copy may go now" in log
+
+
+def test_the_last_copy_of_a_template_is_kept_past_the_budget(
+    budget_stack: Stack, budget_api: Api, tmp_path: Path
+) -> None:
+    api, stack = budget_api, budget_stack
+    if "fourth" not in Templates.made:
+        pytest.skip("needs the upload of the test before")
+    # pve-node2 holds the only copy of "fourth" (its upload; PVE's disk is not exported back):
+    # a copy arriving past the budget must not take it.
+    template_id = local_template(api, stack, tmp_path, "fifth", 2, "pve-node1", seed=5)
+    task = wait_done(api, sync_to(api, stack, template_id, BUDGET_NODE))
+    assert_template_copy(stack, BUDGET_NODE, int(str(task["vmid"])), Templates.made["fifth"][1], "raw")
+    kept = [
+        line
+        for line in agent_log(stack, BUDGET_NODE).splitlines()
+        if "kept: it is the last staged copy" in line
+    ]
+    assert kept and "upload-" in kept[0], kept
+    assert any(n.startswith("upload-") for n in staged_names(stack, BUDGET_NODE))
