@@ -79,8 +79,10 @@ def staged_names(stack: Stack, node: str) -> set[str]:
     return {p.name for p in staging_dir(stack, node).iterdir() if p.is_file()}
 
 
-def agent_log(stack: Stack, node: str) -> str:
-    return (stack.base / "logs" / f"agent-{node}.log").read_text()
+def log_lines(stack: Stack, containing: str) -> list[str]:
+    """The lines of pve-node2's agent log that contain ``containing``."""
+    log = (stack.base / "logs" / f"agent-{BUDGET_NODE}.log").read_text()
+    return [line for line in log.splitlines() if containing in line]
 
 
 def counted_copy(stack: Stack, task_id: int) -> str:
@@ -113,8 +115,7 @@ def test_the_least_recently_used_copy_goes_and_every_sync_completes(
         assert sha256(received_copy(stack, BUDGET_NODE, Templates.to_node2[name])) == sha256(
             Templates.made[name][1]
         )
-    log = agent_log(stack, BUDGET_NODE)
-    evicted = [line for line in log.splitlines() if "evicted staged copy" in line]
+    evicted = log_lines(stack, "evicted staged copy")
     assert len(evicted) == 1 and f"sync-{first}-" in evicted[0], evicted
     assert f"{2 * MiB} bytes" in evicted[0] and f"room for {2 * MiB} bytes of sync task {third}" in evicted[0]
     health = agent_get(stack, BUDGET_NODE, "/health").json()["staging"]
@@ -147,12 +148,11 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
         stack.start_agent("pve-node1")
     assert task["source_node"] == {"node_id": node_ids(api, stack)["pve-node2"], "node_name": "pve-node2"}
     assert_template_copy(stack, "pve-node3", int(str(task["vmid"])), image, "raw")
-    log = agent_log(stack, BUDGET_NODE)
-    evicted = [line for line in log.splitlines() if "evicted staged copy" in line]
+    evicted = log_lines(stack, "evicted staged copy")
     # The third image's copy went (pve-node1 holds it); the second's, being sent, stayed.
     assert any(f"sync-{third_task}-" in line for line in evicted), evicted
     assert not any(f"sync-{second_task}-" in line for line in evicted), evicted
-    assert "no other copy may go now" in log
+    assert log_lines(stack, "no other copy may go now")
 
 
 def test_the_last_copy_of_a_template_is_kept_past_the_budget(
@@ -166,10 +166,6 @@ def test_the_last_copy_of_a_template_is_kept_past_the_budget(
     template_id = local_template(api, stack, tmp_path, "fifth", 2, "pve-node1", seed=5)
     task = wait_done(api, sync_to(api, stack, template_id, BUDGET_NODE))
     assert_template_copy(stack, BUDGET_NODE, int(str(task["vmid"])), Templates.made["fifth"][1], "raw")
-    kept = [
-        line
-        for line in agent_log(stack, BUDGET_NODE).splitlines()
-        if "kept: it is the last staged copy" in line
-    ]
+    kept = log_lines(stack, "kept: it is the last staged copy")
     assert kept and "upload-" in kept[0], kept
     assert any(n.startswith("upload-") for n in staged_names(stack, BUDGET_NODE))
