@@ -21,6 +21,7 @@ STAGING = web.AppKey("staging", Staging)
 
 if TYPE_CHECKING:
     from agent.coordinator_link import CoordinatorLink
+    from agent.eviction import Evictor
     from agent.importer import Importer
     from agent.transfer.plain_data import PlainData
     from agent.transfer.receive import Receives
@@ -31,3 +32,4 @@ RECEIVES: web.AppKey[Receives] = web.AppKey("receives")
 SENDER: web.AppKey[Sender] = web.AppKey("sender")
 LINK: web.AppKey[CoordinatorLink] = web.AppKey("link")
 PLAIN_DATA: web.AppKey[PlainData] = web.AppKey("plain_data")
+EVICTOR: web.AppKey[Evictor] = web.AppKey("evictor")

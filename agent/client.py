@@ -86,16 +86,20 @@ class AgentClient:
         max_virtual_size: int,
         body: AsyncIterator[bytes | memoryview],
         file_name: str = "",
+        size_hint: int | None = None,
     ) -> dict[str, Any]:
         """Stream an image into the agent's staging; returns what the agent stored.
 
-        ``file_name`` (the client's, sanitised) is how the agent's messages name the image."""
+        ``file_name`` (the client's, sanitised) is how the agent's messages name the image;
+        ``size_hint`` the most the image can be, if known: the agent makes room for it."""
         params = {
             "format": fmt,
             "max_bytes": str(max_bytes),
             "max_virtual_size": str(max_virtual_size),
             "name": file_name,
         }
+        if size_hint is not None:
+            params["size_hint"] = str(size_hint)
         result: dict[str, Any] = await self._call(
             "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
         )

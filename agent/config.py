@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.staging_budget import DEFAULT_BUDGET, BadBudget, Budget, parse_budget
 from shared.config import ConfigError, load_config, read_secret
 
 ENV_PREFIX = "PVESPHERE_AGENT_"
@@ -37,6 +38,9 @@ class AgentConfig:
     # Where this node's credential is kept (0600) once enrolled.
     credential_file: Path = Path("/var/lib/pvesphere-agent/credential")
     staging_dir: Path = Path("/var/lib/pvesphere-agent/staging")
+    # What staging may keep: a share of its filesystem ("20%") or a size ("50G", "512M", bytes).
+    # Past it, copies no pending or running work needs are evicted, least recently used first.
+    staging_budget: str = DEFAULT_BUDGET
     # "local": pvesh/qm on this host as root (production). "https": an API token (off-host).
     pve_backend: str = "local"
     pve_api_url: str = ""
@@ -68,6 +72,10 @@ class AgentConfig:
             return self.advertise_url.rstrip("/")
         return f"https://{socket.getfqdn()}:{self.port}"
 
+    @property
+    def budget(self) -> Budget:
+        return parse_budget(self.staging_budget)
+
     def resolved_join_token(self) -> str:
         return read_secret(self.join_token, self.join_token_file, "join_token")
 
@@ -88,6 +96,10 @@ def load(path: Path | None = None, **overrides: object) -> AgentConfig:
         raise ConfigError(
             "pve_timeout and import_timeout must be more than 0 s, import_seconds_per_gib at least 0"
         )
+    try:
+        parse_budget(cfg.staging_budget)
+    except BadBudget as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.coordinator_url:
         raise ConfigError(f"coordinator_url is not set (or ${ENV_PREFIX}COORDINATOR_URL)")
     # This node's credential and join token go to the coordinator, and images to peers:

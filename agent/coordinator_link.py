@@ -172,6 +172,20 @@ class CoordinatorLink:
             raise TransferRefused(status, "no_ticket", f"no ticket for task {task_id}: {message}")
         return str(payload["data"]["ticket"])
 
+    async def release_staged(self, name: str) -> tuple[bool, str]:
+        """Ask to evict the staged copy ``name``: (True, why it may go) once the coordinator no
+        longer counts it as a copy this node holds, or (False, why it is still needed).
+        Without an answer nothing is evicted: only the coordinator knows the pending work."""
+        try:
+            async with coordinator_session(self.config, 10) as session:
+                status, payload = await self._post(session, "/staging/release", {"staged_name": name})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return False, f"the coordinator did not answer: {link_failure(exc)}"
+        if status != 200:
+            return False, f"the coordinator answered {status}: {error_message(payload)}"
+        data = payload["data"]
+        return bool(data["released"]), str(data["reason"])
+
     async def goodbye(self) -> None:
         if self.agent_id is None:
             return

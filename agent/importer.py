@@ -152,6 +152,10 @@ class Importer:
         op.task = asyncio.create_task(self._run(op), name=f"import-{req.key}")
         return op
 
+    def using(self) -> set[str]:
+        """The staged images that running imports read."""
+        return {op.req.staged_name for op in self.ops.values() if op.state == "running"}
+
     def _staged_size(self, name: str) -> int:
         try:
             return self.staging.path(name).stat().st_size

@@ -24,6 +24,7 @@ from agent import importer, staging_report, uploads, vms
 from agent.appkeys import (
     CONFIG,
     CREDENTIAL,
+    EVICTOR,
     IMPORTER,
     LINK,
     PLAIN_DATA,
@@ -37,6 +38,7 @@ from agent.appkeys import (
 )
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
+from agent.eviction import Evictor
 from agent.pve import NodePve
 from agent.server_errors import json_error
 from agent.staging import Staging
@@ -83,7 +85,12 @@ async def health(request: web.Request) -> web.Response:
             "started_at": request.app[STARTED_WALL],
             "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
             "pve": {"ok": status.ok, "version": status.version, "error": status.error},
-            "staging": {"dir": str(config.staging_dir), "free_bytes": free},
+            "staging": {
+                "dir": str(config.staging_dir),
+                "free_bytes": free,
+                "used_bytes": request.app[STAGING].used_bytes(),
+                "budget_bytes": config.budget.limit(request.app[STAGING].filesystem_bytes()),
+            },
             "transfers": {
                 "inbound": request.app[RECEIVES].inbound,
                 "outbound": request.app[SENDER].outbound,
@@ -102,7 +109,10 @@ async def whoami(request: web.Request) -> web.Response:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     link = app[LINK]
-    tasks = [asyncio.create_task(link.run(), name="coordinator-link")]
+    tasks = [
+        asyncio.create_task(link.run(), name="coordinator-link"),
+        asyncio.create_task(app[EVICTOR].sweep_forever(), name="staging-sweep"),
+    ]
     announcer = None
     if config.mdns:
         from agent.discovery import Announcer  # zeroconf costs ~4 MiB: only when announcing
@@ -141,6 +151,13 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
     )
     app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
+    app[EVICTOR] = Evictor(
+        app[STAGING],
+        config.budget,
+        app[LINK].release_staged,
+        lambda: app[SENDER].reading() | app[IMPORTER].using(),
+        app[RECEIVES].forget_copy,
+    )
     advertised = urlsplit(config.url).hostname or config.host
     app[PLAIN_DATA] = PlainData(transfer_routes.receive_data, app[RECEIVES], config.host, advertised)
     app[STARTED_AT] = time.monotonic()

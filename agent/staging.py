@@ -13,6 +13,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from agent.staging_budget import StagedCopy
+
 # fullmatch only: "$" would also match before a trailing newline.
 NAME = re.compile(r"(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)")
 PART_SUFFIX = ".part"
@@ -79,6 +81,43 @@ class Staging:
             p.unlink(missing_ok=True)
             removed.append(p.name)
         return removed
+
+    def copies(self) -> list[StagedCopy]:
+        """Every complete image here (a partial one is work under way, never a copy to evict).
+        Its modification time is its last use: writing it, sending from it (``touch``)."""
+        found = []
+        for path in self.root.iterdir():
+            if not NAME.fullmatch(path.name):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append(StagedCopy(path.name, st.st_size, st.st_mtime))
+        return found
+
+    def touch(self, name: str) -> None:
+        """The copy was used now: it goes later than copies not used since."""
+        try:
+            os.utime(self.path(name))
+        except FileNotFoundError:
+            pass
+
+    def used_bytes(self) -> int:
+        """What staging holds: complete images, partial ones, and their records."""
+        total = 0
+        for path in self.root.rglob("*"):
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except FileNotFoundError:
+                continue
+        return total
+
+    def filesystem_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.root).total
+        except OSError:
+            return 0
 
     def free_bytes(self) -> int:
         try:

@@ -12,7 +12,7 @@ import re
 
 from aiohttp import web
 
-from agent.appkeys import STAGING
+from agent.appkeys import EVICTOR, STAGING
 from agent.receive import NoSpace, TooLarge, body_pieces, receive_to_file
 from agent.server_errors import json_error
 from agent.validate import ImageRejected, inspect
@@ -25,7 +25,9 @@ LABEL = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 SPACE_RESERVE = 256 << 20
 
 
-def _int_query(request: web.Request, name: str) -> int:
+def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
+    if default is not None and name not in request.query:
+        return default
     raw = request.query.get(name, "")
     if not re.fullmatch(r"[0-9]{1,19}", raw):  # (str.isdigit() takes "²", which int() refuses)
         raise web.HTTPBadRequest(text=f"query parameter {name} must be a non-negative integer")
@@ -46,11 +48,17 @@ async def receive_upload(request: web.Request) -> web.Response:
     try:
         max_bytes = _int_query(request, "max_bytes")
         max_virtual = _int_query(request, "max_virtual_size")
+        # A chunked body's size is unknown: the coordinator says the most it can be.
+        size_hint = _int_query(request, "size_hint", 0)
     except web.HTTPBadRequest as exc:
         return json_error(400, "invalid_request", exc.text or "bad query")
     length = request.content_length
+    expected = length if length is not None else size_hint
     if length is not None and length > max_bytes:
         return json_error(413, "too_large", f"file of {length} bytes exceeds the limit of {max_bytes}")
+    if expected:
+        purpose = f"room for {expected} bytes of upload {upload_id}"
+        await request.app[EVICTOR].make_room(min(expected, max_bytes), SPACE_RESERVE, purpose)
     free = staging.free_bytes()
     if length is not None and length + SPACE_RESERVE > free:
         return json_error(507, "no_space", f"staging disk has {free} bytes free, the file needs {length}")

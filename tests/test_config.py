@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,19 @@ def test_the_example_configs_are_valid_and_say_what_the_defaults_are(monkeypatch
         and coordinator.plain_http_port == 0
     )
     assert coordinator.data_plane == defaults.data_plane == "tls"
+
+
+@pytest.mark.parametrize("budget", ["lots", "0%", "150%", "-1G"])
+def test_a_bad_staging_budget_stops_the_agent_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str
+) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    cfg_file = tmp_path / "a.toml"
+    cfg_file.write_text(f'coordinator_url = "https://c:8443"\nstaging_budget = "{budget}"\n')
+    with pytest.raises(ConfigError, match=f"staging_budget '{re.escape(budget)}'"):
+        agent_config.load(cfg_file)
+    cfg_file.write_text('coordinator_url = "https://c:8443"\nstaging_budget = 1073741824\n')
+    assert agent_config.load(cfg_file).budget.limit(0) == 1 << 30
+    cfg_file.write_text('coordinator_url = "https://c:8443"\n')
+    assert agent_config.load(cfg_file).budget.limit(1000) == 200  # the default: 20%

@@ -288,6 +288,25 @@ class Receives:
             raise TransferRefused(403, "ticket_used", "ticket was already used (replay refused)")
         return ticket
 
+    def _promised(self, other_than: Receive | None) -> int:
+        """What the other running receives will still write: promised to them already."""
+        return sum(
+            r.size - r.rec.verified
+            for r in self.receives.values()
+            if r is not other_than and r.session is not None and r.session.holds_slot()
+        )
+
+    def room_wanted(self, task_id: int, token: str) -> int:
+        """The staging space a session for this ticket would need (its missing bytes and
+        what other receives were promised); checks the ticket, so that only a transfer the
+        coordinator signed can make the agent evict copies for it."""
+        ticket = self._check_ticket(task_id, token)
+        receive = self.receives.get(task_id)
+        verified = receive.rec.verified if receive is not None and receive.rec.sha256 == ticket.sha256 else 0
+        if receive is not None and receive.rec.state == "complete" and verified:
+            return 0
+        return ticket.size - verified + self._promised(receive)
+
     def open_session(
         self, task_id: int, token: str, next_hops: list[dict[str, Any]]
     ) -> tuple[Session, Receive]:
@@ -329,13 +348,7 @@ class Receives:
         rec.epoch = ticket.epoch
         if rec.state != "complete":
             missing = rec.size - rec.verified
-            # What other running receives will still write is promised to them already.
-            promised = sum(
-                r.size - r.rec.verified
-                for r in self.receives.values()
-                if r is not receive and r.session is not None and r.session.holds_slot()
-            )
-            free = self.staging.free_bytes() - promised
+            free = self.staging.free_bytes() - self._promised(receive)
             if missing + SPACE_RESERVE > free:
                 receive.discard_data()
                 self._fail(
@@ -456,6 +469,13 @@ class Receives:
         receive.rec.state = "failed"
         receive.rec.error = "removed"
         receive._advanced()
+
+    def forget_copy(self, name: str) -> None:
+        """A staged image goes (evicted): with its receive, if a peer's copy."""
+        for receive in list(self.receives.values()):
+            if receive.rec.name == name:
+                self._drop(receive)
+        self.staging.remove(name)
 
     def remove(self, task_id: int) -> bool:
         receive = self.receives.get(task_id)

@@ -21,12 +21,13 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from agent.appkeys import PLAIN_DATA, RECEIVES, SENDER, STAGING, TRANSFER_POLICY
+from agent.appkeys import EVICTOR, PLAIN_DATA, RECEIVES, SENDER, STAGING, TRANSFER_POLICY
 from agent.client import SESSION_HEADER
 from agent.server_errors import json_error
 from agent.staging import BadStagedName
 from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamBody
+from agent.transfer.receive import SPACE_RESERVE
 from agent.transfer.send import Hop, StagedImage
 from shared.validation import Input, parse
 
@@ -85,6 +86,7 @@ async def start_transfer(request: web.Request) -> web.Response:
     if size != body.size:
         return json_error(409, "size_mismatch", f"{body.staged_name} has {size} bytes, expected {body.size}")
     hops = [Hop(h.task_id, h.epoch, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
+    request.app[STAGING].touch(body.staged_name)  # used now: evicted after copies not used since
     sender.start(body.transfer_id, StagedImage(path, size), hops)
     log.info(
         "transfer %s: sending %s to %s",
@@ -103,6 +105,10 @@ async def open_session(request: web.Request) -> web.Response:
     receives = request.app[RECEIVES]
     next_hops: list[dict[str, Any]] = [msgspec.structs.asdict(h) for h in body.next_hops]
     try:
+        wanted = receives.room_wanted(_task_id(request), body.ticket)
+        if wanted:
+            purpose = f"room for {wanted} bytes of sync task {_task_id(request)}"
+            await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
         session, receive = receives.open_session(_task_id(request), body.ticket, next_hops)
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)

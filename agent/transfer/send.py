@@ -147,6 +147,7 @@ class Sender:
         self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
         self.policy = policy  # whether image bytes may go in the clear (data_plane)
         self.transfers: dict[str, asyncio.Task[None]] = {}
+        self._sources: dict[str, ImageSource] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -166,8 +167,17 @@ class Sender:
             Transfer(self, transfer_id, source, hops).run(), name=f"send-{transfer_id}"
         )
         self.transfers[transfer_id] = task
-        task.add_done_callback(lambda _: self.transfers.pop(transfer_id, None))
+        self._sources[transfer_id] = source
+        task.add_done_callback(lambda _: self._forget(transfer_id))
         return task
+
+    def _forget(self, transfer_id: str) -> None:
+        self.transfers.pop(transfer_id, None)
+        self._sources.pop(transfer_id, None)
+
+    def reading(self) -> set[str]:
+        """The names of the files running transfers send from (staged images, relayed copies)."""
+        return {s.readable_path().name for s in self._sources.values()}
 
     async def close(self) -> None:
         tasks = list(self.transfers.values())

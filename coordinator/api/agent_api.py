@@ -1,5 +1,5 @@
 """The coordinator's side of the agent link (/agent-api/v1): enrolment, register, heartbeat,
-goodbye, tickets.
+goodbye, tickets, staged copies an agent evicts.
 
 Every call but enrolment carries the calling node's own credential, and a node acts only
 as itself: it registers and heartbeats only as its node, says goodbye only for its own
@@ -22,6 +22,7 @@ from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, TemplateSyncTask, TemplateUpload
+from coordinator.staging_release import release_copy
 from shared.validation import Input, Model
 from shared.version import VERSION
 
@@ -238,3 +239,29 @@ async def ticket(call: Call) -> TicketOut:
         fmt=upload.file_format,
     )
     return TicketOut(task_id=task.id, epoch=task.epoch, ticket=token)
+
+
+class ReleaseRequest(Input):
+    staged_name: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class ReleaseOut(Model):
+    staged_name: str
+    released: bool
+    reason: str
+
+
+@routes.post("/staging/release", role="agent", body=ReleaseRequest, response=ReleaseOut)
+async def release_staged(call: Call) -> ReleaseOut:
+    """An agent over its staging budget asks to evict one of its staged copies. Yes only if
+    no pending or running work needs it (coordinator/staging_release.py); from then on the
+    copy is not counted as one this node holds, and no sync is planned from it."""
+    body: ReleaseRequest = call.body
+    caller = _caller(call)
+    async with call.app[DB]() as session:
+        released, reason = await release_copy(
+            session, caller.node_name, body.staged_name, call.app[CONFIG].agent_timeout
+        )
+    if released:
+        log.info("node %s may evict its staged copy %s: %s", caller.node_name, body.staged_name, reason)
+    return ReleaseOut(staged_name=body.staged_name, released=released, reason=reason)

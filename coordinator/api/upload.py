@@ -391,7 +391,13 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     try:
         staged = await agent.upload(
-            upload.id, fmt, config.max_upload_bytes, config.max_virtual_size, body.chunks(), file_name
+            upload.id,
+            fmt,
+            config.max_upload_bytes,
+            config.max_virtual_size,
+            body.chunks(),
+            file_name,
+            size_hint=request.content_length,  # the whole form's: a little more than the file
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:

@@ -49,6 +49,7 @@ from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import import_template, vm_options
+from coordinator.staging_release import forget_copy
 from coordinator.vmids import NoFreeVmid
 from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
@@ -115,6 +116,7 @@ class SyncScheduler:
                 due, copies, live, load, agents = await self._situation(session)
             if not due:
                 return 0
+            await self._fail_sourceless(due, copies)
             chains = plan_chains(
                 due,
                 copies,
@@ -175,6 +177,26 @@ class SyncScheduler:
             load.inbound[target_id] += 1
         agents = await live_agents(session, timedelta(seconds=self.config.agent_timeout))
         return due, copies, list(agents), load, agents
+
+    async def _fail_sourceless(self, due: list[Due], copies: list[Copy]) -> None:
+        """Tasks of an image no node holds a staged copy of any more can never start:
+        PVE's disk of the template is not exported back into an image (the last copy is
+        never evicted, coordinator/staging_release.py: only a lost file ends here)."""
+        held = {c.upload_id for c in copies}
+        sourceless = [d for d in due if d.upload_id not in held]
+        if not sourceless:
+            return
+        reason = (
+            "no node holds a staged copy of the template's image any more, and PVE's disk is not "
+            "exported back into an image: upload the image again"
+        )
+        async with self.db() as session:
+            for d in sourceless:
+                task = await session.get(TemplateSyncTask, d.task_id)
+                if task is not None and task.status == "pending":
+                    await _finish(session, task, "failed", reason)
+                    log.warning("sync task %s to %s failed: %s", task.id, task.target_node_name, reason)
+            await session.commit()
 
     async def _start(self, chain: Chain, agents: dict[int, AgentAddress]) -> None:
         """Claim the chain's tasks, then hand the chain to its source agent."""
@@ -259,13 +281,20 @@ class SyncScheduler:
             # Busy: still sending for attempts that have failed here (they stop at their next
             # ticket). No attempt was made: the chain waits for the slot.
             busy = isinstance(exc, AgentError) and exc.error == "busy"
+            # The source evicted (or lost) its copy after this chain was planned: not a source
+            # any more; the tasks are planned again from another copy, no attempt counted.
+            missing = isinstance(exc, AgentError) and exc.error == "missing_image"
             if busy:
                 log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
+            elif missing:
+                log.info("sync %s: %s; planning again from another copy", route, exc)
             else:
                 log.warning("sync %s: source agent refused the transfer: %s", route, exc)
             async with self.db() as session:
+                if missing:
+                    await forget_copy(session, chain.source.staged_name)
                 for task in claimed:
-                    if busy:
+                    if busy or missing:
                         await unclaim(session, task.id, task.epoch, BUSY_WAIT)
                     else:
                         await retry_later(
