@@ -207,7 +207,8 @@ class DeleteJobs:
             if running is not None:
                 # Started just before the delete did: it ends on its own (completed or failed).
                 reason = f"waiting for sync task {running}, started before the delete, to end"
-                await self._postpone(deletion_id, [], reason, asked=False)
+                if await self._postpone(deletion_id, [], reason, asked=False):
+                    log.info("template %s: deletion waits: %s", template_id, reason)
                 return Outcome(done=False)
             steps = plan(
                 await session.scalars(
@@ -239,8 +240,9 @@ class DeleteJobs:
                 if step.blocks_its_node or not exc.asked:
                     blocked.add(step.node_id)  # the same reason holds for its other steps
         if left:
-            await self._postpone(deletion_id, left, "; ".join(reasons), asked)
-            log.info("template %s: deletion waits: %s", template_id, "; ".join(reasons))
+            reason = "; ".join(reasons)
+            if await self._postpone(deletion_id, left, reason, asked):
+                log.info("template %s: deletion waits: %s", template_id, reason)
             return outcome
         await self._finish(deletion_id, template_id)
         log.info(
@@ -333,17 +335,21 @@ class DeleteJobs:
             await session.execute(statement.execution_options(synchronize_session=False))
             await session.commit()
 
-    async def _postpone(self, deletion_id: int, left: list[Step], reason: str, asked: bool) -> None:
+    async def _postpone(self, deletion_id: int, left: list[Step], reason: str, asked: bool) -> bool:
+        """Record what is left and why, and when to look again; whether the reason is new
+        (a wait of hours logs one line, not one every look)."""
         async with self.db() as session:
             deletion = await session.get(TemplateDeletion, deletion_id)
             assert deletion is not None
             attempts = deletion.attempts + int(asked)
             delay = retry_delay(attempts, asked)
+            new = deletion.reason != reason
             deletion.attempts = attempts
             deletion.remaining = json.dumps([s.shown() for s in left])
             deletion.reason = reason
             deletion.next_attempt_at = utcnow() + timedelta(seconds=delay)
             await session.commit()
+        return new
 
     async def _finish(self, deletion_id: int, template_id: int) -> None:
         async with self.db() as session:

@@ -88,14 +88,9 @@ def test_a_delete_waits_for_a_down_agent_visibly_and_finishes_when_it_is_back(
 
     stack.agents["pve-node3"].stop()  # a clean stop: the coordinator knows at once
     try:
-        first = _accepted(api.delete(f"/templates/{template_id}?cascade=true"))
-        _check(
-            _doc(stack),
-            "delete",
-            "/api/v1/templates/{id}",
-            202,
-            api.delete(f"/templates/{template_id}?cascade=true").body,
-        )
+        reply = api.delete(f"/templates/{template_id}?cascade=true")
+        _check(_doc(stack), "delete", "/api/v1/templates/{id}", 202, reply.body)  # as documented
+        first = _accepted(reply)
         deletion = first["deletion"]
         assert deletion["reason"].startswith(
             "waiting for the agent of pve-node3 (no live agent on node pve-node3)"
