@@ -37,6 +37,8 @@ from coordinator.appkeys import (
     CONFIG,
     CREDENTIALS,
     DB,
+    DELETE_JOBS,
+    DELETES,
     ENGINE,
     IMPORTS,
     INVENTORY,
@@ -49,7 +51,7 @@ from coordinator.appkeys import (
 )
 from coordinator.config import CoordinatorConfig
 from coordinator.db.migrate import SCHEMA_HEAD, current_revision
-from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
@@ -57,6 +59,7 @@ from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
+from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
 from shared.pacer import Pacer
 from shared.tickets import TicketSigner
@@ -163,11 +166,23 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lease=config.job_lease_seconds,
         poll=1.0,
     )
+    app[DELETE_JOBS] = DeleteJobs(app[DB], app[AGENTS])
+    app[DELETES] = JobRunner(
+        "delete",
+        app[DB],
+        TemplateDeletion,
+        ("running",),
+        app[DELETE_JOBS].run,
+        concurrency=4,
+        lease=config.job_lease_seconds,
+        poll=1.0,
+    )
     background = [
         asyncio.create_task(app[INVENTORY].run_forever(), name="inventory"),
         asyncio.create_task(app[IMPORTS].run_forever(), name="imports"),
         asyncio.create_task(app[SYNCS].run_forever(), name="sync-scheduler"),
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
+        asyncio.create_task(app[DELETES].run_forever(), name="deletes"),
         asyncio.create_task(_janitor(app), name="janitor"),
     ]
     log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
@@ -179,6 +194,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await task
     await app[IMPORTS].stop()
     await app[SYNC_WATCHERS].stop()
+    await app[DELETES].stop()
     await http.close()
     await engine.dispose()
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
+    from coordinator.template_delete import DeleteJobs
     from coordinator.upload_slots import UploadSlots
     from shared.pacer import Pacer
     from shared.tickets import TicketSigner
@@ -32,5 +33,8 @@ UPLOAD_PACER: web.AppKey[Pacer] = web.AppKey("upload_pacer")
 TICKETS: web.AppKey[TicketSigner] = web.AppKey("tickets")
 SYNCS: web.AppKey[SyncScheduler] = web.AppKey("syncs")
 SYNC_WATCHERS: web.AppKey[JobRunner] = web.AppKey("sync_watchers")
+# Cascade deletes: the jobs' runner (leases, background attempts) and the attempts themselves.
+DELETES: web.AppKey[JobRunner] = web.AppKey("deletes")
+DELETE_JOBS: web.AppKey[DeleteJobs] = web.AppKey("delete_jobs")
 # Checks agents' certificates (coordinator/listeners.py, agent_tls).
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)

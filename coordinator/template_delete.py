@@ -1,21 +1,26 @@
-"""Cascade delete: every instance's VM through its agent, the stored images, the rows.
+"""Deleting templates: soft (hidden, nothing removed) or cascade, a durable job.
 
-Stored images are the upload's staged file on its import node and every copy a sync
-task received on its target.
-
-The template is hidden first (so no new work starts on it), then each VM is
-destroyed and its instance marked deleted as it goes. A failure stops the
-delete with the reason; asking again continues from where it stopped.
+A cascade removes every instance's VM through its agent, the stored images (the
+upload's staged file on its import node, every copy a sync task received on its
+target) and the rows. It starts by marking the template ``deleting`` (no new work
+starts on it; it stays visible) and its ``template_deletion`` job running. The request
+then makes a first attempt itself: when every part answers, the template is gone
+before the answer. Whatever could not be removed (an agent down, PVE not answering or
+failing) is recorded with the reason, and the job runner tries again until it is
+done, also after a coordinator restart and on any replica (the job holds a lease).
 
 An import that is queued or running is stopped: its upload fails ("template deleted
 during its import") and its agent cancels the PVE task and removes the unfinished VM.
-An upload still streaming in, or a sync task copying, makes the delete answer 409.
+An upload still streaming in, or a sync task copying, makes the delete answer 409
+before anything changes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -24,18 +29,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.api.errors import ApiError, not_found
-from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.db.models import (
+    Agent,
+    TemplateDeletion,
+    TemplateInstance,
+    TemplateSyncTask,
+    TemplateUpload,
+    VmTemplate,
+)
 from coordinator.db.types import utcnow
+from coordinator.deletion_plan import IMPORT_STOPPED, IMPORT_STOPPING, NEEDS_PVE, Step, plan, retry_delay
+from coordinator.jobs.engine import OWNER
 from coordinator.jobs.imports import import_key
 
 log = logging.getLogger(__name__)
-IMPORT_STOPPED = "template deleted during its import"
-
-
-@dataclass
-class CascadeResult:
-    removed_vms: list[dict[str, object]] = field(default_factory=list)
-    removed_images: int = 0
 
 
 def key_prefix(template_id: int) -> str:
@@ -43,239 +50,332 @@ def key_prefix(template_id: int) -> str:
     return f"t{template_id}-"
 
 
-async def _hide(session: AsyncSession, template: VmTemplate, actor: str) -> None:
-    if template.deleted_at is None:
-        template.deleted_at = utcnow()
-        template.name_key = None
-        template.modifier = actor
+def deleting_conflict(template_id: int) -> ApiError:
+    return ApiError(
+        409,
+        "template_deleting",
+        f"template {template_id} is being deleted; see its `deletion` for what is left and why",
+    )
 
 
 async def soft_delete(db: async_sessionmaker[AsyncSession], template_id: int, actor: str) -> None:
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
-        if template is None or template.deleted_at is not None:
+        if template is None or template.status == "deleted":
             raise not_found("template", template_id)
-        await _hide(session, template, actor)
+        if template.status == "deleting":
+            raise deleting_conflict(template_id)
+        template.status, template.deleted_at, template.name_key = "deleted", utcnow(), None
+        template.modifier = actor
         await session.commit()
 
 
-async def cascade_delete(
-    db: async_sessionmaker[AsyncSession], agents: AgentLinks, template_id: int, actor: str
-) -> CascadeResult:
+@dataclass(frozen=True)
+class Started:
+    deletion_id: int
+    # This request owns the job's lease now; False: the delete was under way already.
+    claimed: bool
+
+
+async def start_cascade(
+    db: async_sessionmaker[AsyncSession], template_id: int, actor: str, lease: float
+) -> Started:
+    """Mark the template deleting and its job running, leased to this process; or find the
+    deletion under way. 404/409 (nothing changed) when it cannot start."""
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
         if template is None:
             raise not_found("template", template_id)
-        uploading = await session.scalar(
-            select(TemplateUpload.id).where(
-                TemplateUpload.template_id == template_id, TemplateUpload.status == "uploading"
-            )
+        if template.status != "deleting":
+            await _refuse_under_running_work(session, template_id)
+        # Conditional: of concurrent requests exactly one starts the job (the others find it).
+        flipped = await session.execute(
+            update(VmTemplate)
+            .where(VmTemplate.id == template_id, VmTemplate.status != "deleting")
+            .values(status="deleting", modifier=actor)
+            .execution_options(synchronize_session=False)
         )
-        if uploading is not None:
-            raise ApiError(
-                409,
-                "upload_running",
-                f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
-            )
-        # Pending tasks are cancelled here; running ones make the delete wait (409).
-        await session.execute(
-            update(TemplateSyncTask)
-            .where(TemplateSyncTask.template_id == template_id, TemplateSyncTask.status == "pending")
-            .values(status="canceled", active_key=None, error_message="template deleted")
-        )
-        running = await session.scalar(
-            select(TemplateSyncTask.id).where(
-                TemplateSyncTask.template_id == template_id,
-                TemplateSyncTask.status.in_(("syncing", "importing")),
-            )
-        )
-        if running is not None:
+        if flipped.rowcount != 1:  # type: ignore[attr-defined]
             await session.rollback()
-            raise ApiError(
-                409,
-                "sync_running",
-                f"sync task {running} of template {template_id} is running; cancel it or wait",
+            deletion_id = await session.scalar(
+                select(TemplateDeletion.id).where(TemplateDeletion.template_id == template_id)
             )
-        # Its import job sees this and stops; the agent is told below.
-        importing = list(
-            await session.scalars(
-                select(TemplateUpload).where(
-                    TemplateUpload.template_id == template_id,
-                    TemplateUpload.status.in_(("uploaded", "importing")),
-                )
+            assert deletion_id is not None  # made in the same transaction as the flip
+            return Started(deletion_id, claimed=False)
+        await _cancel_pending_syncs(session, template_id)
+        # Its import job sees this and stops; the deletion's first step tells the agent.
+        await session.execute(
+            update(TemplateUpload)
+            .where(
+                TemplateUpload.template_id == template_id,
+                TemplateUpload.status.in_(("uploaded", "importing")),
             )
+            .values(status="failed", error_message=IMPORT_STOPPING, next_attempt_at=None)
+            .execution_options(synchronize_session=False)
         )
-        for upload in importing:
-            upload.status, upload.error_message, upload.next_attempt_at = "failed", IMPORT_STOPPED, None
-        await _hide(session, template, actor)
+        deletion = await session.scalar(
+            select(TemplateDeletion).where(TemplateDeletion.template_id == template_id)
+        )
+        if deletion is None:  # asked again after an earlier cascade finished: the same row runs again
+            deletion = TemplateDeletion(template_id=template_id)
+            session.add(deletion)
+        now = utcnow()
+        deletion.status, deletion.started_at, deletion.finished_at = "running", now, None
+        deletion.remaining, deletion.reason, deletion.creator = "[]", None, actor
+        deletion.attempts, deletion.next_attempt_at = 0, None
+        deletion.lease_owner, deletion.lease_expires_at = OWNER, now + timedelta(seconds=lease)
         await session.commit()
-        instances = list(
-            await session.scalars(
-                select(TemplateInstance).where(
-                    TemplateInstance.template_id == template_id, TemplateInstance.status != "deleted"
-                )
-            )
+        return Started(deletion.id, claimed=True)
+
+
+async def _refuse_under_running_work(session: AsyncSession, template_id: int) -> None:
+    uploading = await session.scalar(
+        select(TemplateUpload.id).where(
+            TemplateUpload.template_id == template_id, TemplateUpload.status == "uploading"
         )
-        staged = list(
-            await session.scalars(
-                select(TemplateUpload).where(
-                    TemplateUpload.template_id == template_id, TemplateUpload.staged_name != ""
-                )
-            )
-        )
-        # Copies (whole or partial) that sync tasks left on their targets; epoch 0 never started.
-        copies = list(
-            await session.scalars(
-                select(TemplateSyncTask).where(
-                    TemplateSyncTask.template_id == template_id, TemplateSyncTask.epoch > 0
-                )
-            )
-        )
-        # An import that failed after PVE created its VM (e.g. the template conversion
-        # failed) leaves that VM behind with no available instance pointing at it.
-        half_made = list(
-            await session.scalars(
-                select(TemplateUpload).where(
-                    TemplateUpload.template_id == template_id,
-                    TemplateUpload.status == "failed",
-                    TemplateUpload.vmid.is_not(None),
-                )
-            )
-        )
-
-    for upload in importing:
-        await _stop_import(agents, template_id, upload)
-
-    result = CascadeResult()
-    # One VM per (node that owns it, vmid): a shared-storage template has a single VM,
-    # owned by the primary instance's node; the other instances are views of it.
-    owners = [i for i in instances if i.vmid is not None and (i.is_primary or not i.is_shared)]
-    for inst in owners:
-        assert inst.vmid is not None
-        answer = await _delete_vm(agents, inst.node_id, inst.node_name, inst.vmid, template_id)
-        async with db() as session:
-            done = [inst.id]
-            if inst.is_shared:
-                done = [i.id for i in instances if i.is_shared and i.vmid == inst.vmid]
-            await session.execute(
-                update(TemplateInstance)
-                .where(TemplateInstance.id.in_(done))
-                .values(status="deleted", modifier=actor)
-            )
-            await session.commit()
-        result.removed_vms.append(
-            {"node_name": inst.node_name, "vmid": inst.vmid, "existed": answer["removed"]}
-        )
-        log.info("template %s: VM %s on %s removed", template_id, inst.vmid, inst.node_name)
-
-    covered = {(i.node_id, i.vmid) for i in owners}
-    for upload in half_made:
-        assert upload.vmid is not None
-        if (upload.import_node_id, upload.vmid) in covered:
-            continue
-        try:
-            answer = await _delete_vm(
-                agents, upload.import_node_id, upload.import_node_name, upload.vmid, template_id
-            )
-        except ApiError as exc:
-            if exc.error != "not_ours":
-                raise
-            # The import failed before creating its VM, and the VMID is someone else's now.
-            answer = {"removed": False}
-        async with db() as session:
-            # The record no longer points at a VM: a retried delete does not look for it again.
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload.id).values(vmid=None)
-            )
-            await session.commit()
-        if answer["removed"]:
-            result.removed_vms.append(
-                {"node_name": upload.import_node_name, "vmid": upload.vmid, "existed": True}
-            )
-            log.info(
-                "template %s: VM %s of failed upload %s on %s removed",
-                template_id,
-                upload.vmid,
-                upload.id,
-                upload.import_node_name,
-            )
-
-    for upload in staged:
-        try:
-            agent = await agents.for_node(upload.import_node_id)
-            answer = await agent.delete_staged(upload.staged_name)
-        except NoLiveAgent as exc:
-            raise ApiError(503, "no_live_agent", f"cannot remove the staged image: {exc}") from None
-        except (AgentUnreachable, AgentError) as exc:
-            raise ApiError(
-                503, "agent_failed", f"cannot remove the staged image on {upload.import_node_name}: {exc}"
-            ) from None
-        result.removed_images += int(bool(answer.get("removed")))
-        async with db() as session:
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload.id).values(staged_name="")
-            )
-            await session.commit()
-
-    for task in copies:
-        try:
-            agent = await agents.for_node(task.target_node_id)
-            answer = await agent.remove_receive(task.id)
-        except NoLiveAgent as exc:
-            raise ApiError(503, "no_live_agent", f"cannot remove the synced copy: {exc}") from None
-        except (AgentUnreachable, AgentError) as exc:
-            raise ApiError(
-                503, "agent_failed", f"cannot remove the synced copy on {task.target_node_name}: {exc}"
-            ) from None
-        result.removed_images += int(bool(answer.get("removed")))
-
-    async with db() as session:
-        await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id))
-        await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
-        await session.commit()
-    log.info(
-        "template %s deleted with %d VM(s) and %d staged image(s)",
-        template_id,
-        len(result.removed_vms),
-        result.removed_images,
     )
-    return result
-
-
-async def _live_agent(agents: AgentLinks, node_id: int, doing: str) -> AgentClient:
-    try:
-        return await agents.for_node(node_id)
-    except NoLiveAgent as exc:
-        raise ApiError(503, "no_live_agent", f"cannot {doing}: {exc}; retry when it is back") from None
-
-
-async def _stop_import(agents: AgentLinks, template_id: int, upload: TemplateUpload) -> None:
-    """Cancel the upload's import on its agent: stops the PVE task, removes the unfinished VM."""
-    node = upload.import_node_name
-    agent = await _live_agent(agents, upload.import_node_id, f"stop the import on {node}")
-    try:
-        await agent.cancel_import(import_key(template_id, upload.id), "template deleted")
-    except AgentUnreachable as exc:
-        raise ApiError(503, "agent_failed", f"cannot stop the import on {node}: {exc}") from None
-    except AgentError as exc:
-        if exc.status != 404:  # 404: the import never reached the agent
-            raise ApiError(502, "agent_failed", f"stopping the import on {node} failed: {exc}") from None
-    log.info("template %s: import of upload %s on %s stopped", template_id, upload.id, node)
-
-
-async def _delete_vm(
-    agents: AgentLinks, node_id: int, node_name: str, vmid: int, template_id: int
-) -> dict[str, Any]:
-    """Destroy one of this template's VMs through its node's agent (absent counts as done)."""
-    agent = await _live_agent(agents, node_id, f"delete VM {vmid}")
-    try:
-        answer: dict[str, Any] = await agent.delete_vm(vmid, key_prefix(template_id))
-    except AgentUnreachable as exc:
-        raise ApiError(503, "agent_failed", f"cannot delete VM {vmid} on {node_name}: {exc}") from None
-    except AgentError as exc:
+    if uploading is not None:
         raise ApiError(
-            502 if exc.status != 409 else 409,
-            "pve_delete_failed" if exc.status != 409 else exc.error,
-            f"deleting VM {vmid} on {node_name} failed: {exc.message}",
-        ) from None
+            409,
+            "upload_running",
+            f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
+        )
+    running = await _running_sync(session, template_id)
+    if running is not None:
+        raise ApiError(
+            409,
+            "sync_running",
+            f"sync task {running} of template {template_id} is running; cancel it or wait",
+        )
+
+
+async def _running_sync(session: AsyncSession, template_id: int) -> int | None:
+    return await session.scalar(
+        select(TemplateSyncTask.id).where(
+            TemplateSyncTask.template_id == template_id,
+            TemplateSyncTask.status.in_(("syncing", "importing")),
+        )
+    )
+
+
+async def _cancel_pending_syncs(session: AsyncSession, template_id: int) -> None:
+    await session.execute(
+        update(TemplateSyncTask)
+        .where(TemplateSyncTask.template_id == template_id, TemplateSyncTask.status == "pending")
+        .values(status="canceled", active_key=None, error_message="template deleted")
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass
+class Outcome:
+    done: bool
+    removed_vms: list[dict[str, object]] = field(default_factory=list)
+    removed_images: int = 0
+
+
+class PartFailed(Exception):
+    """A step could not be done now. ``asked``: a part answered with an error (else the
+    step only waits for an agent or PVE to come back)."""
+
+    def __init__(self, reason: str, asked: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.asked = asked
+
+
+class DeleteJobs:
+    """Attempts of cascade deletes: every step that can be done now, the rest recorded."""
+
+    def __init__(self, db: async_sessionmaker[AsyncSession], agents: AgentLinks) -> None:
+        self.db = db
+        self.agents = agents
+
+    async def run(self, deletion_id: int) -> None:
+        """The job runner's handler."""
+        await self.attempt(deletion_id)
+
+    async def attempt(self, deletion_id: int) -> Outcome:
+        async with self.db() as session:
+            deletion = await session.get(TemplateDeletion, deletion_id)
+            if deletion is None or deletion.status != "running":
+                return Outcome(done=True)
+            template_id = deletion.template_id
+            await _cancel_pending_syncs(session, template_id)  # one may have slipped in at the start
+            await session.commit()
+            running = await _running_sync(session, template_id)
+            if running is not None:
+                # Started just before the delete did: it ends on its own (completed or failed).
+                reason = f"waiting for sync task {running}, started before the delete, to end"
+                if await self._postpone(deletion_id, [], reason, asked=False):
+                    log.info("template %s: deletion waits: %s", template_id, reason)
+                return Outcome(done=False)
+            steps = plan(
+                await session.scalars(
+                    select(TemplateInstance).where(TemplateInstance.template_id == template_id)
+                ),
+                await session.scalars(
+                    select(TemplateUpload).where(TemplateUpload.template_id == template_id)
+                ),
+                await session.scalars(
+                    select(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id)
+                ),
+            )
+
+        outcome = Outcome(done=False)
+        left: list[Step] = []
+        reasons: dict[str, None] = {}  # in order, without repeats
+        asked = False
+        blocked: set[int] = set()
+        for step in steps:
+            if step.node_id in blocked:
+                left.append(step)
+                continue
+            try:
+                await self._do(template_id, step, outcome)
+            except PartFailed as exc:
+                left.append(step)
+                reasons[exc.reason] = None
+                asked = asked or exc.asked
+                if step.blocks_its_node or not exc.asked:
+                    blocked.add(step.node_id)  # the same reason holds for its other steps
+        if left:
+            reason = "; ".join(reasons)
+            if await self._postpone(deletion_id, left, reason, asked):
+                log.info("template %s: deletion waits: %s", template_id, reason)
+            return outcome
+        await self._finish(deletion_id, template_id)
+        log.info(
+            "template %s deleted with %d VM(s) and %d staged image(s)",
+            template_id,
+            len(outcome.removed_vms),
+            outcome.removed_images,
+        )
+        outcome.done = True
+        return outcome
+
+    async def _do(self, template_id: int, step: Step, outcome: Outcome) -> None:
+        agent = await self._usable_agent(step)
+        if step.kind == "stop_import":
+            await _call(
+                step, agent.cancel_import(import_key(template_id, step.ref), "template deleted"), {404}
+            )
+            await self._write(
+                update(TemplateUpload)
+                .where(TemplateUpload.id == step.ref, TemplateUpload.error_message == IMPORT_STOPPING)
+                .values(error_message=IMPORT_STOPPED)
+            )
+        elif step.kind == "vm":
+            assert step.vmid is not None
+            answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)))
+            async with self.db() as session:
+                instance = await session.get(TemplateInstance, step.ref)
+                assert instance is not None
+                done = [instance.id]
+                if instance.is_shared:  # every node's view of the one shared VM goes with it
+                    done = list(
+                        await session.scalars(
+                            select(TemplateInstance.id).where(
+                                TemplateInstance.template_id == template_id,
+                                TemplateInstance.is_shared.is_(True),
+                                TemplateInstance.vmid == step.vmid,
+                            )
+                        )
+                    )
+                await session.execute(
+                    update(TemplateInstance).where(TemplateInstance.id.in_(done)).values(status="deleted")
+                )
+                await session.commit()
+            outcome.removed_vms.append(
+                {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer["removed"])}
+            )
+        elif step.kind == "failed_import_vm":
+            assert step.vmid is not None
+            # not_ours: the import failed before creating its VM, and the VMID is someone else's now.
+            answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)), {409})
+            # The record no longer points at a VM: a later attempt does not look for it again.
+            await self._write(update(TemplateUpload).where(TemplateUpload.id == step.ref).values(vmid=None))
+            if answer.get("removed"):
+                outcome.removed_vms.append({"node_name": step.node_name, "vmid": step.vmid, "existed": True})
+        elif step.kind == "staged_image":
+            answer = await _call(step, agent.delete_staged(step.staged_name))
+            await self._write(
+                update(TemplateUpload).where(TemplateUpload.id == step.ref).values(staged_name="")
+            )
+            outcome.removed_images += int(bool(answer.get("removed")))
+        else:
+            answer = await _call(step, agent.remove_receive(step.ref))
+            # Its copy is gone: the task has nothing left to remove (the rows go at the end anyway).
+            await self._write(delete(TemplateSyncTask).where(TemplateSyncTask.id == step.ref))
+            outcome.removed_images += int(bool(answer.get("removed")))
+        log.info("template %s: %s: done", template_id, step.describe())
+
+    async def _usable_agent(self, step: Step) -> AgentClient:
+        try:
+            agent = await self.agents.for_node(step.node_id)
+        except NoLiveAgent as exc:
+            raise PartFailed(f"waiting for the agent of {step.node_name} ({exc})", asked=False) from None
+        if step.kind in NEEDS_PVE:
+            async with self.db() as session:
+                row = (
+                    await session.execute(
+                        select(Agent.pve_ok, Agent.pve_error).where(Agent.node_id == step.node_id)
+                    )
+                ).first()
+            if row is not None and not row.pve_ok:
+                said = f": {row.pve_error}" if row.pve_error else ""
+                raise PartFailed(
+                    f"waiting for PVE on {step.node_name} (its agent reports it does not answer{said})",
+                    asked=False,
+                )
+        return agent
+
+    async def _write(self, statement: Any) -> None:
+        async with self.db() as session:
+            await session.execute(statement.execution_options(synchronize_session=False))
+            await session.commit()
+
+    async def _postpone(self, deletion_id: int, left: list[Step], reason: str, asked: bool) -> bool:
+        """Record what is left and why, and when to look again; whether the reason is new
+        (a wait of hours logs one line, not one every look)."""
+        async with self.db() as session:
+            deletion = await session.get(TemplateDeletion, deletion_id)
+            assert deletion is not None
+            attempts = deletion.attempts + int(asked)
+            delay = retry_delay(attempts, asked)
+            new = deletion.reason != reason
+            deletion.attempts = attempts
+            deletion.remaining = json.dumps([s.shown() for s in left])
+            deletion.reason = reason
+            deletion.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            await session.commit()
+        return new
+
+    async def _finish(self, deletion_id: int, template_id: int) -> None:
+        async with self.db() as session:
+            await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id))
+            await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
+            template = await session.get(VmTemplate, template_id)
+            deletion = await session.get(TemplateDeletion, deletion_id)
+            assert template is not None and deletion is not None
+            template.status, template.name_key = "deleted", None
+            template.deleted_at = template.deleted_at or utcnow()
+            deletion.status, deletion.finished_at = "done", utcnow()
+            deletion.remaining, deletion.reason, deletion.next_attempt_at = "[]", None, None
+            await session.commit()
+
+
+async def _call(
+    step: Step, request: Any, harmless: frozenset[int] | set[int] = frozenset()
+) -> dict[str, Any]:
+    """Await an agent request for ``step``; its failure as PartFailed. An error whose status
+    is in ``harmless`` counts as done (the answer is then empty)."""
+    try:
+        answer: dict[str, Any] = await request
+    except AgentUnreachable as exc:
+        raise PartFailed(f"{step.describe()}: the agent did not answer ({exc})", asked=True) from None
+    except AgentError as exc:
+        if exc.status in harmless:
+            return {}
+        raise PartFailed(f"{step.describe()} failed: {exc.message}", asked=True) from None
     return answer

@@ -132,15 +132,20 @@ async def plan_upload(
         raise ApiError(400, "storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
     if not storage.enabled:
         raise ApiError(400, "storage_disabled", f"storage {storage.storage_name!r} is disabled in PVE")
-    taken = await session.scalar(
-        select(VmTemplate.id).where(VmTemplate.cluster_id == cluster.id, VmTemplate.name_key == template_name)
-    )
+    taken = (
+        await session.execute(
+            select(VmTemplate.id, VmTemplate.status).where(
+                VmTemplate.cluster_id == cluster.id, VmTemplate.name_key == template_name
+            )
+        )
+    ).first()
     if taken is not None:
+        deleting = ", which is being deleted" if taken.status == "deleting" else ""
         raise ApiError(
             409,
             "template_name_taken",
             f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} "
-            f"(template {taken})",
+            f"(template {taken.id}{deleting})",
         )
 
     if storage.shared:

@@ -50,5 +50,10 @@ def success(data: Any) -> web.Response:
     return web.json_response({"code": 200, "message": "success", "data": data}, dumps=_dumps)
 
 
+def accepted(data: Any) -> web.Response:
+    """202: the request is taken and finishes in the background; ``data`` says how far it is."""
+    return web.json_response({"code": 202, "message": "accepted", "data": data}, status=202, dumps=_dumps)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=json_default)

@@ -43,13 +43,13 @@ ERROR_ENVELOPE = {
 }
 
 
-def _envelope(data_schema: dict[str, Any]) -> dict[str, Any]:
+def _envelope(data_schema: dict[str, Any], code: int = 200, message: str = "success") -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["code", "message", "data"],
         "properties": {
-            "code": {"const": 200},
-            "message": {"const": "success"},
+            "code": {"const": code},
+            "message": {"const": message},
             "data": data_schema,
         },
     }
@@ -98,7 +98,7 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
     # Every type any endpoint reads or answers, in one pass: shared structs become one component.
     types: list[Any] = []
     for ep in endpoints:
-        types.extend(t for t in (ep.query, ep.body, ep.response) if t is not None)
+        types.extend(t for t in (ep.query, ep.body, ep.response, ep.accepted) if t is not None)
     schemas, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=REF)
     schema_of = dict(zip(map(_key, types), schemas, strict=True))
     components["ErrorEnvelope"] = ERROR_ENVELOPE
@@ -157,6 +157,15 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
                 },
             }
         }
+        if ep.accepted is not None:
+            responses["202"] = {
+                "description": "Accepted: it goes on in the background (the data says how far it is)",
+                "content": {
+                    "application/json": {
+                        "schema": _envelope(dict(schema_of[_key(ep.accepted)]), 202, "accepted")
+                    }
+                },
+            }
         statuses = set(ep.errors) | {400}
         if ep.body is not None:
             statuses.add(413)  # routing.JSON_BODY_MAX

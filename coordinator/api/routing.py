@@ -13,17 +13,18 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from coordinator.api.auth import AgentCaller, Principal, authenticate, authenticate_agent
-from coordinator.api.errors import ApiError, success
+from coordinator.api.errors import ApiError, accepted, success
 from shared import json_body
 from shared.validation import INT_MAX, InvalidInput, Model, parse
 
 M = TypeVar("M")
+D = TypeVar("D")
 
 # "agent": the caller must present its node's agent credential (agents talking to the coordinator).
 Role = Literal["viewer", "operator", "admin", "agent"]
@@ -59,6 +60,14 @@ Handler = Callable[[Call], Awaitable[Any]]
 
 
 @dataclass
+class Accepted(Generic[D]):
+    """A handler's answer when the work goes on in the background: HTTP 202 with ``data``
+    (an instance of the endpoint's declared ``accepted`` type)."""
+
+    data: D
+
+
+@dataclass
 class Endpoint:
     method: str
     path: str
@@ -69,6 +78,8 @@ class Endpoint:
     query: type[Model] | None = None
     body: type[Model] | None = None
     response: Any = None
+    # The data of a 202 answer (the handler returns Accepted(...)), if the endpoint has one.
+    accepted: Any = None
     errors: tuple[int, ...] = ()
     # OpenAPI request body for endpoints that read the body themselves (multipart upload).
     raw_body_schema: dict[str, Any] | None = None
@@ -186,6 +197,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         result = await endpoint.handler(Call(request, principal, path, query, body, agent))
         if isinstance(result, web.StreamResponse):
             return result
+        if isinstance(result, Accepted):
+            return accepted(msgspec.to_builtins(result.data, builtin_types=(datetime,)))
         # datetimes stay as they are: success() writes them in the API's one format
         return success(msgspec.to_builtins(result, builtin_types=(datetime,)))
 

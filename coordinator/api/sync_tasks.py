@@ -23,7 +23,7 @@ from coordinator.agents.links import NoLiveAgent
 from coordinator.api.errors import ApiError, conflict, not_found
 from coordinator.api.pagination import Page, PageQuery, paginate
 from coordinator.api.routing import Call, Routes
-from coordinator.api.templates import load_live_template
+from coordinator.api.templates import load_workable_template, refuse_deleting
 from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import AGENTS, DB, SYNCS
 from coordinator.db.models import (
@@ -152,7 +152,7 @@ async def sync_template(call: Call) -> SyncStarted:
     A node that already has an active task for the template gets that task back; a node
     that already has the template available is skipped and said so.
     """
-    template, _ = await load_live_template(call, call.path["id"])
+    template, _ = await load_workable_template(call, call.path["id"])
     body: SyncRequest = call.body
     async with call.app[DB]() as session:
         upload = await session.scalar(
@@ -227,6 +227,9 @@ async def retry_sync_task(call: Call) -> StatusChange:
             raise conflict(
                 f"sync task {task.id} is {task.status}; only a failed task can be retried", "not_failed"
             )
+        template = await session.get(VmTemplate, task.template_id)
+        assert template is not None
+        refuse_deleting(template)
         task.status = "pending"
         task.active_key = task.target_node_id
         task.error_message = None

@@ -1,22 +1,33 @@
-"""Templates: list, get, update, delete (soft; cascade once imports exist)."""
+"""Templates: list, get, update, delete (soft, or cascade as a durable job)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.api.errors import ApiError, conflict, not_found
 from coordinator.api.pagination import Page, PageQuery, paginate
-from coordinator.api.routing import Call, Routes
+from coordinator.api.routing import Accepted, Call, Routes
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import AGENTS, DB
-from coordinator.db.models import PveCluster, TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.appkeys import DB, DELETE_JOBS, DELETES
+from coordinator.db.models import (
+    PveCluster,
+    TemplateDeletion,
+    TemplateInstance,
+    TemplateStatus,
+    TemplateSyncTask,
+    TemplateUpload,
+    VmTemplate,
+)
 from coordinator.db.types import utcnow
-from coordinator.template_delete import cascade_delete, soft_delete
+from coordinator.jobs.engine import LeaseLost
+from coordinator.template_delete import deleting_conflict, soft_delete, start_cascade
 from shared.text_fields import Description, refuse_control
 from shared.validation import CheckedStr, Input, Model
 
@@ -55,12 +66,32 @@ class TemplateUpdate(Input):
     description: Description | None = None
 
 
+class RemainingPart(Model):
+    node_name: str
+    what: Literal["import", "vm", "staged_image", "synced_copy"]
+    vmid: int | None
+
+
+class DeletionOut(Model):
+    """A cascade delete under way: what is still to remove and why it is not gone yet."""
+
+    started_at: UtcTime
+    reason: Annotated[str, Meta(description='e.g. "waiting for the agent of pve-node3 (...)"')] | None
+    remaining: list[RemainingPart]
+    attempts: Annotated[int, Meta(description="attempts in which a part answered with an error")]
+    next_attempt_at: UtcTime | None
+
+
 class TemplateOut(Model):
     id: int
     template_name: str
     cluster_id: int
     cluster_name: str
     description: str
+    status: Annotated[
+        TemplateStatus, Meta(description="active, or deleting while a cascade delete waits for a part")
+    ]
+    deletion: Annotated[DeletionOut, Meta(description="set while the template is deleting")] | None
     created_at: UtcTime
     updated_at: UtcTime
     creator: str
@@ -85,13 +116,27 @@ class Deleted(Model):
     removed_images: int = 0
 
 
-def template_out(t: VmTemplate, cluster_name: str) -> TemplateOut:
+def deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
+    if d is None or d.status != "running":
+        return None
+    return DeletionOut(
+        started_at=d.started_at,
+        reason=d.reason,
+        remaining=msgspec.convert(json.loads(d.remaining), list[RemainingPart]),
+        attempts=d.attempts,
+        next_attempt_at=d.next_attempt_at,
+    )
+
+
+def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | None = None) -> TemplateOut:
     return TemplateOut(
         id=t.id,
         template_name=t.template_name,
         cluster_id=t.cluster_id,
         cluster_name=cluster_name,
         description=t.description,
+        status=msgspec.convert(t.status, TemplateStatus),
+        deletion=deletion_out(deletion),
         created_at=t.created_at,
         updated_at=t.updated_at,
         creator=t.creator,
@@ -100,19 +145,43 @@ def template_out(t: VmTemplate, cluster_name: str) -> TemplateOut:
 
 
 def _live():  # type: ignore[no-untyped-def]
+    """Visible templates (active or deleting), their cluster's name and running deletion."""
     return (
-        select(VmTemplate, PveCluster.cluster_name)
+        select(VmTemplate, PveCluster.cluster_name, TemplateDeletion)
         .join(PveCluster, PveCluster.id == VmTemplate.cluster_id)
-        .where(VmTemplate.deleted_at.is_(None))
+        .outerjoin(
+            TemplateDeletion,
+            and_(TemplateDeletion.template_id == VmTemplate.id, TemplateDeletion.status == "running"),
+        )
+        .where(VmTemplate.status != "deleted")
     )
+
+
+async def _load_live(
+    session: AsyncSession, template_id: int
+) -> tuple[VmTemplate, str, TemplateDeletion | None]:
+    row = (await session.execute(_live().where(VmTemplate.id == template_id))).first()
+    if row is None:
+        raise not_found("template", template_id)
+    return row[0], row[1], row[2]
 
 
 async def load_live_template(call: Call, template_id: int) -> tuple[VmTemplate, str]:
     async with call.app[DB]() as session:
-        row = (await session.execute(_live().where(VmTemplate.id == template_id))).first()
-    if row is None:
-        raise not_found("template", template_id)
-    return row[0], row[1]
+        template, cluster_name, _ = await _load_live(session, template_id)
+    return template, cluster_name
+
+
+async def load_workable_template(call: Call, template_id: int) -> tuple[VmTemplate, str]:
+    """A visible template that new work may start on: 409 while it is being deleted."""
+    template, cluster_name = await load_live_template(call, template_id)
+    refuse_deleting(template)
+    return template, cluster_name
+
+
+def refuse_deleting(template: VmTemplate) -> None:
+    if template.status == "deleting":
+        raise deleting_conflict(template.id)
 
 
 def _escape_like(text: str) -> str:
@@ -136,7 +205,8 @@ async def list_templates(call: Call) -> Page[TemplateOut]:
 @routes.get("/templates/{id}", role="viewer", response=TemplateOut, errors=(404,))
 async def get_template(call: Call) -> TemplateOut:
     """One template."""
-    return template_out(*await load_live_template(call, call.path["id"]))
+    async with call.app[DB]() as session:
+        return template_out(*await _load_live(session, call.path["id"]))
 
 
 @routes.put("/templates/{id}", role="operator", body=TemplateUpdate, response=TemplateOut, errors=(404, 409))
@@ -146,10 +216,8 @@ async def update_template(call: Call) -> TemplateOut:
     if body.template_name is None and body.description is None:
         raise ApiError(400, "invalid_request", "give template_name and/or description to change")
     async with call.app[DB]() as session:
-        row = (await session.execute(_live().where(VmTemplate.id == call.path["id"]))).first()
-        if row is None:
-            raise not_found("template", call.path["id"])
-        template, cluster_name = row
+        template, cluster_name, _ = await _load_live(session, call.path["id"])
+        refuse_deleting(template)
         if body.template_name is not None:
             template.template_name = body.template_name
             template.name_key = body.template_name
@@ -168,30 +236,56 @@ async def update_template(call: Call) -> TemplateOut:
 
 
 @routes.delete(
-    "/templates/{id}", role="operator", query=DeleteQuery, response=Deleted, errors=(404, 409, 502, 503)
+    "/templates/{id}",
+    role="operator",
+    query=DeleteQuery,
+    response=Deleted,
+    accepted=TemplateOut,
+    errors=(404, 409),
 )
-async def delete_template(call: Call) -> Deleted:
+async def delete_template(call: Call) -> Deleted | Accepted[TemplateOut]:
     """Delete a template: soft by default (hidden, nothing removed from Proxmox).
 
-    With cascade=true every instance's VM is removed from Proxmox through its
-    agent, with the staged images, instances and sync tasks. An import of it that
-    runs is stopped (its upload fails). Refused (409) while its file is still being
-    uploaded or a sync of it copies. A failure is reported; asking again finishes
-    the job (this also works on an already soft-deleted template).
+    With cascade=true every instance's VM is removed from Proxmox through its agent,
+    with the staged images, instances and sync tasks; an import of it that runs is
+    stopped (its upload fails). When every part answers, that is done within the
+    request (200). When one does not (its agent is down, PVE does not answer or
+    fails), the answer is 202 with the template in the `deleting` state, which says
+    what is still to remove and why; the delete then finishes on its own once the
+    part answers again (also across coordinator restarts). Asking again while it is
+    deleting answers the same 202. Refused (409) while its file is still being
+    uploaded or a sync of it copies. A cascade also finishes what a soft delete left.
     """
     q: DeleteQuery = call.query
     template_id = call.path["id"]
     if not q.cascade:
         await soft_delete(call.app[DB], template_id, call.actor)
         return Deleted(id=template_id, deleted=True, cascade=False)
-    result = await cascade_delete(call.app[DB], call.app[AGENTS], template_id, call.actor)
-    return Deleted(
-        id=template_id,
-        deleted=True,
-        cascade=True,
-        removed_vms=msgspec.convert(result.removed_vms, list[RemovedVm]),
-        removed_images=result.removed_images,
-    )
+    runner = call.app[DELETES]
+    started = await start_cascade(call.app[DB], template_id, call.actor, runner.lease)
+    if started.claimed:
+        try:
+            outcome = await runner.hold(
+                started.deletion_id, call.app[DELETE_JOBS].attempt(started.deletion_id)
+            )
+        except LeaseLost:
+            outcome = None
+        if outcome is not None and outcome.done:
+            return Deleted(
+                id=template_id,
+                deleted=True,
+                cascade=True,
+                removed_vms=msgspec.convert(outcome.removed_vms, list[RemovedVm]),
+                removed_images=outcome.removed_images,
+            )
+    else:
+        runner.wake()
+    async with call.app[DB]() as session:
+        try:
+            template, cluster_name, deletion = await _load_live(session, template_id)
+        except ApiError:  # the runner finished it in the meantime
+            return Deleted(id=template_id, deleted=True, cascade=True)
+    return Accepted(template_out(template, cluster_name, deletion))
 
 
 class DetailQuery(Input):
@@ -235,6 +329,8 @@ class TemplateDetail(Model, omit_defaults=True):
     cluster_id: int
     cluster_name: str
     description: str
+    status: TemplateStatus
+    deletion: DeletionOut | None
     upload_info: UploadInfo | None
     instances: list[InstanceOut] | None = None
 
@@ -276,8 +372,8 @@ async def _instances(call: Call, template_id: int) -> list[InstanceOut]:
 )
 async def template_detail(call: Call) -> TemplateDetail:
     """A template with its latest upload and, on request, its instances (primary first)."""
-    template, cluster_name = await load_live_template(call, call.path["id"])
     async with call.app[DB]() as session:
+        template, cluster_name, deletion = await _load_live(session, call.path["id"])
         upload = await session.scalar(
             select(TemplateUpload)
             .where(TemplateUpload.template_id == template.id)
@@ -310,6 +406,8 @@ async def template_detail(call: Call) -> TemplateDetail:
         cluster_id=template.cluster_id,
         cluster_name=cluster_name,
         description=template.description,
+        status=msgspec.convert(template.status, TemplateStatus),
+        deletion=deletion_out(deletion),
         upload_info=info,
         instances=instances,
     )

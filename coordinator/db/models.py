@@ -7,12 +7,14 @@ promises are enforced by the database, not only by code:
 * a live template name is unique per cluster (``vm_template.name_key`` is the
   name while live and NULL once deleted; NULLs never collide in a unique index);
 * one instance per (template, node);
-* one active sync task per (template, target node) (``active_key`` likewise).
+* one active sync task per (template, target node) (``active_key`` likewise);
+* one deletion job per template (``template_deletion.template_id``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -53,6 +55,13 @@ class Leased:
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# A template's life: active -> deleting (a cascade delete waits for a part, see
+# template_deletion) -> deleted; a soft delete goes from active to deleted at once.
+# The API shows active and deleting ones.
+TemplateStatus = Literal["active", "deleting", "deleted"]
+TEMPLATE_STATUSES: tuple[TemplateStatus, ...] = get_args(TemplateStatus)
 
 
 class PveCluster(Timestamps, Base):
@@ -116,9 +125,32 @@ class VmTemplate(Timestamps, Base):
     # template_name while the template is live, NULL after deletion (see module doc).
     name_key: Mapped[str | None] = mapped_column(exact_string(128))
     description: Mapped[str] = mapped_column(Text, default="")
+    # One of TEMPLATE_STATUSES; deleted_at is set with "deleted".
+    status: Mapped[str] = mapped_column(String(16), default="active")
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     creator: Mapped[str] = mapped_column(String(100), default="")
     modifier: Mapped[str] = mapped_column(String(100), default="")
+
+
+class TemplateDeletion(Timestamps, Leased, Base):
+    """A cascade delete as a durable job: running while its template is ``deleting``.
+
+    One row per template, reused if a cascade is asked for again after it finished.
+    """
+
+    __tablename__ = "template_deletion"
+    __table_args__ = (Index("ix_template_deletion_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), unique=True)
+    # running -> done
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What is still to remove (JSON list, coordinator/deletion_plan.py) and why it is not gone yet.
+    remaining: Mapped[str] = mapped_column(Text, default="[]")
+    reason: Mapped[str | None] = mapped_column(Text)
+    creator: Mapped[str] = mapped_column(String(100), default="")
 
 
 class TemplateUpload(Timestamps, Leased, Base):

@@ -18,7 +18,7 @@ import secrets
 import socket
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coordinator.db.types import utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_AFTER_ERROR = 10.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -135,38 +136,51 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)
 
-    async def _keep_lease(self, job_id: int, work: asyncio.Task[None]) -> None:
+    async def _keep_lease(self, job_id: int, work: asyncio.Task[T], lost: asyncio.Event) -> None:
         while not work.done():
             await asyncio.sleep(self.lease / 3)
             async with self.db() as session:
                 if not await renew(session, self.model, job_id, self.lease):
                     log.warning("%s %s: lease lost to another worker; stopping here", self.name, job_id)
+                    lost.set()
                     work.cancel()
                     return
 
-    async def _run(self, job_id: int) -> None:
-        work = asyncio.create_task(self.handler(job_id))
-        keeper = asyncio.create_task(self._keep_lease(job_id, work))
+    async def hold(self, job_id: int, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on a job this process has claimed, keeping its lease fresh; the lease
+        is released at the end. Raises LeaseLost if another worker took the job meanwhile."""
+        task = asyncio.create_task(work)
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(job_id, task, lost))
         try:
-            await work
+            return await task
         except asyncio.CancelledError:
-            if not work.cancelled():
-                work.cancel()
+            if lost.is_set():
+                raise LeaseLost(f"{self.name} {job_id}") from None
+            if not task.cancelled():
+                task.cancel()
             raise
-        except Exception:
-            log.exception("%s %s: unexpected error; retrying in %ss", self.name, job_id, RETRY_AFTER_ERROR)
-            await self._postpone(job_id, RETRY_AFTER_ERROR)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            self.running.pop(job_id, None)
             try:
                 async with self.db() as session:
                     await release(session, self.model, job_id)
             except Exception:
                 log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
             self.wake()
+
+    async def _run(self, job_id: int) -> None:
+        try:
+            await self.hold(job_id, self.handler(job_id))
+        except LeaseLost:
+            pass
+        except Exception:
+            log.exception("%s %s: unexpected error; retrying in %ss", self.name, job_id, RETRY_AFTER_ERROR)
+            await self._postpone(job_id, RETRY_AFTER_ERROR)
+        finally:
+            self.running.pop(job_id, None)
 
     async def _postpone(self, job_id: int, seconds: float) -> None:
         with contextlib.suppress(Exception):

@@ -142,7 +142,7 @@ class SyncScheduler:
                     TemplateSyncTask.status == "pending",
                     (TemplateSyncTask.next_attempt_at.is_(None)) | (TemplateSyncTask.next_attempt_at <= now),
                     TemplateUpload.status == "imported",
-                    VmTemplate.deleted_at.is_(None),
+                    VmTemplate.status == "active",
                 )
             )
         ).all()

@@ -233,4 +233,6 @@ def test_cascade_delete_stops_a_running_import(stack: Stack, api: Api, tmp_path:
     assert (upload_row.status, upload_row.error_message) == ("failed", IMPORT_STOPPED)
     assert api.get(f"/templates/{template_id}").status == 404
     op = call_agent(stack, NODE, lambda agent: agent.get_import(f"t{template_id}-u{upload_row.id}"))
-    assert (op["state"], op["error"]) == ("failed", "canceled: template deleted")
+    # Canceled by the delete's first step, or by the import job seeing its upload failed first.
+    assert op["state"] == "failed"
+    assert op["error"] in ("canceled: template deleted", "canceled: no longer wanted"), op
