@@ -234,7 +234,7 @@ async def retry_sync_task(call: Call) -> StatusChange:
         task.status = "pending"
         task.active_key = task.target_node_id
         task.error_message = None
-        task.attempts = 0
+        task.attempts_before_retry = task.attempts  # a fresh set of automatic attempts; the count goes on
         task.next_attempt_at = None
         task.sync_end_time = None
         instance = await session.scalar(

@@ -203,6 +203,8 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     rate_bytes_per_sec: Mapped[int] = mapped_column(BigInteger, default=0)
     vmid: Mapped[int | None] = mapped_column(Integer)
+    # `attempts` counts every attempt, a manual retry's too; sync_max_attempts counts from here.
+    attempts_before_retry: Mapped[int] = mapped_column(Integer, default=0)
     # Counts the task's transfer attempts; tickets name it, so an older attempt's stream is refused.
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     # The nodes that may ask for tickets to this target in this attempt: the chain's source and

@@ -1,4 +1,4 @@
-"""every table AUTOINCREMENT on SQLite: an id is never given twice
+"""every table AUTOINCREMENT on SQLite: an id is never given twice; sync tasks count manual retries
 
 Revision ID: 0003
 Revises: 0002
@@ -9,8 +9,12 @@ rename; env.py turns foreign keys off meanwhile). The copy keeps every id, and
 sqlite_sequence starts at the highest id present: an id deleted before this upgrade from
 the top of a table can still come back once, never again after. MariaDB needs nothing
 (InnoDB does not reuse ids, see models.py).
+
+template_sync_task.attempts_before_retry: `attempts` goes on counting across a manual
+retry, and the automatic attempts' limit counts from there.
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
@@ -43,8 +47,17 @@ def _rebuild(autoincrement: bool) -> None:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("template_sync_task") as batch_op:
+        batch_op.add_column(sa.Column("attempts_before_retry", sa.Integer(), nullable=True))
+    # Until now a manual retry set attempts back to 0: every attempt counted is since the last one.
+    op.execute("UPDATE template_sync_task SET attempts_before_retry = 0")
+    with op.batch_alter_table("template_sync_task") as batch_op:
+        batch_op.alter_column("attempts_before_retry", existing_type=sa.Integer(), nullable=False)
     _rebuild(True)
 
 
 def downgrade() -> None:
     _rebuild(False)
+    op.execute("UPDATE template_sync_task SET attempts = attempts - attempts_before_retry")
+    with op.batch_alter_table("template_sync_task") as batch_op:
+        batch_op.drop_column("attempts_before_retry")
