@@ -23,6 +23,7 @@ from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
+from coordinator.db.races import create_or_return
 from shared.validation import Input, Model
 from shared.version import VERSION
 
@@ -155,8 +156,11 @@ async def register(call: Call) -> Registered:
     """An agent announces itself (at start and whenever the coordinator forgot it)."""
     hello: AgentHello = call.body
     _as_itself(call, hello.node_name)
-    async with call.app[DB]() as session:
-        agent = await registry.register(session, hello.report())
+    agent = await create_or_return(
+        call.app[DB],
+        lambda session: registry.register(session, hello.report()),
+        f"registration of {hello.node_name}",
+    )
     log.info(
         "agent %s/%s registered from %s (version %s, node %s)",
         hello.cluster_name,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import Stack
+from tests.coordinator.test_enrolment import agent_api, enroll, join_token
 from tests.support.api import Api, Reply
 from tests.support.images import raw_with_data
 from tests.support.syncs import tasks_of
@@ -65,6 +66,32 @@ def test_concurrent_identical_sync_requests_all_get_the_same_tasks(
     assert sorted((t["target_node"]["node_name"], t["task_id"], t["status"]) for t in tasks) == list(answer)
     instances = api.get(f"/templates/{pending_template}/instances").ok()["instances"]
     assert sorted(i["node_name"] for i in instances) == ["pve-node1", "pve-node2", "pve-node3"]
+
+
+def test_concurrent_first_registrations_of_a_node_all_get_its_one_agent_row(stack: Stack, api: Api) -> None:
+    node = f"race-{secrets.token_hex(3)}"  # in a cluster of its own: no other test sees it
+    credential = enroll(stack, node, join_token(stack, node)).ok()["credential"]
+    hello = {
+        "node_name": node,
+        "cluster_name": node,
+        "url": "https://127.0.0.1:9",
+        "version": "1",
+        "started_at": "2026-01-01T00:00:00Z",
+        "pve_ok": True,
+        "staging_free_bytes": 1,
+    }
+    start = threading.Barrier(CONCURRENT)
+
+    def register(_: int) -> Reply:
+        own = agent_api(stack, credential)
+        start.wait(10)
+        return own.post("/register", json=hello)
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        replies = list(pool.map(register, range(CONCURRENT)))
+    assert [r.status for r in replies] == [200] * CONCURRENT, [r.body for r in replies if r.status != 200]
+    rows = [a for a in api.all("/agents") if a["node_name"] == node]
+    assert len(rows) == 1 and {r.data["agent_id"] for r in replies} == {rows[0]["id"]}, rows
 
 
 def test_ids_of_deleted_rows_are_never_given_again(
