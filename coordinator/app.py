@@ -29,7 +29,7 @@ from coordinator.api import (
     templates,
     upload,
 )
-from coordinator.api.errors import ApiError, error_response
+from coordinator.api.errors import ApiError, error_response, retry_after_header
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
 from coordinator.appkeys import (
     AGENT_TLS,
@@ -92,7 +92,14 @@ async def error_envelope(
     try:
         return await handler(request)
     except ApiError as exc:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        retry_after = exc.retry_after
+        if retry_after is None and exc.status in (429, 503):
+            # Every 503 is about an agent (none live, or it failed): the coordinator learns
+            # of an agent's comings and goings at its heartbeat's pace.
+            retry_after = request.app[CONFIG].heartbeat_interval
+        if retry_after is not None:
+            headers |= retry_after_header(retry_after)
         return error_response(exc.status, exc.error, exc.message, exc.extra, headers)
     except web.HTTPNotFound:
         return error_response(404, "route_not_found", f"no route {request.method} {request.path}")

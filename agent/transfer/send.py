@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -216,11 +216,13 @@ class Transfer:
                     log.warning(
                         "transfer %s: giving up on %s (task %s): %s", self.id, hop.node, hop.task_id, exc
                     )
-                hops = rest
+                # A ticket of our own for the next hop: asking for it tells the coordinator who
+                # sends to that node now (its source_node), and the planned one may be spent.
+                hops = [replace(rest[0], ticket=""), *rest[1:]] if rest else []
 
     async def _deliver(self, hop: Hop, rest: list[Hop]) -> None:
         client = AgentClient(self.sender.http, hop.url)  # a peer: the ticket is its authority
-        ticket: str | None = hop.ticket
+        ticket: str | None = hop.ticket or None  # none yet: ask the coordinator
         delay = BACKOFF_START
         for attempt in range(1, HOP_ATTEMPTS + 1):
             try:

@@ -60,7 +60,8 @@ def _apply(agent: Agent, report: AgentReport) -> None:
 
 
 async def register(session: AsyncSession, report: AgentReport) -> Agent:
-    """Create or take over the row of (cluster, node): a restarted agent keeps its id."""
+    """Create or take over the row of (cluster, node): a restarted agent keeps its id. The
+    caller commits (through db.races.create_or_return: two registrations may race)."""
     agent = await session.scalar(
         select(Agent).where(Agent.cluster_name == report.cluster_name, Agent.node_name == report.node_name)
     )
@@ -69,7 +70,7 @@ async def register(session: AsyncSession, report: AgentReport) -> Agent:
         session.add(agent)
     _apply(agent, report)
     agent.node_id = await _node_for(session, report.cluster_name, report.node_name)
-    await session.commit()
+    await session.flush()
     return agent
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated
 
 from msgspec import Meta
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.agents import enrolment, registry
@@ -21,7 +22,8 @@ from coordinator.api.auth import AgentCaller, bearer
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
-from coordinator.db.models import Agent, TemplateSyncTask, TemplateUpload
+from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
+from coordinator.db.races import create_or_return
 from coordinator.staging_release import release_copy
 from shared.validation import Input, Model
 from shared.version import VERSION
@@ -155,8 +157,11 @@ async def register(call: Call) -> Registered:
     """An agent announces itself (at start and whenever the coordinator forgot it)."""
     hello: AgentHello = call.body
     _as_itself(call, hello.node_name)
-    async with call.app[DB]() as session:
-        agent = await registry.register(session, hello.report())
+    agent = await create_or_return(
+        call.app[DB],
+        lambda session: registry.register(session, hello.report()),
+        f"registration of {hello.node_name}",
+    )
     log.info(
         "agent %s/%s registered from %s (version %s, node %s)",
         hello.cluster_name,
@@ -202,6 +207,25 @@ class TicketOut(Model):
     ticket: str
 
 
+async def _now_sent_by(session: AsyncSession, task: TemplateSyncTask, node_name: str) -> None:
+    """The task's copy comes from ``node_name`` now (a sender routed around the planned relay):
+    source_node says so."""
+    node_id = await session.scalar(
+        select(PveNode.id).where(PveNode.cluster_id == task.cluster_id, PveNode.node_name == node_name)
+    )
+    if node_id is None:
+        return
+    log.info(
+        "sync task %s to %s: copied from %s now, not %s",
+        task.id,
+        task.target_node_name,
+        node_name,
+        task.source_node_name,
+    )
+    task.source_node_id, task.source_node_name = node_id, node_name
+    await session.commit()
+
+
 @routes.post("/tickets", role="agent", body=TicketRequest, response=TicketOut, errors=(403, 404, 409))
 async def ticket(call: Call) -> TicketOut:
     """A fresh ticket for a running transfer (a sender resuming or routing around a hop);
@@ -228,6 +252,8 @@ async def ticket(call: Call) -> TicketOut:
                 "stale_transfer",
                 f"sync task {task.id} has moved on to a newer attempt; this transfer's is over",
             )
+        if caller.node_name != task.source_node_name:
+            await _now_sent_by(session, task, caller.node_name)
         upload = await session.get(TemplateUpload, task.upload_id)
         assert upload is not None
     token = call.app[TICKETS].issue(

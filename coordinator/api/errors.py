@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +14,25 @@ from coordinator.api.timefmt import json_default
 class ApiError(Exception):
     """Raised anywhere in a request; rendered as the error envelope with this status."""
 
-    def __init__(self, status: int, error: str, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.extra = extra or {}
+        # Seconds after which asking again may succeed (the Retry-After header); see app.py.
+        self.retry_after = retry_after
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def bad_request(message: str, error: str = "invalid_request") -> ApiError:

@@ -25,7 +25,13 @@ _STATUS_TEXT = {
     429: "Rate limited",
     502: "Proxmox VE (or an agent) did not answer as expected",
     503: "No live agent for the needed node",
+    507: "No space (the message names the node and what is full)",
     504: "Proxmox VE did not answer in time",
+}
+
+RETRY_AFTER_HEADER = {
+    "description": "seconds after which asking again may succeed",
+    "schema": {"type": "integer", "minimum": 1},
 }
 
 ERROR_ENVELOPE = {
@@ -176,6 +182,8 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorEnvelope")}}},
             }
+            if status in (429, 503):
+                responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
         op["responses"] = responses
         if ep.role is None:
             op["security"] = []

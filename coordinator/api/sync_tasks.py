@@ -35,7 +35,8 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
-from coordinator.sync_tasks import create_sync_tasks
+from coordinator.db.races import create_or_return
+from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import sync_targets
 from shared.validation import Input, Model
 
@@ -154,7 +155,8 @@ async def sync_template(call: Call) -> SyncStarted:
     """
     template, _ = await load_workable_template(call, call.path["id"])
     body: SyncRequest = call.body
-    async with call.app[DB]() as session:
+
+    async def plan(session: AsyncSession) -> list[Planned]:
         upload = await session.scalar(
             select(TemplateUpload)
             .where(TemplateUpload.template_id == template.id)
@@ -174,8 +176,10 @@ async def sync_template(call: Call) -> SyncStarted:
         storage_row = await session.get(PveStorage, upload.storage_id)
         assert cluster is not None and source is not None and storage_row is not None
         targets = await sync_targets(session, cluster, storage_row, source, body.target_node_ids, False)
-        planned = await create_sync_tasks(session, upload, source, targets, call.actor)
-        await session.commit()
+        return await create_sync_tasks(session, upload, source, targets, call.actor)
+
+    # Concurrent identical requests: one creates each task, the others get it back.
+    planned = await create_or_return(call.app[DB], plan, f"sync of template {template.id}")
     call.app[SYNCS].wake()
     started = [
         SyncTaskBrief(
@@ -233,7 +237,7 @@ async def retry_sync_task(call: Call) -> StatusChange:
         task.status = "pending"
         task.active_key = task.target_node_id
         task.error_message = None
-        task.attempts = 0
+        task.attempts_before_retry = task.attempts  # a fresh set of automatic attempts; the count goes on
         task.next_attempt_at = None
         task.sync_end_time = None
         instance = await session.scalar(

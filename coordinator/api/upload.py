@@ -32,7 +32,7 @@ from agent.validate import ImageRejected, declared_format
 from coordinator import uploads
 from coordinator.api.auth import authenticate
 from coordinator.api.client_idle import ClientIdle, IdleWatch
-from coordinator.api.errors import ApiError, error_response
+from coordinator.api.errors import ApiError, error_response, retry_after_header
 from coordinator.api.file_part import FilePartStream
 from coordinator.api.routing import Call, Routes, parse_model
 from coordinator.api.sync_tasks import SyncTaskBrief
@@ -177,7 +177,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     except ApiError as exc:
         return error_response(exc.status, exc.error, exc.message)
     except UploadLimitReached as exc:
-        return error_response(429, exc.error, exc.message)
+        return error_response(429, exc.error, exc.message, headers=retry_after_header(exc.retry_after))
     length = request.content_length
     if length is not None and length > _limit(request) + FORM_OVERHEAD:
         return error_response(
@@ -296,7 +296,7 @@ def _dropped(exc: ClientIdle) -> ApiError:
     role="operator",
     query=UploadQuery,
     response=UploadResult,
-    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503),
+    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
     raw_body_schema=UPLOAD_BODY_SCHEMA,
     expect_handler=expect_upload,
 )
@@ -321,7 +321,7 @@ async def upload_template(call: Call) -> UploadResult:
             async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
                 result, wait = await _upload(call, idle)
     except UploadLimitReached as exc:
-        raise ApiError(429, exc.error, exc.message) from None
+        raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
     if wait:
         result.status, result.error_message = await _wait_for_import(call, result.upload_id)
@@ -408,9 +408,11 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
                 "form fields must come before the file (with curl, put -F file=@... last)",
             )
     except AgentError as exc:
-        await uploads.abandon(db, upload.id, exc.message)
         status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502
-        raise ApiError(status, exc.error, exc.message) from None
+        # The agent names what is full (its staging disk); which node it is, only we know.
+        message = f"no space on {plan.import_node.node_name}: {exc.message}" if status == 507 else exc.message
+        await uploads.abandon(db, upload.id, message)
+        raise ApiError(status, exc.error, message) from None
     except AgentUnreachable as exc:
         # The stream to the agent stopped: because of our side of it, or because of the agent.
         if body.too_large:

@@ -235,6 +235,8 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     rate_bytes_per_sec: Mapped[int] = mapped_column(BigInteger, default=0)
     vmid: Mapped[int | None] = mapped_column(Integer)
+    # `attempts` counts every attempt, a manual retry's too; sync_max_attempts counts from here.
+    attempts_before_retry: Mapped[int] = mapped_column(Integer, default=0)
     # Counts the task's transfer attempts; tickets name it, so an older attempt's stream is refused.
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     # The nodes that may ask for tickets to this target in this attempt: the chain's source and
@@ -295,3 +297,12 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+# Ids leave the coordinator (API answers, the agents' receive state keyed by task, logs), so
+# an id is never given twice, on every table. SQLite hands out max(rowid)+1, reusing the id of
+# a deleted last row, unless the table is AUTOINCREMENT (its counter kept in sqlite_sequence).
+# MariaDB's InnoDB never reuses them: since 10.2.4 the counter survives a restart too
+# (checked on the 10.11.19 the tests run against; MySQL persists it since 8.0).
+for _table in Base.metadata.tables.values():
+    _table.dialect_options["sqlite"]["autoincrement"] = True

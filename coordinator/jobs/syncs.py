@@ -226,6 +226,7 @@ class SyncScheduler:
                         source_node_name=names.get(upstream, ""),
                         upstream_nodes=",".join(senders),
                         bytes_done=0,
+                        progress=0,  # follows bytes_done: the target's count comes with the first poll
                         rate_bytes_per_sec=0,
                         next_attempt_at=None,
                         sync_start_time=func.coalesce(TemplateSyncTask.sync_start_time, utcnow()),
@@ -343,12 +344,13 @@ async def retry_later(
     task = await session.get(TemplateSyncTask, task_id, populate_existing=True)
     if task is None or task.status not in ("syncing", "importing") or task.epoch != epoch:
         return task.status if task else "gone"
-    if final or task.attempts >= max_attempts:
-        message = reason if final else f"gave up after {task.attempts} attempts: {reason}"
+    used = task.attempts - task.attempts_before_retry  # the limit counts from the last manual retry
+    if final or used >= max_attempts:
+        message = reason if final else f"gave up after {used} attempts: {reason}"
         await _finish(session, task, "failed", message)
         log.warning("sync task %s to %s failed: %s", task.id, task.target_node_name, message)
         return "failed"
-    delay = backoff(task.attempts)
+    delay = backoff(used)
     task.status = "pending"
     task.next_attempt_at = utcnow() + timedelta(seconds=delay)
     task.rate_bytes_per_sec = 0

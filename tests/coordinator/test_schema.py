@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from coordinator.db.migrate import SCHEMA_HEAD, head_revision, upgrade_to_head
+from coordinator.db.migrate import SCHEMA_HEAD, alembic_config, head_revision, upgrade_to_head
 from coordinator.db.models import Base
 
 
@@ -24,3 +26,47 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == [], diff
+
+
+def test_no_table_gives_an_id_twice_on_sqlite(tmp_path: Path) -> None:
+    """Every table is AUTOINCREMENT (a table that another migration adds without it fails here)."""
+    db = tmp_path / "ids.db"
+    upgrade_to_head(f"sqlite+aiosqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        ddl = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    plain = [name for name in Base.metadata.tables if "AUTOINCREMENT" not in ddl[name]]
+    assert plain == [], f"tables that reuse the id of a deleted last row: {plain}"
+
+
+def test_the_upgrade_to_autoincrement_keeps_every_row_and_link(tmp_path: Path) -> None:
+    db = tmp_path / "upgrade.db"
+    command.upgrade(alembic_config(f"sqlite+aiosqlite:///{db}"), "0002")
+    now = "2026-11-30 22:00:00.000000"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO pve_cluster (id, cluster_name, api_url, token_id, token_secret, verify_ssl,"
+            " pve_version, creator, modifier, created_at, updated_at)"
+            " VALUES (3, 'c', 'https://pve:8006', 't', 's', 1, '', '', '', ?, ?)",
+            (now, now),
+        )
+        for node_id in (5, 9):  # node 9, the newest, is deleted before the upgrade
+            conn.execute(
+                "INSERT INTO pve_node (id, cluster_id, node_name, ip_address, status, created_at, updated_at)"
+                " VALUES (?, 3, ?, '', 'online', ?, ?)",
+                (node_id, f"n{node_id}", now, now),
+            )
+        conn.execute("DELETE FROM pve_node WHERE id = 9")
+    upgrade_to_head(f"sqlite+aiosqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        assert conn.execute("SELECT id, cluster_id, node_name FROM pve_node").fetchall() == [(5, 3, "n5")]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        conn.execute("DELETE FROM pve_node WHERE id = 5")
+        conn.execute(
+            "INSERT INTO pve_node (cluster_id, node_name, ip_address, status, created_at, updated_at)"
+            " VALUES (3, 'again', '', 'online', ?, ?)",
+            (now, now),
+        )
+        # An id deleted after the upgrade never comes back.
+        (new_id,) = conn.execute("SELECT id FROM pve_node").fetchone()
+        assert new_id > 5

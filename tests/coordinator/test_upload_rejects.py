@@ -23,6 +23,7 @@ from demo.stack import Stack
 from tests.conftest import start_stack
 from tests.support import images, mariadb
 from tests.support.api import Api, Reply
+from tests.support.disks import small_disk
 from tests.support.uploads import (
     all_vmids,
     assert_nothing_left,
@@ -39,6 +40,7 @@ from tests.support.uploads import (
     upload_fields,
     wait_for,
 )
+from tests.sync.test_faults import restart_agent
 
 MiB = images.MiB
 GiB = images.GiB
@@ -327,6 +329,7 @@ def test_uploads_beyond_the_concurrency_limit_get_429_but_waiting_holds_no_slot(
         assert reply.status == 429, reply.body
         assert reply.error == "too_many_uploads"
         assert reply.message == "every upload slot is in use (max_concurrent_uploads = 1); retry later"
+        assert reply.headers["Retry-After"] == "10"
     assert_nothing_left_soon(stack, first, staged, vms)
     assert rows_named(stack, second).uploads == []
 
@@ -377,6 +380,7 @@ def test_import_node_agent_down_is_503_and_saves_nothing(
             assert reply.status == 503, reply.body
             assert reply.error == "agent_failed"
             assert reply.message.startswith(f"agent of {node} failed: ")
+            assert reply.headers["Retry-After"] == "1"  # the heartbeat_interval
             assert_nothing_left(stack, early, staged, vms)
 
         # Once the coordinator knows: refused before anything is made.
@@ -386,6 +390,7 @@ def test_import_node_agent_down_is_503_and_saves_nothing(
         assert reply.status == 503, reply.body
         assert reply.error == "no_live_agent"
         assert reply.message == f"no live agent on node {node}, which holds storage {local3}"
+        assert reply.headers["Retry-After"] == "1"  # the heartbeat_interval
         assert rows_named(stack, name).uploads == []
         assert_nothing_left(stack, name, staged, vms)
         # A shared storage is imported through another node's agent meanwhile.
@@ -394,3 +399,21 @@ def test_import_node_agent_down_is_503_and_saves_nothing(
     finally:
         stack.start_agent(node)
         wait_for(lambda: _agents_live(api)[node], timeout=30, what=f"{node} live again")
+
+
+def test_a_full_staging_disk_is_507_naming_the_node_and_the_disk(
+    limits_stack: Stack, limits_api: Api, tmp_path: Path
+) -> None:
+    stack, api, node = limits_stack, limits_api, "pve-node2"
+    image = images.raw_with_data(tmp_path / "bigger-than-the-disk.raw", 6, 6)
+    name = _name("disk-full")
+    with small_disk(tmp_path / "tiny-disk", "2m") as disk:
+        restart_agent(stack, node, staging_dir=str(disk / "staging"))
+        try:
+            reply = upload(api, stack, image, name, storage_id(api, stack, "local", node))
+        finally:
+            restart_agent(stack, node)
+    assert (reply.status, reply.error) == (507, "no_space"), reply.body
+    assert reply.message.startswith(f"no space on {node}: staging disk is full after "), reply.message
+    (row,) = rows_named(stack, name).uploads
+    assert row.status == "failed" and row.error_message == reply.message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import requests
 class Reply:
     status: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def data(self) -> Any:
@@ -57,7 +58,7 @@ class Api:
             body = resp.json()
         except ValueError:
             body = resp.text
-        return Reply(resp.status_code, body)
+        return Reply(resp.status_code, body, dict(resp.headers))
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)

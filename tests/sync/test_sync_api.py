@@ -20,6 +20,7 @@ from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.syncs import agent_get, receive_view, wait_task, wait_tasks
 from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
+from tests.sync.test_progress import poll_until_done
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_a_failed_import_is_retried_without_copying_again(stack: Stack, api: Api
         failed = wait_task(api, started["task_id"], lambda t: t["status"] in ("failed", "completed"))
     finally:
         emulator(stack, "DELETE", "/pvesim/faults")
-    assert failed["status"] == "failed", failed
+    assert failed["status"] == "failed" and failed["attempts"] == 1, failed
     assert "storage 'local' is not online" in failed["error_message"]
     assert failed["bytes_done"] == failed["bytes_total"]  # the copy itself was fine
     received = receive_view(stack, "pve-node3", started["task_id"])["received_bytes"]
@@ -148,8 +149,13 @@ def test_a_failed_import_is_retried_without_copying_again(stack: Stack, api: Api
         "task_id": started["task_id"],
         "status": "pending",
     }
-    (done,) = wait_tasks(api, template_id)
+    samples = poll_until_done(api, started["task_id"], every=0.02)
+    done = samples[-1]
     assert done["status"] == "completed" and done["error_message"] is None
+    assert done["attempts"] == 2  # the manual retry's attempt counts too
+    # progress follows bytes_done, also when the new attempt starts the count from 0.
+    copying = [(s["bytes_done"], s["progress"]) for s in samples if s["status"] == "syncing"]
+    assert all(progress == 90 * moved // done["bytes_total"] for moved, progress in copying), copying
     # The verified copy stayed on node 3: nothing was sent again.
     assert receive_view(stack, "pve-node3", started["task_id"])["received_bytes"] == received
 

@@ -1,7 +1,7 @@
 """a template's status; cascade deletes as durable jobs (template_deletion)
 
-Revision ID: 0003_delete_job
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-09
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import coordinator.db.types  # noqa: F401  (UtcDateTime columns)
 
-revision = "0003_delete_job"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -38,6 +38,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_template_deletion")),
         sa.UniqueConstraint("template_id", name=op.f("uq_template_deletion_template_id")),
+        sqlite_autoincrement=True,  # as every table since 0003: an id is never given twice
     )
     op.create_index(
         "ix_template_deletion_status_next", "template_deletion", ["status", "next_attempt_at"], unique=False
