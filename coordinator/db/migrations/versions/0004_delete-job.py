@@ -48,12 +48,13 @@ def upgrade() -> None:
     op.execute(
         "UPDATE vm_template SET status = CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END"
     )
-    with op.batch_alter_table("vm_template", schema=None) as batch_op:
+    # SQLite rebuilds the table for this: it stays AUTOINCREMENT (0003).
+    with op.batch_alter_table("vm_template", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.alter_column("status", existing_type=sa.String(length=16), nullable=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("vm_template", schema=None) as batch_op:
+    with op.batch_alter_table("vm_template", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.drop_column("status")
     op.drop_index("ix_template_deletion_status_next", table_name="template_deletion")
     op.drop_table("template_deletion")
