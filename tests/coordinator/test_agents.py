@@ -6,6 +6,7 @@ import re
 import signal
 import time
 
+import pytest
 import requests
 
 from demo.stack import Stack
@@ -17,6 +18,7 @@ def _agents(api: Api) -> dict[str, dict]:
     return {a["node_name"]: a for a in api.all("/agents") if a["cluster_name"] == "pve-demo"}
 
 
+@pytest.mark.mariadb
 def test_every_node_has_a_live_agent(stack: Stack, api: Api) -> None:
     agents = _agents(api)
     nodes = {n["node_name"]: n for n in api.all("/nodes", cluster_id=stack.cluster_id)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from demo.stack import Stack
 from tests.support.api import Api
 
@@ -47,6 +49,7 @@ def test_operator_cannot_register_clusters(stack: Stack, make_token) -> None:  #
     assert operator.post(f"/clusters/{stack.cluster_id}/refresh").status == 200
 
 
+@pytest.mark.mariadb
 def test_revoked_token_stops_working(stack: Stack) -> None:
     created = stack.coordinator_cli("token", "create", "--name", "leaving-soon", "--role", "admin")
     api = Api(stack.api, created.stdout.strip())

@@ -16,6 +16,7 @@ from tests.support.api import Api
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
+@pytest.mark.mariadb
 def test_demo_cluster_inventory(stack: Stack, api: Api) -> None:
     cluster = api.get(f"/clusters/{stack.cluster_id}").ok()
     token = stack.pve_token()
@@ -85,6 +86,7 @@ def test_unreachable_url_is_a_502_and_saves_nothing(api: Api) -> None:
     assert api.get("/clusters").ok()["total"] == before
 
 
+@pytest.mark.mariadb
 def test_wrong_token_saves_nothing(stack: Stack, api: Api) -> None:
     before = api.get("/clusters").ok()["total"]
     token = stack.pve_token()
@@ -102,6 +104,7 @@ def test_wrong_token_saves_nothing(stack: Stack, api: Api) -> None:
     assert api.get("/clusters").ok()["total"] == before
 
 
+@pytest.mark.mariadb
 def test_registering_the_same_cluster_twice_is_409(stack: Stack, api: Api) -> None:
     token = stack.pve_token()
     reply = api.post(

@@ -28,6 +28,7 @@ def test_bad_pagination_is_a_400_naming_the_parameter(api: Api, query: str, fiel
         assert reply.data["fields"][field].startswith(text)
 
 
+@pytest.mark.mariadb
 def test_pagination_pages_newest_first(api: Api) -> None:
     everything = api.all("/storages")
     assert len(everything) >= 12

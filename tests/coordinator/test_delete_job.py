@@ -169,6 +169,7 @@ def test_a_delete_under_way_survives_a_coordinator_restart(stack: Stack, api: Ap
     assert rows_named(stack, name).instances == []
 
 
+@pytest.mark.mariadb
 def test_concurrent_deletes_start_one_job_and_all_get_its_state(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:

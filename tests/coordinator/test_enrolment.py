@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from demo.stack import Stack
@@ -59,6 +60,7 @@ def agent_list(stack: Stack) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in lines}
 
 
+@pytest.mark.mariadb
 def test_a_join_token_works_once_for_its_own_node_only(stack: Stack) -> None:
     node, other = f"extra-{secrets.token_hex(3)}", f"other-{secrets.token_hex(3)}"
     token = join_token(stack, node)
@@ -180,6 +182,7 @@ def test_check_says_whether_the_agent_is_enrolled_and_accepted(stack: Stack) -> 
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.mariadb
 def test_revoking_a_node_cuts_its_agent_off_until_it_enrols_again(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ LONG = "7" * 5000  # past Python's int-from-string limit: ValueError
 
 
 @pytest.mark.parametrize("ident", [HUGE, str(INT_MAX + 1), LONG, "²", "١"])
+@pytest.mark.mariadb
 def test_an_id_out_of_bounds_in_the_path(api: Api, ident: str) -> None:
     for path in (f"/templates/{ident}", f"/clusters/{ident}", f"/templates/sync-tasks/{ident}"):
         reply = api.get(path)
@@ -34,6 +35,7 @@ def test_an_id_out_of_bounds_in_the_path(api: Api, ident: str) -> None:
         ("/templates/sync-tasks", "template_id"),
     ],
 )
+@pytest.mark.mariadb
 def test_an_integer_out_of_bounds_in_the_query(api: Api, path: str, field: str, value: str) -> None:
     reply = api.get(path, params={field: value})
     assert reply.status == 400, reply.body
@@ -42,6 +44,7 @@ def test_an_integer_out_of_bounds_in_the_query(api: Api, path: str, field: str, 
     assert len(reply.message) < 300
 
 
+@pytest.mark.mariadb
 def test_the_last_page_within_bounds_is_an_empty_list(api: Api) -> None:
     data = api.get("/storages", params={"page": INT_MAX, "page_size": 100}).ok()
     assert data["list"] == [] and data["total"] > 0 and data["page"] == INT_MAX

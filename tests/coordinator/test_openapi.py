@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import pytest
 import requests
 
 from demo.stack import Stack
@@ -54,6 +55,7 @@ def test_document_lists_every_route(stack: Stack) -> None:
                 assert {"401", "403"} <= set(op["responses"]), (method, path)
 
 
+@pytest.mark.mariadb
 def test_real_responses_match_the_document(stack: Stack, api: Api) -> None:
     doc = _doc(stack)
     for path, real in [

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api, Reply
@@ -79,6 +81,7 @@ def test_cascade_delete_of_a_shared_template_removes_its_vm(stack: Stack, api: A
     assert again["removed_vms"] == [] and again["removed_images"] == 0
 
 
+@pytest.mark.mariadb
 def test_cascade_delete_of_a_local_template_removes_vm_image_and_tasks(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
@@ -121,6 +124,7 @@ def test_cascade_delete_of_a_local_template_removes_vm_image_and_tasks(
     assert rows.uploads[0].staged_name == ""
 
 
+@pytest.mark.mariadb
 def test_soft_delete_only_hides_and_cascade_finishes_the_job(stack: Stack, api: Api, tmp_path: Path) -> None:
     name = _name("soft")
     made = _imported(stack, api, tmp_path, name, storage_id(api, stack, "ceph-storage"))

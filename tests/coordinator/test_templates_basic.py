@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import VmTemplate
@@ -32,6 +33,7 @@ def seed(stack: Stack, *names: str) -> list[int]:
     return with_session(stack.database_url, work)
 
 
+@pytest.mark.mariadb
 def test_list_filter_get(stack: Stack, api: Api) -> None:
     tag = secrets.token_hex(3)
     ids = seed(stack, f"alma9-{tag}", f"debian12-{tag}", f"debian13-{tag}")
@@ -50,6 +52,7 @@ def test_list_filter_get(stack: Stack, api: Api) -> None:
     assert api.get("/templates?name=%25").ok()["total"] == 0
 
 
+@pytest.mark.mariadb
 def test_update_and_name_conflict(stack: Stack, api: Api, make_token) -> None:  # type: ignore[no-untyped-def]
     tag = secrets.token_hex(3)
     a, b = seed(stack, f"a-{tag}", f"b-{tag}")
@@ -72,6 +75,7 @@ def test_update_and_name_conflict(stack: Stack, api: Api, make_token) -> None:  
     assert operator.put(f"/templates/{b}", json={"colour": "red"}).status == 400
 
 
+@pytest.mark.mariadb
 def test_soft_delete_hides_and_frees_the_name(stack: Stack, api: Api) -> None:
     tag = secrets.token_hex(3)
     (tid,) = seed(stack, f"gone-{tag}")
@@ -90,6 +94,7 @@ def test_soft_delete_hides_and_frees_the_name(stack: Stack, api: Api) -> None:
     assert kept is not None and kept.deleted_at is not None  # soft: the row stays
 
 
+@pytest.mark.mariadb
 def test_names_differing_only_in_case_are_different_templates(stack: Stack, api: Api) -> None:
     """The same rule on SQLite and MariaDB (whose default collation ignores case)."""
     tag = secrets.token_hex(3)

@@ -33,6 +33,7 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
+@pytest.mark.mariadb
 def test_scenario1_shared_ceph_upload_imports_once_for_every_node(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
@@ -179,6 +180,7 @@ def test_wait_true_answers_after_the_import(stack: Stack, api: Api, tmp_path: Pa
     assert {i["status"] for i in d["instances"]} == {"available"}
 
 
+@pytest.mark.mariadb
 def test_two_uploads_of_one_name_one_wins(stack: Stack, api: Api, tmp_path: Path) -> None:
     image = images.qcow2(tmp_path / "race.qcow2", size_mib=16, data_mib=2, seed=4)
     name = _name("race")
@@ -207,6 +209,7 @@ def test_two_uploads_of_one_name_one_wins(stack: Stack, api: Api, tmp_path: Path
     assert [u.id for u in rows.uploads if u.status != "failed"] == [won["upload_id"]]
 
 
+@pytest.mark.mariadb
 def test_coordinator_restart_during_import_finishes_it(stack: Stack, api: Api, tmp_path: Path) -> None:
     image = images.qcow2(tmp_path / "slow.qcow2", size_mib=16, data_mib=4, seed=5)
     name = _name("slow")

@@ -212,6 +212,7 @@ def test_client_cut_mid_stream_leaves_nothing(stack: Stack, api: Api, tmp_path: 
     assert upload(api, stack, image, name, ceph, wait=True).ok()["status"] == "imported"
 
 
+@pytest.mark.mariadb
 def test_coordinator_killed_mid_upload_cleans_up_after_its_restart(stack: Stack, api: Api) -> None:
     """kill -9 of the coordinator while it streams: after the restart nothing is left.
 

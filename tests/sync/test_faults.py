@@ -276,6 +276,7 @@ def test_full_staging_disk_fails_clearly_and_harms_nothing_else(
     assert sha256(copy) == sha256(mid_image)
 
 
+@pytest.mark.mariadb
 def test_coordinator_restart_mid_copy_loses_nothing(slow_stack: Stack, slow_api: Api, tmp_path: Path) -> None:
     api, stack = slow_api, slow_stack
     template_id, image = local_template(api, stack, tmp_path, "restart", 96)

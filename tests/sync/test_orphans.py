@@ -8,6 +8,8 @@ import secrets
 import time
 from pathlib import Path
 
+import pytest
+
 from demo.stack import Stack
 from shared.tickets import TicketSigner
 from tests.support.api import Api
@@ -27,6 +29,7 @@ def _plant(folder: Path, name: str, old: bool = True) -> Path:
     return path
 
 
+@pytest.mark.mariadb
 def test_files_of_gone_uploads_and_tasks_are_removed_the_rest_kept(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:

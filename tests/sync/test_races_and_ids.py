@@ -41,6 +41,7 @@ def pending_template(stack: Stack, api: Api, tmp_path: Path) -> Iterator[int]:
                 api.post(f"/templates/sync-tasks/{task['task_id']}/cancel")
 
 
+@pytest.mark.mariadb
 def test_concurrent_identical_sync_requests_all_get_the_same_tasks(
     stack: Stack, api: Api, pending_template: int
 ) -> None:
@@ -68,6 +69,7 @@ def test_concurrent_identical_sync_requests_all_get_the_same_tasks(
     assert sorted(i["node_name"] for i in instances) == ["pve-node1", "pve-node2", "pve-node3"]
 
 
+@pytest.mark.mariadb
 def test_concurrent_first_registrations_of_a_node_all_get_its_one_agent_row(stack: Stack, api: Api) -> None:
     node = f"race-{secrets.token_hex(3)}"  # in a cluster of its own: no other test sees it
     credential = enroll(stack, node, join_token(stack, node)).ok()["credential"]
@@ -95,6 +97,7 @@ def test_concurrent_first_registrations_of_a_node_all_get_its_one_agent_row(stac
     agent_api(stack, credential).post(f"/agents/{rows[0]['id']}/goodbye").ok()  # not live: no work for it
 
 
+@pytest.mark.mariadb
 def test_ids_of_deleted_rows_are_never_given_again(
     stack: Stack, api: Api, tmp_path: Path, pending_template: int
 ) -> None:

@@ -71,6 +71,7 @@ def test_bad_sync_requests_name_what_is_wrong(stack: Stack, api: Api, tmp_path: 
         assert reply.status == 400 and named in reply.message, reply.body
 
 
+@pytest.mark.mariadb
 def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
     stack: Stack, api: Api, tmp_path: Path, slow_imports: None
 ) -> None:
@@ -118,6 +119,7 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
     ).ok()  # leave nothing running
 
 
+@pytest.mark.mariadb
 def test_a_failed_import_is_retried_without_copying_again(stack: Stack, api: Api, tmp_path: Path) -> None:
     nodes = node_ids(api, stack)
     image = raw_with_data(tmp_path / "retry.raw", 24, 24)

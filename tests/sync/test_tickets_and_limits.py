@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from demo.stack import Stack
@@ -166,6 +167,7 @@ def test_three_templates_to_two_nodes_never_exceed_the_node_limits(
     assert load.max_outbound["pve-node1"] == 2
 
 
+@pytest.mark.mariadb
 def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
