@@ -38,6 +38,18 @@ class CascadeResult:
     removed_images: int = 0
 
 
+@dataclass(frozen=True)
+class HalfMade:
+    """A VM an import of this template may have left, and the row that records its VMID."""
+
+    node_id: int
+    node_name: str
+    vmid: int
+    what: str
+    model: type[TemplateUpload] | type[TemplateSyncTask]
+    row_id: int
+
+
 def key_prefix(template_id: int) -> str:
     """Matches the marker of every VM made for this template (imports and syncs)."""
     return f"t{template_id}-"
@@ -131,17 +143,40 @@ async def cascade_delete(
                 )
             )
         )
-        # An import that failed after PVE created its VM (e.g. the template conversion
-        # failed) leaves that VM behind with no available instance pointing at it.
-        half_made = list(
-            await session.scalars(
+        # An import that failed after asking PVE for its VM (the create cut off, the template
+        # conversion failed) may leave that VM behind with no available instance pointing at
+        # it: an upload's, or a failed or canceled sync task's (whose instance has no VMID).
+        half_made = [
+            HalfMade(
+                u.import_node_id, u.import_node_name, u.vmid, f"failed upload {u.id}", TemplateUpload, u.id
+            )
+            for u in await session.scalars(
                 select(TemplateUpload).where(
                     TemplateUpload.template_id == template_id,
                     TemplateUpload.status == "failed",
                     TemplateUpload.vmid.is_not(None),
                 )
             )
-        )
+            if u.vmid is not None
+        ]
+        half_made += [
+            HalfMade(
+                t.target_node_id,
+                t.target_node_name,
+                t.vmid,
+                f"{t.status} sync task {t.id}",
+                TemplateSyncTask,
+                t.id,
+            )
+            for t in await session.scalars(
+                select(TemplateSyncTask).where(
+                    TemplateSyncTask.template_id == template_id,
+                    TemplateSyncTask.status.in_(("failed", "canceled")),
+                    TemplateSyncTask.vmid.is_not(None),
+                )
+            )
+            if t.vmid is not None
+        ]
 
     for upload in importing:
         await _stop_import(agents, template_id, upload)
@@ -169,14 +204,12 @@ async def cascade_delete(
         log.info("template %s: VM %s on %s removed", template_id, inst.vmid, inst.node_name)
 
     covered = {(i.node_id, i.vmid) for i in owners}
-    for upload in half_made:
-        assert upload.vmid is not None
-        if (upload.import_node_id, upload.vmid) in covered:
+    for vm in half_made:
+        if (vm.node_id, vm.vmid) in covered:
             continue
+        covered.add((vm.node_id, vm.vmid))
         try:
-            answer = await _delete_vm(
-                agents, upload.import_node_id, upload.import_node_name, upload.vmid, template_id
-            )
+            answer = await _delete_vm(agents, vm.node_id, vm.node_name, vm.vmid, template_id)
         except ApiError as exc:
             if exc.error != "not_ours":
                 raise
@@ -184,21 +217,11 @@ async def cascade_delete(
             answer = {"removed": False}
         async with db() as session:
             # The record no longer points at a VM: a retried delete does not look for it again.
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload.id).values(vmid=None)
-            )
+            await session.execute(update(vm.model).where(vm.model.id == vm.row_id).values(vmid=None))
             await session.commit()
         if answer["removed"]:
-            result.removed_vms.append(
-                {"node_name": upload.import_node_name, "vmid": upload.vmid, "existed": True}
-            )
-            log.info(
-                "template %s: VM %s of failed upload %s on %s removed",
-                template_id,
-                upload.vmid,
-                upload.id,
-                upload.import_node_name,
-            )
+            result.removed_vms.append({"node_name": vm.node_name, "vmid": vm.vmid, "existed": True})
+            log.info("template %s: VM %s of %s on %s removed", template_id, vm.vmid, vm.what, vm.node_name)
 
     for upload in staged:
         try:
