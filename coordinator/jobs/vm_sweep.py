@@ -52,15 +52,16 @@ def unaccounted(listed: Iterable[dict[str, object]], accounted: set[int]) -> lis
 
 
 async def accounted(session: AsyncSession, node_id: int) -> set[int]:
-    """VMIDs on ``node_id`` that a row of the database holds: an instance not deleted, an
-    upload or sync task that is under way or finished well, of a template not deleted. A
+    """VMIDs on ``node_id`` that a row of the database holds: an instance neither deleted nor
+    failed, an upload or sync task that is under way or finished well, of a template not deleted. A
     job records its VMID before its agent is asked to create it (coordinator/vmids.py),
     so a VM being made is always accounted for."""
     held = set(
         await session.scalars(
             select(TemplateInstance.vmid).where(
                 TemplateInstance.node_id == node_id,
-                TemplateInstance.status != "deleted",
+                # a failed instance keeps its task's VMID for the record, but holds no VM
+                TemplateInstance.status.not_in(("deleted", "failed")),
                 TemplateInstance.vmid.is_not(None),
             )
         )
