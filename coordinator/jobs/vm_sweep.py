@@ -17,9 +17,10 @@ range (normally none). At the default interval a leaked VM is found within one i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,10 +45,10 @@ class Removed:
     why: str
 
 
-def unaccounted(listed: Iterable[dict[str, object]], accounted: set[int]) -> list[int]:
+def unaccounted(listed: Iterable[Mapping[str, Any]], accounted: set[int]) -> list[int]:
     """VMIDs of a node's listing that no row accounts for and no import is working on."""
     return sorted(
-        int(str(vm["vmid"])) for vm in listed if int(str(vm["vmid"])) not in accounted and not vm["importing"]
+        int(vm["vmid"]) for vm in listed if int(vm["vmid"]) not in accounted and not vm["importing"]
     )
 
 

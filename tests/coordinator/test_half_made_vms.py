@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.models import TemplateUpload
 from demo.stack import Stack
 from tests.conftest import own_stack
 from tests.support.api import Api
+from tests.support.db import with_session
 from tests.support.images import raw_with_data
 from tests.support.syncs import wait_task
 from tests.support.uploads import (
@@ -39,6 +43,9 @@ from tests.sync.test_faults import restart_coordinator, start_sync
 
 NODE1, NODE2 = "pve-node1", "pve-node2"
 SWEEP_INTERVAL = 1.0  # seconds, for the sweep's test (the default is 300)
+# How long PVE's create runs before it dies in the sweep's test: longer than an agent and a
+# coordinator restart take, so that the sweep meets it running.
+CREATE_HELD = 20.0
 NO_SWEEP = 3600.0  # the other tests leave cut-off VMs for a cascade delete or a retry to find
 
 
@@ -70,10 +77,24 @@ def cut_off_next_create(stack: Stack, node: str, delay: float = 0) -> None:
     )
 
 
+def last_create(stack: Stack, node: str, vmid: int) -> tuple[str, str | None] | None:
+    """The newest create task of ``vmid`` (earlier tests' VMs may have had the same VMID):
+    (UPID, how it ended; None while it runs)."""
+    tasks = pve_tasks(stack, node, "qmcreate", vmid)
+    # UPID:node:pid:pstart:starttime:...: the emulator's worker pids only grow
+    return max(tasks, key=lambda t: (int(t[0].split(":")[4], 16), int(t[0].split(":")[2], 16)), default=None)
+
+
+def create_ended(stack: Stack, node: str, vmid: int) -> bool:
+    task = last_create(stack, node, vmid)
+    return task is not None and task[1] is not None
+
+
 def assert_cut_off(stack: Stack, node: str, vmid: int) -> None:
     conf = vm_conf(stack, node, vmid)
     assert conf == {"lock": "create"}, conf
-    assert [status for _upid, status in pve_tasks(stack, node, "qmcreate", vmid)] == ["unexpected status"]
+    task = last_create(stack, node, vmid)
+    assert task is not None and task[1] == "unexpected status", task
 
 
 def journal(stack: Stack, node: str) -> dict[str, Any]:
@@ -159,17 +180,50 @@ def test_an_upload_retry_after_the_agent_died_mid_create_reuses_the_vmid(
 
     def creating() -> int | None:
         vmid = detail(japi, template_id)["upload_info"]["vmid"]
-        return int(vmid) if vmid and vm_conf(stack, NODE1, int(vmid)) == {"lock": "create"} else None
+        if not vmid or vm_conf(stack, NODE1, int(vmid)) != {"lock": "create"}:
+            return None
+        task = last_create(stack, NODE1, int(vmid))
+        return int(vmid) if task is not None and task[1] is None else None
 
     vmid = wait_for(creating, 30, "PVE creating the VM")
     stack.agents[NODE1].signal(9)
-    wait_for(lambda: pve_tasks(stack, NODE1, "qmcreate", vmid)[0][1] is not None, 10, "the create crashed")
+    wait_for(lambda: create_ended(stack, NODE1, vmid), 10, "the create crashed")
     assert_cut_off(stack, NODE1, vmid)
     stack.start_agent(NODE1)
     info = wait_import(japi, template_id)["upload_info"]
     assert (info["status"], info["vmid"]) == ("imported", vmid), info
     assert vm_conf(stack, NODE1, vmid).get("template") == "1"  # type: ignore[union-attr]
     assert cascade(japi, template_id) == [(NODE1, vmid)]
+
+
+def forgotten_while_creating(api: Api, stack: Stack, tmp_path: Path, crash_in: float) -> tuple[int, int]:
+    """(template id, VMID) of an upload whose create PVE is still running (it dies in
+    ``crash_in`` s) after NODE1's agent was killed and the database forgot the VM."""
+    emulator(
+        stack, "POST", "/pvesim/faults", {"type": "qmcreate", "crash": True, "delay": crash_in, "times": 1}
+    )
+    template_id = local_upload(api, stack, tmp_path, _name("forgotten"))
+
+    def creating() -> int | None:
+        vmid = detail(api, template_id)["upload_info"]["vmid"]
+        if not vmid or vm_conf(stack, NODE1, int(vmid)) != {"lock": "create"}:
+            return None
+        task = last_create(stack, NODE1, int(vmid))
+        return int(vmid) if task is not None and task[1] is None else None
+
+    vmid = wait_for(creating, 30, "PVE creating the VM")
+    stack.agents[NODE1].signal(9)
+
+    async def forget(session: AsyncSession) -> None:
+        values = {"status": "failed", "error_message": "forgotten", "vmid": None}
+        await session.execute(
+            update(TemplateUpload).where(TemplateUpload.template_id == template_id).values(**values)
+        )
+        await session.commit()
+
+    with_session(stack.database_url, forget)
+    stack.start_agent(NODE1)
+    return template_id, vmid
 
 
 def admin_vm(stack: Stack, node: str, vmid: int, cut_off: bool) -> None:
@@ -198,6 +252,9 @@ def test_the_sweep_removes_cut_off_vms_nothing_accounts_for_and_nothing_else(
     upload_template, upload_vmid = failed_upload_cut_off(japi, stack, tmp_path)
     sync_template, _task, sync_vmid = failed_sync_cut_off(japi, stack, tmp_path)
     leaks = [(NODE1, upload_vmid), (NODE2, sync_vmid)]
+    # And one whose create is still running in PVE while nothing accounts for it any more:
+    # its agent died (no import of its own runs) and the database forgot it.
+    creating_template, creating_vmid = forgotten_while_creating(japi, stack, tmp_path, crash_in=CREATE_HELD)
 
     restart_coordinator(stack, vm_sweep_interval=SWEEP_INTERVAL)
     started = time.monotonic()
@@ -205,6 +262,14 @@ def test_the_sweep_removes_cut_off_vms_nothing_accounts_for_and_nothing_else(
         for node, vmid in leaks:
             wait_for(lambda: vm_conf(stack, node, vmid) is None, 15, f"the sweep removing VM {vmid}")  # noqa: B023
         found = time.monotonic() - started
+        # Left alone while its create runs; removed once the create ended (here: it died).
+        assert not create_ended(stack, NODE1, creating_vmid), "the create ended before the sweep met it"
+        assert vm_conf(stack, NODE1, creating_vmid) == {"lock": "create"}
+        wait_for(
+            lambda: vm_conf(stack, NODE1, creating_vmid) is None,
+            CREATE_HELD + 10,
+            "the sweep removing it after",
+        )
         time.sleep(3 * SWEEP_INTERVAL)  # more rounds: what they must not touch is still there
         log = (stack.base / "logs" / "coordinator.log").read_text()
     finally:
@@ -216,7 +281,9 @@ def test_the_sweep_removes_cut_off_vms_nothing_accounts_for_and_nothing_else(
     assert (vm_conf(stack, NODE2, admin_done) or {}).get("name") == "ubuntu-template"
     assert (vm_conf(stack, NODE1, kept_vmid) or {}).get("template") == "1"
     assert detail(japi, kept_id)["upload_info"]["status"] == "imported"
-    for node, vmid in leaks:
+    for node, vmid in [*leaks, (NODE1, creating_vmid)]:
         assert f"VM sweep: removed VM {vmid} on {node}" in log
-    for template_id in (kept_id, upload_template, sync_template):
+    busy = f"VM sweep: VM {creating_vmid} on {NODE1} left for now: VM {creating_vmid} on {NODE1} is being"
+    assert busy in log
+    for template_id in (kept_id, upload_template, sync_template, creating_template):
         cascade(japi, template_id)
