@@ -193,7 +193,8 @@ class Importer:
             if await destroy(self.pve, self.journal, op.req.vmid, op.req.key):
                 log.info("import %s: removed the unfinished VM %s", op.req.key, op.req.vmid)
         except Exception as exc:  # noqa: BLE001 - the import's own failure is what gets reported
-            # The coordinator's cascade delete removes it later (it is recorded on the job).
+            # Still ours by its marker or the VM journal: a retry of the job, a cascade delete
+            # or the coordinator's sweep removes it later.
             log.warning("import %s: unfinished VM %s not removed: %s", op.req.key, op.req.vmid, exc)
         op.phase = "failed"
 

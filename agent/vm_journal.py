@@ -30,6 +30,11 @@ keeps the journal and the agent alone judges ownership. What each crash leaves:
 * coordinator killed at any step: the agent's journal is unaffected; the job row still
   holds the VMID, so a restarted coordinator re-drives the job, which reuses the VMID.
 
+Authority is split: the agent (journal and marker) says whether a VM is ours, the
+coordinator's database whether it is still wanted. A VM is removed only when both agree:
+by a job of its own key (retry, failure clean-up), by a cascade delete of its template, or
+by the sweep (coordinator/jobs/vm_sweep.py) when no row accounts for its VMID.
+
 An entry vouches only for a VM at ``lock: create`` with no marker (``owner_key``): a VM
 that a create of ours finished carries the marker, so a journaled VMID whose VM has
 neither is someone else's. The file is tiny (one entry per import in flight) and every
