@@ -10,6 +10,7 @@ from agent.config import AgentConfig
 from agent.pve import NodePve
 from agent.staging import Staging
 from agent.transfer.policy import PeerPolicy
+from agent.vm_journal import VmJournal
 
 CONFIG = web.AppKey("config", AgentConfig)
 PVE = web.AppKey("pve", NodePve)
@@ -18,6 +19,7 @@ CREDENTIAL = web.AppKey("credential", str)
 STARTED_AT = web.AppKey("started_at", float)
 STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)
+VM_JOURNAL = web.AppKey("vm_journal", VmJournal)
 
 if TYPE_CHECKING:
     from agent.coordinator_link import CoordinatorLink

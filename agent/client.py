@@ -132,10 +132,17 @@ class AgentClient:
         )
         return result
 
-    async def delete_vm(self, vmid: int, key_prefix: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "DELETE", f"/v1/vms/{vmid}", params={"key_prefix": key_prefix}, timeout=600
-        )
+    async def delete_vm(self, vmid: int, key_prefix: str, *, if_idle: bool = False) -> dict[str, Any]:
+        """Destroy the VM if it is ours under ``key_prefix``; ``if_idle``: 409 vm_busy instead
+        of waiting for a create or import still running on it."""
+        params = {"key_prefix": key_prefix, "if_idle": "1" if if_idle else "0"}
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/vms/{vmid}", params=params, timeout=600)
+        return result
+
+    async def list_vms(self, vmid_min: int, vmid_max: int) -> dict[str, Any]:
+        """The node's VMs in the range and in the agent's VM journal (candidates for the sweep)."""
+        params = {"vmid_min": str(vmid_min), "vmid_max": str(vmid_max)}
+        result: dict[str, Any] = await self._call("GET", "/v1/vms", params=params)
         return result
 
     # -- node-to-node transfers (see agent/transfer/) ----------------------------------

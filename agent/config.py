@@ -67,6 +67,12 @@ class AgentConfig:
         return self.node or socket.gethostname().split(".")[0]
 
     @property
+    def vm_journal_file(self) -> Path:
+        """The VMIDs this agent is creating (agent/vm_journal.py): beside the credential, in the
+        agent's own state directory (kept across restarts, unlike staging's contents)."""
+        return self.credential_file.parent / "vm-journal.json"
+
+    @property
     def url(self) -> str:
         if self.advertise_url:
             return self.advertise_url.rstrip("/")

@@ -4,7 +4,8 @@ One import = create the VM with ``scsi0: STORAGE:0,import-from=<staged file>``
 (PVE runs qemu-img convert in a task), then convert it to a template. Imports
 are keyed: asking again with the same key returns the running or finished
 import, so a restarted coordinator can pick up where it was. A VM left half
-made by an import that died (agent restart) is destroyed and made again.
+made by an import that died (agent restart), or cut off mid-create (PVE restarted, its
+worker killed: ``lock: create``, proven ours by the VM journal), is destroyed and made again.
 
 An import has a deadline scaled by its image's size (import_timeout, import_seconds_per_gib)
 and can be canceled; either stops its PVE task. However it fails, it ends ``failed`` with
@@ -25,7 +26,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta
 
-from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING
+from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING, VM_JOURNAL
 from agent.pve import NodePve, PveCallError
 from agent.server_errors import json_error
 from agent.staging import NAME as STAGED_NAME
@@ -40,7 +41,8 @@ from agent.tasks import (
     task_log_lines,
     wait_task,
 )
-from agent.vms import DESTROY_SECONDS, destroy, marker, vm_config
+from agent.vm_journal import VmJournal, marker, owner_key
+from agent.vms import DESTROY_SECONDS, destroy, vm_config
 from shared.deadlines import Deadline, scaled_timeout
 from shared.pve_outage import NO_SPACE, Retries, transient_reason
 from shared.text_fields import Description, StorageId, VmName
@@ -135,9 +137,12 @@ def limit_reached(op: ImportOp, doing: str, exc: WaitEnded) -> ImportFailed:
 
 
 class Importer:
-    def __init__(self, pve: NodePve, staging: Staging, timeout: float, seconds_per_gib: float) -> None:
+    def __init__(
+        self, pve: NodePve, staging: Staging, journal: VmJournal, timeout: float, seconds_per_gib: float
+    ) -> None:
         self.pve = pve
         self.staging = staging
+        self.journal = journal
         self.timeout = timeout
         self.seconds_per_gib = seconds_per_gib
         self.ops: dict[str, ImportOp] = {}
@@ -155,6 +160,10 @@ class Importer:
     def using(self) -> set[str]:
         """The staged images that running imports read."""
         return {op.req.staged_name for op in self.ops.values() if op.state == "running"}
+
+    def running_vmids(self) -> set[int]:
+        """VMIDs an import of this agent is working on (its create may not have begun yet)."""
+        return {op.req.vmid for op in self.ops.values() if op.state == "running"}
 
     def _staged_size(self, name: str) -> int:
         try:
@@ -178,6 +187,7 @@ class Importer:
         req = op.req
         try:
             await self._import_retrying(op)
+            self.journal.forget(req.vmid)  # its marker proves it ours from now on
             op.state, op.phase, op.progress = "done", "done", 100.0
             log.info("import %s: VM %s is a template (%s)", req.key, req.vmid, op.volume_id)
             return
@@ -252,28 +262,28 @@ class Importer:
         a VM whose create failed, but not one whose conversion to a template failed)."""
         op.phase = "removing the unfinished VM"
         try:
-            if await destroy(self.pve, op.req.vmid, op.req.key):
+            if await destroy(self.pve, self.journal, op.req.vmid, op.req.key):
                 log.info("import %s: removed the unfinished VM %s", op.req.key, op.req.vmid)
         except Exception as exc:  # noqa: BLE001 - the import's own failure is what gets reported
-            # The coordinator's cascade delete removes it later (it is recorded on the job).
+            # Still ours by its marker or the VM journal: a retry of the job, a cascade delete
+            # or the coordinator's sweep removes it later.
             log.warning("import %s: unfinished VM %s not removed: %s", op.req.key, op.req.vmid, exc)
         op.phase = "failed"
 
     async def _import(self, op: ImportOp) -> None:
         req, pve = op.req, self.pve
-        mark = marker(req.key)
         existing = await vm_config(pve, req.vmid)
         if existing is None:
             # The VMID may be used on another node: PVE will refuse the create then.
             pass
-        elif mark not in str(existing.get("description", "")):
+        elif owner_key(existing, self.journal.get(req.vmid)) != req.key:
             raise ImportFailed(f"VM {req.vmid} already exists and is not ours", "vmid_taken")
         elif int(existing.get("template", 0)) == 1:
             op.volume_id = disk_volume(existing)
             return
         else:
             op.phase = "cleaning up an unfinished earlier attempt"
-            await destroy(pve, req.vmid, req.key)
+            await destroy(pve, self.journal, req.vmid, req.key)
 
         try:
             path = self.staging.path(req.staged_name)
@@ -286,11 +296,13 @@ class Importer:
         params.update(
             vmid=req.vmid,
             name=req.name,
-            description=(req.description + "\n\n" if req.description else "") + mark,
+            description=(req.description + "\n\n" if req.description else "") + marker(req.key),
             **{DISK_KEY: f"{req.storage}:0,import-from={path}"},
         )
         op.phase = "importing disk"
         op.create_sent = True
+        # On disk before PVE is asked: a create cut off before it writes our marker is still ours.
+        self.journal.record(req.vmid, req.key)
 
         def on_progress(pct: float) -> None:
             op.progress = min(pct, 99.0)
@@ -310,6 +322,7 @@ class Importer:
             raise limit_reached(op, f"importing the disk of VM {req.vmid}", exc) from None
         except (PveCallError, TaskFailed) as exc:
             if "already exists" in str(exc):
+                self.journal.forget(req.vmid)  # PVE refused: the VM there is someone else's
                 raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", "vmid_taken") from None
             if isinstance(exc, PveCallError) or transient_reason(None, str(exc)):
                 raise
@@ -380,4 +393,6 @@ async def cancel_import(request: web.Request) -> web.Response:
 
 def make_importer(app: web.Application) -> Importer:
     config = app[CONFIG]
-    return Importer(app[PVE], app[STAGING], config.import_timeout, config.import_seconds_per_gib)
+    return Importer(
+        app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
+    )

@@ -35,6 +35,7 @@ from agent.appkeys import (
     STARTED_AT,
     STARTED_WALL,
     TRANSFER_POLICY,
+    VM_JOURNAL,
 )
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
@@ -47,6 +48,7 @@ from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
+from agent.vm_journal import VmJournal
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[STAGING] = Staging(config.staging_dir)
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
+    app[VM_JOURNAL] = VmJournal(config.vm_journal_file)
     app[IMPORTER] = importer.make_importer(app)
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
@@ -171,6 +174,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_post("/v1/imports", importer.start_import)
     app.router.add_get("/v1/imports/{key}", importer.get_import)
     app.router.add_post("/v1/imports/{key}/cancel", importer.cancel_import)
+    app.router.add_get("/v1/vms", vms.list_vms)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)
     transfer_routes.add_routes(app)

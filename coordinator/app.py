@@ -59,6 +59,7 @@ from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
+from coordinator.jobs.vm_sweep import sweep_vms
 from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
 from shared.pacer import Pacer
@@ -191,6 +192,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(app[DELETES].run_forever(), name="deletes"),
         asyncio.create_task(_janitor(app), name="janitor"),
+        asyncio.create_task(_vm_sweeper(app), name="vm-sweep"),
     ]
     log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
     yield
@@ -221,6 +223,19 @@ async def _janitor(app: web.Application) -> None:
         except Exception:
             log.exception("janitor run failed; will retry")
         await asyncio.sleep(JANITOR_INTERVAL)
+
+
+async def _vm_sweeper(app: web.Application) -> None:
+    """Removes leaked VMs of ours every vm_sweep_interval (see coordinator/jobs/vm_sweep.py)."""
+    config = app[CONFIG]
+    agent_timeout = timedelta(seconds=config.agent_timeout)
+    vmid_range = (config.template_vmid_min, config.template_vmid_max)
+    while True:
+        await asyncio.sleep(config.vm_sweep_interval)
+        try:
+            await sweep_vms(app[DB], app[AGENTS], agent_timeout, vmid_range)
+        except Exception:
+            log.exception("VM sweep failed; will retry")
 
 
 def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Application:

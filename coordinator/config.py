@@ -74,6 +74,10 @@ class CoordinatorConfig:
     copy_seconds_per_gib: float = 120.0
     # A failed sync keeps its partial copy on the target (a retry resumes) for this long.
     keep_failed_copies_hours: float = 168.0
+    # Every vm_sweep_interval seconds, VMs of ours that no row of the database accounts for
+    # (cut off mid-create, left by a failed job) are removed (coordinator/jobs/vm_sweep.py).
+    # A round costs one PVE list per node; a leak is found within one interval.
+    vm_sweep_interval: float = 300.0
     # Ed25519 key that signs transfer tickets (made on first start; default: data_dir/ticket-signing.key).
     ticket_key_file: Path | None = None
     # /readyz also waits for a registered cluster and a live agent on every online node
@@ -118,6 +122,8 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("max_upload_rate must be 0 (no cap) or a number of bytes per second")
     if cfg.upload_idle_timeout <= 0:
         raise ConfigError("upload_idle_timeout must be more than 0 seconds")
+    if cfg.vm_sweep_interval <= 0:
+        raise ConfigError("vm_sweep_interval must be more than 0 seconds")
     if cfg.sync_idle_timeout <= 0:
         raise ConfigError("sync_idle_timeout must be more than 0 seconds")
     if cfg.max_concurrent_imports < 1:

@@ -18,17 +18,18 @@ from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUp
 IMPORT_STOPPING = "template deleted during its import; stopping the import"
 IMPORT_STOPPED = "template deleted during its import"
 
-Kind = Literal["stop_import", "vm", "failed_import_vm", "staged_image", "synced_copy"]
+Kind = Literal["stop_import", "vm", "failed_import_vm", "failed_sync_vm", "staged_image", "synced_copy"]
 # What the API shows for each kind (a failed import's VM is a VM like any other to the user).
 SHOWN = {
     "stop_import": "import",
     "vm": "vm",
     "failed_import_vm": "vm",
+    "failed_sync_vm": "vm",
     "staged_image": "staged_image",
     "synced_copy": "synced_copy",
 }
 # Steps that go through PVE: they wait while the node's agent says PVE does not answer.
-NEEDS_PVE = frozenset({"stop_import", "vm", "failed_import_vm"})
+NEEDS_PVE = frozenset({"stop_import", "vm", "failed_import_vm", "failed_sync_vm"})
 
 # Waiting for an agent or PVE to come back costs one database read per look: look often.
 RECHECK_SECONDS = 2.0
@@ -42,7 +43,8 @@ class Step:
     kind: Kind
     node_id: int
     node_name: str
-    # upload id (stop_import, failed_import_vm, staged_image), instance id (vm), task id (synced_copy)
+    # upload id (stop_import, failed_import_vm, staged_image), instance id (vm),
+    # task id (failed_sync_vm, synced_copy)
     ref: int
     vmid: int | None = None
     staged_name: str = ""
@@ -57,7 +59,7 @@ class Step:
         where = f"on {self.node_name}"
         if self.kind == "stop_import":
             return f"stopping the import of upload {self.ref} {where}"
-        if self.kind in ("vm", "failed_import_vm"):
+        if self.kind in ("vm", "failed_import_vm", "failed_sync_vm"):
             return f"deleting VM {self.vmid} {where}"
         if self.kind == "staged_image":
             return f"removing the staged image of upload {self.ref} {where}"
@@ -88,12 +90,21 @@ def plan(
     ]
     steps += [Step("vm", i.node_id, i.node_name, i.id, i.vmid) for i in owners]
     covered = {(i.node_id, i.vmid) for i in owners}
-    # An import that failed after PVE created its VM (e.g. the template conversion failed)
-    # leaves that VM behind with no instance pointing at it.
+    # An import that failed after asking PVE for its VM (the create cut off, the template
+    # conversion failed) may leave that VM behind with no instance pointing at it: an
+    # upload's, or a failed or canceled sync task's (whose instance has no VMID).
     steps += [
         Step("failed_import_vm", u.import_node_id, u.import_node_name, u.id, u.vmid)
         for u in uploads
         if u.status == "failed" and u.vmid is not None and (u.import_node_id, u.vmid) not in covered
+    ]
+    tasks = list(tasks)
+    steps += [
+        Step("failed_sync_vm", t.target_node_id, t.target_node_name, t.id, t.vmid)
+        for t in tasks
+        if t.status in ("failed", "canceled")
+        and t.vmid is not None
+        and (t.target_node_id, t.vmid) not in covered
     ]
     steps += [
         Step("staged_image", u.import_node_id, u.import_node_name, u.id, staged_name=u.staged_name)

@@ -289,12 +289,13 @@ class DeleteJobs:
             outcome.removed_vms.append(
                 {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer["removed"])}
             )
-        elif step.kind == "failed_import_vm":
+        elif step.kind in ("failed_import_vm", "failed_sync_vm"):
             assert step.vmid is not None
             # not_ours: the import failed before creating its VM, and the VMID is someone else's now.
             answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)), {409})
             # The record no longer points at a VM: a later attempt does not look for it again.
-            await self._write(update(TemplateUpload).where(TemplateUpload.id == step.ref).values(vmid=None))
+            model = TemplateUpload if step.kind == "failed_import_vm" else TemplateSyncTask
+            await self._write(update(model).where(model.id == step.ref).values(vmid=None))
             if answer.get("removed"):
                 outcome.removed_vms.append({"node_name": step.node_name, "vmid": step.vmid, "existed": True})
         elif step.kind == "staged_image":

@@ -3,7 +3,9 @@
 Authenticated like the pvesh shim: `Authorization: PVESimRoot=<contents of root.secret>`.
 
     GET    /pvesim/faults                 list active faults
-    POST   /pvesim/faults                 add one (JSON, see README.md) -> {"id": N}
+    POST   /pvesim/faults                 add one (JSON, see README.md) -> {"id": N}; a task
+                                          fault with "crash": true kills the worker after its
+                                          "delay" (a create is left at `lock: create`)
     DELETE /pvesim/faults[/{id}]          clear all faults / one fault
     GET    /pvesim/nodes                  [{"node": ..., "online": 0|1}]
     POST   /pvesim/nodes/{node}/offline   the node becomes unreachable

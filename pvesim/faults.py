@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvesim.errors import ApiError, die
+from pvesim.tasks import WorkerCrashed
 
 
 @dataclass
@@ -27,6 +28,9 @@ class Fault:
     message: str
     errors: dict[str, str] | None
     delay: float
+    # task faults: after the delay the worker dies as a killed process does (OOM kill, power
+    # loss): no clean-up, no verdict. A create leaves its config at `lock: create`.
+    crash: bool
     times: int | None  # None: until cleared
 
     def view(self) -> dict[str, Any]:
@@ -41,6 +45,7 @@ class Fault:
             "message": self.message,
             "errors": self.errors,
             "delay": self.delay,
+            "crash": self.crash,
             "times": self.times,
         }
 
@@ -66,10 +71,13 @@ class FaultRegistry:
             message=str(spec.get("message", "")),
             errors=spec.get("errors"),
             delay=float(spec.get("delay", 0)),
+            crash=bool(spec.get("crash", False)),
             times=None if times in (None, 0) else int(times),
         )
         if kind == "task" and not fault.task_type:
             raise ValueError("a task fault needs 'type' (the worker type, e.g. qmcreate)")
+        if fault.crash and kind != "task":
+            raise ValueError("only a task fault can crash (an API call has no worker to kill)")
         self.faults.append(fault)
         return fault
 
@@ -102,7 +110,8 @@ class FaultRegistry:
             return
 
     async def check_task(self, typ: str, ident: str, node: str) -> None:
-        """At a worker's start: delay it and/or make it die with the injected message."""
+        """At a worker's start: delay it, then make it die with the injected message, or
+        crash (WorkerCrashed)."""
         for fault in list(self.faults):
             if fault.kind != "task" or fault.task_type != typ:
                 continue
@@ -111,6 +120,8 @@ class FaultRegistry:
             self._take(fault)
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+            if fault.crash:
+                raise WorkerCrashed(f"{typ} {ident} on {node}")
             if fault.message:
                 raise die(fault.message)
             return

@@ -94,6 +94,11 @@ def read_proc_uptime_ticks() -> int:
         return int(time.monotonic() * 100)
 
 
+class WorkerCrashed(Exception):
+    """The worker process died without a word (killed): what it did so far stays as it is,
+    and its task ends with no verdict ("unexpected status", as PVE reports a dead worker)."""
+
+
 class TaskContext:
     """What a worker uses to write to its task log."""
 
@@ -247,6 +252,10 @@ class TaskManager:
             if self.before_worker:
                 await self.before_worker(task.info["type"], task.info["id"], task.node)
             await worker(ctx)
+        except WorkerCrashed as exc:
+            log.info("task %s crashed (injected): %s", task.upid, exc)
+            self._finish(task)
+            return
         except asyncio.CancelledError:
             if self.stopping:
                 # the emulator goes down: the task dies without a verdict, like a node

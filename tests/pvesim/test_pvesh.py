@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
@@ -174,3 +175,19 @@ def test_linked_clone_of_the_template(pvesh: ProxmoxAPI, qcow2_image: Path) -> N
     status = pvesh.nodes(NODE).tasks(upid).status.get()
     assert status["exitstatus"].startswith("WARNINGS")
     assert volume_path(pvesh, "local:710/base-710-disk-0.raw").is_file()
+
+
+def test_a_create_whose_worker_crashed_is_left_locked(pvesh: ProxmoxAPI, emulator: Emulator) -> None:
+    """A `crash` fault kills the create's worker as an OOM kill or a power loss would: the
+    VMID stays reserved by a bare `lock: create` config (no description), the task has no
+    verdict, and PVE destroys such a VM only with skiplock (root@pam)."""
+    vmid = int(pvesh.cluster.nextid.get())
+    emulator.control("POST", "/faults", {"type": "qmcreate", "task_id": str(vmid), "crash": True})
+    upid = pvesh.nodes(NODE).qemu.create(vmid=vmid, name="cut-off", description="never written")
+    assert pvesh.nodes(NODE).tasks(upid).status.get()["exitstatus"] == "unexpected status"
+    assert pvesh.nodes(NODE).qemu(vmid).config.get() == {"lock": "create", "digest": ANY}
+    upid = pvesh.nodes(NODE).qemu(vmid).delete(purge=1)
+    assert pvesh.nodes(NODE).tasks(upid).status.get()["exitstatus"] == "VM is locked (create)"
+    upid = pvesh.nodes(NODE).qemu(vmid).delete(purge=1, skiplock=1)
+    assert pvesh.nodes(NODE).tasks(upid).status.get()["exitstatus"] == "OK"
+    assert vmid not in [int(vm["vmid"]) for vm in pvesh.nodes(NODE).qemu.get()]

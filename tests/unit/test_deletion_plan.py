@@ -104,3 +104,26 @@ def test_waiting_for_a_part_looks_again_soon_and_errors_back_off() -> None:
     assert retry_delay(7, asked_a_part=False) == RECHECK_SECONDS  # a long outage does not slow the look
     assert [retry_delay(n, asked_a_part=True) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
     assert retry_delay(30, asked_a_part=True) == RETRY_MAX_SECONDS
+
+
+def test_a_failed_or_canceled_sync_tasks_cut_off_vm_is_deleted_unless_an_instance_owns_it() -> None:
+    instances = [_instance(1, 2, 9002, shared=False, primary=False)]
+    tasks = [
+        TemplateSyncTask(
+            id=7, target_node_id=3, target_node_name="pve-node3", epoch=1, status="failed", vmid=9007
+        ),
+        TemplateSyncTask(
+            id=8, target_node_id=2, target_node_name="pve-node2", epoch=0, status="canceled", vmid=9002
+        ),
+        TemplateSyncTask(
+            id=9, target_node_id=3, target_node_name="pve-node3", epoch=1, status="completed", vmid=9009
+        ),
+    ]
+    steps = plan(instances, [], tasks)
+    assert [(s.kind, s.node_name, s.ref, s.vmid) for s in steps] == [
+        ("vm", "pve-node2", 1, 9002),
+        ("failed_sync_vm", "pve-node3", 7, 9007),  # task 8's VMID is the instance's: deleted once
+        ("synced_copy", "pve-node3", 7, None),
+        ("synced_copy", "pve-node3", 9, None),
+    ]
+    assert steps[1].shown() == {"node_name": "pve-node3", "what": "vm", "vmid": 9007}
