@@ -220,7 +220,7 @@ async def cascade_delete(
     for task in copies:
         try:
             agent = await agents.for_node(task.target_node_id)
-            answer = await agent.remove_receive(task.id)
+            answer = await agent.remove_receive(task.id, task.uid)
         except NoLiveAgent as exc:
             raise ApiError(503, "no_live_agent", f"cannot remove the synced copy: {exc}") from None
         except (AgentUnreachable, AgentError) as exc:

@@ -50,6 +50,7 @@ TICKET_ERRORS = {"bad_ticket", "ticket_used"}
 @dataclass(frozen=True)
 class Hop:
     task_id: int
+    task_uid: str  # what the hop keys its receive by (see receive.py)
     epoch: int  # the task's attempt this hop belongs to: later tickets only for it
     node: str
     url: str
@@ -58,7 +59,12 @@ class Hop:
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Hop:
         return cls(
-            int(raw["task_id"]), int(raw["epoch"]), str(raw["node"]), str(raw["url"]), str(raw["ticket"])
+            int(raw["task_id"]),
+            str(raw["task_uid"]),
+            int(raw["epoch"]),
+            str(raw["node"]),
+            str(raw["url"]),
+            str(raw["ticket"]),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,7 +142,7 @@ class Sender:
 
     def __init__(
         self,
-        fresh_ticket: Callable[[int, int], Awaitable[str]],
+        fresh_ticket: Callable[[int, str, int], Awaitable[str]],
         rate_limit: RateLimit,
         peer_tls: ssl.SSLContext,
         policy: PeerPolicy,
@@ -215,7 +221,7 @@ class Transfer:
         for attempt in range(1, HOP_ATTEMPTS + 1):
             try:
                 if ticket is None:
-                    ticket = await self.sender.fresh_ticket(hop.task_id, hop.epoch)
+                    ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
                 opened = await client.open_session(hop.task_id, ticket, [h.as_dict() for h in rest])
                 ticket = None  # spent: every session needs a new one
                 offset = int(opened["offset"])

@@ -63,6 +63,7 @@ def claims(data: bytes, task: int, **changes: object) -> Ticket:
     fields: dict[str, object] = {
         "jti": secrets.token_hex(12),
         "task_id": task,
+        "task_uid": f"{task:032x}",
         "epoch": 2,
         "node": "pve-node2",
         "size": len(data),
