@@ -164,6 +164,12 @@ class Receive:
         self.rec.verified = 0
         self.running = RunningHash()
 
+    def keep_verified(self) -> None:
+        """Cut the partial file back to its verified prefix (a write that failed half way,
+        say on a full disk, may have left part of a chunk behind it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.part_path, self.rec.verified)
+
     def landed(self, frame: Frame, end: int) -> None:
         """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
         if self.forwarder is not None and not self.forwarder.done():
@@ -357,8 +363,7 @@ class Receives:
                 if r is not receive and r.session is not None and r.session.holds_slot()
             )
             free = self.staging.free_bytes() - promised
-            if missing + SPACE_RESERVE > free:
-                receive.discard_data()
+            if missing + SPACE_RESERVE > free:  # (what is verified stays: a retry resumes)
                 self._fail(
                     receive,
                     "no_space",
@@ -458,9 +463,14 @@ class Receives:
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
             raise TransferRefused(422, "corrupt_chunk", str(exc)) from None
         except NoSpace as exc:
-            await writer.close()  # before the file goes: its threads may still hold it
-            receive.discard_data()
-            self._fail(receive, "no_space", f"{exc} on {self.node}")
+            await writer.close()  # before the file is cut: its threads may still write to it
+            receive.keep_verified()
+            self._fail(
+                receive,
+                "no_space",
+                f"{exc} on {self.node}; its {receive.rec.verified} verified bytes are kept: "
+                "a retry resumes from there",
+            )
             raise TransferRefused(507, "no_space", receive.rec.error or str(exc)) from None
         except FrameError as exc:
             raise TransferRefused(400, "bad_frame", str(exc)) from None
