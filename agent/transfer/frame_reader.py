@@ -47,6 +47,11 @@ BATCH = 256 << 10
 # the body's remaining count includes: a low-water mark set from that count could wait
 # for bytes that never come. Over the last TLS_SLACK bytes of a body it is not raised.
 TLS_SLACK = 1 << 20
+# A wait for the network this long lowers the low-water mark to one byte: a sender that
+# stops mid-body (its transfer canceled) closes TLS with a close_notify of a few dozen
+# bytes, under the mark, and waits for ours before it closes the socket (30 s, asyncio's
+# TLS shutdown timeout): without this, the stream ended 30 s after its sender did.
+QUIET_SECONDS = 0.5
 # After a refused stream, how long the rest of the body is read and dropped (the answer
 # already sent) so that the sender, still sending, gets to read the answer before the
 # connection closes: closed with unread bytes, it is reset, and a reset can destroy the
@@ -248,8 +253,20 @@ class FrameReader(asyncio.BufferedProtocol):
                 if self._error is not None:
                     raise self._error
                 return
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
+            loop = asyncio.get_running_loop()
+            self._wakeup = loop.create_future()
+            quiet = loop.call_later(QUIET_SECONDS, self._quiet)
+            try:
+                await self._wakeup
+            finally:
+                quiet.cancel()
+
+    def _quiet(self) -> None:
+        """No bytes for a while: wake for any (buffer_updated raises the mark again)."""
+        if self._sock is not None and self._lowat > 1:
+            with contextlib.suppress(OSError, ValueError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                self._lowat = 1
 
     def hand_back(self) -> asyncio.BaseProtocol | None:
         """Stop reading; the protocol that had the connection before (to give it back to)."""

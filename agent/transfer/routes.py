@@ -138,6 +138,12 @@ async def receive_data(request: web.Request) -> web.Response:
         )
     except TransferRefused as exc:
         response = _refused(exc)
+    except ConnectionError as exc:
+        # The sender went away mid-stream (killed, its transfer canceled, the link broke): an
+        # expected end, said in one line; the verified bytes stay and a resume starts there.
+        log.warning("task %s: the stream from %s broke off: %s", _task_id(request), request.remote, exc)
+        body.abandon()
+        return json_error(400, "stream_broken", str(exc))  # (nobody is left to read it)
     except BaseException:
         body.abandon()
         raise

@@ -332,9 +332,9 @@ class Transfer:
                     read_back,
                 )
             await queue.put(None)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the stream, which fails with it
+        except Exception as exc:  # handed to the stream, which fails with it
+            # (Not BaseException: a GeneratorExit, when the coroutine is closed away from its
+            # loop, would await the queue there and fail as "bound to a different event loop".)
             await queue.put(exc)
         finally:
             if fd >= 0:

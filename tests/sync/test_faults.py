@@ -22,7 +22,7 @@ from tests.support.api import Api
 from tests.support.images import MiB, raw_with_data
 from tests.support.proxies import DataStreamProxy, Relay
 from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
-from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.support.uploads import node_ids, storage_id, upload, wait_for, wait_import
 from tests.sync.test_scenarios import assert_template_copy
 
 
@@ -316,13 +316,15 @@ def test_a_canceled_sync_and_a_killed_peer_log_one_line_each(
 ) -> None:
     """Peers that go away are expected: each says so in one line, without a traceback."""
     api, stack = slow_api, slow_stack
-    template_id, image = local_template(api, stack, tmp_path, "quiet", 64)
+    template_id, image = local_template(api, stack, tmp_path, "quiet", 96)
     size = image.stat().st_size
     since = _log_tails(stack)
     relay, last = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
     wait_task(api, last, lambda t: t["bytes_done"] >= size * 0.2)
     # The relay's copy is canceled: its stream from the source and its own to node 3 stop.
     api.post(f"/templates/sync-tasks/{relay}/cancel").ok()
+    gave_up = f"giving up on pve-node2 (task {relay}): 409 session_superseded"
+    wait_for(lambda: gave_up in _logged_since(stack, since), timeout=30, what="node 1 giving up on node 2")
     wait_task(api, last, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.5)
     # The source dies mid-stream (node 3 is left with half a stream), and comes back.
     stack.agents["pve-node1"].signal(signal.SIGKILL)
@@ -335,4 +337,4 @@ def test_a_canceled_sync_and_a_killed_peer_log_one_line_each(
     logged = _logged_since(stack, since)
     assert "Traceback" not in logged and "Task exception was never retrieved" not in logged, logged
     assert "Error handling request" not in logged, logged
-    assert f"task {relay}: the stream from" in logged and "broke off" in logged, logged
+    assert f"task {last}: the stream from 127.0.0.1 broke off" in logged, logged

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets
 import ssl
@@ -80,3 +81,29 @@ def test_a_new_task_under_an_old_tasks_id_gets_a_receive_of_its_own(tmp_path: Pa
         Staging(tmp_path / "staging"), "pve-node2", PeerPolicy(TicketVerifier(signer.public_key)), sender
     )
     assert list(again.receives) == [new_uid] and again.get(TASK_ID) is again.receives[new_uid]
+
+
+def test_a_receive_saved_before_uids_is_found_under_the_uid_the_upgrade_gave_its_task(
+    tmp_path: Path,
+) -> None:
+    """0003_transfer gives existing tasks the uid ``f"{id:032x}"``: a copy in flight across
+    the upgrade keeps its verified bytes."""
+    staging = Staging(tmp_path / "staging")
+    (staging.root / "receives").mkdir(parents=True)
+    name = staging.new_name("sync", TASK_ID, "raw")
+    staging.part_path(name).write_bytes(os.urandom(PIECE))
+    legacy = {
+        "task_id": TASK_ID,
+        "epoch": 2,
+        "size": 3 * PIECE,
+        "sha256": "ab" * 32,
+        "fmt": "raw",
+        "name": name,
+    }
+    (staging.root / "receives" / f"{TASK_ID}.json").write_text(json.dumps(legacy))
+
+    sender = Sender(_no_relays, RateLimit(0), ssl.create_default_context(), PeerPolicy())
+    receives = Receives(staging, "pve-node2", PeerPolicy(), sender)
+    receive = receives.get(TASK_ID, f"{TASK_ID:032x}")
+    assert receive is not None and receive.rec.verified == PIECE and staging.part_path(name).exists()
+    assert [p.name for p in (staging.root / "receives").glob("*.json")] == [f"{TASK_ID:032x}.json"]
