@@ -287,7 +287,8 @@ class Receives:
         return sum(1 for r in self.receives.values() if r.session is not None and r.session.holds_slot())
 
     def get(self, task_id: int, task_uid: str | None = None) -> Receive | None:
-        """The receive of that task; without a uid, the latest of that task id (for people)."""
+        """The receive of that task; without a uid (people, tests), the last one of that task id
+        this agent made or loaded."""
         if task_uid is not None:
             receive = self.receives.get(task_uid)
             return receive if receive is not None and receive.rec.task_id == task_id else None

@@ -4,8 +4,8 @@ From the coordinator:
     POST   /v1/transfers                      send a staged image along a chain of hops
     GET    /v1/receives/{task_id}?uid=        how far a receive is (progress, errors)
     DELETE /v1/receives/{task_id}?uid=        drop a receive and its file (cancel, delete)
-    (uid: the task's, which receives are keyed by; without it, the latest / every receive
-    of that task id)
+    (uid: the task's, which receives are keyed by, since a task id can come back; without
+    it, the last receive of that task id / every one)
 From peers (no credential: a ticket the coordinator signed for this node, task and attempt,
 then the session it opened):
     POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
