@@ -152,12 +152,16 @@ class AgentClient:
         result: dict[str, Any] = await self._call("POST", "/v1/transfers", json=request)
         return result
 
-    async def receive_state(self, task_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/v1/receives/{task_id}", timeout=10)
+    async def receive_state(self, task_id: int, task_uid: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", f"/v1/receives/{task_id}", params={"uid": task_uid}, timeout=10
+        )
         return result
 
-    async def remove_receive(self, task_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/receives/{task_id}")
+    async def remove_receive(self, task_id: int, task_uid: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid}
+        )
         return result
 
     async def open_session(

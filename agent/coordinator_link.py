@@ -157,12 +157,14 @@ class CoordinatorLink:
                         )
                 await asyncio.sleep(self.interval if self._failing_since is None else 2.0)
 
-    async def fresh_ticket(self, task_id: int, epoch: int) -> str:
+    async def fresh_ticket(self, task_id: int, task_uid: str, epoch: int) -> str:
         """A new ticket to (re)open a stream to the target of ``task_id`` in its attempt ``epoch``
         (refused once the task has moved on to another attempt)."""
         try:
             async with coordinator_session(self.config, 10) as session:
-                status, payload = await self._post(session, "/tickets", {"task_id": task_id, "epoch": epoch})
+                status, payload = await self._post(
+                    session, "/tickets", {"task_id": task_id, "task_uid": task_uid, "epoch": epoch}
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransferRefused(
                 503, "coordinator_unreachable", f"no ticket for task {task_id}: {exc}"

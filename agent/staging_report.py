@@ -17,10 +17,12 @@ async def list_staging(request: web.Request) -> web.Response:
         for upload_id, mtime in sorted(request.app[STAGING].upload_mtimes().items())
     ]
     receives = []
-    for task_id, receive in sorted(request.app[RECEIVES].receives.items()):
+    for receive in request.app[RECEIVES].receives.values():
         try:
             age = now - receive.state_path.stat().st_mtime  # saved whenever the copy moves on
         except FileNotFoundError:
             age = 0.0
-        receives.append({"task_id": task_id, "age_seconds": round(age, 1)})
+        receives.append(
+            {"task_id": receive.rec.task_id, "task_uid": receive.rec.task_uid, "age_seconds": round(age, 1)}
+        )
     return web.json_response({"uploads": uploads, "receives": receives})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import ssl
 import time
 from pathlib import Path
@@ -91,9 +92,17 @@ async def _receive(
     workdir: Path, task_id: int, size: int, sha256: str, payloads: list[bytes]
 ) -> tuple[float, float]:
     signer = TicketSigner(workdir / "ticket.key")
-    ticket = signer.issue(task_id=task_id, epoch=1, node=NODE, size=size, sha256=sha256, fmt="raw")
+    ticket = signer.issue(
+        task_id=task_id,
+        task_uid=secrets.token_hex(16),
+        epoch=1,
+        node=NODE,
+        size=size,
+        sha256=sha256,
+        fmt="raw",
+    )
 
-    async def no_relays(_task: int, _epoch: int) -> str:
+    async def no_relays(_task: int, _uid: str, _epoch: int) -> str:
         raise RuntimeError("this benchmark relays nothing")
 
     sender = Sender(no_relays, RateLimit(0), ssl.create_default_context(), PeerPolicy())

@@ -48,6 +48,7 @@ class Step:
     ref: int
     vmid: int | None = None
     staged_name: str = ""
+    task_uid: str = ""  # synced_copy: what the target's agent keys the copy by
 
     @property
     def blocks_its_node(self) -> bool:
@@ -112,7 +113,11 @@ def plan(
         if u.staged_name
     ]
     # Copies (whole or partial) that sync tasks left on their targets; epoch 0 never started.
-    steps += [Step("synced_copy", t.target_node_id, t.target_node_name, t.id) for t in tasks if t.epoch > 0]
+    steps += [
+        Step("synced_copy", t.target_node_id, t.target_node_name, t.id, task_uid=t.uid)
+        for t in tasks
+        if t.epoch > 0
+    ]
     return steps
 
 

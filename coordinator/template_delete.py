@@ -305,7 +305,7 @@ class DeleteJobs:
             )
             outcome.removed_images += int(bool(answer.get("removed")))
         else:
-            answer = await _call(step, agent.remove_receive(step.ref))
+            answer = await _call(step, agent.remove_receive(step.ref, step.task_uid))
             # Its copy is gone: the task has nothing left to remove (the rows go at the end anyway).
             await self._write(delete(TemplateSyncTask).where(TemplateSyncTask.id == step.ref))
             outcome.removed_images += int(bool(answer.get("removed")))

@@ -34,6 +34,7 @@ TICKET_LIFETIME = 300.0
 CLOCK_SKEW = 60.0
 # No image is larger than this (the coordinator's upload caps are far below it).
 MAX_IMAGE_BYTES = 1 << 42
+TASK_UID = "^[0-9a-f]{32}\\Z"
 
 
 class TicketInvalid(Exception):
@@ -43,6 +44,9 @@ class TicketInvalid(Exception):
 class Ticket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jti: Annotated[str, Meta(pattern="^[0-9a-f]{24}\\Z")]  # single-use id
     task_id: Annotated[int, Meta(ge=1)]
+    # What the agent keys the receive by: a task id can come back (a deleted task's, or
+    # another coordinator's), a uid does not.
+    task_uid: Annotated[str, Meta(pattern=TASK_UID)]
     epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: tickets of an older attempt are stale
     node: Annotated[str, Meta(min_length=1, max_length=100)]  # the target node the stream goes to
     size: Annotated[int, Meta(ge=0, le=MAX_IMAGE_BYTES)]
@@ -113,6 +117,7 @@ class TicketSigner:
         self,
         *,
         task_id: int,
+        task_uid: str,
         epoch: int,
         node: str,
         size: int,
@@ -125,6 +130,7 @@ class TicketSigner:
             Ticket(
                 jti=secrets.token_hex(12),
                 task_id=task_id,
+                task_uid=task_uid,
                 epoch=epoch,
                 node=node,
                 size=size,

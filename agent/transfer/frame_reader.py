@@ -47,8 +47,15 @@ BATCH = 256 << 10
 # the body's remaining count includes: a low-water mark set from that count could wait
 # for bytes that never come. Over the last TLS_SLACK bytes of a body it is not raised.
 TLS_SLACK = 1 << 20
-# After a refused stream, how long the rest of the body is read and dropped so that the
-# sender, still sending, gets to read the answer (as aiohttp's lingering close does).
+# A wait for the network this long lowers the low-water mark to one byte: a sender that
+# stops mid-body (its transfer canceled) closes TLS with a close_notify of a few dozen
+# bytes, under the mark, and waits for ours before it closes the socket (30 s, asyncio's
+# TLS shutdown timeout): without this, the stream ended 30 s after its sender did.
+QUIET_SECONDS = 0.5
+# After a refused stream, how long the rest of the body is read and dropped (the answer
+# already sent) so that the sender, still sending, gets to read the answer before the
+# connection closes: closed with unread bytes, it is reset, and a reset can destroy the
+# answer on its way (as aiohttp's lingering close knows).
 LINGER_SECONDS = 10.0
 
 _PREFIX, _HEADER, _PAYLOAD = range(3)
@@ -214,7 +221,9 @@ class FrameReader(asyncio.BufferedProtocol):
             self._paused = False
 
     def _set_lowat(self) -> None:
-        wanted = max(1, min(BATCH, self.remaining - self._slack))
+        # Dropping the rest: every byte wakes the reader, or a sender's closing words (a TLS
+        # close_notify, a few dozen bytes) would wait under the mark until the linger ends.
+        wanted = 1 if self._scratch is not None else max(1, min(BATCH, self.remaining - self._slack))
         if self._sock is None or wanted == self._lowat:
             return
         try:
@@ -244,8 +253,20 @@ class FrameReader(asyncio.BufferedProtocol):
                 if self._error is not None:
                     raise self._error
                 return
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
+            loop = asyncio.get_running_loop()
+            self._wakeup = loop.create_future()
+            quiet = loop.call_later(QUIET_SECONDS, self._quiet)
+            try:
+                await self._wakeup
+            finally:
+                quiet.cancel()
+
+    def _quiet(self) -> None:
+        """No bytes for a while: wake for any (buffer_updated raises the mark again)."""
+        if self._sock is not None and self._lowat > 1:
+            with contextlib.suppress(OSError, ValueError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                self._lowat = 1
 
     def hand_back(self) -> asyncio.BaseProtocol | None:
         """Stop reading; the protocol that had the connection before (to give it back to)."""
@@ -260,6 +281,7 @@ class FrameReader(asyncio.BufferedProtocol):
             return
         self._scratch = memoryview(bytearray(BATCH))
         self._buffer = None
+        self._set_lowat()
         self._resume()
         while self.remaining > 0 and not self._lost:
             self._wakeup = asyncio.get_running_loop().create_future()
@@ -296,12 +318,20 @@ class StreamBody:
         return reader
 
     async def finish(self, response: web.StreamResponse) -> None:
-        """After the stream: read and drop what is left of the body (for a while), give the
-        connection back to aiohttp, and have it closed after ``response``."""
+        """After the stream: send ``response`` at once, then read and drop what is left of the
+        body (for a while), give the connection back to aiohttp, and have it closed.
+
+        The answer goes first: a sender learns that a chunk was refused (bad digest, full
+        disk) while it is still sending, and stops. Sent only after the rest of the body,
+        a refusal reached a sender 10 s late (the linger's limit), mid-image.
+        """
         reader = self.reader
         if reader is None:
             return  # never taken over: aiohttp reads (or drops) the body itself
         response.force_close()
+        with contextlib.suppress(ConnectionError):  # the sender is gone: nothing to tell it
+            await response.prepare(self.request)
+            await response.write_eof()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINGER_SECONDS):
                 await reader.drop_rest()

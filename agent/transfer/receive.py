@@ -3,7 +3,7 @@
 One ``Receive`` per sync task, kept across agent restarts::
 
     staging/<name>.part              the image as far as it came; [0, verified) is checked
-    staging/receives/<task>.json     what it is (size, sha256, format) and how far it is
+    staging/receives/<task uid>.json what it is (size, sha256, format) and how far it is
     staging/receives/used-tickets.json  tickets already spent (until they expire)
     staging/<name>                   the complete image, once its sha256 matched
 
@@ -11,8 +11,14 @@ A peer opens a session with a ticket (``open_session``), learns the offset to go
 from, then streams frames (``stream``); chunk_writer.py checks each one before writing
 it, in order, so the partial file is always a verified prefix and a broken stream (or a
 killed agent) resumes from its end. At the end the whole file's sha256 must be the
-ticket's, or the copy is thrown away. A session that names further hops starts a forwarder that relays the
-verified bytes to the next node (see send.py), so a fan-out crosses each link once.
+ticket's, or the copy is thrown away.
+
+Receives are keyed by the task's uid (in its tickets), not its id: a task id can come
+back (SQLite reuses a deleted row's id; two coordinators may number tasks alike), and
+state of the old task must not make the new one look like a stale attempt.
+
+A session that names further hops starts a forwarder that relays the verified bytes to
+the next node (see send.py), so a fan-out crosses each link once.
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ RECENT_FRAMES = 3
 
 @dataclass
 class ReceiveRecord:
-    """What is saved about a receive (staging/receives/<task>.json)."""
+    """What is saved about a receive (staging/receives/<task uid>.json)."""
 
     task_id: int
+    task_uid: str
     epoch: int
     size: int
     sha256: str
@@ -117,7 +124,7 @@ class Receive:
         self.rec = record
         self.session: Session | None = None
         self.forwarder: asyncio.Task[None] | None = None
-        self.forward_key: tuple[int, int] | None = None
+        self.forward_key: tuple[str, int] | None = None
         self.meter = RateMeter()
         self._grew = asyncio.Event()
         self.running = RunningHash()
@@ -137,7 +144,7 @@ class Receive:
 
     @property
     def state_path(self) -> Path:
-        return self.staging.root / "receives" / f"{self.rec.task_id}.json"
+        return self.staging.root / "receives" / f"{self.rec.task_uid}.json"
 
     @property
     def size(self) -> int:
@@ -156,6 +163,12 @@ class Receive:
         self.path.unlink(missing_ok=True)
         self.rec.verified = 0
         self.running = RunningHash()
+
+    def keep_verified(self) -> None:
+        """Cut the partial file back to its verified prefix (a write that failed half way,
+        say on a full disk, may have left part of a chunk behind it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.part_path, self.rec.verified)
 
     def landed(self, frame: Frame, end: int) -> None:
         """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
@@ -202,6 +215,7 @@ class Receive:
             state = "idle"
         return {
             "task_id": self.rec.task_id,
+            "task_uid": self.rec.task_uid,
             "epoch": self.rec.epoch,
             "state": state,
             "size": self.rec.size,
@@ -231,7 +245,7 @@ class Receives:
         self.node = node
         self.policy = policy
         self.sender = sender
-        self.receives: dict[int, Receive] = {}
+        self.receives: dict[str, Receive] = {}  # by task uid
         self._used_tickets = UsedTickets(staging.root / "receives" / "used-tickets.json")
         self._load()
 
@@ -239,13 +253,20 @@ class Receives:
         folder = self.staging.root / "receives"
         folder.mkdir(exist_ok=True)
         known: set[str] = set()
-        for path in folder.glob("[0-9]*.json"):
+        for path in folder.glob("*.json"):
+            if path.name == "used-tickets.json":
+                continue
             try:
-                rec = ReceiveRecord(**json.loads(path.read_text()))
-            except (ValueError, TypeError) as exc:
+                fields = json.loads(path.read_text())
+                # Saved before receives had uids: the uid the upgrade gave the task (0003_transfer).
+                fields.setdefault("task_uid", f"{int(fields['task_id']):032x}")
+                rec = ReceiveRecord(**fields)
+            except (ValueError, TypeError, KeyError) as exc:
                 log.warning("ignoring unreadable receive state %s: %s", path, exc)
                 continue
             receive = Receive(self.staging, rec)
+            if path != receive.state_path:
+                os.replace(path, receive.state_path)
             if rec.state == "receiving":
                 # The partial file is a verified prefix (chunks land in order): its length is
                 # how far the copy got, even if the agent died before saving its record.
@@ -255,7 +276,7 @@ class Receives:
                     rec.verified = 0
             if rec.state == "complete" and not receive.path.exists():
                 rec.state, rec.verified = "receiving", 0
-            self.receives[rec.task_id] = receive
+            self.receives[rec.task_uid] = receive
             known.add(rec.name)
         for part in self.staging.root.glob("sync-*.part"):
             if part.name.removesuffix(".part") not in known:
@@ -265,8 +286,13 @@ class Receives:
     def inbound(self) -> int:
         return sum(1 for r in self.receives.values() if r.session is not None and r.session.holds_slot())
 
-    def get(self, task_id: int) -> Receive | None:
-        return self.receives.get(task_id)
+    def get(self, task_id: int, task_uid: str | None = None) -> Receive | None:
+        """The receive of that task; without a uid (people, tests), the last one of that task id
+        this agent made or loaded."""
+        if task_uid is not None:
+            receive = self.receives.get(task_uid)
+            return receive if receive is not None and receive.rec.task_id == task_id else None
+        return next((r for r in reversed(self.receives.values()) if r.rec.task_id == task_id), None)
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -301,7 +327,7 @@ class Receives:
         what other receives were promised); checks the ticket, so that only a transfer the
         coordinator signed can make the agent evict copies for it."""
         ticket = self._check_ticket(task_id, token)
-        receive = self.receives.get(task_id)
+        receive = self.receives.get(ticket.task_uid)
         verified = receive.rec.verified if receive is not None and receive.rec.sha256 == ticket.sha256 else 0
         if receive is not None and receive.rec.state == "complete" and verified:
             return 0
@@ -312,7 +338,7 @@ class Receives:
     ) -> tuple[Session, Receive]:
         """Check the ticket and the limits; returns the session and where to go on from."""
         ticket = self._check_ticket(task_id, token)
-        receive = self.receives.get(task_id)
+        receive = self.receives.get(ticket.task_uid)
         if receive is not None and ticket.epoch < receive.rec.epoch:
             raise TransferRefused(
                 409, "stale_ticket", f"ticket is for attempt {ticket.epoch}, task is at {receive.rec.epoch}"
@@ -323,7 +349,7 @@ class Receives:
         busy = self.inbound - int(bool(receive and receive.session and receive.session.holds_slot()))
         if busy >= self.policy.max_inbound:
             raise TransferRefused(429, "busy", f"{self.node} already receives {busy} image(s)")
-        forward_key = (int(next_hops[0]["task_id"]), ticket.epoch) if next_hops else None
+        forward_key = (str(next_hops[0]["task_uid"]), ticket.epoch) if next_hops else None
         keeps_forwarder = (
             receive is not None
             and receive.forwarder is not None
@@ -336,9 +362,11 @@ class Receives:
             name = self.staging.new_name("sync", task_id, ticket.fmt)
             receive = Receive(
                 self.staging,
-                ReceiveRecord(task_id, ticket.epoch, ticket.size, ticket.sha256, ticket.fmt, name),
+                ReceiveRecord(
+                    task_id, ticket.task_uid, ticket.epoch, ticket.size, ticket.sha256, ticket.fmt, name
+                ),
             )
-            self.receives[task_id] = receive
+            self.receives[ticket.task_uid] = receive
         rec = receive.rec
         if rec.state == "failed":
             if ticket.epoch <= rec.epoch:
@@ -349,8 +377,7 @@ class Receives:
         if rec.state != "complete":
             missing = rec.size - rec.verified
             free = self.staging.free_bytes() - self._promised(receive)
-            if missing + SPACE_RESERVE > free:
-                receive.discard_data()
+            if missing + SPACE_RESERVE > free:  # (what is verified stays: a retry resumes)
                 self._fail(
                     receive,
                     "no_space",
@@ -382,8 +409,15 @@ class Receives:
 
     async def stream(self, task_id: int, session_id: str, frames: AsyncIterator[Frame]) -> dict[str, Any]:
         """Check and write the frames of one stream of the task's current session."""
-        receive = self.receives.get(task_id)
-        if receive is None or receive.session is None or receive.session.id != session_id:
+        receive = next(
+            (
+                r
+                for r in self.receives.values()
+                if r.rec.task_id == task_id and r.session is not None and r.session.id == session_id
+            ),
+            None,
+        )
+        if receive is None or receive.session is None:
             raise TransferRefused(409, "session_superseded", "this session is not the task's current one")
         session = receive.session
         if session.streaming:
@@ -443,9 +477,14 @@ class Receives:
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
             raise TransferRefused(422, "corrupt_chunk", str(exc)) from None
         except NoSpace as exc:
-            await writer.close()  # before the file goes: its threads may still hold it
-            receive.discard_data()
-            self._fail(receive, "no_space", f"{exc} on {self.node}")
+            await writer.close()  # before the file is cut: its threads may still write to it
+            receive.keep_verified()
+            self._fail(
+                receive,
+                "no_space",
+                f"{exc} on {self.node}; its {receive.rec.verified} verified bytes are kept: "
+                "a retry resumes from there",
+            )
             raise TransferRefused(507, "no_space", receive.rec.error or str(exc)) from None
         except FrameError as exc:
             raise TransferRefused(400, "bad_frame", str(exc)) from None
@@ -465,7 +504,7 @@ class Receives:
         receive.session = None
         receive.discard_data()
         receive.state_path.unlink(missing_ok=True)
-        self.receives.pop(receive.rec.task_id, None)
+        self.receives.pop(receive.rec.task_uid, None)
         receive.rec.state = "failed"
         receive.rec.error = "removed"
         receive._advanced()
@@ -477,10 +516,14 @@ class Receives:
                 self._drop(receive)
         self.staging.remove(name)
 
-    def remove(self, task_id: int) -> bool:
-        receive = self.receives.get(task_id)
-        if receive is None:
-            return False
-        self._drop(receive)
-        log.info("task %s: receive removed", task_id)
-        return True
+    def remove(self, task_id: int, task_uid: str | None = None) -> bool:
+        """Drop the task's receive (without a uid: every receive of that task id)."""
+        doomed = [
+            r
+            for r in self.receives.values()
+            if r.rec.task_id == task_id and task_uid in (None, r.rec.task_uid)
+        ]
+        for receive in doomed:
+            self._drop(receive)
+            log.info("task %s: receive %s removed", task_id, receive.rec.task_uid)
+        return bool(doomed)

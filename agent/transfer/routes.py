@@ -2,8 +2,10 @@
 
 From the coordinator:
     POST   /v1/transfers                      send a staged image along a chain of hops
-    GET    /v1/receives/{task_id}             how far a receive is (progress, errors)
-    DELETE /v1/receives/{task_id}             drop a receive and its file (cancel, delete)
+    GET    /v1/receives/{task_id}?uid=        how far a receive is (progress, errors)
+    DELETE /v1/receives/{task_id}?uid=        drop a receive and its file (cancel, delete)
+    (uid: the task's, which receives are keyed by, since a task id can come back; without
+    it, the last receive of that task id / every one)
 From peers (no credential: a ticket the coordinator signed for this node, task and attempt,
 then the session it opened):
     POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
@@ -15,6 +17,7 @@ then the session it opened):
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -29,6 +32,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamBody
 from agent.transfer.receive import SPACE_RESERVE
 from agent.transfer.send import Hop, StagedImage
+from shared.tickets import TASK_UID
 from shared.validation import Input, parse
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ PEER_ROUTES = frozenset({"peer-session", "peer-data"})
 
 class HopIn(Input):
     task_id: Annotated[int, Meta(ge=1)]
+    task_uid: Annotated[str, Meta(pattern=TASK_UID)]
     epoch: Annotated[int, Meta(ge=1)]
     node: Annotated[str, Meta(min_length=1)]
     url: Annotated[str, Meta(min_length=1)]
@@ -58,6 +63,14 @@ class SessionIn(Input):
 
 def _task_id(request: web.Request) -> int:
     return int(request.match_info["task_id"])
+
+
+def _task_uid(request: web.Request) -> str | None:
+    """The ``uid`` query parameter: which task of that id (the coordinator always names it)."""
+    uid = request.query.get("uid")
+    if uid is not None and not re.fullmatch(TASK_UID, uid):
+        raise TransferRefused(400, "invalid_request", "uid is not a task uid (32 hex digits)")
+    return uid
 
 
 def _refused(exc: TransferRefused) -> web.Response:
@@ -85,7 +98,7 @@ async def start_transfer(request: web.Request) -> web.Response:
         return json_error(404, "missing_image", f"staged image {body.staged_name} is not on this node")
     if size != body.size:
         return json_error(409, "size_mismatch", f"{body.staged_name} has {size} bytes, expected {body.size}")
-    hops = [Hop(h.task_id, h.epoch, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
+    hops = [Hop(h.task_id, h.task_uid, h.epoch, h.node, h.url.rstrip("/"), h.ticket) for h in body.hops]
     request.app[STAGING].touch(body.staged_name)  # used now: evicted after copies not used since
     sender.start(body.transfer_id, StagedImage(path, size), hops)
     log.info(
@@ -131,6 +144,12 @@ async def receive_data(request: web.Request) -> web.Response:
         )
     except TransferRefused as exc:
         response = _refused(exc)
+    except ConnectionError as exc:
+        # The sender went away mid-stream (killed, its transfer canceled, the link broke): an
+        # expected end, said in one line; the verified bytes stay and a resume starts there.
+        log.warning("task %s: the stream from %s broke off: %s", _task_id(request), request.remote, exc)
+        body.abandon()
+        return json_error(400, "stream_broken", str(exc))  # (nobody is left to read it)
     except BaseException:
         body.abandon()
         raise
@@ -139,14 +158,20 @@ async def receive_data(request: web.Request) -> web.Response:
 
 
 async def receive_state(request: web.Request) -> web.Response:
-    receive = request.app[RECEIVES].get(_task_id(request))
+    try:
+        receive = request.app[RECEIVES].get(_task_id(request), _task_uid(request))
+    except TransferRefused as exc:
+        return _refused(exc)
     if receive is None:
         return json_error(404, "receive_not_found", f"no receive for task {_task_id(request)} on this node")
     return web.json_response(receive.view())
 
 
 async def remove_receive(request: web.Request) -> web.Response:
-    removed = request.app[RECEIVES].remove(_task_id(request))
+    try:
+        removed = request.app[RECEIVES].remove(_task_id(request), _task_uid(request))
+    except TransferRefused as exc:
+        return _refused(exc)
     return web.json_response({"task_id": _task_id(request), "removed": removed})
 
 

@@ -11,7 +11,6 @@ goes on with the next hop), and the coordinator gives the skipped node a new att
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mmap
 import os
@@ -50,6 +49,7 @@ TICKET_ERRORS = {"bad_ticket", "ticket_used"}
 @dataclass(frozen=True)
 class Hop:
     task_id: int
+    task_uid: str  # what the hop keys its receive by (see receive.py)
     epoch: int  # the task's attempt this hop belongs to: later tickets only for it
     node: str
     url: str
@@ -58,7 +58,12 @@ class Hop:
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Hop:
         return cls(
-            int(raw["task_id"]), int(raw["epoch"]), str(raw["node"]), str(raw["url"]), str(raw["ticket"])
+            int(raw["task_id"]),
+            str(raw["task_uid"]),
+            int(raw["epoch"]),
+            str(raw["node"]),
+            str(raw["url"]),
+            str(raw["ticket"]),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,7 +141,7 @@ class Sender:
 
     def __init__(
         self,
-        fresh_ticket: Callable[[int, int], Awaitable[str]],
+        fresh_ticket: Callable[[int, str, int], Awaitable[str]],
         rate_limit: RateLimit,
         peer_tls: ssl.SSLContext,
         policy: PeerPolicy,
@@ -227,7 +232,7 @@ class Transfer:
         for attempt in range(1, HOP_ATTEMPTS + 1):
             try:
                 if ticket is None:
-                    ticket = await self.sender.fresh_ticket(hop.task_id, hop.epoch)
+                    ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
                 opened = await client.open_session(hop.task_id, ticket, [h.as_dict() for h in rest])
                 ticket = None  # spent: every session needs a new one
                 offset = int(opened["offset"])
@@ -244,13 +249,7 @@ class Transfer:
                     self.source.size,
                     f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
                 )
-                await client.stream(
-                    hop.task_id,
-                    str(opened["session"]),
-                    self._frames(offset),
-                    stream_length(offset, self.source.size),
-                    plain_url,
-                )
+                await self._stream(client, hop, str(opened["session"]), offset, plain_url)
                 return
             except AgentError as exc:
                 if exc.error in FINAL_ERRORS:
@@ -280,28 +279,40 @@ class Transfer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _frames(self, start: int) -> AsyncIterator[bytes | memoryview]:
-        """The frames of [start, size), read ahead of the network in a worker thread."""
+    async def _stream(
+        self, client: AgentClient, hop: Hop, session: str, start: int, plain_url: str | None
+    ) -> None:
+        """One stream of [start, size) to the hop, read ahead of the network in a worker thread.
+
+        The read-ahead ends with the stream, whatever ended it, not whenever the frames'
+        generator is finalized: aiohttp does not close a body it stopped writing (the hop
+        refused the stream, the transfer was canceled).
+        """
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(start, queue))
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                header, pieces = item
-                await self.sender.rate_limit.take(sum(len(p) for p in pieces))
-                yield header
-                for piece in pieces:
-                    view = memoryview(piece)
-                    for at in range(0, len(view), WRITE_PIECE):
-                        yield view[at : at + WRITE_PIECE]
+            await client.stream(
+                hop.task_id, session, self._frames(queue), stream_length(start, self.source.size), plain_url
+            )
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await asyncio.gather(reader, return_exceptions=True)  # (its errors went to the stream)
+
+    async def _frames(self, queue: ReadQueue) -> AsyncIterator[bytes | memoryview]:
+        """The frames the read-ahead queued, in pieces for the TLS layer, at the agent's rate."""
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            header, pieces = item
+            await self.sender.rate_limit.take(sum(len(p) for p in pieces))
+            yield header
+            for piece in pieces:
+                view = memoryview(piece)
+                for at in range(0, len(view), WRITE_PIECE):
+                    yield view[at : at + WRITE_PIECE]
 
     async def _read(self, start: int, queue: ReadQueue) -> None:
         fd = -1
@@ -338,9 +349,9 @@ class Transfer:
                     read_back,
                 )
             await queue.put(None)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the stream, which fails with it
+        except Exception as exc:  # handed to the stream, which fails with it
+            # (Not BaseException: a GeneratorExit, when the coroutine is closed away from its
+            # loop, would await the queue there and fail as "bound to a different event loop".)
             await queue.put(exc)
         finally:
             if fd >= 0:

@@ -25,6 +25,7 @@ from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
 from coordinator.db.races import create_or_return
 from coordinator.staging_release import release_copy
+from shared.tickets import TASK_UID
 from shared.validation import Input, Model
 from shared.version import VERSION
 
@@ -198,6 +199,7 @@ async def goodbye(call: Call) -> dict[str, object]:
 
 class TicketRequest(Input):
     task_id: Annotated[int, Meta(ge=1)]
+    task_uid: Annotated[str, Meta(pattern=TASK_UID)]  # the task, not another under a reused id
     epoch: Annotated[int, Meta(ge=1)]  # the attempt the sender's transfer belongs to
 
 
@@ -234,7 +236,7 @@ async def ticket(call: Call) -> TicketOut:
     caller = _caller(call)
     async with call.app[DB]() as session:
         task = await session.get(TemplateSyncTask, body.task_id)
-        if task is None:
+        if task is None or task.uid != body.task_uid:
             raise ApiError(404, "sync_task_not_found", f"sync task {body.task_id} not found")
         if caller.node_name not in task.upstream_nodes.split(","):
             raise ApiError(
@@ -258,6 +260,7 @@ async def ticket(call: Call) -> TicketOut:
         assert upload is not None
     token = call.app[TICKETS].issue(
         task_id=task.id,
+        task_uid=task.uid,
         epoch=task.epoch,
         node=task.target_node_name,
         size=upload.file_size,

@@ -260,7 +260,7 @@ async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
     """Remove what the task left on its target (partial copy); best effort."""
     try:
         agent = await call.app[AGENTS].for_node(task.target_node_id)
-        await agent.remove_receive(task.id)
+        await agent.remove_receive(task.id, task.uid)
     except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
         log.warning("sync task %s: partial copy on %s not removed: %s", task.id, task.target_node_name, exc)
 

@@ -13,6 +13,7 @@ promises are enforced by the database, not only by code:
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Literal, get_args
 
@@ -208,6 +209,10 @@ class TemplateInstance(Timestamps, Base):
     modifier: Mapped[str] = mapped_column(String(100), default="")
 
 
+def new_task_uid() -> str:
+    return secrets.token_hex(16)
+
+
 class TemplateSyncTask(Timestamps, Leased, Base):
     __tablename__ = "template_sync_task"
     __table_args__ = (
@@ -218,6 +223,10 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # What agents key their receive of this task by (tickets and calls name it): an id can
+    # come back after a delete (SQLite without AUTOINCREMENT), and agents may serve more
+    # than one coordinator; 128 random bits collide with neither.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, default=new_task_uid)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
     upload_id: Mapped[int] = mapped_column(Integer, index=True)
     cluster_id: Mapped[int] = mapped_column(Integer)

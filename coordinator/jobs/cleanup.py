@@ -40,7 +40,7 @@ async def remove_failed_copies(
     for task in tasks:
         try:
             agent = await agents.for_node(task.target_node_id)
-            await agent.remove_receive(task.id)
+            await agent.remove_receive(task.id, task.uid)
         except (NoLiveAgent, AgentUnreachable, AgentError) as exc:
             log.info(
                 "sync task %s: partial copy on %s not removed yet: %s", task.id, task.target_node_name, exc

@@ -53,14 +53,18 @@ async def _check_agent(
 ) -> int:
     report = await agent.staging()
     upload_ids = [int(u["upload_id"]) for u in report["uploads"] if u["age_seconds"] >= grace]
-    task_ids = [int(r["task_id"]) for r in report["receives"] if r["age_seconds"] >= grace]
+    receives = {
+        str(r["task_uid"]): int(r["task_id"]) for r in report["receives"] if r["age_seconds"] >= grace
+    }
     async with db() as session:
         uploads = {
             u.id: u
             for u in await session.scalars(select(TemplateUpload).where(TemplateUpload.id.in_(upload_ids)))
         }
         known_tasks = set(
-            await session.scalars(select(TemplateSyncTask.id).where(TemplateSyncTask.id.in_(task_ids)))
+            await session.scalars(
+                select(TemplateSyncTask.uid).where(TemplateSyncTask.uid.in_(list(receives)))
+            )
         )
     removed = 0
     for upload_id in upload_ids:
@@ -68,9 +72,9 @@ async def _check_agent(
             gone = (await agent.delete_upload(upload_id))["removed"]
             log.info("staging of node %s: removed %s (upload %s needs it no more)", node_id, gone, upload_id)
             removed += 1
-    for task_id in task_ids:
-        if task_id not in known_tasks:
-            await agent.remove_receive(task_id)
+    for task_uid, task_id in receives.items():
+        if task_uid not in known_tasks:
+            await agent.remove_receive(task_id, task_uid)
             log.info(
                 "staging of node %s: removed the copy of sync task %s (the task is gone)", node_id, task_id
             )

@@ -252,11 +252,13 @@ class SyncScheduler:
         hops = [
             {
                 "task_id": t.id,
+                "task_uid": t.uid,
                 "epoch": t.epoch,
                 "node": t.target_node_name,
                 "url": agents[t.target_node_id].url,
                 "ticket": self.signer.issue(
                     task_id=t.id,
+                    task_uid=t.uid,
                     epoch=t.epoch,
                     node=t.target_node_name,
                     size=upload.file_size,
@@ -433,7 +435,7 @@ class SyncWatcher:
             view: dict[str, Any] | None = None
             if agent is not None:
                 try:
-                    view = await agent.receive_state(task.id)
+                    view = await agent.receive_state(task.id, task.uid)
                 except AgentError as exc:
                     if exc.status != 404:
                         log.warning("sync task %s: target answered %s", task.id, exc)

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.models import TemplateSyncTask
 from demo.stack import Stack
 from tests.support.api import Api
+from tests.support.db import with_session
 from tests.support.uploads import staging_dir
 
 SYNC_TIMEOUT = 120.0
@@ -62,6 +65,17 @@ def agent_get(stack: Stack, node: str, path: str) -> requests.Response:
         timeout=10,
         verify=str(stack.ca_file),
     )
+
+
+def task_uid(stack: Stack, task_id: int) -> str:
+    """The uid agents key the task's receive by (not in the API: read from the database)."""
+
+    async def work(session: AsyncSession) -> str:
+        task = await session.get(TemplateSyncTask, task_id)
+        assert task is not None, f"no sync task {task_id}"
+        return task.uid
+
+    return with_session(stack.database_url, work)
 
 
 def receive_view(stack: Stack, node: str, task_id: int) -> dict[str, Any]:

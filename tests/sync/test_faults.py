@@ -22,7 +22,7 @@ from tests.support.api import Api
 from tests.support.images import MiB, raw_with_data
 from tests.support.proxies import DataStreamProxy, Relay
 from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
-from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.support.uploads import node_ids, storage_id, upload, wait_for, wait_import
 from tests.sync.test_scenarios import assert_template_copy
 
 
@@ -262,7 +262,12 @@ def test_full_staging_disk_fails_clearly_and_harms_nothing_else(
     failed = wait_task(api, mid_task, lambda t: t["status"] in ("failed", "completed"))
     assert failed["status"] == "failed"
     assert "staging disk is full" in failed["error_message"] and "pve-node3" in failed["error_message"]
-    assert list(staging.glob("*.part")) == []
+    # What was verified before the disk filled stays, cut back to whole verified chunks.
+    at_failure = receive_view(stack, "pve-node3", mid_task)
+    verified = at_failure["verified"]
+    assert f"its {verified} verified bytes are kept" in failed["error_message"]
+    (part,) = staging.glob("*.part")
+    assert 4 * MiB <= verified < mid_image.stat().st_size and part.stat().st_size == verified
 
     # Other templates are unharmed: a small one still syncs there; with room again, retry works.
     filler.unlink()
@@ -272,8 +277,11 @@ def test_full_staging_disk_fails_clearly_and_harms_nothing_else(
     api.post(f"/templates/sync-tasks/{mid_task}/retry").ok()
     (retried,) = wait_tasks(api, mid_id)
     assert retried["status"] == "completed"
-    copy = staging / receive_view(stack, "pve-node3", mid_task)["staged_name"]
-    assert sha256(copy) == sha256(mid_image)
+    view = receive_view(stack, "pve-node3", mid_task)
+    # The retry resumed: only the bytes not verified before were sent again.
+    assert view["resumed_from"] == verified
+    assert view["received_bytes"] - at_failure["received_bytes"] == mid_image.stat().st_size - verified
+    assert sha256(staging / view["staged_name"]) == sha256(mid_image)
 
 
 @pytest.mark.mariadb
@@ -291,3 +299,45 @@ def test_coordinator_restart_mid_copy_loses_nothing(slow_stack: Stack, slow_api:
         assert sha256(received_copy(stack, node, task["task_id"])) == sha256(image)
         assert_template_copy(stack, node, task["vmid"], image, "raw")
     assert api.get("/templates/sync-tasks?status=syncing").ok()["total"] == 0
+
+
+def _log_tails(stack: Stack) -> dict[str, int]:
+    return {node: (stack.base / "logs" / f"agent-{node}.log").stat().st_size for node in stack.agents}
+
+
+def _logged_since(stack: Stack, since: dict[str, int]) -> str:
+    text = ""
+    for node, offset in since.items():
+        with open(stack.base / "logs" / f"agent-{node}.log", errors="replace") as f:
+            f.seek(offset)
+            text += f.read()
+    return text
+
+
+def test_a_canceled_sync_and_a_killed_peer_log_one_line_each(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    """Peers that go away are expected: each says so in one line, without a traceback."""
+    api, stack = slow_api, slow_stack
+    template_id, image = local_template(api, stack, tmp_path, "quiet", 96)
+    size = image.stat().st_size
+    since = _log_tails(stack)
+    relay, last = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
+    wait_task(api, last, lambda t: t["bytes_done"] >= size * 0.2)
+    # The relay's copy is canceled: its stream from the source and its own to node 3 stop.
+    api.post(f"/templates/sync-tasks/{relay}/cancel").ok()
+    gave_up = f"giving up on pve-node2 (task {relay}): 409 session_superseded"
+    wait_for(lambda: gave_up in _logged_since(stack, since), timeout=30, what="node 1 giving up on node 2")
+    wait_task(api, last, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.5)
+    # The source dies mid-stream (node 3 is left with half a stream), and comes back.
+    stack.agents["pve-node1"].signal(signal.SIGKILL)
+    stack.agents["pve-node1"].stop()
+    stack.start_agent("pve-node1")
+    task = wait_task(api, last, lambda t: t["status"] in ("completed", "failed"))
+    assert task["status"] == "completed", task
+    assert sha256(received_copy(stack, "pve-node3", last)) == sha256(image)
+
+    logged = _logged_since(stack, since)
+    assert "Traceback" not in logged and "Task exception was never retrieved" not in logged, logged
+    assert "Error handling request" not in logged, logged
+    assert f"task {last}: the stream from 127.0.0.1 broke off" in logged, logged

@@ -48,6 +48,7 @@ def test_files_of_gone_uploads_and_tasks_are_removed_the_rest_kept(
     data = os.urandom(1 << 20)
     ticket = TicketSigner(stack.base / "ticket-signing.key").issue(
         task_id=task,
+        task_uid=f"{task:032x}",
         epoch=1,
         node="pve-node2",
         size=len(data),
@@ -58,7 +59,7 @@ def test_files_of_gone_uploads_and_tasks_are_removed_the_rest_kept(
     opened = target.open(task, ticket).json()
     assert target.send(task, opened["session"], data).json()["state"] == "complete"
     copy = node2 / agent_get(stack, "pve-node2", f"/v1/receives/{task}").json()["staged_name"]
-    for path in (copy, node2 / "receives" / f"{task}.json"):
+    for path in (copy, node2 / "receives" / f"{task:032x}.json"):
         os.utime(path, (HOUR_AGO, HOUR_AGO))
 
     try:

@@ -16,7 +16,7 @@ from demo.stack import Stack
 from shared.frames import chunk_digest, encode_header, frame_ranges
 from shared.tickets import TICKET_LIFETIME, Ticket, TicketSigner
 from tests.support.api import Api
-from tests.support.syncs import LoadSampler, wait_tasks
+from tests.support.syncs import LoadSampler, task_uid, wait_tasks
 from tests.sync.test_faults import local_template, start_sync
 
 
@@ -64,6 +64,7 @@ def claims(data: bytes, task: int, **changes: object) -> Ticket:
     fields: dict[str, object] = {
         "jti": secrets.token_hex(12),
         "task_id": task,
+        "task_uid": f"{task:032x}",
         "epoch": 2,
         "node": "pve-node2",
         "size": len(data),
@@ -175,11 +176,12 @@ def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
     api, stack = slow_api, slow_stack
     template_id, _ = local_template(api, stack, tmp_path, "tickets", 48)
     (task_id,) = start_sync(api, stack, template_id, "pve-node2")
+    uid = task_uid(stack, task_id)
 
-    def ask(epoch: int, node: str = "pve-node1") -> requests.Response:
+    def ask(epoch: int, node: str = "pve-node1", uid: str = uid) -> requests.Response:
         return requests.post(
             f"{stack.coordinator_https_url}/agent-api/v1/tickets",
-            json={"task_id": task_id, "epoch": epoch},
+            json={"task_id": task_id, "task_uid": uid, "epoch": epoch},
             headers={"Authorization": f"Bearer {stack.agent_credential(node)}"},
             timeout=10,
             verify=str(stack.ca_file),
@@ -192,10 +194,13 @@ def test_a_transfer_of_an_attempt_that_is_over_gets_no_new_tickets(
     # Only the nodes that send in the transfer get tickets for it: pve-node3 has no part in it,
     # and the target does not send to itself.
     outsiders = [ask(attempt, "pve-node3"), ask(attempt, "pve-node2")]
+    # A transfer of another task that had this id (deleted, the id reused) gets none either.
+    other_task = ask(attempt, uid=f"{task_id:032x}")
     wait_tasks(api, template_id)
     assert current.status_code == 200 and current.json()["data"]["epoch"] == attempt, current.text
     assert (stale.status_code, stale.json()["data"]["error"]) == (409, "stale_transfer"), stale.text
     assert "newer attempt" in stale.json()["message"]
+    assert (other_task.status_code, other_task.json()["data"]["error"]) == (404, "sync_task_not_found")
     for outsider in outsiders:
         assert (outsider.status_code, outsider.json()["data"]["error"]) == (403, "not_a_sender"), (
             outsider.text

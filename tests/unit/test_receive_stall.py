@@ -35,6 +35,7 @@ def test_a_silent_sender_is_dropped_and_the_verified_prefix_stays(
     signer = TicketSigner(tmp_path / "key")
     ticket = signer.issue(
         task_id=5,
+        task_uid="5a" * 16,
         epoch=1,
         node="pve-node2",
         size=len(image),

@@ -20,7 +20,15 @@ from shared.tickets import (
     _b64,
 )
 
-CLAIMS = {"task_id": 7, "epoch": 2, "node": "pve-node2", "size": 1024, "sha256": "ab" * 32, "fmt": "qcow2"}
+CLAIMS = {
+    "task_id": 7,
+    "task_uid": "7f" * 16,
+    "epoch": 2,
+    "node": "pve-node2",
+    "size": 1024,
+    "sha256": "ab" * 32,
+    "fmt": "qcow2",
+}
 
 
 def test_a_signed_ticket_verifies_and_carries_its_claims(tmp_path: Path) -> None:
@@ -77,6 +85,7 @@ def _signed(signer: TicketSigner, now: float, **changes: object) -> str:
         ({"size": -1}, "size"),
         ({"size": MAX_IMAGE_BYTES + 1}, "size"),
         ({"task_id": 0}, "task_id"),
+        ({"task_uid": "../7"}, "task_uid"),
         ({"epoch": -2}, "epoch"),
         ({"sha256": "not-hex"}, "sha256"),
         ({"fmt": "../../etc"}, "fmt"),
