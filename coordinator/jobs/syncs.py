@@ -44,6 +44,7 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
@@ -103,8 +104,11 @@ class SyncScheduler:
         while True:
             try:
                 await self.schedule_once()
-            except Exception:
-                log.exception("sync scheduling failed; trying again")
+            except Exception as exc:
+                if unreachable(exc):
+                    OUTAGE.failed("scheduling sync tasks", exc)
+                else:
+                    log.exception("sync scheduling failed; trying again")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
