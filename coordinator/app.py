@@ -193,6 +193,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[SYNC_WATCHERS].stop()
     await http.close()
     await engine.dispose()
+    log.info("stopped")
 
 
 async def _janitor(app: web.Application) -> None:

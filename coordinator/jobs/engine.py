@@ -29,6 +29,8 @@ from coordinator.db.types import utcnow
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR = 10.0
+# How long a stopping runner waits for its canceled handlers to release their leases.
+JOB_STOP_WAIT = 2.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
@@ -209,9 +211,16 @@ class JobRunner:
                 await session.commit()
 
     async def stop(self) -> None:
+        """Cancel the running handlers, saying which; each releases its lease, so the next
+        coordinator takes the job over at once, where the job's row says it is."""
+        if self.running:
+            log.info(
+                "stopping %s job(s) %s mid-work: left to resume by the next coordinator (leases released)",
+                self.name,
+                ", ".join(str(job_id) for job_id in sorted(self.running)),
+            )
         tasks = list(self.running.values())
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=JOB_STOP_WAIT)
