@@ -23,19 +23,10 @@ from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.mariadb_server import MariaDBServer
 from tests.support.syncs import receive_view, received_copy, sha256, wait_task, wait_tasks
-from tests.support.uploads import (
-    detail,
-    emulator,
-    pve_tasks,
-    rows_named,
-    storage_id,
-    task_log,
-    upload,
-    wait_for,
-    wait_import,
-)
+from tests.support.uploads import emulator, importing_slowly, pve_tasks, wait_import
 from tests.sync.test_faults import local_template, start_sync
 from tests.sync.test_scenarios import assert_template_copy
+from tests.sync.test_sigterm import assert_imported
 
 NODE = "pve-node1"
 SEND_RATE = 6 << 20  # bytes/s per agent: a 64 MiB copy takes ~11 s
@@ -99,18 +90,8 @@ def test_database_restart_mid_import_loses_nothing(
     api, stack = db_api, db_stack
     image = raw_with_data(tmp_path / "db-import.raw", 8, 8, seed=8)
     name = f"db-import-{secrets.token_hex(3)}"
-    emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": IMPORT_RATE})
     try:
-        local = storage_id(api, stack, "local", NODE)
-        template_id = upload(api, stack, image, name, local).ok()["template_id"]
-
-        def converting() -> int | None:
-            vmid = detail(api, template_id)["upload_info"]["vmid"]
-            running = [u for u, ended in pve_tasks(stack, NODE, "qmcreate", vmid or 0) if ended is None]
-            logs = [line for upid in running for line in task_log(stack, upid)]
-            return vmid if any(line.startswith("transferred ") for line in logs) else None
-
-        vmid = wait_for(converting, 60, "PVE converting the disk")
+        template_id, vmid = importing_slowly(api, stack, image, name, NODE, IMPORT_RATE)
         back = database_outage(database_server, stack, api, signal.SIGTERM)
     finally:
         emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
@@ -119,13 +100,7 @@ def test_database_restart_mid_import_loses_nothing(
     recovery = time.monotonic() - back
     print(f"import recorded {recovery:.1f} s after the database came back")
     assert info["status"] == "imported" and info["vmid"] == vmid, info
-    assert_template_copy(stack, NODE, vmid, image, "raw")
-    # One PVE create for it, and exactly one of each row: nothing done twice, nothing lost.
-    assert [ended for _, ended in pve_tasks(stack, NODE, "qmcreate", vmid)] == ["OK"]
-    rows = rows_named(stack, name)
-    assert len(rows.templates) == 1 and len(rows.uploads) == 1
-    assert [(i.status, i.vmid) for i in rows.instances] == [("available", vmid)]
-    assert rows.uploads[0].lease_owner is None
+    assert_imported(stack, name, NODE, vmid, image, ["OK"])  # once: nothing done twice
 
 
 def test_database_crash_mid_sync_loses_nothing(

@@ -16,32 +16,23 @@ from pathlib import Path
 
 import pytest
 
+from agent.shutdown import STOP_DEADLINE as AGENT_STOP_DEADLINE
+from coordinator.listeners import STOP_DEADLINE as COORDINATOR_STOP_DEADLINE
 from demo.stack import Proc, Stack
+from shared.frames import CHUNK
 from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
-from tests.support.uploads import (
-    all_vmids,
-    detail,
-    emulator,
-    pve_tasks,
-    rows_named,
-    storage_id,
-    task_log,
-    upload,
-    wait_for,
-    wait_import,
-)
+from tests.support.uploads import all_vmids, emulator, importing_slowly, pve_tasks, rows_named, wait_import
 from tests.sync.test_faults import local_template, restart_coordinator, start_sync
 from tests.sync.test_scenarios import assert_template_copy
 
 SEND_RATE = 8 << 20  # bytes/s per agent: a 64 MiB copy takes 8 s
 IMPORT_RATE = 1 << 20  # bytes/s for PVE's disk import: an 8 MiB disk takes ~8 s
 IDLE = 5  # sync_idle_timeout: a copy whose sender is gone is retried after this many seconds
-# How long each process may take to stop on SIGTERM (the stop deadlines in agent/server.py
-# and coordinator/listeners.py), plus a second for the interpreter to exit.
-STOP_DEADLINE = 11.0
+# What an interpreter takes to exit, besides the stop deadline the process sets itself.
+EXIT = 1.0
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
@@ -60,39 +51,31 @@ def term_api(term_stack: Stack) -> Api:
     return Api(term_stack.api, term_stack.admin_token)
 
 
-def terminate(proc: Proc) -> tuple[float, str]:
-    """SIGTERM, and wait for the exit: (seconds it took, what it logged meanwhile)."""
+def terminate(proc: Proc, deadline: float) -> tuple[float, str]:
+    """SIGTERM, and wait for the exit within ``deadline`` s: (seconds it took, what it
+    logged meanwhile)."""
     logged = proc.log_path.stat().st_size
     start = time.monotonic()
     proc.signal(signal.SIGTERM)
     assert proc.popen is not None
-    code = proc.popen.wait(STOP_DEADLINE + 10)
+    code = proc.popen.wait(deadline + 10)
     took = time.monotonic() - start
     proc.stop()  # closes its log
     with open(proc.log_path, errors="replace") as f:
         f.seek(logged)
         log = f.read()
     assert code == 0, f"{proc.name} exited {code}:\n{log}"
-    assert took < STOP_DEADLINE, f"{proc.name} took {took:.1f} s to stop:\n{log}"
+    assert took < deadline + EXIT, f"{proc.name} took {took:.1f} s to stop:\n{log}"
     assert "Traceback" not in log, log
     return took, log
 
 
 def slow_import(api: Api, stack: Stack, tmp_path: Path, node: str) -> tuple[int, int, Path, str]:
-    """An upload to ``node``'s local storage whose import PVE is converting now, at
-    IMPORT_RATE: (template id, VMID, image, name)."""
+    """An upload to ``node`` whose import PVE is converting now, at IMPORT_RATE:
+    (template id, VMID, image, name)."""
     image = raw_with_data(tmp_path / "slow-import.raw", 8, 8, seed=5)
     name = f"term-import-{secrets.token_hex(3)}"
-    emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": IMPORT_RATE})
-    template_id = upload(api, stack, image, name, storage_id(api, stack, "local", node)).ok()["template_id"]
-
-    def converting() -> int | None:
-        vmid = detail(api, template_id)["upload_info"]["vmid"]
-        running = [u for u, ended in pve_tasks(stack, node, "qmcreate", vmid or 0) if ended is None]
-        logs = [line for upid in running for line in task_log(stack, upid)]
-        return vmid if any(line.startswith("transferred ") for line in logs) else None
-
-    return template_id, wait_for(converting, 60, "PVE converting the disk"), image, name
+    return (*importing_slowly(api, stack, image, name, node, IMPORT_RATE), image, name)
 
 
 def assert_imported(stack: Stack, name: str, node: str, vmid: int, image: Path, creates: list[str]) -> None:
@@ -117,7 +100,7 @@ def test_coordinator_sigterm_mid_import_and_mid_copy(
         template_id, vmid, image, name = slow_import(api, stack, tmp_path, "pve-node3")
         wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.1)
         assert stack.coordinator is not None
-        took, log = terminate(stack.coordinator)
+        took, log = terminate(stack.coordinator, COORDINATOR_STOP_DEADLINE)
     finally:
         emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
         restart_coordinator(stack, sync_idle_timeout=IDLE)
@@ -143,7 +126,7 @@ def test_agent_sigterm_mid_copy_resumes(term_stack: Stack, term_api: Api, tmp_pa
     (task_id,) = start_sync(api, stack, template_id, "pve-node2")
     seen = wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.3)
     try:
-        took, log = terminate(stack.agents[node])
+        took, log = terminate(stack.agents[node], AGENT_STOP_DEADLINE)
     finally:
         stack.start_agent(node)
     back = time.monotonic()
@@ -154,8 +137,11 @@ def test_agent_sigterm_mid_copy_resumes(term_stack: Stack, term_api: Api, tmp_pa
     assert task["status"] == "completed", task
     assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
-    # Resumed where the verified copy ended: what was seen before the stop was not sent again.
-    assert seen["bytes_done"] <= receive_view(stack, "pve-node2", task_id)["resumed_from"] < size
+    # Nothing verified was sent again: at most the chunks in flight at the stop.
+    view = receive_view(stack, "pve-node2", task_id)
+    assert size <= view["received_bytes"] <= size + 6 * CHUNK, view
+    if node == "pve-node1":  # (a receiver may finish the copy in its stop's grace for requests)
+        assert seen["bytes_done"] <= view["resumed_from"] < size, view
     assert partial_files(stack, "pve-node2") == []
 
 
@@ -164,7 +150,7 @@ def test_importing_agent_sigterm_mid_import(term_stack: Stack, term_api: Api, tm
     vms_before = all_vmids(stack)
     try:
         template_id, vmid, image, name = slow_import(api, stack, tmp_path, "pve-node1")
-        took, log = terminate(stack.agents["pve-node1"])
+        took, log = terminate(stack.agents["pve-node1"], AGENT_STOP_DEADLINE)
     finally:
         emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
         stack.start_agent("pve-node1")
