@@ -2,10 +2,12 @@
 
 A restart of MariaDB (or a lost connection, or SQLite busy past its timeout) is a condition
 that passes: requests answer 503 naming the database, jobs keep their leases and carry on
-once it answers (coordinator/jobs/engine.py), background loops wait. Measured with the
-tests' own MariaDB stopped for 8 s: every loop of the coordinator failed every second or
-two, which logged a traceback each time; now the outage is one WARNING line and its end
-one INFO line with how long it lasted.
+once it answers (coordinator/jobs/engine.py), background loops wait. Seen before, with the
+tests' own MariaDB stopped for 8 s: every request answered 500 with a traceback in the log
+(each agent's heartbeat too, every 2 s), and each job loop logged one per poll; read in the
+code: the inventory loop ended for good, and a lease keeper that met the outage took its
+job's handler down in a way that left the job stuck until the coordinator restarted. Now
+the outage is one WARNING line and its end one INFO line with how long it lasted.
 """
 
 from __future__ import annotations
