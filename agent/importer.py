@@ -281,6 +281,8 @@ async def start_import(request: web.Request) -> web.Response:
         req = parse(ImportRequest, await request.json())
     except ValueError as exc:  # not JSON, or InvalidInput
         return json_error(400, "invalid_request", str(exc)[:500])
+    if request.app[IMPORTER].stopping:  # it would be stopped again at once, or outlive the agent
+        return json_error(503, "agent_stopping", "this agent is stopping; ask again once it is back")
     op = request.app[IMPORTER].start(req)
     return web.json_response(op.as_dict())
 
