@@ -142,6 +142,9 @@ def test_agent_sigterm_mid_copy_resumes(term_stack: Stack, term_api: Api, tmp_pa
     assert size <= view["received_bytes"] <= size + 6 * CHUNK, view
     if node == "pve-node1":  # (a receiver may finish the copy in its stop's grace for requests)
         assert seen["bytes_done"] <= view["resumed_from"] < size, view
+        # The coordinator saw the sender's process go, without waiting for the idle timeout.
+        coordinator_log = (stack.base / "logs" / "coordinator.log").read_text()
+        assert f"the source's agent on {node} stopped or restarted" in coordinator_log
     assert partial_files(stack, "pve-node2") == []
 
 
