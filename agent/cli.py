@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from agent import config as config_mod
-    from agent import identity
+    from agent import identity, shutdown
     from agent.coordinator_link import coordinator_tls
     from agent.server import create_app
     from shared.tls import client_context, server_context
@@ -72,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
             ssl_context=served,
             print=None,
             access_log=None,
+            shutdown_timeout=shutdown.REQUEST_GRACE,
             loop=uvloop.new_event_loop(),
         )
     except OSError as exc:

@@ -146,6 +146,7 @@ class Importer:
         self.timeout = timeout
         self.seconds_per_gib = seconds_per_gib
         self.ops: dict[str, ImportOp] = {}
+        self.stopping = False
 
     def start(self, req: ImportRequest) -> ImportOp:
         op = self.ops.get(req.key)
@@ -183,6 +184,20 @@ class Importer:
             await asyncio.wait({op.task}, timeout=CANCEL_WAIT)
         return op
 
+    def running(self) -> list[ImportOp]:
+        return [op for op in self.ops.values() if op.state == "running"]
+
+    async def stop(self, wait: float) -> None:
+        """The agent is stopping: end every running import as a cancel does (its PVE task
+        stopped, its unfinished VM removed), within ``wait`` seconds. They end
+        ``interrupted``: the coordinator asks for them again once the agent is back."""
+        self.stopping = True
+        tasks = {op.task for op in self.running() if op.task is not None}
+        for op in self.running():
+            op.limit.cancel("the agent is stopping")
+        if tasks:
+            await asyncio.wait(tasks, timeout=wait)
+
     async def _run(self, op: ImportOp) -> None:
         req = op.req
         try:
@@ -201,6 +216,8 @@ class Importer:
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the import ends with it
             log.exception("import %s: unexpected error", req.key)
             error, kind = f"{exc.__class__.__name__}: {exc}", "agent_error"
+        if self.stopping:
+            kind = "interrupted"  # not the import's fault: asked for again after the restart
         log.warning("import %s failed: %s", req.key, error)
         if kind != "vmid_taken":  # a taken VMID is someone else's VM: never touch it
             await self._remove_half_made(op)
@@ -264,6 +281,8 @@ class Importer:
         try:
             if await destroy(self.pve, self.journal, op.req.vmid, op.req.key):
                 log.info("import %s: removed the unfinished VM %s", op.req.key, op.req.vmid)
+            else:  # PVE removes the VM of a create that failed or was stopped
+                log.info("import %s: no unfinished VM %s left", op.req.key, op.req.vmid)
         except Exception as exc:  # noqa: BLE001 - the import's own failure is what gets reported
             # Still ours by its marker or the VM journal: a retry of the job, a cascade delete
             # or the coordinator's sweep removes it later.
@@ -367,6 +386,8 @@ async def start_import(request: web.Request) -> web.Response:
         req = parse(ImportRequest, await request.json())
     except ValueError as exc:  # not JSON, or InvalidInput
         return json_error(400, "invalid_request", str(exc)[:500])
+    if request.app[IMPORTER].stopping:  # it would be stopped again at once, or outlive the agent
+        return json_error(503, "agent_stopping", "this agent is stopping; ask again once it is back")
     op = request.app[IMPORTER].start(req)
     return web.json_response(op.as_dict())
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from agent import importer, staging_report, uploads, vms
+from agent import importer, shutdown, staging_report, uploads, vms
 from agent.appkeys import (
     CONFIG,
     CREDENTIAL,
@@ -134,6 +134,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     if announcer is not None:
         await announcer.stop()
     await link.goodbye()
+    log.info("stopped")
 
 
 def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
@@ -178,5 +179,6 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)
     transfer_routes.add_routes(app)
+    app.on_shutdown.append(shutdown.on_shutdown)
     app.cleanup_ctx.append(_background)
     return app

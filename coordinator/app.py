@@ -52,6 +52,7 @@ from coordinator.appkeys import (
 from coordinator.config import CoordinatorConfig
 from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
@@ -77,6 +78,9 @@ USER_API = [
     sync_tasks.routes,
 ]
 JANITOR_INTERVAL = 30.0
+# Seconds a client is asked to wait while the database does not answer (a MariaDB restart
+# takes a few seconds).
+DATABASE_RETRY_AFTER = 5
 # Staged files younger than this are never judged orphans (their rows may not be visible yet).
 ORPHAN_GRACE = timedelta(minutes=10)
 
@@ -120,7 +124,15 @@ async def error_envelope(
         return error_response(exc.status, "http_error", exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
+        if unreachable(exc):
+            OUTAGE.failed(f"answering {request.method} {request.path}", exc)
+            return error_response(
+                503,
+                "database_unavailable",
+                "the coordinator's database does not answer; try again shortly",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+            )
         ref = secrets.token_hex(4)
         log.exception("unhandled error in %s %s (ref %s)", request.method, request.path, ref)
         return error_response(500, "internal_error", f"internal error (ref {ref}); see the coordinator log")
@@ -206,6 +218,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[DELETES].stop()
     await http.close()
     await engine.dispose()
+    log.info("stopped")
 
 
 async def _janitor(app: web.Application) -> None:
@@ -220,8 +233,11 @@ async def _janitor(app: web.Application) -> None:
                 log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
             await remove_failed_copies(app[DB], app[AGENTS], keep)
             await remove_orphans(app[DB], app[AGENTS], agent_timeout, ORPHAN_GRACE)
-        except Exception:
-            log.exception("janitor run failed; will retry")
+        except Exception as exc:
+            if unreachable(exc):
+                OUTAGE.failed("cleaning up", exc)
+            else:
+                log.exception("janitor run failed; will retry")
         await asyncio.sleep(JANITOR_INTERVAL)
 
 

@@ -18,11 +18,17 @@ from pathlib import Path
 from aiohttp import web
 
 from coordinator.config import CoordinatorConfig
+from coordinator.jobs.engine import JOB_STOP_WAIT
 from shared.config import ConfigError
 from shared.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 PLAIN_HTTP_HOST = "127.0.0.1"
+# A graceful stop (SIGTERM; systemd allows 30 s): requests in flight get REQUEST_GRACE (an
+# upload cut then is cleaned up by the next start's janitor), running jobs JOB_STOP_WAIT to
+# hand back their leases, so that the next coordinator takes them over at once.
+REQUEST_GRACE = 5.0
+STOP_DEADLINE = REQUEST_GRACE + 2 * JOB_STOP_WAIT
 
 
 class ListenError(Exception):
@@ -73,7 +79,7 @@ def agent_tls(config: CoordinatorConfig) -> ssl.SSLContext:
 
 async def serve(app: web.Application, on: list[Listener]) -> None:
     """Serve ``app`` on every listener until SIGTERM or SIGINT, then stop cleanly."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=REQUEST_GRACE)
     await runner.setup()
     try:
         for listener in on:
@@ -90,5 +96,6 @@ async def serve(app: web.Application, on: list[Listener]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        log.info("stopping (within %.0f s): requests in flight get %.0f s", STOP_DEADLINE, REQUEST_GRACE)
     finally:
         await runner.cleanup()

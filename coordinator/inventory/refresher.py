@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import PveCluster
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.inventory.pve_client import ClusterSnapshot, PveClient, PveError
 from coordinator.inventory.store import apply_snapshot
 
@@ -143,10 +144,17 @@ class InventoryRefresher:
         """Refresh every cluster every inventory_refresh_interval seconds."""
         while True:
             await asyncio.sleep(self.config.inventory_refresh_interval)
-            async with self.db() as session:
-                ids = list(await session.scalars(select(PveCluster.id)))
-            for cluster_id in ids:
-                try:
-                    await self.refresh(cluster_id)
-                except (PveError, LookupError):
-                    pass  # recorded on the cluster and logged by refresh()
+            try:
+                async with self.db() as session:
+                    ids = list(await session.scalars(select(PveCluster.id)))
+                for cluster_id in ids:
+                    try:
+                        await self.refresh(cluster_id)
+                    except (PveError, LookupError):
+                        pass  # recorded on the cluster and logged by refresh()
+            except Exception as exc:
+                # Before, one failed SELECT ended this loop for good: no refresh after a
+                # database restart until the coordinator itself restarted.
+                if not unreachable(exc):
+                    raise
+                OUTAGE.failed("refreshing the inventory", exc)

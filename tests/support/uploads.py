@@ -437,3 +437,19 @@ def wait_for(check: Callable[[], Any], timeout: float = 15, what: str = "conditi
             return result
         assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
         time.sleep(0.2)
+
+
+def importing_slowly(api: Api, stack: Stack, image: Path, name: str, node: str, rate: int) -> tuple[int, int]:
+    """Upload ``image`` to ``node``'s local storage with PVE's disk import slowed to ``rate``
+    bytes/s (the emulator's import_rate_limit, left set: the caller sets it back to 0);
+    (template id, VMID) once PVE is converting the disk."""
+    emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": rate})
+    template_id = upload(api, stack, image, name, storage_id(api, stack, "local", node)).ok()["template_id"]
+
+    def converting() -> int | None:
+        vmid = detail(api, template_id)["upload_info"]["vmid"]
+        running = [upid for upid, ended in pve_tasks(stack, node, "qmcreate", vmid or 0) if ended is None]
+        logs = [line for upid in running for line in task_log(stack, upid)]
+        return vmid if any(line.startswith("transferred ") for line in logs) else None
+
+    return template_id, wait_for(converting, 60, "PVE converting the disk")

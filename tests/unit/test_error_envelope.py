@@ -7,6 +7,7 @@ import logging
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.exc import OperationalError
 
 from coordinator.app import error_envelope
 
@@ -43,3 +44,20 @@ async def test_an_unexpected_exception_is_a_500_envelope_without_a_trace(
             "message": "no such media type",
             "data": {"error": "http_error"},
         }
+
+
+async def database_down(_: web.Request) -> web.Response:
+    refused = ConnectionRefusedError("Can't connect to MySQL server on 'db:3306'")
+    raise OperationalError("SELECT 1", {}, refused)
+
+
+async def test_a_database_that_does_not_answer_is_a_503_naming_it() -> None:
+    app = web.Application(middlewares=[error_envelope])
+    app.router.add_get("/down", database_down)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/down")
+        body = await resp.json()
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    assert body["data"] == {"error": "database_unavailable"}
+    assert "database does not answer" in body["message"]
+    assert "db:3306" not in body["message"]  # where the database is stays in the log

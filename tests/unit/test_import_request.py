@@ -35,6 +35,7 @@ GOOD: dict[str, Any] = {
 class Recorder(importer.Importer):
     def __init__(self) -> None:  # no PVE, no staging: nothing is imported here
         self.ops = {}
+        self.stopping = False
         self.started: list[importer.ImportRequest] = []
 
     def start(self, req: importer.ImportRequest) -> importer.ImportOp:
@@ -62,6 +63,14 @@ async def test_a_good_request_starts_the_import(agent: tuple[TestClient[Any, Any
         "ide2": "local-lvm:cloudinit",
     }
     assert (req.name, req.storage, req.description) == ("ubuntu-22.04", "local-lvm", GOOD["description"])
+
+
+async def test_a_stopping_agent_starts_no_import(agent: tuple[TestClient[Any, Any], Recorder]) -> None:
+    client, recorder = agent
+    recorder.stopping = True
+    resp = await client.post("/v1/imports", json=GOOD)
+    assert resp.status == 503 and (await resp.json())["error"] == "agent_stopping"
+    assert recorder.started == []
 
 
 @pytest.mark.parametrize(
