@@ -133,6 +133,8 @@ def limit_reached(op: ImportOp, doing: str, exc: WaitEnded) -> ImportFailed:
     """The failure of an import whose wait on PVE reached its deadline or was canceled."""
     if op.limit.canceled is not None:
         return ImportFailed(str(exc), "canceled")
+    if not exc.stopped:
+        return ImportFailed(f"{doing} {exc}; its PVE task did not stop when asked", "timeout")
     return ImportFailed(f"{doing} {exc}; its PVE task was stopped", "timeout")
 
 

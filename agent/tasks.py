@@ -90,7 +90,12 @@ async def task_log_lines(pve: NodePve, upid: str, limit: int = 5000) -> list[str
 
 
 class WaitEnded(TaskFailed):
-    """The wait on a task reached its limit (the message says which) before the task ended."""
+    """The wait on a task reached its limit (the message says which) before the task ended.
+    ``stopped``: whether the task ended when asked to stop (or was not to be stopped)."""
+
+    def __init__(self, message: str, upid: str | None = None, stopped: bool = True) -> None:
+        super().__init__(message, upid)
+        self.stopped = stopped
 
 
 class TaskLimit:
@@ -118,14 +123,17 @@ class TaskLimit:
             raise WaitEnded(reason)
 
 
-async def stop_task(pve: NodePve, upid: str) -> None:
-    """Ask PVE to stop a task (what the GUI's Stop button does); a finished task is left be."""
+async def stop_task(pve: NodePve, upid: str) -> bool:
+    """Ask PVE to stop a task (what the GUI's Stop button does); a finished task is left be.
+    False if PVE would not take the request."""
     node = upid.split(":")[1]
     try:
         await pve.call("delete", f"nodes/{node}/tasks/{upid}")
         log.info("stopped PVE task %s", upid)
+        return True
     except PveCallError as exc:
         log.warning("stopping PVE task %s: %s", upid, exc)
+        return False
 
 
 async def run_task(
@@ -169,24 +177,26 @@ async def run_task(
             pass  # progress is best effort; the task itself decides success
         reason = limit.reached()
         if reason is not None:
+            stopped = True
             if stop_when_late:
-                await _stop_foreground(pve, call, follower.upid if follower else None, kind, vmid)
+                stopped = await _stop_foreground(pve, call, follower.upid if follower else None, kind, vmid)
             else:
                 _forget(call)
-            raise WaitEnded(reason)
+            raise WaitEnded(reason, stopped=stopped)
     upid = str(call.result())
     try:
         await wait_task(pve, upid, limit, on_progress)
-    except WaitEnded:
+    except WaitEnded as exc:
         if stop_when_late:
-            await stop_task(pve, upid)
+            exc.stopped = await stop_task(pve, upid)
         raise
 
 
 async def _stop_foreground(
     pve: NodePve, call: asyncio.Task[Any], upid: str | None, kind: str, vmid: int
-) -> None:
-    """Stop the task a foreground call runs, and give the call STOP_GRACE to return."""
+) -> bool:
+    """Stop the task a foreground call runs, and give the call STOP_GRACE to return; whether
+    it did."""
     grace = Deadline(STOP_GRACE)
     stopped = False
     while not call.done() and not grace.passed():
@@ -199,9 +209,11 @@ async def _stop_foreground(
             await stop_task(pve, upid)
             stopped = True
         await asyncio.wait({call}, timeout=POLL_SECONDS)
-    if not call.done():
+    ended = call.done()
+    if not ended:
         log.warning("the %s task of VM %s was not stopped within %.0f s", kind, vmid, STOP_GRACE)
     _forget(call)
+    return ended
 
 
 def _forget(call: asyncio.Task[Any]) -> None:
