@@ -95,10 +95,21 @@ def _crawling_import(
     return template_id, vmid, upid
 
 
+def _started(upid: str) -> tuple[int, int]:
+    """When a task started (UPID:node:pid:pstart:starttime:...; the emulator's pids only grow)."""
+    fields = upid.split(":")
+    return int(fields[4], 16), int(fields[2], 16)
+
+
 def _assert_stopped_and_removed(stack: Stack, vmid: int, upid: str) -> None:
     """The create task was stopped (PVE's verdict for an interrupted task), and neither the
-    VM nor its disk is left."""
-    assert pve_tasks(stack, NODE, "qmcreate", vmid) == [(upid, "received interrupt")]
+    VM nor its disk is left. The VMID is free again then, and the next upload's import may
+    have taken it already: a later create task of that VMID proves the stopped one's VM gone
+    (PVE refuses to create over an existing VM), and what is there now is that import's."""
+    tasks = pve_tasks(stack, NODE, "qmcreate", vmid)
+    assert dict(tasks).get(upid) == "received interrupt", tasks
+    if any(_started(other) > _started(upid) for other, _ in tasks):
+        return
     assert vm_anywhere(stack, vmid) == []
     disks = local_image_dir(stack, NODE, "local", vmid)
     assert not disks.exists() or list(disks.iterdir()) == []
