@@ -13,7 +13,7 @@ help:
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in benchmarks/"
 
-$(STAMP): pyproject.toml requirements.lock scripts/bootstrap.sh
+$(STAMP): pyproject.toml devtools/pyproject.toml requirements.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
 
 demo: $(STAMP)
@@ -34,9 +34,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -m benchmarks $(BENCH_ARGS)
 
-# Re-pin the dependencies after changing pyproject.toml.
+# Re-pin the dependencies after changing pyproject.toml or devtools/pyproject.toml
+# (setuptools too: tests/test_packaging.py builds the wheel with it; pip is not pinned).
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable > requirements.lock
+	$(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
