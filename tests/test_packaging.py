@@ -31,7 +31,7 @@ DEV_ONLY = ("pvesim", "demo", "benchmarks", "tests")
 # In the checkout for developers only (`alembic revision --autogenerate`); `migrate` needs none.
 NOT_SHIPPED = {"coordinator/db/alembic.ini"}
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".demo", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    ".git", ".venv", ".demo", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )
 
 # Run with the interpreter's site-packages (the dependencies) but neither the checkout nor
