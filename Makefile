@@ -5,15 +5,16 @@ VENV  := .venv
 STAMP := $(VENV)/.bootstrapped
 PY    := $(VENV)/bin/python
 
-.PHONY: help demo test lint format bench lock clean
+.PHONY: help demo test lint format bench wheel lock clean
 
 help:
 	@echo "make demo    run the system on loopback (SQLite, PVE emulator, agents); Ctrl-C stops it"
 	@echo "make test    run the tests (MariaDB tests need 127.0.0.1:3306; see README)"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in benchmarks/"
+	@echo "make wheel   the production wheel in dist/ (coordinator, agent, shared; see README)"
 
-$(STAMP): pyproject.toml requirements.lock scripts/bootstrap.sh
+$(STAMP): pyproject.toml devtools/pyproject.toml requirements.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
 
 demo: $(STAMP)
@@ -34,9 +35,16 @@ format: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -m benchmarks $(BENCH_ARGS)
 
-# Re-pin the dependencies after changing pyproject.toml.
+# What production installs. build/ goes first: setuptools packs whatever an earlier build
+# left in build/lib, a package no longer listed (pvesim) included.
+wheel: $(STAMP)
+	rm -rf build dist
+	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist .
+
+# Re-pin the dependencies after changing pyproject.toml or devtools/pyproject.toml
+# (setuptools too: tests/test_packaging.py builds the wheel with it; pip is not pinned).
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable > requirements.lock
+	$(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .demo build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

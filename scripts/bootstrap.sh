@@ -42,6 +42,9 @@ fi
 
 say "installing Python packages (pinned in requirements.lock)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,dev]'
+# The product (.) and, beside it, the emulator, the demo harness and the test and lint
+# tools (devtools/), both editable: production installs the first alone.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock \
+    -e . -e './devtools[test,dev]'
 touch .venv/.bootstrapped
 say "ready"
