@@ -27,10 +27,14 @@ from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.template_import import import_template, vm_options
 from coordinator.vmids import NoFreeVmid
+from shared.backoff import exponential
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# An agent or PVE that failed the attempt is asked again after 5, 10, 20, 40 s (at most 2 min).
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 120.0
 ACTIVE = ("uploaded", "importing")
 
 
@@ -68,8 +72,8 @@ class ImportJobs:
         if attempts >= MAX_ATTEMPTS:
             await self.fail(upload.id, f"{reason} (gave up after {attempts} attempts)")
             return
-        delay = min(5 * 2 ** (attempts - 1), 120)
-        log.warning("upload %s: %s; retrying in %ss", upload.id, reason, delay)
+        delay = exponential(attempts, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
+        log.warning("upload %s: %s; retrying in %.0f s", upload.id, reason, delay)
         await self._set(
             upload.id,
             ACTIVE,

@@ -53,6 +53,7 @@ from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import import_template, vm_options
 from coordinator.staging_release import forget_copy
 from coordinator.vmids import NoFreeVmid
+from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
 
@@ -77,7 +78,7 @@ def import_key(template_id: int, task_id: int) -> str:
 
 
 def backoff(attempts: int) -> float:
-    return float(min(BACKOFF_START * 2 ** max(attempts - 1, 0), BACKOFF_MAX))
+    return exponential(attempts, BACKOFF_START, BACKOFF_MAX)
 
 
 class SyncScheduler:
@@ -415,6 +416,16 @@ class SyncWatcher:
                 await self._import(task)
         finally:
             self.on_change()  # a slot freed or a new copy to serve from: plan again
+
+    async def give_up(self, task_id: int, reason: str) -> None:
+        """The job engine's verdict on a watcher that kept raising: the task fails."""
+        async with self.db() as session:
+            task = await session.get(TemplateSyncTask, task_id)
+            if task is not None:
+                limit = self.config.sync_max_attempts
+                await retry_later(session, task.id, task.epoch, reason, limit, final=True)
+                await session.commit()
+        self.on_change()
 
     async def _fail_attempt(self, task: TemplateSyncTask, reason: str, final: bool = False) -> None:
         async with self.db() as session:
