@@ -10,7 +10,6 @@ delete fails the upload meanwhile, and the job then stops without undoing that.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -23,10 +22,8 @@ from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
-from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
-from coordinator.jobs.template_import import import_template, vm_options
-from coordinator.vmids import NoFreeVmid
+from coordinator.jobs.template_import import ImportOrder, drive_import
 from shared.backoff import exponential
 
 log = logging.getLogger(__name__)
@@ -102,54 +99,30 @@ class ImportJobs:
             await self._retry_later(upload, str(exc))
             return
 
-        async def record_vmid(session: AsyncSession, vmid: int) -> None:
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload_id).values(vmid=vmid)
-            )
-
         async def progress(pct: float) -> bool:
             return await self._set(upload_id, ("importing",), import_progress=int(pct))
 
-        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
-        try:
-            result = await import_template(
-                agent,
-                db=self.db,
-                inventory=self.inventory,
-                config=self.config,
-                cluster_id=upload.cluster_id,
-                key=import_key(template.id, upload.id),
-                vmid=upload.vmid,
-                image_size=max(upload.file_size, upload.virtual_size),
-                record_vmid=record_vmid,
-                on_progress=progress,
-                staged_name=upload.staged_name,
-                storage=upload.storage_name,
-                name=name,
-                description=template.description,
-                options=options,
-            )
-        except AgentError as exc:
-            if exc.status == 400:  # the agent refused the request itself: asking again cannot help
-                await self.fail(upload_id, f"agent of {upload.import_node_name} refused the import: {exc}")
-                return
-            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
-            return
-        except AgentUnreachable as exc:
-            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
-            return
-        except NoFreeVmid as exc:
-            await self.fail(upload_id, str(exc))
-            return
-        except PveError as exc:
-            await self._retry_later(upload, f"reading VMIDs from PVE: {exc.message}")
-            return
-        if result.state == "done":
-            await self.finish(upload, result.vmid, result.volume_id)
-        elif result.error_kind == "interrupted":
-            await self._retry_later(upload, str(result.error))
+        order = ImportOrder(
+            node_name=upload.import_node_name,
+            job=TemplateUpload,
+            job_id=upload.id,
+            key=import_key(template.id, upload.id),
+            cluster_id=upload.cluster_id,
+            vmid=upload.vmid,
+            staged_name=upload.staged_name,
+            storage=upload.storage_name,
+            upload=upload,
+            template=template,
+        )
+        end = await drive_import(
+            agent, order, progress, db=self.db, inventory=self.inventory, config=self.config
+        )
+        if end.failed is None:
+            await self.finish(upload, end.vmid, end.volume_id)
+        elif end.final:
+            await self.fail(upload_id, end.failed)
         else:
-            await self.fail(upload_id, f"import on {upload.import_node_name} failed: {result.error}")
+            await self._retry_later(upload, end.failed)
 
     async def finish(self, upload: TemplateUpload, vmid: int, volume_id: str) -> None:
         async with self.db() as session:

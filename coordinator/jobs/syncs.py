@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -47,12 +46,10 @@ from coordinator.db.models import (
 )
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
-from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
-from coordinator.jobs.template_import import import_template, vm_options
+from coordinator.jobs.template_import import ImportOrder, drive_import
 from coordinator.staging_release import forget_copy
-from coordinator.vmids import NoFreeVmid
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
@@ -582,45 +579,30 @@ class SyncWatcher:
         if agent is None:
             await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
             return
-        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
-
-        async def record_vmid(session: AsyncSession, vmid: int) -> None:
-            await session.execute(
-                update(TemplateSyncTask).where(TemplateSyncTask.id == task.id).values(vmid=vmid)
-            )
-
-        try:
-            result = await import_template(
-                agent,
-                db=self.db,
-                inventory=self.inventory,
-                config=self.config,
-                cluster_id=task.cluster_id,
-                key=import_key(task.template_id, task.id),
-                vmid=task.vmid,
-                image_size=max(upload.file_size, upload.virtual_size),
-                record_vmid=record_vmid,
-                on_progress=lambda pct: self._import_progress(task, pct),
-                staged_name=task.staged_name,
-                storage=task.storage_name,
-                name=name,
-                description=template.description,
-                options=options,
-            )
-        except (AgentError, AgentUnreachable) as exc:
-            await self._fail_attempt(task, f"import on {task.target_node_name}: {exc}")
-            return
-        except NoFreeVmid as exc:
-            await self._fail_attempt(task, str(exc), final=True)
-            return
-        except PveError as exc:
-            await self._fail_attempt(task, f"reading VMIDs from PVE: {exc.message}")
-            return
-        if result.state == "done":
-            await self._completed(task, result.vmid, result.volume_id)
-            return
-        final = result.error_kind != "interrupted"
-        await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
+        order = ImportOrder(
+            node_name=task.target_node_name,
+            job=TemplateSyncTask,
+            job_id=task.id,
+            key=import_key(task.template_id, task.id),
+            cluster_id=task.cluster_id,
+            vmid=task.vmid,
+            staged_name=task.staged_name,
+            storage=task.storage_name,
+            upload=upload,
+            template=template,
+        )
+        end = await drive_import(
+            agent,
+            order,
+            lambda pct: self._import_progress(task, pct),
+            db=self.db,
+            inventory=self.inventory,
+            config=self.config,
+        )
+        if end.failed is None:
+            await self._completed(task, end.vmid, end.volume_id)
+        else:
+            await self._fail_attempt(task, end.failed, end.final)
 
     async def _import_progress(self, task: TemplateSyncTask, pct: float) -> bool:
         """Record the import's progress; whether this attempt is still the task's."""
