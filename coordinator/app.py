@@ -165,7 +165,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateUpload,
         ("uploaded", "importing"),
         imports.run,
-        give_up=imports.fail,
+        give_up=imports.give_up,
         limits=config.error_limits("import"),
         concurrency=config.max_concurrent_imports,
         lease=config.job_lease_seconds,

@@ -23,7 +23,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
-from coordinator.jobs.template_import import ImportOrder, drive_import
+from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from shared.backoff import exponential
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,18 @@ class ImportJobs:
             return
         # Forget the name, so that a cascade delete does not need that agent for a file that is gone.
         await self._set(upload.id, ("imported", "failed"), staged_name="")
+
+    async def give_up(self, upload_id: int, reason: str) -> None:
+        """The job engine's verdict on a handler that kept raising: the upload fails, and an
+        import its agent may still run is stopped."""
+        async with self.db() as session:
+            upload = await session.get(TemplateUpload, upload_id)
+        if upload is None or upload.status not in ACTIVE:
+            return
+        await self.fail(upload_id, reason)
+        if upload.template_id is not None:
+            key = import_key(upload.template_id, upload_id)
+            await stop_agent_import(self.agents, upload.import_node_id, key, "the coordinator gave up on it")
 
     async def fail(self, upload_id: int, reason: str) -> None:
         async with self.db() as session:

@@ -48,7 +48,7 @@ from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
-from coordinator.jobs.template_import import ImportOrder, drive_import
+from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from coordinator.staging_release import forget_copy
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
@@ -415,14 +415,20 @@ class SyncWatcher:
             self.on_change()  # a slot freed or a new copy to serve from: plan again
 
     async def give_up(self, task_id: int, reason: str) -> None:
-        """The job engine's verdict on a watcher that kept raising: the task fails."""
+        """The job engine's verdict on a watcher that kept raising: the task fails (as a
+        final failure of an attempt does: its instance too)."""
         async with self.db() as session:
             task = await session.get(TemplateSyncTask, task_id)
-            if task is not None:
-                limit = self.config.sync_max_attempts
-                await retry_later(session, task.id, task.epoch, reason, limit, final=True)
-                await session.commit()
+            if task is None:
+                return
+            status = await retry_later(
+                session, task.id, task.epoch, reason, self.config.sync_max_attempts, final=True
+            )
+            await session.commit()
         self.on_change()
+        if status == "failed":  # an import its target's agent may still run is stopped
+            key = import_key(task.template_id, task.id)
+            await stop_agent_import(self.agents, task.target_node_id, key, "the coordinator gave up on it")
 
     async def _fail_attempt(self, task: TemplateSyncTask, reason: str, final: bool = False) -> None:
         async with self.db() as session:

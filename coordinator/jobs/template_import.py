@@ -27,6 +27,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
+from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.inventory.pve_client import PveError
@@ -187,7 +188,19 @@ async def cancel_import(agent: AgentClient, key: str, reason: str) -> None:
         await agent.cancel_import(key, reason)
         log.info("%s: import canceled: %s", key, reason)
     except (AgentError, AgentUnreachable) as exc:
+        if isinstance(exc, AgentError) and exc.status == 404:
+            return  # none under this key (never started, or the agent restarted since)
         log.warning("%s: canceling the import failed: %s", key, exc)
+
+
+async def stop_agent_import(agents: AgentLinks, node_id: int, key: str, reason: str) -> None:
+    """Stop the import that the agent of ``node_id`` may still run under ``key``, for a job
+    that gave up on it (nobody follows it any more)."""
+    try:
+        agent = await agents.for_node(node_id)
+    except NoLiveAgent:
+        return  # an agent that is away stops its import at its own deadline
+    await cancel_import(agent, key, reason)
 
 
 @dataclass(frozen=True)
