@@ -165,6 +165,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateUpload,
         ("uploaded", "importing"),
         imports.run,
+        give_up=imports.give_up,
+        limits=config.error_limits("import"),
         concurrency=config.max_concurrent_imports,
         lease=config.job_lease_seconds,
     )
@@ -181,6 +183,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateSyncTask,
         ("syncing", "importing"),
         watcher.run,
+        give_up=watcher.give_up,
+        limits=config.error_limits("sync"),
         # every running transfer has a watcher: as many as the per-node limits allow at once
         concurrency=256,
         lease=config.job_lease_seconds,
@@ -193,6 +197,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         TemplateDeletion,
         ("running",),
         app[DELETE_JOBS].run,
+        give_up=app[DELETE_JOBS].give_up,
+        limits=config.error_limits("delete"),
         concurrency=4,
         lease=config.job_lease_seconds,
         poll=1.0,

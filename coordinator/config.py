@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from coordinator.jobs.limits import ErrorLimits
 from shared.config import ConfigError, load_config
 
 ENV_PREFIX = "PVESPHERE_"
@@ -50,6 +52,20 @@ class CoordinatorConfig:
     template_vmid_max: int = 9999
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
+    # A job whose handler raises unexpectedly (a bug, an answer the coordinator cannot read;
+    # not a database outage) is tried again after job_error_retry_seconds, doubling up to
+    # 5 min, until <kind>_max_errors such errors in a row or <kind>_error_deadline seconds
+    # since the first of them; then it fails, the reason in its error (an upload's or a sync
+    # task's error_message, a cascade delete's deletion.reason). With the defaults the fifth
+    # error comes about 2.5 min after the first (10 + 20 + 40 + 80 s of waits).
+    job_error_retry_seconds: float = 10.0
+    import_max_errors: int = 5
+    import_error_deadline: float = 3600.0
+    sync_max_errors: int = 5
+    sync_error_deadline: float = 3600.0
+    # A cascade delete that gave up leaves its template `deleting`; asking again restarts it.
+    delete_max_errors: int = 5
+    delete_error_deadline: float = 3600.0
     # Imports run at once (each waits on one agent); more wait for a free slot.
     max_concurrent_imports: int = 4
     # How long to wait for an agent's import: import_timeout seconds plus
@@ -84,6 +100,15 @@ class CoordinatorConfig:
     # (the demo: scripts poll /readyz, then use the cluster).
     ready_requires_agents: bool = False
     log_level: str = "info"
+
+    def error_limits(self, kind: Literal["import", "sync", "delete"]) -> ErrorLimits:
+        """The job engine's limits for one kind of job (see job_error_retry_seconds)."""
+        max_errors, deadline = {
+            "import": (self.import_max_errors, self.import_error_deadline),
+            "sync": (self.sync_max_errors, self.sync_error_deadline),
+            "delete": (self.delete_max_errors, self.delete_error_deadline),
+        }[kind]
+        return ErrorLimits(max_errors, deadline, retry_first=self.job_error_retry_seconds)
 
     @property
     def agent_key_file(self) -> Path:
@@ -126,6 +151,11 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("vm_sweep_interval must be more than 0 seconds")
     if cfg.sync_idle_timeout <= 0:
         raise ConfigError("sync_idle_timeout must be more than 0 seconds")
+    if min(cfg.import_max_errors, cfg.sync_max_errors, cfg.delete_max_errors) < 1:
+        raise ConfigError("import_max_errors, sync_max_errors and delete_max_errors must be at least 1")
+    deadlines = (cfg.import_error_deadline, cfg.sync_error_deadline, cfg.delete_error_deadline)
+    if cfg.job_error_retry_seconds <= 0 or min(deadlines) <= 0:
+        raise ConfigError("job_error_retry_seconds and every <kind>_error_deadline must be more than 0 s")
     if cfg.max_concurrent_imports < 1:
         raise ConfigError("max_concurrent_imports must be at least 1")
     if cfg.import_timeout <= 0 or cfg.copy_timeout <= 0:

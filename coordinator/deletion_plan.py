@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload
+from shared.backoff import exponential
 
 # The upload's error while its import still has to be stopped on its agent, then once it is.
 IMPORT_STOPPING = "template deleted during its import; stopping the import"
@@ -127,4 +128,4 @@ def retry_delay(attempts: int, asked_a_part: bool) -> float:
     (else it only waited for agents or PVE to come back)."""
     if not asked_a_part:
         return RECHECK_SECONDS
-    return min(RETRY_FIRST_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
+    return exponential(attempts, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)

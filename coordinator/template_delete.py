@@ -13,6 +13,12 @@ An import that is queued or running is stopped: its upload fails ("template dele
 during its import") and its agent cancels the PVE task and removes the unfinished VM.
 An upload still streaming in, or a sync task copying, makes the delete answer 409
 before anything changes.
+
+A job whose attempts keep raising unexpectedly (a bug, an agent answer it cannot read) is
+given up by the job engine within the delete's limits (delete_max_errors,
+delete_error_deadline): the deletion is then ``failed`` with the reason, and its template
+stays ``deleting``, showing that deletion (no new work starts on a half-removed template,
+and its remaining parts stay listed). Asking for the cascade again restarts it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from coordinator.jobs.engine import OWNER
 from coordinator.jobs.imports import import_key
 
 log = logging.getLogger(__name__)
+
+# A deletion in one of these states is shown on its template (which is `deleting`).
+UNFINISHED = ("running", "failed")
 
 
 def key_prefix(template_id: int) -> str:
@@ -101,7 +110,7 @@ async def start_cascade(
                 select(TemplateDeletion.id).where(TemplateDeletion.template_id == template_id)
             )
             assert deletion_id is not None  # made in the same transaction as the flip
-            return Started(deletion_id, claimed=False)
+            return Started(deletion_id, claimed=await _restart_failed(session, deletion_id, actor, lease))
         await _cancel_pending_syncs(session, template_id)
         # Its import job sees this and stops; the deletion's first step tells the agent.
         await session.execute(
@@ -123,9 +132,34 @@ async def start_cascade(
         deletion.status, deletion.started_at, deletion.finished_at = "running", now, None
         deletion.remaining, deletion.reason, deletion.creator = "[]", None, actor
         deletion.attempts, deletion.next_attempt_at = 0, None
+        deletion.unexpected_errors, deletion.first_error_at = 0, None
         deletion.lease_owner, deletion.lease_expires_at = OWNER, now + timedelta(seconds=lease)
         await session.commit()
         return Started(deletion.id, claimed=True)
+
+
+async def _restart_failed(session: AsyncSession, deletion_id: int, actor: str, lease: float) -> bool:
+    """A deletion that gave up runs again, leased to this process (conditional: of concurrent
+    requests one restarts it); whether this request did."""
+    now = utcnow()
+    restarted = await session.execute(
+        update(TemplateDeletion)
+        .where(TemplateDeletion.id == deletion_id, TemplateDeletion.status == "failed")
+        .values(
+            status="running",
+            creator=actor,
+            attempts=0,
+            reason=None,
+            next_attempt_at=None,
+            unexpected_errors=0,
+            first_error_at=None,
+            lease_owner=OWNER,
+            lease_expires_at=now + timedelta(seconds=lease),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return bool(restarted.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def _refuse_under_running_work(session: AsyncSession, template_id: int) -> None:
@@ -194,6 +228,18 @@ class DeleteJobs:
     async def run(self, deletion_id: int) -> None:
         """The job runner's handler."""
         await self.attempt(deletion_id)
+
+    async def give_up(self, deletion_id: int, reason: str) -> None:
+        """The job engine's verdict on attempts that kept raising: the deletion fails, its
+        template stays `deleting` and shows why (see the module's docstring)."""
+        async with self.db() as session:
+            deletion = await session.get(TemplateDeletion, deletion_id)
+            if deletion is None or deletion.status != "running":
+                return
+            deletion.status, deletion.next_attempt_at = "failed", None
+            deletion.reason = f"{reason}; ask for the cascade delete again to retry"
+            await session.commit()
+        log.warning("template %s: cascade delete failed: %s", deletion.template_id, reason)
 
     async def attempt(self, deletion_id: int) -> Outcome:
         async with self.db() as session:

@@ -5,7 +5,9 @@ Authenticated like the pvesh shim: `Authorization: PVESimRoot=<contents of root.
     GET    /pvesim/faults                 list active faults
     POST   /pvesim/faults                 add one (JSON, see README.md) -> {"id": N}; a task
                                           fault with "crash": true kills the worker after its
-                                          "delay" (a create is left at `lock: create`)
+                                          "delay" (a create is left at `lock: create`); an
+                                          http fault with "answer": {...} answers 200 with
+                                          that body instead of doing the call
     DELETE /pvesim/faults[/{id}]          clear all faults / one fault
     GET    /pvesim/nodes                  [{"node": ..., "online": 0|1}]
     POST   /pvesim/nodes/{node}/offline   the node becomes unreachable

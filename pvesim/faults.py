@@ -32,6 +32,9 @@ class Fault:
     # loss): no clean-up, no verdict. A create leaves its config at `lock: create`.
     crash: bool
     times: int | None  # None: until cleared
+    # http faults: answer 200 with this JSON body instead of doing the call (a PVE, or a proxy
+    # in front of it, that says something a client does not expect: e.g. {} without "data")
+    answer: dict[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class Fault:
             "delay": self.delay,
             "crash": self.crash,
             "times": self.times,
+            "answer": self.answer,
         }
 
 
@@ -73,7 +77,10 @@ class FaultRegistry:
             delay=float(spec.get("delay", 0)),
             crash=bool(spec.get("crash", False)),
             times=None if times in (None, 0) else int(times),
+            answer=spec.get("answer"),
         )
+        if fault.answer is not None and (kind != "http" or not isinstance(fault.answer, dict)):
+            raise ValueError("'answer' is a JSON object an http fault answers with (status 200)")
         if kind == "task" and not fault.task_type:
             raise ValueError("a task fault needs 'type' (the worker type, e.g. qmcreate)")
         if fault.crash and kind != "task":
@@ -90,8 +97,9 @@ class FaultRegistry:
             if fault.times <= 0:
                 self.faults.remove(fault)
 
-    async def check_http(self, method: str, path: str) -> None:
-        """Before an API call: raise the injected error, or just delay it (status 0)."""
+    async def check_http(self, method: str, path: str) -> dict[str, Any] | None:
+        """Before an API call: raise the injected error, or just delay it (status 0), or
+        return the body to answer with instead of the call's (``answer``)."""
         for fault in list(self.faults):
             if fault.kind != "http":
                 continue
@@ -102,12 +110,15 @@ class FaultRegistry:
             self._take(fault)
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+            if fault.answer is not None:
+                return fault.answer
             if fault.status:
                 message = fault.message or "injected fault"
                 if fault.status in (595, 596, 599):
                     raise ApiError(fault.status, message)
                 raise ApiError(fault.status, message + "\n", fault.errors)
-            return
+            return None
+        return None
 
     async def check_task(self, typ: str, ident: str, node: str) -> None:
         """At a worker's start: delay it, then make it die with the injected message, or

@@ -204,7 +204,9 @@ class Api:
         local_node: str,
     ) -> web.StreamResponse:
         cluster = self.cluster
-        await self.app[FAULTS_KEY].check_http(method, rel)
+        answer = await self.app[FAULTS_KEY].check_http(method, rel)
+        if answer is not None:
+            return json_response(200, None, answer)
         ms, uri_params = self.schema.match(method, rel)
         params = await self.read_params(request, method)
         for key, value in params.items():

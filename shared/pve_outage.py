@@ -15,6 +15,8 @@ import re
 import time
 from collections.abc import Callable
 
+from shared.backoff import exponential
+
 # pveproxy's own answers when the daemon behind it is away: 502/503/504 from a proxy,
 # 595 "Connection refused/timed out" and 596 "Broken pipe"/"Connection reset" (PVE's
 # HTTP client codes for a node it could not reach), 599 for an aborted connection.
@@ -70,7 +72,7 @@ def transient_reason(status: int | None, text: str) -> str | None:
 
 def backoff(tries: int) -> float:
     """Seconds to wait after ``tries`` failed tries in a row (1, 2, 4, then 5 s each)."""
-    return min(BACKOFF_FIRST * 2 ** max(tries - 1, 0), BACKOFF_MAX)
+    return exponential(tries, BACKOFF_FIRST, BACKOFF_MAX)
 
 
 class Retries:

@@ -27,7 +27,7 @@ from coordinator.db.models import (
 )
 from coordinator.db.types import utcnow
 from coordinator.jobs.engine import LeaseLost
-from coordinator.template_delete import deleting_conflict, soft_delete, start_cascade
+from coordinator.template_delete import UNFINISHED, deleting_conflict, soft_delete, start_cascade
 from shared.text_fields import Description, refuse_control
 from shared.validation import CheckedStr, Input, Model
 
@@ -75,6 +75,13 @@ class RemainingPart(Model):
 class DeletionOut(Model):
     """A cascade delete under way: what is still to remove and why it is not gone yet."""
 
+    status: Annotated[
+        Literal["running", "failed"],
+        Meta(
+            description="running; failed: the delete gave up on an error it cannot handle (`reason` "
+            "says which); asking for the cascade delete again restarts it"
+        ),
+    ]
     started_at: UtcTime
     reason: Annotated[str, Meta(description='e.g. "waiting for the agent of pve-node3 (...)"')] | None
     remaining: list[RemainingPart]
@@ -117,9 +124,10 @@ class Deleted(Model):
 
 
 def deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
-    if d is None or d.status != "running":
+    if d is None or d.status not in UNFINISHED:
         return None
     return DeletionOut(
+        status=msgspec.convert(d.status, Literal["running", "failed"]),
         started_at=d.started_at,
         reason=d.reason,
         remaining=msgspec.convert(json.loads(d.remaining), list[RemainingPart]),
@@ -145,13 +153,13 @@ def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | 
 
 
 def _live():  # type: ignore[no-untyped-def]
-    """Visible templates (active or deleting), their cluster's name and running deletion."""
+    """Visible templates (active or deleting), their cluster's name and unfinished deletion."""
     return (
         select(VmTemplate, PveCluster.cluster_name, TemplateDeletion)
         .join(PveCluster, PveCluster.id == VmTemplate.cluster_id)
         .outerjoin(
             TemplateDeletion,
-            and_(TemplateDeletion.template_id == VmTemplate.id, TemplateDeletion.status == "running"),
+            and_(TemplateDeletion.template_id == VmTemplate.id, TemplateDeletion.status.in_(UNFINISHED)),
         )
         .where(VmTemplate.status != "deleted")
     )

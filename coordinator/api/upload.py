@@ -248,13 +248,6 @@ def _boundary(request: web.Request) -> str:
     return str(parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters["boundary"])
 
 
-async def _keep_lease(call: Call, upload_id: int, lease: float) -> None:
-    while True:
-        await asyncio.sleep(lease / 3)
-        async with call.app[DB]() as session:
-            await engine.renew(session, TemplateUpload, upload_id, lease)
-
-
 async def _read_form(request: web.Request, idle: IdleWatch) -> tuple[dict[str, Any], BodyPartReader]:
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
@@ -386,7 +379,9 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         plan.import_node.node_name,
     )
 
-    keeper = asyncio.create_task(_keep_lease(call, upload.id, config.job_lease_seconds))
+    keeper = asyncio.create_task(
+        engine.keep_lease(db, TemplateUpload, upload.id, config.job_lease_seconds, f"upload {upload.id}")
+    )
     part = FilePartStream(request.content, _boundary(request), idle)
     body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     try:

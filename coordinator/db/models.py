@@ -56,6 +56,10 @@ class Leased:
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Unexpected errors of the job's handler in a row, and when the first of them happened:
+    # the job fails once its kind's limits are passed (coordinator/jobs/limits.py).
+    unexpected_errors: Mapped[int] = mapped_column(Integer, default=0)
+    first_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 # A template's life: active -> deleting (a cascade delete waits for a part, see
@@ -144,7 +148,8 @@ class TemplateDeletion(Timestamps, Leased, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), unique=True)
-    # running -> done
+    # running -> done; running -> failed when the job gave up (see DeleteJobs.give_up), and
+    # failed -> running when the cascade is asked for again
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -6,6 +6,10 @@ the runner's statuses, its lease is free or expired and its
 (portable: SQLite and MySQL both report the affected row count), renews the
 lease while it works, and frees it when done. If the coordinator dies, the
 lease expires and the next coordinator (or a replica) takes the job over.
+
+A handler that raises unexpectedly (a bug, an answer it cannot read) is tried again after a
+backoff, within its kind's limits (coordinator/jobs/limits.py); past them the job fails
+through the kind's ``give_up``, with the reason. A database outage is not such an error.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
+from coordinator.jobs.limits import ErrorLimits, after_error, describe
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRY_AFTER_ERROR = 10.0
 # How long a stopping runner waits for its canceled handlers to release their leases.
 JOB_STOP_WAIT = 2.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -75,6 +79,29 @@ async def release(session: AsyncSession, model: Any, job_id: int) -> None:
     await session.commit()
 
 
+async def keep_lease(
+    db: async_sessionmaker[AsyncSession], model: Any, job_id: int, lease: float, what: str
+) -> None:
+    """Renew the lease on ``job_id`` every third of ``lease`` until canceled; returns when
+    another worker took the job (the caller stops working on it)."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            async with db() as session:
+                kept = await renew(session, model, job_id, lease)
+        except Exception as exc:
+            # Renewed at the next turn if the database answers by then; a renewal after
+            # the lease ran out still says whether another worker took the job meanwhile.
+            if unreachable(exc):
+                OUTAGE.failed(f"renewing the lease of {what}", exc)
+            else:
+                log.exception("%s: renewing the lease failed", what)
+            continue
+        if not kept:
+            log.warning("%s: lease lost to another worker; stopping here", what)
+            return
+
+
 class JobRunner:
     """Runs ``handler(job_id)`` for every due row of ``model``, ``concurrency`` at a time."""
 
@@ -86,15 +113,21 @@ class JobRunner:
         statuses: tuple[str, ...],
         handler: Callable[[int], Coroutine[Any, Any, None]],
         *,
+        give_up: Callable[[int, str], Awaitable[None]],
+        limits: ErrorLimits,
         concurrency: int,
         lease: float,
         poll: float = 2.0,
     ) -> None:
+        """``give_up(job_id, reason)`` fails a job whose handler passed ``limits`` as the
+        kind's other failures do (the row's status and error, what the user sees)."""
         self.name = name
         self.db = db
         self.model = model
         self.statuses = statuses
         self.handler = handler
+        self.give_up = give_up
+        self.limits = limits
         self.concurrency = concurrency
         self.lease = lease
         self.poll = poll
@@ -148,24 +181,9 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll)
 
     async def _keep_lease(self, job_id: int, work: asyncio.Task[T], lost: asyncio.Event) -> None:
-        while not work.done():
-            await asyncio.sleep(self.lease / 3)
-            try:
-                async with self.db() as session:
-                    kept = await renew(session, self.model, job_id, self.lease)
-            except Exception as exc:
-                # Renewed at the next turn if the database answers by then; a renewal after
-                # the lease ran out still says whether another worker took the job meanwhile.
-                if unreachable(exc):
-                    OUTAGE.failed(f"renewing the lease of {self.name} job {job_id}", exc)
-                else:
-                    log.exception("%s %s: renewing the lease failed", self.name, job_id)
-                continue
-            if not kept:
-                log.warning("%s %s: lease lost to another worker; stopping here", self.name, job_id)
-                lost.set()
-                work.cancel()
-                return
+        await keep_lease(self.db, self.model, job_id, self.lease, f"{self.name} job {job_id}")
+        lost.set()
+        work.cancel()
 
     async def hold(self, job_id: int, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on a job this process has claimed, keeping its lease fresh; the lease
@@ -196,6 +214,7 @@ class JobRunner:
     async def _run(self, job_id: int) -> None:
         try:
             await self.hold(job_id, self.handler(job_id))
+            await self._forget_errors(job_id)
         except LeaseLost:
             pass
         except Exception as exc:
@@ -206,21 +225,52 @@ class JobRunner:
                 OUTAGE.failed(f"running {self.name} job {job_id}", exc)
                 log.info("%s %s: interrupted by the database outage; resumes once it answers", *ids)
             else:
-                log.exception("%s %s: unexpected error; retrying in %ss", *ids, RETRY_AFTER_ERROR)
-                await self._postpone(job_id, RETRY_AFTER_ERROR)
+                await self._after_error(job_id, exc)
         finally:
             self.running.pop(job_id, None)
 
-    async def _postpone(self, job_id: int, seconds: float) -> None:
-        with contextlib.suppress(Exception):
+    async def _after_error(self, job_id: int, error: Exception) -> None:
+        """Count the unexpected error on the job's row and postpone the job, or fail it
+        through ``give_up`` once the kind's limits are passed."""
+        what = f"{self.name} {job_id}"
+        try:
+            async with self.db() as session:
+                job = await session.get(self.model, job_id)
+                if job is None:
+                    return
+                now = utcnow()
+                job.unexpected_errors += 1
+                job.first_error_at = job.first_error_at or now
+                errors, first_at = job.unexpected_errors, job.first_error_at
+                verdict = after_error(self.limits, errors, first_at, now, describe(error))
+                if verdict.give_up is None:
+                    job.next_attempt_at = now + timedelta(seconds=verdict.retry_in)
+                await session.commit()
+            if verdict.give_up is None:
+                log.error("%s: unexpected error; retrying in %.0f s", what, verdict.retry_in, exc_info=error)
+                return
+            log.error("%s: unexpected error; %s", what, verdict.give_up, exc_info=error)
+            await self.give_up(job_id, verdict.give_up)
+        except Exception as exc:
+            # Not counted: the job runs again at once (the database will answer, or the
+            # next error is counted).
+            if not unreachable(exc):
+                log.exception("%s: recording an unexpected error failed", what)
+
+    async def _forget_errors(self, job_id: int) -> None:
+        """A handler run that ended normally ends the streak of unexpected errors."""
+        try:
             async with self.db() as session:
                 await session.execute(
                     update(self.model)
-                    .where(self.model.id == job_id)
-                    .values(next_attempt_at=utcnow() + timedelta(seconds=seconds))
+                    .where(self.model.id == job_id, self.model.unexpected_errors > 0)
+                    .values(unexpected_errors=0, first_error_at=None)
                     .execution_options(synchronize_session=False)
                 )
                 await session.commit()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
 
     async def stop(self) -> None:
         """Cancel the running handlers, saying which; each releases its lease, so the next

@@ -10,7 +10,6 @@ delete fails the upload meanwhile, and the job then stops without undoing that.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -23,14 +22,16 @@ from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
-from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
-from coordinator.jobs.template_import import import_template, vm_options
-from coordinator.vmids import NoFreeVmid
+from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
+from shared.backoff import exponential
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# An agent or PVE that failed the attempt is asked again after 5, 10, 20, 40 s (at most 2 min).
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 120.0
 ACTIVE = ("uploaded", "importing")
 
 
@@ -68,8 +69,8 @@ class ImportJobs:
         if attempts >= MAX_ATTEMPTS:
             await self.fail(upload.id, f"{reason} (gave up after {attempts} attempts)")
             return
-        delay = min(5 * 2 ** (attempts - 1), 120)
-        log.warning("upload %s: %s; retrying in %ss", upload.id, reason, delay)
+        delay = exponential(attempts, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
+        log.warning("upload %s: %s; retrying in %.0f s", upload.id, reason, delay)
         await self._set(
             upload.id,
             ACTIVE,
@@ -98,54 +99,30 @@ class ImportJobs:
             await self._retry_later(upload, str(exc))
             return
 
-        async def record_vmid(session: AsyncSession, vmid: int) -> None:
-            await session.execute(
-                update(TemplateUpload).where(TemplateUpload.id == upload_id).values(vmid=vmid)
-            )
-
         async def progress(pct: float) -> bool:
             return await self._set(upload_id, ("importing",), import_progress=int(pct))
 
-        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
-        try:
-            result = await import_template(
-                agent,
-                db=self.db,
-                inventory=self.inventory,
-                config=self.config,
-                cluster_id=upload.cluster_id,
-                key=import_key(template.id, upload.id),
-                vmid=upload.vmid,
-                image_size=max(upload.file_size, upload.virtual_size),
-                record_vmid=record_vmid,
-                on_progress=progress,
-                staged_name=upload.staged_name,
-                storage=upload.storage_name,
-                name=name,
-                description=template.description,
-                options=options,
-            )
-        except AgentError as exc:
-            if exc.status == 400:  # the agent refused the request itself: asking again cannot help
-                await self.fail(upload_id, f"agent of {upload.import_node_name} refused the import: {exc}")
-                return
-            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
-            return
-        except AgentUnreachable as exc:
-            await self._retry_later(upload, f"agent of {upload.import_node_name}: {exc}")
-            return
-        except NoFreeVmid as exc:
-            await self.fail(upload_id, str(exc))
-            return
-        except PveError as exc:
-            await self._retry_later(upload, f"reading VMIDs from PVE: {exc.message}")
-            return
-        if result.state == "done":
-            await self.finish(upload, result.vmid, result.volume_id)
-        elif result.error_kind == "interrupted":
-            await self._retry_later(upload, str(result.error))
+        order = ImportOrder(
+            node_name=upload.import_node_name,
+            job=TemplateUpload,
+            job_id=upload.id,
+            key=import_key(template.id, upload.id),
+            cluster_id=upload.cluster_id,
+            vmid=upload.vmid,
+            staged_name=upload.staged_name,
+            storage=upload.storage_name,
+            upload=upload,
+            template=template,
+        )
+        end = await drive_import(
+            agent, order, progress, db=self.db, inventory=self.inventory, config=self.config
+        )
+        if end.failed is None:
+            await self.finish(upload, end.vmid, end.volume_id)
+        elif end.final:
+            await self.fail(upload_id, end.failed)
         else:
-            await self.fail(upload_id, f"import on {upload.import_node_name} failed: {result.error}")
+            await self._retry_later(upload, end.failed)
 
     async def finish(self, upload: TemplateUpload, vmid: int, volume_id: str) -> None:
         async with self.db() as session:
@@ -188,6 +165,18 @@ class ImportJobs:
             return
         # Forget the name, so that a cascade delete does not need that agent for a file that is gone.
         await self._set(upload.id, ("imported", "failed"), staged_name="")
+
+    async def give_up(self, upload_id: int, reason: str) -> None:
+        """The job engine's verdict on a handler that kept raising: the upload fails, and an
+        import its agent may still run is stopped."""
+        async with self.db() as session:
+            upload = await session.get(TemplateUpload, upload_id)
+        if upload is None or upload.status not in ACTIVE:
+            return
+        await self.fail(upload_id, reason)
+        if upload.template_id is not None:
+            key = import_key(upload.template_id, upload_id)
+            await stop_agent_import(self.agents, upload.import_node_id, key, "the coordinator gave up on it")
 
     async def fail(self, upload_id: int, reason: str) -> None:
         async with self.db() as session:

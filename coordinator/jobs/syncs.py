@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -47,12 +46,11 @@ from coordinator.db.models import (
 )
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
-from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
-from coordinator.jobs.template_import import import_template, vm_options
+from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from coordinator.staging_release import forget_copy
-from coordinator.vmids import NoFreeVmid
+from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
 
@@ -77,7 +75,7 @@ def import_key(template_id: int, task_id: int) -> str:
 
 
 def backoff(attempts: int) -> float:
-    return float(min(BACKOFF_START * 2 ** max(attempts - 1, 0), BACKOFF_MAX))
+    return exponential(attempts, BACKOFF_START, BACKOFF_MAX)
 
 
 class SyncScheduler:
@@ -416,6 +414,22 @@ class SyncWatcher:
         finally:
             self.on_change()  # a slot freed or a new copy to serve from: plan again
 
+    async def give_up(self, task_id: int, reason: str) -> None:
+        """The job engine's verdict on a watcher that kept raising: the task fails (as a
+        final failure of an attempt does: its instance too)."""
+        async with self.db() as session:
+            task = await session.get(TemplateSyncTask, task_id)
+            if task is None:
+                return
+            status = await retry_later(
+                session, task.id, task.epoch, reason, self.config.sync_max_attempts, final=True
+            )
+            await session.commit()
+        self.on_change()
+        if status == "failed":  # an import its target's agent may still run is stopped
+            key = import_key(task.template_id, task.id)
+            await stop_agent_import(self.agents, task.target_node_id, key, "the coordinator gave up on it")
+
     async def _fail_attempt(self, task: TemplateSyncTask, reason: str, final: bool = False) -> None:
         async with self.db() as session:
             await retry_later(session, task.id, task.epoch, reason, self.config.sync_max_attempts, final)
@@ -571,45 +585,30 @@ class SyncWatcher:
         if agent is None:
             await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
             return
-        name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
-
-        async def record_vmid(session: AsyncSession, vmid: int) -> None:
-            await session.execute(
-                update(TemplateSyncTask).where(TemplateSyncTask.id == task.id).values(vmid=vmid)
-            )
-
-        try:
-            result = await import_template(
-                agent,
-                db=self.db,
-                inventory=self.inventory,
-                config=self.config,
-                cluster_id=task.cluster_id,
-                key=import_key(task.template_id, task.id),
-                vmid=task.vmid,
-                image_size=max(upload.file_size, upload.virtual_size),
-                record_vmid=record_vmid,
-                on_progress=lambda pct: self._import_progress(task, pct),
-                staged_name=task.staged_name,
-                storage=task.storage_name,
-                name=name,
-                description=template.description,
-                options=options,
-            )
-        except (AgentError, AgentUnreachable) as exc:
-            await self._fail_attempt(task, f"import on {task.target_node_name}: {exc}")
-            return
-        except NoFreeVmid as exc:
-            await self._fail_attempt(task, str(exc), final=True)
-            return
-        except PveError as exc:
-            await self._fail_attempt(task, f"reading VMIDs from PVE: {exc.message}")
-            return
-        if result.state == "done":
-            await self._completed(task, result.vmid, result.volume_id)
-            return
-        final = result.error_kind != "interrupted"
-        await self._fail_attempt(task, f"import on {task.target_node_name} failed: {result.error}", final)
+        order = ImportOrder(
+            node_name=task.target_node_name,
+            job=TemplateSyncTask,
+            job_id=task.id,
+            key=import_key(task.template_id, task.id),
+            cluster_id=task.cluster_id,
+            vmid=task.vmid,
+            staged_name=task.staged_name,
+            storage=task.storage_name,
+            upload=upload,
+            template=template,
+        )
+        end = await drive_import(
+            agent,
+            order,
+            lambda pct: self._import_progress(task, pct),
+            db=self.db,
+            inventory=self.inventory,
+            config=self.config,
+        )
+        if end.failed is None:
+            await self._completed(task, end.vmid, end.volume_id)
+        else:
+            await self._fail_attempt(task, end.failed, end.final)
 
     async def _import_progress(self, task: TemplateSyncTask, pct: float) -> bool:
         """Record the import's progress; whether this attempt is still the task's."""

@@ -1,9 +1,11 @@
 """Making a staged image a PVE template on one node, through that node's agent.
 
-Shared by both jobs that end in a template: an upload's import on its import node and a
-sync task's import of the copy on its target node. The agent does the PVE side (create
-the VM with ``import-from``, convert it to a template) under a key, so asking again after
-a coordinator restart finds the same import instead of starting another.
+The one import driver of both jobs that end in a template: an upload's import on its
+import node and a sync task's import of the copy on its target node (``drive_import``:
+the VMID recorded on the job's row, the request built from the template and its upload,
+the failures mapped to a reason and whether trying again can help). The agent does the
+PVE side (create the VM with ``import-from``, convert it to a template) under a key, so
+asking again after a coordinator restart finds the same import instead of starting another.
 
 The wait on the agent has a deadline scaled by the image's size (import_timeout,
 import_seconds_per_gib; counted from when this coordinator began waiting). When it passes,
@@ -14,19 +16,23 @@ import is canceled and the result is a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
+from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
+from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
-from coordinator.vmids import allocation_lock, held_by_us, lowest_free
+from coordinator.vmids import NoFreeVmid, allocation_lock, held_by_us, lowest_free
 from shared.deadlines import Deadline, scaled_timeout
 from shared.pve_outage import Retries
 from shared.vm_config import check_options, check_volumes
@@ -182,4 +188,94 @@ async def cancel_import(agent: AgentClient, key: str, reason: str) -> None:
         await agent.cancel_import(key, reason)
         log.info("%s: import canceled: %s", key, reason)
     except (AgentError, AgentUnreachable) as exc:
+        if isinstance(exc, AgentError) and exc.status == 404:
+            return  # none under this key (never started, or the agent restarted since)
         log.warning("%s: canceling the import failed: %s", key, exc)
+
+
+async def stop_agent_import(agents: AgentLinks, node_id: int, key: str, reason: str) -> None:
+    """Stop the import that the agent of ``node_id`` may still run under ``key``, for a job
+    that gave up on it (nobody follows it any more)."""
+    try:
+        agent = await agents.for_node(node_id)
+    except NoLiveAgent:
+        return  # an agent that is away stops its import at its own deadline
+    await cancel_import(agent, key, reason)
+
+
+@dataclass(frozen=True)
+class ImportOrder:
+    """What a job asks its node's agent to import, and the job's row that records the VMID."""
+
+    node_name: str
+    job: type[TemplateUpload] | type[TemplateSyncTask]
+    job_id: int
+    key: str
+    cluster_id: int
+    vmid: int | None  # chosen by an earlier attempt, or None
+    staged_name: str
+    storage: str
+    upload: TemplateUpload  # the image's size and VM settings
+    template: VmTemplate
+
+
+@dataclass(frozen=True)
+class ImportEnd:
+    """How the import ended: done (``failed`` None), or failed with the reason; ``final``:
+    asking again cannot help (else the job tries again later)."""
+
+    vmid: int = 0
+    volume_id: str = ""
+    failed: str | None = None
+    final: bool = False
+
+
+async def drive_import(
+    agent: AgentClient,
+    order: ImportOrder,
+    on_progress: Callable[[float], Awaitable[bool]],
+    *,
+    db: async_sessionmaker[AsyncSession],
+    inventory: InventoryRefresher,
+    config: CoordinatorConfig,
+) -> ImportEnd:
+    """Import through ``agent`` as ``order`` says (see import_template for ``on_progress``)."""
+    upload, template, node = order.upload, order.template, order.node_name
+    job = order.job
+
+    async def record_vmid(session: AsyncSession, vmid: int) -> None:
+        await session.execute(update(job).where(job.id == order.job_id).values(vmid=vmid))
+
+    name, options = vm_options(json.loads(upload.vm_config or "{}"), template.template_name, template.id)
+    try:
+        result = await import_template(
+            agent,
+            db=db,
+            inventory=inventory,
+            config=config,
+            cluster_id=order.cluster_id,
+            key=order.key,
+            vmid=order.vmid,
+            image_size=max(upload.file_size, upload.virtual_size),
+            record_vmid=record_vmid,
+            on_progress=on_progress,
+            staged_name=order.staged_name,
+            storage=order.storage,
+            name=name,
+            description=template.description,
+            options=options,
+        )
+    except AgentError as exc:
+        if exc.status == 400:  # the agent refused the request itself: asking again cannot help
+            return ImportEnd(failed=f"agent of {node} refused the import: {exc}", final=True)
+        return ImportEnd(failed=f"agent of {node}: {exc}")
+    except AgentUnreachable as exc:
+        return ImportEnd(failed=f"agent of {node}: {exc}")
+    except NoFreeVmid as exc:
+        return ImportEnd(failed=str(exc), final=True)
+    except PveError as exc:
+        return ImportEnd(failed=f"reading VMIDs from PVE: {exc.message}")
+    if result.state == "done":
+        return ImportEnd(result.vmid, result.volume_id)
+    final = result.error_kind != "interrupted"
+    return ImportEnd(result.vmid, failed=f"import on {node} failed: {result.error}", final=final)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from demo.stack import Stack
 from tests.support.uploads import emulator, wait_for
@@ -43,6 +44,18 @@ def fail_calls(stack: Stack, method: str, path: str, status: int, times: int = 1
     ``status`` (``message`` as PVE's text); returns the fault's id."""
     spec = {"method": method, "path": path, "status": status, "times": times, "message": message}
     return int(emulator(stack, "POST", "/pvesim/faults", spec)["id"])
+
+
+@contextmanager
+def answering(stack: Stack, method: str, path: str, body: dict[str, Any]) -> Iterator[None]:
+    """While inside, PVE API calls ``method`` on a path matching the regex ``path`` answer 200
+    with ``body`` instead of doing anything (a PVE, or a proxy before it, saying the unexpected)."""
+    spec = {"method": method, "path": path, "answer": body, "times": None}
+    fault_id = int(emulator(stack, "POST", "/pvesim/faults", spec)["id"])
+    try:
+        yield
+    finally:
+        emulator(stack, "DELETE", f"/pvesim/faults/{fault_id}")
 
 
 def hold_call(stack: Stack, method: str, path: str, seconds: float) -> int:
