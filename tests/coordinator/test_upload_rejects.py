@@ -304,9 +304,11 @@ def test_upload_over_the_limit_is_cut_off_early(limits_stack: Stack, limits_api:
         "message": f"file exceeds the limit of {UPLOAD_LIMIT} bytes",
         "data": {"error": "too_large"},
     }
-    # The answer came while the client was still sending, not after a gigabyte.
+    # The answer came while the client was still sending, not after a gigabyte (what was
+    # sent meanwhile: the limit, the socket buffers and what a loaded machine reads before
+    # it answers; 69 MiB seen with the load at 8 on two cores).
     assert not answer.finished_sending
-    assert UPLOAD_LIMIT <= answer.sent < 64 * MiB, answer.sent
+    assert UPLOAD_LIMIT <= answer.sent < 128 * MiB, answer.sent
     assert_nothing_left_soon(stack, name, staged, vms)
     (upload_row,) = rows_named(stack, name).uploads
     assert upload_row.status == "failed" and upload_row.error_message == "file too large"
