@@ -18,13 +18,16 @@ import secrets
 import socket
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
+
+if TYPE_CHECKING:
+    from coordinator.shared_limits import SharedLimit, Slot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,7 +92,10 @@ class JobRunner:
         concurrency: int,
         lease: float,
         poll: float = 2.0,
+        shared_limit: SharedLimit | None = None,
     ) -> None:
+        """``shared_limit``: a slot of it is held while a job runs, so that ``concurrency``
+        holds across every coordinator replica, not only in this process."""
         self.name = name
         self.db = db
         self.model = model
@@ -98,6 +104,7 @@ class JobRunner:
         self.concurrency = concurrency
         self.lease = lease
         self.poll = poll
+        self.shared_limit = shared_limit
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
 
@@ -133,11 +140,8 @@ class JobRunner:
                     due = await self.due(free)
                     OUTAGE.answered()
                     for job_id in due:
-                        async with self.db() as session:
-                            if await claim(session, self.model, job_id, self.lease):
-                                self.running[job_id] = asyncio.create_task(
-                                    self._run(job_id), name=f"{self.name}-{job_id}"
-                                )
+                        if not await self._start(job_id):
+                            break  # every slot of the shared limit is held (maybe by other replicas)
             except Exception as exc:
                 if unreachable(exc):
                     OUTAGE.failed(f"looking for due {self.name} jobs", exc)
@@ -146,6 +150,29 @@ class JobRunner:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def _start(self, job_id: int) -> bool:
+        """Claim the job and run it, within the shared limit; False if no slot of it is free."""
+        slot = None
+        if self.shared_limit is not None:
+            slot = await self.shared_limit.take(f"{self.name}-{job_id}")
+            if slot is None:
+                return False
+        try:
+            async with self.db() as session:
+                claimed = await claim(session, self.model, job_id, self.lease)
+        except BaseException:
+            await self._release_slot(slot)
+            raise
+        if claimed:
+            self.running[job_id] = asyncio.create_task(self._run(job_id, slot), name=f"{self.name}-{job_id}")
+        else:
+            await self._release_slot(slot)
+        return True
+
+    async def _release_slot(self, slot: Slot | None) -> None:
+        if slot is not None and self.shared_limit is not None:
+            await self.shared_limit.give_back(slot)
 
     async def _keep_lease(self, job_id: int, work: asyncio.Task[T], lost: asyncio.Event) -> None:
         while not work.done():
@@ -193,7 +220,7 @@ class JobRunner:
                     log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
             self.wake()
 
-    async def _run(self, job_id: int) -> None:
+    async def _run(self, job_id: int, slot: Slot | None = None) -> None:
         try:
             await self.hold(job_id, self.handler(job_id))
         except LeaseLost:
@@ -210,6 +237,7 @@ class JobRunner:
                 await self._postpone(job_id, RETRY_AFTER_ERROR)
         finally:
             self.running.pop(job_id, None)
+            await self._release_slot(slot)
 
     async def _postpone(self, job_id: int, seconds: float) -> None:
         with contextlib.suppress(Exception):

@@ -51,6 +51,7 @@ from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import import_template, vm_options
+from coordinator.shared_limits import SharedLimit
 from coordinator.staging_release import forget_copy
 from coordinator.vmids import NoFreeVmid
 from shared.deadlines import Deadline, scaled_timeout
@@ -90,8 +91,13 @@ class SyncScheduler:
         agents: AgentLinks,
         signer: TicketSigner,
         on_started: Callable[[], None],
+        planner: SharedLimit,
     ) -> None:
+        """``planner``: a limit of one, so that one replica at a time plans chains (the
+        per-node limits count the transfers running: two planners at once could each start
+        a node's last free one)."""
         self.config = config
+        self.planner = planner
         self.db = db
         self.agents = agents
         self.signer = signer
@@ -117,22 +123,31 @@ class SyncScheduler:
 
     async def schedule_once(self) -> int:
         async with self._lock:
-            async with self.db() as session:
-                due, copies, live, load, agents = await self._situation(session)
-            if not due:
-                return 0
-            await self._fail_sourceless(due, copies)
-            chains = plan_chains(
-                due,
-                copies,
-                set(live),
-                load,
-                self.config.max_inbound_per_node,
-                self.config.max_outbound_per_node,
-            )
-            for chain in chains:
-                await self._start(chain, agents)
-            return len(chains)
+            turn = await self.planner.take("sync-planning")
+            if turn is None:
+                return 0  # another replica is planning: the next round (within a second) is ours
+            try:
+                return await self._plan_and_start()
+            finally:
+                await self.planner.give_back(turn)
+
+    async def _plan_and_start(self) -> int:
+        async with self.db() as session:
+            due, copies, live, load, agents = await self._situation(session)
+        if not due:
+            return 0
+        await self._fail_sourceless(due, copies)
+        chains = plan_chains(
+            due,
+            copies,
+            set(live),
+            load,
+            self.config.max_inbound_per_node,
+            self.config.max_outbound_per_node,
+        )
+        for chain in chains:
+            await self._start(chain, agents)
+        return len(chains)
 
     async def _situation(
         self, session: AsyncSession
