@@ -50,7 +50,7 @@ class CoordinatorConfig:
     template_vmid_max: int = 9999
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
-    # Imports run at once (each waits on one agent); more wait for a free slot.
+    # Imports run at once over every replica (each waits on one agent); more wait for a free slot.
     max_concurrent_imports: int = 4
     # How long to wait for an agent's import: import_timeout seconds plus
     # import_seconds_per_gib for every GiB of the image (50 GiB: 8400 s). Longer than the
