@@ -196,6 +196,11 @@ def _count(lines: list[str], text: str) -> int:
     return sum(text in line for line in lines)
 
 
+def _wait_logged(replicas: Replicas, port: int, text: str) -> None:
+    """Once, in the log of replica ``port`` (written just after the row the API shows)."""
+    wait_for(lambda: _count(replicas.log_lines(port), text) == 1, timeout=5, what=f"{port} logging {text!r}")
+
+
 @pytest.mark.mariadb
 def test_work_spreads_over_both_replicas_within_the_shared_limits(replicas: Replicas, tmp_path: Path) -> None:
     stack = replicas.stack
@@ -220,17 +225,23 @@ def test_work_spreads_over_both_replicas_within_the_shared_limits(replicas: Repl
     assert seen.max_importing <= 2  # max_concurrent_imports, over both replicas
     assert max(seen.max_syncing_to.values()) == 1  # max_inbound_per_node, over both replicas
 
-    done = {}
-    for port in replicas.ports:
-        lines = replicas.log_lines(port)[before[port] :]
-        done[port] = (
-            _count(lines, "streaming to"),
-            _count(lines, "imported as VM"),
-            _count(lines, "has the template as VM"),
-        )
+    def done_by() -> dict[int, tuple[int, int, int]]:
+        """(uploads, imports, syncs) each replica logged in this test."""
+        done = {}
+        for port in replicas.ports:
+            lines = replicas.log_lines(port)[before[port] :]
+            done[port] = (
+                _count(lines, "streaming to"),
+                _count(lines, "imported as VM"),
+                _count(lines, "has the template as VM"),
+            )
+        return done
+
+    # The log lines follow the rows the API shows by a moment.
+    wait_for(lambda: [sum(d[i] for d in done_by().values()) for i in range(3)] == [4, 4, 4], timeout=5)
+    done = done_by()
     print("uploads, imports, syncs per replica:", done)
     assert [d[0] for d in done.values()] == [2, 2], done  # the balancer alternated
-    assert sum(d[1] for d in done.values()) == 4 and sum(d[2] for d in done.values()) == 4, done
     assert all(imports + syncs > 0 for _, imports, syncs in done.values()), done
 
 
@@ -312,7 +323,7 @@ def test_a_killed_replicas_import_is_finished_by_the_other(replicas: Replicas, t
         )
         assert info["status"] == "imported" and info["vmid"] == vmid, info
         assert_imported(stack, name, "pve-node1", vmid, image, ["OK"])  # once: nothing done twice
-        assert _count(replicas.log_lines(survivor), f"upload {row.id}: imported as VM {vmid}") == 1
+        _wait_logged(replicas, survivor, f"upload {row.id}: imported as VM {vmid}")
     finally:
         emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
         if victim:
@@ -346,6 +357,6 @@ def test_a_killed_replicas_sync_is_finished_by_the_other(replicas: Replicas, tmp
         assert (task["status"], task["attempts"]) == ("completed", 1), task
         assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
         assert receive_view(stack, "pve-node2", task_id)["received_bytes"] == size  # nothing sent twice
-        assert _count(replicas.log_lines(survivor), f"sync task {task_id}: pve-node2 has the template") == 1
+        _wait_logged(replicas, survivor, f"sync task {task_id}: pve-node2 has the template")
     finally:
         replicas.restart(victim)
