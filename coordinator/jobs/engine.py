@@ -106,6 +106,9 @@ class JobRunner:
         self.poll = poll
         self.shared_limit = shared_limit
         self.running: dict[int, asyncio.Task[None]] = {}
+        # Jobs whose lease this process holds in hold(): also those run outside the runner
+        # (a cascade delete asked for by a request), which due() must not take "back".
+        self._held: set[int] = set()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -125,7 +128,7 @@ class JobRunner:
                     # Taken back at once, not after the lease runs out.
                     or_(m.lease_owner.is_(None), m.lease_expires_at < now, m.lease_owner == OWNER),
                     or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
-                    m.id.not_in(list(self.running) or [0]),
+                    m.id.not_in(list(self.running.keys() | self._held) or [0]),
                 )
                 .order_by(m.id)
                 .limit(limit)
@@ -164,7 +167,7 @@ class JobRunner:
         except BaseException:
             await self._release_slot(slot)
             raise
-        if claimed:
+        if claimed and job_id not in self._held:  # (held: taken up by a request meanwhile)
             self.running[job_id] = asyncio.create_task(self._run(job_id, slot), name=f"{self.name}-{job_id}")
         else:
             await self._release_slot(slot)
@@ -197,6 +200,7 @@ class JobRunner:
     async def hold(self, job_id: int, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on a job this process has claimed, keeping its lease fresh; the lease
         is released at the end. Raises LeaseLost if another worker took the job meanwhile."""
+        self._held.add(job_id)
         task = asyncio.create_task(work)
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(job_id, task, lost))
@@ -209,6 +213,7 @@ class JobRunner:
                 task.cancel()
             raise
         finally:
+            self._held.discard(job_id)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper

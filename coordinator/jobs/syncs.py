@@ -123,6 +123,9 @@ class SyncScheduler:
 
     async def schedule_once(self) -> int:
         async with self._lock:
+            async with self.db() as session:
+                if not await self._due(session):
+                    return 0  # the common round: nothing written, no turn taken
             turn = await self.planner.take("sync-planning")
             if turn is None:
                 return 0  # another replica is planning: the next round (within a second) is ours
@@ -132,6 +135,7 @@ class SyncScheduler:
                 await self.planner.give_back(turn)
 
     async def _plan_and_start(self) -> int:
+        """Read the situation and start chains, with the planner's turn held."""
         async with self.db() as session:
             due, copies, live, load, agents = await self._situation(session)
         if not due:
@@ -149,9 +153,7 @@ class SyncScheduler:
             await self._start(chain, agents)
         return len(chains)
 
-    async def _situation(
-        self, session: AsyncSession
-    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, AgentAddress]]:
+    async def _due(self, session: AsyncSession) -> list[Due]:
         now = utcnow()
         rows = (
             await session.execute(
@@ -166,7 +168,12 @@ class SyncScheduler:
                 )
             )
         ).all()
-        due = [Due(task_id, upload_id, node_id) for task_id, upload_id, node_id in rows]
+        return [Due(task_id, upload_id, node_id) for task_id, upload_id, node_id in rows]
+
+    async def _situation(
+        self, session: AsyncSession
+    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, AgentAddress]]:
+        due = await self._due(session)
         if not due:
             return [], [], [], Load(), {}
         upload_ids = {d.upload_id for d in due}
