@@ -27,8 +27,8 @@ from coordinator.db.models import LimitSlot, TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.db.types import utcnow
 from demo.stack import Proc, Stack, free_port
-from tests.conftest import start_stack
-from tests.support import images, mariadb
+from tests.conftest import own_stack
+from tests.support import images
 from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.proxies import RoundRobin
@@ -112,23 +112,20 @@ class Replicas:
 
 @pytest.fixture(scope="module", params=["mariadb"])
 def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Replicas:
-    request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
-    name, url = mariadb.create_database()
-    request.addfinalizer(lambda: mariadb.drop_database(name))
     ports = {free_port(): free_port(), free_port(): free_port()}
     (a, a_tls), (b, b_tls) = ports.items()
     agents_balancer = RoundRobin([a_tls, b_tls])  # TLS passes through: each replica's certificate
     request.addfinalizer(agents_balancer.close)
-    stack = start_stack(
-        tmp_path_factory.mktemp("replicas"),
-        url,
+    stack = own_stack(
+        request,
+        tmp_path_factory,
+        "replicas",
         coordinator_port=a,
         coordinator_tls_port=a_tls,
         agent_coordinator_url=f"https://127.0.0.1:{agents_balancer.port}",
         coordinator_settings=SETTINGS,
         agent_settings={"max_send_rate": SEND_RATE},
     )
-    request.addfinalizer(stack.stop)
     stack.start_replica(b, b_tls)
     users = RoundRobin([a, b])
     request.addfinalizer(users.close)
@@ -136,8 +133,8 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 class Sampler:
-    """Samples the database every 50 ms until stopped: the most imports running at once, the
-    most sync tasks copying to one node at once, and the leases' owners (by replica pid)."""
+    """Samples the database every 50 ms until stopped: the most imports running at once and
+    the most sync tasks copying to one node at once, over both replicas."""
 
     def __init__(self, url: str) -> None:
         self.url = url
