@@ -14,7 +14,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 
-from coordinator import uploads
+from coordinator import shared_limits, uploads
 from coordinator.agents.credentials import Credentials
 from coordinator.agents.links import AgentLinks
 from coordinator.api import (
@@ -61,6 +61,7 @@ from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
 from coordinator.jobs.vm_sweep import sweep_vms
+from coordinator.shared_limits import SharedLimit
 from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
 from shared.pacer import Pacer
@@ -151,6 +152,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "run `pvesphere-coordinator migrate` first"
         )
     app[INVENTORY] = InventoryRefresher(config, app[DB])
+    lease = config.job_lease_seconds
+    app[UPLOAD_SLOTS] = UploadSlots(
+        app[DB], config.max_concurrent_uploads, config.max_uploads_per_token, lease
+    )
     # One connection pool for every agent, each checked against the agents' CA; no total
     # timeout (uploads stream for as long as they take).
     http = aiohttp.ClientSession(
@@ -168,14 +173,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         give_up=imports.give_up,
         limits=config.error_limits("import"),
         concurrency=config.max_concurrent_imports,
-        lease=config.job_lease_seconds,
+        lease=lease,
+        shared_limit=SharedLimit(app[DB], "import", config.max_concurrent_imports, lease),
     )
 
     def wake_syncs() -> None:
         app[SYNCS].wake()
         app[SYNC_WATCHERS].wake()
 
-    app[SYNCS] = SyncScheduler(config, app[DB], app[AGENTS], app[TICKETS], wake_syncs)
+    planner = SharedLimit(app[DB], "sync-planner", 1, lease)
+    app[SYNCS] = SyncScheduler(config, app[DB], app[AGENTS], app[TICKETS], wake_syncs, planner)
     watcher = SyncWatcher(config, app[DB], app[AGENTS], app[INVENTORY], wake_syncs)
     app[SYNC_WATCHERS] = JobRunner(
         "sync",
@@ -210,6 +217,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(app[DELETES].run_forever(), name="deletes"),
         asyncio.create_task(_janitor(app), name="janitor"),
+        asyncio.create_task(shared_limits.keep_alive(app[DB], lease), name="shared-limits"),
         asyncio.create_task(_vm_sweeper(app), name="vm-sweep"),
     ]
     log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
@@ -267,7 +275,6 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     app[AGENT_TLS] = agent_tls
     app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
     app[STARTED_AT] = time.monotonic()
-    app[UPLOAD_SLOTS] = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_token)
     app[UPLOAD_PACER] = Pacer(config.max_upload_rate)
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)

@@ -95,6 +95,7 @@ def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
 
     from coordinator import config as config_mod
     from coordinator.app import SchemaOutdated, create_app
+    from coordinator.db.sqlite_lock import SqliteInUse, hold_sqlite
     from coordinator.listeners import ListenError, agent_tls, listeners, serve
 
     cfg = config_mod.load(config_path, host=host, port=port)
@@ -103,6 +104,11 @@ def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
     checks_agents = agent_tls(cfg)
     _secure(cfg)
     try:
+        sqlite_lock = hold_sqlite(cfg.resolved_database_url)
+    except SqliteInUse as exc:
+        print(f"pvesphere-coordinator: {exc}", file=sys.stderr)
+        return 2
+    try:
         uvloop.run(serve(create_app(cfg, checks_agents), on))
     except SchemaOutdated as exc:
         print(f"pvesphere-coordinator: {exc}", file=sys.stderr)
@@ -110,6 +116,9 @@ def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
     except ListenError as exc:
         print(f"pvesphere-coordinator: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if sqlite_lock is not None:
+            sqlite_lock.close()
     return 0
 
 

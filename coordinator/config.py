@@ -66,7 +66,7 @@ class CoordinatorConfig:
     # A cascade delete that gave up leaves its template `deleting`; asking again restarts it.
     delete_max_errors: int = 5
     delete_error_deadline: float = 3600.0
-    # Imports run at once (each waits on one agent); more wait for a free slot.
+    # Imports run at once over every replica (each waits on one agent); more wait for a free slot.
     max_concurrent_imports: int = 4
     # How long to wait for an agent's import: import_timeout seconds plus
     # import_seconds_per_gib for every GiB of the image (50 GiB: 8400 s). Longer than the

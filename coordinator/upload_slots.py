@@ -2,15 +2,19 @@
 
 A slot is held while an upload's bytes move, not while its import runs. Taking one never
 waits: beyond a limit the caller answers 429 naming the limit, so that one client (or a
-few) cannot take every slot and shut everybody else out. The counts are this process's:
-each coordinator replica has its own.
+few) cannot take every slot and shut everybody else out. The slots are rows of the
+database (coordinator/shared_limits.py), so the limits hold across coordinator replicas,
+and a killed coordinator's slots come free when they expire (job_lease_seconds).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coordinator.shared_limits import SharedLimit
 
 # The Retry-After of a 429. Slots free as uploads finish: a 4 GiB image streams in ~9 s at
 # the 489 MB/s measured on loopback (benchmarks/README.md), ~40 s over 1 GbE. A client that
@@ -29,36 +33,52 @@ class UploadLimitReached(Exception):
 
 
 class UploadSlots:
-    def __init__(self, total: int, per_token: int) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], total: int, per_token: int, ttl: float) -> None:
+        self.db = db
         self.total = total
         self.per_token = per_token
-        self._running = 0
-        self._by_token: Counter[int] = Counter()
+        self.ttl = ttl
+        self._all = SharedLimit(db, "upload", total, ttl)
 
-    def check(self, token_id: int) -> None:
-        """Raise UploadLimitReached if one more upload of ``token_id`` would go over a limit."""
-        if self._by_token[token_id] >= self.per_token:
-            raise UploadLimitReached(
-                "too_many_uploads_for_token",
-                f"this token already has as many uploads running as it may "
-                f"(max_uploads_per_token = {self.per_token}); retry later",
-            )
-        if self._running >= self.total:
-            raise UploadLimitReached(
-                "too_many_uploads",
-                f"every upload slot is in use (max_concurrent_uploads = {self.total}); retry later",
-            )
+    def _of_token(self, token_id: int) -> SharedLimit:
+        return SharedLimit(self.db, f"upload-token-{token_id}", self.per_token, self.ttl)
 
-    @contextlib.contextmanager
-    def hold(self, token_id: int) -> Iterator[None]:
-        """A slot for the duration of the block, or UploadLimitReached at once."""
-        self.check(token_id)
-        self._running += 1
-        self._by_token[token_id] += 1
+    def _token_full(self) -> UploadLimitReached:
+        return UploadLimitReached(
+            "too_many_uploads_for_token",
+            f"this token already has as many uploads running as it may "
+            f"(max_uploads_per_token = {self.per_token}); retry later",
+        )
+
+    def _all_full(self) -> UploadLimitReached:
+        return UploadLimitReached(
+            "too_many_uploads",
+            f"every upload slot is in use (max_concurrent_uploads = {self.total}); retry later",
+        )
+
+    async def check(self, token_id: int) -> None:
+        """Raise UploadLimitReached if one more upload of ``token_id`` would go over a limit
+        now (a look, not a reservation: hold() decides)."""
+        if await self._of_token(token_id).in_use() >= self.per_token:
+            raise self._token_full()
+        if await self._all.in_use() >= self.total:
+            raise self._all_full()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, token_id: int) -> AsyncIterator[None]:
+        """A slot of the token's and one of all for the duration of the block, or
+        UploadLimitReached at once."""
+        of_token = self._of_token(token_id)
+        mine = await of_token.take("upload")
+        if mine is None:
+            raise self._token_full()
         try:
-            yield
+            shared = await self._all.take(f"upload-token-{token_id}")
+            if shared is None:
+                raise self._all_full()
+            try:
+                yield
+            finally:
+                await self._all.give_back(shared)
         finally:
-            self._running -= 1
-            self._by_token[token_id] -= 1
-            if not self._by_token[token_id]:
-                del self._by_token[token_id]
+            await of_token.give_back(mine)

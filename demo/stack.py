@@ -174,6 +174,9 @@ class StackSettings:
     nodes: int = 3
     cluster_name: str = "pve-demo"
     database_url: str = ""
+    # What agents are told the coordinator is (default: its HTTPS listener), e.g. a load
+    # balancer in front of coordinator replicas.
+    agent_coordinator_url: str = ""
     # Extra coordinator settings (TOML values) for tests, e.g. shorter timeouts.
     coordinator_settings: dict[str, Any] = field(default_factory=dict)
     agent_settings: dict[str, Any] = field(default_factory=dict)
@@ -203,6 +206,8 @@ class Stack:
         self.python = sys.executable
         self.emulator: Proc | None = None
         self.coordinator: Proc | None = None
+        # More coordinators on the same database and data_dir (start_replica), by listener port.
+        self.replicas: dict[int, Proc] = {}
         self.agents: dict[str, Proc] = {}
         self.admin_token = ""
         self.cluster_id: int | None = None
@@ -299,8 +304,9 @@ class Stack:
     def pve_token(self) -> dict[str, str]:
         return json.loads((self.pvesim_dir / "api-token.json").read_text())
 
-    def write_coordinator_config(self) -> Path:
-        """Needs the cluster CA (the emulator has started): it issues the coordinator's certificate."""
+    def write_coordinator_config(self, name: str = "coordinator", port: int = 0, tls_port: int = 0) -> Path:
+        """Needs the cluster CA (the emulator has started): it issues the coordinator's certificate.
+        A replica (``name``) listens on its own ports; everything else is the first one's."""
         tls = self.base / "tls"
         tls.mkdir(mode=0o700, exist_ok=True)
         cert, key = ensure_issued_certificate(
@@ -308,10 +314,10 @@ class Stack:
         )
         settings: dict[str, Any] = {
             "host": self.s.host,
-            "port": self.s.coordinator_tls_port,
+            "port": tls_port or self.s.coordinator_tls_port,
             "tls_cert_file": str(cert),
             "tls_key_file": str(key),
-            "plain_http_port": self.s.coordinator_port,
+            "plain_http_port": port or self.s.coordinator_port,
             "agent_ca_file": str(self.ca_file),
             "data_dir": str(self.base),
             "pve_ca_file": str(self.ca_file),
@@ -320,7 +326,7 @@ class Stack:
         if self.s.database_url:
             settings["database_url"] = self.s.database_url
         settings.update(self.s.coordinator_settings)
-        path = self.base / "coordinator.toml"
+        path = self.base / f"{name}.toml"
         path.write_text(_toml(settings))
         return path
 
@@ -346,6 +352,23 @@ class Stack:
         )
         self.coordinator.start()
         self._wait_http(self.coordinator_url + "/healthz", self.coordinator, self.ca_file)
+
+    def start_replica(self, port: int, tls_port: int) -> Proc:
+        """Another coordinator on the same database and data_dir (so the same agent-credential
+        and ticket-signing keys), listening on ``port`` (plain HTTP) and ``tls_port``; also a
+        restart of one stopped before."""
+        name = f"coordinator-{port}"
+        config = self.write_coordinator_config(name, port, tls_port)
+        proc = Proc(
+            name,
+            [self.python, "-m", "coordinator.cli", "--config", str(config), "serve"],
+            self._env(),
+            self.base / "logs" / f"{name}.log",
+        )
+        proc.start()
+        self.replicas[port] = proc
+        self._wait_http(f"http://127.0.0.1:{port}/healthz", proc, self.ca_file)
+        return proc
 
     def _ensure_admin_token(self) -> str:
         path = self.base / "admin.token"
@@ -386,7 +409,7 @@ class Stack:
             "host": self.agent_host(node),
             "port": self.agent_port(node),
             "advertise_url": self.agent_url(node),
-            "coordinator_url": self.coordinator_https_url,
+            "coordinator_url": self.s.agent_coordinator_url or self.coordinator_https_url,
             "tls_cert_file": str(cert),
             "tls_key_file": str(key),
             "tls_ca_file": str(self.ca_file),
@@ -501,7 +524,7 @@ class Stack:
         raise StackError(f"coordinator not ready after {timeout}s: {body}")
 
     def stop(self) -> None:
-        procs = [*self.agents.values(), self.coordinator, self.emulator]
+        procs = [*self.agents.values(), *self.replicas.values(), self.coordinator, self.emulator]
         for proc in procs:
             if proc is not None:
                 proc.signal(signal.SIGTERM)

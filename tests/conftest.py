@@ -38,15 +38,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
-    settings = StackSettings(
-        base_dir=base,
-        coordinator_port=free_port(),
-        coordinator_tls_port=free_port(),
-        emulator_port=free_port(),
-        first_agent_port=free_port(),
-        database_url=database_url,
-        **kw,  # type: ignore[arg-type]
-    )
+    ports = {
+        "coordinator_port": free_port(),
+        "coordinator_tls_port": free_port(),
+        "emulator_port": free_port(),
+        "first_agent_port": free_port(),
+    }
+    settings = StackSettings(base_dir=base, database_url=database_url, **(ports | kw))  # type: ignore[arg-type]
     # Agent ports are consecutive from first_agent_port: find a free run.
     while True:
         ports = [settings.first_agent_port + i for i in range(settings.nodes)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.db.sqlite_lock import hold_sqlite
 from demo.stack import free_port
 from pvesim.tls import ensure_certificates
 
@@ -61,6 +62,28 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_sqlite_database_another_coordinator_serves(tmp_path: Path) -> None:
+    ca, _, _ = ensure_certificates(tmp_path, "pve-test")
+    data = tmp_path / "data"
+    env = {
+        "PVESPHERE_DATA_DIR": str(data),
+        "PVESPHERE_PLAIN_HTTP_PORT": str(free_port()),
+        "PVESPHERE_AGENT_CA_FILE": str(ca),
+    }
+    first = hold_sqlite(f"sqlite+aiosqlite:///{data / 'coordinator.db'}")  # as a serving coordinator does
+    assert first is not None
+    try:
+        result = run("coordinator.cli", "serve", env=env)
+    finally:
+        first.close()
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"pvesphere-coordinator: another coordinator process serves the SQLite database "
+        f"{data / 'coordinator.db'}: SQLite is for one coordinator; replicas share a MySQL/MariaDB "
+        "database (database_url)"
+    )
+
+
 def test_token_lifecycle_on_the_command_line(tmp_path: Path) -> None:
     env = {"PVESPHERE_DATA_DIR": str(tmp_path)}
     assert run("coordinator.cli", "migrate", env=env).returncode == 0
@@ -82,7 +105,7 @@ def test_token_lifecycle_on_the_command_line(tmp_path: Path) -> None:
 def test_serve_refuses_to_start_with_nothing_to_listen_on(tmp_path: Path) -> None:
     result = run("coordinator.cli", "serve", env={"PVESPHERE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
-    assert result.stderr.strip() == (
+    assert result.stderr.splitlines()[-1] == (
         "pvesphere-coordinator: configuration error: nothing to listen on: set tls_cert_file and "
         "tls_key_file (HTTPS on port 8443), or plain_http_port for plain HTTP on 127.0.0.1 only"
     )

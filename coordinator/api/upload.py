@@ -7,7 +7,7 @@ checked before the first byte moves; a failure afterwards removes what the
 upload made (template row, staged file) and keeps only a failed upload record.
 
 An upload holds a slot while its bytes move (upload_slots.py: a limit in all and per
-token), a client that stops sending is dropped (client_idle.py), and the bytes read
+token, across replicas), a client that stops sending is dropped (client_idle.py), and the bytes read
 from all clients together are held to ``max_upload_rate`` (shared/pacer.py).
 """
 
@@ -173,7 +173,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
     try:
         principal = await authenticate(request, "operator")
-        request.app[UPLOAD_SLOTS].check(principal.token_id)
+        await request.app[UPLOAD_SLOTS].check(principal.token_id)
     except ApiError as exc:
         return error_response(exc.status, exc.error, exc.message)
     except UploadLimitReached as exc:
@@ -310,7 +310,7 @@ async def upload_template(call: Call) -> UploadResult:
         )
     assert call.principal is not None  # (the route needs an operator)
     try:
-        with request.app[UPLOAD_SLOTS].hold(call.principal.token_id):
+        async with request.app[UPLOAD_SLOTS].hold(call.principal.token_id):
             async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
                 result, wait = await _upload(call, idle)
     except UploadLimitReached as exc:

@@ -313,6 +313,23 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class LimitSlot(Base):
+    """One of ``limit`` numbered slots of a limit shared by every coordinator replica
+    (coordinator/shared_limits.py): the unique (scope, slot) key is what enforces it, and a
+    slot whose holder stopped renewing it (a killed coordinator) is free once it expires."""
+
+    __tablename__ = "limit_slot"
+    __table_args__ = (UniqueConstraint("scope", "slot"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[int] = mapped_column(Integer)
+    # The coordinator process (engine.OWNER) and what in it holds the slot.
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    holder: Mapped[str] = mapped_column(String(96))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 # Ids leave the coordinator (API answers, the agents' receive state keyed by task, logs), so
 # an id is never given twice, on every table. SQLite hands out max(rowid)+1, reusing the id of
 # a deleted last row, unless the table is AUTOINCREMENT (its counter kept in sqlite_sequence).

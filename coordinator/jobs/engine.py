@@ -22,7 +22,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 from coordinator.jobs.limits import ErrorLimits, after_error, describe
+
+if TYPE_CHECKING:
+    from coordinator.shared_limits import SharedLimit, Slot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,9 +121,12 @@ class JobRunner:
         concurrency: int,
         lease: float,
         poll: float = 2.0,
+        shared_limit: SharedLimit | None = None,
     ) -> None:
         """``give_up(job_id, reason)`` fails a job whose handler passed ``limits`` as the
-        kind's other failures do (the row's status and error, what the user sees)."""
+        kind's other failures do (the row's status and error, what the user sees).
+        ``shared_limit``: a slot of it is held while a job runs, so that ``concurrency``
+        holds across every coordinator replica, not only in this process."""
         self.name = name
         self.db = db
         self.model = model
@@ -131,7 +137,11 @@ class JobRunner:
         self.concurrency = concurrency
         self.lease = lease
         self.poll = poll
+        self.shared_limit = shared_limit
         self.running: dict[int, asyncio.Task[None]] = {}
+        # Jobs whose lease this process holds in hold(): also those run outside the runner
+        # (a cascade delete asked for by a request), which due() must not take "back".
+        self._held: set[int] = set()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -151,7 +161,7 @@ class JobRunner:
                     # Taken back at once, not after the lease runs out.
                     or_(m.lease_owner.is_(None), m.lease_expires_at < now, m.lease_owner == OWNER),
                     or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
-                    m.id.not_in(list(self.running) or [0]),
+                    m.id.not_in(list(self.running.keys() | self._held) or [0]),
                 )
                 .order_by(m.id)
                 .limit(limit)
@@ -166,11 +176,8 @@ class JobRunner:
                     due = await self.due(free)
                     OUTAGE.answered()
                     for job_id in due:
-                        async with self.db() as session:
-                            if await claim(session, self.model, job_id, self.lease):
-                                self.running[job_id] = asyncio.create_task(
-                                    self._run(job_id), name=f"{self.name}-{job_id}"
-                                )
+                        if not await self._start(job_id):
+                            break  # every slot of the shared limit is held (maybe by other replicas)
             except Exception as exc:
                 if unreachable(exc):
                     OUTAGE.failed(f"looking for due {self.name} jobs", exc)
@@ -180,6 +187,29 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)
 
+    async def _start(self, job_id: int) -> bool:
+        """Claim the job and run it, within the shared limit; False if no slot of it is free."""
+        slot = None
+        if self.shared_limit is not None:
+            slot = await self.shared_limit.take(f"{self.name}-{job_id}")
+            if slot is None:
+                return False
+        try:
+            async with self.db() as session:
+                claimed = await claim(session, self.model, job_id, self.lease)
+        except BaseException:
+            await self._release_slot(slot)
+            raise
+        if claimed and job_id not in self._held:  # (held: taken up by a request meanwhile)
+            self.running[job_id] = asyncio.create_task(self._run(job_id, slot), name=f"{self.name}-{job_id}")
+        else:
+            await self._release_slot(slot)
+        return True
+
+    async def _release_slot(self, slot: Slot | None) -> None:
+        if slot is not None and self.shared_limit is not None:
+            await self.shared_limit.give_back(slot)
+
     async def _keep_lease(self, job_id: int, work: asyncio.Task[T], lost: asyncio.Event) -> None:
         await keep_lease(self.db, self.model, job_id, self.lease, f"{self.name} job {job_id}")
         lost.set()
@@ -188,6 +218,7 @@ class JobRunner:
     async def hold(self, job_id: int, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on a job this process has claimed, keeping its lease fresh; the lease
         is released at the end. Raises LeaseLost if another worker took the job meanwhile."""
+        self._held.add(job_id)
         task = asyncio.create_task(work)
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(job_id, task, lost))
@@ -200,6 +231,7 @@ class JobRunner:
                 task.cancel()
             raise
         finally:
+            self._held.discard(job_id)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -211,7 +243,7 @@ class JobRunner:
                     log.exception("%s %s: releasing the lease failed (it will expire)", self.name, job_id)
             self.wake()
 
-    async def _run(self, job_id: int) -> None:
+    async def _run(self, job_id: int, slot: Slot | None = None) -> None:
         try:
             await self.hold(job_id, self.handler(job_id))
             await self._forget_errors(job_id)
@@ -228,6 +260,7 @@ class JobRunner:
                 await self._after_error(job_id, exc)
         finally:
             self.running.pop(job_id, None)
+            await self._release_slot(slot)
 
     async def _after_error(self, job_id: int, error: Exception) -> None:
         """Count the unexpected error on the job's row and postpone the job, or fail it

@@ -49,6 +49,7 @@ from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
+from coordinator.shared_limits import SharedLimit
 from coordinator.staging_release import forget_copy
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
@@ -88,8 +89,13 @@ class SyncScheduler:
         agents: AgentLinks,
         signer: TicketSigner,
         on_started: Callable[[], None],
+        planner: SharedLimit,
     ) -> None:
+        """``planner``: a limit of one, so that one replica at a time plans chains (the
+        per-node limits count the transfers running: two planners at once could each start
+        a node's last free one)."""
         self.config = config
+        self.planner = planner
         self.db = db
         self.agents = agents
         self.signer = signer
@@ -116,25 +122,36 @@ class SyncScheduler:
     async def schedule_once(self) -> int:
         async with self._lock:
             async with self.db() as session:
-                due, copies, live, load, agents = await self._situation(session)
-            if not due:
-                return 0
-            await self._fail_sourceless(due, copies)
-            chains = plan_chains(
-                due,
-                copies,
-                set(live),
-                load,
-                self.config.max_inbound_per_node,
-                self.config.max_outbound_per_node,
-            )
-            for chain in chains:
-                await self._start(chain, agents)
-            return len(chains)
+                if not await self._due(session):
+                    return 0  # the common round: nothing written, no turn taken
+            turn = await self.planner.take("sync-planning")
+            if turn is None:
+                return 0  # another replica is planning: the next round (within a second) is ours
+            try:
+                return await self._plan_and_start()
+            finally:
+                await self.planner.give_back(turn)
 
-    async def _situation(
-        self, session: AsyncSession
-    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, AgentAddress]]:
+    async def _plan_and_start(self) -> int:
+        """Read the situation and start chains, with the planner's turn held."""
+        async with self.db() as session:
+            due, copies, live, load, agents = await self._situation(session)
+        if not due:
+            return 0
+        await self._fail_sourceless(due, copies)
+        chains = plan_chains(
+            due,
+            copies,
+            set(live),
+            load,
+            self.config.max_inbound_per_node,
+            self.config.max_outbound_per_node,
+        )
+        for chain in chains:
+            await self._start(chain, agents)
+        return len(chains)
+
+    async def _due(self, session: AsyncSession) -> list[Due]:
         now = utcnow()
         rows = (
             await session.execute(
@@ -149,7 +166,12 @@ class SyncScheduler:
                 )
             )
         ).all()
-        due = [Due(task_id, upload_id, node_id) for task_id, upload_id, node_id in rows]
+        return [Due(task_id, upload_id, node_id) for task_id, upload_id, node_id in rows]
+
+    async def _situation(
+        self, session: AsyncSession
+    ) -> tuple[list[Due], list[Copy], list[int], Load, dict[int, AgentAddress]]:
+        due = await self._due(session)
         if not due:
             return [], [], [], Load(), {}
         upload_ids = {d.upload_id for d in due}

@@ -1,5 +1,6 @@
 """TCP proxies in front of an agent, for what only a network in between can do: look at
-the bytes on the wire, or change and cut a sync stream in flight.
+the bytes on the wire, or change and cut a sync stream in flight; and a round-robin load
+balancer in front of coordinator replicas.
 
 Each runs its own event loop in a thread; ``port`` is where it listens (on 127.0.0.1, a
 name the agents' certificates carry, so a sender dialling the proxy checks the agent's
@@ -57,11 +58,14 @@ class Relay:
         listening.set()
         self.loop.run_forever()
 
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            HOST, self.target_port, ssl=self.client_tls, server_hostname=HOST if self.client_tls else None
+        )
+
     async def _connection(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         try:
-            agent_in, agent_out = await asyncio.open_connection(
-                HOST, self.target_port, ssl=self.client_tls, server_hostname=HOST if self.client_tls else None
-            )
+            agent_in, agent_out = await self._dial()
         except OSError:  # the agent is restarting: the caller sees the connection closed
             client_out.transport.abort()
             return
@@ -110,6 +114,27 @@ class Relay:
         asyncio.run_coroutine_threadsafe(shut(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+class RoundRobin(Relay):
+    """A layer-4 load balancer, as replicas usually sit behind: each new connection goes to
+    the next of ``target_ports``, skipping one that refuses connections (a replica that is
+    down), as a balancer's health check would. TLS passes through to the replica."""
+
+    def __init__(self, target_ports: list[int]) -> None:
+        self.targets = list(target_ports)
+        self._next = 0
+        super().__init__(self.targets[0])
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        for _ in self.targets:
+            port = self.targets[self._next % len(self.targets)]
+            self._next += 1
+            try:
+                return await asyncio.open_connection(HOST, port)
+            except OSError:
+                continue
+        raise ConnectionRefusedError(f"no replica answers on {self.targets}")
 
 
 class WireTap(Relay):
