@@ -166,10 +166,12 @@ def _measure_backend(
             if task_id is None:
                 page = http_json("GET", stack.api + "/templates/sync-tasks?page_size=1", stack.admin_token)[1]
                 task_id = int(page["data"]["list"][0]["task_id"])
-            baseline = wrk.run(wrk_path, bare.url, None, CONNECTIONS, seconds)
+            assert stack.coordinator is not None
+            pid = stack.coordinator.pid
+            baseline = wrk.run(wrk_path, bare.url, None, CONNECTIONS, seconds, bare.proc.pid)
             for route, path in _routes(template_id, task_id).items():
                 result = wrk.run(
-                    wrk_path, stack.coordinator_url + path, stack.admin_token, CONNECTIONS, seconds
+                    wrk_path, stack.coordinator_url + path, stack.admin_token, CONNECTIONS, seconds, pid
                 )
                 out.append(Measured(backend, size, route, result, baseline))
             _print_size(backend, size, baseline, [m for m in out if m.size == size])
@@ -179,22 +181,20 @@ def _measure_backend(
 
 
 def _print_size(backend: str, size: int, bare: wrk.WrkResult, rows: list[Measured]) -> None:
-    cells = [
-        ["bare aiohttp JSON", f"{bare.req_per_s:.0f}", "1.000", f"{bare.p50_ms:.2f}", f"{bare.p99_ms:.2f}"]
-    ]
-    for m in rows:
-        r = m.result
-        cells.append(
-            [
-                m.route,
-                f"{r.req_per_s:.0f}",
-                f"{r.req_per_s / bare.req_per_s:.3f}",
-                f"{r.p50_ms:.2f}",
-                f"{r.p99_ms:.2f}",
-            ]
-        )
-    print(f"\n  {backend}, {size} sync tasks, wrk -c{CONNECTIONS}:")
-    print(table(["route", "req/s", "x bare", "p50 ms", "p99 ms"], cells), flush=True)
+    def cells(name: str, r: wrk.WrkResult) -> list[str]:
+        ratio = f"{r.req_per_s / bare.req_per_s:.3f}"
+        return [
+            name,
+            f"{r.req_per_s:.0f}",
+            ratio,
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.server_cpu_ms:.2f}",
+        ]
+
+    print(f"\n  {backend}, {size} sync tasks, wrk -c{CONNECTIONS} (CPU: the server process's, per request):")
+    lines = [cells("bare aiohttp JSON", bare), *(cells(m.route, m.result) for m in rows)]
+    print(table(["route", "req/s", "x bare", "p50 ms", "p99 ms", "CPU ms"], lines), flush=True)
 
 
 def targets(measured: list[Measured]) -> list[Target]:

@@ -14,8 +14,9 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import CursorResult, func, insert, select
 
 from coordinator.db.models import (
     PveNode,
@@ -46,6 +47,12 @@ class _Node:
     name: str
 
 
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 async def _template(url: str, cluster_id: int) -> int:
     engine = create_engine(url)
     try:
@@ -57,7 +64,7 @@ async def _template(url: str, cluster_id: int) -> int:
                 )
             ).first()
             assert storage is not None, "the registered cluster's first node has no storage"
-            template_id = (
+            template_id = _new_id(
                 await conn.execute(
                     insert(VmTemplate).values(
                         cluster_id=cluster_id,
@@ -66,8 +73,8 @@ async def _template(url: str, cluster_id: int) -> int:
                         creator="bench",
                     )
                 )
-            ).inserted_primary_key[0]
-            upload_id = (
+            )
+            upload_id = _new_id(
                 await conn.execute(
                     insert(TemplateUpload).values(
                         template_id=template_id,
@@ -84,7 +91,7 @@ async def _template(url: str, cluster_id: int) -> int:
                         vmid=9000,
                     )
                 )
-            ).inserted_primary_key[0]
+            )
             await conn.execute(
                 insert(TemplateInstance).values(
                     template_id=template_id,
@@ -99,7 +106,7 @@ async def _template(url: str, cluster_id: int) -> int:
                     is_primary=True,
                 )
             )
-        return int(template_id)
+        return template_id
     finally:
         await engine.dispose()
 

@@ -6,13 +6,15 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from benchmarks.base import Skip
+from benchmarks.measure import cpu_seconds
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _LATENCY = re.compile(r"^\s*(50|99)%\s+([0-9.]+)(us|ms|s|m)\s*$", re.MULTILINE)
 _RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
+_COUNT = re.compile(r"^\s*([0-9]+) requests in", re.MULTILINE)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+([0-9]+)")
 _ERRORS = re.compile(r"Socket errors: (.*)")
 
@@ -22,6 +24,9 @@ class WrkResult:
     req_per_s: float
     p50_ms: float
     p99_ms: float
+    requests: int
+    server_cpu_ms: float = 0.0
+    """CPU the server process spent per request (user + system), when its pid was given."""
 
 
 def ensure_wrk() -> str:
@@ -48,21 +53,27 @@ def parse(output: str) -> WrkResult:
     errors = _ERRORS.search(output)
     if bad or errors:
         raise RuntimeError(f"wrk saw failures ({(bad or errors).group(0)}):\n{output}")  # type: ignore[union-attr]
-    rate = _RATE.search(output)
+    rate, count = _RATE.search(output), _COUNT.search(output)
     latency = {pct: float(value) * _UNITS[unit] for pct, value, unit in _LATENCY.findall(output)}
-    if rate is None or set(latency) != {"50", "99"}:
+    if rate is None or count is None or set(latency) != {"50", "99"}:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
-    return WrkResult(float(rate.group(1)), latency["50"], latency["99"])
+    return WrkResult(float(rate.group(1)), latency["50"], latency["99"], int(count.group(1)))
 
 
-def run(wrk: str, url: str, token: str | None, connections: int, seconds: float) -> WrkResult:
-    """``connections`` kept-alive connections from 2 threads for ``seconds``, after 1 s of warm-up."""
+def run(
+    wrk: str, url: str, token: str | None, connections: int, seconds: float, server_pid: int
+) -> WrkResult:
+    """``connections`` kept-alive connections from 2 threads for ``seconds``, after 1 s of warm-up;
+    with the CPU ``server_pid`` spent per request (steadier than req/s on a shared machine)."""
     headers = ["-H", f"Authorization: Bearer {token}"] if token else []
     common = [wrk, "-t2", f"-c{connections}", "--latency", "--timeout", "10s", *headers, url]
     subprocess.run([*common[:1], "-d1s", *common[1:]], capture_output=True, timeout=60, check=True)
+    cpu_before = cpu_seconds(server_pid)
     done = subprocess.run(
         [*common[:1], f"-d{seconds:g}s", *common[1:]], capture_output=True, text=True, timeout=seconds + 60
     )
+    cpu = cpu_seconds(server_pid) - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"wrk {url} failed ({done.returncode}): {done.stderr}")
-    return parse(done.stdout)
+    result = parse(done.stdout)
+    return replace(result, server_cpu_ms=cpu * 1000 / max(result.requests, 1))
