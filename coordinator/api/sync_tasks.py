@@ -44,6 +44,9 @@ from shared.validation import Input, Model
 log = logging.getLogger(__name__)
 routes = Routes("sync-tasks")
 
+# Declared in coordinator/db/models.py (TemplateSyncTask) for the filtered list.
+_TEMPLATE_STATUS_INDEX = "ix_template_sync_task_template_status_id"
+
 Status = Literal["pending", "syncing", "importing", "completed", "failed", "canceled"]
 
 
@@ -210,6 +213,10 @@ async def list_sync_tasks(call: Call) -> Page[SyncTaskOut]:
         stmt = stmt.where(TemplateSyncTask.template_id == q.template_id)
     if q.status is not None:
         stmt = stmt.where(TemplateSyncTask.status == q.status)
+    if q.template_id is not None and q.status is not None:
+        # MariaDB 10.11 otherwise intersects the template and status indexes and sorts every
+        # match for a page (EXPLAIN: index_merge, filesort); this index gives them in order.
+        stmt = stmt.with_hint(TemplateSyncTask, f"FORCE INDEX ({_TEMPLATE_STATUS_INDEX})", "mysql")
     async with call.app[DB]() as session:
         total = await sync_task_counts.total(session, q.template_id, q.status)
         rows = await page_rows(session, stmt, q)
