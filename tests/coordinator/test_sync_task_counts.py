@@ -90,9 +90,8 @@ async def _writes(url: str) -> None:
             await session.execute(
                 update(TemplateSyncTask).where(TemplateSyncTask.status == "syncing").values(status="failed")
             )
-            await session.execute(
-                update(TemplateSyncTask).where(TemplateSyncTask.id == task_id).values(template_id=templates[1])
-            )
+            moved = update(TemplateSyncTask).where(TemplateSyncTask.id == task_id)
+            await session.execute(moved.values(template_id=templates[1]))
             await session.commit()
             await _assert_exact(session, templates)
 

@@ -30,7 +30,8 @@ def test_rate_count_and_percentiles_in_milliseconds() -> None:
 
 
 @pytest.mark.parametrize(
-    "failure", ["  Non-2xx or 3xx responses: 1853\n", "  Socket errors: connect 0, read 2, write 0, timeout 0\n"]
+    "failure",
+    ["  Non-2xx or 3xx responses: 1853\n", "  Socket errors: connect 0, read 2, write 0, timeout 0\n"],
 )
 def test_failed_requests_are_an_error_not_a_figure(failure: str) -> None:
     with pytest.raises(RuntimeError, match="wrk saw failures"):
