@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -16,7 +17,8 @@ _LATENCY = re.compile(r"^\s*(50|99)%\s+([0-9.]+)(us|ms|s|m)\s*$", re.MULTILINE)
 _RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
 _COUNT = re.compile(r"^\s*([0-9]+) requests in", re.MULTILINE)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+([0-9]+)")
-_ERRORS = re.compile(r"Socket errors: (.*)")
+_ERRORS = re.compile(r"Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+)")
+_TIMEOUTS = re.compile(r"Socket errors: connect 0, read 0, write 0, timeout ([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,23 @@ def ensure_wrk() -> str:
 
 
 def parse(output: str) -> WrkResult:
-    """Figures from ``wrk --latency`` output; any non-2xx answer or socket error is an error
-    (a route that fails fast would otherwise look fast)."""
+    """Figures from ``wrk --latency`` output. A non-2xx answer or a connection error is an
+    error (a route that fails fast would otherwise look fast); requests that did not finish
+    (wrk's timeout, or none finished at all) make the latencies infinite: wrk leaves them
+    out of its percentiles, which would otherwise look good."""
     bad = _NON_2XX.search(output)
     errors = _ERRORS.search(output)
-    if bad or errors:
+    timeouts = _TIMEOUTS.search(output)
+    if bad or (errors and not timeouts):
         raise RuntimeError(f"wrk saw failures ({(bad or errors).group(0)}):\n{output}")  # type: ignore[union-attr]
     rate, count = _RATE.search(output), _COUNT.search(output)
     latency = {pct: float(value) * _UNITS[unit] for pct, value, unit in _LATENCY.findall(output)}
     if rate is None or count is None or set(latency) != {"50", "99"}:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
-    return WrkResult(float(rate.group(1)), latency["50"], latency["99"], int(count.group(1)))
+    requests = int(count.group(1))
+    if requests == 0 or (timeouts and int(timeouts.group(1)) > 0):
+        return WrkResult(float(rate.group(1)), math.inf, math.inf, requests)
+    return WrkResult(float(rate.group(1)), latency["50"], latency["99"], requests)
 
 
 def run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from benchmarks import wrk
@@ -36,6 +38,21 @@ def test_rate_count_and_percentiles_in_milliseconds() -> None:
 def test_failed_requests_are_an_error_not_a_figure(failure: str) -> None:
     with pytest.raises(RuntimeError, match="wrk saw failures"):
         wrk.parse(OUTPUT.replace("Requests/sec", failure + "Requests/sec"))
+
+
+@pytest.mark.parametrize(
+    "unfinished",
+    [
+        ("  Socket errors: connect 0, read 0, write 0, timeout 8\n", "1853 requests in"),
+        ("", "0 requests in"),
+    ],
+)
+def test_requests_that_did_not_finish_make_the_latency_infinite(unfinished: tuple[str, str]) -> None:
+    errors, count = unfinished
+    result = wrk.parse(
+        OUTPUT.replace("Requests/sec", errors + "Requests/sec").replace("1853 requests in", count)
+    )
+    assert result.p50_ms == result.p99_ms == math.inf
 
 
 def test_output_without_latency_distribution_is_refused() -> None:
