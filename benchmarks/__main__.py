@@ -22,11 +22,11 @@ from benchmarks.report import Target
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
-        api.BENCHMARK,
         upload.BENCHMARK,
         sync_loopback.BENCHMARK,
         sync_receiver.BENCHMARK,
         sync_fanout.BENCHMARK,
+        api.BENCHMARK,
     )
 }
 
