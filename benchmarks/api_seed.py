@@ -5,7 +5,7 @@ SQLAlchemy tables, so types and defaults are the real ones). The parents come fr
 coordinator itself (the cluster, its nodes and storages from registering the emulated
 cluster); this module adds one imported template (upload, primary instance) and then its
 history: finished sync tasks from the first node to the others, in bulk inserts of
-``BATCH`` rows (1M rows on SQLite in about a minute).
+``BATCH`` rows (1M rows: 60-100 s on SQLite or MariaDB here).
 """
 
 from __future__ import annotations
