@@ -15,13 +15,19 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import sync_fanout, sync_loopback, sync_receiver, upload
+from benchmarks import api, sync_fanout, sync_loopback, sync_receiver, upload
 from benchmarks.base import Benchmark, Options, Skip
 from benchmarks.report import Target
 
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
-    for b in (upload.BENCHMARK, sync_loopback.BENCHMARK, sync_receiver.BENCHMARK, sync_fanout.BENCHMARK)
+    for b in (
+        upload.BENCHMARK,
+        sync_loopback.BENCHMARK,
+        sync_receiver.BENCHMARK,
+        sync_fanout.BENCHMARK,
+        api.BENCHMARK,
+    )
 }
 
 

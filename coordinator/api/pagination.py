@@ -37,5 +37,10 @@ class Page(Model, Generic[T]):
 async def paginate(session: AsyncSession, stmt: Select[Any], q: PageQuery) -> tuple[int, list[Any]]:
     """Total count of ``stmt`` and the rows of the requested page (``stmt`` brings the order)."""
     total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    rows = (await session.execute(stmt.limit(q.page_size).offset((q.page - 1) * q.page_size))).all()
-    return int(total or 0), list(rows)
+    return int(total or 0), await page_rows(session, stmt, q)
+
+
+async def page_rows(session: AsyncSession, stmt: Select[Any], q: PageQuery) -> list[Any]:
+    """The rows of the requested page (``stmt`` brings the order); for lists whose total is kept
+    elsewhere (counting a table that grows with history costs as much as the table)."""
+    return list((await session.execute(stmt.limit(q.page_size).offset((q.page - 1) * q.page_size))).all())

@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import NoLiveAgent
 from coordinator.api.errors import ApiError, conflict, not_found
-from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.pagination import Page, PageQuery, page_rows
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import load_workable_template, refuse_deleting
 from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import AGENTS, DB, SYNCS
+from coordinator.db import sync_task_counts
 from coordinator.db.models import (
     PveCluster,
     PveNode,
@@ -42,6 +43,9 @@ from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
 routes = Routes("sync-tasks")
+
+# Declared in coordinator/db/models.py (TemplateSyncTask) for the filtered list.
+_TEMPLATE_STATUS_INDEX = "ix_template_sync_task_template_status_id"
 
 Status = Literal["pending", "syncing", "importing", "completed", "failed", "canceled"]
 
@@ -128,9 +132,10 @@ def _out(task: TemplateSyncTask, template_name: str) -> SyncTaskOut:
 
 
 def _with_name():  # type: ignore[no-untyped-def]
-    return select(TemplateSyncTask, VmTemplate.template_name).join(
-        VmTemplate, VmTemplate.id == TemplateSyncTask.template_id
-    )
+    # The name as a subquery per task, not a join: with a join MariaDB starts from the one
+    # template and sorts all its tasks for a page; this way every plan walks the tasks' index.
+    name = select(VmTemplate.template_name).where(VmTemplate.id == TemplateSyncTask.template_id)
+    return select(TemplateSyncTask, name.scalar_subquery())
 
 
 async def _load(session: AsyncSession, task_id: int) -> tuple[TemplateSyncTask, str]:
@@ -208,8 +213,13 @@ async def list_sync_tasks(call: Call) -> Page[SyncTaskOut]:
         stmt = stmt.where(TemplateSyncTask.template_id == q.template_id)
     if q.status is not None:
         stmt = stmt.where(TemplateSyncTask.status == q.status)
+    if q.template_id is not None and q.status is not None:
+        # MariaDB 10.11 otherwise intersects the template and status indexes and sorts every
+        # match for a page (EXPLAIN: index_merge, filesort); this index gives them in order.
+        stmt = stmt.with_hint(TemplateSyncTask, f"FORCE INDEX ({_TEMPLATE_STATUS_INDEX})", "mysql")
     async with call.app[DB]() as session:
-        total, rows = await paginate(session, stmt, q)
+        total = await sync_task_counts.total(session, q.template_id, q.status)
+        rows = await page_rows(session, stmt, q)
     return Page(total=total, page=q.page, page_size=q.page_size, list=[_out(*r) for r in rows])
 
 

@@ -225,6 +225,9 @@ class TemplateSyncTask(Timestamps, Leased, Base):
         Index("ix_template_sync_task_status_next", "status", "next_attempt_at"),
         Index("ix_template_sync_task_target_status", "target_node_id", "status"),
         Index("ix_template_sync_task_source_status", "source_node_id", "status"),
+        # The API's lists, newest first by filter: a page is read in index order, never sorted.
+        Index("ix_template_sync_task_template_status_id", "template_id", "status", "id"),
+        Index("ix_template_sync_task_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -262,6 +265,19 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     sync_end_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)
     creator: Mapped[str] = mapped_column(String(100), default="")
+
+
+class SyncTaskCount(Base):
+    """Sync tasks per template and status, kept by triggers on template_sync_task
+    (coordinator/db/sync_task_counts.py): the list's exact total without counting it."""
+
+    __tablename__ = "sync_task_count"
+    __table_args__ = (UniqueConstraint("template_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    tasks: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Agent(Timestamps, Base):

@@ -109,6 +109,9 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
     assert canceled == {"task_id": first["pve-node3"], "status": "canceled"}
     task = api.get(f"/templates/sync-tasks/{first['pve-node3']}").ok()
     assert task["status"] == "canceled" and "canceled" in task["error_message"]
+    listed = api.get(f"/templates/sync-tasks?template_id={template_id}&status=canceled").ok()
+    assert (listed["total"], [t["task_id"] for t in listed["list"]]) == (1, [first["pve-node3"]])
+    assert api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["total"] == 1
     assert api.delete(f"/templates/sync-tasks/{first['pve-node3']}").error == "not_pending"
     assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").error == "not_failed"
     # ... and the node can be asked for again: a new task, not the canceled one.
