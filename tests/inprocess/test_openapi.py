@@ -31,8 +31,9 @@ EXPECTED = {
 }
 
 
-def _doc(coordinator: InProcess) -> dict[str, Any]:
-    return requests.get(coordinator.api_url + "/openapi.json", timeout=10).json()
+def _doc(api_url: str) -> dict[str, Any]:
+    """The OpenAPI document of the coordinator whose API is at ``api_url``."""
+    return requests.get(api_url + "/openapi.json", timeout=10).json()
 
 
 def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
@@ -43,7 +44,7 @@ def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) 
 
 
 def test_document_lists_every_route(coordinator: InProcess) -> None:
-    doc = _doc(coordinator)
+    doc = _doc(coordinator.api_url)
     assert doc["openapi"].startswith("3.1")
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert EXPECTED <= found
@@ -57,7 +58,7 @@ def test_document_lists_every_route(coordinator: InProcess) -> None:
 
 @pytest.mark.mariadb
 def test_real_responses_match_the_document(coordinator: InProcess, api: Api) -> None:
-    doc = _doc(coordinator)
+    doc = _doc(coordinator.api_url)
     for path, real in [
         ("/api/v1/clusters", "/clusters"),
         ("/api/v1/clusters/{id}", f"/clusters/{coordinator.cluster_id}"),
@@ -80,7 +81,7 @@ def test_real_responses_match_the_document(coordinator: InProcess, api: Api) -> 
 
 def test_a_wrong_response_would_fail_the_check(coordinator: InProcess, api: Api) -> None:
     """Guard against a check that cannot fail: a mangled body must be rejected."""
-    doc = _doc(coordinator)
+    doc = _doc(coordinator.api_url)
     body = api.get("/clusters").body
     body["data"]["list"] = [{"id": "one"}]
     try:
@@ -107,7 +108,7 @@ def _integers(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_integer_a_request_carries_is_bounded(coordinator: InProcess) -> None:
     """Clients (and fuzzers) read the bound from the document: ids 1..2^53-1, any integer within ±that."""
-    doc = _doc(coordinator)
+    doc = _doc(coordinator.api_url)
     request_side = [
         (f"{method} {path}", part)
         for path, ops in doc["paths"].items()
