@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateUpload
 from demo.stack import Stack
-from tests.coordinator.conftest import NO_SWEEP
+from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.images import raw_with_data
@@ -46,6 +46,14 @@ SWEEP_INTERVAL = 1.0  # seconds, for the sweep's test (the default is 300)
 # How long PVE's create runs before it dies in the sweep's test: longer than an agent and a
 # coordinator restart take, so that the sweep meets it running.
 CREATE_HELD = 20.0
+NO_SWEEP = 3600.0  # the other tests leave cut-off VMs for a cascade delete or a retry to find
+
+
+@pytest.fixture(scope="session", params=["sqlite"])
+def journal_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(
+        request, tmp_path_factory, "journal", coordinator_settings={"vm_sweep_interval": NO_SWEEP}
+    )
 
 
 @pytest.fixture

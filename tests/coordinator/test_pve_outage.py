@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from demo.stack import Stack
+from tests.conftest import own_stack
 from tests.support import images
 from tests.support.api import Api
 from tests.support.pve import Outage, fail_calls, hold_call, limit_free_space, pve_down, vms_marked, wait_held
@@ -38,9 +39,9 @@ DOWN = 6.0  # seconds PVE is away (the emulator takes 1-2 s more to start)
 SHORT_DEADLINE = 6  # the agent's import_timeout for the import that cannot wait PVE out
 
 
-@pytest.fixture
-def outage_stack(journal_stack: Stack) -> Stack:
-    return journal_stack
+@pytest.fixture(scope="session", params=["sqlite"])
+def outage_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "outage")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import Stack
+from tests.conftest import start_stack
 from tests.support import images
 from tests.support.api import Api
 from tests.support.uploads import (
@@ -33,7 +34,6 @@ from tests.support.uploads import (
     upload_fields,
     wait_for,
 )
-from tests.sync.test_faults import coordinator_settings
 
 MiB = images.MiB
 IDLE = 3.0
@@ -41,16 +41,16 @@ RATE = 4 * MiB
 
 
 @pytest.fixture(scope="module")
-def stack(stack: Stack) -> Iterator[Stack]:
-    """The shared stack, its coordinator restarted with these limits for this module."""
-    with coordinator_settings(
-        stack,
-        upload_idle_timeout=IDLE,
-        max_concurrent_uploads=4,
-        max_uploads_per_token=2,
-        max_upload_rate=RATE,
-    ):
-        yield stack
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = {
+        "upload_idle_timeout": IDLE,
+        "max_concurrent_uploads": 4,
+        "max_uploads_per_token": 2,
+        "max_upload_rate": RATE,
+    }
+    s = start_stack(tmp_path_factory.mktemp("upload-limits"), coordinator_settings=settings)
+    yield s
+    s.stop()
 
 
 def _token(stack: Stack) -> str:

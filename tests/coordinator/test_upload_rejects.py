@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from demo.stack import Stack
-from tests.support import images
+from tests.conftest import start_stack
+from tests.support import images, mariadb
 from tests.support.api import Api, Reply
 from tests.support.disks import small_disk
 from tests.support.uploads import (
@@ -39,7 +40,7 @@ from tests.support.uploads import (
     upload_fields,
     wait_for,
 )
-from tests.sync.test_faults import coordinator_settings, restart_agent
+from tests.sync.test_faults import restart_agent
 
 MiB = images.MiB
 GiB = images.GiB
@@ -255,18 +256,27 @@ def test_coordinator_killed_mid_upload_cleans_up_after_its_restart(stack: Stack,
 UPLOAD_LIMIT = 8 * MiB
 
 
-@pytest.fixture(scope="module")
-def limits_stack(stack: Stack) -> Iterator[Stack]:
-    """The shared stack, its coordinator restarted for the tests below: an 8 MiB upload limit,
-    one upload at a time, and agents declared dead after 4 s of silence (instead of 15)."""
-    with coordinator_settings(
-        stack,
-        max_upload_bytes=UPLOAD_LIMIT,
-        max_concurrent_uploads=1,
-        heartbeat_interval=1.0,
-        agent_timeout=4.0,
-    ):
-        yield stack
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
+def limits_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Its own emulator, agents, coordinator and database: an 8 MiB upload limit, one upload at a
+    time, and agents declared dead after 4 s of silence (instead of 15)."""
+    url, db_name = "", None
+    if request.param == "mariadb":
+        reason = mariadb.unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+        db_name, url = mariadb.create_database()
+    settings = {
+        "max_upload_bytes": UPLOAD_LIMIT,
+        "max_concurrent_uploads": 1,
+        "heartbeat_interval": 1.0,
+        "agent_timeout": 4.0,
+    }
+    s = start_stack(tmp_path_factory.mktemp(f"limits-{request.param}"), url, coordinator_settings=settings)
+    yield s
+    s.stop()
+    if db_name is not None:
+        mariadb.drop_database(db_name)
 
 
 @pytest.fixture
@@ -294,9 +304,11 @@ def test_upload_over_the_limit_is_cut_off_early(limits_stack: Stack, limits_api:
         "message": f"file exceeds the limit of {UPLOAD_LIMIT} bytes",
         "data": {"error": "too_large"},
     }
-    # The answer came while the client was still sending, not after a gigabyte.
+    # The answer came while the client was still sending, not after a gigabyte (what was
+    # sent meanwhile: the limit, the socket buffers and what a loaded machine reads before
+    # it answers; 69 MiB seen with the load at 8 on two cores).
     assert not answer.finished_sending
-    assert UPLOAD_LIMIT <= answer.sent < 64 * MiB, answer.sent
+    assert UPLOAD_LIMIT <= answer.sent < 128 * MiB, answer.sent
     assert_nothing_left_soon(stack, name, staged, vms)
     (upload_row,) = rows_named(stack, name).uploads
     assert upload_row.status == "failed" and upload_row.error_message == "file too large"

@@ -74,23 +74,6 @@ def restart_coordinator(stack: Stack, **settings: object) -> None:
     stack.start_coordinator()
 
 
-@contextlib.contextmanager
-def coordinator_settings(stack: Stack, **settings: object) -> Iterator[Stack]:
-    """Inside: ``stack``'s coordinator runs with these settings on top of its own (every agent
-    live again); after: with its own. For tests that differ from a shared stack only in
-    coordinator settings: a restart takes ~2 s, a stack of their own ~10 s."""
-    own = dict(stack.s.coordinator_settings)
-    restart_coordinator(stack, **own, **settings)
-    try:
-        for node in stack.node_names():
-            stack.wait_agent_live(node)
-        yield stack
-    finally:
-        restart_coordinator(stack, **own)
-        for node in stack.node_names():
-            stack.wait_agent_live(node)
-
-
 def test_target_killed_half_way_resumes_and_completes(
     slow_stack: Stack, slow_api: Api, tmp_path: Path
 ) -> None:
