@@ -1,15 +1,16 @@
 # Two commands do everything on a fresh machine:
 #   make demo   run the whole system on loopback (PVE emulator, 3 agents, coordinator)
-#   make test   run the test suite
+#   make test   run the test suite (make test-fast: the unit and in-process tests, < 1 min)
 VENV  := .venv
 STAMP := $(VENV)/.bootstrapped
 PY    := $(VENV)/bin/python
 
-.PHONY: help demo test lint format bench wheel lock clean
+.PHONY: help demo test test-fast lint format bench wheel lock clean
 
 help:
 	@echo "make demo    run the system on loopback (SQLite, PVE emulator, agents); Ctrl-C stops it"
 	@echo "make test    run the tests (MariaDB tests need 127.0.0.1:3306; see README)"
+	@echo "make test-fast  only the unit and in-process tests (no stack starts; under a minute)"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in benchmarks/"
 	@echo "make wheel   the production wheel in dist/ (coordinator, agent, shared; see README)"
@@ -20,8 +21,15 @@ $(STAMP): pyproject.toml devtools/pyproject.toml requirements.lock scripts/boots
 demo: $(STAMP)
 	@$(PY) -m demo
 
+# pytest exits 5 when it collected no test: make fails on it like on any other failure.
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# No process is started: the pure logic (tests/unit) and the API answered in-process
+# (tests/inprocess), plus the settings and unit-file checks.
+FAST_TESTS := tests/unit tests/inprocess tests/test_config.py tests/test_systemd_units.py
+test-fast: $(STAMP)
+	@$(PY) -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

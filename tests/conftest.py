@@ -61,14 +61,20 @@ def own_stack(
 ) -> Stack:
     """A stack with these settings for the tests of one fixture, on the database named by
     ``request.param``; stopped (and its MariaDB database dropped) at the end of the session."""
-    url = ""
-    if request.param == "mariadb":
-        request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
-        name, url = mariadb.create_database()
-        request.addfinalizer(lambda: mariadb.drop_database(name))
-    s = start_stack(tmp_path_factory.mktemp(f"{prefix}-{request.param}"), url, **settings)
+    s = start_stack(tmp_path_factory.mktemp(f"{prefix}-{request.param}"), own_database(request), **settings)
     request.addfinalizer(s.stop)
     return s
+
+
+def own_database(request: pytest.FixtureRequest) -> str:
+    """The database URL for a fixture parametrised over "sqlite" (the default: empty) and
+    "mariadb" (a database of its own, dropped at the fixture's end)."""
+    if request.param != "mariadb":
+        return ""
+    request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
+    name, url = mariadb.create_database()
+    request.addfinalizer(lambda: mariadb.drop_database(name))
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateDeletion
 from demo.stack import Stack
-from tests.coordinator.test_openapi import _check, _doc
+from tests.inprocess.test_openapi import _check, _doc
 from tests.support import images
 from tests.support.api import Api, Reply
 from tests.support.db import with_session
@@ -89,7 +89,7 @@ def test_a_delete_waits_for_a_down_agent_visibly_and_finishes_when_it_is_back(
     stack.agents["pve-node3"].stop()  # a clean stop: the coordinator knows at once
     try:
         reply = api.delete(f"/templates/{template_id}?cascade=true")
-        _check(_doc(stack), "delete", "/api/v1/templates/{id}", 202, reply.body)  # as documented
+        _check(_doc(stack.api), "delete", "/api/v1/templates/{id}", 202, reply.body)  # as documented
         first = _accepted(reply)
         deletion = first["deletion"]
         assert deletion["reason"].startswith(

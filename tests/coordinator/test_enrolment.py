@@ -16,7 +16,7 @@ import requests
 from demo.stack import Stack
 from tests.support.api import Api, Reply
 from tests.support.images import raw_with_data
-from tests.support.uploads import storage_id, upload
+from tests.support.uploads import storage_id, upload, wait_for
 
 
 def agent_api(stack: Stack, credential: str | None) -> Api:
@@ -189,6 +189,8 @@ def test_revoking_a_node_cuts_its_agent_off_until_it_enrols_again(
     node = "pve-node3"
     credential = stack.agent_credential(node)
     agent_id = agents_by_node(api)[node]["id"]
+    log = stack.base / "logs" / f"agent-{node}.log"
+    log_from = log.stat().st_size
     revoked = stack.coordinator_cli("agent", "revoke", node)
     try:
         assert "revoked" in revoked.stdout
@@ -204,10 +206,10 @@ def test_revoking_a_node_cuts_its_agent_off_until_it_enrols_again(
         assert (refused.status, refused.error) == (503, "no_live_agent"), refused.body
         check = agent_check(stack, node)
         assert check.returncode == 1 and "credential REFUSED" in check.stdout, check.stdout
-        time.sleep(3)  # the agent keeps beating: refused every time, and it says why
+        # The agent keeps beating: refused every time, and it says why.
+        refusal = b"the coordinator refuses this node's credential"
+        wait_for(lambda: refusal in log.read_bytes()[log_from:], 15, "the agent saying it is refused")
         assert agents_by_node(api)[node]["live"] is False
-        log = (stack.base / "logs" / f"agent-{node}.log").read_text()
-        assert "the coordinator refuses this node's credential" in log
     finally:
         # Enrolling again takes a new join token (and the old credential stays refused).
         stack.agents[node].stop()

@@ -43,9 +43,10 @@ AGENT_DEADLINE = 10  # seconds (import_timeout; no per-GiB part for these small 
 COORDINATOR_DEADLINE = 20
 
 
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
+@pytest.fixture(scope="module", params=["sqlite", "mariadb"])
 def short_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    """A stack whose import deadlines are seconds, with one import slot."""
+    """A stack whose import deadlines are seconds, with one import slot. Stopped after this
+    module: a stack left idle to the session's end still heartbeats and polls its jobs."""
     return own_stack(
         request,
         tmp_path_factory,

@@ -8,9 +8,9 @@ import jsonschema
 import pytest
 import requests
 
-from demo.stack import Stack
 from shared.validation import INT_MAX
 from tests.support.api import Api
+from tests.support.inprocess import InProcess
 
 EXPECTED = {
     ("get", "/api/v1/clusters"),
@@ -31,8 +31,9 @@ EXPECTED = {
 }
 
 
-def _doc(stack: Stack) -> dict[str, Any]:
-    return requests.get(stack.api + "/openapi.json", timeout=10).json()
+def _doc(api_url: str) -> dict[str, Any]:
+    """The OpenAPI document of the coordinator whose API is at ``api_url``."""
+    return requests.get(api_url + "/openapi.json", timeout=10).json()
 
 
 def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
@@ -42,8 +43,8 @@ def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) 
     jsonschema.Draft202012Validator(schema).validate(body)
 
 
-def test_document_lists_every_route(stack: Stack) -> None:
-    doc = _doc(stack)
+def test_document_lists_every_route(coordinator: InProcess) -> None:
+    doc = _doc(coordinator.api_url)
     assert doc["openapi"].startswith("3.1")
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert EXPECTED <= found
@@ -56,11 +57,11 @@ def test_document_lists_every_route(stack: Stack) -> None:
 
 
 @pytest.mark.mariadb
-def test_real_responses_match_the_document(stack: Stack, api: Api) -> None:
-    doc = _doc(stack)
+def test_real_responses_match_the_document(coordinator: InProcess, api: Api) -> None:
+    doc = _doc(coordinator.api_url)
     for path, real in [
         ("/api/v1/clusters", "/clusters"),
-        ("/api/v1/clusters/{id}", f"/clusters/{stack.cluster_id}"),
+        ("/api/v1/clusters/{id}", f"/clusters/{coordinator.cluster_id}"),
         ("/api/v1/nodes", "/nodes"),
         ("/api/v1/storages", "/storages?page_size=100"),
         ("/api/v1/agents", "/agents"),
@@ -78,9 +79,9 @@ def test_real_responses_match_the_document(stack: Stack, api: Api) -> None:
         _check(doc, "get", path, status, reply.body)
 
 
-def test_a_wrong_response_would_fail_the_check(stack: Stack, api: Api) -> None:
+def test_a_wrong_response_would_fail_the_check(coordinator: InProcess, api: Api) -> None:
     """Guard against a check that cannot fail: a mangled body must be rejected."""
-    doc = _doc(stack)
+    doc = _doc(coordinator.api_url)
     body = api.get("/clusters").body
     body["data"]["list"] = [{"id": "one"}]
     try:
@@ -105,9 +106,9 @@ def _integers(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def test_every_integer_a_request_carries_is_bounded(stack: Stack) -> None:
+def test_every_integer_a_request_carries_is_bounded(coordinator: InProcess) -> None:
     """Clients (and fuzzers) read the bound from the document: ids 1..2^53-1, any integer within ±that."""
-    doc = _doc(stack)
+    doc = _doc(coordinator.api_url)
     request_side = [
         (f"{method} {path}", part)
         for path, ops in doc["paths"].items()
