@@ -121,9 +121,7 @@ async def _out(call: Call, cluster_ids: list[int]) -> list[ClusterOut]:
                     .where(PveNode.cluster_id.in_(cluster_ids), PveNode.status != "removed")
                     .group_by(PveNode.cluster_id)
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         storages = dict(
             (
@@ -132,9 +130,7 @@ async def _out(call: Call, cluster_ids: list[int]) -> list[ClusterOut]:
                     .where(PveStorage.cluster_id.in_(cluster_ids))
                     .group_by(PveStorage.cluster_id)
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     return [
         ClusterOut(
