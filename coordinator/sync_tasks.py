@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import PveNode, TemplateInstance, TemplateSyncTask, TemplateUpload
+from coordinator.states import instance as instance_states
+from coordinator.states import sync_task
+from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
 
-ACTIVE = ("pending", "syncing", "importing")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +44,7 @@ async def create_sync_tasks(
             select(TemplateSyncTask).where(
                 TemplateSyncTask.template_id == upload.template_id,
                 TemplateSyncTask.target_node_id == node.id,
-                TemplateSyncTask.status.in_(ACTIVE),
+                TemplateSyncTask.status.in_(sync_task.ACTIVE),
             )
         )
         if active is not None:
@@ -52,12 +56,12 @@ async def create_sync_tasks(
                 TemplateInstance.node_id == node.id,
             )
         )
-        if instance is not None and instance.status == "available":
+        if instance is not None and instance.status == InstanceStatus.AVAILABLE:
             planned.append(
                 Planned(None, node, f"{node.node_name} already has this template (VM {instance.vmid})")
             )
             continue
-        task = TemplateSyncTask(
+        task = sync_task.new_task(
             template_id=upload.template_id,
             upload_id=upload.id,
             cluster_id=upload.cluster_id,
@@ -66,30 +70,35 @@ async def create_sync_tasks(
             target_node_id=node.id,
             target_node_name=node.node_name,
             storage_name=target.storage.storage_name,
-            status="pending",
-            active_key=node.id,
             bytes_total=upload.file_size,
             creator=actor,
         )
         session.add(task)
         await session.flush()
         if instance is None:
-            instance = TemplateInstance(
-                template_id=upload.template_id,
-                upload_id=upload.id,
-                cluster_id=upload.cluster_id,
-                node_id=node.id,
-                node_name=node.node_name,
-                storage_id=target.storage.id,
-                storage_name=target.storage.storage_name,
-                is_shared=False,
-                creator=actor,
-                modifier=actor,
+            session.add(
+                new_instance(
+                    InstanceStatus.PENDING,
+                    template_id=upload.template_id,
+                    upload_id=upload.id,
+                    cluster_id=upload.cluster_id,
+                    node_id=node.id,
+                    node_name=node.node_name,
+                    storage_id=target.storage.id,
+                    storage_name=target.storage.storage_name,
+                    is_shared=False,
+                    sync_task_id=task.id,
+                    creator=actor,
+                    modifier=actor,
+                )
             )
-            session.add(instance)
-        instance.status = "pending"
-        instance.sync_task_id = task.id
-        instance.upload_id = upload.id
-        instance.vmid = None
+        elif not await instance_states.await_sync(session, instance.id, task.id, upload.id):
+            log.warning(
+                "instance %s on %s is %s: not linked to sync task %s",
+                instance.id,
+                node.node_name,
+                instance.status,
+                task.id,
+            )
         planned.append(Planned(task, node))
     return planned
