@@ -93,14 +93,14 @@ async def _move(
     new: SyncTaskStatus,
     *,
     from_: tuple[SyncTaskStatus, ...],
-    epoch: int | None = None,
+    held_epoch: int | None = None,
     extra: tuple[ColumnElement[bool], ...] = (),
     instance_values: dict[str, Any] | None = None,
     **values: Any,
 ) -> bool:
     where = [TemplateSyncTask.id == task_id, *extra]
-    if epoch is not None:
-        where.append(TemplateSyncTask.epoch == epoch)
+    if held_epoch is not None:
+        where.append(TemplateSyncTask.epoch == held_epoch)
     active_key = TemplateSyncTask.target_node_id if new in ACTIVE else None
     moved = await move(
         session, TemplateSyncTask, TRANSITIONS, new, where, from_, active_key=active_key, **values
@@ -148,7 +148,7 @@ async def unclaim(session: AsyncSession, task_id: int, epoch: int, next_attempt_
         task_id,
         S.PENDING,
         from_=(S.SYNCING,),
-        epoch=epoch,
+        held_epoch=epoch,
         attempts=TemplateSyncTask.attempts - 1,
         next_attempt_at=next_attempt_at,
     )
@@ -163,7 +163,7 @@ async def requeue(
         task_id,
         S.PENDING,
         from_=RUNNING,
-        epoch=epoch,
+        held_epoch=epoch,
         next_attempt_at=next_attempt_at,
         rate_bytes_per_sec=0,
         error_message=error_message,
@@ -177,7 +177,7 @@ async def copied(session: AsyncSession, task_id: int, epoch: int, staged_name: s
         task_id,
         S.IMPORTING,
         from_=(S.SYNCING,),
-        epoch=epoch,
+        held_epoch=epoch,
         staged_name=staged_name,
         bytes_done=TemplateSyncTask.bytes_total,
         rate_bytes_per_sec=0,
@@ -192,7 +192,7 @@ async def completed(session: AsyncSession, task_id: int, epoch: int, vmid: int, 
         task_id,
         S.COMPLETED,
         from_=(S.IMPORTING,),
-        epoch=epoch,
+        held_epoch=epoch,
         instance_values={"vmid": vmid, "volume_id": volume_id},
         vmid=vmid,
         progress=100,
@@ -208,7 +208,7 @@ async def fail(session: AsyncSession, task: TemplateSyncTask, reason: str, *, ep
         task.id,
         S.FAILED,
         from_=(S.PENDING,) if epoch is None else RUNNING,
-        epoch=epoch,
+        held_epoch=epoch,
         instance_values={"vmid": task.vmid},
         **_ended(reason),
     )
@@ -275,10 +275,8 @@ async def cancel_pending_of_template(session: AsyncSession, template_id: int) ->
 async def record_progress(
     session: AsyncSession, task_id: int, status: SyncTaskStatus, epoch: int, **counters: Any
 ) -> bool:
-    """A running task's counters (bytes, rate, progress; never its status), while the
-    writer's attempt is the task's; whether it still is."""
-    if "status" in counters:
-        raise ValueError("a status changes through this module's transitions")
+    """A running task's counters (bytes, rate, progress; never its status: ``status`` is
+    the one it must be in), while the writer's attempt is the task's; whether it still is."""
     result = await session.execute(
         update(TemplateSyncTask)
         .where(*held(task_id, status, epoch))
