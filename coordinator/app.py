@@ -54,7 +54,7 @@ from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
-from coordinator.errors import Refusal
+from coordinator.errors import CoordinatorError, Refusal
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
 from coordinator.jobs.engine import JobRunner
@@ -90,7 +90,7 @@ DATABASE_RETRY_AFTER = 5
 ORPHAN_GRACE = timedelta(minutes=10)
 
 
-class SchemaOutdated(RuntimeError):
+class SchemaOutdated(CoordinatorError, RuntimeError):
     pass
 
 

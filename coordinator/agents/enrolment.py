@@ -23,13 +23,14 @@ from coordinator.agents.credentials import NODE_NAME, NodeClaim
 from coordinator.api.errors import ApiError
 from coordinator.db.models import Agent, AgentIdentity
 from coordinator.db.types import utcnow
+from coordinator.errors import CoordinatorError
 from coordinator.tokens import hash_secret
 
 JOIN_PREFIX = "pvsj_"
 DEFAULT_JOIN_TTL = timedelta(hours=1)
 
 
-class EnrolmentError(ValueError):
+class EnrolmentError(CoordinatorError, ValueError):
     """An administrator's request that cannot be done (the message says why)."""
 
 

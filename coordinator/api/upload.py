@@ -39,6 +39,7 @@ from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.templates import TemplateName
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
+from coordinator.errors import CoordinatorError
 from coordinator.jobs import engine
 from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.states.upload import FINAL, UploadStatus
@@ -206,7 +207,7 @@ def sanitise_file_name(raw: str | None) -> str:
     return name[:200] or "image"
 
 
-class _TooLarge(Exception):
+class _TooLarge(CoordinatorError):
     pass
 
 
