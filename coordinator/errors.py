@@ -31,6 +31,14 @@ class Invalid(Refusal):
     """The request itself is wrong (a value that cannot work); asking again cannot help."""
 
 
+class Unauthorized(Refusal):
+    """The caller's credential is missing, wrong or no longer valid."""
+
+
+class Forbidden(Refusal):
+    """The caller is known but may not do this."""
+
+
 class NotFound(Refusal):
     """Something the request names does not exist."""
 

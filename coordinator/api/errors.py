@@ -9,11 +9,27 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.api.timefmt import json_default
-from coordinator.errors import Conflict, CoordinatorError, Invalid, NotFound, Refusal, Unavailable
+from coordinator.errors import (
+    Conflict,
+    CoordinatorError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    Unauthorized,
+    Unavailable,
+)
 from coordinator.errors import not_found as domain_not_found
 
 # The HTTP status of each kind of refusal the domain code raises: the one place they are mapped.
-HTTP_STATUS: dict[type[Refusal], int] = {Invalid: 400, NotFound: 404, Conflict: 409, Unavailable: 503}
+HTTP_STATUS: dict[type[Refusal], int] = {
+    Invalid: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
 
 
 class ApiError(CoordinatorError):

@@ -11,7 +11,17 @@ import pytest
 
 import coordinator
 from coordinator.api.errors import HTTP_STATUS, from_refusal
-from coordinator.errors import Conflict, CoordinatorError, Invalid, NotFound, Refusal, Unavailable, not_found
+from coordinator.errors import (
+    Conflict,
+    CoordinatorError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    Unauthorized,
+    Unavailable,
+    not_found,
+)
 
 
 def _exception_classes() -> list[type[BaseException]]:
@@ -43,6 +53,8 @@ def test_no_two_coordinator_exceptions_share_a_name() -> None:
     ("refusal", "status"),
     [
         (Invalid("storage_disabled", "storage 'x' is disabled in PVE"), 400),
+        (Unauthorized("join_token_expired", "the join token for node n1 has expired"), 401),
+        (Forbidden("wrong_node", "this join token is for node n1, not for node n2"), 403),
         (not_found("sync_task", 7), 404),
         (Conflict("template_deleting", "template 3 is being deleted"), 409),
         (Unavailable("no_live_agent", "no live agent on node pve-node1"), 503),
@@ -54,6 +66,6 @@ def test_a_refusal_is_answered_with_its_status_slug_and_message(refusal: Refusal
 
 
 def test_every_kind_of_refusal_has_a_status() -> None:
-    assert set(HTTP_STATUS) == {Invalid, NotFound, Conflict, Unavailable}
+    assert set(HTTP_STATUS) == {Invalid, Unauthorized, Forbidden, NotFound, Conflict, Unavailable}
     assert not_found("sync_task", 7).message == "sync task 7 not found"
     assert not_found("sync_task", 7).error == "sync_task_not_found"
