@@ -26,6 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -357,6 +358,21 @@ async def retry_later(
     return SyncTaskStatus.PENDING
 
 
+@dataclass
+class _CopyWatch:
+    """What a watcher saw of one copy attempt so far."""
+
+    started: float
+    last_change: float  # when the verified bytes last moved
+    source_run: tuple[Any, ...] | None
+    deadline: Deadline
+    verified: int = -1  # bytes the target verified (-1: none reported yet)
+
+    def saw(self, verified: int, now: float) -> None:
+        if verified != self.verified:
+            self.verified, self.last_change = verified, now
+
+
 class SyncWatcher:
     """Follows one syncing/importing task (the JobRunner handler)."""
 
@@ -417,27 +433,23 @@ class SyncWatcher:
     async def _follow_copy(self, task: TemplateSyncTask) -> TemplateSyncTask | None:
         """Until the target verified the whole image (-> importing), or the attempt failed:
         no data for sync_idle_timeout, a stall, or the copy's deadline (scaled by size)."""
-        started = last_change = time.monotonic()
-        last_verified = -1
-        source_run = await self._source_run(task)
-        deadline = Deadline(
-            scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
+        started = time.monotonic()
+        watch = _CopyWatch(
+            started=started,
+            last_change=started,
+            source_run=await self._source_run(task),
+            deadline=Deadline(
+                scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
+            ),
         )
         while True:
             agent = await self._target(task)
-            view: dict[str, Any] | None = None
-            if agent is not None:
-                try:
-                    view = await agent.receive_state(task.id, task.uid)
-                except AgentError as exc:
-                    if exc.status != 404:
-                        log.warning("sync task %s: target answered %s", task.id, exc)
-                except AgentUntrusted as exc:  # no attempt can fix a certificate: say so at once
-                    await self._fail_attempt(task, str(exc), final=True)
-                    return None
-                except AgentUnreachable:
-                    pass
+            view, untrusted = await self._poll_target(task, agent)
+            if untrusted is not None:  # no attempt can fix a certificate: say so at once
+                await self._fail_attempt(task, untrusted, final=True)
+                return None
             now = time.monotonic()
+            streaming = False
             if view is not None and int(view["epoch"]) == task.epoch:
                 if view["state"] == "complete":
                     return await self._copied(task, str(view["staged_name"]))
@@ -445,51 +457,63 @@ class SyncWatcher:
                     kind = view.get("error_kind")
                     await self._fail_attempt(task, str(view.get("error")), final=kind in FINAL_KINDS)
                     return None
-                verified = int(view["verified"])
-                if verified != last_verified:
-                    last_verified, last_change = verified, now
-                if not await self._progress(task, verified, int(view["rate_bytes_per_sec"])):
+                watch.saw(int(view["verified"]), now)
+                if not await self._progress(task, watch.verified, int(view["rate_bytes_per_sec"])):
                     return None  # canceled or taken over meanwhile
                 streaming = view["state"] == "receiving"
-            else:
-                streaming = False
-                if not await self._still_current(task):
-                    return None
-            if not streaming and await self._source_run(task) != source_run:
-                # Its transfer ended with it: no need to wait sync_idle_timeout to see that
-                # (measured with a SIGTERM of the source mid-copy and a restart, idle timeout
-                # 5 s: the copy was done 12.5 s after the restart before, 8.4 s now, ~5 s of
-                # which the rest of the copy itself).
-                await self._fail_attempt(
-                    task,
-                    f"the source's agent on {task.source_node_name} stopped or restarted; "
-                    f"the copy resumes from byte {max(last_verified, 0)}",
-                )
+            elif not await self._still_current(task):
                 return None
-            if agent is None and now - started > self.config.agent_timeout:
-                await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
-                return None
-            idle_limit = self.config.sync_idle_timeout
-            if not streaming and now - last_change > idle_limit:
-                await self._fail_attempt(
-                    task,
-                    f"no data reached {task.target_node_name} for {idle_limit:.0f} s "
-                    f"(from {task.source_node_name}); the copy resumes from byte {max(last_verified, 0)}",
-                )
-                return None
-            if now - last_change > STALL_LIMIT:
-                await self._fail_attempt(
-                    task, f"the copy stalled at byte {last_verified} for {STALL_LIMIT:.0f} s"
-                )
-                return None
-            if deadline.passed():
-                await self._fail_attempt(
-                    task,
-                    f"the copy to {task.target_node_name} {deadline.missed()} "
-                    f"(at byte {max(last_verified, 0)} of {task.bytes_total})",
-                )
+            reason = await self._attempt_failure(task, watch, now, streaming, agent is None)
+            if reason is not None:
+                await self._fail_attempt(task, reason)
                 return None
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _poll_target(
+        self, task: TemplateSyncTask, agent: AgentClient | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The target's receive state of the task (None: nothing to read now), or why the
+        target's agent cannot be trusted."""
+        if agent is None:
+            return None, None
+        try:
+            return await agent.receive_state(task.id, task.uid), None
+        except AgentError as exc:
+            if exc.status != 404:
+                log.warning("sync task %s: target answered %s", task.id, exc)
+        except AgentUntrusted as exc:
+            return None, str(exc)
+        except AgentUnreachable:
+            pass
+        return None, None
+
+    async def _attempt_failure(
+        self, task: TemplateSyncTask, watch: _CopyWatch, now: float, streaming: bool, no_agent: bool
+    ) -> str | None:
+        """Why the copy's attempt failed, or None while it may still succeed."""
+        resumes = f"the copy resumes from byte {max(watch.verified, 0)}"
+        if not streaming and await self._source_run(task) != watch.source_run:
+            # Its transfer ended with it: no need to wait sync_idle_timeout to see that
+            # (measured with a SIGTERM of the source mid-copy and a restart, idle timeout
+            # 5 s: the copy was done 12.5 s after the restart before, 8.4 s now, ~5 s of
+            # which the rest of the copy itself).
+            return f"the source's agent on {task.source_node_name} stopped or restarted; {resumes}"
+        if no_agent and now - watch.started > self.config.agent_timeout:
+            return f"no live agent on target node {task.target_node_name}"
+        idle_limit = self.config.sync_idle_timeout
+        if not streaming and now - watch.last_change > idle_limit:
+            return (
+                f"no data reached {task.target_node_name} for {idle_limit:.0f} s "
+                f"(from {task.source_node_name}); {resumes}"
+            )
+        if now - watch.last_change > STALL_LIMIT:
+            return f"the copy stalled at byte {watch.verified} for {STALL_LIMIT:.0f} s"
+        if watch.deadline.passed():
+            return (
+                f"the copy to {task.target_node_name} {watch.deadline.missed()} "
+                f"(at byte {max(watch.verified, 0)} of {task.bytes_total})"
+            )
+        return None
 
     async def _progress(self, task: TemplateSyncTask, verified: int, rate: int) -> bool:
         total = max(task.bytes_total, 1)
