@@ -111,8 +111,13 @@ async def record_staged(
             sha256=staged["sha256"],
             virtual_size=int(staged["virtual_size"]),
         )
+        if not stored:  # given up meanwhile: its lease expired (coordinator/uploads.expire_abandoned)
+            raise Conflict(
+                "upload_abandoned",
+                f"upload {upload_id} was given up while it streamed; upload the image again",
+            )
         upload = await session.get(TemplateUpload, upload_id)
-        assert stored and upload is not None and upload.template_id is not None
+        assert upload is not None and upload.template_id is not None
         for target in plan.instance_targets:
             session.add(
                 new_instance(

@@ -64,11 +64,12 @@ def _leased(actor: str, lease: float) -> dict[str, Any]:
 
 async def start(session: AsyncSession, template_id: int, actor: str, lease: float) -> int:
     """The template's deletion running (its row made, or reused after an earlier cascade
-    finished), leased to this process; its id. The caller holds the template's flip to
+    ended), leased to this process; its id. The caller holds the template's flip to
     deleting in the same transaction, so no other request starts one."""
     fresh = {"started_at": utcnow(), "finished_at": None, "remaining": "[]", **_leased(actor, lease)}
     where = [TemplateDeletion.template_id == template_id]
-    if not await move(session, TemplateDeletion, TRANSITIONS, S.RUNNING, where, from_=(S.DONE,), **fresh):
+    # (failed too: a deletion given up while its last attempt finished the template)
+    if not await move(session, TemplateDeletion, TRANSITIONS, S.RUNNING, where, **fresh):
         session.add(TemplateDeletion(template_id=template_id, status=S.RUNNING, **fresh))
         await session.flush()
     deletion_id = await session.scalar(select(TemplateDeletion.id).where(*where))

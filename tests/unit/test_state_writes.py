@@ -351,6 +351,8 @@ async def test_a_deletion_runs_ends_and_runs_again(session: AsyncSession) -> Non
     assert await deletion.done(session, first)
     assert not await deletion.give_up(session, first, "too late")
     assert await deletion.start(session, tpl.id, "me", 60) == first  # the row is reused
+    assert await deletion.give_up(session, first, "kept raising")
+    assert await deletion.start(session, tpl.id, "me", 60) == first  # after a give-up too
     await session.commit()
     row = await session.scalar(select(TemplateDeletion).where(TemplateDeletion.id == first))
     assert row is not None and (row.status, row.finished_at, row.reason) == ("running", None, None)
