@@ -29,7 +29,7 @@ from coordinator.api import (
     templates,
     upload,
 )
-from coordinator.api.errors import ApiError, error_response, retry_after_header
+from coordinator.api.errors import ApiError, error_response, from_refusal, retry_after_header
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
 from coordinator.appkeys import (
     AGENT_TLS,
@@ -54,6 +54,7 @@ from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
+from coordinator.errors import CoordinatorError, Refusal
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
 from coordinator.jobs.engine import JobRunner
@@ -62,6 +63,9 @@ from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
 from coordinator.jobs.vm_sweep import sweep_vms
 from coordinator.shared_limits import SharedLimit
+from coordinator.states import sync_task
+from coordinator.states.deletion import DeletionStatus
+from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
 from shared.pacer import Pacer
@@ -86,7 +90,7 @@ DATABASE_RETRY_AFTER = 5
 ORPHAN_GRACE = timedelta(minutes=10)
 
 
-class SchemaOutdated(RuntimeError):
+class SchemaOutdated(CoordinatorError, RuntimeError):
     pass
 
 
@@ -97,7 +101,8 @@ async def error_envelope(
     """Every failure leaves as the contract's error envelope; no stack trace reaches a client."""
     try:
         return await handler(request)
-    except ApiError as exc:
+    except (ApiError, Refusal) as raised:
+        exc = from_refusal(raised) if isinstance(raised, Refusal) else raised
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         retry_after = exc.retry_after
         if retry_after is None and exc.status in (429, 503):
@@ -168,7 +173,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         "import",
         app[DB],
         TemplateUpload,
-        ("uploaded", "importing"),
+        IMPORT_QUEUE,
         imports.run,
         give_up=imports.give_up,
         limits=config.error_limits("import"),
@@ -188,7 +193,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         "sync",
         app[DB],
         TemplateSyncTask,
-        ("syncing", "importing"),
+        sync_task.RUNNING,
         watcher.run,
         give_up=watcher.give_up,
         limits=config.error_limits("sync"),
@@ -202,7 +207,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         "delete",
         app[DB],
         TemplateDeletion,
-        ("running",),
+        (DeletionStatus.RUNNING,),
         app[DELETE_JOBS].run,
         give_up=app[DELETE_JOBS].give_up,
         limits=config.error_limits("delete"),

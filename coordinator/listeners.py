@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from coordinator.config import CoordinatorConfig
+from coordinator.errors import CoordinatorError
 from coordinator.jobs.engine import JOB_STOP_WAIT
 from shared.config import ConfigError
 from shared.tls import client_context, server_context
@@ -31,7 +32,7 @@ REQUEST_GRACE = 5.0
 STOP_DEADLINE = REQUEST_GRACE + 2 * JOB_STOP_WAIT
 
 
-class ListenError(Exception):
+class ListenError(CoordinatorError):
     """A listener's address could not be bound (the message names it)."""
 
 

@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent.staging import NAME
 from coordinator.agents.registry import live_agents
 from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.states import sync_task
+from coordinator.states.upload import IMPORT_QUEUE, UploadStatus
 
-ACTIVE = ("pending", "syncing", "importing")
-UPLOADING = ("uploading", "uploaded", "importing")
+# An upload still on its way to being a template: its staged copy is what it imports.
+UPLOADING = (UploadStatus.UPLOADING, *IMPORT_QUEUE)
 # One decision at a time in this coordinator: two nodes must not each let their copy go
 # counting on the other's (MariaDB also locks the upload's row, for other coordinators).
 _DECIDING = asyncio.Lock()
@@ -59,7 +61,7 @@ def why_needed(
     if copy.task_id is None and upload_status in UPLOADING:
         return f"the upload is {upload_status}: its import reads this copy"
     for task in tasks:
-        if task.task_id == copy.task_id and task.status in ACTIVE:
+        if task.task_id == copy.task_id and task.status in sync_task.ACTIVE:
             return f"sync task {task.task_id} is {task.status}: this is its copy"
         if task.status == "syncing" and copy.node_name in task.upstream:
             return f"sync task {task.task_id} sends from this copy"
@@ -97,7 +99,7 @@ async def _decide(session: AsyncSession, node_name: str, name: str, agent_timeou
         task = await session.get(TemplateSyncTask, number)
         if task is None or task.target_node_name != node_name:
             return not_recorded
-        if task.staged_name != name and task.status not in ACTIVE:
+        if task.staged_name != name and task.status not in sync_task.ACTIVE:
             return not_recorded
         upload_id = task.upload_id
     upload = await session.get(TemplateUpload, upload_id, with_for_update=True, populate_existing=True)
@@ -126,7 +128,7 @@ async def _decide(session: AsyncSession, node_name: str, name: str, agent_timeou
     tasks = [
         TaskState(t.id, t.status, t.target_node_id, tuple(t.upstream_nodes.split(",")))
         for t in all_tasks
-        if t.status in ACTIVE
+        if t.status in sync_task.ACTIVE
     ]
     live = set(await live_agents(session, timedelta(seconds=agent_timeout)))
     reason = why_needed(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import PveNode, TemplateInstance, TemplateSyncTask, TemplateUpload
+from coordinator.states import instance as instance_states
+from coordinator.states import sync_task
+from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
 
-ACTIVE = ("pending", "syncing", "importing")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,63 +37,79 @@ async def create_sync_tasks(
     template available is skipped and said so.
     """
     assert upload.template_id is not None
-    planned: list[Planned] = []
-    for target in targets:
-        node = target.node
-        active = await session.scalar(
-            select(TemplateSyncTask).where(
-                TemplateSyncTask.template_id == upload.template_id,
-                TemplateSyncTask.target_node_id == node.id,
-                TemplateSyncTask.status.in_(ACTIVE),
-            )
+    return [await _plan_target(session, upload, source, target, actor) for target in targets]
+
+
+async def _plan_target(
+    session: AsyncSession, upload: TemplateUpload, source: PveNode, target: Target, actor: str
+) -> Planned:
+    node = target.node
+    active = await session.scalar(
+        select(TemplateSyncTask).where(
+            TemplateSyncTask.template_id == upload.template_id,
+            TemplateSyncTask.target_node_id == node.id,
+            TemplateSyncTask.status.in_(sync_task.ACTIVE),
         )
-        if active is not None:
-            planned.append(Planned(active, node))
-            continue
-        instance = await session.scalar(
-            select(TemplateInstance).where(
-                TemplateInstance.template_id == upload.template_id,
-                TemplateInstance.node_id == node.id,
-            )
+    )
+    if active is not None:
+        return Planned(active, node)
+    instance = await session.scalar(
+        select(TemplateInstance).where(
+            TemplateInstance.template_id == upload.template_id,
+            TemplateInstance.node_id == node.id,
         )
-        if instance is not None and instance.status == "available":
-            planned.append(
-                Planned(None, node, f"{node.node_name} already has this template (VM {instance.vmid})")
-            )
-            continue
-        task = TemplateSyncTask(
-            template_id=upload.template_id,
-            upload_id=upload.id,
-            cluster_id=upload.cluster_id,
-            source_node_id=source.id,
-            source_node_name=source.node_name,
-            target_node_id=node.id,
-            target_node_name=node.node_name,
-            storage_name=target.storage.storage_name,
-            status="pending",
-            active_key=node.id,
-            bytes_total=upload.file_size,
-            creator=actor,
-        )
-        session.add(task)
-        await session.flush()
-        if instance is None:
-            instance = TemplateInstance(
+    )
+    if instance is not None and instance.status == InstanceStatus.AVAILABLE:
+        return Planned(None, node, f"{node.node_name} already has this template (VM {instance.vmid})")
+    task = sync_task.new_task(
+        template_id=upload.template_id,
+        upload_id=upload.id,
+        cluster_id=upload.cluster_id,
+        source_node_id=source.id,
+        source_node_name=source.node_name,
+        target_node_id=node.id,
+        target_node_name=node.node_name,
+        storage_name=target.storage.storage_name,
+        bytes_total=upload.file_size,
+        creator=actor,
+    )
+    session.add(task)
+    await session.flush()
+    await _instance_awaits(session, instance, task, upload, target, actor)
+    return Planned(task, node)
+
+
+async def _instance_awaits(
+    session: AsyncSession,
+    instance: TemplateInstance | None,
+    task: TemplateSyncTask,
+    upload: TemplateUpload,
+    target: Target,
+    actor: str,
+) -> None:
+    """The target's instance waits for ``task``: a new one, or the one a failed copy left."""
+    if instance is None:
+        session.add(
+            new_instance(
+                InstanceStatus.PENDING,
                 template_id=upload.template_id,
                 upload_id=upload.id,
                 cluster_id=upload.cluster_id,
-                node_id=node.id,
-                node_name=node.node_name,
+                node_id=target.node.id,
+                node_name=target.node.node_name,
                 storage_id=target.storage.id,
                 storage_name=target.storage.storage_name,
                 is_shared=False,
+                sync_task_id=task.id,
                 creator=actor,
                 modifier=actor,
             )
-            session.add(instance)
-        instance.status = "pending"
-        instance.sync_task_id = task.id
-        instance.upload_id = upload.id
-        instance.vmid = None
-        planned.append(Planned(task, node))
-    return planned
+        )
+    elif not await instance_states.await_sync(session, instance.id, task.id, upload.id):
+        log.warning(
+            "instance %s on %s is %s: not linked to sync task %s",
+            instance.id,
+            target.node.node_name,
+            instance.status,
+            task.id,
+        )

@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
-from coordinator.api.errors import ApiError, not_found
 from coordinator.db.models import (
     Agent,
     TemplateDeletion,
@@ -45,13 +44,18 @@ from coordinator.db.models import (
 )
 from coordinator.db.types import utcnow
 from coordinator.deletion_plan import IMPORT_STOPPED, IMPORT_STOPPING, NEEDS_PVE, Step, plan, retry_delay
-from coordinator.jobs.engine import OWNER
+from coordinator.errors import Conflict, CoordinatorError, not_found
 from coordinator.jobs.imports import import_key
+from coordinator.states import deletion as deletion_states
+from coordinator.states import instance as instance_states
+from coordinator.states import sync_task
+from coordinator.states import template as template_states
+from coordinator.states import upload as upload_states
+from coordinator.states.deletion import DeletionStatus
+from coordinator.states.template import TemplateStatus
+from coordinator.states.upload import UploadStatus
 
 log = logging.getLogger(__name__)
-
-# A deletion in one of these states is shown on its template (which is `deleting`).
-UNFINISHED = ("running", "failed")
 
 
 def key_prefix(template_id: int) -> str:
@@ -59,9 +63,8 @@ def key_prefix(template_id: int) -> str:
     return f"t{template_id}-"
 
 
-def deleting_conflict(template_id: int) -> ApiError:
-    return ApiError(
-        409,
+def deleting_conflict(template_id: int) -> Conflict:
+    return Conflict(
         "template_deleting",
         f"template {template_id} is being deleted; see its `deletion` for what is left and why",
     )
@@ -70,12 +73,10 @@ def deleting_conflict(template_id: int) -> ApiError:
 async def soft_delete(db: async_sessionmaker[AsyncSession], template_id: int, actor: str) -> None:
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
-        if template is None or template.status == "deleted":
+        if template is None or template.status == TemplateStatus.DELETED:
             raise not_found("template", template_id)
-        if template.status == "deleting":
-            raise deleting_conflict(template_id)
-        template.status, template.deleted_at, template.name_key = "deleted", utcnow(), None
-        template.modifier = actor
+        if not await template_states.soft_delete(session, template_id, actor):
+            raise deleting_conflict(template_id)  # (the only other status a template has)
         await session.commit()
 
 
@@ -90,94 +91,45 @@ async def start_cascade(
     db: async_sessionmaker[AsyncSession], template_id: int, actor: str, lease: float
 ) -> Started:
     """Mark the template deleting and its job running, leased to this process; or find the
-    deletion under way. 404/409 (nothing changed) when it cannot start."""
+    deletion under way. NotFound/Conflict (nothing changed) when it cannot start."""
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
         if template is None:
             raise not_found("template", template_id)
-        if template.status != "deleting":
+        if template.status != TemplateStatus.DELETING:
             await _refuse_under_running_work(session, template_id)
         # Conditional: of concurrent requests exactly one starts the job (the others find it).
-        flipped = await session.execute(
-            update(VmTemplate)
-            .where(VmTemplate.id == template_id, VmTemplate.status != "deleting")
-            .values(status="deleting", modifier=actor)
-            .execution_options(synchronize_session=False)
-        )
-        if flipped.rowcount != 1:  # type: ignore[attr-defined]
+        if not await template_states.start_deleting(session, template_id, actor):
             await session.rollback()
             deletion_id = await session.scalar(
                 select(TemplateDeletion.id).where(TemplateDeletion.template_id == template_id)
             )
             assert deletion_id is not None  # made in the same transaction as the flip
-            return Started(deletion_id, claimed=await _restart_failed(session, deletion_id, actor, lease))
-        await _cancel_pending_syncs(session, template_id)
+            claimed = await deletion_states.restart_failed(session, deletion_id, actor, lease)
+            await session.commit()
+            return Started(deletion_id, claimed=claimed)
+        await sync_task.cancel_pending_of_template(session, template_id)
         # Its import job sees this and stops; the deletion's first step tells the agent.
-        await session.execute(
-            update(TemplateUpload)
-            .where(
-                TemplateUpload.template_id == template_id,
-                TemplateUpload.status.in_(("uploaded", "importing")),
-            )
-            .values(status="failed", error_message=IMPORT_STOPPING, next_attempt_at=None)
-            .execution_options(synchronize_session=False)
-        )
-        deletion = await session.scalar(
-            select(TemplateDeletion).where(TemplateDeletion.template_id == template_id)
-        )
-        if deletion is None:  # asked again after an earlier cascade finished: the same row runs again
-            deletion = TemplateDeletion(template_id=template_id)
-            session.add(deletion)
-        now = utcnow()
-        deletion.status, deletion.started_at, deletion.finished_at = "running", now, None
-        deletion.remaining, deletion.reason, deletion.creator = "[]", None, actor
-        deletion.attempts, deletion.next_attempt_at = 0, None
-        deletion.unexpected_errors, deletion.first_error_at = 0, None
-        deletion.lease_owner, deletion.lease_expires_at = OWNER, now + timedelta(seconds=lease)
+        await upload_states.stop_imports_of_template(session, template_id, IMPORT_STOPPING)
+        deletion_id = await deletion_states.start(session, template_id, actor, lease)
         await session.commit()
-        return Started(deletion.id, claimed=True)
-
-
-async def _restart_failed(session: AsyncSession, deletion_id: int, actor: str, lease: float) -> bool:
-    """A deletion that gave up runs again, leased to this process (conditional: of concurrent
-    requests one restarts it); whether this request did."""
-    now = utcnow()
-    restarted = await session.execute(
-        update(TemplateDeletion)
-        .where(TemplateDeletion.id == deletion_id, TemplateDeletion.status == "failed")
-        .values(
-            status="running",
-            creator=actor,
-            attempts=0,
-            reason=None,
-            next_attempt_at=None,
-            unexpected_errors=0,
-            first_error_at=None,
-            lease_owner=OWNER,
-            lease_expires_at=now + timedelta(seconds=lease),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    return bool(restarted.rowcount == 1)  # type: ignore[attr-defined]
+        return Started(deletion_id, claimed=True)
 
 
 async def _refuse_under_running_work(session: AsyncSession, template_id: int) -> None:
     uploading = await session.scalar(
         select(TemplateUpload.id).where(
-            TemplateUpload.template_id == template_id, TemplateUpload.status == "uploading"
+            TemplateUpload.template_id == template_id, TemplateUpload.status == UploadStatus.UPLOADING
         )
     )
     if uploading is not None:
-        raise ApiError(
-            409,
+        raise Conflict(
             "upload_running",
             f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
         )
     running = await _running_sync(session, template_id)
     if running is not None:
-        raise ApiError(
-            409,
+        raise Conflict(
             "sync_running",
             f"sync task {running} of template {template_id} is running; cancel it or wait",
         )
@@ -187,17 +139,8 @@ async def _running_sync(session: AsyncSession, template_id: int) -> int | None:
     return await session.scalar(
         select(TemplateSyncTask.id).where(
             TemplateSyncTask.template_id == template_id,
-            TemplateSyncTask.status.in_(("syncing", "importing")),
+            TemplateSyncTask.status.in_(sync_task.RUNNING),
         )
-    )
-
-
-async def _cancel_pending_syncs(session: AsyncSession, template_id: int) -> None:
-    await session.execute(
-        update(TemplateSyncTask)
-        .where(TemplateSyncTask.template_id == template_id, TemplateSyncTask.status == "pending")
-        .values(status="canceled", active_key=None, error_message="template deleted")
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -208,7 +151,7 @@ class Outcome:
     removed_images: int = 0
 
 
-class PartFailed(Exception):
+class PartFailed(CoordinatorError):
     """A step could not be done now. ``asked``: a part answered with an error (else the
     step only waits for an agent or PVE to come back)."""
 
@@ -233,58 +176,26 @@ class DeleteJobs:
         """The job engine's verdict on attempts that kept raising: the deletion fails, its
         template stays `deleting` and shows why (see the module's docstring)."""
         async with self.db() as session:
-            deletion = await session.get(TemplateDeletion, deletion_id)
-            if deletion is None or deletion.status != "running":
+            message = f"{reason}; ask for the cascade delete again to retry"
+            if not await deletion_states.give_up(session, deletion_id, message):
                 return
-            deletion.status, deletion.next_attempt_at = "failed", None
-            deletion.reason = f"{reason}; ask for the cascade delete again to retry"
             await session.commit()
-        log.warning("template %s: cascade delete failed: %s", deletion.template_id, reason)
+            template_id = await session.scalar(
+                select(TemplateDeletion.template_id).where(TemplateDeletion.id == deletion_id)
+            )
+        log.warning("template %s: cascade delete failed: %s", template_id, reason)
 
     async def attempt(self, deletion_id: int) -> Outcome:
-        async with self.db() as session:
-            deletion = await session.get(TemplateDeletion, deletion_id)
-            if deletion is None or deletion.status != "running":
-                return Outcome(done=True)
-            template_id = deletion.template_id
-            await _cancel_pending_syncs(session, template_id)  # one may have slipped in at the start
-            await session.commit()
-            running = await _running_sync(session, template_id)
-            if running is not None:
-                # Started just before the delete did: it ends on its own (completed or failed).
-                reason = f"waiting for sync task {running}, started before the delete, to end"
-                if await self._postpone(deletion_id, [], reason, asked=False):
-                    log.info("template %s: deletion waits: %s", template_id, reason)
-                return Outcome(done=False)
-            steps = plan(
-                await session.scalars(
-                    select(TemplateInstance).where(TemplateInstance.template_id == template_id)
-                ),
-                await session.scalars(
-                    select(TemplateUpload).where(TemplateUpload.template_id == template_id)
-                ),
-                await session.scalars(
-                    select(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id)
-                ),
-            )
-
+        """Every step that can be done now; the rest recorded with the reason, or the
+        template deleted when nothing is left."""
+        prepared = await self._prepare(deletion_id)
+        if prepared is None:
+            return Outcome(done=True)
+        template_id, steps = prepared
+        if steps is None:
+            return Outcome(done=False)  # waiting for a running sync task
         outcome = Outcome(done=False)
-        left: list[Step] = []
-        reasons: dict[str, None] = {}  # in order, without repeats
-        asked = False
-        blocked: set[int] = set()
-        for step in steps:
-            if step.node_id in blocked:
-                left.append(step)
-                continue
-            try:
-                await self._do(template_id, step, outcome)
-            except PartFailed as exc:
-                left.append(step)
-                reasons[exc.reason] = None
-                asked = asked or exc.asked
-                if step.blocks_its_node or not exc.asked:
-                    blocked.add(step.node_id)  # the same reason holds for its other steps
+        left, reasons, asked = await self._do_all(template_id, steps, outcome)
         if left:
             reason = "; ".join(reasons)
             if await self._postpone(deletion_id, left, reason, asked):
@@ -300,50 +211,67 @@ class DeleteJobs:
         outcome.done = True
         return outcome
 
+    async def _prepare(self, deletion_id: int) -> tuple[int, list[Step] | None] | None:
+        """The template and the steps still to do: None when the deletion is not running;
+        no steps (None) while a sync task that started before the delete runs."""
+        async with self.db() as session:
+            deletion = await session.get(TemplateDeletion, deletion_id)
+            if deletion is None or deletion.status != DeletionStatus.RUNNING:
+                return None
+            template_id = deletion.template_id
+            await sync_task.cancel_pending_of_template(session, template_id)  # one may have slipped in
+            await session.commit()
+            running = await _running_sync(session, template_id)
+            if running is not None:
+                # Started just before the delete did: it ends on its own (completed or failed).
+                reason = f"waiting for sync task {running}, started before the delete, to end"
+                if await self._postpone(deletion_id, [], reason, asked=False):
+                    log.info("template %s: deletion waits: %s", template_id, reason)
+                return template_id, None
+            steps = plan(
+                await session.scalars(
+                    select(TemplateInstance).where(TemplateInstance.template_id == template_id)
+                ),
+                await session.scalars(
+                    select(TemplateUpload).where(TemplateUpload.template_id == template_id)
+                ),
+                await session.scalars(
+                    select(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id)
+                ),
+            )
+        return template_id, steps
+
+    async def _do_all(
+        self, template_id: int, steps: list[Step], outcome: Outcome
+    ) -> tuple[list[Step], dict[str, None], bool]:
+        """Do the steps; those left, the reasons (in order, without repeats), and whether a
+        part answered with an error (else they only wait for an agent or PVE)."""
+        left: list[Step] = []
+        reasons: dict[str, None] = {}
+        asked = False
+        blocked: set[int] = set()
+        for step in steps:
+            if step.node_id in blocked:
+                left.append(step)
+                continue
+            try:
+                await self._do(template_id, step, outcome)
+            except PartFailed as exc:
+                left.append(step)
+                reasons[exc.reason] = None
+                asked = asked or exc.asked
+                if step.blocks_its_node or not exc.asked:
+                    blocked.add(step.node_id)  # the same reason holds for its other steps
+        return left, reasons, asked
+
     async def _do(self, template_id: int, step: Step, outcome: Outcome) -> None:
         agent = await self._usable_agent(step)
         if step.kind == "stop_import":
-            await _call(
-                step, agent.cancel_import(import_key(template_id, step.ref), "template deleted"), {404}
-            )
-            await self._write(
-                update(TemplateUpload)
-                .where(TemplateUpload.id == step.ref, TemplateUpload.error_message == IMPORT_STOPPING)
-                .values(error_message=IMPORT_STOPPED)
-            )
+            await self._stop_import(agent, template_id, step)
         elif step.kind == "vm":
-            assert step.vmid is not None
-            answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)))
-            async with self.db() as session:
-                instance = await session.get(TemplateInstance, step.ref)
-                assert instance is not None
-                done = [instance.id]
-                if instance.is_shared:  # every node's view of the one shared VM goes with it
-                    done = list(
-                        await session.scalars(
-                            select(TemplateInstance.id).where(
-                                TemplateInstance.template_id == template_id,
-                                TemplateInstance.is_shared.is_(True),
-                                TemplateInstance.vmid == step.vmid,
-                            )
-                        )
-                    )
-                await session.execute(
-                    update(TemplateInstance).where(TemplateInstance.id.in_(done)).values(status="deleted")
-                )
-                await session.commit()
-            outcome.removed_vms.append(
-                {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer["removed"])}
-            )
+            await self._remove_vm(agent, template_id, step, outcome)
         elif step.kind in ("failed_import_vm", "failed_sync_vm"):
-            assert step.vmid is not None
-            # not_ours: the import failed before creating its VM, and the VMID is someone else's now.
-            answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)), {409})
-            # The record no longer points at a VM: a later attempt does not look for it again.
-            model = TemplateUpload if step.kind == "failed_import_vm" else TemplateSyncTask
-            await self._write(update(model).where(model.id == step.ref).values(vmid=None))
-            if answer.get("removed"):
-                outcome.removed_vms.append({"node_name": step.node_name, "vmid": step.vmid, "existed": True})
+            await self._remove_failed_vm(agent, template_id, step, outcome)
         elif step.kind == "staged_image":
             answer = await _call(step, agent.delete_staged(step.staged_name))
             await self._write(
@@ -356,6 +284,51 @@ class DeleteJobs:
             await self._write(delete(TemplateSyncTask).where(TemplateSyncTask.id == step.ref))
             outcome.removed_images += int(bool(answer.get("removed")))
         log.info("template %s: %s: done", template_id, step.describe())
+
+    async def _stop_import(self, agent: AgentClient, template_id: int, step: Step) -> None:
+        await _call(step, agent.cancel_import(import_key(template_id, step.ref), "template deleted"), {404})
+        await self._write(
+            update(TemplateUpload)
+            .where(TemplateUpload.id == step.ref, TemplateUpload.error_message == IMPORT_STOPPING)
+            .values(error_message=IMPORT_STOPPED)
+        )
+
+    async def _remove_vm(self, agent: AgentClient, template_id: int, step: Step, outcome: Outcome) -> None:
+        """An instance's VM; a shared one is every node's view of it, and they go together."""
+        assert step.vmid is not None
+        answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)))
+        async with self.db() as session:
+            instance = await session.get(TemplateInstance, step.ref)
+            assert instance is not None
+            done = [instance.id]
+            if instance.is_shared:
+                done = list(
+                    await session.scalars(
+                        select(TemplateInstance.id).where(
+                            TemplateInstance.template_id == template_id,
+                            TemplateInstance.is_shared.is_(True),
+                            TemplateInstance.vmid == step.vmid,
+                        )
+                    )
+                )
+            await instance_states.mark_deleted(session, done)
+            await session.commit()
+        outcome.removed_vms.append(
+            {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer["removed"])}
+        )
+
+    async def _remove_failed_vm(
+        self, agent: AgentClient, template_id: int, step: Step, outcome: Outcome
+    ) -> None:
+        """What a failed import or sync may have left of its VM."""
+        assert step.vmid is not None
+        # not_ours: the import failed before creating its VM, and the VMID is someone else's now.
+        answer = await _call(step, agent.delete_vm(step.vmid, key_prefix(template_id)), {409})
+        # The record no longer points at a VM: a later attempt does not look for it again.
+        model = TemplateUpload if step.kind == "failed_import_vm" else TemplateSyncTask
+        await self._write(update(model).where(model.id == step.ref).values(vmid=None))
+        if answer.get("removed"):
+            outcome.removed_vms.append({"node_name": step.node_name, "vmid": step.vmid, "existed": True})
 
     async def _usable_agent(self, step: Step) -> AgentClient:
         try:
@@ -402,13 +375,8 @@ class DeleteJobs:
         async with self.db() as session:
             await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.template_id == template_id))
             await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
-            template = await session.get(VmTemplate, template_id)
-            deletion = await session.get(TemplateDeletion, deletion_id)
-            assert template is not None and deletion is not None
-            template.status, template.name_key = "deleted", None
-            template.deleted_at = template.deleted_at or utcnow()
-            deletion.status, deletion.finished_at = "done", utcnow()
-            deletion.remaining, deletion.reason, deletion.next_attempt_at = "[]", None, None
+            await template_states.deleted(session, template_id)
+            await deletion_states.done(session, deletion_id)
             await session.commit()
 
 

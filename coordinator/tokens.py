@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import ApiToken
 from coordinator.db.types import utcnow
+from coordinator.errors import CoordinatorError
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
@@ -22,7 +23,7 @@ PREFIX = "pvst_"
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
-class TokenError(ValueError):
+class TokenError(CoordinatorError, ValueError):
     pass
 
 

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.agents.registry import is_live
-from coordinator.api.errors import ApiError, not_found
 from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage, VmTemplate
 from coordinator.db.types import utcnow
+from coordinator.errors import Conflict, Invalid, NotFound, Unavailable, not_found
 
 # PVE storage types that cannot hold a template's base volume (no 'template' feature).
 NO_TEMPLATES = {"lvm": "LVM (thick) storage cannot hold templates; use LVM-thin, ZFS, a directory or Ceph"}
@@ -78,22 +78,19 @@ async def sync_targets(
     for node_id in dict.fromkeys(node_ids):
         node = await session.get(PveNode, node_id)
         if node is None:
-            raise ApiError(404, "node_not_found", f"sync node {node_id} not found")
+            raise NotFound("node_not_found", f"sync node {node_id} not found")
         if node.cluster_id != cluster.id:
-            raise ApiError(
-                400,
+            raise Invalid(
                 "node_not_in_cluster",
                 f"sync node {node_id} ({node.node_name}) is not in cluster {cluster.cluster_name}",
             )
         if node.id == source_node.id:
-            raise ApiError(
-                400,
+            raise Invalid(
                 "sync_node_is_source",
                 f"sync node {node_id} ({node.node_name}) is the node the template is imported on",
             )
         if node.id not in candidates:
-            raise ApiError(
-                400,
+            raise Invalid(
                 "storage_missing_on_node",
                 f"sync node {node_id} ({node.node_name}) has no storage named {storage.storage_name!r}",
             )
@@ -118,20 +115,19 @@ async def plan_upload(
     if storage is None:
         raise not_found("storage", storage_id)
     if storage.cluster_id != cluster.id:
-        raise ApiError(
-            400, "storage_not_in_cluster", f"storage {storage_id} does not belong to cluster {cluster_id}"
+        raise Invalid(
+            "storage_not_in_cluster", f"storage {storage_id} does not belong to cluster {cluster_id}"
         )
     if "images" not in storage.content.split(","):
-        raise ApiError(
-            400,
+        raise Invalid(
             "storage_no_images",
             f"storage {storage.storage_name!r} does not accept VM images "
             f"(content: {storage.content or 'none'})",
         )
     if storage.type in NO_TEMPLATES:
-        raise ApiError(400, "storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
+        raise Invalid("storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
     if not storage.enabled:
-        raise ApiError(400, "storage_disabled", f"storage {storage.storage_name!r} is disabled in PVE")
+        raise Invalid("storage_disabled", f"storage {storage.storage_name!r} is disabled in PVE")
     taken = (
         await session.execute(
             select(VmTemplate.id, VmTemplate.status).where(
@@ -141,8 +137,7 @@ async def plan_upload(
     ).first()
     if taken is not None:
         deleting = ", which is being deleted" if taken.status == "deleting" else ""
-        raise ApiError(
-            409,
+        raise Conflict(
             "template_name_taken",
             f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} "
             f"(template {taken.id}{deleting})",
@@ -150,8 +145,7 @@ async def plan_upload(
 
     if storage.shared:
         if sync_node_ids:
-            raise ApiError(
-                400,
+            raise Invalid(
                 "shared_storage_no_sync",
                 f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
             )
@@ -162,8 +156,7 @@ async def plan_upload(
         importer = next((t.node for t in ordered if t.node.id in live), None)
         if importer is None:
             names = ", ".join(t.node.node_name for t in targets)
-            raise ApiError(
-                503,
+            raise Unavailable(
                 "no_live_agent",
                 f"no live agent on any node that sees {storage.storage_name!r} ({names})",
             )
@@ -172,8 +165,8 @@ async def plan_upload(
     node = await session.get(PveNode, storage.node_id)
     assert node is not None
     if node.id not in await _live_nodes(session, [node.id], agent_timeout):
-        raise ApiError(
-            503, "no_live_agent", f"no live agent on node {node.node_name}, which holds storage {storage_id}"
+        raise Unavailable(
+            "no_live_agent", f"no live agent on node {node.node_name}, which holds storage {storage_id}"
         )
     targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
     return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)

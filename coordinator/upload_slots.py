@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from coordinator.errors import CoordinatorError
 from coordinator.shared_limits import SharedLimit
 
 # The Retry-After of a 429. Slots free as uploads finish: a 4 GiB image streams in ~9 s at
@@ -22,7 +23,7 @@ from coordinator.shared_limits import SharedLimit
 RETRY_AFTER = 10.0
 
 
-class UploadLimitReached(Exception):
+class UploadLimitReached(CoordinatorError):
     """A new upload would go over a limit: ``error`` is its slug, the message names its setting."""
 
     def __init__(self, error: str, message: str) -> None:

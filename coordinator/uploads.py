@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -19,10 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
-from coordinator.api.errors import ApiError
 from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
+from coordinator.errors import Conflict
 from coordinator.jobs import engine
+from coordinator.states import upload as upload_states
+from coordinator.states.instance import InstanceStatus, new_instance
+from coordinator.states.template import new_template
+from coordinator.states.upload import UploadStatus, new_upload
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import UploadPlan
 
@@ -43,24 +46,20 @@ async def reserve(
 ) -> TemplateUpload:
     """Template + upload rows (status uploading), leased to this process while it streams."""
     async with db() as session:
-        template = VmTemplate(
-            cluster_id=plan.cluster.id,
-            template_name=template_name,
-            name_key=template_name,
-            description=description,
-            creator=actor,
-            modifier=actor,
+        template = new_template(
+            template_name, cluster_id=plan.cluster.id, description=description, creator=actor, modifier=actor
         )
         session.add(template)
         try:
             await session.flush()
         except IntegrityError:
-            raise ApiError(
-                409,
+            raise Conflict(
                 "template_name_taken",
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
-        upload = TemplateUpload(
+        upload = new_upload(
+            engine.OWNER,
+            lease,
             template_id=template.id,
             template_name=template_name,
             cluster_id=plan.cluster.id,
@@ -72,11 +71,8 @@ async def reserve(
             import_node_name=plan.import_node.node_name,
             file_name=file_name,
             file_format=fmt,
-            status="uploading",
             vm_config=json.dumps(vm_config),
             creator=actor,
-            lease_owner=engine.OWNER,
-            lease_expires_at=utcnow() + timedelta(seconds=lease),
         )
         session.add(upload)
         await session.commit()
@@ -86,16 +82,11 @@ async def reserve(
 async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
     """No valid staged image came of it: keep a failed record, remove the template row."""
     async with db() as session:
-        upload = await session.get(TemplateUpload, upload_id)
-        if upload is None or upload.status != "uploading":
-            return
-        template_id = upload.template_id
-        upload.status = "failed"
-        upload.error_message = reason
-        upload.template_id = None
-        upload.lease_owner = None
-        upload.lease_expires_at = None
-        await session.flush()
+        template_id = await session.scalar(
+            select(TemplateUpload.template_id).where(TemplateUpload.id == upload_id)
+        )
+        if not await upload_states.abandon(session, upload_id, reason):
+            return  # not uploading (any more): stored, or abandoned already
         if template_id is not None:
             await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
             await session.execute(delete(VmTemplate).where(VmTemplate.id == template_id))
@@ -112,18 +103,25 @@ async def record_staged(
 ) -> list[Planned]:
     """The image is stored and valid: queue the import, create instances and sync tasks."""
     async with db() as session:
+        stored = await upload_states.stored(
+            session,
+            upload_id,
+            staged_name=staged["staged_name"],
+            size=int(staged["size"]),
+            sha256=staged["sha256"],
+            virtual_size=int(staged["virtual_size"]),
+        )
+        if not stored:  # given up meanwhile: its lease expired (coordinator/uploads.expire_abandoned)
+            raise Conflict(
+                "upload_abandoned",
+                f"upload {upload_id} was given up while it streamed; upload the image again",
+            )
         upload = await session.get(TemplateUpload, upload_id)
         assert upload is not None and upload.template_id is not None
-        upload.status = "uploaded"
-        upload.staged_name = staged["staged_name"]
-        upload.file_size = int(staged["size"])
-        upload.sha256 = staged["sha256"]
-        upload.virtual_size = int(staged["virtual_size"])
-        upload.lease_owner = None
-        upload.lease_expires_at = None
         for target in plan.instance_targets:
             session.add(
-                TemplateInstance(
+                new_instance(
+                    InstanceStatus.IMPORTING,
                     template_id=upload.template_id,
                     upload_id=upload.id,
                     cluster_id=upload.cluster_id,
@@ -132,7 +130,6 @@ async def record_staged(
                     storage_id=target.storage.id,
                     storage_name=target.storage.storage_name,
                     is_shared=plan.storage.shared,
-                    status="importing",
                     is_primary=target.node.id == plan.import_node.id,
                     creator=actor,
                     modifier=actor,
@@ -160,7 +157,8 @@ async def expire_abandoned(db: async_sessionmaker[AsyncSession], agents: AgentLi
         ids = list(
             await session.scalars(
                 select(TemplateUpload.id).where(
-                    TemplateUpload.status == "uploading", TemplateUpload.lease_expires_at < utcnow()
+                    TemplateUpload.status == UploadStatus.UPLOADING,
+                    TemplateUpload.lease_expires_at < utcnow(),
                 )
             )
         )

@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload
+from coordinator.errors import CoordinatorError
 
 _lock = asyncio.Lock()  # one allocation at a time in this process
 
 
-class NoFreeVmid(Exception):
+class NoFreeVmid(CoordinatorError):
     pass
 
 

@@ -20,16 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.agents.credentials import NODE_NAME, NodeClaim
-from coordinator.api.errors import ApiError
 from coordinator.db.models import Agent, AgentIdentity
 from coordinator.db.types import utcnow
+from coordinator.errors import CoordinatorError, Forbidden, Unauthorized
 from coordinator.tokens import hash_secret
 
 JOIN_PREFIX = "pvsj_"
 DEFAULT_JOIN_TTL = timedelta(hours=1)
 
 
-class EnrolmentError(ValueError):
+class EnrolmentError(CoordinatorError, ValueError):
     """An administrator's request that cannot be done (the message says why)."""
 
 
@@ -71,18 +71,17 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
         select(AgentIdentity).where(AgentIdentity.join_token_hash == hash_secret(join_token))
     )
     if row is None:
-        raise ApiError(
-            401, "invalid_join_token", "join token is not valid (already used, replaced or never issued)"
+        raise Unauthorized(
+            "invalid_join_token", "join token is not valid (already used, replaced or never issued)"
         )
     if row.node_name != node_name:
-        raise ApiError(
-            403,
+        raise Forbidden(
             "wrong_node",
             f"this join token is for node {row.node_name}, not for node {node_name}",
         )
     now = utcnow()
     if row.join_expires_at is None or row.join_expires_at <= now:
-        raise ApiError(401, "join_token_expired", f"the join token for node {node_name} has expired")
+        raise Unauthorized("join_token_expired", f"the join token for node {node_name} has expired")
     spent = await session.execute(
         update(AgentIdentity)
         .where(
@@ -101,7 +100,7 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise ApiError(401, "invalid_join_token", "join token is not valid (already used)")
+        raise Unauthorized("invalid_join_token", "join token is not valid (already used)")
     await session.commit()
     fresh = await session.get(AgentIdentity, row.id, populate_existing=True)
     assert fresh is not None
@@ -109,15 +108,15 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
 
 
 async def check_current(session: AsyncSession, claim: NodeClaim) -> None:
-    """Raises 401 unless ``claim`` is its node's current, unrevoked enrolment."""
+    """Raises Unauthorized unless ``claim`` is its node's current, unrevoked enrolment."""
     row = await _identity(session, claim.node_name)
     if row is None or row.generation == 0:
-        raise ApiError(401, "unauthorized", f"node {claim.node_name} is not enrolled")
+        raise Unauthorized("unauthorized", f"node {claim.node_name} is not enrolled")
     if row.revoked_at is not None:
-        raise ApiError(401, "unauthorized", f"the credential of node {claim.node_name} is revoked")
+        raise Unauthorized("unauthorized", f"the credential of node {claim.node_name} is revoked")
     if row.generation != claim.generation:
-        raise ApiError(
-            401, "unauthorized", f"node {claim.node_name} was enrolled again: this credential is superseded"
+        raise Unauthorized(
+            "unauthorized", f"node {claim.node_name} was enrolled again: this credential is superseded"
         )
 
 

@@ -12,9 +12,10 @@ from agent.client import AgentClient
 from coordinator.agents.credentials import Credentials
 from coordinator.agents.registry import AgentAddress, live_agent
 from coordinator.db.models import PveNode
+from coordinator.errors import CoordinatorError
 
 
-class NoLiveAgent(Exception):
+class NoLiveAgent(CoordinatorError):
     def __init__(self, node_name: str) -> None:
         super().__init__(f"no live agent on node {node_name}")
         self.node_name = node_name

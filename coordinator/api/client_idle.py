@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import StreamReader
 
+from coordinator.errors import CoordinatorError
 
-class ClientIdle(TimeoutError):
+
+class ClientIdle(CoordinatorError, TimeoutError):
     """The client sent nothing for ``seconds``.
 
     A TimeoutError, so that aiohttp, reading what is left of the body after the answer,

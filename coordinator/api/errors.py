@@ -9,10 +9,31 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.api.timefmt import json_default
+from coordinator.errors import (
+    Conflict,
+    CoordinatorError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    Unauthorized,
+    Unavailable,
+)
+from coordinator.errors import not_found as domain_not_found
+
+# The HTTP status of each kind of refusal the domain code raises: the one place they are mapped.
+HTTP_STATUS: dict[type[Refusal], int] = {
+    Invalid: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
 
 
-class ApiError(Exception):
-    """Raised anywhere in a request; rendered as the error envelope with this status."""
+class ApiError(CoordinatorError):
+    """Raised by the API layer in a request; rendered as the error envelope with this status."""
 
     def __init__(
         self,
@@ -31,6 +52,12 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+def from_refusal(refusal: Refusal) -> ApiError:
+    """A domain refusal as the API answers it (HTTP_STATUS)."""
+    status = next(code for kind, code in HTTP_STATUS.items() if isinstance(refusal, kind))
+    return ApiError(status, refusal.error, refusal.message, refusal.extra)
+
+
 def retry_after_header(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
@@ -40,7 +67,7 @@ def bad_request(message: str, error: str = "invalid_request") -> ApiError:
 
 
 def not_found(kind: str, ident: object) -> ApiError:
-    return ApiError(404, f"{kind}_not_found", f"{kind.replace('_', ' ')} {ident} not found")
+    return from_refusal(domain_not_found(kind, ident))
 
 
 def conflict(message: str, error: str) -> ApiError:

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from aiohttp import StreamReader
 
 from coordinator.api.client_idle import IdleWatch
+from coordinator.errors import CoordinatorError
 
 
-class BrokenBody(Exception):
+class BrokenBody(CoordinatorError):
     """The request body ended (or broke off) before the file part did."""
 
 

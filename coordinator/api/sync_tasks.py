@@ -11,7 +11,7 @@ DELETE /templates/sync-tasks/{task_id}           pending only
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 from msgspec import Meta
 from sqlalchemy import delete, select
@@ -37,6 +37,9 @@ from coordinator.db.models import (
     VmTemplate,
 )
 from coordinator.db.races import create_or_return
+from coordinator.states import sync_task
+from coordinator.states.instance import InstanceStatus
+from coordinator.states.sync_task import SyncTaskStatus, SyncTaskStatusName
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import sync_targets
 from shared.validation import Input, Model
@@ -46,8 +49,6 @@ routes = Routes("sync-tasks")
 
 # Declared in coordinator/db/models.py (TemplateSyncTask) for the filtered list.
 _TEMPLATE_STATUS_INDEX = "ix_template_sync_task_template_status_id"
-
-Status = Literal["pending", "syncing", "importing", "completed", "failed", "canceled"]
 
 
 class NodeRef(Model):
@@ -101,7 +102,7 @@ class SyncStarted(Model):
 
 class SyncTaskQuery(PageQuery):
     template_id: Annotated[int, Meta(ge=1)] | None = None
-    status: Status | None = None
+    status: SyncTaskStatusName | None = None
 
 
 class StatusChange(Model):
@@ -230,6 +231,10 @@ async def get_sync_task(call: Call) -> SyncTaskOut:
         return _out(*await _load(session, call.path["task_id"]))
 
 
+def _not_failed(task_id: int, status: str) -> ApiError:
+    return conflict(f"sync task {task_id} is {status}; only a failed task can be retried", "not_failed")
+
+
 @routes.post(
     "/templates/sync-tasks/{task_id}/retry", role="operator", response=StatusChange, errors=(404, 409)
 )
@@ -237,33 +242,23 @@ async def retry_sync_task(call: Call) -> StatusChange:
     """Try a failed task again; the bytes already at the target are kept (the copy resumes)."""
     async with call.app[DB]() as session:
         task, _ = await _load(session, call.path["task_id"])
-        if task.status != "failed":
-            raise conflict(
-                f"sync task {task.id} is {task.status}; only a failed task can be retried", "not_failed"
-            )
+        if task.status != SyncTaskStatus.FAILED:
+            raise _not_failed(task.id, task.status)
         template = await session.get(VmTemplate, task.template_id)
         assert template is not None
         refuse_deleting(template)
-        task.status = "pending"
-        task.active_key = task.target_node_id
-        task.error_message = None
-        task.attempts_before_retry = task.attempts  # a fresh set of automatic attempts; the count goes on
-        task.next_attempt_at = None
-        task.sync_end_time = None
-        instance = await session.scalar(
-            select(TemplateInstance).where(TemplateInstance.sync_task_id == task.id)
-        )
-        if instance is not None:
-            instance.status = "pending"
         try:
+            retried = await sync_task.retry(session, task.id)
             await session.commit()
         except IntegrityError:
             raise conflict(
                 f"another sync task of this template to {task.target_node_name} is active", "sync_task_active"
             ) from None
+        if not retried:
+            raise _not_failed(task.id, "no longer failed")
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: retried by %s", task.id, task.target_node_name, call.actor)
-    return StatusChange(task_id=task.id, status="pending")
+    return StatusChange(task_id=task.id, status=SyncTaskStatus.PENDING)
 
 
 async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
@@ -278,7 +273,7 @@ async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
 async def _forget_instance(session: AsyncSession, task: TemplateSyncTask) -> None:
     await session.execute(
         delete(TemplateInstance).where(
-            TemplateInstance.sync_task_id == task.id, TemplateInstance.status != "available"
+            TemplateInstance.sync_task_id == task.id, TemplateInstance.status != InstanceStatus.AVAILABLE
         )
     )
 
@@ -290,21 +285,19 @@ async def cancel_sync_task(call: Call) -> StatusChange:
     """Stop a pending or running copy; its partial copy on the target is removed."""
     async with call.app[DB]() as session:
         task, _ = await _load(session, call.path["task_id"])
-        if task.status not in ("pending", "syncing"):
+        reason = f"canceled by {call.actor}" if call.actor else "canceled"
+        if not sync_task.cancelable(task.status) or not await sync_task.cancel(session, task.id, reason):
+            now = "no longer pending or syncing" if sync_task.cancelable(task.status) else task.status
             raise conflict(
-                f"sync task {task.id} is {task.status}; only pending or syncing tasks can be canceled",
+                f"sync task {task.id} is {now}; only pending or syncing tasks can be canceled",
                 "not_cancelable",
             )
-        task.status = "canceled"
-        task.active_key = None
-        task.rate_bytes_per_sec = 0
-        task.error_message = f"canceled by {call.actor}" if call.actor else "canceled"
         await _forget_instance(session, task)
         await session.commit()
     await _drop_copy(call, task)
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: canceled by %s", task.id, task.target_node_name, call.actor)
-    return StatusChange(task_id=task.id, status="canceled")
+    return StatusChange(task_id=task.id, status=SyncTaskStatus.CANCELED)
 
 
 @routes.delete("/templates/sync-tasks/{task_id}", role="operator", response=StatusChange, errors=(404, 409))
@@ -312,12 +305,11 @@ async def delete_sync_task(call: Call) -> StatusChange:
     """Delete a pending task (a running one must be canceled first)."""
     async with call.app[DB]() as session:
         task, _ = await _load(session, call.path["task_id"])
-        if task.status != "pending":
-            raise ApiError(
-                409,
-                "not_pending",
+        if task.status != SyncTaskStatus.PENDING:
+            raise conflict(
                 f"sync task {task.id} is {task.status}; only a pending task can be deleted"
-                + (" (cancel it first)" if task.status == "syncing" else ""),
+                + (" (cancel it first)" if task.status == SyncTaskStatus.SYNCING else ""),
+                "not_pending",
             )
         await _forget_instance(session, task)
         await session.delete(task)

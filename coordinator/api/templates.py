@@ -20,14 +20,15 @@ from coordinator.db.models import (
     PveCluster,
     TemplateDeletion,
     TemplateInstance,
-    TemplateStatus,
     TemplateSyncTask,
     TemplateUpload,
     VmTemplate,
 )
 from coordinator.db.types import utcnow
 from coordinator.jobs.engine import LeaseLost
-from coordinator.template_delete import UNFINISHED, deleting_conflict, soft_delete, start_cascade
+from coordinator.states.deletion import UNFINISHED, UnfinishedName
+from coordinator.states.template import TemplateStatus, TemplateStatusName
+from coordinator.template_delete import deleting_conflict, soft_delete, start_cascade
 from shared.text_fields import Description, refuse_control
 from shared.validation import CheckedStr, Input, Model
 
@@ -76,7 +77,7 @@ class DeletionOut(Model):
     """A cascade delete under way: what is still to remove and why it is not gone yet."""
 
     status: Annotated[
-        Literal["running", "failed"],
+        UnfinishedName,
         Meta(
             description="running; failed: the delete gave up on an error it cannot handle (`reason` "
             "says which); asking for the cascade delete again restarts it"
@@ -96,7 +97,7 @@ class TemplateOut(Model):
     cluster_name: str
     description: str
     status: Annotated[
-        TemplateStatus, Meta(description="active, or deleting while a cascade delete waits for a part")
+        TemplateStatusName, Meta(description="active, or deleting while a cascade delete waits for a part")
     ]
     deletion: Annotated[DeletionOut, Meta(description="set while the template is deleting")] | None
     created_at: UtcTime
@@ -127,7 +128,7 @@ def deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
     if d is None or d.status not in UNFINISHED:
         return None
     return DeletionOut(
-        status=msgspec.convert(d.status, Literal["running", "failed"]),
+        status=msgspec.convert(d.status, UnfinishedName),
         started_at=d.started_at,
         reason=d.reason,
         remaining=msgspec.convert(json.loads(d.remaining), list[RemainingPart]),
@@ -143,7 +144,7 @@ def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | 
         cluster_id=t.cluster_id,
         cluster_name=cluster_name,
         description=t.description,
-        status=msgspec.convert(t.status, TemplateStatus),
+        status=msgspec.convert(t.status, TemplateStatusName),
         deletion=deletion_out(deletion),
         created_at=t.created_at,
         updated_at=t.updated_at,
@@ -161,7 +162,7 @@ def _live():  # type: ignore[no-untyped-def]
             TemplateDeletion,
             and_(TemplateDeletion.template_id == VmTemplate.id, TemplateDeletion.status.in_(UNFINISHED)),
         )
-        .where(VmTemplate.status != "deleted")
+        .where(VmTemplate.status != TemplateStatus.DELETED)
     )
 
 
@@ -188,7 +189,7 @@ async def load_workable_template(call: Call, template_id: int) -> tuple[VmTempla
 
 
 def refuse_deleting(template: VmTemplate) -> None:
-    if template.status == "deleting":
+    if template.status == TemplateStatus.DELETING:
         raise deleting_conflict(template.id)
 
 
@@ -337,7 +338,7 @@ class TemplateDetail(Model, omit_defaults=True):
     cluster_id: int
     cluster_name: str
     description: str
-    status: TemplateStatus
+    status: TemplateStatusName
     deletion: DeletionOut | None
     upload_info: UploadInfo | None
     instances: list[InstanceOut] | None = None
@@ -414,7 +415,7 @@ async def template_detail(call: Call) -> TemplateDetail:
         cluster_id=template.cluster_id,
         cluster_name=cluster_name,
         description=template.description,
-        status=msgspec.convert(template.status, TemplateStatus),
+        status=msgspec.convert(template.status, TemplateStatusName),
         deletion=deletion_out(deletion),
         upload_info=info,
         instances=instances,

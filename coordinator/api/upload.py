@@ -27,7 +27,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http import HttpProcessingError, HttpVersion11
 from msgspec import Meta
 
-from agent.client import AgentError, AgentUnreachable
+from agent.client import AgentClient, AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
 from coordinator import uploads
 from coordinator.api.auth import authenticate
@@ -39,9 +39,11 @@ from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.templates import TemplateName
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
+from coordinator.errors import CoordinatorError
 from coordinator.jobs import engine
 from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
-from coordinator.upload_plan import plan_upload
+from coordinator.states.upload import FINAL, UploadStatus
+from coordinator.upload_plan import UploadPlan, plan_upload
 from coordinator.upload_slots import UploadLimitReached
 from shared import json_body
 from shared.pacer import Pacer
@@ -205,7 +207,7 @@ def sanitise_file_name(raw: str | None) -> str:
     return name[:200] or "image"
 
 
-class _TooLarge(Exception):
+class _TooLarge(CoordinatorError):
     pass
 
 
@@ -317,12 +319,13 @@ async def upload_template(call: Call) -> UploadResult:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
     if wait:
-        result.status, result.error_message = await _wait_for_import(call, result.upload_id)
-        if result.status == "failed":
+        status, error_message = await _wait_for_import(call, result.upload_id)
+        result = msgspec.structs.replace(result, status=status, error_message=error_message)
+        if status == UploadStatus.FAILED:
             raise ApiError(
                 502,
                 "import_failed",
-                result.error_message or "import failed",
+                error_message or "import failed",
                 {"result": msgspec.to_builtins(result)},
             )
     return result
@@ -331,36 +334,15 @@ async def upload_template(call: Call) -> UploadResult:
 async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
-    config = request.app[CONFIG]
-    fields, file_part = await _read_form(request, idle)
-    form = parse_model(UploadForm, fields, "form")
-    file_name = sanitise_file_name(file_part.filename)
-    try:
-        fmt = declared_format(file_name)
-    except ImageRejected as exc:
-        raise ApiError(exc.status, "unsupported_format", exc.reason) from None
-
-    async with request.app[DB]() as session:
-        plan = await plan_upload(
-            session,
-            template_name=form.template_name,
-            cluster_id=form.cluster_id,
-            storage_id=form.storage_id,
-            sync_node_ids=form.sync_node_ids,
-            auto_sync=form.auto_sync,
-            agent_timeout=timedelta(seconds=config.agent_timeout),
-        )
-    try:
-        checked_options(form.vm_config, plan.storage.storage_name)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
+    form, file_part, file_name, fmt = await _read_upload_form(request, idle)
+    plan = await _plan(request, form)
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
         raise ApiError(503, "no_live_agent", str(exc)) from None
-    db = request.app[DB]
+    config = request.app[CONFIG]
     upload = await uploads.reserve(
-        db,
+        request.app[DB],
         plan,
         template_name=form.template_name,
         description=form.description,
@@ -378,15 +360,65 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         form.template_name,
         plan.import_node.node_name,
     )
+    staged = await _stream(request, upload.id, agent, plan, file_name, fmt, idle)
+    result = await _record_staged(call, upload, plan, staged)
+    return result, form.wait or call.query.wait
 
+
+async def _read_upload_form(
+    request: web.Request, idle: IdleWatch
+) -> tuple[UploadForm, BodyPartReader, str, str]:
+    """The form (checked), the file part, its sanitised name and its declared format."""
+    fields, file_part = await _read_form(request, idle)
+    form = parse_model(UploadForm, fields, "form")
+    file_name = sanitise_file_name(file_part.filename)
+    try:
+        fmt = declared_format(file_name)
+    except ImageRejected as exc:
+        raise ApiError(exc.status, "unsupported_format", exc.reason) from None
+    return form, file_part, file_name, fmt
+
+
+async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:
+    """What the upload will do, checked before a byte moves (the VM options too)."""
+    async with request.app[DB]() as session:
+        plan = await plan_upload(
+            session,
+            template_name=form.template_name,
+            cluster_id=form.cluster_id,
+            storage_id=form.storage_id,
+            sync_node_ids=form.sync_node_ids,
+            auto_sync=form.auto_sync,
+            agent_timeout=timedelta(seconds=request.app[CONFIG].agent_timeout),
+        )
+    try:
+        checked_options(form.vm_config, plan.storage.storage_name)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
+    return plan
+
+
+async def _stream(
+    request: web.Request,
+    upload_id: int,
+    agent: AgentClient,
+    plan: UploadPlan,
+    file_name: str,
+    fmt: str,
+    idle: IdleWatch,
+) -> dict[str, Any]:
+    """The file part, streamed to the import node's agent, which stores and checks it; its
+    answer (the staged image). On any failure the upload is abandoned (a failed record)."""
+    config = request.app[CONFIG]
+    db = request.app[DB]
     keeper = asyncio.create_task(
-        engine.keep_lease(db, TemplateUpload, upload.id, config.job_lease_seconds, f"upload {upload.id}")
+        engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
     )
     part = FilePartStream(request.content, _boundary(request), idle)
     body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     try:
         staged = await agent.upload(
-            upload.id,
+            upload_id,
             fmt,
             config.max_upload_bytes,
             config.max_virtual_size,
@@ -402,43 +434,53 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
                 "invalid_request",
                 "form fields must come before the file (with curl, put -F file=@... last)",
             )
-    except AgentError as exc:
-        status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502
-        # The agent names what is full (its staging disk); which node it is, only we know.
-        message = f"no space on {plan.import_node.node_name}: {exc.message}" if status == 507 else exc.message
-        await uploads.abandon(db, upload.id, message)
-        raise ApiError(status, exc.error, message) from None
-    except AgentUnreachable as exc:
-        # The stream to the agent stopped: because of our side of it, or because of the agent.
-        if body.too_large:
-            await uploads.abandon(db, upload.id, "file too large")
-            raise ApiError(
-                413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
-            ) from None
-        if isinstance(body.client_error, ClientIdle):
-            reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
-            await uploads.abandon(db, upload.id, reason)
-            log.warning("upload %s: %s", upload.id, reason)
-            raise _dropped(body.client_error) from None
-        if body.client_error is not None or request.transport is None or request.transport.is_closing():
-            reason = f"upload broke off: the client went away after {body.received} bytes"
-            await uploads.abandon(db, upload.id, reason)
-            log.warning("upload %s: %s", upload.id, reason)
-            raise ApiError(400, "incomplete", "the upload broke off") from None
-        await uploads.abandon(db, upload.id, f"agent of {plan.import_node.node_name} failed: {exc}")
-        raise ApiError(503, "agent_failed", f"agent of {plan.import_node.node_name} failed: {exc}") from None
-    except ApiError as exc:
-        await uploads.abandon(db, upload.id, exc.message)
-        raise
+    except (AgentError, AgentUnreachable, ApiError) as exc:
+        reason, error = _why_it_stopped(exc, body, request, plan)
+        await uploads.abandon(db, upload_id, reason)
+        if isinstance(exc, AgentUnreachable) and error.status in (400, 408):
+            log.warning("upload %s: %s", upload_id, reason)  # the client's doing
+        raise error from None
     except BaseException as exc:
         # Cancelled (shutting down) or a bug: leave nothing half-made either way.
-        await asyncio.shield(uploads.abandon(db, upload.id, f"upload broke off: {exc.__class__.__name__}"))
-        log.warning("upload %s broke off after %d bytes: %r", upload.id, body.received, exc)
+        await asyncio.shield(uploads.abandon(db, upload_id, f"upload broke off: {exc.__class__.__name__}"))
+        log.warning("upload %s broke off after %d bytes: %r", upload_id, body.received, exc)
         raise
     finally:
         keeper.cancel()
+    return staged
 
-    planned = await uploads.record_staged(db, upload.id, plan, staged, call.actor)
+
+def _why_it_stopped(
+    exc: AgentError | AgentUnreachable | ApiError, body: _FileBody, request: web.Request, plan: UploadPlan
+) -> tuple[str, ApiError]:
+    """Why a stream failed: the reason its failed record keeps, and the answer."""
+    node = plan.import_node.node_name
+    if isinstance(exc, ApiError):
+        return exc.message, exc
+    if isinstance(exc, AgentError):
+        status = exc.status if exc.status in (400, 413, 415, 422, 507) else 502
+        # The agent names what is full (its staging disk); which node it is, only we know.
+        message = f"no space on {node}: {exc.message}" if status == 507 else exc.message
+        return message, ApiError(status, exc.error, message)
+    # The stream to the agent stopped: because of our side of it, or because of the agent.
+    if body.too_large:
+        limit = request.app[CONFIG].max_upload_bytes
+        return "file too large", ApiError(413, "too_large", f"file exceeds the limit of {limit} bytes")
+    if isinstance(body.client_error, ClientIdle):
+        reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
+        return reason, _dropped(body.client_error)
+    if body.client_error is not None or request.transport is None or request.transport.is_closing():
+        reason = f"upload broke off: the client went away after {body.received} bytes"
+        return reason, ApiError(400, "incomplete", "the upload broke off")
+    reason = f"agent of {node} failed: {exc}"
+    return reason, ApiError(503, "agent_failed", reason)
+
+
+async def _record_staged(
+    call: Call, upload: TemplateUpload, plan: UploadPlan, staged: dict[str, Any]
+) -> UploadResult:
+    """The image is stored: the rows that queue its import and its syncs; the answer."""
+    planned = await uploads.record_staged(call.app[DB], upload.id, plan, staged, call.actor)
     sync = [
         SyncTaskBrief(
             task_id=p.task.id,
@@ -449,17 +491,16 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         for p in planned
         if p.task is not None
     ]
-    request.app[IMPORTS].wake()
-    result = UploadResult(
+    call.app[IMPORTS].wake()
+    return UploadResult(
         template_id=upload.template_id or 0,
         upload_id=upload.id,
         storage_type=plan.storage.type,
         is_shared=plan.storage.shared,
         import_node=ImportNode(node_id=plan.import_node.id, node_name=plan.import_node.node_name),
         sync_tasks=sync,
-        status="uploaded",
+        status=UploadStatus.UPLOADED,
     )
-    return result, form.wait or call.query.wait
 
 
 async def _quietly(coro: Any) -> None:
@@ -472,7 +513,7 @@ async def _wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]
         async with call.app[DB]() as session:
             upload = await session.get(TemplateUpload, upload_id)
         assert upload is not None
-        if upload.status in ("imported", "failed"):
+        if upload.status in FINAL:
             return upload.status, upload.error_message
         transport = call.request.transport
         if transport is None or transport.is_closing():

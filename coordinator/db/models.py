@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -60,13 +59,6 @@ class Leased:
     # the job fails once its kind's limits are passed (coordinator/jobs/limits.py).
     unexpected_errors: Mapped[int] = mapped_column(Integer, default=0)
     first_error_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-
-
-# A template's life: active -> deleting (a cascade delete waits for a part, see
-# template_deletion) -> deleted; a soft delete goes from active to deleted at once.
-# The API shows active and deleting ones.
-TemplateStatus = Literal["active", "deleting", "deleted"]
-TEMPLATE_STATUSES: tuple[TemplateStatus, ...] = get_args(TemplateStatus)
 
 
 class PveCluster(Timestamps, Base):
@@ -130,7 +122,7 @@ class VmTemplate(Timestamps, Base):
     # template_name while the template is live, NULL after deletion (see module doc).
     name_key: Mapped[str | None] = mapped_column(exact_string(128))
     description: Mapped[str] = mapped_column(Text, default="")
-    # One of TEMPLATE_STATUSES; deleted_at is set with "deleted".
+    # coordinator/states/template.py (which writes it); deleted_at is set with "deleted".
     status: Mapped[str] = mapped_column(String(16), default="active")
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     creator: Mapped[str] = mapped_column(String(100), default="")
@@ -148,8 +140,7 @@ class TemplateDeletion(Timestamps, Leased, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), unique=True)
-    # running -> done; running -> failed when the job gave up (see DeleteJobs.give_up), and
-    # failed -> running when the cascade is asked for again
+    # coordinator/states/deletion.py: running -> done, or failed when the job gave up
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -182,7 +173,7 @@ class TemplateUpload(Timestamps, Leased, Base):
     sha256: Mapped[str] = mapped_column(String(64), default="")
     # The name the agent chose for the staged file (its staging directory, its namespace).
     staged_name: Mapped[str] = mapped_column(String(128), default="")
-    # uploading -> uploaded -> importing -> imported, or failed
+    # coordinator/states/upload.py: uploading -> uploaded -> importing -> imported, or failed
     status: Mapped[str] = mapped_column(String(16), default="uploading")
     import_progress: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -206,7 +197,7 @@ class TemplateInstance(Timestamps, Base):
     is_shared: Mapped[bool] = mapped_column(Boolean, default=False)
     vmid: Mapped[int | None] = mapped_column(Integer)
     volume_id: Mapped[str] = mapped_column(String(255), default="")
-    # pending -> syncing -> importing -> available, or failed; deleted after removal
+    # coordinator/states/instance.py: pending -> syncing -> importing -> available, or failed
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     sync_task_id: Mapped[int | None] = mapped_column(Integer, index=True)
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -243,7 +234,7 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     target_node_id: Mapped[int] = mapped_column(Integer)
     target_node_name: Mapped[str] = mapped_column(String(100))
     storage_name: Mapped[str] = mapped_column(String(100))
-    # pending -> syncing -> importing -> completed, or failed / canceled
+    # coordinator/states/sync_task.py: pending -> syncing -> importing -> completed, or failed / canceled
     status: Mapped[str] = mapped_column(String(16), default="pending")
     # target_node_id while pending/syncing/importing, NULL otherwise (see module doc).
     active_key: Mapped[int | None] = mapped_column(Integer)

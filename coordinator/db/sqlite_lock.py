@@ -15,8 +15,10 @@ from typing import IO
 
 from sqlalchemy.engine import make_url
 
+from coordinator.errors import CoordinatorError
 
-class SqliteInUse(RuntimeError):
+
+class SqliteInUse(CoordinatorError, RuntimeError):
     pass
 
 

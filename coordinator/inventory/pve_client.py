@@ -13,13 +13,14 @@ import requests
 from msgspec import Meta
 from proxmoxer import AuthenticationError, ResourceException
 
+from coordinator.errors import CoordinatorError
 from shared.pve_api import normalise_api_url, open_https
 from shared.pve_outage import transient_reason
 
 T = TypeVar("T")
 
 
-class PveError(Exception):
+class PveError(CoordinatorError):
     """A PVE call failed; ``kind`` says how.
 
     unreachable (no connection), timeout (no answer in time), tls (certificate refused),

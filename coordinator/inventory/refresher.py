@@ -11,13 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import PveCluster
 from coordinator.db.outage import OUTAGE, unreachable
+from coordinator.errors import CoordinatorError
 from coordinator.inventory.pve_client import ClusterSnapshot, PveClient, PveError
 from coordinator.inventory.store import apply_snapshot
 
 log = logging.getLogger(__name__)
 
 
-class ClusterExists(Exception):
+class ClusterExists(CoordinatorError):
     def __init__(self, existing: PveCluster) -> None:
         super().__init__(existing.cluster_name)
         self.existing = existing

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage
 from coordinator.db.types import utcnow
 from coordinator.inventory.pve_client import ClusterSnapshot
+from coordinator.states import node as node_states
 
 
 async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: ClusterSnapshot) -> None:
@@ -26,19 +27,19 @@ async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: Clust
         if node is None:
             node = PveNode(cluster_id=cluster.id, node_name=node_info.name)
             session.add(node)
-        node.status = node_info.status
+        node_states.observe(node, node_info.status)
         node.ip_address = node_info.ip_address
         node.last_sync_at = now
     for gone in existing.values():
         # Keep the row: instances and tasks refer to it by id; PVE no longer lists the node.
-        gone.status = "removed"
+        node_states.mark_removed(gone)
     await session.flush()
 
     nodes = {
         n.node_name: n
         for n in (await session.scalars(select(PveNode).where(PveNode.cluster_id == cluster.id)))
     }
-    online = {n.name for n in snap.nodes if n.status == "online"}
+    online = {n.name for n in snap.nodes if n.status == node_states.ONLINE}
     rows = {
         (s.node_id, s.storage_name): s
         for s in await session.scalars(select(PveStorage).where(PveStorage.cluster_id == cluster.id))

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
+from coordinator.errors import CoordinatorError
 from coordinator.jobs.limits import ErrorLimits, after_error, describe
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ JOB_STOP_WAIT = 2.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class LeaseLost(Exception):
+class LeaseLost(CoordinatorError):
     """Another worker owns the job now; stop working on it."""
 
 

@@ -20,10 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
-from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
+from coordinator.db.models import TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
+from coordinator.states import instance as instance_states
+from coordinator.states import upload as upload_states
+from coordinator.states.instance import InstanceStatus
+from coordinator.states.upload import IMPORT_QUEUE, UploadStatus
 from shared.backoff import exponential
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,6 @@ MAX_ATTEMPTS = 5
 # An agent or PVE that failed the attempt is asked again after 5, 10, 20, 40 s (at most 2 min).
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 120.0
-ACTIVE = ("uploaded", "importing")
 
 
 def import_key(template_id: int, upload_id: int) -> str:
@@ -52,8 +55,9 @@ class ImportJobs:
         self.agents = agents
         self.inventory = inventory
 
-    async def _set(self, upload_id: int, statuses: tuple[str, ...], **values: Any) -> bool:
-        """Update the upload if its status is one of ``statuses``; whether it was."""
+    async def _set(self, upload_id: int, statuses: tuple[UploadStatus, ...], **values: Any) -> bool:
+        """Update the upload's counters (never its status: coordinator/states/upload.py) if
+        its status is one of ``statuses``; whether it was."""
         async with self.db() as session:
             result = await session.execute(
                 update(TemplateUpload)
@@ -73,7 +77,7 @@ class ImportJobs:
         log.warning("upload %s: %s; retrying in %.0f s", upload.id, reason, delay)
         await self._set(
             upload.id,
-            ACTIVE,
+            IMPORT_QUEUE,
             attempts=attempts,
             error_message=reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay),
@@ -84,13 +88,16 @@ class ImportJobs:
         async with self.db() as session:
             upload = await session.get(TemplateUpload, upload_id)
             template = await session.get(VmTemplate, upload.template_id) if upload else None
-        if upload is None or upload.status not in ("uploaded", "importing"):
+        if upload is None or upload.status not in IMPORT_QUEUE:
             return
         if template is None:
             await self.fail(upload_id, "the template was deleted before its import")
             return
-        if upload.status == "uploaded":
-            if not await self._set(upload_id, ("uploaded",), status="importing", import_progress=0):
+        if upload.status == UploadStatus.UPLOADED:
+            async with self.db() as session:
+                started = await upload_states.start_import(session, upload_id)
+                await session.commit()
+            if not started:
                 return  # failed meanwhile (its template was deleted)
             log.info("upload %s: importing %s on %s", upload_id, upload.staged_name, upload.import_node_name)
         try:
@@ -100,7 +107,7 @@ class ImportJobs:
             return
 
         async def progress(pct: float) -> bool:
-            return await self._set(upload_id, ("importing",), import_progress=int(pct))
+            return await self._set(upload_id, (UploadStatus.IMPORTING,), import_progress=int(pct))
 
         order = ImportOrder(
             node_name=upload.import_node_name,
@@ -126,29 +133,12 @@ class ImportJobs:
 
     async def finish(self, upload: TemplateUpload, vmid: int, volume_id: str) -> None:
         async with self.db() as session:
-            result = await session.execute(
-                update(TemplateUpload)
-                .where(TemplateUpload.id == upload.id, TemplateUpload.status == "importing")
-                .values(
-                    status="imported",
-                    import_progress=100,
-                    vmid=vmid,
-                    error_message=None,
-                    next_attempt_at=None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if not await upload_states.imported(session, upload.id, vmid):
                 # Failed meanwhile: a cascade delete removes the VM (the upload records it).
                 log.info("upload %s: imported as VM %s, but no longer wanted", upload.id, vmid)
                 return
-            await session.execute(
-                update(TemplateInstance)
-                .where(
-                    TemplateInstance.upload_id == upload.id,
-                    TemplateInstance.status == "importing",
-                )
-                .values(status="available", vmid=vmid, volume_id=volume_id)
+            await instance_states.follow_import(
+                session, upload.id, InstanceStatus.AVAILABLE, vmid=vmid, volume_id=volume_id
             )
             await session.commit()
         log.info("upload %s: imported as VM %s (%s)", upload.id, vmid, volume_id)
@@ -164,14 +154,14 @@ class ImportJobs:
             log.warning("upload %s: staged image not removed yet: %s", upload.id, exc)
             return
         # Forget the name, so that a cascade delete does not need that agent for a file that is gone.
-        await self._set(upload.id, ("imported", "failed"), staged_name="")
+        await self._set(upload.id, upload_states.FINAL, staged_name="")
 
     async def give_up(self, upload_id: int, reason: str) -> None:
         """The job engine's verdict on a handler that kept raising: the upload fails, and an
         import its agent may still run is stopped."""
         async with self.db() as session:
             upload = await session.get(TemplateUpload, upload_id)
-        if upload is None or upload.status not in ACTIVE:
+        if upload is None or upload.status not in IMPORT_QUEUE:
             return
         await self.fail(upload_id, reason)
         if upload.template_id is not None:
@@ -180,18 +170,11 @@ class ImportJobs:
 
     async def fail(self, upload_id: int, reason: str) -> None:
         async with self.db() as session:
-            upload = await session.get(TemplateUpload, upload_id)
-            if upload is None or upload.status not in ACTIVE:
+            if not await upload_states.fail_import(session, upload_id, reason):
                 return  # failed already (e.g. by a cascade delete, with its own reason)
-            upload.status = "failed"
-            upload.error_message = reason
-            upload.next_attempt_at = None
-            await session.execute(
-                update(TemplateInstance)
-                .where(TemplateInstance.upload_id == upload_id, TemplateInstance.status == "importing")
-                .values(status="failed")
-            )
+            await instance_states.follow_import(session, upload_id, InstanceStatus.FAILED)
             await session.commit()
+            upload = await session.get(TemplateUpload, upload_id)
         log.warning("upload %s failed: %s", upload_id, reason)
-        if upload.staged_name:
+        if upload is not None and upload.staged_name:
             await self._remove_staged(upload)

@@ -26,10 +26,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
@@ -39,7 +40,6 @@ from coordinator.config import CoordinatorConfig
 from coordinator.db.models import (
     Agent,
     PveNode,
-    TemplateInstance,
     TemplateSyncTask,
     TemplateUpload,
     VmTemplate,
@@ -51,13 +51,16 @@ from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from coordinator.shared_limits import SharedLimit
 from coordinator.staging_release import forget_copy
+from coordinator.states import sync_task
+from coordinator.states.sync_task import SyncTaskStatus
+from coordinator.states.template import TemplateStatus
+from coordinator.states.upload import UploadStatus
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("pending", "syncing", "importing")
 # Share of `progress` for the copy; the import on the target fills the rest.
 COPY_SHARE = 90
 POLL_SECONDS = 1.0
@@ -159,10 +162,10 @@ class SyncScheduler:
                 .join(TemplateUpload, TemplateUpload.id == TemplateSyncTask.upload_id)
                 .join(VmTemplate, VmTemplate.id == TemplateSyncTask.template_id)
                 .where(
-                    TemplateSyncTask.status == "pending",
+                    TemplateSyncTask.status == SyncTaskStatus.PENDING,
                     (TemplateSyncTask.next_attempt_at.is_(None)) | (TemplateSyncTask.next_attempt_at <= now),
-                    TemplateUpload.status == "imported",
-                    VmTemplate.status == "active",
+                    TemplateUpload.status == UploadStatus.IMPORTED,
+                    VmTemplate.status == TemplateStatus.ACTIVE,
                 )
             )
         ).all()
@@ -185,7 +188,7 @@ class SyncScheduler:
             for t in await session.scalars(
                 select(TemplateSyncTask).where(
                     TemplateSyncTask.upload_id.in_(upload_ids),
-                    TemplateSyncTask.status == "completed",
+                    TemplateSyncTask.status == SyncTaskStatus.COMPLETED,
                     TemplateSyncTask.staged_name != "",
                 )
             )
@@ -194,7 +197,7 @@ class SyncScheduler:
         for source_id, target_id in (
             await session.execute(
                 select(TemplateSyncTask.source_node_id, TemplateSyncTask.target_node_id).where(
-                    TemplateSyncTask.status == "syncing"
+                    TemplateSyncTask.status == SyncTaskStatus.SYNCING
                 )
             )
         ).all():
@@ -218,13 +221,38 @@ class SyncScheduler:
         async with self.db() as session:
             for d in sourceless:
                 task = await session.get(TemplateSyncTask, d.task_id)
-                if task is not None and task.status == "pending":
-                    await _finish(session, task, "failed", reason)
+                if task is not None and await sync_task.fail(session, task, reason, epoch=None):
                     log.warning("sync task %s to %s failed: %s", task.id, task.target_node_name, reason)
             await session.commit()
 
     async def _start(self, chain: Chain, agents: dict[int, AgentAddress]) -> None:
         """Claim the chain's tasks, then hand the chain to its source agent."""
+        upload, names, claimed = await self._claim_chain(chain)
+        if not claimed:
+            return
+        route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
+        transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
+        source = self.agents.client(agents[chain.source.node_id])
+        try:
+            await source.start_transfer(
+                {
+                    "transfer_id": transfer_id,
+                    "staged_name": chain.source.staged_name,
+                    "size": upload.file_size,
+                    "hops": [self._hop(t, upload, agents) for t in claimed],
+                }
+            )
+        except (AgentError, AgentUnreachable) as exc:
+            await self._not_started(chain, claimed, route, exc)
+            return
+        log.info("sync transfer %s started: %s (upload %s)", transfer_id, route, chain.upload_id)
+        self.on_started()
+
+    async def _claim_chain(
+        self, chain: Chain
+    ) -> tuple[TemplateUpload, dict[int, str], list[TemplateSyncTask]]:
+        """Claim the chain's tasks in order (pending -> syncing, a new attempt each); the
+        chain ends at the first taken meanwhile. The upload, node names by id, the claimed."""
         claimed: list[TemplateSyncTask] = []
         upstream = chain.source.node_id
         async with self.db() as session:
@@ -236,132 +264,76 @@ class SyncScheduler:
             }
             senders = [names.get(upstream, "")]  # who may ask for tickets to the next hop
             for hop in chain.hops:
-                result = await session.execute(
-                    update(TemplateSyncTask)
-                    .where(
-                        TemplateSyncTask.id == hop.task_id,
-                        TemplateSyncTask.status == "pending",
-                        TemplateSyncTask.lease_owner.is_(None),
-                    )
-                    .values(
-                        status="syncing",
-                        epoch=TemplateSyncTask.epoch + 1,
-                        attempts=TemplateSyncTask.attempts + 1,
-                        source_node_id=upstream,
-                        source_node_name=names.get(upstream, ""),
-                        upstream_nodes=",".join(senders),
-                        bytes_done=0,
-                        progress=0,  # follows bytes_done: the target's count comes with the first poll
-                        rate_bytes_per_sec=0,
-                        next_attempt_at=None,
-                        sync_start_time=func.coalesce(TemplateSyncTask.sync_start_time, utcnow()),
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
+                if not await sync_task.claim(
+                    session, hop.task_id, upstream, names.get(upstream, ""), ",".join(senders)
+                ):
                     break  # taken meanwhile (another coordinator, a cancel): the chain ends here
                 task = await session.get(TemplateSyncTask, hop.task_id, populate_existing=True)
                 assert task is not None
                 claimed.append(task)
                 upstream = hop.target_node_id
                 senders.append(task.target_node_name)
-            if claimed:
-                await session.execute(
-                    update(TemplateInstance)
-                    .where(TemplateInstance.sync_task_id.in_([t.id for t in claimed]))
-                    .values(status="syncing")
-                )
             await session.commit()
-        if not claimed:
-            return
-        hops = [
-            {
-                "task_id": t.id,
-                "task_uid": t.uid,
-                "epoch": t.epoch,
-                "node": t.target_node_name,
-                "url": agents[t.target_node_id].url,
-                "ticket": self.signer.issue(
-                    task_id=t.id,
-                    task_uid=t.uid,
-                    epoch=t.epoch,
-                    node=t.target_node_name,
-                    size=upload.file_size,
-                    sha256=upload.sha256,
-                    fmt=upload.file_format,
-                ),
-            }
-            for t in claimed
-        ]
-        transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
-        source = self.agents.client(agents[chain.source.node_id])
-        route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
-        try:
-            await source.start_transfer(
-                {
-                    "transfer_id": transfer_id,
-                    "staged_name": chain.source.staged_name,
-                    "size": upload.file_size,
-                    "hops": hops,
-                }
-            )
-        except (AgentError, AgentUnreachable) as exc:
-            # Busy: still sending for attempts that have failed here (they stop at their next
-            # ticket). No attempt was made: the chain waits for the slot.
-            busy = isinstance(exc, AgentError) and exc.error == "busy"
-            # The source evicted (or lost) its copy after this chain was planned: not a source
-            # any more; the tasks are planned again from another copy, no attempt counted.
-            missing = isinstance(exc, AgentError) and exc.error == "missing_image"
-            if busy:
-                log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
-            elif missing:
-                log.info("sync %s: %s; planning again from another copy", route, exc)
-            else:
-                log.warning("sync %s: source agent refused the transfer: %s", route, exc)
-            async with self.db() as session:
-                if missing:
-                    await forget_copy(session, chain.source.staged_name)
-                for task in claimed:
-                    if busy or missing:
-                        await unclaim(session, task.id, task.epoch, BUSY_WAIT)
-                    else:
-                        await retry_later(
-                            session,
-                            task.id,
-                            task.epoch,
-                            f"the source could not start: {exc}",
-                            self.config.sync_max_attempts,
-                        )
-                await session.commit()
-            return
-        log.info("sync transfer %s started: %s (upload %s)", transfer_id, route, chain.upload_id)
-        self.on_started()
+        return upload, names, claimed
+
+    def _hop(
+        self, task: TemplateSyncTask, upload: TemplateUpload, agents: dict[int, AgentAddress]
+    ) -> dict[str, Any]:
+        """One hop of a transfer chain: the target and its ticket for this attempt."""
+        return {
+            "task_id": task.id,
+            "task_uid": task.uid,
+            "epoch": task.epoch,
+            "node": task.target_node_name,
+            "url": agents[task.target_node_id].url,
+            "ticket": self.signer.issue(
+                task_id=task.id,
+                task_uid=task.uid,
+                epoch=task.epoch,
+                node=task.target_node_name,
+                size=upload.file_size,
+                sha256=upload.sha256,
+                fmt=upload.file_format,
+            ),
+        }
+
+    async def _not_started(
+        self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable
+    ) -> None:
+        """The source agent refused the chain: its tasks wait for the source (busy), are
+        planned again from another copy (missing), or count a failed attempt."""
+        # Busy: still sending for attempts that have failed here (they stop at their next
+        # ticket). No attempt was made: the chain waits for the slot.
+        busy = isinstance(exc, AgentError) and exc.error == "busy"
+        # The source evicted (or lost) its copy after this chain was planned: not a source
+        # any more; the tasks are planned again from another copy, no attempt counted.
+        missing = isinstance(exc, AgentError) and exc.error == "missing_image"
+        if busy:
+            log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
+        elif missing:
+            log.info("sync %s: %s; planning again from another copy", route, exc)
+        else:
+            log.warning("sync %s: source agent refused the transfer: %s", route, exc)
+        async with self.db() as session:
+            if missing:
+                await forget_copy(session, chain.source.staged_name)
+            for task in claimed:
+                if busy or missing:
+                    await unclaim(session, task.id, task.epoch, BUSY_WAIT)
+                else:
+                    await retry_later(
+                        session,
+                        task.id,
+                        task.epoch,
+                        f"the source could not start: {exc}",
+                        self.config.sync_max_attempts,
+                    )
+            await session.commit()
 
 
 async def unclaim(session: AsyncSession, task_id: int, epoch: int, wait: float) -> None:
     """A claimed task whose transfer never started: pending again, the attempt not counted."""
-    await session.execute(
-        update(TemplateSyncTask)
-        .where(
-            TemplateSyncTask.id == task_id,
-            TemplateSyncTask.status == "syncing",
-            TemplateSyncTask.epoch == epoch,
-        )
-        .values(
-            status="pending",
-            attempts=TemplateSyncTask.attempts - 1,
-            next_attempt_at=utcnow() + timedelta(seconds=wait),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    await _instance_pending(session, task_id)
-
-
-async def _instance_pending(session: AsyncSession, task_id: int) -> None:
-    """The task's instance waits (for its next attempt) again."""
-    await session.execute(
-        update(TemplateInstance).where(TemplateInstance.sync_task_id == task_id).values(status="pending")
-    )
+    await sync_task.unclaim(session, task_id, epoch, utcnow() + timedelta(seconds=wait))
 
 
 async def retry_later(
@@ -369,41 +341,36 @@ async def retry_later(
 ) -> str:
     """An attempt failed: back to pending after a backoff, or failed for good. Returns the status."""
     task = await session.get(TemplateSyncTask, task_id, populate_existing=True)
-    if task is None or task.status not in ("syncing", "importing") or task.epoch != epoch:
+    if task is None or task.status not in sync_task.RUNNING or task.epoch != epoch:
         return task.status if task else "gone"
     used = task.attempts - task.attempts_before_retry  # the limit counts from the last manual retry
     if final or used >= max_attempts:
         message = reason if final else f"gave up after {used} attempts: {reason}"
-        await _finish(session, task, "failed", message)
+        if not await sync_task.fail(session, task, message, epoch=epoch):
+            return task.status  # (another writer moved it since it was read)
         log.warning("sync task %s to %s failed: %s", task.id, task.target_node_name, message)
-        return "failed"
+        return SyncTaskStatus.FAILED
     delay = backoff(used)
-    task.status = "pending"
-    task.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    task.rate_bytes_per_sec = 0
-    task.error_message = f"attempt {task.attempts} failed: {reason}; retrying in {delay:.0f} s"
-    await _instance_pending(session, task.id)
-    log.warning("sync task %s to %s: %s", task.id, task.target_node_name, task.error_message)
-    return "pending"
+    message = f"attempt {task.attempts} failed: {reason}; retrying in {delay:.0f} s"
+    if not await sync_task.requeue(session, task.id, epoch, utcnow() + timedelta(seconds=delay), message):
+        return task.status
+    log.warning("sync task %s to %s: %s", task.id, task.target_node_name, message)
+    return SyncTaskStatus.PENDING
 
 
-async def _finish(session: AsyncSession, task: TemplateSyncTask, status: str, error: str | None) -> None:
-    task.status = status
-    task.active_key = None
-    task.error_message = error
-    task.rate_bytes_per_sec = 0
-    task.sync_end_time = utcnow()
-    task.next_attempt_at = None
-    if status == "completed":
-        task.progress = 100
-    await session.execute(
-        update(TemplateInstance)
-        .where(TemplateInstance.sync_task_id == task.id)
-        .values(
-            status="available" if status == "completed" else "failed",
-            vmid=task.vmid,
-        )
-    )
+@dataclass
+class _CopyWatch:
+    """What a watcher saw of one copy attempt so far."""
+
+    started: float
+    last_change: float  # when the verified bytes last moved
+    source_run: tuple[Any, ...] | None
+    deadline: Deadline
+    verified: int = -1  # bytes the target verified (-1: none reported yet)
+
+    def saw(self, verified: int, now: float) -> None:
+        if verified != self.verified:
+            self.verified, self.last_change = verified, now
 
 
 class SyncWatcher:
@@ -429,9 +396,9 @@ class SyncWatcher:
         if task is None:
             return
         try:
-            if task.status == "syncing":
+            if task.status == SyncTaskStatus.SYNCING:
                 task = await self._follow_copy(task)
-            if task is not None and task.status == "importing":
+            if task is not None and task.status == SyncTaskStatus.IMPORTING:
                 await self._import(task)
         finally:
             self.on_change()  # a slot freed or a new copy to serve from: plan again
@@ -448,7 +415,7 @@ class SyncWatcher:
             )
             await session.commit()
         self.on_change()
-        if status == "failed":  # an import its target's agent may still run is stopped
+        if status == SyncTaskStatus.FAILED:  # an import its target's agent may still run is stopped
             key = import_key(task.template_id, task.id)
             await stop_agent_import(self.agents, task.target_node_id, key, "the coordinator gave up on it")
 
@@ -466,27 +433,23 @@ class SyncWatcher:
     async def _follow_copy(self, task: TemplateSyncTask) -> TemplateSyncTask | None:
         """Until the target verified the whole image (-> importing), or the attempt failed:
         no data for sync_idle_timeout, a stall, or the copy's deadline (scaled by size)."""
-        started = last_change = time.monotonic()
-        last_verified = -1
-        source_run = await self._source_run(task)
-        deadline = Deadline(
-            scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
+        started = time.monotonic()
+        watch = _CopyWatch(
+            started=started,
+            last_change=started,
+            source_run=await self._source_run(task),
+            deadline=Deadline(
+                scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
+            ),
         )
         while True:
             agent = await self._target(task)
-            view: dict[str, Any] | None = None
-            if agent is not None:
-                try:
-                    view = await agent.receive_state(task.id, task.uid)
-                except AgentError as exc:
-                    if exc.status != 404:
-                        log.warning("sync task %s: target answered %s", task.id, exc)
-                except AgentUntrusted as exc:  # no attempt can fix a certificate: say so at once
-                    await self._fail_attempt(task, str(exc), final=True)
-                    return None
-                except AgentUnreachable:
-                    pass
+            view, untrusted = await self._poll_target(task, agent)
+            if untrusted is not None:  # no attempt can fix a certificate: say so at once
+                await self._fail_attempt(task, untrusted, final=True)
+                return None
             now = time.monotonic()
+            streaming = False
             if view is not None and int(view["epoch"]) == task.epoch:
                 if view["state"] == "complete":
                     return await self._copied(task, str(view["staged_name"]))
@@ -494,71 +457,78 @@ class SyncWatcher:
                     kind = view.get("error_kind")
                     await self._fail_attempt(task, str(view.get("error")), final=kind in FINAL_KINDS)
                     return None
-                verified = int(view["verified"])
-                if verified != last_verified:
-                    last_verified, last_change = verified, now
-                if not await self._progress(task, verified, int(view["rate_bytes_per_sec"])):
+                watch.saw(int(view["verified"]), now)
+                if not await self._progress(task, watch.verified, int(view["rate_bytes_per_sec"])):
                     return None  # canceled or taken over meanwhile
                 streaming = view["state"] == "receiving"
-            else:
-                streaming = False
-                if not await self._still_current(task):
-                    return None
-            if not streaming and await self._source_run(task) != source_run:
-                # Its transfer ended with it: no need to wait sync_idle_timeout to see that
-                # (measured with a SIGTERM of the source mid-copy and a restart, idle timeout
-                # 5 s: the copy was done 12.5 s after the restart before, 8.4 s now, ~5 s of
-                # which the rest of the copy itself).
-                await self._fail_attempt(
-                    task,
-                    f"the source's agent on {task.source_node_name} stopped or restarted; "
-                    f"the copy resumes from byte {max(last_verified, 0)}",
-                )
+            elif not await self._still_current(task):
                 return None
-            if agent is None and now - started > self.config.agent_timeout:
-                await self._fail_attempt(task, f"no live agent on target node {task.target_node_name}")
-                return None
-            idle_limit = self.config.sync_idle_timeout
-            if not streaming and now - last_change > idle_limit:
-                await self._fail_attempt(
-                    task,
-                    f"no data reached {task.target_node_name} for {idle_limit:.0f} s "
-                    f"(from {task.source_node_name}); the copy resumes from byte {max(last_verified, 0)}",
-                )
-                return None
-            if now - last_change > STALL_LIMIT:
-                await self._fail_attempt(
-                    task, f"the copy stalled at byte {last_verified} for {STALL_LIMIT:.0f} s"
-                )
-                return None
-            if deadline.passed():
-                await self._fail_attempt(
-                    task,
-                    f"the copy to {task.target_node_name} {deadline.missed()} "
-                    f"(at byte {max(last_verified, 0)} of {task.bytes_total})",
-                )
+            reason = await self._attempt_failure(task, watch, now, streaming, agent is None)
+            if reason is not None:
+                await self._fail_attempt(task, reason)
                 return None
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _poll_target(
+        self, task: TemplateSyncTask, agent: AgentClient | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The target's receive state of the task (None: nothing to read now), or why the
+        target's agent cannot be trusted."""
+        if agent is None:
+            return None, None
+        try:
+            return await agent.receive_state(task.id, task.uid), None
+        except AgentError as exc:
+            if exc.status != 404:
+                log.warning("sync task %s: target answered %s", task.id, exc)
+        except AgentUntrusted as exc:
+            return None, str(exc)
+        except AgentUnreachable:
+            pass
+        return None, None
+
+    async def _attempt_failure(
+        self, task: TemplateSyncTask, watch: _CopyWatch, now: float, streaming: bool, no_agent: bool
+    ) -> str | None:
+        """Why the copy's attempt failed, or None while it may still succeed."""
+        resumes = f"the copy resumes from byte {max(watch.verified, 0)}"
+        if not streaming and await self._source_run(task) != watch.source_run:
+            # Its transfer ended with it: no need to wait sync_idle_timeout to see that
+            # (measured with a SIGTERM of the source mid-copy and a restart, idle timeout
+            # 5 s: the copy was done 12.5 s after the restart before, 8.4 s now, ~5 s of
+            # which the rest of the copy itself).
+            return f"the source's agent on {task.source_node_name} stopped or restarted; {resumes}"
+        if no_agent and now - watch.started > self.config.agent_timeout:
+            return f"no live agent on target node {task.target_node_name}"
+        idle_limit = self.config.sync_idle_timeout
+        if not streaming and now - watch.last_change > idle_limit:
+            return (
+                f"no data reached {task.target_node_name} for {idle_limit:.0f} s "
+                f"(from {task.source_node_name}); {resumes}"
+            )
+        if now - watch.last_change > STALL_LIMIT:
+            return f"the copy stalled at byte {watch.verified} for {STALL_LIMIT:.0f} s"
+        if watch.deadline.passed():
+            return (
+                f"the copy to {task.target_node_name} {watch.deadline.missed()} "
+                f"(at byte {max(watch.verified, 0)} of {task.bytes_total})"
+            )
+        return None
 
     async def _progress(self, task: TemplateSyncTask, verified: int, rate: int) -> bool:
         total = max(task.bytes_total, 1)
         async with self.db() as session:
-            result = await session.execute(
-                update(TemplateSyncTask)
-                .where(
-                    TemplateSyncTask.id == task.id,
-                    TemplateSyncTask.status == "syncing",
-                    TemplateSyncTask.epoch == task.epoch,
-                )
-                .values(
-                    bytes_done=verified,
-                    rate_bytes_per_sec=rate,
-                    progress=min(COPY_SHARE, COPY_SHARE * verified // total),
-                )
-                .execution_options(synchronize_session=False)
+            current = await sync_task.record_progress(
+                session,
+                task.id,
+                SyncTaskStatus.SYNCING,
+                task.epoch,
+                bytes_done=verified,
+                rate_bytes_per_sec=rate,
+                progress=min(COPY_SHARE, COPY_SHARE * verified // total),
             )
             await session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return current
 
     async def _source_run(self, task: TemplateSyncTask) -> tuple[Any, ...] | None:
         """Which run of the source's agent this is: when it started, and whether it said
@@ -579,20 +549,10 @@ class SyncWatcher:
 
     async def _copied(self, task: TemplateSyncTask, staged_name: str) -> TemplateSyncTask | None:
         async with self.db() as session:
-            row = await session.get(TemplateSyncTask, task.id)
-            if row is None or row.status != "syncing" or row.epoch != task.epoch:
+            if not await sync_task.copied(session, task.id, task.epoch, staged_name, COPY_SHARE):
                 return None
-            row.status = "importing"
-            row.staged_name = staged_name
-            row.bytes_done = row.bytes_total
-            row.rate_bytes_per_sec = 0
-            row.progress = COPY_SHARE
-            await session.execute(
-                update(TemplateInstance)
-                .where(TemplateInstance.sync_task_id == task.id)
-                .values(status="importing")
-            )
             await session.commit()
+            row = await session.get(TemplateSyncTask, task.id)
         log.info("sync task %s: image verified on %s; importing", task.id, task.target_node_name)
         return row
 
@@ -635,30 +595,19 @@ class SyncWatcher:
     async def _import_progress(self, task: TemplateSyncTask, pct: float) -> bool:
         """Record the import's progress; whether this attempt is still the task's."""
         async with self.db() as session:
-            result = await session.execute(
-                update(TemplateSyncTask)
-                .where(
-                    TemplateSyncTask.id == task.id,
-                    TemplateSyncTask.status == "importing",
-                    TemplateSyncTask.epoch == task.epoch,
-                )
-                .values(progress=COPY_SHARE + int((100 - COPY_SHARE) * min(pct, 99.0) / 100))
-                .execution_options(synchronize_session=False)
+            current = await sync_task.record_progress(
+                session,
+                task.id,
+                SyncTaskStatus.IMPORTING,
+                task.epoch,
+                progress=COPY_SHARE + int((100 - COPY_SHARE) * min(pct, 99.0) / 100),
             )
             await session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return current
 
     async def _completed(self, task: TemplateSyncTask, vmid: int, volume_id: str) -> None:
         async with self.db() as session:
-            row = await session.get(TemplateSyncTask, task.id)
-            if row is None or row.status != "importing":
+            if not await sync_task.completed(session, task.id, task.epoch, vmid, volume_id):
                 return
-            row.vmid = vmid
-            await _finish(session, row, "completed", None)
-            await session.execute(
-                update(TemplateInstance)
-                .where(TemplateInstance.sync_task_id == task.id)
-                .values(volume_id=volume_id)
-            )
             await session.commit()
         log.info("sync task %s: %s has the template as VM %s", task.id, task.target_node_name, vmid)
