@@ -25,6 +25,8 @@ from coordinator.db.types import utcnow
 from coordinator.jobs import engine
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import UploadPlan
+from shared.error_slugs import ErrorSlug
+from shared.messages.uploads import Staged
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ async def reserve(
         except IntegrityError:
             raise ApiError(
                 409,
-                "template_name_taken",
+                ErrorSlug.TEMPLATE_NAME_TAKEN,
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
         upload = TemplateUpload(
@@ -107,7 +109,7 @@ async def record_staged(
     db: async_sessionmaker[AsyncSession],
     upload_id: int,
     plan: UploadPlan,
-    staged: dict[str, Any],
+    staged: Staged,
     actor: str,
 ) -> list[Planned]:
     """The image is stored and valid: queue the import, create instances and sync tasks."""
@@ -115,10 +117,10 @@ async def record_staged(
         upload = await session.get(TemplateUpload, upload_id)
         assert upload is not None and upload.template_id is not None
         upload.status = "uploaded"
-        upload.staged_name = staged["staged_name"]
-        upload.file_size = int(staged["size"])
-        upload.sha256 = staged["sha256"]
-        upload.virtual_size = int(staged["virtual_size"])
+        upload.staged_name = staged.staged_name
+        upload.file_size = staged.size
+        upload.sha256 = staged.sha256
+        upload.virtual_size = staged.virtual_size
         upload.lease_owner = None
         upload.lease_expires_at = None
         for target in plan.instance_targets:
@@ -144,8 +146,8 @@ async def record_staged(
         "upload %s staged on %s: %s bytes, sha256 %s",
         upload_id,
         plan.import_node.node_name,
-        staged["size"],
-        staged["sha256"],
+        staged.size,
+        staged.sha256,
     )
     return planned
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_ori
 
 import msgspec
 
+from shared.errors import PvesphereError
+
 M = TypeVar("M")
 
 # The largest integer any input may hold (ids, page numbers, filters, sizes): every JSON
@@ -64,7 +66,7 @@ class CheckedStr(str, Checked):
         return cls(cls.check(raw))
 
 
-class InvalidInput(ValueError):
+class InvalidInput(PvesphereError, ValueError):
     """``fields`` maps each bad field ("" for the whole input) to what is wrong with it."""
 
     def __init__(self, fields: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ from coordinator.api.errors import ApiError
 from coordinator.db.models import Agent, AgentIdentity
 from coordinator.db.types import utcnow
 from coordinator.tokens import hash_secret
+from shared.error_slugs import ErrorSlug
 
 JOIN_PREFIX = "pvsj_"
 DEFAULT_JOIN_TTL = timedelta(hours=1)
@@ -72,17 +73,19 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
     )
     if row is None:
         raise ApiError(
-            401, "invalid_join_token", "join token is not valid (already used, replaced or never issued)"
+            401,
+            ErrorSlug.INVALID_JOIN_TOKEN,
+            "join token is not valid (already used, replaced or never issued)",
         )
     if row.node_name != node_name:
         raise ApiError(
             403,
-            "wrong_node",
+            ErrorSlug.WRONG_NODE,
             f"this join token is for node {row.node_name}, not for node {node_name}",
         )
     now = utcnow()
     if row.join_expires_at is None or row.join_expires_at <= now:
-        raise ApiError(401, "join_token_expired", f"the join token for node {node_name} has expired")
+        raise ApiError(401, ErrorSlug.JOIN_TOKEN_EXPIRED, f"the join token for node {node_name} has expired")
     spent = await session.execute(
         update(AgentIdentity)
         .where(
@@ -101,7 +104,7 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise ApiError(401, "invalid_join_token", "join token is not valid (already used)")
+        raise ApiError(401, ErrorSlug.INVALID_JOIN_TOKEN, "join token is not valid (already used)")
     await session.commit()
     fresh = await session.get(AgentIdentity, row.id, populate_existing=True)
     assert fresh is not None
@@ -112,12 +115,14 @@ async def check_current(session: AsyncSession, claim: NodeClaim) -> None:
     """Raises 401 unless ``claim`` is its node's current, unrevoked enrolment."""
     row = await _identity(session, claim.node_name)
     if row is None or row.generation == 0:
-        raise ApiError(401, "unauthorized", f"node {claim.node_name} is not enrolled")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, f"node {claim.node_name} is not enrolled")
     if row.revoked_at is not None:
-        raise ApiError(401, "unauthorized", f"the credential of node {claim.node_name} is revoked")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, f"the credential of node {claim.node_name} is revoked")
     if row.generation != claim.generation:
         raise ApiError(
-            401, "unauthorized", f"node {claim.node_name} was enrolled again: this credential is superseded"
+            401,
+            ErrorSlug.UNAUTHORIZED,
+            f"node {claim.node_name} was enrolled again: this credential is superseded",
         )
 
 

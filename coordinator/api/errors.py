@@ -9,23 +9,22 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.api.timefmt import json_default
+from shared.error_slugs import ErrorSlug
+from shared.errors import ServiceError
 
 
-class ApiError(Exception):
+class ApiError(ServiceError):
     """Raised anywhere in a request; rendered as the error envelope with this status."""
 
     def __init__(
         self,
         status: int,
-        error: str,
+        error: ErrorSlug,
         message: str,
         extra: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+        super().__init__(status, error, message)
         self.extra = extra or {}
         # Seconds after which asking again may succeed (the Retry-After header); see app.py.
         self.retry_after = retry_after
@@ -35,21 +34,23 @@ def retry_after_header(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def bad_request(message: str, error: str = "invalid_request") -> ApiError:
+def bad_request(message: str, error: ErrorSlug = ErrorSlug.INVALID_REQUEST) -> ApiError:
     return ApiError(400, error, message)
 
 
-def not_found(kind: str, ident: object) -> ApiError:
-    return ApiError(404, f"{kind}_not_found", f"{kind.replace('_', ' ')} {ident} not found")
+def not_found(error: ErrorSlug, ident: object) -> ApiError:
+    """404 ``error`` (``<kind>_not_found``), saying "<kind> <ident> not found"."""
+    kind = error.removesuffix("_not_found").replace("_", " ")
+    return ApiError(404, error, f"{kind} {ident} not found")
 
 
-def conflict(message: str, error: str) -> ApiError:
+def conflict(message: str, error: ErrorSlug) -> ApiError:
     return ApiError(409, error, message)
 
 
 def error_response(
     status: int,
-    error: str,
+    error: ErrorSlug,
     message: str,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,

@@ -39,6 +39,7 @@ from coordinator.db.models import (
 from coordinator.db.races import create_or_return
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import sync_targets
+from shared.error_slugs import ErrorSlug
 from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def _with_name():  # type: ignore[no-untyped-def]
 async def _load(session: AsyncSession, task_id: int) -> tuple[TemplateSyncTask, str]:
     row = (await session.execute(_with_name().where(TemplateSyncTask.id == task_id))).first()
     if row is None:
-        raise not_found("sync_task", task_id)
+        raise not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, task_id)
     return row[0], row[1]
 
 
@@ -169,12 +170,14 @@ async def sync_template(call: Call) -> SyncStarted:
             .limit(1)
         )
         if upload is None or upload.status == "failed":
-            raise conflict(f"template {template.id} has no image to sync (its upload failed)", "no_image")
+            raise conflict(
+                f"template {template.id} has no image to sync (its upload failed)", ErrorSlug.NO_IMAGE
+            )
         if upload.is_shared:
             raise conflict(
                 f"template {template.id} is on shared storage {upload.storage_name!r}: every node already "
                 "sees it, there is nothing to sync",
-                "shared_storage_no_sync",
+                ErrorSlug.SHARED_STORAGE_NO_SYNC,
             )
         cluster = await session.get(PveCluster, upload.cluster_id)
         source = await session.get(PveNode, upload.import_node_id)
@@ -239,7 +242,8 @@ async def retry_sync_task(call: Call) -> StatusChange:
         task, _ = await _load(session, call.path["task_id"])
         if task.status != "failed":
             raise conflict(
-                f"sync task {task.id} is {task.status}; only a failed task can be retried", "not_failed"
+                f"sync task {task.id} is {task.status}; only a failed task can be retried",
+                ErrorSlug.NOT_FAILED,
             )
         template = await session.get(VmTemplate, task.template_id)
         assert template is not None
@@ -259,7 +263,8 @@ async def retry_sync_task(call: Call) -> StatusChange:
             await session.commit()
         except IntegrityError:
             raise conflict(
-                f"another sync task of this template to {task.target_node_name} is active", "sync_task_active"
+                f"another sync task of this template to {task.target_node_name} is active",
+                ErrorSlug.SYNC_TASK_ACTIVE,
             ) from None
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: retried by %s", task.id, task.target_node_name, call.actor)
@@ -293,7 +298,7 @@ async def cancel_sync_task(call: Call) -> StatusChange:
         if task.status not in ("pending", "syncing"):
             raise conflict(
                 f"sync task {task.id} is {task.status}; only pending or syncing tasks can be canceled",
-                "not_cancelable",
+                ErrorSlug.NOT_CANCELABLE,
             )
         task.status = "canceled"
         task.active_key = None
@@ -315,7 +320,7 @@ async def delete_sync_task(call: Call) -> StatusChange:
         if task.status != "pending":
             raise ApiError(
                 409,
-                "not_pending",
+                ErrorSlug.NOT_PENDING,
                 f"sync task {task.id} is {task.status}; only a pending task can be deleted"
                 + (" (cancel it first)" if task.status == "syncing" else ""),
             )

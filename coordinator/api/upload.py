@@ -44,6 +44,7 @@ from coordinator.jobs.template_import import VM_DEFAULTS, checked_options
 from coordinator.upload_plan import plan_upload
 from coordinator.upload_slots import UploadLimitReached
 from shared import json_body
+from shared.error_slugs import ErrorSlug
 from shared.pacer import Pacer
 from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
@@ -170,7 +171,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         return None
     expect = request.headers.get("Expect", "").lower()
     if expect != "100-continue":
-        return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
+        return error_response(417, ErrorSlug.EXPECTATION_FAILED, f"unknown Expect: {expect}")
     try:
         principal = await authenticate(request, "operator")
         await request.app[UPLOAD_SLOTS].check(principal.token_id)
@@ -181,7 +182,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     length = request.content_length
     if length is not None and length > _limit(request) + FORM_OVERHEAD:
         return error_response(
-            413, "too_large", f"upload of {length} bytes exceeds the limit of {_limit(request)} bytes"
+            413, ErrorSlug.TOO_LARGE, f"upload of {length} bytes exceeds the limit of {_limit(request)} bytes"
         )
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
@@ -193,7 +194,7 @@ async def _field_text(part: BodyPartReader) -> str:
         data += chunk
         if len(data) > FIELD_LIMIT:
             raise ApiError(
-                400, "invalid_request", f"form field {part.name} is longer than {FIELD_LIMIT} bytes"
+                400, ErrorSlug.INVALID_REQUEST, f"form field {part.name} is longer than {FIELD_LIMIT} bytes"
             )
     return data.decode("utf-8", errors="replace")
 
@@ -251,17 +252,17 @@ def _boundary(request: web.Request) -> str:
 async def _read_form(request: web.Request, idle: IdleWatch) -> tuple[dict[str, Any], BodyPartReader]:
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, "send the upload as multipart/form-data (curl -F)")
     try:
         with idle.waiting():
             return await _form_fields(request)
     except (ValueError, AssertionError) as exc:
-        raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, f"malformed multipart body: {exc}") from None
     except ClientIdle as exc:
         raise _dropped(exc) from None  # nothing was made yet: the slot is all it held
     except (ConnectionError, HttpProcessingError):
         # The client went away (or its body broke off) before the file: nothing was made yet.
-        raise ApiError(400, "incomplete", "the upload broke off before the file") from None
+        raise ApiError(400, ErrorSlug.INCOMPLETE, "the upload broke off before the file") from None
 
 
 async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
@@ -270,18 +271,20 @@ async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartRe
     while True:
         part = await reader.next()
         if part is None:
-            raise ApiError(400, "invalid_request", "file is required (the disk image, as form field 'file')")
+            raise ApiError(
+                400, ErrorSlug.INVALID_REQUEST, "file is required (the disk image, as form field 'file')"
+            )
         if not isinstance(part, BodyPartReader):
-            raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
+            raise ApiError(400, ErrorSlug.INVALID_REQUEST, "nested multipart bodies are not accepted")
         if part.name == "file":
             return fields, part
         if not part.name:
-            raise ApiError(400, "invalid_request", "a form field has no name")
+            raise ApiError(400, ErrorSlug.INVALID_REQUEST, "a form field has no name")
         fields[part.name] = await _field_text(part)
 
 
 def _dropped(exc: ClientIdle) -> ApiError:
-    return ApiError(408, "client_idle", f"{exc}: the upload was dropped")
+    return ApiError(408, ErrorSlug.CLIENT_IDLE, f"{exc}: the upload was dropped")
 
 
 @routes.post(
@@ -306,7 +309,9 @@ async def upload_template(call: Call) -> UploadResult:
     length = request.content_length
     if length is not None and length > config.max_upload_bytes + FORM_OVERHEAD:
         raise ApiError(
-            413, "too_large", f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes"
+            413,
+            ErrorSlug.TOO_LARGE,
+            f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes",
         )
     assert call.principal is not None  # (the route needs an operator)
     try:
@@ -321,7 +326,7 @@ async def upload_template(call: Call) -> UploadResult:
         if result.status == "failed":
             raise ApiError(
                 502,
-                "import_failed",
+                ErrorSlug.IMPORT_FAILED,
                 result.error_message or "import failed",
                 {"result": msgspec.to_builtins(result)},
             )
@@ -338,7 +343,7 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     try:
         fmt = declared_format(file_name)
     except ImageRejected as exc:
-        raise ApiError(exc.status, "unsupported_format", exc.reason) from None
+        raise ApiError(exc.status, ErrorSlug.UNSUPPORTED_FORMAT, exc.reason) from None
 
     async with request.app[DB]() as session:
         plan = await plan_upload(
@@ -353,11 +358,13 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     try:
         checked_options(form.vm_config, plan.storage.storage_name)
     except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
+        raise ApiError(
+            400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
+        ) from None
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
-        raise ApiError(503, "no_live_agent", str(exc)) from None
+        raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
     db = request.app[DB]
     upload = await uploads.reserve(
         db,
@@ -396,10 +403,10 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:
-            await _quietly(agent.delete_staged(staged["staged_name"]))
+            await _quietly(agent.delete_staged(staged.staged_name))
             raise ApiError(
                 400,
-                "invalid_request",
+                ErrorSlug.INVALID_REQUEST,
                 "form fields must come before the file (with curl, put -F file=@... last)",
             )
     except AgentError as exc:
@@ -413,7 +420,7 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         if body.too_large:
             await uploads.abandon(db, upload.id, "file too large")
             raise ApiError(
-                413, "too_large", f"file exceeds the limit of {config.max_upload_bytes} bytes"
+                413, ErrorSlug.TOO_LARGE, f"file exceeds the limit of {config.max_upload_bytes} bytes"
             ) from None
         if isinstance(body.client_error, ClientIdle):
             reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
@@ -424,9 +431,11 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
             reason = f"upload broke off: the client went away after {body.received} bytes"
             await uploads.abandon(db, upload.id, reason)
             log.warning("upload %s: %s", upload.id, reason)
-            raise ApiError(400, "incomplete", "the upload broke off") from None
+            raise ApiError(400, ErrorSlug.INCOMPLETE, "the upload broke off") from None
         await uploads.abandon(db, upload.id, f"agent of {plan.import_node.node_name} failed: {exc}")
-        raise ApiError(503, "agent_failed", f"agent of {plan.import_node.node_name} failed: {exc}") from None
+        raise ApiError(
+            503, ErrorSlug.AGENT_FAILED, f"agent of {plan.import_node.node_name} failed: {exc}"
+        ) from None
     except ApiError as exc:
         await uploads.abandon(db, upload.id, exc.message)
         raise

@@ -53,6 +53,8 @@ from coordinator.shared_limits import SharedLimit
 from coordinator.staging_release import forget_copy
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ErrorSlug
+from shared.messages.transfers import Hop, ReceiveView, TransferRequest
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ BACKOFF_START = 2.0
 BUSY_WAIT = 2.0
 BACKOFF_MAX = 60.0
 # Errors where trying again the same way cannot help.
-FINAL_KINDS = {"no_space"}
+FINAL_KINDS = {ErrorSlug.NO_SPACE}
 
 
 def import_key(template_id: int, task_id: int) -> str:
@@ -275,13 +277,13 @@ class SyncScheduler:
         if not claimed:
             return
         hops = [
-            {
-                "task_id": t.id,
-                "task_uid": t.uid,
-                "epoch": t.epoch,
-                "node": t.target_node_name,
-                "url": agents[t.target_node_id].url,
-                "ticket": self.signer.issue(
+            Hop(
+                task_id=t.id,
+                task_uid=t.uid,
+                epoch=t.epoch,
+                node=t.target_node_name,
+                url=agents[t.target_node_id].url,
+                ticket=self.signer.issue(
                     task_id=t.id,
                     task_uid=t.uid,
                     epoch=t.epoch,
@@ -290,7 +292,7 @@ class SyncScheduler:
                     sha256=upload.sha256,
                     fmt=upload.file_format,
                 ),
-            }
+            )
             for t in claimed
         ]
         transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
@@ -298,20 +300,20 @@ class SyncScheduler:
         route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
         try:
             await source.start_transfer(
-                {
-                    "transfer_id": transfer_id,
-                    "staged_name": chain.source.staged_name,
-                    "size": upload.file_size,
-                    "hops": hops,
-                }
+                TransferRequest(
+                    transfer_id=transfer_id,
+                    staged_name=chain.source.staged_name,
+                    size=upload.file_size,
+                    hops=hops,
+                )
             )
         except (AgentError, AgentUnreachable) as exc:
             # Busy: still sending for attempts that have failed here (they stop at their next
             # ticket). No attempt was made: the chain waits for the slot.
-            busy = isinstance(exc, AgentError) and exc.error == "busy"
+            busy = isinstance(exc, AgentError) and exc.error == ErrorSlug.BUSY
             # The source evicted (or lost) its copy after this chain was planned: not a source
             # any more; the tasks are planned again from another copy, no attempt counted.
-            missing = isinstance(exc, AgentError) and exc.error == "missing_image"
+            missing = isinstance(exc, AgentError) and exc.error == ErrorSlug.MISSING_IMAGE
             if busy:
                 log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
             elif missing:
@@ -474,7 +476,7 @@ class SyncWatcher:
         )
         while True:
             agent = await self._target(task)
-            view: dict[str, Any] | None = None
+            view: ReceiveView | None = None
             if agent is not None:
                 try:
                     view = await agent.receive_state(task.id, task.uid)
@@ -487,19 +489,19 @@ class SyncWatcher:
                 except AgentUnreachable:
                     pass
             now = time.monotonic()
-            if view is not None and int(view["epoch"]) == task.epoch:
-                if view["state"] == "complete":
-                    return await self._copied(task, str(view["staged_name"]))
-                if view["state"] == "failed":
-                    kind = view.get("error_kind")
-                    await self._fail_attempt(task, str(view.get("error")), final=kind in FINAL_KINDS)
+            if view is not None and view.epoch == task.epoch:
+                if view.state == "complete":
+                    return await self._copied(task, str(view.staged_name))
+                if view.state == "failed":
+                    kind = view.error_kind
+                    await self._fail_attempt(task, str(view.error), final=kind in FINAL_KINDS)
                     return None
-                verified = int(view["verified"])
+                verified = view.verified
                 if verified != last_verified:
                     last_verified, last_change = verified, now
-                if not await self._progress(task, verified, int(view["rate_bytes_per_sec"])):
+                if not await self._progress(task, verified, view.rate_bytes_per_sec):
                     return None  # canceled or taken over meanwhile
-                streaming = view["state"] == "receiving"
+                streaming = view.state == "receiving"
             else:
                 streaming = False
                 if not await self._still_current(task):
