@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared.validation import Checked
+from shared.validation import Checked, dec_hook
 
 M = TypeVar("M")
 
@@ -52,5 +52,5 @@ def decode(kind: type[M], raw: bytes | Any) -> M:
     """An answer (raw JSON, or JSON already decoded) as ``kind``; msgspec.ValidationError
     naming the field (``$.vms[0].vmid``) when it is not one."""
     if isinstance(raw, bytes | bytearray | memoryview):
-        return msgspec.json.decode(raw, type=kind)
-    return msgspec.convert(raw, kind, strict=False)
+        return msgspec.json.decode(raw, type=kind, dec_hook=dec_hook)
+    return msgspec.convert(raw, kind, strict=False, dec_hook=dec_hook)

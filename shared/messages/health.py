@@ -3,6 +3,7 @@ every error an agent answers with."""
 
 from __future__ import annotations
 
+from shared.error_slugs import ErrorSlug
 from shared.validation import Model
 
 
@@ -45,5 +46,5 @@ class AgentIdentity(Model):
 class ErrorBody(Model):
     """``error``: a slug (shared/error_slugs.py), as text: a newer peer may know more."""
 
-    error: str = "agent_error"
+    error: str = ErrorSlug.AGENT_ERROR
     message: str = ""
