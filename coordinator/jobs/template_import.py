@@ -37,6 +37,7 @@ from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ImportErrorKind
 from shared.messages.imports import ImportRequest
 from shared.pve_outage import Retries
+from shared.validation import InvalidInput, parse
 from shared.vm_config import check_options, check_volumes
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,9 @@ async def import_template(
                 await asyncio.sleep(delay)
                 continue
             log.info("%s: VMID %s chosen", key, vmid)
-        op = await agent.start_import(ImportRequest(key=key, vmid=vmid, image_size=image_size, **request))
+        # Checked here as the agent checks it (parse: options normalised to the allowlist's text).
+        order = parse(ImportRequest, {"key": key, "vmid": vmid, "image_size": image_size, **request})
+        op = await agent.start_import(order)
         while op.state == "running":
             if not await on_progress(op.progress):
                 await cancel_import(agent, key, "no longer wanted")
@@ -273,7 +276,7 @@ async def drive_import(
         return ImportEnd(failed=f"agent of {node}: {exc}")
     except AgentUnreachable as exc:
         return ImportEnd(failed=f"agent of {node}: {exc}")
-    except ValueError as exc:  # ImportRequest's own check (vm_config volumes), as the agent's 400
+    except InvalidInput as exc:  # what the agent would refuse with a 400: asking again cannot help
         return ImportEnd(failed=f"the import for {node} is invalid: {exc}", final=True)
     except NoFreeVmid as exc:
         return ImportEnd(failed=str(exc), final=True)

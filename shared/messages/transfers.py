@@ -22,7 +22,9 @@ class Hop(Model):
     epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: later tickets only for it
     node: Annotated[str, Meta(min_length=1)]
     url: Annotated[str, Meta(min_length=1)]
-    ticket: str  # empty: none yet, the sender asks the coordinator for one
+    # Never empty on the wire; a sender empties it for a hop it routes to itself (no ticket
+    # yet: it asks the coordinator for one, agent/transfer/send.py).
+    ticket: Annotated[str, Meta(min_length=1)]
 
 
 class TransferRequest(Model):
