@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from agent.config import AgentConfig
+from agent.coordinator_link import CoordinatorLink
+from agent.eviction import Evictor
+from agent.importer import Importer
 from agent.pve import NodePve
 from agent.staging import Staging
+from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
+from agent.transfer.receive import Receives
+from agent.transfer.send import Sender
 from agent.vm_journal import VmJournal
 
 CONFIG = web.AppKey("config", AgentConfig)
@@ -20,18 +24,10 @@ STARTED_AT = web.AppKey("started_at", float)
 STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)
 VM_JOURNAL = web.AppKey("vm_journal", VmJournal)
-
-if TYPE_CHECKING:
-    from agent.coordinator_link import CoordinatorLink
-    from agent.eviction import Evictor
-    from agent.importer import Importer
-    from agent.transfer.plain_data import PlainData
-    from agent.transfer.receive import Receives
-    from agent.transfer.send import Sender
-IMPORTER: web.AppKey[Importer] = web.AppKey("importer")
+IMPORTER = web.AppKey("importer", Importer)
 TRANSFER_POLICY = web.AppKey("transfer_policy", PeerPolicy)
-RECEIVES: web.AppKey[Receives] = web.AppKey("receives")
-SENDER: web.AppKey[Sender] = web.AppKey("sender")
-LINK: web.AppKey[CoordinatorLink] = web.AppKey("link")
-PLAIN_DATA: web.AppKey[PlainData] = web.AppKey("plain_data")
-EVICTOR: web.AppKey[Evictor] = web.AppKey("evictor")
+RECEIVES = web.AppKey("receives", Receives)
+SENDER = web.AppKey("sender", Sender)
+LINK = web.AppKey("link", CoordinatorLink)
+PLAIN_DATA = web.AppKey("plain_data", PlainData)
+EVICTOR = web.AppKey("evictor", Evictor)

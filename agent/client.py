@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import msgspec
 
+from agent.errors import AgentFault
+from shared.error_slugs import ErrorSlug
+from shared.errors import ServiceError
+from shared.messages import decode, encode
+from shared.messages.health import AgentHealth, ErrorBody
+from shared.messages.imports import CancelRequest, ImportRequest, ImportView
+from shared.messages.transfers import (
+    Hop,
+    ReceiveRemoved,
+    ReceiveView,
+    SessionOpened,
+    SessionRequest,
+    TransferRequest,
+    TransferStarted,
+)
+from shared.messages.uploads import Staged, StagedRemoved, StagingReport, UploadRemoved
+from shared.messages.vms import VmListing, VmRemoved
 from shared.tls import untrusted_certificate
 
 SESSION_HEADER = "X-Pvesphere-Session"
+M = TypeVar("M")
 
 
-class AgentError(Exception):
-    """The agent answered with an error (``status``, ``error`` slug, ``message``)."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+class AgentError(ServiceError, AgentFault):
+    """The agent answered with an error (``status``, ``error`` slug, ``message``), or with an
+    answer that is not the message it should be (``bad_response``)."""
 
 
-class AgentUnreachable(Exception):
+class AgentUnreachable(AgentFault):
     """The agent did not answer (down, or the connection broke)."""
 
 
@@ -30,10 +44,19 @@ class AgentUntrusted(AgentUnreachable):
     """The agent's certificate was refused (another CA, another name): no retry can fix that."""
 
 
+def _slug(text: str) -> ErrorSlug:
+    """A slug this side knows; a newer agent's unknown one reads as agent_error."""
+    try:
+        return ErrorSlug(text)
+    except ValueError:
+        return ErrorSlug.AGENT_ERROR
+
+
 class AgentClient:
     """``credential``: the agent's node's own (the coordinator giving orders); peers have none,
     their tickets speak for them. ``session`` checks the agent's certificate (its connector's
-    SSL context: the CA of the agents' cluster)."""
+    SSL context: the CA of the agents' cluster). Every answer is the message struct of its
+    route (shared/messages/), checked as it arrives."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, credential: str | None = None) -> None:
         self.session = session
@@ -42,41 +65,54 @@ class AgentClient:
 
     async def _call(
         self,
+        answer: type[M],
         method: str,
         path: str,
         *,
         timeout: float | None = 30,
         extra_headers: dict[str, str] | None = None,
         base: str | None = None,
+        message: Any = None,
         **kw: Any,
-    ) -> Any:
+    ) -> M:
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         headers = {**self.headers, **(extra_headers or {})}
+        if message is not None:
+            kw["data"] = encode(message)
+            headers["Content-Type"] = "application/json"
         try:
             async with self.session.request(
                 method, (base or self.base) + path, headers=headers, timeout=client_timeout, **kw
             ) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = {"error": "bad_response", "message": (await resp.text())[:300]}
+                raw = await resp.read()
                 if resp.status >= 400:
+                    raise self._error(resp.status, raw)
+                try:
+                    return decode(answer, raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise AgentError(
-                        resp.status,
-                        str(body.get("error", "agent_error")),
-                        str(body.get("message", f"agent answered {resp.status}")),
-                    )
-                return body
+                        502,
+                        ErrorSlug.BAD_RESPONSE,
+                        f"agent {self.base}: {method} {path} answered no {answer.__name__}: {exc}",
+                    ) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             untrusted = untrusted_certificate(exc)
             if untrusted is not None:
-                message = f"agent {self.base}: its certificate is not trusted ({untrusted})"
-                raise AgentUntrusted(message) from exc
+                text = f"agent {self.base}: its certificate is not trusted ({untrusted})"
+                raise AgentUntrusted(text) from exc
             raise AgentUnreachable(f"agent {self.base}: {exc.__class__.__name__}: {exc}") from exc
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/health", timeout=10)
-        return result
+    @staticmethod
+    def _error(status: int, raw: bytes) -> AgentError:
+        try:
+            body = decode(ErrorBody, raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            text = raw.decode(errors="replace")[:300] or f"agent answered {status}"
+            return AgentError(status, ErrorSlug.BAD_RESPONSE, text)
+        return AgentError(status, _slug(body.error), body.message or f"agent answered {status}")
+
+    async def health(self) -> AgentHealth:
+        return await self._call(AgentHealth, "GET", "/health", timeout=10)
 
     async def upload(
         self,
@@ -87,7 +123,7 @@ class AgentClient:
         body: AsyncIterator[bytes | memoryview],
         file_name: str = "",
         size_hint: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Staged:
         """Stream an image into the agent's staging; returns what the agent stored.
 
         ``file_name`` (the client's, sanitised) is how the agent's messages name the image;
@@ -100,78 +136,64 @@ class AgentClient:
         }
         if size_hint is not None:
             params["size_hint"] = str(size_hint)
-        result: dict[str, Any] = await self._call(
-            "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
+        return await self._call(
+            Staged, "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
         )
-        return result
 
-    async def staging(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/v1/staging")
-        return result
+    async def staging(self) -> StagingReport:
+        return await self._call(StagingReport, "GET", "/v1/staging")
 
-    async def delete_upload(self, upload_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/uploads/{upload_id}")
-        return result
+    async def delete_upload(self, upload_id: int) -> UploadRemoved:
+        return await self._call(UploadRemoved, "DELETE", f"/v1/uploads/{upload_id}")
 
-    async def delete_staged(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/staging/{name}")
-        return result
+    async def delete_staged(self, name: str) -> StagedRemoved:
+        return await self._call(StagedRemoved, "DELETE", f"/v1/staging/{name}")
 
-    async def start_import(self, request: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/v1/imports", json=request)
-        return result
+    async def start_import(self, request: ImportRequest) -> ImportView:
+        return await self._call(ImportView, "POST", "/v1/imports", message=request)
 
-    async def get_import(self, key: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/v1/imports/{key}")
-        return result
+    async def get_import(self, key: str) -> ImportView:
+        return await self._call(ImportView, "GET", f"/v1/imports/{key}")
 
-    async def cancel_import(self, key: str, reason: str) -> dict[str, Any]:
+    async def cancel_import(self, key: str, reason: str) -> ImportView:
         """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/imports/{key}/cancel", json={"reason": reason}, timeout=600
+        return await self._call(
+            ImportView, "POST", f"/v1/imports/{key}/cancel", message=CancelRequest(reason), timeout=600
         )
-        return result
 
-    async def delete_vm(self, vmid: int, key_prefix: str, *, if_idle: bool = False) -> dict[str, Any]:
+    async def delete_vm(self, vmid: int, key_prefix: str, *, if_idle: bool = False) -> VmRemoved:
         """Destroy the VM if it is ours under ``key_prefix``; ``if_idle``: 409 vm_busy instead
         of waiting for a create or import still running on it."""
         params = {"key_prefix": key_prefix, "if_idle": "1" if if_idle else "0"}
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/vms/{vmid}", params=params, timeout=600)
-        return result
+        return await self._call(VmRemoved, "DELETE", f"/v1/vms/{vmid}", params=params, timeout=600)
 
-    async def list_vms(self, vmid_min: int, vmid_max: int) -> dict[str, Any]:
+    async def list_vms(self, vmid_min: int, vmid_max: int) -> VmListing:
         """The node's VMs in the range and in the agent's VM journal (candidates for the sweep)."""
         params = {"vmid_min": str(vmid_min), "vmid_max": str(vmid_max)}
-        result: dict[str, Any] = await self._call("GET", "/v1/vms", params=params)
-        return result
+        return await self._call(VmListing, "GET", "/v1/vms", params=params)
 
     # -- node-to-node transfers (see agent/transfer/) ----------------------------------
 
-    async def start_transfer(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def start_transfer(self, request: TransferRequest) -> TransferStarted:
         """Coordinator -> source agent: send a staged image along a chain of hops."""
-        result: dict[str, Any] = await self._call("POST", "/v1/transfers", json=request)
-        return result
+        return await self._call(TransferStarted, "POST", "/v1/transfers", message=request)
 
-    async def receive_state(self, task_id: int, task_uid: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "GET", f"/v1/receives/{task_id}", params={"uid": task_uid}, timeout=10
+    async def receive_state(self, task_id: int, task_uid: str) -> ReceiveView:
+        return await self._call(
+            ReceiveView, "GET", f"/v1/receives/{task_id}", params={"uid": task_uid}, timeout=10
         )
-        return result
 
-    async def remove_receive(self, task_id: int, task_uid: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid}
-        )
-        return result
+    async def remove_receive(self, task_id: int, task_uid: str) -> ReceiveRemoved:
+        return await self._call(ReceiveRemoved, "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid})
 
-    async def open_session(
-        self, task_id: int, ticket: str, next_hops: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    async def open_session(self, task_id: int, ticket: str, next_hops: list[Hop]) -> SessionOpened:
         """Peer -> target agent: present a ticket; returns the session and the offset to send from."""
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/receives/{task_id}/session", json={"ticket": ticket, "next_hops": next_hops}
+        return await self._call(
+            SessionOpened,
+            "POST",
+            f"/v1/receives/{task_id}/session",
+            message=SessionRequest(ticket, next_hops),
         )
-        return result
 
     async def stream(
         self,
@@ -180,11 +202,12 @@ class AgentClient:
         frames: AsyncIterator[bytes | memoryview],
         length: int,
         plain_url: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ReceiveView:
         """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking);
         to ``plain_url`` instead, in the clear, on the insecure data plane."""
         headers = {SESSION_HEADER: session, "Content-Length": str(length)}
-        result: dict[str, Any] = await self._call(
+        return await self._call(
+            ReceiveView,
             "PUT",
             f"/v1/receives/{task_id}/data",
             data=frames,
@@ -192,4 +215,3 @@ class AgentClient:
             timeout=None,
             base=plain_url,
         )
-        return result

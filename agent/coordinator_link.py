@@ -16,18 +16,31 @@ import shutil
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import msgspec
 
 from agent.config import AgentConfig
 from agent.pve import NodePve
 from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
+from shared.error_slugs import ErrorSlug
+from shared.messages import decode, to_builtins
+from shared.messages.link import (
+    AgentHello,
+    Envelope,
+    Registered,
+    ReleaseOut,
+    ReleaseRequest,
+    TicketOut,
+    TicketRequest,
+)
 from shared.tls import client_context, untrusted_certificate
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
+D = TypeVar("D")
 
 
 def agent_api(config: AgentConfig) -> str:
@@ -77,6 +90,15 @@ def error_message(payload: Any) -> object:
     return payload.get("message") if isinstance(payload, dict) else payload
 
 
+def answer_data(kind: type[D], payload: Any) -> D:
+    """The ``data`` of the coordinator's answer, as ``kind``; RuntimeError naming the field
+    when it is not one (a coordinator too far ahead or behind: shared/version.py)."""
+    try:
+        return decode(Envelope[kind], payload).data  # type: ignore[valid-type]
+    except msgspec.ValidationError as exc:
+        raise RuntimeError(f"the coordinator's answer is no {kind.__name__}: {exc}") from None
+
+
 class CoordinatorLink:
     def __init__(self, config: AgentConfig, pve: NodePve, credential: str, policy: PeerPolicy) -> None:
         self.config = config
@@ -89,25 +111,25 @@ class CoordinatorLink:
         self.interval = 5.0
         self._failing_since: float | None = None
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self) -> AgentHello:
         status = await self.pve.status()
         try:
             free = shutil.disk_usage(self.config.staging_dir).free
         except OSError:
             free = 0
-        return {
-            "node_name": self.config.node_name,
-            "cluster_name": status.cluster_name,
-            "url": self.config.url,
-            "version": VERSION,
-            "started_at": self.started_at.isoformat(),
-            "pve_ok": status.ok,
-            "pve_error": status.error,
-            "staging_free_bytes": free,
-        }
+        return AgentHello(
+            node_name=self.config.node_name,
+            cluster_name=status.cluster_name,
+            url=self.config.url,
+            version=VERSION,
+            started_at=self.started_at,
+            pve_ok=status.ok,
+            pve_error=status.error,
+            staging_free_bytes=free,
+        )
 
     async def _post(self, session: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, Any]:
-        return await call_coordinator(session, "POST", self.base + path, self.credential, body)
+        return await call_coordinator(session, "POST", self.base + path, self.credential, to_builtins(body))
 
     async def beat_once(self, session: aiohttp.ClientSession) -> None:
         body = await self.report()
@@ -119,14 +141,13 @@ class CoordinatorLink:
         if self.agent_id is None:
             status, payload = await self._post(session, "/register", body)
             if status == 200:
-                data = payload["data"]
-                self.agent_id = data["agent_id"]
+                self.agent_id = answer_data(Registered, payload).agent_id
                 log.info(
                     "registered with %s as agent %s (node %s, cluster %s)",
                     self.config.coordinator_url,
                     self.agent_id,
-                    body["node_name"],
-                    body["cluster_name"] or "unknown: PVE does not answer",
+                    body.node_name,
+                    body.cluster_name or "unknown: PVE does not answer",
                 )
         if status == 401:
             raise RuntimeError(
@@ -135,8 +156,9 @@ class CoordinatorLink:
             )
         if status != 200:
             raise RuntimeError(f"coordinator answered {status}: {error_message(payload)}")
-        self.interval = float(payload["data"]["heartbeat_interval"])
-        self.policy.update(payload["data"].get("transfers") or {})
+        registered = answer_data(Registered, payload)
+        self.interval = registered.heartbeat_interval
+        self.policy.update(registered.transfers)
 
     async def run(self) -> None:
         """Heartbeat until cancelled; failures are logged once per outage, not every beat."""
@@ -163,16 +185,16 @@ class CoordinatorLink:
         try:
             async with coordinator_session(self.config, 10) as session:
                 status, payload = await self._post(
-                    session, "/tickets", {"task_id": task_id, "task_uid": task_uid, "epoch": epoch}
+                    session, "/tickets", TicketRequest(task_id, task_uid, epoch)
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransferRefused(
-                503, "coordinator_unreachable", f"no ticket for task {task_id}: {exc}"
+                503, ErrorSlug.COORDINATOR_UNREACHABLE, f"no ticket for task {task_id}: {exc}"
             ) from None
         if status != 200:
             message = error_message(payload)
-            raise TransferRefused(status, "no_ticket", f"no ticket for task {task_id}: {message}")
-        return str(payload["data"]["ticket"])
+            raise TransferRefused(status, ErrorSlug.NO_TICKET, f"no ticket for task {task_id}: {message}")
+        return answer_data(TicketOut, payload).ticket
 
     async def release_staged(self, name: str) -> tuple[bool, str]:
         """Ask to evict the staged copy ``name``: (True, why it may go) once the coordinator no
@@ -180,13 +202,16 @@ class CoordinatorLink:
         Without an answer nothing is evicted: only the coordinator knows the pending work."""
         try:
             async with coordinator_session(self.config, 10) as session:
-                status, payload = await self._post(session, "/staging/release", {"staged_name": name})
+                status, payload = await self._post(session, "/staging/release", ReleaseRequest(name))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return False, f"the coordinator did not answer: {link_failure(exc)}"
         if status != 200:
             return False, f"the coordinator answered {status}: {error_message(payload)}"
-        data = payload["data"]
-        return bool(data["released"]), str(data["reason"])
+        try:
+            released = answer_data(ReleaseOut, payload)
+        except RuntimeError as exc:
+            return False, str(exc)
+        return released.released, released.reason
 
     async def goodbye(self) -> None:
         if self.agent_id is None:

@@ -22,23 +22,27 @@ import aiohttp
 from agent.config import AgentConfig
 from agent.coordinator_link import (
     agent_api,
+    answer_data,
     call_coordinator,
     coordinator_session,
     error_message,
     link_failure,
 )
+from agent.errors import AgentFault
 from shared.config import ConfigError
+from shared.messages import to_builtins
+from shared.messages.link import Enrolled, EnrolRequest
 from shared.private_files import replace_private
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 
 
-class EnrolmentRefused(ConfigError):
+class EnrolmentRefused(ConfigError, AgentFault):
     """The coordinator will not enrol this agent with its join token (the message says why)."""
 
 
-class CoordinatorUnavailable(Exception):
+class CoordinatorUnavailable(AgentFault):
     """The coordinator answered, but not with an answer about the join token (try again)."""
 
 
@@ -73,13 +77,17 @@ async def enroll_once(config: AgentConfig, join_token: str) -> str:
     or CoordinatorUnavailable, aiohttp or timeout errors (worth trying again)."""
     async with coordinator_session(config, 10) as session:
         status, payload = await call_coordinator(
-            session, "POST", agent_api(config) + "/enroll", join_token, {"node_name": config.node_name}
+            session,
+            "POST",
+            agent_api(config) + "/enroll",
+            join_token,
+            to_builtins(EnrolRequest(config.node_name)),
         )
     if status >= 500 or not isinstance(payload, dict):
         raise CoordinatorUnavailable(f"coordinator answered {status}: {error_message(payload)}")
     if status != 200:
         raise EnrolmentRefused(f"the coordinator refused the join token: {error_message(payload)}")
-    credential = str(payload["data"]["credential"])
+    credential = answer_data(Enrolled, payload).credential
     body = json.dumps({"node": config.node_name, "credential": credential}) + "\n"
     replace_private(config.credential_file, body.encode())
     log.info("enrolled node %s; credential stored in %s", config.node_name, config.credential_file)

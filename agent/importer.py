@@ -21,17 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from aiohttp import web
-from msgspec import Meta
-
-from agent.appkeys import CONFIG, IMPORTER, PVE, STAGING, VM_JOURNAL
+from agent.errors import AgentFault
 from agent.pve import NodePve, PveCallError
-from agent.server_errors import json_error
-from agent.staging import NAME as STAGED_NAME
-from agent.staging import BadStagedName, Staging
-from agent.tasks import (
+from agent.pve_tasks import (
     STOP_GRACE,
     TaskFailed,
     TaskLimit,
@@ -41,13 +35,13 @@ from agent.tasks import (
     task_log_lines,
     wait_task,
 )
+from agent.staging import BadStagedName, Staging
 from agent.vm_journal import VmJournal, marker, owner_key
 from agent.vms import DESTROY_SECONDS, destroy, vm_config
 from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ImportErrorKind
+from shared.messages.imports import ImportRequest, ImportState, ImportView
 from shared.pve_outage import NO_SPACE, Retries, transient_reason
-from shared.text_fields import Description, StorageId, VmName
-from shared.validation import CheckedStr, Input, parse
-from shared.vm_config import VmConfig, check_volumes
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
@@ -57,69 +51,36 @@ CANCEL_WAIT = STOP_GRACE + DESTROY_SECONDS
 PAUSE_STEP = 0.25
 
 
-class StagedName(CheckedStr):
-    field = "staged_name"
-
-    @classmethod
-    def check(cls, text: str) -> str:
-        if not STAGED_NAME.fullmatch(text):
-            raise ValueError(f"staged_name is not a staged image name (got {text!r})")
-        return text
-
-
-class ImportRequest(Input):
-    """What the coordinator asks for. Every string ends up on pvesh's command line, so each
-    is checked here again (the agent trusts nothing): names anchored (a regex's $ matches
-    before a trailing newline, hence \\Z), no control characters, options from the allowlist."""
-
-    key: Annotated[str, Meta(pattern="^t[0-9]+-[us][0-9]+\\Z")]
-    vmid: Annotated[int, Meta(ge=100, le=999999999)]
-    staged_name: StagedName
-    storage: StorageId
-    name: VmName
-    description: Description = Description("")
-    options: VmConfig = VmConfig()
-    # The image's size in bytes (the larger of file and virtual size): scales the deadline.
-    image_size: Annotated[int, Meta(ge=0)] = 0
-
-    def __post_init__(self) -> None:
-        check_volumes(self.options, self.storage)
-
-
-class CancelRequest(Input):
-    reason: Annotated[str, Meta(min_length=1, max_length=200)]
-
-
 @dataclass
 class ImportOp:
     req: ImportRequest
     limit: TaskLimit = field(repr=False)
-    state: str = "running"  # running -> done | failed
+    state: ImportState = "running"  # running -> done | failed
     phase: str = "starting"
     progress: float = 0.0
     error: str | None = None
     # vmid_taken: pick another VMID and ask again; timeout, canceled: its limit was reached
-    error_kind: str | None = None
+    error_kind: ImportErrorKind | None = None
     volume_id: str | None = None
     # PVE was asked to create the VM: after a lost answer its task may still be running.
     create_sent: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.req.key,
-            "vmid": self.req.vmid,
-            "state": self.state,
-            "phase": self.phase,
-            "progress": round(self.progress, 2),
-            "error": self.error,
-            "error_kind": self.error_kind,
-            "volume_id": self.volume_id,
-        }
+    def view(self) -> ImportView:
+        return ImportView(
+            key=self.req.key,
+            vmid=self.req.vmid,
+            state=self.state,
+            phase=self.phase,
+            progress=round(self.progress, 2),
+            error=self.error,
+            error_kind=self.error_kind,
+            volume_id=self.volume_id,
+        )
 
 
-class ImportFailed(Exception):
-    def __init__(self, message: str, kind: str = "pve_error") -> None:
+class ImportFailed(AgentFault):
+    def __init__(self, message: str, kind: ImportErrorKind = ImportErrorKind.PVE_ERROR) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -132,10 +93,10 @@ def disk_volume(config: dict[str, Any]) -> str:
 def limit_reached(op: ImportOp, doing: str, exc: WaitEnded) -> ImportFailed:
     """The failure of an import whose wait on PVE reached its deadline or was canceled."""
     if op.limit.canceled is not None:
-        return ImportFailed(str(exc), "canceled")
+        return ImportFailed(str(exc), ImportErrorKind.CANCELED)
     if not exc.stopped:
-        return ImportFailed(f"{doing} {exc}; its PVE task did not stop when asked", "timeout")
-    return ImportFailed(f"{doing} {exc}; its PVE task was stopped", "timeout")
+        return ImportFailed(f"{doing} {exc}; its PVE task did not stop when asked", ImportErrorKind.TIMEOUT)
+    return ImportFailed(f"{doing} {exc}; its PVE task was stopped", ImportErrorKind.TIMEOUT)
 
 
 class Importer:
@@ -211,17 +172,21 @@ class Importer:
         except ImportFailed as exc:
             error, kind = str(exc), exc.kind
         except (PveCallError, TaskFailed) as exc:
-            error, kind = str(exc), "pve_error"
+            error, kind = str(exc), ImportErrorKind.PVE_ERROR
         except asyncio.CancelledError:
-            op.state, op.error, op.error_kind = "failed", "agent stopped during the import", "interrupted"
+            op.state, op.error, op.error_kind = (
+                "failed",
+                "agent stopped during the import",
+                ImportErrorKind.INTERRUPTED,
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the import ends with it
             log.exception("import %s: unexpected error", req.key)
-            error, kind = f"{exc.__class__.__name__}: {exc}", "agent_error"
+            error, kind = f"{exc.__class__.__name__}: {exc}", ImportErrorKind.AGENT_ERROR
         if self.stopping:
-            kind = "interrupted"  # not the import's fault: asked for again after the restart
+            kind = ImportErrorKind.INTERRUPTED  # not the import's fault: asked for again after the restart
         log.warning("import %s failed: %s", req.key, error)
-        if kind != "vmid_taken":  # a taken VMID is someone else's VM: never touch it
+        if kind != ImportErrorKind.VMID_TAKEN:  # a taken VMID is someone else's VM: never touch it
             await self._remove_half_made(op)
         # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
         op.state, op.error, op.error_kind = "failed", error, kind
@@ -248,7 +213,7 @@ class Importer:
                     raise ImportFailed(
                         f"{retries.summary()}; no time left for another try within the import's "
                         f"deadline ({op.limit.deadline.seconds:.0f} s)",
-                        "pve_unreachable",
+                        ImportErrorKind.PVE_UNREACHABLE,
                     ) from None
             log.warning("import %s: %s; trying again in %.0f s", op.req.key, retries.summary(), delay)
             op.phase = f"waiting for PVE ({', '.join(retries.reasons)})"
@@ -261,7 +226,7 @@ class Importer:
         while not wait.passed():
             reason = op.limit.reached()
             if reason is not None:
-                kind = "canceled" if op.limit.canceled is not None else "timeout"
+                kind = ImportErrorKind.CANCELED if op.limit.canceled is not None else ImportErrorKind.TIMEOUT
                 raise ImportFailed(f"{retries.summary()}; {reason}", kind)
             await asyncio.sleep(min(PAUSE_STEP, wait.remaining()))
         if not op.create_sent:
@@ -298,7 +263,7 @@ class Importer:
             # The VMID may be used on another node: PVE will refuse the create then.
             pass
         elif owner_key(existing, self.journal.get(req.vmid)) != req.key:
-            raise ImportFailed(f"VM {req.vmid} already exists and is not ours", "vmid_taken")
+            raise ImportFailed(f"VM {req.vmid} already exists and is not ours", ImportErrorKind.VMID_TAKEN)
         elif int(existing.get("template", 0)) == 1:
             op.volume_id = disk_volume(existing)
             return
@@ -309,9 +274,11 @@ class Importer:
         try:
             path = self.staging.path(req.staged_name)
         except BadStagedName as exc:
-            raise ImportFailed(str(exc), "bad_request") from None
+            raise ImportFailed(str(exc), ImportErrorKind.BAD_REQUEST) from None
         if not path.exists():
-            raise ImportFailed(f"staged image {req.staged_name} is not on this node", "missing_image")
+            raise ImportFailed(
+                f"staged image {req.staged_name} is not on this node", ImportErrorKind.MISSING_IMAGE
+            )
 
         params: dict[str, Any] = dict(req.options)
         params.update(
@@ -344,12 +311,12 @@ class Importer:
         except (PveCallError, TaskFailed) as exc:
             if "already exists" in str(exc):
                 self.journal.forget(req.vmid)  # PVE refused: the VM there is someone else's
-                raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", "vmid_taken") from None
+                raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", ImportErrorKind.VMID_TAKEN) from None
             if isinstance(exc, PveCallError) or transient_reason(None, str(exc)):
                 raise
             full = await self._storage_full(exc, req.storage)
             if full is not None:
-                raise ImportFailed(full, "no_space") from None
+                raise ImportFailed(full, ImportErrorKind.NO_SPACE) from None
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
 
         op.phase = "converting to template"
@@ -381,41 +348,3 @@ class Importer:
             if NO_SPACE.search(line):
                 return f"storage {storage} on {self.pve.node} is full: {line.strip()}"
         return None
-
-
-async def start_import(request: web.Request) -> web.Response:
-    try:
-        req = parse(ImportRequest, await request.json())
-    except ValueError as exc:  # not JSON, or InvalidInput
-        return json_error(400, "invalid_request", str(exc)[:500])
-    if request.app[IMPORTER].stopping:  # it would be stopped again at once, or outlive the agent
-        return json_error(503, "agent_stopping", "this agent is stopping; ask again once it is back")
-    op = request.app[IMPORTER].start(req)
-    return web.json_response(op.as_dict())
-
-
-async def get_import(request: web.Request) -> web.Response:
-    op = request.app[IMPORTER].ops.get(request.match_info["key"])
-    if op is None:
-        return json_error(404, "import_not_found", f"no import {request.match_info['key']} on this agent")
-    return web.json_response(op.as_dict())
-
-
-async def cancel_import(request: web.Request) -> web.Response:
-    """POST /v1/imports/{key}/cancel {"reason": ...}: answers once the import has ended."""
-    key = request.match_info["key"]
-    try:
-        body = parse(CancelRequest, await request.json())
-    except ValueError as exc:
-        return json_error(400, "invalid_request", str(exc)[:500])
-    op = await request.app[IMPORTER].cancel(key, body.reason)
-    if op is None:
-        return json_error(404, "import_not_found", f"no import {key} on this agent")
-    return web.json_response(op.as_dict())
-
-
-def make_importer(app: web.Application) -> Importer:
-    config = app[CONFIG]
-    return Importer(
-        app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
-    )

@@ -14,6 +14,7 @@ from typing import Any
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from agent.config import AgentConfig
+from agent.errors import AgentFault
 from shared.pve_api import open_https
 
 # Every pvesh call is a process of its own (on PVE a Perl interpreter loading the API, the
@@ -24,7 +25,7 @@ STATUS_TTL_OK = 60.0
 STATUS_TTL_FAILING = 5.0
 
 
-class PveCallError(Exception):
+class PveCallError(AgentFault):
     """A PVE call failed; the message is PVE's own (or why PVE could not be asked).
 
     ``status``: the HTTP status PVE answered with (pvesh fakes 500 for its own failures),

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import shutil
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from agent import importer, shutdown, staging_report, uploads, vms
+from agent import shutdown
 from agent.appkeys import (
     CONFIG,
     CREDENTIAL,
@@ -40,8 +39,10 @@ from agent.appkeys import (
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
+from agent.importer import Importer
 from agent.pve import NodePve
-from agent.server_errors import json_error
+from agent.routes import health, imports, staging, uploads, vms
+from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
 from agent.transfer.plain_data import PlainData
@@ -49,7 +50,7 @@ from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
-from shared.version import VERSION
+from shared.error_slugs import ErrorSlug
 
 log = logging.getLogger(__name__)
 # Routes (by name) that take no credential: health, and what peers call with a ticket.
@@ -65,47 +66,11 @@ async def require_credential(
         scheme, _, secret = header.partition(" ")
         expected = request.app[CREDENTIAL].encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(secret.strip().encode(), expected):
-            return json_error(401, "unauthorized", "this endpoint needs this node's agent credential")
+            return json_error(401, ErrorSlug.UNAUTHORIZED, "this endpoint needs this node's agent credential")
     try:
         return await handler(request)
     except web.HTTPNotFound:
-        return json_error(404, "route_not_found", f"no route {request.method} {request.path}")
-
-
-async def health(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    status = await request.app[PVE].status()
-    try:
-        free = shutil.disk_usage(config.staging_dir).free
-    except OSError:
-        free = 0
-    return web.json_response(
-        {
-            "node": config.node_name,
-            "cluster": status.cluster_name,
-            "version": VERSION,
-            "started_at": request.app[STARTED_WALL],
-            "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
-            "pve": {"ok": status.ok, "version": status.version, "error": status.error},
-            "staging": {
-                "dir": str(config.staging_dir),
-                "free_bytes": free,
-                "used_bytes": request.app[STAGING].used_bytes(),
-                "budget_bytes": config.budget.limit(request.app[STAGING].filesystem_bytes()),
-            },
-            "transfers": {
-                "inbound": request.app[RECEIVES].inbound,
-                "outbound": request.app[SENDER].outbound,
-                "registered": request.app[TRANSFER_POLICY].tickets is not None,
-                "data_plane": request.app[TRANSFER_POLICY].data_plane,
-            },
-        }
-    )
-
-
-async def whoami(request: web.Request) -> web.Response:
-    """Lets a caller check its credential (and the agent's identity) without side effects."""
-    return web.json_response({"node": request.app[CONFIG].node_name, "version": VERSION})
+        return json_error(404, ErrorSlug.ROUTE_NOT_FOUND, f"no route {request.method} {request.path}")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -148,7 +113,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
     app[VM_JOURNAL] = VmJournal(config.vm_journal_file)
-    app[IMPORTER] = importer.make_importer(app)
+    app[IMPORTER] = Importer(
+        app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
+    )
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
     app[SENDER] = Sender(
@@ -163,18 +130,18 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         app[RECEIVES].forget_copy,
     )
     advertised = urlsplit(config.url).hostname or config.host
-    app[PLAIN_DATA] = PlainData(transfer_routes.receive_data, app[RECEIVES], config.host, advertised)
+    app[PLAIN_DATA] = PlainData(transfer_routes.plain_data_app(app[RECEIVES]), config.host, advertised)
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    app.router.add_get("/health", health, name="health")
-    app.router.add_get("/v1/whoami", whoami)
+    app.router.add_get("/health", health.health, name="health")
+    app.router.add_get("/v1/whoami", health.whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
-    app.router.add_get("/v1/staging", staging_report.list_staging)
+    app.router.add_get("/v1/staging", staging.list_staging)
     app.router.add_delete("/v1/uploads/{upload_id:[0-9]+}", uploads.delete_upload)
     app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
-    app.router.add_post("/v1/imports", importer.start_import)
-    app.router.add_get("/v1/imports/{key}", importer.get_import)
-    app.router.add_post("/v1/imports/{key}/cancel", importer.cancel_import)
+    app.router.add_post("/v1/imports", imports.start_import)
+    app.router.add_get("/v1/imports/{key}", imports.get_import)
+    app.router.add_post("/v1/imports/{key}/cancel", imports.cancel_import)
     app.router.add_get("/v1/vms", vms.list_vms)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)

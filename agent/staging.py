@@ -8,19 +8,18 @@ checked against that pattern, so nothing outside the directory can be reached.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
 
+from agent.errors import AgentFault
 from agent.staging_budget import StagedCopy
+from shared.staged_names import STAGED_NAME
 
-# fullmatch only: "$" would also match before a trailing newline.
-NAME = re.compile(r"(upload|sync)-([0-9]+)-[0-9a-f]{8}\.(qcow2|raw|vmdk)")
 PART_SUFFIX = ".part"
 
 
-class BadStagedName(ValueError):
+class BadStagedName(AgentFault, ValueError):
     pass
 
 
@@ -31,11 +30,11 @@ class Staging:
 
     def new_name(self, kind: str, number: int, fmt: str) -> str:
         name = f"{kind}-{number}-{secrets.token_hex(4)}.{fmt}"
-        assert NAME.fullmatch(name)
+        assert STAGED_NAME.fullmatch(name)
         return name
 
     def path(self, name: str) -> Path:
-        if not NAME.fullmatch(name):
+        if not STAGED_NAME.fullmatch(name):
             raise BadStagedName(f"not a staged image name: {name!r}")
         return self.root / name
 
@@ -53,7 +52,7 @@ class Staging:
         """Upload id -> modification time of its newest file here, complete or partial."""
         found: dict[int, float] = {}
         for path in self.root.glob("upload-*"):
-            match = NAME.fullmatch(path.name.removesuffix(PART_SUFFIX))
+            match = STAGED_NAME.fullmatch(path.name.removesuffix(PART_SUFFIX))
             if match is None:
                 continue
             try:
@@ -87,7 +86,7 @@ class Staging:
         Its modification time is its last use: writing it, sending from it (``touch``)."""
         found = []
         for path in self.root.iterdir():
-            if not NAME.fullmatch(path.name):
+            if not STAGED_NAME.fullmatch(path.name):
                 continue
             try:
                 st = path.stat()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agent.errors import AgentFault
+
 # "50G", "512M", "1T", "1073741824": binary units (a G is 2**30 bytes), like qemu-img and PVE.
 _SIZE = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _SHARE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*%")
@@ -20,7 +22,7 @@ _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 DEFAULT_BUDGET = "20%"
 
 
-class BadBudget(ValueError):
+class BadBudget(AgentFault, ValueError):
     pass
 
 

@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import AgentFault
 from agent.image_probe import probe, read_ends
 
 EXTENSIONS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
@@ -34,7 +35,7 @@ VMDK_SINGLE_FILE_TYPES = {"monolithicSparse", "streamOptimized"}
 QCOW2_KNOWN_INCOMPATIBLE = 0b11111  # dirty, corrupt, data file, compression type, extended L2
 
 
-class ImageRejected(Exception):
+class ImageRejected(AgentFault):
     """The image must not be imported. ``status`` is the HTTP status to answer with."""
 
     def __init__(self, reason: str, status: int = 422) -> None:

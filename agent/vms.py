@@ -17,12 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
-from agent.appkeys import IMPORTER, PVE, VM_JOURNAL
-from agent.pve import NodePve, PveCallError
-from agent.server_errors import json_error
-from agent.tasks import TaskFailed, TaskLimit, WaitEnded, active_task, run_task, wait_task
+from agent.errors import AgentFault
+from agent.pve import NodePve
+from agent.pve_tasks import TaskFailed, TaskLimit, WaitEnded, active_task, run_task, wait_task
 from agent.vm_journal import CREATE_LOCK, VmJournal, belongs, owner_key
 
 log = logging.getLogger(__name__)
@@ -54,7 +51,7 @@ async def vm_config(pve: NodePve, vmid: int) -> dict[str, Any] | None:
     return config
 
 
-class NotOurs(Exception):
+class NotOurs(AgentFault):
     pass
 
 
@@ -68,7 +65,7 @@ class Destroyed:
         return "cut off mid-create, ours by the VM journal" if self.cut_off else "ours by its marker"
 
 
-class CreateRunning(Exception):
+class CreateRunning(AgentFault):
     pass
 
 
@@ -128,72 +125,3 @@ async def destroy(
     done = Destroyed(key, stale_lock)
     log.info("destroyed VM %s on %s (import %s; %s)", vmid, pve.node, key, done.how)
     return done
-
-
-async def delete_vm(request: web.Request) -> web.Response:
-    """DELETE /v1/vms/{vmid}?key_prefix=...[&if_idle=1]: idempotent; 404-free (absent is
-    success). ``if_idle``: 409 ``vm_busy`` instead of waiting for a create or import on it."""
-    vmid = int(request.match_info["vmid"])
-    prefix = request.query.get("key_prefix", "")
-    if not prefix:
-        return json_error(400, "invalid_request", "key_prefix is required")
-    if_idle = request.query.get("if_idle", "0") == "1"
-    if if_idle and vmid in request.app[IMPORTER].running_vmids():
-        return json_error(409, "vm_busy", f"VM {vmid} is being imported on this node")
-    try:
-        done = await destroy(
-            request.app[PVE], request.app[VM_JOURNAL], vmid, prefix, wait_for_create=not if_idle
-        )
-    except NotOurs as exc:
-        return json_error(409, "not_ours", str(exc))
-    except CreateRunning as exc:
-        return json_error(409, "vm_busy", str(exc))
-    except (PveCallError, TaskFailed) as exc:
-        return json_error(502, "pve_error", f"destroying VM {vmid}: {exc}")
-    if done is None:
-        return web.json_response({"vmid": vmid, "removed": False})
-    return web.json_response({"vmid": vmid, "removed": True, "key": done.key, "how": done.how})
-
-
-async def list_vms(request: web.Request) -> web.Response:
-    """GET /v1/vms?vmid_min=&vmid_max=: the VMs on this node that may be ours (in that VMID
-    range, or in the journal), from one PVE call: ownership is judged by DELETE, which reads
-    the config. Journal entries whose VM is gone and whose import has ended are dropped."""
-    try:
-        low = int(request.query.get("vmid_min", "100"))
-        high = int(request.query.get("vmid_max", "999999999"))
-    except ValueError:
-        return json_error(400, "invalid_request", "vmid_min and vmid_max must be integers")
-    pve, journal = request.app[PVE], request.app[VM_JOURNAL]
-    try:
-        listed = await pve.call("get", f"nodes/{pve.node}/qemu")
-    except PveCallError as exc:
-        return json_error(502, "pve_error", str(exc))
-    present = {int(vm["vmid"]): vm for vm in listed}
-    importing = request.app[IMPORTER].running_vmids()
-    for vmid in [v for v in journal.entries if v not in present and v not in importing]:
-        journal.forget(vmid)  # never created, or removed since
-    vms = [
-        {
-            "vmid": vmid,
-            "name": str(vm.get("name", "")),
-            "lock": vm.get("lock"),
-            "template": int(vm.get("template") or 0) == 1,
-            "journal_key": entry.key if (entry := journal.get(vmid)) else None,
-            "importing": vmid in importing,
-        }
-        for vmid, vm in sorted(present.items())
-        if low <= vmid <= high or vmid in journal.entries
-    ]
-    return web.json_response({"node": pve.node, "vms": vms})
-
-
-async def get_vm(request: web.Request) -> web.Response:
-    vmid = int(request.match_info["vmid"])
-    try:
-        config = await vm_config(request.app[PVE], vmid)
-    except PveCallError as exc:
-        return json_error(502, "pve_error", str(exc))
-    if config is None:
-        return json_error(404, "vm_not_found", f"VM {vmid} does not exist on this node")
-    return web.json_response({"vmid": vmid, "config": config})

@@ -118,7 +118,7 @@ async def _receive(
         view = await receives.stream(task_id, session.id, reader.frames())
         await feeding
         seconds, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu
-        if view["state"] != "complete":
+        if view.state != "complete":
             raise RuntimeError(f"the receive did not complete: {view}")
         return seconds, cpu
     finally:

@@ -68,6 +68,7 @@ from coordinator.states.deletion import DeletionStatus
 from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
+from shared.error_slugs import ErrorSlug
 from shared.pacer import Pacer
 from shared.tickets import TicketSigner
 
@@ -113,21 +114,21 @@ async def error_envelope(
             headers |= retry_after_header(retry_after)
         return error_response(exc.status, exc.error, exc.message, exc.extra, headers)
     except web.HTTPNotFound:
-        return error_response(404, "route_not_found", f"no route {request.method} {request.path}")
+        return error_response(404, ErrorSlug.ROUTE_NOT_FOUND, f"no route {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))
         return error_response(
             405,
-            "method_not_allowed",
+            ErrorSlug.METHOD_NOT_ALLOWED,
             f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
         )
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "too_large", exc.text or "request body too large")
+        return error_response(413, ErrorSlug.TOO_LARGE, exc.text or "request body too large")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         # aiohttp's own refusals (e.g. a body it cannot read) leave as the envelope too
-        return error_response(exc.status, "http_error", exc.text or exc.reason)
+        return error_response(exc.status, ErrorSlug.HTTP_ERROR, exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -135,13 +136,15 @@ async def error_envelope(
             OUTAGE.failed(f"answering {request.method} {request.path}", exc)
             return error_response(
                 503,
-                "database_unavailable",
+                ErrorSlug.DATABASE_UNAVAILABLE,
                 "the coordinator's database does not answer; try again shortly",
                 headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
             )
         ref = secrets.token_hex(4)
         log.exception("unhandled error in %s %s (ref %s)", request.method, request.path, ref)
-        return error_response(500, "internal_error", f"internal error (ref {ref}); see the coordinator log")
+        return error_response(
+            500, ErrorSlug.INTERNAL_ERROR, f"internal error (ref {ref}); see the coordinator log"
+        )
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:

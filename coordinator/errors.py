@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.error_slugs import ErrorSlug
+from shared.errors import PvesphereError
 
-class CoordinatorError(Exception):
+
+class CoordinatorError(PvesphereError):
     """The base of every exception class the coordinator defines."""
 
 
@@ -20,7 +23,7 @@ class Refusal(CoordinatorError):
     """What was asked cannot be done: ``error`` the slug, ``message`` why, ``extra`` more
     data for the answer (e.g. which form field)."""
 
-    def __init__(self, error: str, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, error: ErrorSlug, message: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
@@ -51,6 +54,7 @@ class Unavailable(Refusal):
     """A part the request needs (a node's agent) is not there now; asking later may work."""
 
 
-def not_found(kind: str, ident: object) -> NotFound:
-    """``kind`` (e.g. "sync_task") ``ident`` does not exist: slug ``<kind>_not_found``."""
-    return NotFound(f"{kind}_not_found", f"{kind.replace('_', ' ')} {ident} not found")
+def not_found(error: ErrorSlug, ident: object) -> NotFound:
+    """``error`` (e.g. ``sync_task_not_found``): "<kind> <ident> not found"."""
+    kind = error.removesuffix("_not_found").replace("_", " ")
+    return NotFound(error, f"{kind} {ident} not found")

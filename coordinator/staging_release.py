@@ -21,11 +21,11 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent.staging import NAME
 from coordinator.agents.registry import live_agents
 from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.states import sync_task
 from coordinator.states.upload import IMPORT_QUEUE, UploadStatus
+from shared.staged_names import STAGED_NAME
 
 # An upload still on its way to being a template: its staged copy is what it imports.
 UPLOADING = (UploadStatus.UPLOADING, *IMPORT_QUEUE)
@@ -87,7 +87,7 @@ async def release_copy(
 
 
 async def _decide(session: AsyncSession, node_name: str, name: str, agent_timeout: float) -> tuple[bool, str]:
-    match = NAME.fullmatch(name)
+    match = STAGED_NAME.fullmatch(name)
     if match is None:
         return True, "not a staged image name the coordinator records"
     kind, number = match.group(1), int(match.group(2))

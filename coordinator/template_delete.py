@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,8 +55,10 @@ from coordinator.states import upload as upload_states
 from coordinator.states.deletion import DeletionStatus
 from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
+from shared.error_slugs import ErrorSlug
 
 log = logging.getLogger(__name__)
+M = TypeVar("M")
 
 
 def key_prefix(template_id: int) -> str:
@@ -65,7 +68,7 @@ def key_prefix(template_id: int) -> str:
 
 def deleting_conflict(template_id: int) -> Conflict:
     return Conflict(
-        "template_deleting",
+        ErrorSlug.TEMPLATE_DELETING,
         f"template {template_id} is being deleted; see its `deletion` for what is left and why",
     )
 
@@ -74,7 +77,7 @@ async def soft_delete(db: async_sessionmaker[AsyncSession], template_id: int, ac
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
         if template is None or template.status == TemplateStatus.DELETED:
-            raise not_found("template", template_id)
+            raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, template_id)
         if not await template_states.soft_delete(session, template_id, actor):
             raise deleting_conflict(template_id)  # (the only other status a template has)
         await session.commit()
@@ -95,7 +98,7 @@ async def start_cascade(
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
         if template is None:
-            raise not_found("template", template_id)
+            raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, template_id)
         if template.status != TemplateStatus.DELETING:
             await _refuse_under_running_work(session, template_id)
         # Conditional: of concurrent requests exactly one starts the job (the others find it).
@@ -124,13 +127,13 @@ async def _refuse_under_running_work(session: AsyncSession, template_id: int) ->
     )
     if uploading is not None:
         raise Conflict(
-            "upload_running",
+            ErrorSlug.UPLOAD_RUNNING,
             f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
         )
     running = await _running_sync(session, template_id)
     if running is not None:
         raise Conflict(
-            "sync_running",
+            ErrorSlug.SYNC_RUNNING,
             f"sync task {running} of template {template_id} is running; cancel it or wait",
         )
 
@@ -273,16 +276,16 @@ class DeleteJobs:
         elif step.kind in ("failed_import_vm", "failed_sync_vm"):
             await self._remove_failed_vm(agent, template_id, step, outcome)
         elif step.kind == "staged_image":
-            answer = await _call(step, agent.delete_staged(step.staged_name))
+            staged = await _call(step, agent.delete_staged(step.staged_name))
             await self._write(
                 update(TemplateUpload).where(TemplateUpload.id == step.ref).values(staged_name="")
             )
-            outcome.removed_images += int(bool(answer.get("removed")))
+            outcome.removed_images += int(staged is not None and staged.removed)
         else:
-            answer = await _call(step, agent.remove_receive(step.ref, step.task_uid))
+            copy = await _call(step, agent.remove_receive(step.ref, step.task_uid))
             # Its copy is gone: the task has nothing left to remove (the rows go at the end anyway).
             await self._write(delete(TemplateSyncTask).where(TemplateSyncTask.id == step.ref))
-            outcome.removed_images += int(bool(answer.get("removed")))
+            outcome.removed_images += int(copy is not None and copy.removed)
         log.info("template %s: %s: done", template_id, step.describe())
 
     async def _stop_import(self, agent: AgentClient, template_id: int, step: Step) -> None:
@@ -314,7 +317,7 @@ class DeleteJobs:
             await instance_states.mark_deleted(session, done)
             await session.commit()
         outcome.removed_vms.append(
-            {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer["removed"])}
+            {"node_name": step.node_name, "vmid": step.vmid, "existed": bool(answer and answer.removed)}
         )
 
     async def _remove_failed_vm(
@@ -327,7 +330,7 @@ class DeleteJobs:
         # The record no longer points at a VM: a later attempt does not look for it again.
         model = TemplateUpload if step.kind == "failed_import_vm" else TemplateSyncTask
         await self._write(update(model).where(model.id == step.ref).values(vmid=None))
-        if answer.get("removed"):
+        if answer is not None and answer.removed:
             outcome.removed_vms.append({"node_name": step.node_name, "vmid": step.vmid, "existed": True})
 
     async def _usable_agent(self, step: Step) -> AgentClient:
@@ -381,16 +384,16 @@ class DeleteJobs:
 
 
 async def _call(
-    step: Step, request: Any, harmless: frozenset[int] | set[int] = frozenset()
-) -> dict[str, Any]:
+    step: Step, request: Awaitable[M], harmless: frozenset[int] | set[int] = frozenset()
+) -> M | None:
     """Await an agent request for ``step``; its failure as PartFailed. An error whose status
-    is in ``harmless`` counts as done (the answer is then empty)."""
+    is in ``harmless`` counts as done (the answer is then None)."""
     try:
-        answer: dict[str, Any] = await request
+        answer = await request
     except AgentUnreachable as exc:
         raise PartFailed(f"{step.describe()}: the agent did not answer ({exc})", asked=True) from None
     except AgentError as exc:
         if exc.status in harmless:
-            return {}
+            return None
         raise PartFailed(f"{step.describe()} failed: {exc.message}", asked=True) from None
     return answer

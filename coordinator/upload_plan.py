@@ -16,6 +16,7 @@ from coordinator.agents.registry import is_live
 from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.errors import Conflict, Invalid, NotFound, Unavailable, not_found
+from shared.error_slugs import ErrorSlug
 
 # PVE storage types that cannot hold a template's base volume (no 'template' feature).
 NO_TEMPLATES = {"lvm": "LVM (thick) storage cannot hold templates; use LVM-thin, ZFS, a directory or Ceph"}
@@ -78,20 +79,20 @@ async def sync_targets(
     for node_id in dict.fromkeys(node_ids):
         node = await session.get(PveNode, node_id)
         if node is None:
-            raise NotFound("node_not_found", f"sync node {node_id} not found")
+            raise NotFound(ErrorSlug.NODE_NOT_FOUND, f"sync node {node_id} not found")
         if node.cluster_id != cluster.id:
             raise Invalid(
-                "node_not_in_cluster",
+                ErrorSlug.NODE_NOT_IN_CLUSTER,
                 f"sync node {node_id} ({node.node_name}) is not in cluster {cluster.cluster_name}",
             )
         if node.id == source_node.id:
             raise Invalid(
-                "sync_node_is_source",
+                ErrorSlug.SYNC_NODE_IS_SOURCE,
                 f"sync node {node_id} ({node.node_name}) is the node the template is imported on",
             )
         if node.id not in candidates:
             raise Invalid(
-                "storage_missing_on_node",
+                ErrorSlug.STORAGE_MISSING_ON_NODE,
                 f"sync node {node_id} ({node.node_name}) has no storage named {storage.storage_name!r}",
             )
         targets.append(candidates[node.id])
@@ -110,24 +111,24 @@ async def plan_upload(
 ) -> UploadPlan:
     cluster = await session.get(PveCluster, cluster_id)
     if cluster is None:
-        raise not_found("cluster", cluster_id)
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
     storage = await session.get(PveStorage, storage_id)
     if storage is None:
-        raise not_found("storage", storage_id)
+        raise not_found(ErrorSlug.STORAGE_NOT_FOUND, storage_id)
     if storage.cluster_id != cluster.id:
         raise Invalid(
-            "storage_not_in_cluster", f"storage {storage_id} does not belong to cluster {cluster_id}"
+            ErrorSlug.STORAGE_NOT_IN_CLUSTER, f"storage {storage_id} does not belong to cluster {cluster_id}"
         )
     if "images" not in storage.content.split(","):
         raise Invalid(
-            "storage_no_images",
+            ErrorSlug.STORAGE_NO_IMAGES,
             f"storage {storage.storage_name!r} does not accept VM images "
             f"(content: {storage.content or 'none'})",
         )
     if storage.type in NO_TEMPLATES:
-        raise Invalid("storage_cannot_hold_templates", NO_TEMPLATES[storage.type])
+        raise Invalid(ErrorSlug.STORAGE_CANNOT_HOLD_TEMPLATES, NO_TEMPLATES[storage.type])
     if not storage.enabled:
-        raise Invalid("storage_disabled", f"storage {storage.storage_name!r} is disabled in PVE")
+        raise Invalid(ErrorSlug.STORAGE_DISABLED, f"storage {storage.storage_name!r} is disabled in PVE")
     taken = (
         await session.execute(
             select(VmTemplate.id, VmTemplate.status).where(
@@ -138,7 +139,7 @@ async def plan_upload(
     if taken is not None:
         deleting = ", which is being deleted" if taken.status == "deleting" else ""
         raise Conflict(
-            "template_name_taken",
+            ErrorSlug.TEMPLATE_NAME_TAKEN,
             f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} "
             f"(template {taken.id}{deleting})",
         )
@@ -146,7 +147,7 @@ async def plan_upload(
     if storage.shared:
         if sync_node_ids:
             raise Invalid(
-                "shared_storage_no_sync",
+                ErrorSlug.SHARED_STORAGE_NO_SYNC,
                 f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
             )
         targets = [t for t in await same_named_storages(session, cluster.id, storage.storage_name)]
@@ -157,7 +158,7 @@ async def plan_upload(
         if importer is None:
             names = ", ".join(t.node.node_name for t in targets)
             raise Unavailable(
-                "no_live_agent",
+                ErrorSlug.NO_LIVE_AGENT,
                 f"no live agent on any node that sees {storage.storage_name!r} ({names})",
             )
         return UploadPlan(cluster, storage, importer, targets)
@@ -166,7 +167,8 @@ async def plan_upload(
     assert node is not None
     if node.id not in await _live_nodes(session, [node.id], agent_timeout):
         raise Unavailable(
-            "no_live_agent", f"no live agent on node {node.node_name}, which holds storage {storage_id}"
+            ErrorSlug.NO_LIVE_AGENT,
+            f"no live agent on node {node.node_name}, which holds storage {storage_id}",
         )
     targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
     return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.errors import CoordinatorError
 from coordinator.shared_limits import SharedLimit
+from shared.error_slugs import ErrorSlug
 
 # The Retry-After of a 429. Slots free as uploads finish: a 4 GiB image streams in ~9 s at
 # the 489 MB/s measured on loopback (benchmarks/README.md), ~40 s over 1 GbE. A client that
@@ -26,7 +27,7 @@ RETRY_AFTER = 10.0
 class UploadLimitReached(CoordinatorError):
     """A new upload would go over a limit: ``error`` is its slug, the message names its setting."""
 
-    def __init__(self, error: str, message: str) -> None:
+    def __init__(self, error: ErrorSlug, message: str) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
@@ -46,14 +47,14 @@ class UploadSlots:
 
     def _token_full(self) -> UploadLimitReached:
         return UploadLimitReached(
-            "too_many_uploads_for_token",
+            ErrorSlug.TOO_MANY_UPLOADS_FOR_TOKEN,
             f"this token already has as many uploads running as it may "
             f"(max_uploads_per_token = {self.per_token}); retry later",
         )
 
     def _all_full(self) -> UploadLimitReached:
         return UploadLimitReached(
-            "too_many_uploads",
+            ErrorSlug.TOO_MANY_UPLOADS,
             f"every upload slot is in use (max_concurrent_uploads = {self.total}); retry later",
         )
 

@@ -28,6 +28,8 @@ from coordinator.states.template import new_template
 from coordinator.states.upload import UploadStatus, new_upload
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import UploadPlan
+from shared.error_slugs import ErrorSlug
+from shared.messages.uploads import Staged
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ async def reserve(
             await session.flush()
         except IntegrityError:
             raise Conflict(
-                "template_name_taken",
+                ErrorSlug.TEMPLATE_NAME_TAKEN,
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
         upload = new_upload(
@@ -98,7 +100,7 @@ async def record_staged(
     db: async_sessionmaker[AsyncSession],
     upload_id: int,
     plan: UploadPlan,
-    staged: dict[str, Any],
+    staged: Staged,
     actor: str,
 ) -> list[Planned]:
     """The image is stored and valid: queue the import, create instances and sync tasks."""
@@ -106,14 +108,14 @@ async def record_staged(
         stored = await upload_states.stored(
             session,
             upload_id,
-            staged_name=staged["staged_name"],
-            size=int(staged["size"]),
-            sha256=staged["sha256"],
-            virtual_size=int(staged["virtual_size"]),
+            staged_name=staged.staged_name,
+            size=staged.size,
+            sha256=staged.sha256,
+            virtual_size=staged.virtual_size,
         )
         if not stored:  # given up meanwhile: its lease expired (coordinator/uploads.expire_abandoned)
             raise Conflict(
-                "upload_abandoned",
+                ErrorSlug.UPLOAD_ABANDONED,
                 f"upload {upload_id} was given up while it streamed; upload the image again",
             )
         upload = await session.get(TemplateUpload, upload_id)
@@ -141,8 +143,8 @@ async def record_staged(
         "upload %s staged on %s: %s bytes, sha256 %s",
         upload_id,
         plan.import_node.node_name,
-        staged["size"],
-        staged["sha256"],
+        staged.size,
+        staged.sha256,
     )
     return planned
 

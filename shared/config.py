@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.errors import PvesphereError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(PvesphereError, ValueError):
     """A setting is missing, unknown or has the wrong type; the message names it."""
 
 

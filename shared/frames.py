@@ -24,13 +24,15 @@ from dataclasses import dataclass
 import msgpack
 import xxhash
 
+from shared.errors import PvesphereError
+
 CHUNK = 4 << 20  # calibration: 1 MiB and 16 MiB frames are both slower
 DIGEST_SIZE = 8
 MAX_HEADER = 64
 PREFIX = struct.Struct(">I")
 
 
-class FrameError(ValueError):
+class FrameError(PvesphereError, ValueError):
     """The byte stream is not a valid sequence of frames."""
 
 

@@ -12,12 +12,14 @@ import json
 import math
 from typing import Any
 
+from shared.errors import PvesphereError
+
 MAX_DEPTH = 32
 # A number longer than this is no id, count or size (2^53 has 16 digits): it is not converted.
 MAX_NUMBER_CHARS = 64
 
 
-class BadJson(ValueError):
+class BadJson(PvesphereError, ValueError):
     """The body is not JSON, or not JSON this service reads; ``where`` is the place in it."""
 
     def __init__(self, message: str, where: str = "") -> None:

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.errors import PvesphereError
 
-class FormatError(Exception):
+
+class FormatError(PvesphereError):
     """A format check failed; str() is the Perl die message including its newline."""
 
 

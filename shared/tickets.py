@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 from msgspec import Meta
 
+from shared.errors import PvesphereError
 from shared.private_files import create_private_once, replace_private
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ MAX_IMAGE_BYTES = 1 << 42
 TASK_UID = "^[0-9a-f]{32}\\Z"
 
 
-class TicketInvalid(Exception):
+class TicketInvalid(PvesphereError):
     """Why a ticket is refused (safe to tell the caller)."""
 
 

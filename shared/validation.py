@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_ori
 
 import msgspec
 
+from shared.errors import PvesphereError
+
 M = TypeVar("M")
 
 # The largest integer any input may hold (ids, page numbers, filters, sizes): every JSON
@@ -64,7 +66,7 @@ class CheckedStr(str, Checked):
         return cls(cls.check(raw))
 
 
-class InvalidInput(ValueError):
+class InvalidInput(PvesphereError, ValueError):
     """``fields`` maps each bad field ("" for the whole input) to what is wrong with it."""
 
     def __init__(self, fields: dict[str, str]) -> None:
@@ -76,7 +78,7 @@ class InvalidInput(ValueError):
         )
 
 
-def _dec_hook(tp: Any, value: Any) -> Any:
+def dec_hook(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, Checked):
         return tp.parse(value)
     raise NotImplementedError(f"no decoder for {tp!r}")
@@ -92,7 +94,7 @@ def schema_hook(tp: Any) -> dict[str, Any]:
 def parse(model: type[M], data: Any) -> M:
     """``data`` (JSON values, or strings from a query or form) as a ``model``, or InvalidInput."""
     try:
-        parsed = msgspec.convert(data, model, strict=False, dec_hook=_dec_hook)
+        parsed = msgspec.convert(data, model, strict=False, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
         raise InvalidInput(_field_errors(model, data, str(exc))) from None
     for name in getattr(model, "__struct_fields__", ()):
@@ -152,7 +154,7 @@ def _field_errors(model: type[Any], data: Any, whole: str) -> dict[str, str]:
             continue
         value = data[f.encode_name]
         try:
-            msgspec.convert(value, f.type, strict=False, dec_hook=_dec_hook)
+            msgspec.convert(value, f.type, strict=False, dec_hook=dec_hook)
         except msgspec.ValidationError as exc:
             where, text = _split_path(str(exc))
             errors[f.encode_name + where] = describe(text, f.type, None if where else value)

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from agent.errors import AgentFault
 from shared.direct_write import SequentialWriter, open_for_writing
 from shared.frames import Frame
 
@@ -35,11 +36,11 @@ HASH_BACKLOG = 4
 HASH_READ = 8 << 20
 
 
-class ChunkCorrupt(Exception):
+class ChunkCorrupt(AgentFault):
     pass
 
 
-class NoSpace(Exception):
+class CopyDiskFull(AgentFault):
     pass
 
 
@@ -144,7 +145,7 @@ class ChunkWriter:
             self._out.flush()  # the chunk is in the file before anyone relies on it
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {frame.offset} bytes") from None
+                raise CopyDiskFull(f"staging disk is full after {frame.offset} bytes") from None
             raise
         offset = self._out.offset
         self.written = offset

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from agent.errors import AgentFault
+from shared.errors import ServiceError
 
-class TransferRefused(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+
+class TransferRefused(ServiceError, AgentFault):
+    pass

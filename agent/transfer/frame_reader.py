@@ -35,7 +35,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from agent.errors import AgentFault
 from agent.transfer.errors import TransferRefused
+from shared.error_slugs import ErrorSlug
 from shared.frames import CHUNK, MAX_HEADER, PREFIX, Frame, FrameError, decode_header, header_length
 
 BUFFERS = 8
@@ -61,7 +63,7 @@ LINGER_SECONDS = 10.0
 _PREFIX, _HEADER, _PAYLOAD = range(3)
 
 
-class StreamTruncated(FrameError):
+class StreamTruncated(FrameError, AgentFault):
     """The body ended inside a frame."""
 
 
@@ -304,7 +306,7 @@ class StreamBody:
         request = self.request
         length = request.content_length
         if length is None:
-            raise TransferRefused(411, "length_required", "a stream is a body with a Content-Length")
+            raise TransferRefused(411, ErrorSlug.LENGTH_REQUIRED, "a stream is a body with a Content-Length")
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the connection is gone")

@@ -11,23 +11,17 @@ bytes changed on the way are caught; what the image holds is visible on the netw
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.appkeys import RECEIVES
-from agent.transfer.receive import Receives
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 class PlainData:
-    """A plain-HTTP listener for data streams on ``host`` (an ephemeral port), opened on
-    first use; its URLs name ``advertised_host``, the host peers reach this agent by."""
+    """A plain-HTTP listener serving ``app`` (the data route alone, transfer/routes.py
+    plain_data_app) on ``host`` (an ephemeral port), opened on first use; its URLs name
+    ``advertised_host``, the host peers reach this agent by."""
 
-    def __init__(self, receive_data: Handler, receives: Receives, host: str, advertised_host: str) -> None:
-        self.receive_data = receive_data
-        self.receives = receives
+    def __init__(self, app: web.Application, host: str, advertised_host: str) -> None:
+        self.app = app
         self.host = host
         self.advertised_host = advertised_host
         self._runner: web.AppRunner | None = None
@@ -41,12 +35,9 @@ class PlainData:
         return f"http://{host}:{self._port}"
 
     async def _open(self) -> None:
-        app = web.Application()
-        app[RECEIVES] = self.receives
-        app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", self.receive_data)
         # Closing does not wait for streams still running on it: they break off, and their
         # senders resume them over TLS (or stop, if the agent stops).
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0)
         await runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.messages.link import TransferSettings
 from shared.tickets import TicketVerifier
 
 
@@ -23,14 +24,13 @@ class PeerPolicy:
     def insecure(self) -> bool:
         return self.data_plane == "insecure"
 
-    def update(self, settings: dict[str, object]) -> None:
-        key = settings.get("ticket_public_key")
-        if isinstance(key, str) and key and (self.tickets is None or self.tickets.public_key != key):
+    def update(self, settings: TransferSettings) -> None:
+        key = settings.ticket_public_key
+        if key and (self.tickets is None or self.tickets.public_key != key):
             self.tickets = TicketVerifier(key)
-        for name in ("max_inbound", "max_outbound"):
-            value = settings.get(name)
-            if isinstance(value, int) and value > 0:
-                setattr(self, name, value)
-        plane = settings.get("data_plane")
-        if plane in ("tls", "insecure"):
-            self.data_plane = str(plane)
+        if settings.max_inbound > 0:
+            self.max_inbound = settings.max_inbound
+        if settings.max_outbound > 0:
+            self.max_outbound = settings.max_outbound
+        if settings.data_plane in ("tls", "insecure"):
+            self.data_plane = settings.data_plane

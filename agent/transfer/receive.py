@@ -34,16 +34,18 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from agent.staging import Staging
-from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, NoSpace, RunningHash
+from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, CopyDiskFull, RunningHash
 from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamTruncated
 from agent.transfer.policy import PeerPolicy
-from agent.transfer.send import Hop, Sender
+from agent.transfer.send import Sender
 from agent.transfer.used_tickets import UsedTickets
+from shared.error_slugs import ErrorSlug
 from shared.frames import Frame, FrameError
+from shared.messages.transfers import Hop, ReceiveState, ReceiveView
 from shared.tickets import Ticket, TicketInvalid
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ SAVE_EVERY = 1.0
 RECENT_FRAMES = 3
 
 
+RecordState = Literal["receiving", "complete", "failed"]
+
+
 @dataclass
 class ReceiveRecord:
     """What is saved about a receive (staging/receives/<task uid>.json)."""
@@ -70,9 +75,9 @@ class ReceiveRecord:
     fmt: str
     name: str
     verified: int = 0
-    state: str = "receiving"  # receiving -> complete, or failed
+    state: RecordState = "receiving"  # receiving -> complete, or failed
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorSlug | None = None
     corrupt_chunks: int = 0
     received_bytes: int = 0  # payload that arrived, re-sent bytes included
     resumed_from: int = 0  # where the latest stream began (what earlier ones had verified)
@@ -187,7 +192,7 @@ class Receive:
         """Until [0, end) is verified here; raises if this copy failed or went away."""
         while self.rec.verified < end:
             if self.rec.state == "failed":
-                raise TransferRefused(410, "source_gone", f"relay copy failed: {self.rec.error}")
+                raise TransferRefused(410, ErrorSlug.SOURCE_GONE, f"relay copy failed: {self.rec.error}")
             self._grew.clear()
             await self._grew.wait()
 
@@ -209,26 +214,26 @@ class Receive:
 
     # -- state for the coordinator --------------------------------------------------------
 
-    def view(self) -> dict[str, Any]:
-        state = self.rec.state
+    def view(self) -> ReceiveView:
+        state: ReceiveState = self.rec.state
         if state == "receiving" and not (self.session and self.session.streaming):
             state = "idle"
-        return {
-            "task_id": self.rec.task_id,
-            "task_uid": self.rec.task_uid,
-            "epoch": self.rec.epoch,
-            "state": state,
-            "size": self.rec.size,
-            "verified": self.rec.verified,
-            "rate_bytes_per_sec": self.meter.rate() if state == "receiving" else 0,
-            "error": self.rec.error,
-            "error_kind": self.rec.error_kind,
-            "corrupt_chunks": self.rec.corrupt_chunks,
-            "received_bytes": self.rec.received_bytes,
-            "resumed_from": self.rec.resumed_from,
-            "staged_name": self.rec.name if self.rec.state == "complete" else None,
-            "forwarding": self.forwarder is not None and not self.forwarder.done(),
-        }
+        return ReceiveView(
+            task_id=self.rec.task_id,
+            task_uid=self.rec.task_uid,
+            epoch=self.rec.epoch,
+            state=state,
+            size=self.rec.size,
+            verified=self.rec.verified,
+            rate_bytes_per_sec=self.meter.rate() if state == "receiving" else 0,
+            error=self.rec.error,
+            error_kind=self.rec.error_kind,
+            corrupt_chunks=self.rec.corrupt_chunks,
+            received_bytes=self.rec.received_bytes,
+            resumed_from=self.rec.resumed_from,
+            staged_name=self.rec.name if self.rec.state == "complete" else None,
+            forwarding=self.forwarder is not None and not self.forwarder.done(),
+        )
 
     def complete(self) -> None:
         os.rename(self.part_path, self.path)
@@ -300,18 +305,20 @@ class Receives:
         tickets = self.policy.tickets
         if tickets is None:
             raise TransferRefused(
-                503, "not_registered", "this agent has not registered with a coordinator yet"
+                503, ErrorSlug.NOT_REGISTERED, "this agent has not registered with a coordinator yet"
             )
         try:
             ticket = tickets.verify(token)
         except TicketInvalid as exc:
-            raise TransferRefused(403, "bad_ticket", str(exc)) from None
+            raise TransferRefused(403, ErrorSlug.BAD_TICKET, str(exc)) from None
         if ticket.task_id != task_id or ticket.node != self.node:
             raise TransferRefused(
-                403, "bad_ticket", f"ticket is for task {ticket.task_id} on {ticket.node}, not this transfer"
+                403,
+                ErrorSlug.BAD_TICKET,
+                f"ticket is for task {ticket.task_id} on {ticket.node}, not this transfer",
             )
         if ticket.jti in self._used_tickets:
-            raise TransferRefused(403, "ticket_used", "ticket was already used (replay refused)")
+            raise TransferRefused(403, ErrorSlug.TICKET_USED, "ticket was already used (replay refused)")
         return ticket
 
     def _promised(self, other_than: Receive | None) -> int:
@@ -333,23 +340,23 @@ class Receives:
             return 0
         return ticket.size - verified + self._promised(receive)
 
-    def open_session(
-        self, task_id: int, token: str, next_hops: list[dict[str, Any]]
-    ) -> tuple[Session, Receive]:
+    def open_session(self, task_id: int, token: str, next_hops: list[Hop]) -> tuple[Session, Receive]:
         """Check the ticket and the limits; returns the session and where to go on from."""
         ticket = self._check_ticket(task_id, token)
         receive = self.receives.get(ticket.task_uid)
         if receive is not None and ticket.epoch < receive.rec.epoch:
             raise TransferRefused(
-                409, "stale_ticket", f"ticket is for attempt {ticket.epoch}, task is at {receive.rec.epoch}"
+                409,
+                ErrorSlug.STALE_TICKET,
+                f"ticket is for attempt {ticket.epoch}, task is at {receive.rec.epoch}",
             )
         if receive is not None and (receive.rec.size, receive.rec.sha256) != (ticket.size, ticket.sha256):
             self._drop(receive)  # another image under the same task: start over
             receive = None
         busy = self.inbound - int(bool(receive and receive.session and receive.session.holds_slot()))
         if busy >= self.policy.max_inbound:
-            raise TransferRefused(429, "busy", f"{self.node} already receives {busy} image(s)")
-        forward_key = (str(next_hops[0]["task_uid"]), ticket.epoch) if next_hops else None
+            raise TransferRefused(429, ErrorSlug.BUSY, f"{self.node} already receives {busy} image(s)")
+        forward_key = (next_hops[0].task_uid, ticket.epoch) if next_hops else None
         keeps_forwarder = (
             receive is not None
             and receive.forwarder is not None
@@ -357,7 +364,9 @@ class Receives:
             and receive.forward_key == forward_key
         )
         if forward_key and not keeps_forwarder and self.sender.outbound >= self.policy.max_outbound:
-            raise TransferRefused(429, "busy", f"{self.node} already sends {self.sender.outbound} image(s)")
+            raise TransferRefused(
+                429, ErrorSlug.BUSY, f"{self.node} already sends {self.sender.outbound} image(s)"
+            )
         if receive is None:
             name = self.staging.new_name("sync", task_id, ticket.fmt)
             receive = Receive(
@@ -371,7 +380,7 @@ class Receives:
         if rec.state == "failed":
             if ticket.epoch <= rec.epoch:
                 # The coordinator decides whether to try again (a new attempt, a newer ticket).
-                raise TransferRefused(409, "receive_failed", f"this copy failed: {rec.error}")
+                raise TransferRefused(409, ErrorSlug.RECEIVE_FAILED, f"this copy failed: {rec.error}")
             rec.state, rec.error, rec.error_kind = "receiving", None, None
         rec.epoch = ticket.epoch
         if rec.state != "complete":
@@ -380,11 +389,11 @@ class Receives:
             if missing + SPACE_RESERVE > free:  # (what is verified stays: a retry resumes)
                 self._fail(
                     receive,
-                    "no_space",
+                    ErrorSlug.NO_SPACE,
                     f"staging disk on {self.node} is too small: {max(free, 0)} bytes free for this copy, "
                     f"it needs {missing} more (+{SPACE_RESERVE} kept in reserve)",
                 )
-                raise TransferRefused(507, "no_space", rec.error or "no space")
+                raise TransferRefused(507, ErrorSlug.NO_SPACE, rec.error or "no space")
         receive.save()
         self._used_tickets.add(ticket.jti, ticket.expires_at)
         session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
@@ -393,12 +402,11 @@ class Receives:
         if forward_key and not keeps_forwarder:
             if receive.forwarder is not None:
                 receive.forwarder.cancel()
-            hops = [Hop.parse(h) for h in next_hops]
-            receive.forwarder = self.sender.start(f"relay-{task_id}-{ticket.epoch}", receive, hops)
+            receive.forwarder = self.sender.start(f"relay-{task_id}-{ticket.epoch}", receive, next_hops)
             receive.forward_key = forward_key
         return session, receive
 
-    def _fail(self, receive: Receive, kind: str, message: str) -> None:
+    def _fail(self, receive: Receive, kind: ErrorSlug, message: str) -> None:
         receive.rec.state, receive.rec.error_kind, receive.rec.error = "failed", kind, message
         try:
             receive.save()
@@ -407,7 +415,7 @@ class Receives:
         receive._advanced()
         log.warning("receive for task %s failed: %s", receive.rec.task_id, message)
 
-    async def stream(self, task_id: int, session_id: str, frames: AsyncIterator[Frame]) -> dict[str, Any]:
+    async def stream(self, task_id: int, session_id: str, frames: AsyncIterator[Frame]) -> ReceiveView:
         """Check and write the frames of one stream of the task's current session."""
         receive = next(
             (
@@ -418,10 +426,12 @@ class Receives:
             None,
         )
         if receive is None or receive.session is None:
-            raise TransferRefused(409, "session_superseded", "this session is not the task's current one")
+            raise TransferRefused(
+                409, ErrorSlug.SESSION_SUPERSEDED, "this session is not the task's current one"
+            )
         session = receive.session
         if session.streaming:
-            raise TransferRefused(409, "session_busy", "a stream is already running in this session")
+            raise TransferRefused(409, ErrorSlug.SESSION_BUSY, "a stream is already running in this session")
         if receive.rec.state == "complete":
             return receive.view()
         session.streaming = session.started = True
@@ -440,28 +450,34 @@ class Receives:
                     async for frame in frames:
                         stall.reschedule(loop.time() + STALL_SECONDS)
                         if receive.session is not session:
-                            raise TransferRefused(409, "session_superseded", "a newer session took over")
+                            raise TransferRefused(
+                                409, ErrorSlug.SESSION_SUPERSEDED, "a newer session took over"
+                            )
                         if frame.offset != expected:
                             raise TransferRefused(
-                                400, "bad_offset", f"frame at {frame.offset}, expected {expected}"
+                                400, ErrorSlug.BAD_OFFSET, f"frame at {frame.offset}, expected {expected}"
                             )
                         expected += frame.length
                         if expected > receive.rec.size:
-                            raise TransferRefused(400, "bad_offset", "frames go past the end of the image")
+                            raise TransferRefused(
+                                400, ErrorSlug.BAD_OFFSET, "frames go past the end of the image"
+                            )
                         receive.rec.received_bytes += frame.length
                         await writer.write(frame)
             except TimeoutError:
                 if not stall.expired():
                     raise  # a write's own ETIMEDOUT, not a silent sender
-                raise TransferRefused(408, "stalled", f"no data for {STALL_SECONDS:.0f} s") from None
+                raise TransferRefused(408, ErrorSlug.STALLED, f"no data for {STALL_SECONDS:.0f} s") from None
             except StreamTruncated as exc:
-                raise TransferRefused(400, "truncated", str(exc)) from None
+                raise TransferRefused(400, ErrorSlug.TRUNCATED, str(exc)) from None
             await writer.drain()
             if receive.rec.verified == receive.rec.size:
                 if not await writer.finish(receive.rec.sha256):
                     receive.discard_data()
-                    self._fail(receive, "checksum", "sha256 of the received image does not match the upload")
-                    raise TransferRefused(422, "checksum", receive.rec.error or "checksum mismatch")
+                    self._fail(
+                        receive, ErrorSlug.CHECKSUM, "sha256 of the received image does not match the upload"
+                    )
+                    raise TransferRefused(422, ErrorSlug.CHECKSUM, receive.rec.error or "checksum mismatch")
                 receive.complete()
                 receive._advanced()
                 receive.session = None
@@ -475,19 +491,19 @@ class Receives:
         except ChunkCorrupt as exc:
             receive.rec.corrupt_chunks += 1
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
-            raise TransferRefused(422, "corrupt_chunk", str(exc)) from None
-        except NoSpace as exc:
+            raise TransferRefused(422, ErrorSlug.CORRUPT_CHUNK, str(exc)) from None
+        except CopyDiskFull as exc:
             await writer.close()  # before the file is cut: its threads may still write to it
             receive.keep_verified()
             self._fail(
                 receive,
-                "no_space",
+                ErrorSlug.NO_SPACE,
                 f"{exc} on {self.node}; its {receive.rec.verified} verified bytes are kept: "
                 "a retry resumes from there",
             )
-            raise TransferRefused(507, "no_space", receive.rec.error or str(exc)) from None
+            raise TransferRefused(507, ErrorSlug.NO_SPACE, receive.rec.error or str(exc)) from None
         except FrameError as exc:
-            raise TransferRefused(400, "bad_frame", str(exc)) from None
+            raise TransferRefused(400, ErrorSlug.BAD_FRAME, str(exc)) from None
         finally:
             await writer.close()
             session.streaming = False

@@ -17,16 +17,19 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
+from msgspec.structs import replace
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
+from agent.errors import AgentFault
 from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
+from shared.error_slugs import ErrorSlug
 from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
+from shared.messages.transfers import Hop
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +45,14 @@ READ_AHEAD = 2
 # (perf) 0.32 CPU s/GiB with 256 KiB pieces, 0.52-0.60 with whole 4 MiB chunks.
 WRITE_PIECE = 256 << 10
 # Refusals that another try at the same hop cannot fix.
-FINAL_ERRORS = {"stale_ticket", "session_superseded", "no_space", "checksum", "receive_failed"}
-TICKET_ERRORS = {"bad_ticket", "ticket_used"}
-
-
-@dataclass(frozen=True)
-class Hop:
-    task_id: int
-    task_uid: str  # what the hop keys its receive by (see receive.py)
-    epoch: int  # the task's attempt this hop belongs to: later tickets only for it
-    node: str
-    url: str
-    ticket: str
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Hop:
-        return cls(
-            int(raw["task_id"]),
-            str(raw["task_uid"]),
-            int(raw["epoch"]),
-            str(raw["node"]),
-            str(raw["url"]),
-            str(raw["ticket"]),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+FINAL_ERRORS = {
+    ErrorSlug.STALE_TICKET,
+    ErrorSlug.SESSION_SUPERSEDED,
+    ErrorSlug.NO_SPACE,
+    ErrorSlug.CHECKSUM,
+    ErrorSlug.RECEIVE_FAILED,
+}
+TICKET_ERRORS = {ErrorSlug.BAD_TICKET, ErrorSlug.TICKET_USED}
 
 
 class ImageSource(Protocol):
@@ -113,7 +98,7 @@ class StagedImage:
 ReadQueue = asyncio.Queue[tuple[bytes, list[bytes] | list[memoryview]] | BaseException | None]
 
 
-class HopFailed(Exception):
+class HopFailed(AgentFault):
     pass
 
 
@@ -233,13 +218,13 @@ class Transfer:
             try:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
-                opened = await client.open_session(hop.task_id, ticket, [h.as_dict() for h in rest])
+                opened = await client.open_session(hop.task_id, ticket, rest)
                 ticket = None  # spent: every session needs a new one
-                offset = int(opened["offset"])
+                offset = opened.offset
                 if offset >= self.source.size:
                     return
                 # In the clear only where this agent's policy allows it too.
-                plain_url = opened.get("plain_url") if self.sender.policy.insecure else None
+                plain_url = opened.plain_url if self.sender.policy.insecure else None
                 log.info(
                     "transfer %s: streaming to %s (task %s) from byte %d of %d%s",
                     self.id,
@@ -249,14 +234,14 @@ class Transfer:
                     self.source.size,
                     f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
                 )
-                await self._stream(client, hop, str(opened["session"]), offset, plain_url)
+                await self._stream(client, hop, opened.session, offset, plain_url)
                 return
             except AgentError as exc:
                 if exc.error in FINAL_ERRORS:
                     raise HopFailed(f"{exc.status} {exc.error}: {exc.message}") from None
                 if exc.error in TICKET_ERRORS:
                     ticket = None
-                if exc.error == "corrupt_chunk":
+                if exc.error == ErrorSlug.CORRUPT_CHUNK:
                     log.warning("transfer %s: %s reports %s; resending", self.id, hop.node, exc.message)
                     continue  # resume at once from what the hop verified
                 reason = f"{exc.status} {exc.error}: {exc.message}"

@@ -20,11 +20,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.messages import link
 from shared.private_files import create_private_once
 
 PREFIX = "pvsa"
 # A PVE node name is a host name label: no dots, so the credential splits unambiguously.
-NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+NODE_NAME = re.compile(link.NODE_NAME)
 GENERATION = re.compile(r"[0-9]{1,9}")
 
 

@@ -24,6 +24,7 @@ from coordinator.db.models import Agent, AgentIdentity
 from coordinator.db.types import utcnow
 from coordinator.errors import CoordinatorError, Forbidden, Unauthorized
 from coordinator.tokens import hash_secret
+from shared.error_slugs import ErrorSlug
 
 JOIN_PREFIX = "pvsj_"
 DEFAULT_JOIN_TTL = timedelta(hours=1)
@@ -72,16 +73,16 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
     )
     if row is None:
         raise Unauthorized(
-            "invalid_join_token", "join token is not valid (already used, replaced or never issued)"
+            ErrorSlug.INVALID_JOIN_TOKEN, "join token is not valid (already used, replaced or never issued)"
         )
     if row.node_name != node_name:
         raise Forbidden(
-            "wrong_node",
+            ErrorSlug.WRONG_NODE,
             f"this join token is for node {row.node_name}, not for node {node_name}",
         )
     now = utcnow()
     if row.join_expires_at is None or row.join_expires_at <= now:
-        raise Unauthorized("join_token_expired", f"the join token for node {node_name} has expired")
+        raise Unauthorized(ErrorSlug.JOIN_TOKEN_EXPIRED, f"the join token for node {node_name} has expired")
     spent = await session.execute(
         update(AgentIdentity)
         .where(
@@ -100,7 +101,7 @@ async def enroll(session: AsyncSession, node_name: str, join_token: str) -> int:
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise Unauthorized("invalid_join_token", "join token is not valid (already used)")
+        raise Unauthorized(ErrorSlug.INVALID_JOIN_TOKEN, "join token is not valid (already used)")
     await session.commit()
     fresh = await session.get(AgentIdentity, row.id, populate_existing=True)
     assert fresh is not None
@@ -111,12 +112,13 @@ async def check_current(session: AsyncSession, claim: NodeClaim) -> None:
     """Raises Unauthorized unless ``claim`` is its node's current, unrevoked enrolment."""
     row = await _identity(session, claim.node_name)
     if row is None or row.generation == 0:
-        raise Unauthorized("unauthorized", f"node {claim.node_name} is not enrolled")
+        raise Unauthorized(ErrorSlug.UNAUTHORIZED, f"node {claim.node_name} is not enrolled")
     if row.revoked_at is not None:
-        raise Unauthorized("unauthorized", f"the credential of node {claim.node_name} is revoked")
+        raise Unauthorized(ErrorSlug.UNAUTHORIZED, f"the credential of node {claim.node_name} is revoked")
     if row.generation != claim.generation:
         raise Unauthorized(
-            "unauthorized", f"node {claim.node_name} was enrolled again: this credential is superseded"
+            ErrorSlug.UNAUTHORIZED,
+            f"node {claim.node_name} was enrolled again: this credential is superseded",
         )
 
 

@@ -9,15 +9,11 @@ agent, and gets tickets only for transfers it sends.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Annotated
 
-from msgspec import Meta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.agents import enrolment, registry
-from coordinator.agents.credentials import NODE_NAME
 from coordinator.api.auth import AgentCaller, bearer
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
@@ -25,54 +21,44 @@ from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
 from coordinator.db.races import create_or_return
 from coordinator.staging_release import release_copy
-from shared.tickets import TASK_UID
-from shared.validation import Input, Model
-from shared.version import VERSION
+from shared.error_slugs import ErrorSlug
+from shared.messages.link import (
+    AgentHello,
+    Enrolled,
+    EnrolRequest,
+    Goodbye,
+    Identity,
+    Registered,
+    ReleaseOut,
+    ReleaseRequest,
+    TicketOut,
+    TicketRequest,
+    TransferSettings,
+)
+from shared.version import VERSION, incompatible
 
 log = logging.getLogger(__name__)
 routes = Routes("agent-link")
 
 
-class AgentHello(Model):  # not Input: newer agents may report more
-    node_name: Annotated[str, Meta(min_length=1, max_length=100)]
-    cluster_name: Annotated[str, Meta(max_length=100)]
-    # The coordinator sends the node's credential there: HTTPS only.
-    url: Annotated[str, Meta(max_length=255, pattern="^https://")]
-    version: Annotated[str, Meta(max_length=50)]
-    started_at: Annotated[datetime, Meta(tz=True)]
-    pve_ok: bool
-    staging_free_bytes: Annotated[int, Meta(ge=0)]
-    pve_error: str | None = None
-
-    def report(self) -> registry.AgentReport:
-        return registry.AgentReport(
-            node_name=self.node_name,
-            cluster_name=self.cluster_name,
-            url=self.url.rstrip("/"),
-            version=self.version,
-            started_at=self.started_at,
-            pve_ok=self.pve_ok,
-            pve_error=self.pve_error,
-            staging_free_bytes=self.staging_free_bytes,
-        )
+def _report(hello: AgentHello) -> registry.AgentReport:
+    return registry.AgentReport(
+        node_name=hello.node_name,
+        cluster_name=hello.cluster_name,
+        url=hello.url.rstrip("/"),
+        version=hello.version,
+        started_at=hello.started_at,
+        pve_ok=hello.pve_ok,
+        pve_error=hello.pve_error,
+        staging_free_bytes=hello.staging_free_bytes,
+    )
 
 
-class TransferSettings(Model):
-    """How agents check tickets, how many streams a node may run at once, and whether image
-    bytes may cross in the clear (data_plane)."""
-
-    ticket_public_key: str
-    max_inbound: int
-    max_outbound: int
-    data_plane: str
-
-
-class Registered(Model):
-    agent_id: int
-    node_id: int | None
-    heartbeat_interval: float
-    coordinator_version: str
-    transfers: TransferSettings
+def _compatible(hello: AgentHello) -> None:
+    """An agent too far from this coordinator's version is refused (shared/version.py)."""
+    reason = incompatible(hello.version, VERSION)
+    if reason is not None:
+        raise ApiError(409, ErrorSlug.INCOMPATIBLE_VERSION, f"node {hello.node_name}: {reason}")
 
 
 def _registered(call: Call, agent_id: int, node_id: int | None) -> Registered:
@@ -91,16 +77,6 @@ def _registered(call: Call, agent_id: int, node_id: int | None) -> Registered:
     )
 
 
-class EnrolRequest(Input):
-    node_name: Annotated[str, Meta(pattern=f"^{NODE_NAME.pattern}$")]
-
-
-class Enrolled(Model):
-    node_name: str
-    generation: int
-    credential: str
-
-
 @routes.post("/enroll", role=None, body=EnrolRequest, response=Enrolled, errors=(401, 403))
 async def enroll(call: Call) -> Enrolled:
     """An agent trades its node's single-use join token (the bearer) for the node's credential."""
@@ -111,11 +87,6 @@ async def enroll(call: Call) -> Enrolled:
     log.info("node %s enrolled its agent (credential generation %d)", body.node_name, generation)
     credential = call.app[CREDENTIALS].for_node(body.node_name, generation)
     return Enrolled(node_name=body.node_name, generation=generation, credential=credential)
-
-
-class Identity(Model):
-    node_name: str
-    generation: int
 
 
 @routes.get("/whoami", role="agent", response=Identity)
@@ -135,7 +106,7 @@ def _as_itself(call: Call, node_name: str) -> None:
     if node_name != caller.node_name:
         raise ApiError(
             403,
-            "wrong_node",
+            ErrorSlug.WRONG_NODE,
             f"the credential of node {caller.node_name} cannot act as node {node_name}",
         )
 
@@ -146,21 +117,22 @@ async def _own_agent(session: AsyncSession, call: Call) -> Agent | None:
     if agent is not None and agent.node_name != _caller(call).node_name:
         raise ApiError(
             403,
-            "wrong_node",
+            ErrorSlug.WRONG_NODE,
             f"agent {agent.id} is node {agent.node_name}'s; "
             f"the credential of node {_caller(call).node_name} cannot act for it",
         )
     return agent
 
 
-@routes.post("/register", role="agent", body=AgentHello, response=Registered, errors=(403,))
+@routes.post("/register", role="agent", body=AgentHello, response=Registered, errors=(403, 409))
 async def register(call: Call) -> Registered:
     """An agent announces itself (at start and whenever the coordinator forgot it)."""
     hello: AgentHello = call.body
     _as_itself(call, hello.node_name)
+    _compatible(hello)
     agent = await create_or_return(
         call.app[DB],
-        lambda session: registry.register(session, hello.report()),
+        lambda session: registry.register(session, _report(hello)),
         f"registration of {hello.node_name}",
     )
     log.info(
@@ -174,39 +146,30 @@ async def register(call: Call) -> Registered:
     return _registered(call, agent.id, agent.node_id)
 
 
-@routes.post("/agents/{id}/heartbeat", role="agent", body=AgentHello, response=Registered, errors=(403, 404))
+@routes.post(
+    "/agents/{id}/heartbeat", role="agent", body=AgentHello, response=Registered, errors=(403, 404, 409)
+)
 async def heartbeat(call: Call) -> Registered:
     """Keeps the agent live; 404 tells the agent to register again."""
     hello: AgentHello = call.body
     _as_itself(call, hello.node_name)
+    _compatible(hello)
     async with call.app[DB]() as session:
         await _own_agent(session, call)
-        agent = await registry.heartbeat(session, call.path["id"], hello.report())
+        agent = await registry.heartbeat(session, call.path["id"], _report(hello))
     if agent is None:
-        raise ApiError(404, "agent_not_found", f"agent {call.path['id']} is not registered")
+        raise ApiError(404, ErrorSlug.AGENT_NOT_FOUND, f"agent {call.path['id']} is not registered")
     return _registered(call, agent.id, agent.node_id)
 
 
-@routes.post("/agents/{id}/goodbye", role="agent", errors=(403,))
-async def goodbye(call: Call) -> dict[str, object]:
+@routes.post("/agents/{id}/goodbye", role="agent", response=Goodbye, errors=(403,))
+async def goodbye(call: Call) -> Goodbye:
     """A cleanly stopping agent is not live from this moment."""
     async with call.app[DB]() as session:
         await _own_agent(session, call)
         await registry.goodbye(session, call.path["id"])
     log.info("agent %s said goodbye", call.path["id"])
-    return {"agent_id": call.path["id"]}
-
-
-class TicketRequest(Input):
-    task_id: Annotated[int, Meta(ge=1)]
-    task_uid: Annotated[str, Meta(pattern=TASK_UID)]  # the task, not another under a reused id
-    epoch: Annotated[int, Meta(ge=1)]  # the attempt the sender's transfer belongs to
-
-
-class TicketOut(Model):
-    task_id: int
-    epoch: int
-    ticket: str
+    return Goodbye(agent_id=call.path["id"])
 
 
 async def _now_sent_by(session: AsyncSession, task: TemplateSyncTask, node_name: str) -> None:
@@ -237,21 +200,21 @@ async def ticket(call: Call) -> TicketOut:
     async with call.app[DB]() as session:
         task = await session.get(TemplateSyncTask, body.task_id)
         if task is None or task.uid != body.task_uid:
-            raise ApiError(404, "sync_task_not_found", f"sync task {body.task_id} not found")
+            raise ApiError(404, ErrorSlug.SYNC_TASK_NOT_FOUND, f"sync task {body.task_id} not found")
         if caller.node_name not in task.upstream_nodes.split(","):
             raise ApiError(
                 403,
-                "not_a_sender",
+                ErrorSlug.NOT_A_SENDER,
                 f"node {caller.node_name} does not send sync task {task.id} "
                 f"(to {task.target_node_name}, from {task.source_node_name})",
             )
         if task.status != "syncing":
-            raise ApiError(409, "not_syncing", f"sync task {task.id} is {task.status}, not syncing")
+            raise ApiError(409, ErrorSlug.NOT_SYNCING, f"sync task {task.id} is {task.status}, not syncing")
         if task.epoch != body.epoch:
             # A transfer of an attempt that failed: it must stop, not compete with the new one.
             raise ApiError(
                 409,
-                "stale_transfer",
+                ErrorSlug.STALE_TRANSFER,
                 f"sync task {task.id} has moved on to a newer attempt; this transfer's is over",
             )
         if caller.node_name != task.source_node_name:
@@ -268,16 +231,6 @@ async def ticket(call: Call) -> TicketOut:
         fmt=upload.file_format,
     )
     return TicketOut(task_id=task.id, epoch=task.epoch, ticket=token)
-
-
-class ReleaseRequest(Input):
-    staged_name: Annotated[str, Meta(min_length=1, max_length=128)]
-
-
-class ReleaseOut(Model):
-    staged_name: str
-    released: bool
-    reason: str
 
 
 @routes.post("/staging/release", role="agent", body=ReleaseRequest, response=ReleaseOut)

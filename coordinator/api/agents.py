@@ -16,6 +16,7 @@ from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import CONFIG, DB
 from coordinator.db.models import Agent, PveNode
 from coordinator.db.types import utcnow
+from shared.error_slugs import ErrorSlug
 from shared.validation import Model
 
 routes = Routes("agents")
@@ -95,5 +96,5 @@ async def get_agent(call: Call) -> AgentOut:
     async with call.app[DB]() as session:
         row = (await session.execute(_stmt().where(Agent.id == call.path["id"]))).first()
     if row is None:
-        raise not_found("agent", call.path["id"])
+        raise not_found(ErrorSlug.AGENT_NOT_FOUND, call.path["id"])
     return _out(row[0], row[1], is_live(row[0], utcnow(), timeout))

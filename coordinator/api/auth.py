@@ -11,6 +11,7 @@ from coordinator import tokens
 from coordinator.agents import enrolment
 from coordinator.api.errors import ApiError
 from coordinator.appkeys import CREDENTIALS, DB
+from shared.error_slugs import ErrorSlug
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if not header:
-        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token> header")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "missing Authorization: Bearer <token> header")
     token = value.strip()
     # printable ASCII, as every token is: a byte beyond reaches us as a surrogate, and hashing failed
     if scheme.lower() != "bearer" or not token or not (token.isascii() and token.isprintable()):
-        raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>'")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "Authorization header must be 'Bearer <token>'")
     return token
 
 
@@ -45,11 +46,11 @@ async def authenticate(request: web.Request, needed: str) -> Principal:
     async with request.app[DB]() as session:
         row = await tokens.lookup(session, secret)
     if row is None:
-        raise ApiError(401, "unauthorized", "invalid or revoked API token")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "invalid or revoked API token")
     if tokens.RANK[row.role] < tokens.RANK[needed]:  # type: ignore[index]
         raise ApiError(
             403,
-            "forbidden",
+            ErrorSlug.FORBIDDEN,
             f"token {row.name!r} has role {row.role}; this request needs role {needed} or higher",
         )
     return Principal(row.id, row.name, row.role)
@@ -59,7 +60,7 @@ async def authenticate_agent(request: web.Request) -> AgentCaller:
     """Agents prove themselves with their own node's credential."""
     claim = request.app[CREDENTIALS].check(bearer(request))
     if claim is None:
-        raise ApiError(401, "unauthorized", "invalid agent credential")
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "invalid agent credential")
     async with request.app[DB]() as session:
         await enrolment.check_current(session, claim)
     return AgentCaller(claim.node_name, claim.generation)

@@ -16,6 +16,7 @@ from coordinator.appkeys import DB, INVENTORY
 from coordinator.db.models import PveCluster, PveNode, PveStorage
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
+from shared.error_slugs import ErrorSlug
 from shared.pve_api import (
     TOKEN_ID_MAX,
     TOKEN_ID_PATTERN,
@@ -174,7 +175,7 @@ async def get_cluster(call: Call) -> ClusterOut:
     """One registered cluster."""
     found = await _out(call, [call.path["id"]])
     if not found:
-        raise not_found("cluster", call.path["id"])
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"])
     return found[0]
 
 
@@ -191,7 +192,7 @@ def _pve_failure(exc: PveError, settings_sent: bool) -> ApiError:
         status = 400
     else:
         status = 502
-    return ApiError(status, f"pve_{exc.kind}", exc.message)
+    return ApiError(status, ErrorSlug(f"pve_{exc.kind}"), exc.message)
 
 
 @routes.post("/clusters", role="admin", body=ClusterIn, response=ClusterOut, errors=(400, 409, 502, 504))
@@ -212,10 +213,12 @@ async def register_cluster(call: Call) -> ClusterOut:
     except ClusterExists as exc:
         raise conflict(
             f"cluster {exc.existing.cluster_name!r} is already registered as id {exc.existing.id}",
-            "cluster_exists",
+            ErrorSlug.CLUSTER_EXISTS,
         ) from None
     except IntegrityError:
-        raise conflict("this cluster was registered by a concurrent request", "cluster_exists") from None
+        raise conflict(
+            "this cluster was registered by a concurrent request", ErrorSlug.CLUSTER_EXISTS
+        ) from None
     return (await _out(call, [cluster.id]))[0]
 
 
@@ -225,7 +228,7 @@ async def refresh_cluster(call: Call) -> ClusterOut:
     try:
         await call.app[INVENTORY].refresh(call.path["id"])
     except LookupError:
-        raise not_found("cluster", call.path["id"]) from None
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"]) from None
     except PveError as exc:
         raise _pve_failure(exc, settings_sent=False) from None
     return (await _out(call, [call.path["id"]]))[0]
@@ -243,11 +246,13 @@ async def update_cluster(call: Call) -> ClusterOut:
     body: ClusterUpdate = call.body
     changes = {name: value for name in body.__struct_fields__ if (value := getattr(body, name)) is not None}
     if not changes:
-        raise ApiError(400, "invalid_request", "give api_url, token_id, token_secret and/or verify_ssl")
+        raise ApiError(
+            400, ErrorSlug.INVALID_REQUEST, "give api_url, token_id, token_secret and/or verify_ssl"
+        )
     try:
         await call.app[INVENTORY].update(call.path["id"], changes, call.actor)
     except LookupError:
-        raise not_found("cluster", call.path["id"]) from None
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"]) from None
     except PveError as exc:
         raise _pve_failure(exc, settings_sent=True) from None
     return (await _out(call, [call.path["id"]]))[0]

@@ -20,6 +20,8 @@ from coordinator.errors import (
     Unavailable,
 )
 from coordinator.errors import not_found as domain_not_found
+from shared.error_slugs import ErrorSlug
+from shared.errors import ServiceError
 
 # The HTTP status of each kind of refusal the domain code raises: the one place they are mapped.
 HTTP_STATUS: dict[type[Refusal], int] = {
@@ -32,21 +34,19 @@ HTTP_STATUS: dict[type[Refusal], int] = {
 }
 
 
-class ApiError(CoordinatorError):
-    """Raised by the API layer in a request; rendered as the error envelope with this status."""
+class ApiError(CoordinatorError, ServiceError):
+    """Raised by the API layer in a request; rendered as the error envelope with this status
+    (the coordinator's base, and the one error that crosses HTTP)."""
 
     def __init__(
         self,
         status: int,
-        error: str,
+        error: ErrorSlug,
         message: str,
         extra: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+        super().__init__(status, error, message)
         self.extra = extra or {}
         # Seconds after which asking again may succeed (the Retry-After header); see app.py.
         self.retry_after = retry_after
@@ -62,21 +62,22 @@ def retry_after_header(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def bad_request(message: str, error: str = "invalid_request") -> ApiError:
+def bad_request(message: str, error: ErrorSlug = ErrorSlug.INVALID_REQUEST) -> ApiError:
     return ApiError(400, error, message)
 
 
-def not_found(kind: str, ident: object) -> ApiError:
-    return from_refusal(domain_not_found(kind, ident))
+def not_found(error: ErrorSlug, ident: object) -> ApiError:
+    """404 ``error`` (``<kind>_not_found``), saying "<kind> <ident> not found"."""
+    return from_refusal(domain_not_found(error, ident))
 
 
-def conflict(message: str, error: str) -> ApiError:
+def conflict(message: str, error: ErrorSlug) -> ApiError:
     return ApiError(409, error, message)
 
 
 def error_response(
     status: int,
-    error: str,
+    error: ErrorSlug,
     message: str,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,

@@ -15,6 +15,7 @@ from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import CONFIG, DB
 from coordinator.db.models import Agent, PveCluster, PveNode
 from coordinator.db.types import utcnow
+from shared.error_slugs import ErrorSlug
 from shared.validation import Model
 
 routes = Routes("inventory")
@@ -73,5 +74,5 @@ async def get_node(call: Call) -> NodeOut:
     async with call.app[DB]() as session:
         row = (await session.execute(_stmt().where(PveNode.id == call.path["id"]))).first()
     if row is None:
-        raise not_found("node", call.path["id"])
+        raise not_found(ErrorSlug.NODE_NOT_FOUND, call.path["id"])
     return _out(call, *row)

@@ -21,6 +21,7 @@ from aiohttp import web
 from coordinator.api.auth import AgentCaller, Principal, authenticate, authenticate_agent
 from coordinator.api.errors import ApiError, accepted, success
 from shared import json_body
+from shared.error_slugs import ErrorSlug
 from shared.validation import INT_MAX, InvalidInput, Model, parse
 
 M = TypeVar("M")
@@ -139,7 +140,9 @@ def parse_model(model: type[M], data: Any, where: str) -> M:
         return parse(model, data)
     except InvalidInput as exc:
         fields = {loc or where: text for loc, text in exc.fields.items()}
-        raise ApiError(400, "invalid_request", f"invalid {where}: {exc}", {"fields": fields}) from None
+        raise ApiError(
+            400, ErrorSlug.INVALID_REQUEST, f"invalid {where}: {exc}", {"fields": fields}
+        ) from None
 
 
 def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
@@ -151,7 +154,7 @@ def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
             shown = raw if len(raw) <= 40 else raw[:40] + "..."
             raise ApiError(
                 400,
-                "invalid_request",
+                ErrorSlug.INVALID_REQUEST,
                 f"{name} must be a positive integer, at most {INT_MAX} (got {shown!r})",
                 {"fields": {name: f"must be a positive integer, at most {INT_MAX}"}},
             )
@@ -160,7 +163,9 @@ def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
 
 
 async def _read_json(request: web.Request) -> Any:
-    too_large = ApiError(413, "too_large", f"a JSON request body may have at most {JSON_BODY_MAX} bytes")
+    too_large = ApiError(
+        413, ErrorSlug.TOO_LARGE, f"a JSON request body may have at most {JSON_BODY_MAX} bytes"
+    )
     if (request.content_length or 0) > JSON_BODY_MAX:
         raise too_large
     raw = bytearray()
@@ -174,7 +179,9 @@ async def _read_json(request: web.Request) -> Any:
         return json_body.decode(bytes(raw))
     except json_body.BadJson as exc:
         message = f"invalid body: {exc.where}: {exc.message}" if exc.where else exc.message
-        raise ApiError(400, "invalid_json", message, {"fields": {exc.where or "body": exc.message}}) from None
+        raise ApiError(
+            400, ErrorSlug.INVALID_JSON, message, {"fields": {exc.where or "body": exc.message}}
+        ) from None
 
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -190,7 +197,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             query = parse_model(endpoint.query, dict(request.query), "query")
         elif request.query:
             unknown = ", ".join(sorted(request.query))
-            raise ApiError(400, "invalid_request", f"unknown query parameter(s): {unknown}")
+            raise ApiError(400, ErrorSlug.INVALID_REQUEST, f"unknown query parameter(s): {unknown}")
         body = None
         if endpoint.body is not None:
             body = parse_model(endpoint.body, await _read_json(request), "body")

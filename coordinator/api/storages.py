@@ -12,6 +12,7 @@ from coordinator.api.pagination import Page, PageQuery, paginate
 from coordinator.api.routing import Call, Routes
 from coordinator.appkeys import DB
 from coordinator.db.models import PveNode, PveStorage
+from shared.error_slugs import ErrorSlug
 from shared.validation import Model
 
 routes = Routes("inventory")
@@ -83,5 +84,5 @@ async def get_storage(call: Call) -> StorageOut:
     async with call.app[DB]() as session:
         row = (await session.execute(_stmt().where(PveStorage.id == call.path["id"]))).first()
     if row is None:
-        raise not_found("storage", call.path["id"])
+        raise not_found(ErrorSlug.STORAGE_NOT_FOUND, call.path["id"])
     return _out(*row)

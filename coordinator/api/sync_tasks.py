@@ -42,6 +42,7 @@ from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus, SyncTaskStatusName
 from coordinator.sync_tasks import Planned, create_sync_tasks
 from coordinator.upload_plan import sync_targets
+from shared.error_slugs import ErrorSlug
 from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def _with_name():  # type: ignore[no-untyped-def]
 async def _load(session: AsyncSession, task_id: int) -> tuple[TemplateSyncTask, str]:
     row = (await session.execute(_with_name().where(TemplateSyncTask.id == task_id))).first()
     if row is None:
-        raise not_found("sync_task", task_id)
+        raise not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, task_id)
     return row[0], row[1]
 
 
@@ -170,12 +171,14 @@ async def sync_template(call: Call) -> SyncStarted:
             .limit(1)
         )
         if upload is None or upload.status == "failed":
-            raise conflict(f"template {template.id} has no image to sync (its upload failed)", "no_image")
+            raise conflict(
+                f"template {template.id} has no image to sync (its upload failed)", ErrorSlug.NO_IMAGE
+            )
         if upload.is_shared:
             raise conflict(
                 f"template {template.id} is on shared storage {upload.storage_name!r}: every node already "
                 "sees it, there is nothing to sync",
-                "shared_storage_no_sync",
+                ErrorSlug.SHARED_STORAGE_NO_SYNC,
             )
         cluster = await session.get(PveCluster, upload.cluster_id)
         source = await session.get(PveNode, upload.import_node_id)
@@ -232,7 +235,9 @@ async def get_sync_task(call: Call) -> SyncTaskOut:
 
 
 def _not_failed(task_id: int, status: str) -> ApiError:
-    return conflict(f"sync task {task_id} is {status}; only a failed task can be retried", "not_failed")
+    return conflict(
+        f"sync task {task_id} is {status}; only a failed task can be retried", ErrorSlug.NOT_FAILED
+    )
 
 
 @routes.post(
@@ -252,7 +257,8 @@ async def retry_sync_task(call: Call) -> StatusChange:
             await session.commit()
         except IntegrityError:
             raise conflict(
-                f"another sync task of this template to {task.target_node_name} is active", "sync_task_active"
+                f"another sync task of this template to {task.target_node_name} is active",
+                ErrorSlug.SYNC_TASK_ACTIVE,
             ) from None
         if not retried:
             raise _not_failed(task.id, "no longer failed")
@@ -290,7 +296,7 @@ async def cancel_sync_task(call: Call) -> StatusChange:
             now = "no longer pending or syncing" if sync_task.cancelable(task.status) else task.status
             raise conflict(
                 f"sync task {task.id} is {now}; only pending or syncing tasks can be canceled",
-                "not_cancelable",
+                ErrorSlug.NOT_CANCELABLE,
             )
         await _forget_instance(session, task)
         await session.commit()
@@ -309,7 +315,7 @@ async def delete_sync_task(call: Call) -> StatusChange:
             raise conflict(
                 f"sync task {task.id} is {task.status}; only a pending task can be deleted"
                 + (" (cancel it first)" if task.status == SyncTaskStatus.SYNCING else ""),
-                "not_pending",
+                ErrorSlug.NOT_PENDING,
             )
         await _forget_instance(session, task)
         await session.delete(task)

@@ -29,6 +29,7 @@ from coordinator.jobs.engine import LeaseLost
 from coordinator.states.deletion import UNFINISHED, UnfinishedName
 from coordinator.states.template import TemplateStatus, TemplateStatusName
 from coordinator.template_delete import deleting_conflict, soft_delete, start_cascade
+from shared.error_slugs import ErrorSlug
 from shared.text_fields import Description, refuse_control
 from shared.validation import CheckedStr, Input, Model
 
@@ -171,7 +172,7 @@ async def _load_live(
 ) -> tuple[VmTemplate, str, TemplateDeletion | None]:
     row = (await session.execute(_live().where(VmTemplate.id == template_id))).first()
     if row is None:
-        raise not_found("template", template_id)
+        raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, template_id)
     return row[0], row[1], row[2]
 
 
@@ -223,7 +224,7 @@ async def update_template(call: Call) -> TemplateOut:
     """Rename a template or change its description."""
     body: TemplateUpdate = call.body
     if body.template_name is None and body.description is None:
-        raise ApiError(400, "invalid_request", "give template_name and/or description to change")
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, "give template_name and/or description to change")
     async with call.app[DB]() as session:
         template, cluster_name, _ = await _load_live(session, call.path["id"])
         refuse_deleting(template)
@@ -239,7 +240,7 @@ async def update_template(call: Call) -> TemplateOut:
         except IntegrityError:
             raise conflict(
                 f"template name {body.template_name!r} is already used in cluster {cluster_name!r}",
-                "template_name_taken",
+                ErrorSlug.TEMPLATE_NAME_TAKEN,
             ) from None
     return template_out(template, cluster_name)
 

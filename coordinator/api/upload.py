@@ -46,6 +46,8 @@ from coordinator.states.upload import FINAL, UploadStatus
 from coordinator.upload_plan import UploadPlan, plan_upload
 from coordinator.upload_slots import UploadLimitReached
 from shared import json_body
+from shared.error_slugs import ErrorSlug
+from shared.messages.uploads import Staged
 from shared.pacer import Pacer
 from shared.text_fields import DESCRIPTION_MAX, Description
 from shared.validation import Checked, Input, Model
@@ -172,7 +174,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         return None
     expect = request.headers.get("Expect", "").lower()
     if expect != "100-continue":
-        return error_response(417, "expectation_failed", f"unknown Expect: {expect}")
+        return error_response(417, ErrorSlug.EXPECTATION_FAILED, f"unknown Expect: {expect}")
     try:
         principal = await authenticate(request, "operator")
         await request.app[UPLOAD_SLOTS].check(principal.token_id)
@@ -183,7 +185,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     length = request.content_length
     if length is not None and length > _limit(request) + FORM_OVERHEAD:
         return error_response(
-            413, "too_large", f"upload of {length} bytes exceeds the limit of {_limit(request)} bytes"
+            413, ErrorSlug.TOO_LARGE, f"upload of {length} bytes exceeds the limit of {_limit(request)} bytes"
         )
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
@@ -195,7 +197,7 @@ async def _field_text(part: BodyPartReader) -> str:
         data += chunk
         if len(data) > FIELD_LIMIT:
             raise ApiError(
-                400, "invalid_request", f"form field {part.name} is longer than {FIELD_LIMIT} bytes"
+                400, ErrorSlug.INVALID_REQUEST, f"form field {part.name} is longer than {FIELD_LIMIT} bytes"
             )
     return data.decode("utf-8", errors="replace")
 
@@ -253,17 +255,17 @@ def _boundary(request: web.Request) -> str:
 async def _read_form(request: web.Request, idle: IdleWatch) -> tuple[dict[str, Any], BodyPartReader]:
     """The form fields before the file, and the file part (its headers read, its data not)."""
     if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "invalid_request", "send the upload as multipart/form-data (curl -F)")
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, "send the upload as multipart/form-data (curl -F)")
     try:
         with idle.waiting():
             return await _form_fields(request)
     except (ValueError, AssertionError) as exc:
-        raise ApiError(400, "invalid_request", f"malformed multipart body: {exc}") from None
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, f"malformed multipart body: {exc}") from None
     except ClientIdle as exc:
         raise _dropped(exc) from None  # nothing was made yet: the slot is all it held
     except (ConnectionError, HttpProcessingError):
         # The client went away (or its body broke off) before the file: nothing was made yet.
-        raise ApiError(400, "incomplete", "the upload broke off before the file") from None
+        raise ApiError(400, ErrorSlug.INCOMPLETE, "the upload broke off before the file") from None
 
 
 async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartReader]:
@@ -272,18 +274,20 @@ async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartRe
     while True:
         part = await reader.next()
         if part is None:
-            raise ApiError(400, "invalid_request", "file is required (the disk image, as form field 'file')")
+            raise ApiError(
+                400, ErrorSlug.INVALID_REQUEST, "file is required (the disk image, as form field 'file')"
+            )
         if not isinstance(part, BodyPartReader):
-            raise ApiError(400, "invalid_request", "nested multipart bodies are not accepted")
+            raise ApiError(400, ErrorSlug.INVALID_REQUEST, "nested multipart bodies are not accepted")
         if part.name == "file":
             return fields, part
         if not part.name:
-            raise ApiError(400, "invalid_request", "a form field has no name")
+            raise ApiError(400, ErrorSlug.INVALID_REQUEST, "a form field has no name")
         fields[part.name] = await _field_text(part)
 
 
 def _dropped(exc: ClientIdle) -> ApiError:
-    return ApiError(408, "client_idle", f"{exc}: the upload was dropped")
+    return ApiError(408, ErrorSlug.CLIENT_IDLE, f"{exc}: the upload was dropped")
 
 
 @routes.post(
@@ -308,7 +312,9 @@ async def upload_template(call: Call) -> UploadResult:
     length = request.content_length
     if length is not None and length > config.max_upload_bytes + FORM_OVERHEAD:
         raise ApiError(
-            413, "too_large", f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes"
+            413,
+            ErrorSlug.TOO_LARGE,
+            f"upload of {length} bytes exceeds the limit of {config.max_upload_bytes} bytes",
         )
     assert call.principal is not None  # (the route needs an operator)
     try:
@@ -324,7 +330,7 @@ async def upload_template(call: Call) -> UploadResult:
         if status == UploadStatus.FAILED:
             raise ApiError(
                 502,
-                "import_failed",
+                ErrorSlug.IMPORT_FAILED,
                 error_message or "import failed",
                 {"result": msgspec.to_builtins(result)},
             )
@@ -339,7 +345,7 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
-        raise ApiError(503, "no_live_agent", str(exc)) from None
+        raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
     config = request.app[CONFIG]
     upload = await uploads.reserve(
         request.app[DB],
@@ -375,7 +381,7 @@ async def _read_upload_form(
     try:
         fmt = declared_format(file_name)
     except ImageRejected as exc:
-        raise ApiError(exc.status, "unsupported_format", exc.reason) from None
+        raise ApiError(exc.status, ErrorSlug.UNSUPPORTED_FORMAT, exc.reason) from None
     return form, file_part, file_name, fmt
 
 
@@ -394,7 +400,9 @@ async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:
     try:
         checked_options(form.vm_config, plan.storage.storage_name)
     except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc), {"fields": {"vm_config": str(exc)}}) from None
+        raise ApiError(
+            400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
+        ) from None
     return plan
 
 
@@ -406,7 +414,7 @@ async def _stream(
     file_name: str,
     fmt: str,
     idle: IdleWatch,
-) -> dict[str, Any]:
+) -> Staged:
     """The file part, streamed to the import node's agent, which stores and checks it; its
     answer (the staged image). On any failure the upload is abandoned (a failed record)."""
     config = request.app[CONFIG]
@@ -428,10 +436,10 @@ async def _stream(
         )
         # Anything after the file would have been ignored: refuse it rather than drop it silently.
         if part.more_parts:
-            await _quietly(agent.delete_staged(staged["staged_name"]))
+            await _quietly(agent.delete_staged(staged.staged_name))
             raise ApiError(
                 400,
-                "invalid_request",
+                ErrorSlug.INVALID_REQUEST,
                 "form fields must come before the file (with curl, put -F file=@... last)",
             )
     except (AgentError, AgentUnreachable, ApiError) as exc:
@@ -465,19 +473,21 @@ def _why_it_stopped(
     # The stream to the agent stopped: because of our side of it, or because of the agent.
     if body.too_large:
         limit = request.app[CONFIG].max_upload_bytes
-        return "file too large", ApiError(413, "too_large", f"file exceeds the limit of {limit} bytes")
+        return "file too large", ApiError(
+            413, ErrorSlug.TOO_LARGE, f"file exceeds the limit of {limit} bytes"
+        )
     if isinstance(body.client_error, ClientIdle):
         reason = f"upload dropped: {body.client_error} (after {body.received} bytes)"
         return reason, _dropped(body.client_error)
     if body.client_error is not None or request.transport is None or request.transport.is_closing():
         reason = f"upload broke off: the client went away after {body.received} bytes"
-        return reason, ApiError(400, "incomplete", "the upload broke off")
+        return reason, ApiError(400, ErrorSlug.INCOMPLETE, "the upload broke off")
     reason = f"agent of {node} failed: {exc}"
-    return reason, ApiError(503, "agent_failed", reason)
+    return reason, ApiError(503, ErrorSlug.AGENT_FAILED, reason)
 
 
 async def _record_staged(
-    call: Call, upload: TemplateUpload, plan: UploadPlan, staged: dict[str, Any]
+    call: Call, upload: TemplateUpload, plan: UploadPlan, staged: Staged
 ) -> UploadResult:
     """The image is stored: the rows that queue its import and its syncs; the answer."""
     planned = await uploads.record_staged(call.app[DB], upload.id, plan, staged, call.actor)

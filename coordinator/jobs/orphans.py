@@ -52,10 +52,8 @@ async def _check_agent(
     db: async_sessionmaker[AsyncSession], agent: AgentClient, node_id: int, grace: float
 ) -> int:
     report = await agent.staging()
-    upload_ids = [int(u["upload_id"]) for u in report["uploads"] if u["age_seconds"] >= grace]
-    receives = {
-        str(r["task_uid"]): int(r["task_id"]) for r in report["receives"] if r["age_seconds"] >= grace
-    }
+    upload_ids = [u.upload_id for u in report.uploads if u.age_seconds >= grace]
+    receives = {r.task_uid: r.task_id for r in report.receives if r.age_seconds >= grace}
     async with db() as session:
         uploads = {
             u.id: u
@@ -69,7 +67,7 @@ async def _check_agent(
     removed = 0
     for upload_id in upload_ids:
         if not needs_staged_image(uploads.get(upload_id), node_id):
-            gone = (await agent.delete_upload(upload_id))["removed"]
+            gone = (await agent.delete_upload(upload_id)).removed
             log.info("staging of node %s: removed %s (upload %s needs it no more)", node_id, gone, upload_id)
             removed += 1
     for task_uid, task_id in receives.items():

@@ -57,6 +57,8 @@ from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ErrorSlug
+from shared.messages.transfers import Hop, ReceiveView, TransferRequest
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ BACKOFF_START = 2.0
 BUSY_WAIT = 2.0
 BACKOFF_MAX = 60.0
 # Errors where trying again the same way cannot help.
-FINAL_KINDS = {"no_space"}
+FINAL_KINDS = {ErrorSlug.NO_SPACE}
 
 
 def import_key(template_id: int, task_id: int) -> str:
@@ -235,12 +237,12 @@ class SyncScheduler:
         source = self.agents.client(agents[chain.source.node_id])
         try:
             await source.start_transfer(
-                {
-                    "transfer_id": transfer_id,
-                    "staged_name": chain.source.staged_name,
-                    "size": upload.file_size,
-                    "hops": [self._hop(t, upload, agents) for t in claimed],
-                }
+                TransferRequest(
+                    transfer_id=transfer_id,
+                    staged_name=chain.source.staged_name,
+                    size=upload.file_size,
+                    hops=[self._hop(t, upload, agents) for t in claimed],
+                )
             )
         except (AgentError, AgentUnreachable) as exc:
             await self._not_started(chain, claimed, route, exc)
@@ -276,17 +278,15 @@ class SyncScheduler:
             await session.commit()
         return upload, names, claimed
 
-    def _hop(
-        self, task: TemplateSyncTask, upload: TemplateUpload, agents: dict[int, AgentAddress]
-    ) -> dict[str, Any]:
+    def _hop(self, task: TemplateSyncTask, upload: TemplateUpload, agents: dict[int, AgentAddress]) -> Hop:
         """One hop of a transfer chain: the target and its ticket for this attempt."""
-        return {
-            "task_id": task.id,
-            "task_uid": task.uid,
-            "epoch": task.epoch,
-            "node": task.target_node_name,
-            "url": agents[task.target_node_id].url,
-            "ticket": self.signer.issue(
+        return Hop(
+            task_id=task.id,
+            task_uid=task.uid,
+            epoch=task.epoch,
+            node=task.target_node_name,
+            url=agents[task.target_node_id].url,
+            ticket=self.signer.issue(
                 task_id=task.id,
                 task_uid=task.uid,
                 epoch=task.epoch,
@@ -295,7 +295,7 @@ class SyncScheduler:
                 sha256=upload.sha256,
                 fmt=upload.file_format,
             ),
-        }
+        )
 
     async def _not_started(
         self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable
@@ -304,10 +304,10 @@ class SyncScheduler:
         planned again from another copy (missing), or count a failed attempt."""
         # Busy: still sending for attempts that have failed here (they stop at their next
         # ticket). No attempt was made: the chain waits for the slot.
-        busy = isinstance(exc, AgentError) and exc.error == "busy"
+        busy = isinstance(exc, AgentError) and exc.error == ErrorSlug.BUSY
         # The source evicted (or lost) its copy after this chain was planned: not a source
         # any more; the tasks are planned again from another copy, no attempt counted.
-        missing = isinstance(exc, AgentError) and exc.error == "missing_image"
+        missing = isinstance(exc, AgentError) and exc.error == ErrorSlug.MISSING_IMAGE
         if busy:
             log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
         elif missing:
@@ -450,17 +450,17 @@ class SyncWatcher:
                 return None
             now = time.monotonic()
             streaming = False
-            if view is not None and int(view["epoch"]) == task.epoch:
-                if view["state"] == "complete":
-                    return await self._copied(task, str(view["staged_name"]))
-                if view["state"] == "failed":
-                    kind = view.get("error_kind")
-                    await self._fail_attempt(task, str(view.get("error")), final=kind in FINAL_KINDS)
+            if view is not None and view.epoch == task.epoch:
+                if view.state == "complete":
+                    return await self._copied(task, str(view.staged_name))
+                if view.state == "failed":
+                    kind = view.error_kind
+                    await self._fail_attempt(task, str(view.error), final=kind in FINAL_KINDS)
                     return None
-                watch.saw(int(view["verified"]), now)
-                if not await self._progress(task, watch.verified, int(view["rate_bytes_per_sec"])):
+                watch.saw(view.verified, now)
+                if not await self._progress(task, watch.verified, view.rate_bytes_per_sec):
                     return None  # canceled or taken over meanwhile
-                streaming = view["state"] == "receiving"
+                streaming = view.state == "receiving"
             elif not await self._still_current(task):
                 return None
             reason = await self._attempt_failure(task, watch, now, streaming, agent is None)
@@ -471,7 +471,7 @@ class SyncWatcher:
 
     async def _poll_target(
         self, task: TemplateSyncTask, agent: AgentClient | None
-    ) -> tuple[dict[str, Any] | None, str | None]:
+    ) -> tuple[ReceiveView | None, str | None]:
         """The target's receive state of the task (None: nothing to read now), or why the
         target's agent cannot be trusted."""
         if agent is None:

@@ -34,7 +34,10 @@ from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.vmids import NoFreeVmid, allocation_lock, held_by_us, lowest_free
 from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ImportErrorKind
+from shared.messages.imports import ImportRequest
 from shared.pve_outage import Retries
+from shared.validation import InvalidInput, parse
 from shared.vm_config import check_options, check_volumes
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,7 @@ class ImportResult:
     vmid: int  # 0: none was chosen (PVE could not be asked which are free)
     volume_id: str = ""
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: ImportErrorKind | None = None
 
 
 async def import_template(
@@ -148,32 +151,34 @@ async def import_template(
                 delay = retries.failed(reason, exc.message, deadline.remaining())
                 if delay is None:
                     error = f"reading VMIDs: {retries.summary()}; no time left within the deadline"
-                    return ImportResult("failed", 0, error=error, error_kind="pve_unreachable")
+                    return ImportResult("failed", 0, error=error, error_kind=ImportErrorKind.PVE_UNREACHABLE)
                 log.warning("%s: reading VMIDs: %s; trying again in %.0f s", key, retries.summary(), delay)
                 if not await on_progress(0.0):
-                    return ImportResult("failed", 0, error="canceled", error_kind="canceled")
+                    return ImportResult("failed", 0, error="canceled", error_kind=ImportErrorKind.CANCELED)
                 await asyncio.sleep(delay)
                 continue
             log.info("%s: VMID %s chosen", key, vmid)
-        op = await agent.start_import({"key": key, "vmid": vmid, "image_size": image_size, **request})
-        while op["state"] == "running":
-            if not await on_progress(float(op["progress"])):
+        # Checked here as the agent checks it (parse: options normalised to the allowlist's text).
+        order = parse(ImportRequest, {"key": key, "vmid": vmid, "image_size": image_size, **request})
+        op = await agent.start_import(order)
+        while op.state == "running":
+            if not await on_progress(op.progress):
                 await cancel_import(agent, key, "no longer wanted")
-                return ImportResult("failed", vmid, error="canceled", error_kind="canceled")
+                return ImportResult("failed", vmid, error="canceled", error_kind=ImportErrorKind.CANCELED)
             if deadline.passed():
                 await cancel_import(agent, key, f"the coordinator waited {deadline.seconds:.0f} s")
                 error = f"{deadline.missed()} (the coordinator's deadline); canceled"
-                return ImportResult("failed", vmid, error=error, error_kind="timeout")
+                return ImportResult("failed", vmid, error=error, error_kind=ImportErrorKind.TIMEOUT)
             await asyncio.sleep(POLL_SECONDS)
             op = await agent.get_import(key)
         result = ImportResult(
-            state=str(op["state"]),
+            state=op.state,
             vmid=vmid,
-            volume_id=str(op.get("volume_id") or ""),
-            error=op.get("error"),
-            error_kind=op.get("error_kind"),
+            volume_id=op.volume_id or "",
+            error=op.error,
+            error_kind=op.error_kind,
         )
-        if result.error_kind == "vmid_taken" and len(tried) < MAX_VMID_TRIES:
+        if result.error_kind == ImportErrorKind.VMID_TAKEN and len(tried) < MAX_VMID_TRIES:
             log.info("%s: VMID %s was taken meanwhile; choosing another", key, vmid)
             tried.add(vmid)
             vmid = None
@@ -271,11 +276,13 @@ async def drive_import(
         return ImportEnd(failed=f"agent of {node}: {exc}")
     except AgentUnreachable as exc:
         return ImportEnd(failed=f"agent of {node}: {exc}")
+    except InvalidInput as exc:  # what the agent would refuse with a 400: asking again cannot help
+        return ImportEnd(failed=f"the import for {node} is invalid: {exc}", final=True)
     except NoFreeVmid as exc:
         return ImportEnd(failed=str(exc), final=True)
     except PveError as exc:
         return ImportEnd(failed=f"reading VMIDs from PVE: {exc.message}")
     if result.state == "done":
         return ImportEnd(result.vmid, result.volume_id)
-    final = result.error_kind != "interrupted"
+    final = result.error_kind != ImportErrorKind.INTERRUPTED
     return ImportEnd(result.vmid, failed=f"import on {node} failed: {result.error}", final=final)

@@ -17,10 +17,9 @@ range (normally none). At the default interval a leaked VM is found within one i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +28,8 @@ from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks
 from coordinator.agents.registry import live_agents
 from coordinator.db.models import TemplateInstance, TemplateSyncTask, TemplateUpload, VmTemplate
+from shared.error_slugs import ErrorSlug
+from shared.messages.vms import ListedVm
 
 log = logging.getLogger(__name__)
 # Every import key starts with "t" (t<template>-u<upload>, t<template>-s<task>): any of ours.
@@ -45,11 +46,9 @@ class Removed:
     why: str
 
 
-def unaccounted(listed: Iterable[Mapping[str, Any]], accounted: set[int]) -> list[int]:
+def unaccounted(listed: Iterable[ListedVm], accounted: set[int]) -> list[int]:
     """VMIDs of a node's listing that no row accounts for and no import is working on."""
-    return sorted(
-        int(vm["vmid"]) for vm in listed if int(vm["vmid"]) not in accounted and not vm["importing"]
-    )
+    return sorted(vm.vmid for vm in listed if vm.vmid not in accounted and not vm.importing)
 
 
 async def accounted(session: AsyncSession, node_id: int) -> set[int]:
@@ -110,22 +109,22 @@ async def _sweep_node(
     db: async_sessionmaker[AsyncSession], agent: AgentClient, node_id: int, vmid_range: tuple[int, int]
 ) -> list[Removed]:
     listing = await agent.list_vms(*vmid_range)
-    node = str(listing["node"])
+    node = listing.node
     async with db() as session:
         held = await accounted(session, node_id)
     removed: list[Removed] = []
-    for vmid in unaccounted(listing["vms"], held):
+    for vmid in unaccounted(listing.vms, held):
         try:
             answer = await agent.delete_vm(vmid, ANY_OF_OURS, if_idle=True)
         except AgentError as exc:
-            if exc.error == "vm_busy":
+            if exc.error == ErrorSlug.VM_BUSY:
                 log.info("VM sweep: VM %s on %s left for now: %s", vmid, node, exc.message)
-            elif exc.error != "not_ours":  # someone else's VM in the range: not ours to judge
+            elif exc.error != ErrorSlug.NOT_OURS:  # someone else's VM in the range: not ours to judge
                 log.warning("VM sweep: VM %s on %s not removed: %s", vmid, node, exc.message)
             continue
-        if not answer["removed"]:
+        if not answer.removed:
             continue
-        why = f"{answer['how']}, and no upload, sync task or instance in the database holds it"
-        removed.append(Removed(node, vmid, str(answer["key"]), why))
-        log.warning("VM sweep: removed VM %s on %s (made by import %s): %s", vmid, node, answer["key"], why)
+        why = f"{answer.how}, and no upload, sync task or instance in the database holds it"
+        removed.append(Removed(node, vmid, str(answer.key), why))
+        log.warning("VM sweep: removed VM %s on %s (made by import %s): %s", vmid, node, answer.key, why)
     return removed

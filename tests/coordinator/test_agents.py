@@ -99,7 +99,7 @@ def test_coordinator_refuses_agents_without_the_credential(stack: Stack) -> None
         "node_name": "intruder",
         "cluster_name": "pve-demo",
         "url": "https://evil:1",
-        "version": "1",
+        "version": VERSION,  # an agent of another version may be refused (shared/version.py)
         "started_at": "2025-01-01T00:00:00Z",
         "pve_ok": True,
         "staging_free_bytes": 1,

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from demo.stack import Stack
+from shared.version import VERSION
 from tests.support.api import Api, Reply
 from tests.support.images import raw_with_data
 from tests.support.uploads import storage_id, upload, wait_for
@@ -37,7 +38,7 @@ def hello(stack: Stack, node: str) -> dict[str, object]:
         "node_name": node,
         "cluster_name": "pve-demo",
         "url": stack.agent_url(node),
-        "version": "1",
+        "version": VERSION,  # an agent of another version may be refused (shared/version.py)
         "started_at": "2026-01-01T00:00:00Z",
         "pve_ok": True,
         "staging_free_bytes": 1,

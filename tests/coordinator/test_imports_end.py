@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from agent.client import AgentClient, AgentError
 from coordinator.template_delete import IMPORT_STOPPED
 from demo.stack import Stack
+from shared.messages.imports import ImportRequest, ImportView
+from shared.messages.uploads import Staged
+from shared.staged_names import StagedName
+from shared.text_fields import Description, StorageId, VmName
 from tests.conftest import own_stack
 from tests.support import images
 from tests.support.agents import call_agent
@@ -127,7 +132,7 @@ def test_a_pve_command_that_cannot_start_fails_the_import_with_the_reason(
     upload_id = 900_000 + secrets.randbelow(99_999)
     vmid = 800_000 + secrets.randbelow(99_999)
 
-    async def stage(agent: AgentClient) -> dict[str, Any]:
+    async def stage(agent: AgentClient) -> Staged:
         async def body() -> Any:
             yield image.read_bytes()
 
@@ -135,36 +140,40 @@ def test_a_pve_command_that_cannot_start_fails_the_import_with_the_reason(
 
     staged = call_agent(stack, NODE, stage)
     key = f"t{upload_id}-u{upload_id}"
-    request = {
-        "key": key,
-        "vmid": vmid,
-        "staged_name": staged["staged_name"],
-        "storage": "local",
-        "name": "nostart",
-    }
+    request = ImportRequest(
+        key=key,
+        vmid=vmid,
+        staged_name=StagedName(staged.staged_name),
+        storage=StorageId("local"),
+        name=VmName("nostart"),
+    )
     pvesh = stack.pvesim_dir / "nodes" / NODE / "bin" / "pvesh"
     mode = pvesh.stat().st_mode
     try:
         with pytest.raises(AgentError) as refused:
             call_agent(
-                stack, NODE, lambda agent: agent.start_import({**request, "description": "before\x00after"})
+                stack,
+                NODE,
+                lambda agent: agent.start_import(
+                    replace(request, description=Description("before\x00after"))
+                ),
             )
         assert refused.value.status == 400 and "description" in refused.value.message
 
         pvesh.chmod(0o644)
         call_agent(stack, NODE, lambda agent: agent.start_import(request))
 
-        def ended() -> dict[str, Any] | None:
-            op: dict[str, Any] = call_agent(stack, NODE, lambda agent: agent.get_import(key))
-            return op if op["state"] != "running" else None
+        def ended() -> ImportView | None:
+            op = call_agent(stack, NODE, lambda agent: agent.get_import(key))
+            return op if op.state != "running" else None
 
         op = wait_for(ended, 30, "the import to end")
-        assert op["state"] == "failed", op
-        assert "Permission denied" in op["error"], op
-        assert op["error_kind"] == "pve_error"
+        assert op.state == "failed", op
+        assert "Permission denied" in str(op.error), op
+        assert op.error_kind == "pve_error"
     finally:
         pvesh.chmod(mode)
-        call_agent(stack, NODE, lambda agent: agent.delete_staged(staged["staged_name"]))
+        call_agent(stack, NODE, lambda agent: agent.delete_staged(staged.staged_name))
     assert vm_anywhere(stack, vmid) == []
 
 
@@ -218,8 +227,8 @@ def test_the_coordinator_gives_up_on_an_import_that_outlasts_its_deadline(
         _assert_stopped_and_removed(stack, vmid, upid)
         key = f"t{template_id}-u{failed['upload_id']}"
         op = call_agent(stack, NODE, lambda agent: agent.get_import(key))
-        assert (op["state"], op["error_kind"]) == ("failed", "canceled")
-        assert op["error"] == f"canceled: the coordinator waited {COORDINATOR_DEADLINE} s"
+        assert (op.state, op.error_kind) == ("failed", "canceled")
+        assert op.error == f"canceled: the coordinator waited {COORDINATOR_DEADLINE} s"
     finally:
         restart_agent(stack, NODE)
 
@@ -246,5 +255,5 @@ def test_cascade_delete_stops_a_running_import(stack: Stack, api: Api, tmp_path:
     assert api.get(f"/templates/{template_id}").status == 404
     op = call_agent(stack, NODE, lambda agent: agent.get_import(f"t{template_id}-u{upload_row.id}"))
     # Canceled by the delete's first step, or by the import job seeing its upload failed first.
-    assert op["state"] == "failed"
-    assert op["error"] in ("canceled: template deleted", "canceled: no longer wanted"), op
+    assert op.state == "failed"
+    assert op.error in ("canceled: template deleted", "canceled: no longer wanted"), op

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from demo.stack import Stack
+from shared.version import VERSION
 from tests.support.api import Api
 
 
@@ -66,7 +67,7 @@ def test_agents_register_with_https_urls_only(stack: Stack) -> None:
         "node_name": "pve-node1",
         "cluster_name": "pve-demo",
         "url": f"http://127.0.0.1:{stack.agent_port('pve-node1')}",
-        "version": "1",
+        "version": VERSION,  # an agent of another version may be refused (shared/version.py)
         "started_at": "2026-01-01T00:00:00Z",
         "pve_ok": True,
         "staging_free_bytes": 1,

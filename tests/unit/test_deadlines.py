@@ -6,7 +6,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.pve import NodePve, PveCallError
-from agent.tasks import TaskLimit, WaitEnded
+from agent.pve_tasks import TaskLimit, WaitEnded
 from coordinator.config import CoordinatorConfig
 from shared.deadlines import GIB, Deadline, scaled_timeout
 

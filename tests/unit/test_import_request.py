@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient
 
 from agent import importer
 from agent.appkeys import IMPORTER
-from agent.tasks import TaskLimit
+from agent.pve_tasks import TaskLimit
+from agent.routes import imports
+from shared.messages.imports import ImportRequest
 
 GOOD: dict[str, Any] = {
     "key": "t1-u1",
@@ -36,9 +38,9 @@ class Recorder(importer.Importer):
     def __init__(self) -> None:  # no PVE, no staging: nothing is imported here
         self.ops = {}
         self.stopping = False
-        self.started: list[importer.ImportRequest] = []
+        self.started: list[ImportRequest] = []
 
-    def start(self, req: importer.ImportRequest) -> importer.ImportOp:
+    def start(self, req: ImportRequest) -> importer.ImportOp:
         self.started.append(req)
         return importer.ImportOp(req, TaskLimit(60), state="done")
 
@@ -47,7 +49,7 @@ class Recorder(importer.Importer):
 async def agent(aiohttp_client: Any) -> tuple[TestClient[Any, Any], Recorder]:
     app = web.Application()
     app[IMPORTER] = recorder = Recorder()
-    app.router.add_post("/v1/imports", importer.start_import)
+    app.router.add_post("/v1/imports", imports.start_import)
     return await aiohttp_client(app), recorder
 
 

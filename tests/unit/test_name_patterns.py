@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.importer import ImportRequest
 from agent.staging import BadStagedName, Staging
-from agent.transfer.routes import TransferIn
+from shared.messages.imports import ImportRequest
+from shared.messages.transfers import TransferRequest
 from shared.validation import InvalidInput, parse
 from shared.vm_config import VmConfig
 
@@ -38,7 +38,7 @@ TRANSFER = {"transfer_id": "t5e1", "staged_name": STAGED, "size": 1, "hops": []}
     [
         (ImportRequest, IMPORT, "key"),
         (ImportRequest, IMPORT, "storage"),
-        (TransferIn, TRANSFER, "transfer_id"),
+        (TransferRequest, TRANSFER, "transfer_id"),
     ],
 )
 def test_agent_request_fields_with_a_trailing_newline_are_refused(model: Any, good: Any, field: str) -> None:

@@ -57,13 +57,13 @@ def test_a_new_task_under_an_old_tasks_id_gets_a_receive_of_its_own(tmp_path: Pa
         # The deleted task got to its third attempt and half its image.
         session, old = receives.open_session(TASK_ID, ticket(old_uid, 3, old_image), [])
         await receives.stream(TASK_ID, session.id, _frames(old_image, end=2 * PIECE))
-        assert old.view()["verified"] == 2 * PIECE
+        assert old.view().verified == 2 * PIECE
 
         # The new task under the same id starts at attempt 1: not stale, and from byte 0.
         session, new = receives.open_session(TASK_ID, ticket(new_uid, 1, new_image), [])
         assert new is not old and new.rec.verified == 0
         view = await receives.stream(TASK_ID, session.id, _frames(new_image))
-        assert (view["state"], view["epoch"], view["task_uid"]) == ("complete", 1, new_uid)
+        assert (view.state, view.epoch, view.task_uid) == ("complete", 1, new_uid)
         assert new.path.read_bytes() == new_image
 
         # Each is found by its uid; the old one's bytes are untouched until it is removed.

@@ -9,6 +9,7 @@ import pytest
 
 from agent.vm_journal import Entry, VmJournal, belongs, marker, owner_key
 from coordinator.jobs.vm_sweep import unaccounted
+from shared.messages.vms import ListedVm
 
 ENTRY = Entry("t3-u7", 0.0)
 
@@ -68,10 +69,8 @@ def test_an_unreadable_journal_stops_the_agent_instead_of_forgetting(tmp_path: P
 
 
 def test_the_sweep_judges_only_vms_nothing_accounts_for_and_no_import_works_on() -> None:
-    listed = [
-        {"vmid": 9000, "importing": False},
-        {"vmid": 9001, "importing": False},
-        {"vmid": 9002, "importing": True},
-        {"vmid": 9003, "importing": False},
-    ]
+    def vm(vmid: int, importing: bool) -> ListedVm:
+        return ListedVm(vmid, name="", lock=None, template=False, journal_key=None, importing=importing)
+
+    listed = [vm(9000, False), vm(9001, False), vm(9002, True), vm(9003, False)]
     assert unaccounted(listed, {9000}) == [9001, 9003]

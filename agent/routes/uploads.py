@@ -13,9 +13,11 @@ import re
 from aiohttp import web
 
 from agent.appkeys import EVICTOR, STAGING
-from agent.receive import NoSpace, TooLarge, body_pieces, receive_to_file
-from agent.server_errors import json_error
+from agent.routes.responses import answer, json_error
+from agent.upload_writer import UploadDiskFull, UploadTooLarge, body_pieces, receive_to_file
 from agent.validate import ImageRejected, inspect
+from shared.error_slugs import ErrorSlug
+from shared.messages.uploads import Staged, StagedRemoved, UploadRemoved
 
 log = logging.getLogger(__name__)
 FORMATS = ("qcow2", "raw", "vmdk")
@@ -44,48 +46,52 @@ async def receive_upload(request: web.Request) -> web.Response:
     upload_id = int(request.match_info["upload_id"])
     fmt = request.query.get("format", "")
     if fmt not in FORMATS:
-        return json_error(400, "invalid_request", f"format must be one of {', '.join(FORMATS)}")
+        return json_error(400, ErrorSlug.INVALID_REQUEST, f"format must be one of {', '.join(FORMATS)}")
     try:
         max_bytes = _int_query(request, "max_bytes")
         max_virtual = _int_query(request, "max_virtual_size")
         # A chunked body's size is unknown: the coordinator says the most it can be.
         size_hint = _int_query(request, "size_hint", 0)
     except web.HTTPBadRequest as exc:
-        return json_error(400, "invalid_request", exc.text or "bad query")
+        return json_error(400, ErrorSlug.INVALID_REQUEST, exc.text or "bad query")
     length = request.content_length
     expected = length if length is not None else size_hint
     if length is not None and length > max_bytes:
-        return json_error(413, "too_large", f"file of {length} bytes exceeds the limit of {max_bytes}")
+        return json_error(
+            413, ErrorSlug.TOO_LARGE, f"file of {length} bytes exceeds the limit of {max_bytes}"
+        )
     if expected:
         purpose = f"room for {expected} bytes of upload {upload_id}"
         await request.app[EVICTOR].make_room(min(expected, max_bytes), SPACE_RESERVE, purpose)
     free = staging.free_bytes()
     if length is not None and length + SPACE_RESERVE > free:
-        return json_error(507, "no_space", f"staging disk has {free} bytes free, the file needs {length}")
+        return json_error(
+            507, ErrorSlug.NO_SPACE, f"staging disk has {free} bytes free, the file needs {length}"
+        )
 
     name = staging.new_name("upload", upload_id, fmt)
     part = staging.part_path(name)
     try:
         size, sha256 = await receive_to_file(body_pieces(request.content), part, max_bytes)
-    except TooLarge:
+    except UploadTooLarge:
         log.warning("upload %s cut off: larger than %d bytes", upload_id, max_bytes)
-        return json_error(413, "too_large", f"file exceeds the limit of {max_bytes} bytes")
-    except NoSpace as exc:
+        return json_error(413, ErrorSlug.TOO_LARGE, f"file exceeds the limit of {max_bytes} bytes")
+    except UploadDiskFull as exc:
         log.warning("upload %s failed: %s", upload_id, exc)
-        return json_error(507, "no_space", str(exc))
+        return json_error(507, ErrorSlug.NO_SPACE, str(exc))
     except (ConnectionError, web.HTTPException, OSError) as exc:
         log.warning("upload %s broke off: %s", upload_id, exc.__class__.__name__)
-        return json_error(400, "incomplete", f"the upload broke off: {exc.__class__.__name__}")
+        return json_error(400, ErrorSlug.INCOMPLETE, f"the upload broke off: {exc.__class__.__name__}")
     except Exception as exc:  # aiohttp payload errors (truncated chunked body) and the like
         log.warning("upload %s broke off: %s: %s", upload_id, exc.__class__.__name__, exc)
-        return json_error(400, "incomplete", f"the upload broke off: {exc}")
+        return json_error(400, ErrorSlug.INCOMPLETE, f"the upload broke off: {exc}")
 
     try:
         info = await inspect(part, fmt, max_virtual, _label(request))
     except ImageRejected as exc:
         part.unlink(missing_ok=True)
         log.warning("upload %s rejected: %s", upload_id, exc.reason)
-        return json_error(exc.status, "image_rejected", exc.reason)
+        return json_error(exc.status, ErrorSlug.IMAGE_REJECTED, exc.reason)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -100,14 +106,8 @@ async def receive_upload(request: web.Request) -> web.Response:
         info.virtual_size,
         sha256,
     )
-    return web.json_response(
-        {
-            "staged_name": name,
-            "size": size,
-            "sha256": sha256,
-            "format": fmt,
-            "virtual_size": info.virtual_size,
-        }
+    return answer(
+        Staged(staged_name=name, size=size, sha256=sha256, format=fmt, virtual_size=info.virtual_size)
     )
 
 
@@ -118,7 +118,7 @@ async def delete_upload(request: web.Request) -> web.Response:
     removed = request.app[STAGING].remove_upload(upload_id)
     if removed:
         log.info("upload %s given up by the coordinator: removed %s", upload_id, ", ".join(removed))
-    return web.json_response({"upload_id": upload_id, "removed": removed})
+    return answer(UploadRemoved(upload_id, removed))
 
 
 async def delete_staged(request: web.Request) -> web.Response:
@@ -126,7 +126,7 @@ async def delete_staged(request: web.Request) -> web.Response:
     try:
         removed = request.app[STAGING].remove(name)
     except ValueError as exc:
-        return json_error(400, "invalid_request", str(exc))
+        return json_error(400, ErrorSlug.INVALID_REQUEST, str(exc))
     if removed:
         log.info("removed staged image %s", name)
-    return web.json_response({"staged_name": name, "removed": removed})
+    return answer(StagedRemoved(name, removed))

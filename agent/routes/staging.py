@@ -8,21 +8,21 @@ import time
 from aiohttp import web
 
 from agent.appkeys import RECEIVES, STAGING
+from agent.routes.responses import answer
+from shared.messages.uploads import StagedReceive, StagedUpload, StagingReport
 
 
 async def list_staging(request: web.Request) -> web.Response:
     now = time.time()  # ages, not times: the coordinator's clock may differ from ours
     uploads = [
-        {"upload_id": upload_id, "age_seconds": round(now - mtime, 1)}
+        StagedUpload(upload_id=upload_id, age_seconds=round(now - mtime, 1))
         for upload_id, mtime in sorted(request.app[STAGING].upload_mtimes().items())
     ]
-    receives = []
+    receives: list[StagedReceive] = []
     for receive in request.app[RECEIVES].receives.values():
         try:
             age = now - receive.state_path.stat().st_mtime  # saved whenever the copy moves on
         except FileNotFoundError:
             age = 0.0
-        receives.append(
-            {"task_id": receive.rec.task_id, "task_uid": receive.rec.task_uid, "age_seconds": round(age, 1)}
-        )
-    return web.json_response({"uploads": uploads, "receives": receives})
+        receives.append(StagedReceive(receive.rec.task_id, receive.rec.task_uid, round(age, 1)))
+    return answer(StagingReport(uploads=uploads, receives=receives))

@@ -17,16 +17,17 @@ from pathlib import Path
 
 from aiohttp import StreamReader
 
+from agent.errors import AgentFault
 from shared.direct_write import SequentialWriter, open_for_writing
 
 BATCH = 4 << 20
 
 
-class TooLarge(Exception):
+class UploadTooLarge(AgentFault):
     pass
 
 
-class NoSpace(Exception):
+class UploadDiskFull(AgentFault):
     pass
 
 
@@ -51,7 +52,7 @@ class HashingWriter:
                 self.out.flush()
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise NoSpace(f"staging disk is full after {self.size} bytes") from None
+                raise UploadDiskFull(f"staging disk is full after {self.size} bytes") from None
             raise
         for chunk in batch:
             self.hasher.update(chunk)
@@ -68,7 +69,7 @@ class HashingWriter:
     async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
-            raise TooLarge(f"more than {self.limit} bytes")
+            raise UploadTooLarge(f"more than {self.limit} bytes")
         self._batch.append(chunk)
         self._batched += len(chunk)
         if self._batched >= BATCH:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from agent.errors import AgentFault
 from agent.pve import NodePve, PveCallError
 from shared.deadlines import Deadline
 
@@ -74,7 +75,7 @@ async def active_task(pve: NodePve, vmid: int, kind: str) -> str | None:
     return None
 
 
-class TaskFailed(Exception):
+class TaskFailed(AgentFault):
     """A PVE task ended without OK (the message is its exit status), or could not be waited on."""
 
     def __init__(self, message: str, upid: str | None = None) -> None:

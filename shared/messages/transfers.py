@@ -1,0 +1,76 @@
+"""Copies between agents. Coordinator -> source agent: POST /v1/transfers (a staged image
+along a chain of hops); coordinator -> target: GET/DELETE /v1/receives/{task_id}. Agent ->
+agent: POST /v1/receives/{task_id}/session with a ticket, then PUT .../data (frames,
+shared/frames.py), both answered with what the receive looks like."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+from shared.error_slugs import ErrorSlug
+from shared.tickets import TASK_UID
+from shared.validation import Model
+
+
+class Hop(Model):
+    """One target of a transfer: the node, its agent's URL, and the ticket for its task."""
+
+    task_id: Annotated[int, Meta(ge=1)]
+    task_uid: Annotated[str, Meta(pattern=TASK_UID)]  # what the hop keys its receive by
+    epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: later tickets only for it
+    node: Annotated[str, Meta(min_length=1)]
+    url: Annotated[str, Meta(min_length=1)]
+    # Never empty on the wire; a sender empties it for a hop it routes to itself (no ticket
+    # yet: it asks the coordinator for one, agent/transfer/send.py).
+    ticket: Annotated[str, Meta(min_length=1)]
+
+
+class TransferRequest(Model):
+    transfer_id: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]{1,64}\\Z")]
+    staged_name: str
+    size: Annotated[int, Meta(ge=1)]
+    hops: Annotated[list[Hop], Meta(min_length=1)]
+
+
+class TransferStarted(Model):
+    transfer_id: str
+    started: bool  # False: a transfer of that id runs already
+
+
+class SessionRequest(Model):
+    ticket: str
+    next_hops: list[Hop] = []  # the hops this one relays to
+
+
+class SessionOpened(Model, omit_defaults=True):
+    session: str
+    offset: int  # where the stream goes on from (the bytes verified so far)
+    size: int
+    plain_url: str | None = None  # on the insecure data plane: where the frames go in the clear
+
+
+ReceiveState = Literal["receiving", "idle", "complete", "failed"]
+
+
+class ReceiveView(Model):
+    task_id: int
+    task_uid: str
+    epoch: int
+    state: ReceiveState
+    size: int
+    verified: int
+    rate_bytes_per_sec: int
+    error: str | None
+    error_kind: ErrorSlug | None
+    corrupt_chunks: int
+    received_bytes: int
+    resumed_from: int
+    staged_name: str | None  # once complete
+    forwarding: bool
+
+
+class ReceiveRemoved(Model):
+    task_id: int
+    removed: bool
