@@ -22,6 +22,7 @@ from coordinator.errors import (
     Unavailable,
     not_found,
 )
+from shared.error_slugs import ErrorSlug
 
 
 def _exception_classes() -> list[type[BaseException]]:
@@ -52,12 +53,12 @@ def test_no_two_coordinator_exceptions_share_a_name() -> None:
 @pytest.mark.parametrize(
     ("refusal", "status"),
     [
-        (Invalid("storage_disabled", "storage 'x' is disabled in PVE"), 400),
-        (Unauthorized("join_token_expired", "the join token for node n1 has expired"), 401),
-        (Forbidden("wrong_node", "this join token is for node n1, not for node n2"), 403),
-        (not_found("sync_task", 7), 404),
-        (Conflict("template_deleting", "template 3 is being deleted"), 409),
-        (Unavailable("no_live_agent", "no live agent on node pve-node1"), 503),
+        (Invalid(ErrorSlug.STORAGE_DISABLED, "storage 'x' is disabled in PVE"), 400),
+        (Unauthorized(ErrorSlug.JOIN_TOKEN_EXPIRED, "the join token for node n1 has expired"), 401),
+        (Forbidden(ErrorSlug.WRONG_NODE, "this join token is for node n1, not for node n2"), 403),
+        (not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, 7), 404),
+        (Conflict(ErrorSlug.TEMPLATE_DELETING, "template 3 is being deleted"), 409),
+        (Unavailable(ErrorSlug.NO_LIVE_AGENT, "no live agent on node pve-node1"), 503),
     ],
 )
 def test_a_refusal_is_answered_with_its_status_slug_and_message(refusal: Refusal, status: int) -> None:
@@ -67,5 +68,5 @@ def test_a_refusal_is_answered_with_its_status_slug_and_message(refusal: Refusal
 
 def test_every_kind_of_refusal_has_a_status() -> None:
     assert set(HTTP_STATUS) == {Invalid, Unauthorized, Forbidden, NotFound, Conflict, Unavailable}
-    assert not_found("sync_task", 7).message == "sync task 7 not found"
-    assert not_found("sync_task", 7).error == "sync_task_not_found"
+    assert not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, 7).message == "sync task 7 not found"
+    assert not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, 7).error == "sync_task_not_found"
