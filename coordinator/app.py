@@ -42,6 +42,7 @@ from coordinator.appkeys import (
     ENGINE,
     IMPORTS,
     INVENTORY,
+    READS,
     STARTED_AT,
     SYNC_WATCHERS,
     SYNCS,
@@ -50,6 +51,7 @@ from coordinator.appkeys import (
     UPLOAD_SLOTS,
 )
 from coordinator.config import CoordinatorConfig
+from coordinator.db.fast_reads import open_reads
 from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
@@ -151,6 +153,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             f"database schema is at {revision or 'nothing'}, this version needs {SCHEMA_HEAD}: "
             "run `pvesphere-coordinator migrate` first"
         )
+    app[READS] = open_reads(engine)
     app[INVENTORY] = InventoryRefresher(config, app[DB])
     lease = config.job_lease_seconds
     app[UPLOAD_SLOTS] = UploadSlots(
@@ -231,6 +234,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[SYNC_WATCHERS].stop()
     await app[DELETES].stop()
     await http.close()
+    await app[READS].close()
     await engine.dispose()
     log.info("stopped")
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from coordinator.agents.credentials import Credentials
     from coordinator.agents.links import AgentLinks
     from coordinator.config import CoordinatorConfig
+    from coordinator.db.fast_reads import Reads
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
 DB: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db")
+# The API's hot reads, past the ORM session (coordinator/db/fast_reads.py).
+READS: web.AppKey[Reads] = web.AppKey("reads")
 INVENTORY: web.AppKey[InventoryRefresher] = web.AppKey("inventory")
 CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials")
 STARTED_AT = web.AppKey("started_at", float)

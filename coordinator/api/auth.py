@@ -10,7 +10,8 @@ from aiohttp import web
 from coordinator import tokens
 from coordinator.agents import enrolment
 from coordinator.api.errors import ApiError
-from coordinator.appkeys import CREDENTIALS, DB
+from coordinator.appkeys import CREDENTIALS, DB, READS
+from coordinator.db.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,13 @@ def bearer(request: web.Request) -> str:
 
 async def authenticate(request: web.Request, needed: str) -> Principal:
     secret = bearer(request)
-    async with request.app[DB]() as session:
-        row = await tokens.lookup(session, secret)
+    row = await tokens.lookup(request.app[READS], secret)
     if row is None:
         raise ApiError(401, "unauthorized", "invalid or revoked API token")
+    now = utcnow()
+    if tokens.touch_due(row, now):
+        async with request.app[DB]() as session:
+            await tokens.touch(session, row.id, now)
     if tokens.RANK[row.role] < tokens.RANK[needed]:  # type: ignore[index]
         raise ApiError(
             403,
