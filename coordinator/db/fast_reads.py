@@ -74,6 +74,9 @@ class Compiled:
 
     def __init__(self, stmt: AnySelect, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
+        if compiled.post_compile_params:
+            # an IN list is rendered per execution; spell it as ORs of equalities instead
+            raise ValueError(f"fast reads compile once; no IN (...) lists: {compiled.string}")
         self.sql = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.literals = {k: v for k, v in compiled.params.items() if v is not None}
@@ -102,6 +105,7 @@ class Query:
     def __init__(self, stmt: AnySelect) -> None:
         self.stmt = stmt
         self._by_dialect: dict[str, Compiled] = {}
+        DECLARED.append(self)
 
     def compiled(self, dialect: Dialect) -> Compiled:
         found = self._by_dialect.get(dialect.name)
@@ -110,6 +114,8 @@ class Query:
         return found
 
 
+# Every Query made (tests/unit/test_fast_reads.py compiles each for both databases).
+DECLARED: list[Query] = []
 Call = tuple[Query, dict[str, Any]]
 
 

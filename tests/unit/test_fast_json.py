@@ -18,7 +18,7 @@ def _task(created: datetime, ended: datetime | None) -> SyncTaskOut:
     return SyncTaskOut(
         task_id=7,
         template_id=1,
-        template_name="débian-12 \"x\"",
+        template_name='débian-12 "x"',
         source_node=NodeRef(node_id=1, node_name="pve-node1"),
         target_node=NodeRef(node_id=2, node_name="pve-node2"),
         storage_name="local",

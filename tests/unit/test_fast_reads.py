@@ -14,7 +14,7 @@ from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindpa
 from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.db.fast_reads import Query, SqliteReads, open_reads
+from coordinator.db.fast_reads import Compiled, Query, SqliteReads, open_reads
 from coordinator.db.types import UtcDateTime
 
 _META = MetaData()
@@ -99,3 +99,23 @@ async def test_a_locked_database_is_waited_for_on_a_worker_thread_not_on_the_loo
         writer.close()
         await reads.close()
         await engine.dispose()
+
+
+def test_a_statement_that_would_be_rendered_per_execution_is_refused() -> None:
+    with pytest.raises(ValueError, match="IN"):
+        Compiled(
+            select(_THING.c.id).where(_THING.c.kind.in_(["a", "b"])),
+            create_async_engine("sqlite+aiosqlite://").dialect,
+        )
+
+
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "mysql+asyncmy://root@localhost/x"])
+def test_every_hot_read_compiles_for_both_databases(url: str) -> None:
+    import coordinator.app  # noqa: F401  (imports every route module and so every Query)
+    from coordinator.db.fast_reads import DECLARED
+
+    dialect = create_async_engine(url).dialect
+    assert len(DECLARED) >= 17
+    for query in DECLARED:
+        if query.stmt.get_final_froms()[0] is not _THING:  # this module's own
+            assert query.compiled(dialect).sql.startswith("SELECT")
