@@ -31,6 +31,7 @@ from coordinator.api import (
 )
 from coordinator.api.errors import ApiError, error_response, retry_after_header
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
+from coordinator.api.token_cache import TokenCache
 from coordinator.appkeys import (
     AGENT_TLS,
     AGENTS,
@@ -47,6 +48,7 @@ from coordinator.appkeys import (
     SYNC_WATCHERS,
     SYNCS,
     TICKETS,
+    TOKEN_CACHE,
     UPLOAD_PACER,
     UPLOAD_SLOTS,
 )
@@ -279,6 +281,7 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     app[AGENT_TLS] = agent_tls
     app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
     app[STARTED_AT] = time.monotonic()
+    app[TOKEN_CACHE] = TokenCache()
     app[UPLOAD_PACER] = Pacer(config.max_upload_rate)
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)

@@ -76,10 +76,9 @@ class LiveToken:
     last_used_at: datetime | None
 
 
-async def lookup(reads: Reads, secret: str) -> LiveToken | None:
-    """The live (not revoked) token with this secret, or None. Read on every request, with no
-    cache: a revoked token is refused from the next request on, by every replica."""
-    rows = (await reads.fetch((BY_HASH, {"token_hash": hash_secret(secret)})))[0]
+async def lookup(reads: Reads, token_hash: str) -> LiveToken | None:
+    """The live (not revoked) token with this hash, or None (api/token_cache.py keeps it a second)."""
+    rows = (await reads.fetch((BY_HASH, {"token_hash": token_hash})))[0]
     if not rows:
         return None
     return LiveToken(*rows[0])

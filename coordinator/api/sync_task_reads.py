@@ -2,8 +2,8 @@
 
 Each list filter (none, template, status, both) is its own statement, so that every one
 is compiled once and read in the order of an index, never sorted (see the indexes of
-TemplateSyncTask); the page and its exact total are read in one snapshot, the total from
-the counts the database keeps (coordinator/db/sync_task_counts.py).
+TemplateSyncTask). A page and its exact total are one statement (one snapshot, one round
+trip), the total from the counts the database keeps (coordinator/db/sync_task_counts.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ ONE = Query(select(*COLUMNS).where(_T.id == bindparam("task_id")))
 
 
 def _page(by_template: bool, by_status: bool) -> Query:
-    stmt: AnySelect = select(*COLUMNS).order_by(_T.id.desc())
+    # The exact total on every row, from the kept counts (evaluated once: it is uncorrelated).
+    total = sync_task_counts.total_select(by_template, by_status).correlate(None).scalar_subquery()
+    stmt: AnySelect = select(total, *COLUMNS).order_by(_T.id.desc())
     if by_template:
         stmt = stmt.where(_T.template_id == bindparam("template_id"))
     if by_status:
@@ -79,9 +81,11 @@ async def page(
     params = {k: v for k, v in filters.items() if v is not None}
     key = (template_id is not None, status is not None)
     offset = (page - 1) * page_size
-    totals, rows = await reads.fetch(
-        (sync_task_counts.TOTALS[key], params),
-        (_PAGES[key], {**params, "limit": page_size, "offset": offset}),
-        short=offset <= SHORT_OFFSET,
+    (rows,) = await reads.fetch(
+        (_PAGES[key], {**params, "limit": page_size, "offset": offset}), short=offset <= SHORT_OFFSET
     )
-    return int(totals[0][0]), rows
+    if rows:
+        return int(rows[0][0]), [r[1:] for r in rows]
+    # A page past the last (or no task at all) still answers the real total.
+    (totals,) = await reads.fetch((sync_task_counts.TOTALS[key], params))
+    return int(totals[0][0]), []

@@ -79,8 +79,11 @@ def _live(stmt: AnySelect, by_cluster: bool, by_name: bool) -> AnySelect:
 
 
 def _queries(by_cluster: bool, by_name: bool) -> tuple[Query, Query]:
-    rows = _live(select(*_COLUMNS), by_cluster, by_name).order_by(_V.id.desc())
+    """The count alone, and a page with the count on every row (one statement: one snapshot)."""
     count = _live(select(func.count()).select_from(_V), by_cluster, by_name)
+    rows = _live(select(count.correlate(None).scalar_subquery(), *_COLUMNS), by_cluster, by_name).order_by(
+        _V.id.desc()
+    )
     return Query(count), Query(rows.limit(bindparam("limit")).offset(bindparam("offset")))
 
 
@@ -102,8 +105,11 @@ async def page(
         params["name_like"] = f"%{_escape_like(name)}%"
     count, rows = _PAGES[(cluster_id is not None, bool(name))]
     # Templates are few (one per image): a page is short whatever its offset.
-    totals, found = await reads.fetch((count, params), (rows, params))
-    return int(totals[0][0]), [_row(r) for r in found]
+    (found,) = await reads.fetch((rows, params))
+    if found:
+        return int(found[0][0]), [_row(r[1:]) for r in found]
+    (totals,) = await reads.fetch((count, params))  # a page past the last: the real total
+    return int(totals[0][0]), []
 
 
 def _row(r: tuple[object, ...]) -> TemplateRow:

@@ -12,8 +12,11 @@ statements in one snapshot:
 * SQLite: one ``sqlite3`` connection per worker thread of a small pool, and one hand-off
   per request (``BEGIN``, the statements, ``ROLLBACK`` in one executor call);
 * MariaDB: asyncmy connections of our own (asyncmy is asynchronous already: no thread),
-  autocommit off so the statements share one snapshot as they did in a session, and the
-  transaction ended with a rollback.
+  in autocommit: a statement is one round trip (a session's took two or three: the
+  pool's ping, the statement, the closing rollback), several share a read-only transaction.
+
+A page and its total are best one statement (the total a scalar subquery): one snapshot
+and one round trip.
 
 Driver errors leave as SQLAlchemy's (``sqlalchemy.exc.OperationalError`` ...), so the
 error envelope tells an unreachable database (503) from a bug (500) as for every route.
@@ -176,15 +179,20 @@ class SqliteReads:
         return conn
 
     def _run(self, conn: sqlite3.Connection, calls: tuple[Call, ...]) -> list[list[Row]]:
-        out = []
-        conn.execute("BEGIN")
-        try:
+        def run_each() -> list[list[Row]]:
+            out = []
             for query, params in calls:
                 c = query.compiled(self.dialect)
                 out.append(c.rows(conn.execute(c.sql, c.args(params)).fetchall()))
+            return out
+
+        if len(calls) == 1:  # a statement is its own snapshot
+            return run_each()
+        conn.execute("BEGIN")
+        try:
+            return run_each()
         finally:
             conn.execute("ROLLBACK")
-        return out
 
     def _on_worker(self, calls: tuple[Call, ...]) -> list[list[Row]]:
         return self._run(self._worker_connection(), calls)
@@ -215,6 +223,7 @@ class MysqlReads:
     def __init__(self, engine: AsyncEngine) -> None:
         self.dialect = engine.dialect
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
+        self._kwargs["autocommit"] = True
         self._idle: list[Any] = []
 
     async def _connect(self) -> Any:
@@ -224,12 +233,18 @@ class MysqlReads:
 
     async def _run(self, conn: Any, calls: tuple[Call, ...]) -> list[list[Row]]:
         out = []
+        # autocommit: one statement is one round trip and its own snapshot; several share
+        # a read-only transaction (two round trips more).
+        several = len(calls) > 1
         async with conn.cursor() as cur:
+            if several:
+                await cur.execute("START TRANSACTION READ ONLY")
             for query, params in calls:
                 c = query.compiled(self.dialect)
                 await cur.execute(c.sql, c.args(params))
                 out.append(c.rows(await cur.fetchall()))
-        await conn.rollback()
+            if several:
+                await cur.execute("COMMIT")
         return out
 
     async def fetch(self, *calls: Call, short: bool = True) -> list[list[Row]]:

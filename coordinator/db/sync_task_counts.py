@@ -84,7 +84,7 @@ def drop_ddl() -> tuple[str, ...]:
     return tuple(f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGERS)
 
 
-def _total(by_template: bool, by_status: bool) -> Select[int]:
+def total_select(by_template: bool, by_status: bool) -> Select[int]:
     stmt = select(func.coalesce(func.sum(SyncTaskCount.tasks), 0))
     if by_template:
         stmt = stmt.where(SyncTaskCount.template_id == bindparam("template_id"))
@@ -94,11 +94,11 @@ def _total(by_template: bool, by_status: bool) -> Select[int]:
 
 
 # The total of each filter (by template, by status), for the API's list (fast_reads).
-TOTALS = {(t, s): Query(_total(t, s)) for t in (False, True) for s in (False, True)}
+TOTALS = {(t, s): Query(total_select(t, s)) for t in (False, True) for s in (False, True)}
 
 
 async def total(session: AsyncSession, template_id: int | None = None, status: str | None = None) -> int:
     """How many sync tasks match: of ``template_id`` (any template if None), in ``status`` (any if None)."""
     params = {k: v for k, v in {"template_id": template_id, "status": status}.items() if v is not None}
-    stmt = _total(template_id is not None, status is not None)
+    stmt = total_select(template_id is not None, status is not None)
     return int(await session.scalar(stmt, params) or 0)
