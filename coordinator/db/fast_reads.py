@@ -47,8 +47,10 @@ AnySelect = Select[*tuple[Any, ...]]
 Convert = Callable[[Any], Any]
 # Worker threads for SQLite reads: a read takes tens of microseconds, two cores run them.
 SQLITE_THREADS = 2
-# MariaDB connections kept open for reads (8 API clients at once).
+# MariaDB connections kept open for reads (8 API clients at once), and the most open at
+# once (as the session pool's 10 + 10 overflow: the server's max_connections is shared).
 MYSQL_IDLE_MAX = 10
+MYSQL_OPEN_MAX = 20
 
 
 def _utc_seconds(value: Any) -> datetime | None:
@@ -225,6 +227,7 @@ class MysqlReads:
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
         self._kwargs["autocommit"] = True
         self._idle: list[Any] = []
+        self._open = asyncio.Semaphore(MYSQL_OPEN_MAX)
 
     async def _connect(self) -> Any:
         import asyncmy
@@ -248,29 +251,44 @@ class MysqlReads:
         return out
 
     async def fetch(self, *calls: Call, short: bool = True) -> list[list[Row]]:
+        async with self._open:
+            return await self._fetch(calls)
+
+    async def _fetch(self, calls: tuple[Call, ...]) -> list[list[Row]]:
         import asyncmy.errors
 
-        # A kept connection may have been closed by the server meanwhile (wait_timeout, a
-        # restart): reads are safe to repeat, once, on a new connection.
-        fresh = not self._idle
-        while True:
-            conn = self._idle.pop() if self._idle else await self._connect_or_raise()
+        lost = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError)
+        if self._idle:
+            conn = self._idle.pop()
             try:
-                result = await self._run(conn, calls)
-            except (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError) as exc:
+                return self._keep(conn, await self._run(conn, calls))
+            except lost:
+                # Closed by the server meanwhile (wait_timeout, a restart), and so probably
+                # the other kept ones: reads are safe to repeat, once, on a new connection.
                 conn.close()
-                if fresh:
-                    raise _as_sqlalchemy(exc, calls[0][0].compiled(self.dialect).sql) from exc
-                fresh = True
-                continue
+                await self.close()
+            except asyncmy.errors.Error as exc:
+                conn.close()
+                raise _as_sqlalchemy(exc, calls[0][0].compiled(self.dialect).sql) from exc
             except BaseException:
-                conn.close()  # cancelled or failed mid-statement: its state is unknown
+                conn.close()  # cancelled mid-statement: its state is unknown
                 raise
-            if len(self._idle) < MYSQL_IDLE_MAX:
-                self._idle.append(conn)
-            else:
-                conn.close()
-            return result
+        conn = await self._connect_or_raise()
+        try:
+            return self._keep(conn, await self._run(conn, calls))
+        except asyncmy.errors.Error as exc:
+            conn.close()
+            raise _as_sqlalchemy(exc, calls[0][0].compiled(self.dialect).sql) from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    def _keep(self, conn: Any, result: list[list[Row]]) -> list[list[Row]]:
+        if len(self._idle) < MYSQL_IDLE_MAX:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return result
 
     async def _connect_or_raise(self) -> Any:
         import asyncmy.errors
