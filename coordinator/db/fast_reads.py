@@ -56,8 +56,11 @@ MYSQL_OPEN_MAX = 20
 def _utc_seconds(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, str):  # SQLite keeps "YYYY-MM-DD HH:MM:SS.ffffff"
-        value = datetime.fromisoformat(value)
+    if isinstance(value, str):
+        # "YYYY-MM-DD HH:MM:SS.ffffff" from SQLite and (as text, see MysqlReads) MariaDB;
+        # parsing the seconds with the zone is 0.2 us, .replace(microsecond=0, tzinfo=UTC)
+        # on top of a parse 0.8 (30 per page of sync tasks)
+        return datetime.fromisoformat(value[:19] + "+00:00")
     return value.replace(microsecond=0, tzinfo=UTC)  # type: ignore[no-any-return]
 
 
@@ -219,6 +222,15 @@ class SqliteReads:
             self._opened.clear()
 
 
+def _mysql_conversions() -> dict[Any, Any]:
+    """asyncmy's, but DATETIME stays text: _utc_seconds parses it in 0.2 us, where asyncmy's
+    parse and then the zone's .replace() took 1.8 us (30 per page of sync tasks)."""
+    from asyncmy.constants import FIELD_TYPE
+    from asyncmy.converters import conversions
+
+    return {**conversions, FIELD_TYPE.DATETIME: str}
+
+
 class MysqlReads:
     """asyncmy connections of our own, kept idle between requests."""
 
@@ -226,6 +238,7 @@ class MysqlReads:
         self.dialect = engine.dialect
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
         self._kwargs["autocommit"] = True
+        self._kwargs["conv"] = _mysql_conversions()
         self._idle: list[Any] = []
         self._open = asyncio.Semaphore(MYSQL_OPEN_MAX)
 

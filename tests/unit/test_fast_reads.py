@@ -119,3 +119,14 @@ def test_every_hot_read_compiles_for_both_databases(url: str) -> None:
     for query in DECLARED:
         if query.stmt.get_final_froms()[0] is not _THING:  # this module's own
             assert query.compiled(dialect).sql.startswith("SELECT")
+
+
+def test_mariadb_datetimes_come_as_text_and_read_as_whole_seconds_in_utc() -> None:
+    from asyncmy.constants import FIELD_TYPE
+
+    from coordinator.db.fast_reads import _mysql_conversions, _utc_seconds
+
+    assert _mysql_conversions()[FIELD_TYPE.DATETIME]("2025-12-24 10:00:00.5") == "2025-12-24 10:00:00.5"
+    expected = datetime(2025, 12, 24, 10, 0, 0, tzinfo=UTC)
+    for text in ("2025-12-24 10:00:00.500000", "2025-12-24 10:00:00"):  # DATETIME(6), DATETIME
+        assert _utc_seconds(text) == expected
