@@ -31,6 +31,7 @@ from coordinator.api import (
 )
 from coordinator.api.errors import ApiError, error_response, from_refusal, retry_after_header
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
+from coordinator.api.token_cache import TokenCache
 from coordinator.appkeys import (
     AGENT_TLS,
     AGENTS,
@@ -42,14 +43,17 @@ from coordinator.appkeys import (
     ENGINE,
     IMPORTS,
     INVENTORY,
+    READS,
     STARTED_AT,
     SYNC_WATCHERS,
     SYNCS,
     TICKETS,
+    TOKEN_CACHE,
     UPLOAD_PACER,
     UPLOAD_SLOTS,
 )
 from coordinator.config import CoordinatorConfig
+from coordinator.db.fast_reads import open_reads
 from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
@@ -159,6 +163,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             f"database schema is at {revision or 'nothing'}, this version needs {SCHEMA_HEAD}: "
             "run `pvesphere-coordinator migrate` first"
         )
+    app[READS] = open_reads(engine)
     app[INVENTORY] = InventoryRefresher(config, app[DB])
     lease = config.job_lease_seconds
     app[UPLOAD_SLOTS] = UploadSlots(
@@ -239,6 +244,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[SYNC_WATCHERS].stop()
     await app[DELETES].stop()
     await http.close()
+    await app[READS].close()
     await engine.dispose()
     log.info("stopped")
 
@@ -283,6 +289,7 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     app[AGENT_TLS] = agent_tls
     app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
     app[STARTED_AT] = time.monotonic()
+    app[TOKEN_CACHE] = TokenCache()
     app[UPLOAD_PACER] = Pacer(config.max_upload_rate)
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)

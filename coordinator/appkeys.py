@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 if TYPE_CHECKING:
     from coordinator.agents.credentials import Credentials
     from coordinator.agents.links import AgentLinks
+    from coordinator.api.token_cache import TokenCache
     from coordinator.config import CoordinatorConfig
+    from coordinator.db.fast_reads import Reads
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
 DB: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("db")
+# The API's hot reads, past the ORM session (coordinator/db/fast_reads.py).
+READS: web.AppKey[Reads] = web.AppKey("reads")
+# API tokens found live in the last second (coordinator/api/token_cache.py).
+TOKEN_CACHE: web.AppKey[TokenCache] = web.AppKey("token_cache")
 INVENTORY: web.AppKey[InventoryRefresher] = web.AppKey("inventory")
 CREDENTIALS: web.AppKey[Credentials] = web.AppKey("credentials")
 STARTED_AT = web.AppKey("started_at", float)

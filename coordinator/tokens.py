@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.fast_reads import Query, Reads
 from coordinator.db.models import ApiToken
 from coordinator.db.types import utcnow
 from coordinator.errors import CoordinatorError
@@ -60,16 +61,38 @@ async def create(session: AsyncSession, name: str, role: str) -> IssuedToken:
     return IssuedToken(row.id, row.name, cast(Role, row.role), secret)
 
 
-async def lookup(session: AsyncSession, secret: str) -> ApiToken | None:
-    """The live token with this secret, or None. Records when it was last used."""
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
-    if row is None or row.revoked_at is not None:
+# The token of a secret, as the API asks for it on every request (coordinator/db/fast_reads.py).
+BY_HASH = Query(
+    select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.last_used_at).where(
+        ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
+    )
+)
+
+
+@dataclass(frozen=True)
+class LiveToken:
+    id: int
+    name: str
+    role: Role
+    last_used_at: datetime | None
+
+
+async def lookup(reads: Reads, token_hash: str) -> LiveToken | None:
+    """The live (not revoked) token with this hash, or None (api/token_cache.py keeps it a second)."""
+    rows = (await reads.fetch((BY_HASH, {"token_hash": token_hash})))[0]
+    if not rows:
         return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
-        row.last_used_at = now
-        await session.commit()
-    return row
+    return LiveToken(*rows[0])
+
+
+def touch_due(token: LiveToken, now: datetime) -> bool:
+    """Whether to record the token's use: at most once a minute, not a write per request."""
+    return token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY
+
+
+async def touch(session: AsyncSession, token_id: int, now: datetime) -> None:
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+    await session.commit()
 
 
 async def list_all(session: AsyncSession) -> list[ApiToken]:

@@ -10,7 +10,8 @@ from aiohttp import web
 from coordinator import tokens
 from coordinator.agents import enrolment
 from coordinator.api.errors import ApiError
-from coordinator.appkeys import CREDENTIALS, DB
+from coordinator.appkeys import CREDENTIALS, DB, READS, TOKEN_CACHE
+from coordinator.db.types import utcnow
 from shared.error_slugs import ErrorSlug
 
 
@@ -42,11 +43,19 @@ def bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, needed: str) -> Principal:
-    secret = bearer(request)
-    async with request.app[DB]() as session:
-        row = await tokens.lookup(session, secret)
+    token_hash = tokens.hash_secret(bearer(request))
+    seen = request.app[TOKEN_CACHE]
+    row = seen.get(token_hash)
     if row is None:
-        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "invalid or revoked API token")
+        row = await tokens.lookup(request.app[READS], token_hash)
+        if row is None:
+            raise ApiError(401, ErrorSlug.UNAUTHORIZED, "invalid or revoked API token")
+        seen.put(token_hash, row)
+    now = utcnow()
+    if tokens.touch_due(row, now):
+        async with request.app[DB]() as session:
+            await tokens.touch(session, row.id, now)
+        seen.touched(token_hash, now)
     if tokens.RANK[row.role] < tokens.RANK[needed]:  # type: ignore[index]
         raise ApiError(
             403,

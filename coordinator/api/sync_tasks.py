@@ -11,8 +11,10 @@ DELETE /templates/sync-tasks/{task_id}           pending only
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
+from aiohttp import web
 from msgspec import Meta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -20,13 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import NoLiveAgent
+from coordinator.api import sync_task_reads
 from coordinator.api.errors import ApiError, conflict, not_found
-from coordinator.api.pagination import Page, PageQuery, page_rows
+from coordinator.api.fast_json import ok
+from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import load_workable_template, refuse_deleting
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import AGENTS, DB, SYNCS
-from coordinator.db import sync_task_counts
+from coordinator.appkeys import AGENTS, DB, READS, SYNCS
 from coordinator.db.models import (
     PveCluster,
     PveNode,
@@ -47,9 +50,6 @@ from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
 routes = Routes("sync-tasks")
-
-# Declared in coordinator/db/models.py (TemplateSyncTask) for the filtered list.
-_TEMPLATE_STATUS_INDEX = "ix_template_sync_task_template_status_id"
 
 
 class NodeRef(Model):
@@ -111,25 +111,46 @@ class StatusChange(Model):
     status: str
 
 
-def _out(task: TemplateSyncTask, template_name: str) -> SyncTaskOut:
+def _row_out(
+    task_id: int,
+    template_id: int,
+    template_name: str,
+    source_node_id: int,
+    source_node_name: str,
+    target_node_id: int,
+    target_node_name: str,
+    storage_name: str,
+    status: str,
+    progress: int,
+    sync_start_time: datetime | None,
+    sync_end_time: datetime | None,
+    error_message: str | None,
+    bytes_total: int,
+    bytes_done: int,
+    rate_bytes_per_sec: int,
+    attempts: int,
+    vmid: int | None,
+    created_at: datetime,
+) -> SyncTaskOut:
+    """A row of sync_task_reads.COLUMNS as the API shows it."""
     return SyncTaskOut(
-        task_id=task.id,
-        template_id=task.template_id,
+        task_id=task_id,
+        template_id=template_id,
         template_name=template_name,
-        source_node=NodeRef(node_id=task.source_node_id, node_name=task.source_node_name),
-        target_node=NodeRef(node_id=task.target_node_id, node_name=task.target_node_name),
-        storage_name=task.storage_name,
-        status=task.status,
-        progress=task.progress,
-        sync_start_time=task.sync_start_time,
-        sync_end_time=task.sync_end_time,
-        error_message=task.error_message,
-        bytes_total=task.bytes_total,
-        bytes_done=task.bytes_done,
-        rate_bytes_per_sec=task.rate_bytes_per_sec,
-        attempts=task.attempts,
-        vmid=task.vmid,
-        created_at=task.created_at,
+        source_node=NodeRef(node_id=source_node_id, node_name=source_node_name),
+        target_node=NodeRef(node_id=target_node_id, node_name=target_node_name),
+        storage_name=storage_name,
+        status=status,
+        progress=progress,
+        sync_start_time=sync_start_time,
+        sync_end_time=sync_end_time,
+        error_message=error_message,
+        bytes_total=bytes_total,
+        bytes_done=bytes_done,
+        rate_bytes_per_sec=rate_bytes_per_sec,
+        attempts=attempts,
+        vmid=vmid,
+        created_at=created_at,
     )
 
 
@@ -209,29 +230,20 @@ async def sync_template(call: Call) -> SyncStarted:
 
 
 @routes.get("/templates/sync-tasks", role="viewer", query=SyncTaskQuery, response=Page[SyncTaskOut])
-async def list_sync_tasks(call: Call) -> Page[SyncTaskOut]:
+async def list_sync_tasks(call: Call) -> web.Response:
     """Sync tasks, newest first; filter by template and status."""
     q: SyncTaskQuery = call.query
-    stmt = _with_name().order_by(TemplateSyncTask.id.desc())
-    if q.template_id is not None:
-        stmt = stmt.where(TemplateSyncTask.template_id == q.template_id)
-    if q.status is not None:
-        stmt = stmt.where(TemplateSyncTask.status == q.status)
-    if q.template_id is not None and q.status is not None:
-        # MariaDB 10.11 otherwise intersects the template and status indexes and sorts every
-        # match for a page (EXPLAIN: index_merge, filesort); this index gives them in order.
-        stmt = stmt.with_hint(TemplateSyncTask, f"FORCE INDEX ({_TEMPLATE_STATUS_INDEX})", "mysql")
-    async with call.app[DB]() as session:
-        total = await sync_task_counts.total(session, q.template_id, q.status)
-        rows = await page_rows(session, stmt, q)
-    return Page(total=total, page=q.page, page_size=q.page_size, list=[_out(*r) for r in rows])
+    total, rows = await sync_task_reads.page(call.app[READS], q.template_id, q.status, q.page, q.page_size)
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_row_out(*r) for r in rows]))
 
 
 @routes.get("/templates/sync-tasks/{task_id}", role="viewer", response=SyncTaskOut, errors=(404,))
-async def get_sync_task(call: Call) -> SyncTaskOut:
+async def get_sync_task(call: Call) -> web.Response:
     """One sync task: state, progress (bytes and rate while copying), error."""
-    async with call.app[DB]() as session:
-        return _out(*await _load(session, call.path["task_id"]))
+    row = await sync_task_reads.one(call.app[READS], call.path["task_id"])
+    if row is None:
+        raise not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, call.path["task_id"])
+    return ok(_row_out(*row))
 
 
 def _not_failed(task_id: int, status: str) -> ApiError:

@@ -6,16 +6,20 @@ import json
 from typing import Annotated, Literal
 
 import msgspec
+from aiohttp import web
 from msgspec import Meta
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.api import template_reads
 from coordinator.api.errors import ApiError, conflict, not_found
-from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.fast_json import ok
+from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Accepted, Call, Routes
+from coordinator.api.template_reads import DeletionRow, TemplateRow
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import DB, DELETE_JOBS, DELETES
+from coordinator.appkeys import DB, DELETE_JOBS, DELETES, READS
 from coordinator.db.models import (
     PveCluster,
     TemplateDeletion,
@@ -125,7 +129,7 @@ class Deleted(Model):
     removed_images: int = 0
 
 
-def deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
+def deletion_out(d: TemplateDeletion | DeletionRow | None) -> DeletionOut | None:
     if d is None or d.status not in UNFINISHED:
         return None
     return DeletionOut(
@@ -194,22 +198,28 @@ def refuse_deleting(template: VmTemplate) -> None:
         raise deleting_conflict(template.id)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @routes.get("/templates", role="viewer", query=TemplateQuery, response=Page[TemplateOut])
-async def list_templates(call: Call) -> Page[TemplateOut]:
+async def list_templates(call: Call) -> web.Response:
     """Live templates, newest first; deleted ones are hidden."""
     q: TemplateQuery = call.query
-    stmt = _live().order_by(VmTemplate.id.desc())
-    if q.cluster_id is not None:
-        stmt = stmt.where(VmTemplate.cluster_id == q.cluster_id)
-    if q.name:
-        stmt = stmt.where(VmTemplate.template_name.like(f"%{_escape_like(q.name)}%", escape="\\"))
-    async with call.app[DB]() as session:
-        total, rows = await paginate(session, stmt, q)
-    return Page(total=total, page=q.page, page_size=q.page_size, list=[template_out(*r) for r in rows])
+    total, rows = await template_reads.page(call.app[READS], q.cluster_id, q.name, q.page, q.page_size)
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_row_out(r) for r in rows]))
+
+
+def _row_out(r: TemplateRow) -> TemplateOut:
+    return TemplateOut(
+        id=r.id,
+        template_name=r.template_name,
+        cluster_id=r.cluster_id,
+        cluster_name=r.cluster_name,
+        description=r.description,
+        status=msgspec.convert(r.status, TemplateStatus),
+        deletion=deletion_out(r.deletion),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        creator=r.creator,
+        modifier=r.modifier,
+    )
 
 
 @routes.get("/templates/{id}", role="viewer", response=TemplateOut, errors=(404,))

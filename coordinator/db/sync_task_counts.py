@@ -21,9 +21,10 @@ sync, so rarely).
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.fast_reads import Query
 from coordinator.db.models import SyncTaskCount
 
 TRIGGERS = ("sync_task_count_insert", "sync_task_count_update", "sync_task_count_delete")
@@ -83,11 +84,21 @@ def drop_ddl() -> tuple[str, ...]:
     return tuple(f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGERS)
 
 
+def total_select(by_template: bool, by_status: bool) -> Select[int]:
+    stmt = select(func.coalesce(func.sum(SyncTaskCount.tasks), 0))
+    if by_template:
+        stmt = stmt.where(SyncTaskCount.template_id == bindparam("template_id"))
+    if by_status:
+        stmt = stmt.where(SyncTaskCount.status == bindparam("status"))
+    return stmt
+
+
+# The total of each filter (by template, by status), for the API's list (fast_reads).
+TOTALS = {(t, s): Query(total_select(t, s)) for t in (False, True) for s in (False, True)}
+
+
 async def total(session: AsyncSession, template_id: int | None = None, status: str | None = None) -> int:
     """How many sync tasks match: of ``template_id`` (any template if None), in ``status`` (any if None)."""
-    stmt = select(func.coalesce(func.sum(SyncTaskCount.tasks), 0))
-    if template_id is not None:
-        stmt = stmt.where(SyncTaskCount.template_id == template_id)
-    if status is not None:
-        stmt = stmt.where(SyncTaskCount.status == status)
-    return int(await session.scalar(stmt) or 0)
+    params = {k: v for k, v in {"template_id": template_id, "status": status}.items() if v is not None}
+    stmt = total_select(template_id is not None, status is not None)
+    return int(await session.scalar(stmt, params) or 0)
