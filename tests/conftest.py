@@ -17,11 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from demo.stack import Stack, StackSettings, free_port, port_is_free
+from demo.stack import Stack, StackSettings, free_port, free_ports, use_port_share
 from tests.support import mariadb
 from tests.support.api import Api
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker (gw0, gw1, ...) hands out listening ports from a share
+    of its own: stacks started side by side never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        use_port_share(int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,19 +46,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
+    nodes = kw.get("nodes", StackSettings.nodes)
+    assert isinstance(nodes, int)
     ports = {
         "coordinator_port": free_port(),
         "coordinator_tls_port": free_port(),
         "emulator_port": free_port(),
-        "first_agent_port": free_port(),
+        "first_agent_port": free_ports(nodes),  # agent ports are consecutive from it
     }
     settings = StackSettings(base_dir=base, database_url=database_url, **(ports | kw))  # type: ignore[arg-type]
-    # Agent ports are consecutive from first_agent_port: find a free run.
-    while True:
-        ports = [settings.first_agent_port + i for i in range(settings.nodes)]
-        if all(port_is_free(p) for p in ports):
-            break
-        settings.first_agent_port = free_port()
     stack = Stack(settings)
     stack.start()
     return stack
