@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A stack test's MariaDB variant runs only if the test is in the smoke set (``mariadb``);
     the others are reported as deselected."""
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_mariadb = callspec is not None and "mariadb" in callspec.params.values()
@@ -61,24 +63,40 @@ def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
 
 
 def own_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prefix: str, **settings: object
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefix: str,
+    database: str | None = None,
+    **settings: object,
 ) -> Stack:
-    """A stack with these settings for the tests of one fixture, on the database named by
-    ``request.param``; stopped (and its MariaDB database dropped) at the end of the session."""
-    s = start_stack(tmp_path_factory.mktemp(f"{prefix}-{request.param}"), own_database(request), **settings)
+    """A stack with these settings for the tests of one fixture, on ``database`` (default:
+    ``request.param``); stopped (and its MariaDB database dropped) at the fixture's end."""
+    database = database or request.param
+    s = start_stack(
+        tmp_path_factory.mktemp(f"{prefix}-{database}"), own_database(request, database), **settings
+    )
     request.addfinalizer(s.stop)
     return s
 
 
-def own_database(request: pytest.FixtureRequest) -> str:
-    """The database URL for a fixture parametrised over "sqlite" (the default: empty) and
-    "mariadb" (a database of its own, dropped at the fixture's end)."""
-    if request.param != "mariadb":
+def own_database(request: pytest.FixtureRequest, database: str | None = None) -> str:
+    """The database URL for a fixture on ``database`` (default: ``request.param``): "sqlite"
+    (empty: the default) or "mariadb" (a database of its own, dropped at the fixture's end)."""
+    if (database or request.param) != "mariadb":
         return ""
     request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
     name, url = mariadb.create_database()
     request.addfinalizer(lambda: mariadb.drop_database(name))
     return url
+
+
+def on_database(request: pytest.FixtureRequest, fixture: str) -> Any:
+    """``{fixture}_sqlite`` or ``{fixture}_mariadb``, whichever database the test is
+    parametrised with (``request.param``). Both are session fixtures, so both live for the
+    session: a session fixture parametrised over the two would be stopped and started again
+    whenever the next test wants the other database, which under pytest-xdist (a module at a
+    time per worker) is at almost every module, ~10 s a stack."""
+    return request.getfixturevalue(f"{fixture}_{request.param}")
 
 
 @pytest.fixture(scope="session")
@@ -93,14 +111,20 @@ def mariadb_url() -> Iterator[str]:
     mariadb.drop_database(name)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    url = ""
-    if request.param == "mariadb":
-        url = request.getfixturevalue("mariadb_url")
-    s = start_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), url)
-    yield s
-    s.stop()
+@pytest.fixture(params=["sqlite", "mariadb"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The stack shared by the session's tests on this database."""
+    return on_database(request, "stack")
+
+
+@pytest.fixture(scope="session")
+def stack_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "stack", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def stack_mariadb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "stack", "mariadb")
 
 
 @pytest.fixture
