@@ -22,8 +22,13 @@ demo: $(STAMP)
 	@$(PY) -m demo
 
 # pytest exits 5 when it collected no test: make fails on it like on any other failure.
+# Stack tests mostly wait (on processes, timers, the network), so TEST_WORKERS of them run
+# side by side (pytest-xdist), a module on one worker (its stack and its order are its own),
+# handed out in the order collected: the stack modules first, the quick unit tests fill in
+# at the end (xdist's default order, most tests first, left fuzzing and faults for last).
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # No process is started: the pure logic (tests/unit) and the API answered in-process
 # (tests/inprocess), plus the settings and unit-file checks.

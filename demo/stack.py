@@ -47,15 +47,36 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 # Listening ports come from below the kernel's ephemeral range (32768-60999 by default): a
 # port picked inside it may be taken, between the check and the bind, as the local end of
 # any outgoing connection (seen: an agent that could not bind while tests ran in parallel).
+# Test processes running side by side each take a share of it (use_port_share): two of them
+# never hand out the same port, even before either has bound it.
 LISTEN_PORTS = range(20000, 32700)
+# Handed out by this process already: a port is free until its process binds it, so a second
+# call before that would otherwise return it again.
+_handed_out: set[int] = set()
+
+
+def use_port_share(index: int, count: int) -> None:
+    """From now on hand out ports from the ``index``-th of ``count`` equal slices of
+    LISTEN_PORTS only (one slice per test worker)."""
+    global LISTEN_PORTS
+    size = len(LISTEN_PORTS) // count
+    LISTEN_PORTS = LISTEN_PORTS[index * size : (index + 1) * size]
 
 
 def free_port() -> int:
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports (agents listen on a run of them) that are free
+    now and were not handed out before by this process; all ``count`` count as handed out."""
     for _ in range(1000):
-        port = random.choice(LISTEN_PORTS)
-        if port_is_free(port):
-            return port
-    raise StackError(f"no free port in {LISTEN_PORTS.start}..{LISTEN_PORTS.stop - 1}")
+        first = random.choice(LISTEN_PORTS[: len(LISTEN_PORTS) - count + 1])
+        run = range(first, first + count)
+        if not _handed_out.intersection(run) and all(port_is_free(p) for p in run):
+            _handed_out.update(run)
+            return first
+    raise StackError(f"no {count} free ports in {LISTEN_PORTS.start}..{LISTEN_PORTS.stop - 1}")
 
 
 def http_json(

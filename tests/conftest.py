@@ -14,20 +14,30 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from demo.stack import Stack, StackSettings, free_port, port_is_free
+from demo.stack import Stack, StackSettings, free_port, free_ports, use_port_share
 from tests.support import mariadb
 from tests.support.api import Api
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker (gw0, gw1, ...) hands out listening ports from a share
+    of its own: stacks started side by side never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        use_port_share(int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A stack test's MariaDB variant runs only if the test is in the smoke set (``mariadb``);
     the others are reported as deselected."""
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_mariadb = callspec is not None and "mariadb" in callspec.params.values()
@@ -38,43 +48,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def start_stack(base: Path, database_url: str = "", **kw: object) -> Stack:
+    nodes = kw.get("nodes", StackSettings.nodes)
+    assert isinstance(nodes, int)
     ports = {
         "coordinator_port": free_port(),
         "coordinator_tls_port": free_port(),
         "emulator_port": free_port(),
-        "first_agent_port": free_port(),
+        "first_agent_port": free_ports(nodes),  # agent ports are consecutive from it
     }
     settings = StackSettings(base_dir=base, database_url=database_url, **(ports | kw))  # type: ignore[arg-type]
-    # Agent ports are consecutive from first_agent_port: find a free run.
-    while True:
-        ports = [settings.first_agent_port + i for i in range(settings.nodes)]
-        if all(port_is_free(p) for p in ports):
-            break
-        settings.first_agent_port = free_port()
     stack = Stack(settings)
     stack.start()
     return stack
 
 
 def own_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prefix: str, **settings: object
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefix: str,
+    database: str | None = None,
+    **settings: object,
 ) -> Stack:
-    """A stack with these settings for the tests of one fixture, on the database named by
-    ``request.param``; stopped (and its MariaDB database dropped) at the end of the session."""
-    s = start_stack(tmp_path_factory.mktemp(f"{prefix}-{request.param}"), own_database(request), **settings)
+    """A stack with these settings for the tests of one fixture, on ``database`` (default:
+    ``request.param``); stopped (and its MariaDB database dropped) at the fixture's end."""
+    database = database or request.param
+    s = start_stack(
+        tmp_path_factory.mktemp(f"{prefix}-{database}"), own_database(request, database), **settings
+    )
     request.addfinalizer(s.stop)
     return s
 
 
-def own_database(request: pytest.FixtureRequest) -> str:
-    """The database URL for a fixture parametrised over "sqlite" (the default: empty) and
-    "mariadb" (a database of its own, dropped at the fixture's end)."""
-    if request.param != "mariadb":
+def own_database(request: pytest.FixtureRequest, database: str | None = None) -> str:
+    """The database URL for a fixture on ``database`` (default: ``request.param``): "sqlite"
+    (empty: the default) or "mariadb" (a database of its own, dropped at the fixture's end)."""
+    if (database or request.param) != "mariadb":
         return ""
     request.getfixturevalue("mariadb_url")  # skipped (or failed in CI) like every MariaDB test
     name, url = mariadb.create_database()
     request.addfinalizer(lambda: mariadb.drop_database(name))
     return url
+
+
+def on_database(request: pytest.FixtureRequest, fixture: str) -> Any:
+    """``{fixture}_sqlite`` or ``{fixture}_mariadb``, whichever database the test is
+    parametrised with (``request.param``). Both are session fixtures, so both live for the
+    session: a session fixture parametrised over the two would be stopped and started again
+    whenever the next test wants the other database, which under pytest-xdist (a module at a
+    time per worker) is at almost every module, ~10 s a stack."""
+    return request.getfixturevalue(f"{fixture}_{request.param}")
 
 
 @pytest.fixture(scope="session")
@@ -89,14 +111,20 @@ def mariadb_url() -> Iterator[str]:
     mariadb.drop_database(name)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    url = ""
-    if request.param == "mariadb":
-        url = request.getfixturevalue("mariadb_url")
-    s = start_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), url)
-    yield s
-    s.stop()
+@pytest.fixture(params=["sqlite", "mariadb"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The stack shared by the session's tests on this database."""
+    return on_database(request, "stack")
+
+
+@pytest.fixture(scope="session")
+def stack_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "stack", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def stack_mariadb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "stack", "mariadb")
 
 
 @pytest.fixture

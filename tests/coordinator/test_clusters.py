@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import Proc, Stack, free_port, wait_for_emulator
+from tests.conftest import own_stack
 from tests.support.api import Api
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -116,15 +117,22 @@ def test_registering_the_same_cluster_twice_is_409(stack: Stack, api: Api) -> No
     assert f"id {stack.cluster_id}" in reply.message
 
 
+@pytest.fixture(params=["sqlite"])
+def lab_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """A stack of its own for the second cluster: a cluster cannot be deleted, and one with no
+    agents keeps /readyz at 503 for every later test of a shared stack."""
+    return own_stack(request, tmp_path_factory, "lab")
+
+
 @pytest.fixture
-def second_emulator(stack: Stack, tmp_path: Path) -> Iterator[tuple[Proc, dict]]:
+def second_emulator(lab_stack: Stack, tmp_path: Path) -> Iterator[tuple[Proc, dict]]:
     """Another PVE cluster (own CA, 2 nodes) that the coordinator has never seen."""
     port = free_port()
     state = tmp_path / "lab"
     proc = Proc(
         "pvesim-lab",
         [
-            stack.python,
+            lab_stack.python,
             "-m",
             "pvesim.cli",
             "serve",
@@ -137,7 +145,7 @@ def second_emulator(stack: Stack, tmp_path: Path) -> Iterator[tuple[Proc, dict]]
             "--nodes",
             "2",
         ],
-        stack._env(),
+        lab_stack._env(),
         tmp_path / "lab.log",
     )
     proc.start()
@@ -145,7 +153,8 @@ def second_emulator(stack: Stack, tmp_path: Path) -> Iterator[tuple[Proc, dict]]
     proc.stop()
 
 
-def test_second_cluster_tls_then_register_refresh_and_outage(api: Api, second_emulator) -> None:  # type: ignore[no-untyped-def]
+def test_second_cluster_tls_then_register_refresh_and_outage(lab_stack: Stack, second_emulator) -> None:  # type: ignore[no-untyped-def]
+    api = Api(lab_stack.api, lab_stack.admin_token)
     proc, token = second_emulator
     body = {"api_url": token["api_url"], "token_id": token["token_id"], "token_secret": token["secret"]}
     # Its certificate is signed by a CA the coordinator does not trust.

@@ -9,23 +9,37 @@ Like the stacks, the fixture runs on SQLite, and on MariaDB for the tests marked
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import own_database
+from tests.conftest import on_database, own_database
 from tests.support.api import Api
 from tests.support.inprocess import InProcess
 
 
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def coordinator(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[InProcess]:
-    apps = InProcess(tmp_path_factory.mktemp(f"inprocess-{request.param}"), own_database(request))
+@pytest.fixture(params=["sqlite", "mariadb"])
+def coordinator(request: pytest.FixtureRequest) -> InProcess:
+    return on_database(request, "coordinator")
+
+
+def _serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: str
+) -> InProcess:
+    apps = InProcess(tmp_path_factory.mktemp(f"inprocess-{database}"), own_database(request, database))
     apps.start()
-    yield apps
-    apps.stop()
+    request.addfinalizer(apps.stop)
+    return apps
+
+
+@pytest.fixture(scope="session")
+def coordinator_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> InProcess:
+    return _serve(request, tmp_path_factory, "sqlite")
+
+
+@pytest.fixture(scope="session")
+def coordinator_mariadb(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> InProcess:
+    return _serve(request, tmp_path_factory, "mariadb")
 
 
 @pytest.fixture

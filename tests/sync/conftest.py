@@ -11,15 +11,27 @@ from __future__ import annotations
 import pytest
 
 from demo.stack import Stack
-from tests.conftest import own_stack
+from tests.conftest import on_database, own_stack
 from tests.support.api import Api
 
 SEND_RATE = 24 << 20  # bytes/s per agent, all its streams together
 
 
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return own_stack(request, tmp_path_factory, "slow", agent_settings={"max_send_rate": SEND_RATE})
+@pytest.fixture(params=["sqlite", "mariadb"])
+def slow_stack(request: pytest.FixtureRequest) -> Stack:
+    return on_database(request, "slow_stack")
+
+
+@pytest.fixture(scope="session")
+def slow_stack_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "slow", "sqlite", agent_settings={"max_send_rate": SEND_RATE})
+
+
+@pytest.fixture(scope="session")
+def slow_stack_mariadb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(
+        request, tmp_path_factory, "slow", "mariadb", agent_settings={"max_send_rate": SEND_RATE}
+    )
 
 
 @pytest.fixture
