@@ -18,7 +18,7 @@ from tests.support.inprocess import InProcess
 NODE = "pve-node3"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def node3(coordinator: InProcess) -> Iterator[Api]:
     """The coordinator's agent API with pve-node3's credential (enrolled as its agent would)."""
 
