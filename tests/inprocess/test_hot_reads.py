@@ -12,10 +12,11 @@ from tests.support.inprocess import InProcess
 
 
 @pytest.mark.mariadb
-def test_reads_go_on_after_the_server_closed_the_kept_connections(coordinator: InProcess) -> None:
+def test_reads_go_on_after_the_server_closed_the_kept_connections(coordinator_mariadb: InProcess) -> None:
+    """MariaDB only: SQLite's connections are files, nothing closes them."""
+    coordinator = coordinator_mariadb
     reads = coordinator.app[READS]
-    if not isinstance(reads, MysqlReads):
-        pytest.skip("MariaDB only: SQLite connections are files, nothing closes them")
+    assert isinstance(reads, MysqlReads)
     api = coordinator.api
     assert api.get("/templates/sync-tasks").status == 200  # a connection is kept
 
