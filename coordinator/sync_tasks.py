@@ -13,6 +13,7 @@ from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
+from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,17 @@ async def _instance_awaits(
             instance.status,
             task.id,
         )
+
+
+def ticket_for(signer: TicketSigner, task: TemplateSyncTask, upload: TemplateUpload) -> str:
+    """The signed ticket that lets a sender deliver this attempt's copy of ``upload`` to the
+    task's target (the target checks every field: agent/transfer/receive.py)."""
+    return signer.issue(
+        task_id=task.id,
+        task_uid=task.uid,
+        epoch=task.epoch,
+        node=task.target_node_name,
+        size=upload.file_size,
+        sha256=upload.sha256,
+        fmt=upload.file_format,
+    )

@@ -21,6 +21,7 @@ from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
 from coordinator.db.races import create_or_return
 from coordinator.staging_release import release_copy
+from coordinator.sync_tasks import ticket_for
 from shared.error_slugs import ErrorSlug
 from shared.messages.link import (
     AgentHello,
@@ -221,15 +222,7 @@ async def ticket(call: Call) -> TicketOut:
             await _now_sent_by(session, task, caller.node_name)
         upload = await session.get(TemplateUpload, task.upload_id)
         assert upload is not None
-    token = call.app[TICKETS].issue(
-        task_id=task.id,
-        task_uid=task.uid,
-        epoch=task.epoch,
-        node=task.target_node_name,
-        size=upload.file_size,
-        sha256=upload.sha256,
-        fmt=upload.file_format,
-    )
+    token = ticket_for(call.app[TICKETS], task, upload)
     return TicketOut(task_id=task.id, epoch=task.epoch, ticket=token)
 
 

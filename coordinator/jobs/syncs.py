@@ -55,6 +55,7 @@ from coordinator.states import sync_task
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
+from coordinator.sync_tasks import ticket_for
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
@@ -286,15 +287,7 @@ class SyncScheduler:
             epoch=task.epoch,
             node=task.target_node_name,
             url=agents[task.target_node_id].url,
-            ticket=self.signer.issue(
-                task_id=task.id,
-                task_uid=task.uid,
-                epoch=task.epoch,
-                node=task.target_node_name,
-                size=upload.file_size,
-                sha256=upload.sha256,
-                fmt=upload.file_format,
-            ),
+            ticket=ticket_for(self.signer, task, upload),
         )
 
     async def _not_started(
