@@ -294,13 +294,7 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
     app.cleanup_ctx.append(_resources)
 
-    endpoints = mount(app, USER_API, API_PREFIX)
-    document = openapi.build(endpoints)
-
-    async def openapi_json(_: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    app.router.add_get(API_PREFIX + "/openapi.json", openapi_json)
+    openapi.add_route(app, mount(app, USER_API, API_PREFIX))
     mount(app, [agent_api.routes], AGENT_API_PREFIX)
     health.add_routes(app)
     return app

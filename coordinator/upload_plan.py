@@ -16,6 +16,7 @@ from coordinator.agents.registry import is_live
 from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.errors import Conflict, Invalid, NotFound, Unavailable, not_found
+from coordinator.states.template import TemplateStatus
 from shared.error_slugs import ErrorSlug
 
 # PVE storage types that cannot hold a template's base volume (no 'template' feature).
@@ -109,6 +110,30 @@ async def plan_upload(
     auto_sync: bool,
     agent_timeout: timedelta,
 ) -> UploadPlan:
+    cluster, storage = await _template_storage(session, cluster_id, storage_id)
+    await _refuse_taken_name(session, cluster, template_name)
+    if storage.shared:
+        if sync_node_ids:
+            raise Invalid(
+                ErrorSlug.SHARED_STORAGE_NO_SYNC,
+                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
+            )
+        return await _shared_plan(session, cluster, storage, agent_timeout)
+    node = await session.get(PveNode, storage.node_id)
+    assert node is not None
+    if node.id not in await _live_nodes(session, [node.id], agent_timeout):
+        raise Unavailable(
+            ErrorSlug.NO_LIVE_AGENT,
+            f"no live agent on node {node.node_name}, which holds storage {storage_id}",
+        )
+    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
+    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+
+
+async def _template_storage(
+    session: AsyncSession, cluster_id: int, storage_id: int
+) -> tuple[PveCluster, PveStorage]:
+    """The cluster and the storage named, if that storage can hold a template there."""
     cluster = await session.get(PveCluster, cluster_id)
     if cluster is None:
         raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
@@ -129,6 +154,10 @@ async def plan_upload(
         raise Invalid(ErrorSlug.STORAGE_CANNOT_HOLD_TEMPLATES, NO_TEMPLATES[storage.type])
     if not storage.enabled:
         raise Invalid(ErrorSlug.STORAGE_DISABLED, f"storage {storage.storage_name!r} is disabled in PVE")
+    return cluster, storage
+
+
+async def _refuse_taken_name(session: AsyncSession, cluster: PveCluster, template_name: str) -> None:
     taken = (
         await session.execute(
             select(VmTemplate.id, VmTemplate.status).where(
@@ -137,38 +166,27 @@ async def plan_upload(
         )
     ).first()
     if taken is not None:
-        deleting = ", which is being deleted" if taken.status == "deleting" else ""
+        deleting = ", which is being deleted" if taken.status == TemplateStatus.DELETING else ""
         raise Conflict(
             ErrorSlug.TEMPLATE_NAME_TAKEN,
             f"template name {template_name!r} is already used in cluster {cluster.cluster_name!r} "
             f"(template {taken.id}{deleting})",
         )
 
-    if storage.shared:
-        if sync_node_ids:
-            raise Invalid(
-                ErrorSlug.SHARED_STORAGE_NO_SYNC,
-                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
-            )
-        targets = [t for t in await same_named_storages(session, cluster.id, storage.storage_name)]
-        live = await _live_nodes(session, [t.node.id for t in targets], agent_timeout)
-        # Prefer the node of the storage row the user picked, then any node with a live agent.
-        ordered = sorted(targets, key=lambda t: (t.node.id != storage.node_id, t.node.node_name))
-        importer = next((t.node for t in ordered if t.node.id in live), None)
-        if importer is None:
-            names = ", ".join(t.node.node_name for t in targets)
-            raise Unavailable(
-                ErrorSlug.NO_LIVE_AGENT,
-                f"no live agent on any node that sees {storage.storage_name!r} ({names})",
-            )
-        return UploadPlan(cluster, storage, importer, targets)
 
-    node = await session.get(PveNode, storage.node_id)
-    assert node is not None
-    if node.id not in await _live_nodes(session, [node.id], agent_timeout):
+async def _shared_plan(
+    session: AsyncSession, cluster: PveCluster, storage: PveStorage, agent_timeout: timedelta
+) -> UploadPlan:
+    """One import, by a node that sees the storage and has a live agent; every node holds it."""
+    targets = [t for t in await same_named_storages(session, cluster.id, storage.storage_name)]
+    live = await _live_nodes(session, [t.node.id for t in targets], agent_timeout)
+    # Prefer the node of the storage row the user picked, then any node with a live agent.
+    ordered = sorted(targets, key=lambda t: (t.node.id != storage.node_id, t.node.node_name))
+    importer = next((t.node for t in ordered if t.node.id in live), None)
+    if importer is None:
+        names = ", ".join(t.node.node_name for t in targets)
         raise Unavailable(
             ErrorSlug.NO_LIVE_AGENT,
-            f"no live agent on node {node.node_name}, which holds storage {storage_id}",
+            f"no live agent on any node that sees {storage.storage_name!r} ({names})",
         )
-    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
-    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+    return UploadPlan(cluster, storage, importer, targets)

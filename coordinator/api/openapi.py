@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import msgspec
+from aiohttp import web
 
 from coordinator.api.routing import API_PREFIX, Endpoint
 from shared.validation import INT_MAX, schema_hook
@@ -204,3 +205,13 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def add_route(app: web.Application, endpoints: list[Endpoint]) -> None:
+    """``GET /api/v1/openapi.json``: the document of these endpoints, built once."""
+    document = build(endpoints)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get(API_PREFIX + "/openapi.json", openapi_json)
