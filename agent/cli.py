@@ -14,6 +14,7 @@ from shared.version import VERSION
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.identity import StoredCredential
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,10 +112,65 @@ def _check_tls(cfg: AgentConfig) -> bool:
 
 
 async def _check(args: argparse.Namespace) -> int:
+    from agent import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    ok = _check_tls(cfg)
+    ok = await _check_pve(cfg) and ok
+    ok = _check_staging(cfg) and ok
+    enrolled, enrolment_ok = _check_enrolment(cfg)
+    ok = enrolment_ok and ok
+    ok = await _check_coordinator(cfg, enrolled) and ok
+    return 0 if ok else 1
+
+
+async def _check_pve(cfg: AgentConfig) -> bool:
+    from agent.pve import NodePve
+
+    status = await NodePve(cfg).status()
+    if status.ok:
+        print(f"PVE: ok, version {status.version}, cluster {status.cluster_name}, node {cfg.node_name}")
+        return True
+    print(f"PVE: FAILED: {status.error}")
+    return False
+
+
+def _check_staging(cfg: AgentConfig) -> bool:
+    try:
+        cfg.staging_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"staging dir: {cfg.staging_dir} FAILED: {exc.strerror}")
+        return False
+    print(f"staging dir: {cfg.staging_dir} ok")
+    return True
+
+
+def _check_enrolment(cfg: AgentConfig) -> tuple[StoredCredential | None, bool]:
+    """(the stored credential if any, whether the enrolment is fine: enrolled or able to enrol)."""
+    from agent import identity
+
+    try:
+        enrolled = identity.stored(cfg)
+    except ConfigError as exc:
+        print(f"enrolment: FAILED: {exc}")
+        return None, False
+    if enrolled is not None:
+        print(f"enrolment: enrolled as node {enrolled.node} ({cfg.credential_file})")
+    elif cfg.join_token or cfg.join_token_file:
+        print(f"enrolment: not enrolled yet; the next start enrols with the join token as {cfg.node_name}")
+    else:
+        print(
+            f"enrolment: NOT ENROLLED and no join_token: run `pvesphere-coordinator agent enroll "
+            f"{cfg.node_name}` and set join_token or join_token_file"
+        )
+        return enrolled, False
+    return enrolled, True
+
+
+async def _check_coordinator(cfg: AgentConfig, enrolled: StoredCredential | None) -> bool:
+    """Whether the coordinator answers: its health check, or (once enrolled) our credential."""
     import aiohttp
 
-    from agent import config as config_mod
-    from agent import identity
     from agent.coordinator_link import (
         agent_api,
         call_coordinator,
@@ -122,62 +178,27 @@ async def _check(args: argparse.Namespace) -> int:
         error_message,
         link_failure,
     )
-    from agent.pve import NodePve
 
-    cfg = config_mod.load(args.config)
-    ok = _check_tls(cfg)
-    status = await NodePve(cfg).status()
-    if status.ok:
-        print(f"PVE: ok, version {status.version}, cluster {status.cluster_name}, node {cfg.node_name}")
-    else:
-        ok = False
-        print(f"PVE: FAILED: {status.error}")
-    try:
-        cfg.staging_dir.mkdir(parents=True, exist_ok=True)
-        print(f"staging dir: {cfg.staging_dir} ok")
-    except OSError as exc:
-        ok = False
-        print(f"staging dir: {cfg.staging_dir} FAILED: {exc.strerror}")
-    try:
-        enrolled = identity.stored(cfg)
-    except ConfigError as exc:
-        enrolled, ok = None, False
-        print(f"enrolment: FAILED: {exc}")
-    else:
-        if enrolled is not None:
-            print(f"enrolment: enrolled as node {enrolled.node} ({cfg.credential_file})")
-        elif cfg.join_token or cfg.join_token_file:
-            print(
-                f"enrolment: not enrolled yet; the next start enrols with the join token as {cfg.node_name}"
-            )
-        else:
-            ok = False
-            print(
-                f"enrolment: NOT ENROLLED and no join_token: run `pvesphere-coordinator agent enroll "
-                f"{cfg.node_name}` and set join_token or join_token_file"
-            )
     try:
         async with coordinator_session(cfg, 5) as session:
             if enrolled is None:
                 async with session.get(cfg.coordinator_url.rstrip("/") + "/healthz") as r:
                     print(f"coordinator {cfg.coordinator_url}: HTTP {r.status}")
-                    ok = ok and r.status == 200
-            else:
-                code, payload = await call_coordinator(
-                    session, "GET", agent_api(cfg) + "/whoami", enrolled.credential
-                )
-                if code == 200:
-                    print(f"coordinator {cfg.coordinator_url}: credential accepted")
-                else:
-                    ok = False
-                    print(
-                        f"coordinator {cfg.coordinator_url}: credential REFUSED "
-                        f"(HTTP {code}: {error_message(payload)})"
-                    )
+                    return r.status == 200
+            code, payload = await call_coordinator(
+                session, "GET", agent_api(cfg) + "/whoami", enrolled.credential
+            )
+            if code == 200:
+                print(f"coordinator {cfg.coordinator_url}: credential accepted")
+                return True
+            print(
+                f"coordinator {cfg.coordinator_url}: credential REFUSED "
+                f"(HTTP {code}: {error_message(payload)})"
+            )
+            return False
     except (aiohttp.ClientError, TimeoutError) as exc:
-        ok = False
         print(f"coordinator {cfg.coordinator_url}: FAILED: {link_failure(exc)}")
-    return 0 if ok else 1
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentFault
@@ -257,8 +258,17 @@ class Importer:
         op.phase = "failed"
 
     async def _import(self, op: ImportOp) -> None:
-        req, pve = op.req, self.pve
-        existing = await vm_config(pve, req.vmid)
+        if await self._found_template(op):
+            return
+        path = self._staged_path(op.req)
+        await self._create_vm(op, path)
+        await self._convert_to_template(op)
+
+    async def _found_template(self, op: ImportOp) -> bool:
+        """Whether VM ``vmid`` is already this import's template; a half-made VM of this
+        import is destroyed first, someone else's fails the import (VMID taken)."""
+        req = op.req
+        existing = await vm_config(self.pve, req.vmid)
         if existing is None:
             # The VMID may be used on another node: PVE will refuse the create then.
             pass
@@ -266,11 +276,13 @@ class Importer:
             raise ImportFailed(f"VM {req.vmid} already exists and is not ours", ImportErrorKind.VMID_TAKEN)
         elif int(existing.get("template", 0)) == 1:
             op.volume_id = disk_volume(existing)
-            return
+            return True
         else:
             op.phase = "cleaning up an unfinished earlier attempt"
-            await destroy(pve, self.journal, req.vmid, req.key)
+            await destroy(self.pve, self.journal, req.vmid, req.key)
+        return False
 
+    def _staged_path(self, req: ImportRequest) -> Path:
         try:
             path = self.staging.path(req.staged_name)
         except BadStagedName as exc:
@@ -279,7 +291,11 @@ class Importer:
             raise ImportFailed(
                 f"staged image {req.staged_name} is not on this node", ImportErrorKind.MISSING_IMAGE
             )
+        return path
 
+    async def _create_vm(self, op: ImportOp, path: Path) -> None:
+        """PVE's create task: the VM, its disk imported from the staged image at ``path``."""
+        req, pve = op.req, self.pve
         params: dict[str, Any] = dict(req.options)
         params.update(
             vmid=req.vmid,
@@ -319,6 +335,8 @@ class Importer:
                 raise ImportFailed(full, ImportErrorKind.NO_SPACE) from None
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
 
+    async def _convert_to_template(self, op: ImportOp) -> None:
+        req, pve = op.req, self.pve
         op.phase = "converting to template"
         try:
             await run_task(

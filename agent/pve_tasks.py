@@ -161,21 +161,33 @@ async def run_task(
     call = asyncio.create_task(
         pve.call_for_task(limit.deadline.remaining() + STOP_GRACE, method, path, **(params or {}))
     )
+    await _follow_foreground(pve, limit, call, kind, vmid, on_progress, stop_when_late)
+    upid = str(call.result())
+    try:
+        await wait_task(pve, upid, limit, on_progress)
+    except WaitEnded as exc:
+        if stop_when_late:
+            exc.stopped = await stop_task(pve, upid)
+        raise
+
+
+async def _follow_foreground(
+    pve: NodePve,
+    limit: TaskLimit,
+    call: asyncio.Task[Any],
+    kind: str,
+    vmid: int,
+    on_progress: Callable[[float], None] | None,
+    stop_when_late: bool,
+) -> None:
+    """Until the foreground ``call`` returns, reporting the task's progress from its log;
+    WaitEnded when ``limit`` is reached first (the task stopped unless ``stop_when_late`` is off)."""
     follower: LogFollower | None = None
     while not call.done():
         await asyncio.wait({call}, timeout=POLL_SECONDS)
         if call.done():
             break
-        try:
-            if follower is None:
-                running = await active_task(pve, vmid, kind)
-                follower = LogFollower(pve, running) if running else None
-            if follower is not None and on_progress is not None:
-                pct = progress_from_log(await follower.new_lines())
-                if pct is not None:
-                    on_progress(pct)
-        except PveCallError:
-            pass  # progress is best effort; the task itself decides success
+        follower = await _report_progress(pve, follower, kind, vmid, on_progress)
         reason = limit.reached()
         if reason is not None:
             stopped = True
@@ -184,13 +196,28 @@ async def run_task(
             else:
                 _forget(call)
             raise WaitEnded(reason, stopped=stopped)
-    upid = str(call.result())
+
+
+async def _report_progress(
+    pve: NodePve,
+    follower: LogFollower | None,
+    kind: str,
+    vmid: int,
+    on_progress: Callable[[float], None] | None,
+) -> LogFollower | None:
+    """The running task's log follower (found once PVE lists the task), after passing on the
+    progress its new log lines show."""
     try:
-        await wait_task(pve, upid, limit, on_progress)
-    except WaitEnded as exc:
-        if stop_when_late:
-            exc.stopped = await stop_task(pve, upid)
-        raise
+        if follower is None:
+            running = await active_task(pve, vmid, kind)
+            follower = LogFollower(pve, running) if running else None
+        if follower is not None and on_progress is not None:
+            pct = progress_from_log(await follower.new_lines())
+            if pct is not None:
+                on_progress(pct)
+    except PveCallError:
+        pass  # progress is best effort; the task itself decides success
+    return follower
 
 
 async def _stop_foreground(

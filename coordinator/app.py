@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator import shared_limits, uploads
 from coordinator.agents.credentials import Credentials
@@ -152,8 +153,32 @@ async def error_envelope(
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
+    engine = await _open_database(app)
     config = app[CONFIG]
-    engine = create_engine(config.resolved_database_url)
+    app[INVENTORY] = InventoryRefresher(config, app[DB])
+    app[UPLOAD_SLOTS] = UploadSlots(
+        app[DB], config.max_concurrent_uploads, config.max_uploads_per_token, config.job_lease_seconds
+    )
+    http = _open_agent_links(app)
+    _add_import_runner(app)
+    _add_sync_runners(app)
+    _add_delete_runner(app)
+    background = _start_background(app)
+    log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
+    yield
+    await _stop_background(background)
+    await app[IMPORTS].stop()
+    await app[SYNC_WATCHERS].stop()
+    await app[DELETES].stop()
+    await http.close()
+    await app[READS].close()
+    await engine.dispose()
+    log.info("stopped")
+
+
+async def _open_database(app: web.Application) -> AsyncEngine:
+    """The engine, the session factory and the fast reads, once the schema is known current."""
+    engine = create_engine(app[CONFIG].resolved_database_url)
     app[ENGINE] = engine
     app[DB] = session_factory(engine)
     revision = await current_revision(engine)
@@ -164,18 +189,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "run `pvesphere-coordinator migrate` first"
         )
     app[READS] = open_reads(engine)
-    app[INVENTORY] = InventoryRefresher(config, app[DB])
-    lease = config.job_lease_seconds
-    app[UPLOAD_SLOTS] = UploadSlots(
-        app[DB], config.max_concurrent_uploads, config.max_uploads_per_token, lease
-    )
+    return engine
+
+
+def _open_agent_links(app: web.Application) -> aiohttp.ClientSession:
+    """``app[AGENTS]`` over a new HTTP session; returns the session (closed at the stop)."""
     # One connection pool for every agent, each checked against the agents' CA; no total
     # timeout (uploads stream for as long as they take).
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=app[AGENT_TLS]),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
     )
-    app[AGENTS] = AgentLinks(app[DB], http, app[CREDENTIALS], config.agent_timeout)
+    app[AGENTS] = AgentLinks(app[DB], http, app[CREDENTIALS], app[CONFIG].agent_timeout)
+    return http
+
+
+def _add_import_runner(app: web.Application) -> None:
+    config = app[CONFIG]
+    lease = config.job_lease_seconds
     imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY])
     app[IMPORTS] = JobRunner(
         "import",
@@ -190,11 +221,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         shared_limit=SharedLimit(app[DB], "import", config.max_concurrent_imports, lease),
     )
 
+
+def _add_sync_runners(app: web.Application) -> None:
+    """The sync scheduler and the runner of the watchers of running transfers."""
+    config = app[CONFIG]
+
     def wake_syncs() -> None:
         app[SYNCS].wake()
         app[SYNC_WATCHERS].wake()
 
-    planner = SharedLimit(app[DB], "sync-planner", 1, lease)
+    planner = SharedLimit(app[DB], "sync-planner", 1, config.job_lease_seconds)
     app[SYNCS] = SyncScheduler(config, app[DB], app[AGENTS], app[TICKETS], wake_syncs, planner)
     watcher = SyncWatcher(config, app[DB], app[AGENTS], app[INVENTORY], wake_syncs)
     app[SYNC_WATCHERS] = JobRunner(
@@ -210,6 +246,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lease=config.job_lease_seconds,
         poll=1.0,
     )
+
+
+def _add_delete_runner(app: web.Application) -> None:
+    config = app[CONFIG]
     app[DELETE_JOBS] = DeleteJobs(app[DB], app[AGENTS])
     app[DELETES] = JobRunner(
         "delete",
@@ -223,7 +263,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lease=config.job_lease_seconds,
         poll=1.0,
     )
-    background = [
+
+
+def _start_background(app: web.Application) -> list[asyncio.Task[None]]:
+    lease = app[CONFIG].job_lease_seconds
+    return [
         asyncio.create_task(app[INVENTORY].run_forever(), name="inventory"),
         asyncio.create_task(app[IMPORTS].run_forever(), name="imports"),
         asyncio.create_task(app[SYNCS].run_forever(), name="sync-scheduler"),
@@ -233,20 +277,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(shared_limits.keep_alive(app[DB], lease), name="shared-limits"),
         asyncio.create_task(_vm_sweeper(app), name="vm-sweep"),
     ]
-    log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
-    yield
+
+
+async def _stop_background(background: list[asyncio.Task[None]]) -> None:
+    """Cancels every background task, then waits for each to end."""
     for task in background:
         task.cancel()
     for task in background:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await app[IMPORTS].stop()
-    await app[SYNC_WATCHERS].stop()
-    await app[DELETES].stop()
-    await http.close()
-    await app[READS].close()
-    await engine.dispose()
-    log.info("stopped")
 
 
 async def _janitor(app: web.Application) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -41,9 +43,36 @@ def _label(request: web.Request) -> str:
     return name if LABEL.fullmatch(name) else "the image"
 
 
+@dataclass(frozen=True)
+class _UploadAsk:
+    """What the coordinator's PUT says of the image: its format and the limits it must keep."""
+
+    fmt: str
+    max_bytes: int
+    max_virtual: int
+    size_hint: int
+
+
 async def receive_upload(request: web.Request) -> web.Response:
-    staging = request.app[STAGING]
     upload_id = int(request.match_info["upload_id"])
+    ask = _read_ask(request)
+    if isinstance(ask, web.Response):
+        return ask
+    refused = await _make_room(request, upload_id, ask)
+    if refused is not None:
+        return refused
+    staging = request.app[STAGING]
+    name = staging.new_name("upload", upload_id, ask.fmt)
+    part = staging.part_path(name)
+    received = await _receive(request, upload_id, part, ask.max_bytes)
+    if isinstance(received, web.Response):
+        return received
+    size, sha256 = received
+    return await _stage_if_valid(request, upload_id, ask, name, part, size, sha256)
+
+
+def _read_ask(request: web.Request) -> _UploadAsk | web.Response:
+    """The format and limits from the query, or the 400 that says which is wrong."""
     fmt = request.query.get("format", "")
     if fmt not in FORMATS:
         return json_error(400, ErrorSlug.INVALID_REQUEST, f"format must be one of {', '.join(FORMATS)}")
@@ -54,25 +83,34 @@ async def receive_upload(request: web.Request) -> web.Response:
         size_hint = _int_query(request, "size_hint", 0)
     except web.HTTPBadRequest as exc:
         return json_error(400, ErrorSlug.INVALID_REQUEST, exc.text or "bad query")
+    return _UploadAsk(fmt, max_bytes, max_virtual, size_hint)
+
+
+async def _make_room(request: web.Request, upload_id: int, ask: _UploadAsk) -> web.Response | None:
+    """Room on the staging disk for the body (evicting what may go), or the 413/507 refusal."""
     length = request.content_length
-    expected = length if length is not None else size_hint
-    if length is not None and length > max_bytes:
+    expected = length if length is not None else ask.size_hint
+    if length is not None and length > ask.max_bytes:
         return json_error(
-            413, ErrorSlug.TOO_LARGE, f"file of {length} bytes exceeds the limit of {max_bytes}"
+            413, ErrorSlug.TOO_LARGE, f"file of {length} bytes exceeds the limit of {ask.max_bytes}"
         )
     if expected:
         purpose = f"room for {expected} bytes of upload {upload_id}"
-        await request.app[EVICTOR].make_room(min(expected, max_bytes), SPACE_RESERVE, purpose)
-    free = staging.free_bytes()
+        await request.app[EVICTOR].make_room(min(expected, ask.max_bytes), SPACE_RESERVE, purpose)
+    free = request.app[STAGING].free_bytes()
     if length is not None and length + SPACE_RESERVE > free:
         return json_error(
             507, ErrorSlug.NO_SPACE, f"staging disk has {free} bytes free, the file needs {length}"
         )
+    return None
 
-    name = staging.new_name("upload", upload_id, fmt)
-    part = staging.part_path(name)
+
+async def _receive(
+    request: web.Request, upload_id: int, part: Path, max_bytes: int
+) -> tuple[int, str] | web.Response:
+    """The body written to ``part``: (size, sha256), or the refusal of a body cut off."""
     try:
-        size, sha256 = await receive_to_file(body_pieces(request.content), part, max_bytes)
+        return await receive_to_file(body_pieces(request.content), part, max_bytes)
     except UploadTooLarge:
         log.warning("upload %s cut off: larger than %d bytes", upload_id, max_bytes)
         return json_error(413, ErrorSlug.TOO_LARGE, f"file exceeds the limit of {max_bytes} bytes")
@@ -86,8 +124,15 @@ async def receive_upload(request: web.Request) -> web.Response:
         log.warning("upload %s broke off: %s: %s", upload_id, exc.__class__.__name__, exc)
         return json_error(400, ErrorSlug.INCOMPLETE, f"the upload broke off: {exc}")
 
+
+async def _stage_if_valid(
+    request: web.Request, upload_id: int, ask: _UploadAsk, name: str, part: Path, size: int, sha256: str
+) -> web.Response:
+    """Validate the received ``part``: a valid image becomes staged image ``name``, a rejected
+    one is removed."""
+    staging = request.app[STAGING]
     try:
-        info = await inspect(part, fmt, max_virtual, _label(request))
+        info = await inspect(part, ask.fmt, ask.max_virtual, _label(request))
     except ImageRejected as exc:
         part.unlink(missing_ok=True)
         log.warning("upload %s rejected: %s", upload_id, exc.reason)
@@ -102,12 +147,12 @@ async def receive_upload(request: web.Request) -> web.Response:
         upload_id,
         name,
         size,
-        fmt,
+        ask.fmt,
         info.virtual_size,
         sha256,
     )
     return answer(
-        Staged(staged_name=name, size=size, sha256=sha256, format=fmt, virtual_size=info.virtual_size)
+        Staged(staged_name=name, size=size, sha256=sha256, format=ask.fmt, virtual_size=info.virtual_size)
     )
 
 

@@ -101,7 +101,8 @@ def _bounded(schema: Any, components: dict[str, Any], seen: set[str]) -> Any:
     return schema
 
 
-def build(endpoints: list[Endpoint]) -> dict[str, Any]:
+def _schemas(endpoints: list[Endpoint]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each read or answered type's schema (keyed by ``_key``) and the shared components."""
     # Every type any endpoint reads or answers, in one pass: shared structs become one component.
     types: list[Any] = []
     for ep in endpoints:
@@ -109,85 +110,117 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=REF)
     schema_of = dict(zip(map(_key, types), schemas, strict=True))
     components["ErrorEnvelope"] = ERROR_ENVELOPE
-    seen: set[str] = set()  # components whose integers are bounded already
+    return schema_of, components
 
+
+def _path_parameters(ep: Endpoint) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": INT_MAX},
+        }
+        for name in ep.path_params
+    ]
+
+
+def _query_parameters(query_schema: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    required = set(query_schema.get("required", []))
+    for name, prop in query_schema.get("properties", {}).items():
+        schema = _not_null(prop)
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": {k: v for k, v in schema.items() if k not in ("description", "default")},
+        }
+        if "description" in schema:
+            param["description"] = schema["description"]
+        if prop.get("default") is not None:
+            param["schema"]["default"] = prop["default"]
+        params.append(param)
+    return params
+
+
+def _request_body(
+    ep: Endpoint, schema_of: dict[str, Any], components: dict[str, Any], seen: set[str]
+) -> dict[str, Any] | None:
+    if ep.body is not None:
+        return {
+            "required": True,
+            "content": {"application/json": {"schema": _bounded(schema_of[_key(ep.body)], components, seen)}},
+        }
+    if ep.raw_body_schema is not None:
+        return _bounded(copy.deepcopy(ep.raw_body_schema), components, seen)
+    return None
+
+
+def _error_statuses(ep: Endpoint) -> list[int]:
+    statuses = set(ep.errors) | {400}
+    if ep.body is not None:
+        statuses.add(413)  # routing.JSON_BODY_MAX
+    if ep.role is not None:
+        statuses |= {401, 403}
+    return sorted(statuses)
+
+
+def _responses(ep: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Success",
+            "content": {"application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}},
+        }
+    }
+    if ep.accepted is not None:
+        responses["202"] = {
+            "description": "Accepted: it goes on in the background (the data says how far it is)",
+            "content": {
+                "application/json": {"schema": _envelope(dict(schema_of[_key(ep.accepted)]), 202, "accepted")}
+            },
+        }
+    for status in _error_statuses(ep):
+        responses[str(status)] = {
+            "description": _STATUS_TEXT.get(status, "Error"),
+            "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorEnvelope")}}},
+        }
+        if status in (429, 503):
+            responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+    return responses
+
+
+def _operation(
+    ep: Endpoint, schema_of: dict[str, Any], components: dict[str, Any], seen: set[str]
+) -> dict[str, Any]:
+    """The OpenAPI operation object of one endpoint."""
+    op: dict[str, Any] = {
+        "operationId": ep.handler.__name__,
+        "summary": ep.summary,
+        "tags": [ep.tag],
+    }
+    if ep.description and ep.description != ep.summary:
+        op["description"] = ep.description
+    params = _path_parameters(ep)
+    if ep.query is not None:
+        params.extend(_query_parameters(_bounded(components[ep.query.__name__], components, seen)))
+    if params:
+        op["parameters"] = params
+    body = _request_body(ep, schema_of, components, seen)
+    if body is not None:
+        op["requestBody"] = body
+    op["responses"] = _responses(ep, schema_of)
+    if ep.role is None:
+        op["security"] = []
+    return op
+
+
+def build(endpoints: list[Endpoint]) -> dict[str, Any]:
+    schema_of, components = _schemas(endpoints)
+    seen: set[str] = set()  # components whose integers are bounded already
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
-        op: dict[str, Any] = {
-            "operationId": ep.handler.__name__,
-            "summary": ep.summary,
-            "tags": [ep.tag],
-        }
-        if ep.description and ep.description != ep.summary:
-            op["description"] = ep.description
-        params: list[dict[str, Any]] = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": INT_MAX},
-            }
-            for name in ep.path_params
-        ]
-        if ep.query is not None:
-            query_schema = _bounded(components[ep.query.__name__], components, seen)
-            required = set(query_schema.get("required", []))
-            for name, prop in query_schema.get("properties", {}).items():
-                schema = _not_null(prop)
-                param: dict[str, Any] = {
-                    "name": name,
-                    "in": "query",
-                    "required": name in required,
-                    "schema": {k: v for k, v in schema.items() if k not in ("description", "default")},
-                }
-                if "description" in schema:
-                    param["description"] = schema["description"]
-                if prop.get("default") is not None:
-                    param["schema"]["default"] = prop["default"]
-                params.append(param)
-        if params:
-            op["parameters"] = params
-        if ep.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": _bounded(schema_of[_key(ep.body)], components, seen)}
-                },
-            }
-        elif ep.raw_body_schema is not None:
-            op["requestBody"] = _bounded(copy.deepcopy(ep.raw_body_schema), components, seen)
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "Success",
-                "content": {
-                    "application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}
-                },
-            }
-        }
-        if ep.accepted is not None:
-            responses["202"] = {
-                "description": "Accepted: it goes on in the background (the data says how far it is)",
-                "content": {
-                    "application/json": {
-                        "schema": _envelope(dict(schema_of[_key(ep.accepted)]), 202, "accepted")
-                    }
-                },
-            }
-        statuses = set(ep.errors) | {400}
-        if ep.body is not None:
-            statuses.add(413)  # routing.JSON_BODY_MAX
-        if ep.role is not None:
-            statuses |= {401, 403}
-        for status in sorted(statuses):
-            responses[str(status)] = {
-                "description": _STATUS_TEXT.get(status, "Error"),
-                "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorEnvelope")}}},
-            }
-            if status in (429, 503):
-                responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
-        op["responses"] = responses
-        if ep.role is None:
-            op["security"] = []
+        op = _operation(ep, schema_of, components, seen)
         paths.setdefault(API_PREFIX + ep.path, {})[ep.method.lower()] = op
 
     return {

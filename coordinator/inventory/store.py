@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +19,15 @@ async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: Clust
     cluster.pve_version = snap.pve_version
     cluster.last_sync_at = now
     cluster.last_sync_error = None
+    await _apply_nodes(session, cluster, snap, now)
+    await _apply_storages(session, cluster, snap, now)
+    await link_agents(session, cluster)
 
+
+async def _apply_nodes(
+    session: AsyncSession, cluster: PveCluster, snap: ClusterSnapshot, now: datetime
+) -> None:
+    """A pve_node row for every node PVE lists; a node no longer listed is marked removed."""
     existing = {
         n.node_name: n
         for n in (await session.scalars(select(PveNode).where(PveNode.cluster_id == cluster.id)))
@@ -35,6 +45,11 @@ async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: Clust
         node_states.mark_removed(gone)
     await session.flush()
 
+
+async def _apply_storages(
+    session: AsyncSession, cluster: PveCluster, snap: ClusterSnapshot, now: datetime
+) -> None:
+    """A pve_storage row for every storage PVE lists, on the node rows ``_apply_nodes`` wrote."""
     nodes = {
         n.node_name: n
         for n in (await session.scalars(select(PveNode).where(PveNode.cluster_id == cluster.id)))
@@ -68,7 +83,6 @@ async def apply_snapshot(session: AsyncSession, cluster: PveCluster, snap: Clust
     ]
     if stale:
         await session.execute(delete(PveStorage).where(PveStorage.id.in_(stale)))
-    await link_agents(session, cluster)
 
 
 def _node_name(nodes: dict[str, PveNode], node_id: int) -> str:

@@ -142,48 +142,85 @@ async def import_template(
     retries = Retries()
     while True:
         if vmid is None:
-            try:
-                vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
-            except PveError as exc:
-                reason = exc.transient()
-                if reason is None:
-                    raise
-                delay = retries.failed(reason, exc.message, deadline.remaining())
-                if delay is None:
-                    error = f"reading VMIDs: {retries.summary()}; no time left within the deadline"
-                    return ImportResult("failed", 0, error=error, error_kind=ImportErrorKind.PVE_UNREACHABLE)
-                log.warning("%s: reading VMIDs: %s; trying again in %.0f s", key, retries.summary(), delay)
-                if not await on_progress(0.0):
-                    return ImportResult("failed", 0, error="canceled", error_kind=ImportErrorKind.CANCELED)
-                await asyncio.sleep(delay)
-                continue
-            log.info("%s: VMID %s chosen", key, vmid)
+            chosen = await _choose_vmid(
+                db, inventory, config, cluster_id, key, tried, record_vmid, on_progress, deadline, retries
+            )
+            if isinstance(chosen, ImportResult):
+                return chosen
+            vmid = chosen
         # Checked here as the agent checks it (parse: options normalised to the allowlist's text).
         order = parse(ImportRequest, {"key": key, "vmid": vmid, "image_size": image_size, **request})
-        op = await agent.start_import(order)
-        while op.state == "running":
-            if not await on_progress(op.progress):
-                await cancel_import(agent, key, "no longer wanted")
-                return ImportResult("failed", vmid, error="canceled", error_kind=ImportErrorKind.CANCELED)
-            if deadline.passed():
-                await cancel_import(agent, key, f"the coordinator waited {deadline.seconds:.0f} s")
-                error = f"{deadline.missed()} (the coordinator's deadline); canceled"
-                return ImportResult("failed", vmid, error=error, error_kind=ImportErrorKind.TIMEOUT)
-            await asyncio.sleep(POLL_SECONDS)
-            op = await agent.get_import(key)
-        result = ImportResult(
-            state=op.state,
-            vmid=vmid,
-            volume_id=op.volume_id or "",
-            error=op.error,
-            error_kind=op.error_kind,
-        )
+        result = await _follow_import(agent, order, key, vmid, deadline, on_progress)
         if result.error_kind == ImportErrorKind.VMID_TAKEN and len(tried) < MAX_VMID_TRIES:
             log.info("%s: VMID %s was taken meanwhile; choosing another", key, vmid)
             tried.add(vmid)
             vmid = None
             continue
         return result
+
+
+async def _choose_vmid(
+    db: async_sessionmaker[AsyncSession],
+    inventory: InventoryRefresher,
+    config: CoordinatorConfig,
+    cluster_id: int,
+    key: str,
+    tried: set[int],
+    record_vmid: Callable[[AsyncSession, int], Awaitable[None]],
+    on_progress: Callable[[float], Awaitable[bool]],
+    deadline: Deadline,
+    retries: Retries,
+) -> int | ImportResult:
+    """A free VMID (none of ``tried``), read again while PVE does not answer and the deadline
+    allows; else the failed result (no time left, or the job no longer wants the import)."""
+    while True:
+        try:
+            vmid = await allocate_vmid(db, inventory, config, cluster_id, tried, record_vmid)
+        except PveError as exc:
+            reason = exc.transient()
+            if reason is None:
+                raise
+            delay = retries.failed(reason, exc.message, deadline.remaining())
+            if delay is None:
+                error = f"reading VMIDs: {retries.summary()}; no time left within the deadline"
+                return ImportResult("failed", 0, error=error, error_kind=ImportErrorKind.PVE_UNREACHABLE)
+            log.warning("%s: reading VMIDs: %s; trying again in %.0f s", key, retries.summary(), delay)
+            if not await on_progress(0.0):
+                return ImportResult("failed", 0, error="canceled", error_kind=ImportErrorKind.CANCELED)
+            await asyncio.sleep(delay)
+            continue
+        log.info("%s: VMID %s chosen", key, vmid)
+        return vmid
+
+
+async def _follow_import(
+    agent: AgentClient,
+    order: ImportRequest,
+    key: str,
+    vmid: int,
+    deadline: Deadline,
+    on_progress: Callable[[float], Awaitable[bool]],
+) -> ImportResult:
+    """Start the agent's import and poll it until it ends; canceled (and failed) once the job
+    no longer wants it or the deadline passes."""
+    op = await agent.start_import(order)
+    while op.state == "running":
+        if not await on_progress(op.progress):
+            await cancel_import(agent, key, "no longer wanted")
+            return ImportResult("failed", vmid, error="canceled", error_kind=ImportErrorKind.CANCELED)
+        if deadline.passed():
+            await cancel_import(agent, key, f"the coordinator waited {deadline.seconds:.0f} s")
+            error = f"{deadline.missed()} (the coordinator's deadline); canceled"
+            return ImportResult("failed", vmid, error=error, error_kind=ImportErrorKind.TIMEOUT)
+        await asyncio.sleep(POLL_SECONDS)
+        op = await agent.get_import(key)
+    return ImportResult(
+        state=op.state,
+        vmid=vmid,
+        volume_id=op.volume_id or "",
+        error=op.error,
+        error_kind=op.error_kind,
+    )
 
 
 async def cancel_import(agent: AgentClient, key: str, reason: str) -> None:
