@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +32,17 @@ class AgentReport:
     staging_free_bytes: int
 
 
-def is_live(agent: Agent, now: datetime, timeout: timedelta) -> bool:
+class Heartbeats(Protocol):
+    """An agent's times, as its row or a read of them (coordinator/api/inventory_reads.py)."""
+
+    @property
+    def stopped_at(self) -> datetime | None: ...
+
+    @property
+    def last_heartbeat_at(self) -> datetime | None: ...
+
+
+def is_live(agent: Heartbeats, now: datetime, timeout: timedelta) -> bool:
     return (
         agent.stopped_at is None
         and agent.last_heartbeat_at is not None

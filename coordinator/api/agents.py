@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+from aiohttp import web
 from msgspec import Meta
-from sqlalchemy import select
 
 from coordinator.agents.registry import is_live
+from coordinator.api import inventory_reads
 from coordinator.api.errors import not_found
-from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.fast_json import ok
+from coordinator.api.inventory_reads import AgentRow
+from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import CONFIG, DB
-from coordinator.db.models import Agent, PveNode
+from coordinator.appkeys import CONFIG, READS
 from coordinator.db.types import utcnow
 from shared.error_slugs import ErrorSlug
 from shared.validation import Model
@@ -43,58 +45,49 @@ class AgentOut(Model):
     staging_free_bytes: int
 
 
-def _out(agent: Agent, cluster_id: int | None, live: bool) -> AgentOut:
+def _out(a: AgentRow, live: bool) -> AgentOut:
     return AgentOut(
-        id=agent.id,
-        node_id=agent.node_id,
-        node_name=agent.node_name,
-        cluster_id=cluster_id,
-        cluster_name=agent.cluster_name,
-        url=agent.url,
-        version=agent.version,
+        id=a.id,
+        node_id=a.node_id,
+        node_name=a.node_name,
+        cluster_id=a.cluster_id,
+        cluster_name=a.cluster_name,
+        url=a.url,
+        version=a.version,
         live=live,
-        last_heartbeat_at=agent.last_heartbeat_at,
-        started_at=agent.started_at,
-        pve_ok=agent.pve_ok,
-        pve_error=agent.pve_error,
-        staging_free_bytes=agent.staging_free_bytes,
+        last_heartbeat_at=a.last_heartbeat_at,
+        started_at=a.started_at,
+        pve_ok=a.pve_ok,
+        pve_error=a.pve_error,
+        staging_free_bytes=a.staging_free_bytes,
     )
 
 
-def _stmt():  # type: ignore[no-untyped-def]
-    return select(Agent, PveNode.cluster_id).outerjoin(PveNode, PveNode.id == Agent.node_id)
-
-
 @routes.get("/agents", role="viewer", query=AgentQuery, response=Page[AgentOut])
-async def list_agents(call: Call) -> Page[AgentOut]:
+async def list_agents(call: Call) -> web.Response:
     """Agents that registered, newest first, with whether each is live now."""
     q: AgentQuery = call.query
-    timeout = timedelta(seconds=call.app[CONFIG].agent_timeout)
-    now = utcnow()
-    stmt = _stmt().order_by(Agent.id.desc())
-    if q.cluster_id is not None:
-        stmt = stmt.where(PveNode.cluster_id == q.cluster_id)
+    reads = call.app[READS]
+    timeout, now = timedelta(seconds=call.app[CONFIG].agent_timeout), utcnow()
     if q.live is not None:
-        # Liveness is a function of time; filter after loading (agents are few: one per node).
-        async with call.app[DB]() as session:
-            rows = (await session.execute(stmt)).all()
-        matching = [r for r in rows if is_live(r[0], now, timeout) == q.live]
+        # Liveness is a function of time; filter after reading (agents are few: one per node).
+        matching = [
+            a
+            for a in await inventory_reads.all_agents(reads, q.cluster_id)
+            if is_live(a.heartbeats, now, timeout) == q.live
+        ]
         start = (q.page - 1) * q.page_size
-        page = matching[start : start + q.page_size]
-        items = [_out(a, cid, q.live) for a, cid in page]
-        return Page(total=len(matching), page=q.page, page_size=q.page_size, list=items)
-    async with call.app[DB]() as session:
-        total, rows = await paginate(session, stmt, q)
-    items = [_out(a, cid, is_live(a, now, timeout)) for a, cid in rows]
-    return Page(total=total, page=q.page, page_size=q.page_size, list=items)
+        items = [_out(a, q.live) for a in matching[start : start + q.page_size]]
+        return ok(Page(total=len(matching), page=q.page, page_size=q.page_size, list=items))
+    total, rows = await inventory_reads.agents(reads, q.cluster_id, q.page, q.page_size)
+    items = [_out(a, is_live(a.heartbeats, now, timeout)) for a in rows]
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=items))
 
 
 @routes.get("/agents/{id}", role="viewer", response=AgentOut, errors=(404,))
-async def get_agent(call: Call) -> AgentOut:
+async def get_agent(call: Call) -> web.Response:
     """One agent."""
-    timeout = timedelta(seconds=call.app[CONFIG].agent_timeout)
-    async with call.app[DB]() as session:
-        row = (await session.execute(_stmt().where(Agent.id == call.path["id"]))).first()
+    row = await inventory_reads.agent(call.app[READS], call.path["id"])
     if row is None:
         raise not_found(ErrorSlug.AGENT_NOT_FOUND, call.path["id"])
-    return _out(row[0], row[1], is_live(row[0], utcnow(), timeout))
+    return ok(_out(row, is_live(row.heartbeats, utcnow(), timedelta(seconds=call.app[CONFIG].agent_timeout))))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from aiohttp import web
 from msgspec import Meta
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from coordinator.api import inventory_reads
 from coordinator.api.errors import ApiError, conflict, not_found
-from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.fast_json import ok
+from coordinator.api.inventory_reads import ClusterRow
+from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import DB, INVENTORY
-from coordinator.db.models import PveCluster, PveNode, PveStorage
+from coordinator.appkeys import INVENTORY, READS
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
 from shared.error_slugs import ErrorSlug
@@ -110,73 +112,44 @@ class ClusterOut(Model):
     modifier: str
 
 
-async def _out(call: Call, cluster_ids: list[int]) -> list[ClusterOut]:
-    async with call.app[DB]() as session:
-        clusters = {
-            c.id: c for c in await session.scalars(select(PveCluster).where(PveCluster.id.in_(cluster_ids)))
-        }
-        nodes = dict(
-            (
-                await session.execute(
-                    select(PveNode.cluster_id, func.count())
-                    .where(PveNode.cluster_id.in_(cluster_ids), PveNode.status != "removed")
-                    .group_by(PveNode.cluster_id)
-                )
-            ).all()
-        )
-        storages = dict(
-            (
-                await session.execute(
-                    select(PveStorage.cluster_id, func.count())
-                    .where(PveStorage.cluster_id.in_(cluster_ids))
-                    .group_by(PveStorage.cluster_id)
-                )
-            ).all()
-        )
-    return [
-        ClusterOut(
-            id=c.id,
-            cluster_name=c.cluster_name,
-            api_url=c.api_url,
-            token_id=c.token_id,
-            verify_ssl=c.verify_ssl,
-            pve_version=c.pve_version,
-            node_count=nodes.get(c.id, 0),
-            storage_count=storages.get(c.id, 0),
-            last_sync_at=c.last_sync_at,
-            last_sync_error=c.last_sync_error,
-            created_at=c.created_at,
-            updated_at=c.updated_at,
-            creator=c.creator,
-            modifier=c.modifier,
-        )
-        for cid in cluster_ids
-        if (c := clusters.get(cid)) is not None
-    ]
-
-
-@routes.get("/clusters", role="viewer", query=PageQuery, response=Page[ClusterOut])
-async def list_clusters(call: Call) -> Page[ClusterOut]:
-    """List registered PVE clusters, newest first."""
-    async with call.app[DB]() as session:
-        total, rows = await paginate(
-            session, select(PveCluster.id).order_by(PveCluster.id.desc()), call.query
-        )
-    return Page(
-        total=total,
-        page=call.query.page,
-        page_size=call.query.page_size,
-        list=await _out(call, [r[0] for r in rows]),
+def _out(c: ClusterRow) -> ClusterOut:
+    return ClusterOut(
+        id=c.id,
+        cluster_name=c.cluster_name,
+        api_url=c.api_url,
+        token_id=c.token_id,
+        verify_ssl=c.verify_ssl,
+        pve_version=c.pve_version,
+        node_count=c.node_count,
+        storage_count=c.storage_count,
+        last_sync_at=c.last_sync_at,
+        last_sync_error=c.last_sync_error,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+        creator=c.creator,
+        modifier=c.modifier,
     )
 
 
+async def _one(call: Call, cluster_id: int) -> ClusterOut:
+    row = await inventory_reads.cluster(call.app[READS], cluster_id)
+    if row is None:
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
+    return _out(row)
+
+
+@routes.get("/clusters", role="viewer", query=PageQuery, response=Page[ClusterOut])
+async def list_clusters(call: Call) -> web.Response:
+    """List registered PVE clusters, newest first."""
+    q: PageQuery = call.query
+    total, rows = await inventory_reads.clusters(call.app[READS], q.page, q.page_size)
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_out(r) for r in rows]))
+
+
 @routes.get("/clusters/{id}", role="viewer", response=ClusterOut, errors=(404,))
-async def get_cluster(call: Call) -> ClusterOut:
+async def get_cluster(call: Call) -> web.Response:
     """One registered cluster."""
-    found = await _out(call, [call.path["id"]])
-    if not found:
-        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"])
-    return found[0]
+    return ok(await _one(call, call.path["id"]))
 
 
 # Failures the caller fixes in the settings they sent; the others are on PVE's side.
@@ -219,7 +192,7 @@ async def register_cluster(call: Call) -> ClusterOut:
         raise conflict(
             "this cluster was registered by a concurrent request", ErrorSlug.CLUSTER_EXISTS
         ) from None
-    return (await _out(call, [cluster.id]))[0]
+    return await _one(call, cluster.id)
 
 
 @routes.post("/clusters/{id}/refresh", role="operator", response=ClusterOut, errors=(404, 502, 504))
@@ -231,7 +204,7 @@ async def refresh_cluster(call: Call) -> ClusterOut:
         raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"]) from None
     except PveError as exc:
         raise _pve_failure(exc, settings_sent=False) from None
-    return (await _out(call, [call.path["id"]]))[0]
+    return await _one(call, call.path["id"])
 
 
 @routes.put(
@@ -255,4 +228,4 @@ async def update_cluster(call: Call) -> ClusterOut:
         raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, call.path["id"]) from None
     except PveError as exc:
         raise _pve_failure(exc, settings_sent=True) from None
-    return (await _out(call, [call.path["id"]]))[0]
+    return await _one(call, call.path["id"])

@@ -8,11 +8,9 @@ empty list (with the real total), never an error.
 from __future__ import annotations
 
 import builtins
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from msgspec import Meta
-from sqlalchemy import Select, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.validation import Input, Model
 
@@ -32,15 +30,3 @@ class Page(Model, Generic[T]):
     page: int
     page_size: int
     list: builtins.list[T]  # the contract's name; the builtin is reached through its module
-
-
-async def paginate(session: AsyncSession, stmt: Select[Any], q: PageQuery) -> tuple[int, list[Any]]:
-    """Total count of ``stmt`` and the rows of the requested page (``stmt`` brings the order)."""
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    return int(total or 0), await page_rows(session, stmt, q)
-
-
-async def page_rows(session: AsyncSession, stmt: Select[Any], q: PageQuery) -> list[Any]:
-    """The rows of the requested page (``stmt`` brings the order); for lists whose total is kept
-    elsewhere (counting a table that grows with history costs as much as the table)."""
-    return list((await session.execute(stmt.limit(q.page_size).offset((q.page - 1) * q.page_size))).all())

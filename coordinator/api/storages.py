@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from aiohttp import web
 from msgspec import Meta
-from sqlalchemy import select
 
+from coordinator.api import inventory_reads
 from coordinator.api.errors import not_found
-from coordinator.api.pagination import Page, PageQuery, paginate
+from coordinator.api.fast_json import ok
+from coordinator.api.inventory_reads import StorageRow
+from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
-from coordinator.appkeys import DB
-from coordinator.db.models import PveNode, PveStorage
+from coordinator.appkeys import READS
 from shared.error_slugs import ErrorSlug
 from shared.validation import Model
 
@@ -40,49 +42,38 @@ class StorageOut(Model):
     avail: int
 
 
-def _out(storage: PveStorage, node_name: str) -> StorageOut:
+def _out(s: StorageRow) -> StorageOut:
     return StorageOut(
-        id=storage.id,
-        storage_name=storage.storage_name,
-        type=storage.type,
-        shared=storage.shared,
-        content=storage.content,
-        active=storage.active,
-        enabled=storage.enabled,
-        node_id=storage.node_id,
-        node_name=node_name,
-        cluster_id=storage.cluster_id,
-        total=storage.total,
-        used=storage.used,
-        avail=storage.avail,
+        id=s.id,
+        storage_name=s.storage_name,
+        type=s.type,
+        shared=s.shared,
+        content=s.content,
+        active=s.active,
+        enabled=s.enabled,
+        node_id=s.node_id,
+        node_name=s.node_name,
+        cluster_id=s.cluster_id,
+        total=s.total,
+        used=s.used,
+        avail=s.avail,
     )
 
 
-def _stmt():  # type: ignore[no-untyped-def]
-    return select(PveStorage, PveNode.node_name).join(PveNode, PveNode.id == PveStorage.node_id)
-
-
 @routes.get("/storages", role="viewer", query=StorageQuery, response=Page[StorageOut])
-async def list_storages(call: Call) -> Page[StorageOut]:
+async def list_storages(call: Call) -> web.Response:
     """Storages, one row per (node, storage): a shared storage appears once per node."""
     q: StorageQuery = call.query
-    stmt = _stmt().order_by(PveStorage.id.desc())
-    if q.cluster_id is not None:
-        stmt = stmt.where(PveStorage.cluster_id == q.cluster_id)
-    if q.node_id is not None:
-        stmt = stmt.where(PveStorage.node_id == q.node_id)
-    if q.shared is not None:
-        stmt = stmt.where(PveStorage.shared == q.shared)
-    async with call.app[DB]() as session:
-        total, rows = await paginate(session, stmt, q)
-    return Page(total=total, page=q.page, page_size=q.page_size, list=[_out(*r) for r in rows])
+    total, rows = await inventory_reads.storages(
+        call.app[READS], q.cluster_id, q.node_id, q.shared, q.page, q.page_size
+    )
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_out(r) for r in rows]))
 
 
 @routes.get("/storages/{id}", role="viewer", response=StorageOut, errors=(404,))
-async def get_storage(call: Call) -> StorageOut:
+async def get_storage(call: Call) -> web.Response:
     """One storage row."""
-    async with call.app[DB]() as session:
-        row = (await session.execute(_stmt().where(PveStorage.id == call.path["id"]))).first()
+    row = await inventory_reads.storage(call.app[READS], call.path["id"])
     if row is None:
         raise not_found(ErrorSlug.STORAGE_NOT_FOUND, call.path["id"])
-    return _out(*row)
+    return ok(_out(row))

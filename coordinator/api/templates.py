@@ -17,15 +17,12 @@ from coordinator.api.errors import ApiError, conflict, not_found
 from coordinator.api.fast_json import ok
 from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Accepted, Call, Routes
-from coordinator.api.template_reads import DeletionRow, TemplateRow
+from coordinator.api.template_reads import DeletionRow, InstanceRow, TemplateRow, UploadRow
 from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import DB, DELETE_JOBS, DELETES, READS
 from coordinator.db.models import (
     PveCluster,
     TemplateDeletion,
-    TemplateInstance,
-    TemplateSyncTask,
-    TemplateUpload,
     VmTemplate,
 )
 from coordinator.db.types import utcnow
@@ -223,10 +220,12 @@ def _row_out(r: TemplateRow) -> TemplateOut:
 
 
 @routes.get("/templates/{id}", role="viewer", response=TemplateOut, errors=(404,))
-async def get_template(call: Call) -> TemplateOut:
+async def get_template(call: Call) -> web.Response:
     """One template."""
-    async with call.app[DB]() as session:
-        return template_out(*await _load_live(session, call.path["id"]))
+    row = await template_reads.one(call.app[READS], call.path["id"])
+    if row is None:
+        raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
+    return ok(_row_out(row))
 
 
 @routes.put("/templates/{id}", role="operator", body=TemplateUpdate, response=TemplateOut, errors=(404, 409))
@@ -362,85 +361,76 @@ class InstanceList(Model):
     instances: list[InstanceOut]
 
 
-async def _instances(call: Call, template_id: int) -> list[InstanceOut]:
-    async with call.app[DB]() as session:
-        rows = (
-            await session.execute(
-                select(TemplateInstance, TemplateSyncTask.progress)
-                .outerjoin(TemplateSyncTask, TemplateSyncTask.id == TemplateInstance.sync_task_id)
-                .where(TemplateInstance.template_id == template_id)
-                .order_by(TemplateInstance.is_primary.desc(), TemplateInstance.node_name, TemplateInstance.id)
-            )
-        ).all()
-    return [
-        InstanceOut(
-            instance_id=i.id,
-            node_id=i.node_id,
-            node_name=i.node_name,
-            vmid=i.vmid,
-            storage_name=i.storage_name,
-            status=i.status,
-            is_primary=i.is_primary,
-            sync_progress=progress if i.sync_task_id is not None else None,
-        )
-        for i, progress in rows
-    ]
+def _instance_out(i: InstanceRow) -> InstanceOut:
+    return InstanceOut(
+        instance_id=i.id,
+        node_id=i.node_id,
+        node_name=i.node_name,
+        vmid=i.vmid,
+        storage_name=i.storage_name,
+        status=i.status,
+        is_primary=i.is_primary,
+        sync_progress=i.sync_progress if i.sync_task_id is not None else None,
+    )
+
+
+def _upload_info(u: UploadRow) -> UploadInfo:
+    return UploadInfo(
+        upload_id=u.id,
+        storage_name=u.storage_name,
+        is_shared=u.is_shared,
+        file_name=u.file_name,
+        file_size=u.file_size,
+        status=u.status,
+        file_format=u.file_format,
+        sha256=u.sha256,
+        virtual_size=u.virtual_size,
+        import_node_id=u.import_node_id,
+        import_node_name=u.import_node_name,
+        import_progress=u.import_progress,
+        vmid=u.vmid,
+        error_message=u.error_message,
+        created_at=u.created_at,
+    )
 
 
 @routes.get(
     "/templates/{id}/detail", role="viewer", query=DetailQuery, response=TemplateDetail, errors=(404,)
 )
-async def template_detail(call: Call) -> TemplateDetail:
+async def template_detail(call: Call) -> web.Response:
     """A template with its latest upload and, on request, its instances (primary first)."""
-    async with call.app[DB]() as session:
-        template, cluster_name, deletion = await _load_live(session, call.path["id"])
-        upload = await session.scalar(
-            select(TemplateUpload)
-            .where(TemplateUpload.template_id == template.id)
-            .order_by(TemplateUpload.id.desc())
-            .limit(1)
+    q: DetailQuery = call.query
+    found = await template_reads.detail(call.app[READS], call.path["id"], q.include_instances)
+    if found is None:
+        raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
+    t, upload, instances = found
+    return ok(
+        TemplateDetail(
+            id=t.id,
+            template_name=t.template_name,
+            cluster_id=t.cluster_id,
+            cluster_name=t.cluster_name,
+            description=t.description,
+            status=msgspec.convert(t.status, TemplateStatusName),
+            deletion=deletion_out(t.deletion),
+            upload_info=_upload_info(upload) if upload is not None else None,
+            instances=[_instance_out(i) for i in instances] if instances is not None else None,
         )
-    info = None
-    if upload is not None:
-        info = UploadInfo(
-            upload_id=upload.id,
-            storage_name=upload.storage_name,
-            is_shared=upload.is_shared,
-            file_name=upload.file_name,
-            file_size=upload.file_size,
-            status=upload.status,
-            file_format=upload.file_format,
-            sha256=upload.sha256,
-            virtual_size=upload.virtual_size,
-            import_node_id=upload.import_node_id,
-            import_node_name=upload.import_node_name,
-            import_progress=upload.import_progress,
-            vmid=upload.vmid,
-            error_message=upload.error_message,
-            created_at=upload.created_at,
-        )
-    instances = await _instances(call, template.id) if call.query.include_instances else None
-    return TemplateDetail(
-        id=template.id,
-        template_name=template.template_name,
-        cluster_id=template.cluster_id,
-        cluster_name=cluster_name,
-        description=template.description,
-        status=msgspec.convert(template.status, TemplateStatusName),
-        deletion=deletion_out(deletion),
-        upload_info=info,
-        instances=instances,
     )
 
 
 @routes.get("/templates/{id}/instances", role="viewer", response=InstanceList, errors=(404,))
-async def template_instances(call: Call) -> InstanceList:
+async def template_instances(call: Call) -> web.Response:
     """Where the template is: one instance per node, primary first."""
-    template, _ = await load_live_template(call, call.path["id"])
-    instances = await _instances(call, template.id)
-    return InstanceList(
-        template_id=template.id,
-        template_name=template.template_name,
-        total=len(instances),
-        instances=instances,
+    found = await template_reads.with_instances(call.app[READS], call.path["id"])
+    if found is None:
+        raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
+    template, instances = found
+    return ok(
+        InstanceList(
+            template_id=template.id,
+            template_name=template.template_name,
+            total=len(instances),
+            instances=[_instance_out(i) for i in instances],
+        )
     )
