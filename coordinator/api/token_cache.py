@@ -6,8 +6,7 @@ same two cores (measured: GET of one sync task 0.26 ms of CPU with the lookup, t
 statements). A token found live is trusted for ``REVALIDATE_AFTER`` seconds, then looked
 up again. Tokens are revoked by ``pvesphere-coordinator token revoke``, another process,
 so a revocation takes effect in every running coordinator within that bound (no route
-revokes tokens; one that did would call :meth:`TokenCache.forget`, at once in its own
-process). A secret not found is never remembered: a token just created works at once,
+revokes tokens). A secret not found is never remembered: a token just created works at once,
 and guessing costs a lookup every time as before.
 """
 
@@ -52,7 +51,3 @@ class TokenCache:
         entry = self._found.get(token_hash)
         if entry is not None:
             self._found[token_hash] = (entry[0], replace(entry[1], last_used_at=when))
-
-    def forget(self, token_id: int) -> None:
-        """Drop a token at once (for a revocation made in this process)."""
-        self._found = {h: e for h, e in self._found.items() if e[1].id != token_id}
