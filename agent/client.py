@@ -12,6 +12,7 @@ from agent.errors import AgentFault
 from shared.error_slugs import ErrorSlug
 from shared.errors import ServiceError
 from shared.messages import decode, encode
+from shared.messages.clones import CloneRequest, CloneView
 from shared.messages.health import AgentHealth, ErrorBody
 from shared.messages.imports import CancelRequest, ImportRequest, ImportView
 from shared.messages.transfers import (
@@ -159,6 +160,18 @@ class AgentClient:
         """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
         return await self._call(
             ImportView, "POST", f"/v1/imports/{key}/cancel", message=CancelRequest(reason), timeout=600
+        )
+
+    async def start_clone(self, request: CloneRequest) -> CloneView:
+        return await self._call(CloneView, "POST", "/v1/clones", message=request)
+
+    async def get_clone(self, key: str) -> CloneView:
+        return await self._call(CloneView, "GET", f"/v1/clones/{key}")
+
+    async def cancel_clone(self, key: str, reason: str) -> CloneView:
+        """Stop a running clone (its PVE task, the unfinished VM); answers once it has ended."""
+        return await self._call(
+            CloneView, "POST", f"/v1/clones/{key}/cancel", message=CancelRequest(reason), timeout=600
         )
 
     async def delete_vm(self, vmid: int, key_prefix: str, *, if_idle: bool = False) -> VmRemoved:
