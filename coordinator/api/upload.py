@@ -325,7 +325,7 @@ async def upload_template(call: Call) -> UploadResult:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
     if wait:
-        status, error_message = await _wait_for_import(call, result.upload_id)
+        status, error_message = await wait_for_import(call, result.upload_id)
         result = msgspec.structs.replace(result, status=status, error_message=error_message)
         if status == UploadStatus.FAILED:
             raise ApiError(
@@ -367,7 +367,7 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         plan.import_node.node_name,
     )
     staged = await _stream(request, upload.id, agent, plan, file_name, fmt, idle)
-    result = await _record_staged(call, upload, plan, staged)
+    result = await record_and_answer(call, upload, plan, staged)
     return result, form.wait or call.query.wait
 
 
@@ -486,7 +486,7 @@ def _why_it_stopped(
     return reason, ApiError(503, ErrorSlug.AGENT_FAILED, reason)
 
 
-async def _record_staged(
+async def record_and_answer(
     call: Call, upload: TemplateUpload, plan: UploadPlan, staged: Staged
 ) -> UploadResult:
     """The image is stored: the rows that queue its import and its syncs; the answer."""
@@ -518,7 +518,7 @@ async def _quietly(coro: Any) -> None:
         await coro
 
 
-async def _wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
+async def wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
     while True:
         async with call.app[DB]() as session:
             upload = await session.get(TemplateUpload, upload_id)

@@ -113,7 +113,8 @@ async def snapshot_create(req: Request, params: dict[str, str]) -> Any:
         for volid, volname in volumes:
             storage, _ = cluster.volume(volid)
             path = storage.path(node, volname)
-            code, _out, err = await disks.run([disks.QEMU_IMG, "snapshot", "-c", snapname, str(path)], ctx.log)
+            cmd = [disks.QEMU_IMG, "snapshot", "-c", snapname, str(path)]
+            code, _out, err = await disks.run(cmd, ctx.log)
             if code != 0:
                 raise die(f"qemu-img snapshot -c {snapname} {path} failed: {err.strip()}")
         async with cluster.lock_vm(vmid, LOCK_WAIT):
