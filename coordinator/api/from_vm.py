@@ -57,7 +57,7 @@ class FromVmBody(Input):
     snapshot: Annotated[
         SnapshotName | None, Meta(description="export the disk as it was at this snapshot (a qcow2 disk)")
     ] = None
-    description: Description = Description("")
+    description: Description | None = None
     sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
     template_id: Annotated[int | None, Meta(description="not yet: new versions come later")] = None
     wait: bool = False
@@ -104,7 +104,7 @@ async def template_from_vm(call: Call) -> UploadResult:
         call.app[DB],
         plan,
         template_name=body.template_name,
-        description=body.description,
+        description=body.description or "",
         file_name=file_name(source),
         fmt="qcow2",
         vm_config={},
