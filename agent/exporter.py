@@ -120,7 +120,7 @@ class Exporter:
         op = self.ops.get(req.upload_id)
         if op is not None and op.state != "failed":
             return op
-        source = await locate(self.pve, req.ask)
+        source = await locate(self.pve, req)
         size = max(source.view.size, source.used)
         op = ExportOp(req, source, Deadline(scaled_timeout(self.timeout, self.seconds_per_gib, size)))
         self.ops[req.upload_id] = op

@@ -172,7 +172,12 @@ async def _export(
         engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
     )
     request = ExportRequest(
-        upload_id=upload_id, ask=ask, max_virtual_size=config.max_virtual_size, label=file_name(source)
+        upload_id=upload_id,
+        vmid=ask.vmid,
+        disk=ask.disk,
+        snapshot=ask.snapshot,
+        max_virtual_size=config.max_virtual_size,
+        label=file_name(source),
     )
     # The agent's own deadline ends the export first; this one covers an agent that went silent.
     deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, source.size))

@@ -61,9 +61,11 @@ class ExportAsk(Model):
     snapshot: SnapshotName | None = None
 
 
-class ExportRequest(Model):
+class ExportRequest(ExportAsk, kw_only=True):
+    """The ask, for an upload (whose staged name the copy gets), within the upload's limits.
+    (Flat, not nesting the ask: checked fields are checked at the top level only.)"""
+
     upload_id: Annotated[int, Meta(ge=1)]
-    ask: ExportAsk
     max_virtual_size: Annotated[int, Meta(ge=1)]
     label: Annotated[str, Meta(pattern="^[A-Za-z0-9._+-]{1,200}\\Z")] = "the exported disk"
 

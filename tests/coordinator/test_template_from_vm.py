@@ -181,11 +181,11 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
     nodes, vmid = node_ids(api, stack), source_vm.vmid
     local1 = storage_id(api, stack, "local", NODE)
     local2 = storage_id(api, stack, "local", "pve-node2")
-    staged, vms, before = staged_files(stack), all_vmids(stack), source_vm.state()
     taken = _name("taken")
     base = {"node_id": nodes[NODE], "vmid": vmid, "storage_id": local1}
     # A template of the name already exists: made from the VM itself.
-    from_vm(api, stack, template_name=taken, **base).ok()
+    wait_import(api, from_vm(api, stack, template_name=taken, **base).ok()["template_id"])
+    staged, vms, before = staged_files(stack), all_vmids(stack), source_vm.state()
     name = _name("bad")
     cases: list[tuple[dict[str, Any], int, str, str]] = [
         ({"node_id": 999999}, 404, "node_not_found", "node 999999"),
@@ -211,6 +211,5 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
         assert (reply.status, reply.error) == (status, slug), (change, reply)
         assert text in reply.message, (change, reply.message)
     assert rows_named(stack, name).templates == [] and rows_named(stack, name).uploads == []
-    wait_import(api, rows_named(stack, taken).templates[0].id)
-    assert_nothing_left(stack, name, staged, vms | {i.vmid for i in rows_named(stack, taken).instances})
+    assert_nothing_left(stack, name, staged, vms)
     assert source_vm.state() == before
