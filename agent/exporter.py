@@ -253,7 +253,9 @@ class Exporter:
         if code != 0:
             said = err.replace(str(part), "the copy").replace(str(self.staging.root), "staging")
             said = said.splitlines()[-1].removeprefix("qemu-img: ") if said else f"exit {code}"
-            message = f"qemu-img could not read {op.source.view.volume}: {said}"
+            src = op.source.view
+            at = f" at snapshot {src.snapshot!r}" if src.snapshot else ""
+            message = f"qemu-img could not read {src.volume}{at}: {said}"
             raise ExportFailed(502, ErrorSlug.EXPORT_FAILED, message)
 
     async def _check_still_stopped(self, op: ExportOp) -> None:

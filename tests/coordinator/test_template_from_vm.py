@@ -214,3 +214,41 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
     assert rows_named(stack, name).templates == [] and rows_named(stack, name).uploads == []
     assert_nothing_left(stack, name, staged, vms)
     assert source_vm.state() == before
+
+
+def test_an_export_that_fails_midway_leaves_only_a_failed_upload_record(
+    stack: Stack, api: Api, source_vm: SourceVm
+) -> None:
+    """PVE lists the snapshot but the disk no longer holds it (removed behind PVE's back): the
+    agent's checks pass, qemu-img then fails. The upload is given up as a broken-off one is."""
+    nodes, vmid = node_ids(api, stack), source_vm.vmid
+    run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{vmid}/snapshot", {"snapname": "gone"})
+    images.qemu_img("snapshot", "-d", "gone", str(source_vm.disk))
+    staged, vms, before = staged_files(stack), all_vmids(stack), source_vm.state()
+    name = _name("midway")
+
+    reply = from_vm(
+        api,
+        stack,
+        node_id=nodes[NODE],
+        vmid=vmid,
+        snapshot="gone",
+        template_name=name,
+        storage_id=storage_id(api, stack, "local", NODE),
+    )
+    assert (reply.status, reply.error) == (502, "export_failed"), reply
+    assert "qemu-img could not read" in reply.message and "gone" in reply.message
+    [upload] = rows_named(stack, name).uploads
+    assert upload.status == "failed" and upload.error_message == reply.message
+    assert_nothing_left(stack, name, staged, vms)
+    assert source_vm.state() == before
+    # The name is free again.
+    data = from_vm(
+        api,
+        stack,
+        node_id=nodes[NODE],
+        vmid=vmid,
+        template_name=name,
+        storage_id=storage_id(api, stack, "local", NODE),
+    ).ok()
+    assert wait_import(api, data["template_id"])["upload_info"]["status"] == "imported"
