@@ -27,11 +27,11 @@ from coordinator import uploads
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import TemplateName
-from coordinator.api.upload import NodeIds, UploadResult, record_and_answer, wait_for_import
+from coordinator.api.upload import NodeIds, UploadResult, after_import, record_and_answer
 from coordinator.appkeys import AGENTS, CONFIG, DB
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
-from coordinator.states.upload import UploadStatus
+from coordinator.jobs.template_import import checked_options
 from coordinator.upload_plan import UploadPlan, plan_from_vm
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
@@ -39,6 +39,8 @@ from shared.messages.exports import DiskKey, ExportAsk, ExportRequest, ExportSou
 from shared.messages.uploads import Staged
 from shared.text_fields import Description
 from shared.validation import Input
+from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
+from shared.vm_config import VmConfig
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
@@ -59,6 +61,9 @@ class FromVmBody(Input):
     ] = None
     description: Description | None = None
     sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
+    vm_config: Annotated[VmConfig, Meta(description=f"as the upload's: {VM_CONFIG_SUMMARY}")] = msgspec.field(
+        default_factory=VmConfig
+    )
     template_id: Annotated[int | None, Meta(description="not yet: new versions come later")] = None
     wait: bool = False
 
@@ -107,7 +112,7 @@ async def template_from_vm(call: Call) -> UploadResult:
         description=body.description or "",
         file_name=file_name(source),
         fmt="qcow2",
-        vm_config={},
+        vm_config=body.vm_config,
         actor=call.actor,
         lease=config.job_lease_seconds,
     )
@@ -122,22 +127,14 @@ async def template_from_vm(call: Call) -> UploadResult:
     )
     staged = await _export(call, agent, upload.id, plan, ask, source)
     result = await record_and_answer(call, upload, plan, staged)
-    if body.wait:
-        status, error_message = await wait_for_import(call, result.upload_id)
-        result = msgspec.structs.replace(result, status=status, error_message=error_message)
-        if status == UploadStatus.FAILED:
-            raise ApiError(
-                502,
-                ErrorSlug.IMPORT_FAILED,
-                error_message or "import failed",
-                {"result": msgspec.to_builtins(result)},
-            )
-    return result
+    return await after_import(call, result) if body.wait else result
 
 
 async def _plan(call: Call, body: FromVmBody) -> UploadPlan:
+    """What the template will be made as, checked before the VM is looked at (the VM options
+    too: the same allowlist as an upload's)."""
     async with call.app[DB]() as session:
-        return await plan_from_vm(
+        plan = await plan_from_vm(
             session,
             template_name=body.template_name,
             cluster_id=body.cluster_id,
@@ -146,6 +143,13 @@ async def _plan(call: Call, body: FromVmBody) -> UploadPlan:
             sync_node_ids=body.sync_node_ids,
             agent_timeout=timedelta(seconds=call.app[CONFIG].agent_timeout),
         )
+    try:
+        checked_options(body.vm_config, plan.storage.storage_name)
+    except ValueError as exc:
+        raise ApiError(
+            400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
+        ) from None
+    return plan
 
 
 async def _agent(call: Call, plan: UploadPlan) -> AgentClient:

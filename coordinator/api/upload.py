@@ -324,16 +324,20 @@ async def upload_template(call: Call) -> UploadResult:
     except UploadLimitReached as exc:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
-    if wait:
-        status, error_message = await wait_for_import(call, result.upload_id)
-        result = msgspec.structs.replace(result, status=status, error_message=error_message)
-        if status == UploadStatus.FAILED:
-            raise ApiError(
-                502,
-                ErrorSlug.IMPORT_FAILED,
-                error_message or "import failed",
-                {"result": msgspec.to_builtins(result)},
-            )
+    return await after_import(call, result) if wait else result
+
+
+async def after_import(call: Call, result: UploadResult) -> UploadResult:
+    """``result`` once its import has ended (wait=true); a failed import is a 502 carrying it."""
+    status, error_message = await wait_for_import(call, result.upload_id)
+    result = msgspec.structs.replace(result, status=status, error_message=error_message)
+    if status == UploadStatus.FAILED:
+        raise ApiError(
+            502,
+            ErrorSlug.IMPORT_FAILED,
+            error_message or "import failed",
+            {"result": msgspec.to_builtins(result)},
+        )
     return result
 
 

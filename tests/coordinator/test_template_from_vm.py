@@ -94,6 +94,7 @@ def test_stopped_vm_becomes_a_template_with_its_disk_synced_to_another_node(
         description="made from a VM",
         storage_id=storage_id(api, stack, "local", NODE),
         sync_node_ids=[nodes["pve-node2"]],
+        vm_config={"cores": 2, "memory": 1024},
     ).ok()
     assert data["import_node"] == {"node_id": nodes[NODE], "node_name": NODE}
     assert (data["storage_type"], data["is_shared"], data["status"]) == ("dir", False, "uploaded")
@@ -115,6 +116,7 @@ def test_stopped_vm_becomes_a_template_with_its_disk_synced_to_another_node(
     for node, inst in by_node.items():
         conf = vm_conf(stack, node, inst["vmid"])
         assert conf is not None and conf["template"] == "1"
+        assert (conf["cores"], conf["memory"]) == ("2", "1024")
         disk = _template_disk(stack, node, inst["vmid"])
         assert _same(source_vm.disk, "qcow2", disk, "raw"), f"template disk on {node} differs from the VM's"
     assert source_vm.state() == before, "the source VM changed"
@@ -205,6 +207,8 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
         ({"storage_id": local2}, 400, "storage_missing_on_node", "pve-node1"),
         ({"sync_node_ids": [nodes[NODE]]}, 400, "sync_node_is_source", NODE),
         ({"vmid": 5}, 400, "invalid_request", "vmid"),
+        ({"vm_config": {"args": "-x"}}, 400, "invalid_request", "args"),
+        ({"vm_config": {"scsi1": "ceph-storage:1"}}, 400, "invalid_request", "scsi1"),
     ]
     for change, status, slug, text in cases:
         body = {**base, "template_name": name, **change}
