@@ -249,6 +249,7 @@ class Exporter:
                 proc.kill()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), KILL_WAIT)
+                errors.cancel()
         err = (await errors).decode(errors="replace").strip()
         if code != 0:
             said = err.replace(str(part), "the copy").replace(str(self.staging.root), "staging")

@@ -31,6 +31,7 @@ from tests.support.uploads import (
     local_image_dir,
     node_ids,
     rows_named,
+    shared_volume,
     staged_files,
     storage_id,
     vm_conf,
@@ -123,6 +124,28 @@ def test_stopped_vm_becomes_a_template_with_its_disk_synced_to_another_node(
     assert [f for f in staged_files(stack) if ".part" in f] == []
 
 
+def test_a_template_on_shared_storage_from_a_vm_on_local_storage(
+    stack: Stack, api: Api, source_vm: SourceVm
+) -> None:
+    nodes = node_ids(api, stack)
+    data = from_vm(
+        api,
+        stack,
+        node_id=nodes[NODE],
+        vmid=source_vm.vmid,
+        template_name=_name("to-ceph"),
+        storage_id=storage_id(api, stack, "ceph-storage"),
+        wait=True,
+    ).ok()
+    assert (data["storage_type"], data["is_shared"], data["status"]) == ("rbd", True, "imported")
+    assert data["import_node"]["node_name"] == NODE and data["sync_tasks"] == []
+    instances = api.get(f"/templates/{data['template_id']}/instances").ok()["instances"]
+    assert sorted(i["node_name"] for i in instances) == sorted(nodes)
+    vmid = instances[0]["vmid"]
+    disk = shared_volume(stack, "ceph-storage", f"base-{vmid}-disk-0")
+    assert _same(source_vm.disk, "qcow2", disk, "raw")
+
+
 def test_running_vm_without_snapshot_is_a_409_naming_it(stack: Stack, api: Api, source_vm: SourceVm) -> None:
     nodes = node_ids(api, stack)
     run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{source_vm.vmid}/status/start")
@@ -184,6 +207,7 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
     nodes, vmid = node_ids(api, stack), source_vm.vmid
     local1 = storage_id(api, stack, "local", NODE)
     local2 = storage_id(api, stack, "local", "pve-node2")
+    ceph = storage_id(api, stack, "ceph-storage")
     taken = _name("taken")
     base = {"node_id": nodes[NODE], "vmid": vmid, "storage_id": local1}
     # A template of the name already exists: made from the VM itself.
@@ -194,6 +218,7 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
         ({"node_id": 999999}, 404, "node_not_found", "node 999999"),
         ({"cluster_id": 999999}, 404, "cluster_not_found", "cluster 999999"),
         ({"vmid": 999999}, 404, "vm_not_found", "VM 999999"),
+        ({"node_id": nodes["pve-node2"], "storage_id": ceph}, 404, "vm_not_found", "not on node pve-node2"),
         ({"snapshot": "nosuch"}, 404, "snapshot_not_found", "nosuch"),
         ({"disk": "scsi7"}, 404, "disk_not_found", "scsi7"),
         ({"disk": "ide2"}, 400, "disk_not_exportable", "CD-ROM"),
