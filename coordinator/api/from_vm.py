@@ -163,6 +163,8 @@ def _agent_refusal(exc: AgentError | AgentUnreachable, plan: UploadPlan) -> ApiE
     node = plan.import_node.node_name
     if isinstance(exc, AgentError) and exc.status in PASSED_ON:
         return ApiError(exc.status, exc.error, exc.message)
+    if isinstance(exc, AgentError) and exc.error == ErrorSlug.PVE_ERROR:  # PVE said no, or did not answer
+        return ApiError(502, exc.error, exc.message)
     return ApiError(503, ErrorSlug.AGENT_FAILED, f"agent of {node} failed: {exc}")
 
 
