@@ -15,6 +15,7 @@ import pytest
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api
+from tests.support.pve import fail_calls
 from tests.support.source_vms import (
     config_text,
     create_vm,
@@ -240,6 +241,11 @@ def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source
         reply = from_vm(api, stack, **body)
         assert (reply.status, reply.error) == (status, slug), (change, reply)
         assert text in reply.message, (change, reply.message)
+    # PVE failing while the VM is looked at: a 502 saying what PVE said.
+    fail_calls(stack, "GET", rf"/nodes/{NODE}/qemu/{vmid}/snapshot", 500, message="cfs-lock timeout")
+    reply = from_vm(api, stack, **{**base, "template_name": name, "snapshot": "golden"})
+    assert (reply.status, reply.error) == (502, "pve_error"), reply
+    assert "cfs-lock timeout" in reply.message
     assert rows_named(stack, name).templates == [] and rows_named(stack, name).uploads == []
     assert_nothing_left(stack, name, staged, vms)
     assert source_vm.state() == before
