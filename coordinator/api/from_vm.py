@@ -27,11 +27,10 @@ from coordinator import uploads
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import TemplateName
-from coordinator.api.upload import NodeIds, UploadResult, after_import, record_and_answer
+from coordinator.api.upload import NodeIds, UploadResult, after_import, check_vm_config, record_and_answer
 from coordinator.appkeys import AGENTS, CONFIG, DB
 from coordinator.db.models import TemplateUpload
 from coordinator.jobs import engine
-from coordinator.jobs.template_import import checked_options
 from coordinator.upload_plan import UploadPlan, plan_from_vm
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
@@ -143,12 +142,7 @@ async def _plan(call: Call, body: FromVmBody) -> UploadPlan:
             sync_node_ids=body.sync_node_ids,
             agent_timeout=timedelta(seconds=call.app[CONFIG].agent_timeout),
         )
-    try:
-        checked_options(body.vm_config, plan.storage.storage_name)
-    except ValueError as exc:
-        raise ApiError(
-            400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
-        ) from None
+    check_vm_config(body.vm_config, plan)
     return plan
 
 

@@ -401,13 +401,18 @@ async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:
             auto_sync=form.auto_sync,
             agent_timeout=timedelta(seconds=request.app[CONFIG].agent_timeout),
         )
+    check_vm_config(form.vm_config, plan)
+    return plan
+
+
+def check_vm_config(vm_config: VmConfig, plan: UploadPlan) -> None:
+    """The VM options against the template's storage (its own volumes only), or a 400."""
     try:
-        checked_options(form.vm_config, plan.storage.storage_name)
+        checked_options(vm_config, plan.storage.storage_name)
     except ValueError as exc:
         raise ApiError(
             400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
         ) from None
-    return plan
 
 
 async def _stream(

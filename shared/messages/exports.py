@@ -21,35 +21,35 @@ DISK_KEY = re.compile(r"(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9
 SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 
 
-class DiskKey(CheckedStr):
+class _Matching(CheckedStr):
+    """A name matched whole by ``pattern`` (no "$": it matches before a trailing newline)."""
+
+    pattern: ClassVar[re.Pattern[str]]
+    rule: ClassVar[str]  # what a valid one is, for the message
+
+    @classmethod
+    def check(cls, text: str) -> str:
+        if not cls.pattern.fullmatch(text):
+            raise ValueError(f"{cls.field} must be {cls.rule} (got {text!r})")
+        return text
+
+
+class DiskKey(_Matching):
     """A VM disk's config key: ideN, sataN, scsiN or virtioN (as PVE's schema names them)."""
 
     field: ClassVar[str] = "disk"
+    pattern = DISK_KEY
+    rule = "a VM disk key: ide0-3, sata0-5, scsi0-30 or virtio0-15"
     json_schema = {"type": "string", "pattern": f"^{DISK_KEY.pattern}$"}
 
-    @classmethod
-    def check(cls, text: str) -> str:
-        if not DISK_KEY.fullmatch(text):
-            raise ValueError(
-                f"disk must be a VM disk key: ide0-3, sata0-5, scsi0-30 or virtio0-15 (got {text!r})"
-            )
-        return text
 
-
-class SnapshotName(CheckedStr):
+class SnapshotName(_Matching):
     """A PVE snapshot name (format pve-configid, at most 40 characters)."""
 
     field: ClassVar[str] = "snapshot"
+    pattern = SNAPSHOT_NAME
+    rule = "a PVE snapshot name: a letter, then letters, digits, '_' or '-', 2 to 40 characters"
     json_schema = {"type": "string", "pattern": f"^{SNAPSHOT_NAME.pattern}$"}
-
-    @classmethod
-    def check(cls, text: str) -> str:
-        if not SNAPSHOT_NAME.fullmatch(text):
-            raise ValueError(
-                "snapshot must be a PVE snapshot name: a letter, then letters, digits, '_' or '-', "
-                f"2 to 40 characters (got {text!r})"
-            )
-        return text
 
 
 class ExportAsk(Model):
