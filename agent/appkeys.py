@@ -7,6 +7,7 @@ from aiohttp import web
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
+from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.pve import NodePve
 from agent.staging import Staging
@@ -31,3 +32,4 @@ SENDER = web.AppKey("sender", Sender)
 LINK = web.AppKey("link", CoordinatorLink)
 PLAIN_DATA = web.AppKey("plain_data", PlainData)
 EVICTOR = web.AppKey("evictor", Evictor)
+EXPORTER = web.AppKey("exporter", Exporter)

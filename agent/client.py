@@ -13,6 +13,7 @@ from shared.error_slugs import ErrorSlug
 from shared.errors import ServiceError
 from shared.messages import decode, encode
 from shared.messages.clones import CloneRequest, CloneView
+from shared.messages.exports import ExportAsk, ExportRequest, ExportSource, ExportView
 from shared.messages.health import AgentHealth, ErrorBody
 from shared.messages.imports import CancelRequest, ImportRequest, ImportView
 from shared.messages.transfers import (
@@ -160,6 +161,22 @@ class AgentClient:
         """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
         return await self._call(
             ImportView, "POST", f"/v1/imports/{key}/cancel", message=CancelRequest(reason), timeout=600
+        )
+
+    async def check_export(self, ask: ExportAsk) -> ExportSource:
+        """What exporting that VM's disk would read, or the refusal (404, 409, 400) as AgentError."""
+        return await self._call(ExportSource, "POST", "/v1/exports/check", message=ask)
+
+    async def start_export(self, request: ExportRequest) -> ExportView:
+        return await self._call(ExportView, "POST", "/v1/exports", message=request)
+
+    async def get_export(self, upload_id: int) -> ExportView:
+        return await self._call(ExportView, "GET", f"/v1/exports/{upload_id}")
+
+    async def cancel_export(self, upload_id: int, reason: str) -> ExportView:
+        """Stop a running export; answers once it has ended, its partial copy removed."""
+        return await self._call(
+            ExportView, "POST", f"/v1/exports/{upload_id}/cancel", message=CancelRequest(reason), timeout=60
         )
 
     async def start_clone(self, request: CloneRequest) -> CloneView:

@@ -52,7 +52,8 @@ class AgentConfig:
     # it in the foreground) may take as long as that task's deadline instead.
     pve_timeout: float = 120.0
     # Deadline of an import's PVE tasks (disk import, conversion to a template):
-    # import_timeout seconds plus import_seconds_per_gib for every GiB of the image
+    # import_timeout seconds plus import_seconds_per_gib for every GiB of the image (an
+    # export of a VM's disk too: the same qemu-img work)
     # (50 GiB: 6600 s, about 8 MiB/s). When it passes the task is stopped and the import fails.
     import_timeout: float = 600.0
     import_seconds_per_gib: float = 120.0

@@ -1,6 +1,6 @@
 """The agent's HTTP server.
 
-Orders (uploads, imports, staging, VMs, transfers, receive state) are taken only from a
+Orders (uploads, exports, imports, staging, VMs, transfers, receive state) are taken only from a
 caller presenting this node's own credential: the coordinator. Peers present nothing but
 a ticket the coordinator signed (and the session it opened); /health is for anyone.
 """
@@ -24,6 +24,7 @@ from agent.appkeys import (
     CONFIG,
     CREDENTIAL,
     EVICTOR,
+    EXPORTER,
     IMPORTER,
     LINK,
     PLAIN_DATA,
@@ -39,9 +40,10 @@ from agent.appkeys import (
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
+from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.pve import NodePve
-from agent.routes import health, imports, staging, uploads, vms
+from agent.routes import exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
@@ -129,6 +131,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         lambda: app[SENDER].reading() | app[IMPORTER].using(),
         app[RECEIVES].forget_copy,
     )
+    app[EXPORTER] = Exporter(
+        app[PVE], app[STAGING], app[EVICTOR], config.import_timeout, config.import_seconds_per_gib
+    )
     advertised = urlsplit(config.url).hostname or config.host
     app[PLAIN_DATA] = PlainData(transfer_routes.plain_data_app(app[RECEIVES]), config.host, advertised)
     app[STARTED_AT] = time.monotonic()
@@ -142,6 +147,10 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_post("/v1/imports", imports.start_import)
     app.router.add_get("/v1/imports/{key}", imports.get_import)
     app.router.add_post("/v1/imports/{key}/cancel", imports.cancel_import)
+    app.router.add_post("/v1/exports/check", exports.check_export)
+    app.router.add_post("/v1/exports", exports.start_export)
+    app.router.add_get("/v1/exports/{upload_id:[0-9]+}", exports.get_export)
+    app.router.add_post("/v1/exports/{upload_id:[0-9]+}/cancel", exports.cancel_export)
     app.router.add_get("/v1/vms", vms.list_vms)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from agent.appkeys import IMPORTER, RECEIVES, SENDER
+from agent.appkeys import EXPORTER, IMPORTER, RECEIVES, SENDER
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,12 @@ def in_flight(app: web.Application) -> list[str]:
         f"import {op.req.key} of VM {op.req.vmid} ({op.phase}, {op.progress:.0f} %): left to resume: "
         "its PVE task is stopped and its unfinished VM removed; the coordinator asks again after the restart"
         for op in app[IMPORTER].running()
+    ]
+    lines += [
+        f"export of VM {op.source.view.vmid} for upload {op.req.upload_id} ({op.phase}): stopped, "
+        "its partial copy removed; the coordinator gives the template from that VM up"
+        for op in app[EXPORTER].ops.values()
+        if op.state == "running"
     ]
     lines += [
         f"receive of sync task {r.rec.task_id} ({r.rec.verified} of {r.rec.size} bytes verified): left "
@@ -56,4 +62,5 @@ async def on_shutdown(app: web.Application) -> None:
     )
     for line in work:
         log.info("stopping: %s", line)
+    await app[EXPORTER].stop(REQUEST_GRACE)  # (its part file goes: the coordinator gives the export up)
     await app[IMPORTER].stop(IMPORT_STOP_WAIT)

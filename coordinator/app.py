@@ -22,6 +22,7 @@ from coordinator.api import (
     agent_api,
     agents,
     clusters,
+    from_vm,
     health,
     nodes,
     openapi,
@@ -85,6 +86,7 @@ USER_API = [
     storages.routes,
     agents.routes,
     upload.routes,
+    from_vm.routes,
     templates.routes,
     sync_tasks.routes,
 ]

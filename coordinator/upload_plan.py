@@ -130,6 +130,57 @@ async def plan_upload(
     return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
 
 
+async def plan_from_vm(
+    session: AsyncSession,
+    *,
+    template_name: str,
+    cluster_id: int,
+    node_id: int,
+    storage_id: int,
+    sync_node_ids: list[int],
+    agent_timeout: timedelta,
+) -> UploadPlan:
+    """An upload's plan for a template made from a VM's disk on ``node_id``: the disk is
+    exported into that node's staging, so that node is the import node, and the storage must
+    be one it sees (its own local storage, or a shared one)."""
+    cluster = await session.get(PveCluster, cluster_id)
+    if cluster is None:
+        raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
+    node = await session.get(PveNode, node_id)
+    if node is None or node.status == "removed":
+        raise not_found(ErrorSlug.NODE_NOT_FOUND, node_id)
+    if node.cluster_id != cluster.id:
+        raise Invalid(
+            ErrorSlug.NODE_NOT_IN_CLUSTER, f"node {node_id} ({node.node_name}) is not in cluster {cluster_id}"
+        )
+    cluster, storage = await _template_storage(session, cluster_id, storage_id)
+    await _refuse_taken_name(session, cluster, template_name)
+    if node.id not in await _live_nodes(session, [node.id], agent_timeout):
+        message = f"no live agent on node {node.node_name}, which holds the VM"
+        raise Unavailable(ErrorSlug.NO_LIVE_AGENT, message)
+    if storage.shared:
+        if sync_node_ids:
+            raise Invalid(
+                ErrorSlug.SHARED_STORAGE_NO_SYNC,
+                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
+            )
+        targets = await same_named_storages(session, cluster.id, storage.storage_name)
+        if node.id not in {t.node.id for t in targets}:
+            raise Invalid(
+                ErrorSlug.STORAGE_MISSING_ON_NODE,
+                f"node {node.node_name} does not see storage {storage.storage_name!r}",
+            )
+        return UploadPlan(cluster, storage, node, targets)
+    if storage.node_id != node.id:
+        raise Invalid(
+            ErrorSlug.STORAGE_MISSING_ON_NODE,
+            f"storage {storage_id} ({storage.storage_name!r}) is local to another node than the VM's "
+            f"({node.node_name}): choose a storage of {node.node_name} or a shared one, then sync",
+        )
+    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, False)
+    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+
+
 async def _template_storage(
     session: AsyncSession, cluster_id: int, storage_id: int
 ) -> tuple[PveCluster, PveStorage]:

@@ -206,9 +206,26 @@ class Cluster:
         os.replace(tmp, path)
         self.vmlist[vmid] = node
 
+    def pid_file(self, node: str, vmid: int) -> Path:
+        """/var/run/qemu-server/<vmid>.pid: there while the (emulated) VM runs. A file, not
+        memory: VMs keep running when PVE's daemons (the emulator) restart."""
+        return self.state_dir / "nodes" / node / "run" / "qemu-server" / f"{vmid}.pid"
+
+    def is_running(self, node: str, vmid: int) -> bool:
+        return self.pid_file(node, vmid).exists()
+
+    def set_running(self, node: str, vmid: int, running: bool) -> None:
+        path = self.pid_file(node, vmid)
+        if running:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()}\n")
+        else:
+            path.unlink(missing_ok=True)
+
     def destroy_vm_config(self, node: str, vmid: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.config_file(node, vmid).unlink()
+        self.set_running(node, vmid, False)
         if self.vmlist.get(vmid) == node:
             del self.vmlist[vmid]
 

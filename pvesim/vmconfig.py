@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pvesim import schema
@@ -101,9 +101,11 @@ def drive_is_cdrom(drive: dict[str, Any], exclude_cloudinit: bool = False) -> bo
 
 @dataclass
 class VmConfig:
-    """One VM's configuration: values as text, like the file holds them."""
+    """One VM's configuration: values as text, like the file holds them; ``snapshots``: the
+    file's ``[name]`` sections (each the config as it was then, plus snaptime etc.)."""
 
     values: dict[str, str]
+    snapshots: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def get(self, key: str) -> str | None:
         return self.values.get(key)
@@ -129,15 +131,9 @@ class VmConfig:
         return [(k, self.values[k].split(",")[0]) for k in keys]
 
     def render(self) -> str:
-        raw = ""
-        descr = self.values.get("description")
-        if descr:
-            for line in descr.split("\n"):
-                raw += "#" + encode_text(line) + "\n"
-        for key in sorted(self.values):
-            if key in ("digest", "description"):
-                continue
-            raw += f"{key}: {self.values[key]}\n"
+        raw = _render_section(self.values)
+        for name, snap in self.snapshots.items():
+            raw += f"\n[{name}]\n" + _render_section(snap)
         return raw
 
     @property
@@ -146,22 +142,33 @@ class VmConfig:
 
     @classmethod
     def parse(cls, raw: str) -> VmConfig:
-        values: dict[str, str] = {}
-        descr: str | None = None
+        """parse_vm_config: the main section, then ``[snapname]`` sections (the pending and
+        special sections are not modelled: their lines are skipped)."""
+        sections: dict[str, dict[str, str]] = {"": {}}
+        descr: dict[str, str] = {}
+        current: str | None = ""
         for line in raw.split("\n"):
             if not line.strip():
                 continue
-            if line.startswith("["):
-                break  # snapshot/pending sections are not modelled
+            header = re.fullmatch(r"\[([a-zA-Z0-9_:\-]+)\]\s*", line)
+            if header:
+                name = header.group(1)
+                current = None if name == "PENDING" or name.startswith("special:") else name
+                if current is not None:
+                    sections[current] = {}
+                continue
+            if current is None:
+                continue
             if line.startswith("#"):
-                descr = (descr or "") + decode_text(line[1:]) + "\n"
+                descr[current] = descr.get(current, "") + decode_text(line[1:]) + "\n"
                 continue
             m = re.match(r"^([a-z][a-z_\-]*\d*):\s*(.*\S)\s*$", line)
             if m:
-                values[m.group(1)] = m.group(2)
-        if descr is not None:
-            values["description"] = descr.rstrip()
-        return cls(values)
+                sections[current][m.group(1)] = m.group(2)
+        for name, text in descr.items():
+            sections[name]["description"] = text.rstrip()
+        values = sections.pop("")
+        return cls(values, sections)
 
     def api_view(self) -> dict[str, Any]:
         """GET .../config: typed like PVE's parse_vm_config (booleans and integers are
@@ -179,6 +186,20 @@ class VmConfig:
                 out[key] = value
         out["digest"] = self.digest
         return out
+
+
+def _render_section(values: dict[str, str]) -> str:
+    """One section of a config file: the description as '#' lines, then sorted keys."""
+    raw = ""
+    descr = values.get("description")
+    if descr:
+        for line in descr.split("\n"):
+            raw += "#" + encode_text(line) + "\n"
+    for key in sorted(values):
+        if key in ("digest", "description"):
+            continue
+        raw += f"{key}: {values[key]}\n"
+    return raw
 
 
 def normalize_value(key: str, value: str) -> str:

@@ -88,6 +88,13 @@ class ErrorSlug(StrEnum):
     NOT_OURS = "not_ours"
     PVE_ERROR = "pve_error"
     MISSING_IMAGE = "missing_image"
+    # -- a VM's disk exported to become a template (agent/exporter.py) ----------------------
+    VM_RUNNING = "vm_running"
+    SNAPSHOT_NOT_FOUND = "snapshot_not_found"
+    DISK_NOT_FOUND = "disk_not_found"
+    DISK_NOT_EXPORTABLE = "disk_not_exportable"
+    EXPORT_NOT_FOUND = "export_not_found"
+    EXPORT_FAILED = "export_failed"
     # -- transfers (agent/transfer/) --------------------------------------------------------
     BUSY = "busy"
     SIZE_MISMATCH = "size_mismatch"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.appkeys import EVICTOR, STAGING
+from agent.appkeys import EVICTOR, EXPORTER, STAGING
 from agent.routes.responses import answer, json_error
 from agent.upload_writer import UploadDiskFull, UploadTooLarge, body_pieces, receive_to_file
 from agent.validate import ImageRejected, inspect
@@ -158,8 +158,10 @@ async def _stage_if_valid(
 
 async def delete_upload(request: web.Request) -> web.Response:
     """DELETE /v1/uploads/{id}: whatever an upload left here, for an upload the coordinator
-    gave up on without learning the staged name (it stopped before the answer came)."""
+    gave up on without learning the staged name (it stopped before the answer came). An
+    export still writing for it is stopped first, or its copy would come after the clean-up."""
     upload_id = int(request.match_info["upload_id"])
+    await request.app[EXPORTER].cancel(upload_id, "the coordinator gave the upload up")
     removed = request.app[STAGING].remove_upload(upload_id)
     if removed:
         log.info("upload %s given up by the coordinator: removed %s", upload_id, ", ".join(removed))

@@ -324,16 +324,20 @@ async def upload_template(call: Call) -> UploadResult:
     except UploadLimitReached as exc:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
-    if wait:
-        status, error_message = await _wait_for_import(call, result.upload_id)
-        result = msgspec.structs.replace(result, status=status, error_message=error_message)
-        if status == UploadStatus.FAILED:
-            raise ApiError(
-                502,
-                ErrorSlug.IMPORT_FAILED,
-                error_message or "import failed",
-                {"result": msgspec.to_builtins(result)},
-            )
+    return await after_import(call, result) if wait else result
+
+
+async def after_import(call: Call, result: UploadResult) -> UploadResult:
+    """``result`` once its import has ended (wait=true); a failed import is a 502 carrying it."""
+    status, error_message = await wait_for_import(call, result.upload_id)
+    result = msgspec.structs.replace(result, status=status, error_message=error_message)
+    if status == UploadStatus.FAILED:
+        raise ApiError(
+            502,
+            ErrorSlug.IMPORT_FAILED,
+            error_message or "import failed",
+            {"result": msgspec.to_builtins(result)},
+        )
     return result
 
 
@@ -367,7 +371,7 @@ async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
         plan.import_node.node_name,
     )
     staged = await _stream(request, upload.id, agent, plan, file_name, fmt, idle)
-    result = await _record_staged(call, upload, plan, staged)
+    result = await record_and_answer(call, upload, plan, staged)
     return result, form.wait or call.query.wait
 
 
@@ -397,13 +401,18 @@ async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:
             auto_sync=form.auto_sync,
             agent_timeout=timedelta(seconds=request.app[CONFIG].agent_timeout),
         )
+    check_vm_config(form.vm_config, plan)
+    return plan
+
+
+def check_vm_config(vm_config: VmConfig, plan: UploadPlan) -> None:
+    """The VM options against the template's storage (its own volumes only), or a 400."""
     try:
-        checked_options(form.vm_config, plan.storage.storage_name)
+        checked_options(vm_config, plan.storage.storage_name)
     except ValueError as exc:
         raise ApiError(
             400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}
         ) from None
-    return plan
 
 
 async def _stream(
@@ -486,7 +495,7 @@ def _why_it_stopped(
     return reason, ApiError(503, ErrorSlug.AGENT_FAILED, reason)
 
 
-async def _record_staged(
+async def record_and_answer(
     call: Call, upload: TemplateUpload, plan: UploadPlan, staged: Staged
 ) -> UploadResult:
     """The image is stored: the rows that queue its import and its syncs; the answer."""
@@ -518,7 +527,7 @@ async def _quietly(coro: Any) -> None:
         await coro
 
 
-async def _wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
+async def wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
     while True:
         async with call.app[DB]() as session:
             upload = await session.get(TemplateUpload, upload_id)

@@ -57,7 +57,7 @@ def route(method: str, path: str) -> Callable[[Handler], Handler]:
 
 def load_handlers() -> dict[tuple[str, str], Handler]:
     # importing the modules registers their routes
-    from pvesim.api import cluster, qemu, storage, tasks  # noqa: F401
+    from pvesim.api import cluster, qemu, qemu_power, qemu_snapshots, storage, tasks  # noqa: F401
 
     return HANDLERS
 

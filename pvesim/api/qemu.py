@@ -70,8 +70,11 @@ def bootdisk_size(conf: VmConfig) -> int | None:
 
 
 def vm_status(cluster: Cluster, vmid: int, conf: VmConfig, full: bool = False) -> dict[str, Any]:
-    """QemuServer::vmstatus for a VM (the emulator never runs them: always stopped)."""
-    d: dict[str, Any] = {"vmid": vmid, "status": "stopped"}
+    """QemuServer::vmstatus for a VM (a started VM runs nothing: it is a pid file,
+    pvesim/api/qemu_power.py)."""
+    node = cluster.vmlist.get(vmid)
+    running = node is not None and cluster.is_running(node, vmid)
+    d: dict[str, Any] = {"vmid": vmid, "status": "running" if running else "stopped"}
     size = bootdisk_size(conf)
     d["disk"] = 0
     d["maxdisk"] = size or 0
@@ -152,8 +155,12 @@ async def vmdiridx(req: Request, params: dict[str, str]) -> Any:
 async def vm_config(req: Request, params: dict[str, str]) -> Any:
     req.check(f"/vms/{params['vmid']}", ["VM.Audit"])
     conf = req.cluster.load_vm(params["node"], int(params["vmid"]))
-    if params.get("snapshot"):
-        raise die(f"snapshot '{params['snapshot']}' does not exist")
+    snapname = params.get("snapshot")
+    if snapname:
+        snap = conf.snapshots.get(snapname)
+        if snap is None:
+            raise die(f"snapshot '{snapname}' does not exist")
+        return VmConfig(dict(snap)).api_view()
     return conf.api_view()
 
 
@@ -613,6 +620,8 @@ async def template(req: Request, params: dict[str, str]) -> Any:
             raise die(f"VM is locked ({conf.lock})")
         if conf.is_template and not disk_only:
             raise die("you can't convert a template to a template")
+        if cluster.is_running(node, vmid) and not disk_only:
+            raise die("you can't convert a VM to template if VM is running")
         return conf
 
     load_and_check()
@@ -654,6 +663,8 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
         conf = cluster.load_vm(node, vmid)
         if as_bool(conf.get("protection")):
             raise die(f"can't remove VM {vmid} - protection mode enabled")
+        if cluster.is_running(node, vmid):
+            raise die(f"VM {vmid} is running - destroy failed")
         return conf
 
     early_checks()

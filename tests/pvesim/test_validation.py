@@ -25,8 +25,9 @@ PATH_VALUES = {
     "storage": "local",
     "volume": "local:4242/vm-4242-disk-0.raw",
     "upid": UPID,
+    "snapname": "snap1",
 }
-REQUIRED_VALUES = {"vmid": "4243", "newid": "4244"}
+REQUIRED_VALUES = {"vmid": "4243", "newid": "4244", "snapname": "snap1"}
 BAD_SCALARS = {"integer": "12x", "boolean": "maybe", "number": "1.2.3"}
 
 

@@ -1,0 +1,176 @@
+"""Which file an export reads: the VM on this node, its disk, the disk's path, through PVE.
+
+Everything here is read-only (GET calls). The disk is one the caller names, or the boot
+disk (``boot: order=...``, else the legacy ``bootdisk``, else the first disk in PVE's drive
+order); CD-ROMs, cloud-init drives, pass-through devices (a path, not a volume) and disks
+whose storage gives no file path are refused, naming why. A snapshot is looked up in PVE's
+list, and the disk is taken from the snapshot's own config (it may differ from today's).
+``pick_disk`` is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import AgentFault
+from agent.pve import NodePve, PveCallError
+from shared.error_slugs import ErrorSlug
+from shared.messages.exports import DISK_KEY, ExportAsk, ExportSource
+from shared.pve_formats import DRIVE_NAMES, STORAGE_ID_RE
+
+# The formats qemu-img is asked to read (always with -f): what validate.py knows.
+READABLE_FORMATS = ("raw", "qcow2", "vmdk")
+CLOUDINIT = re.compile(r"(?:^|[:/])(?:vm-\d+-)?cloudinit(?:\.\w+)?\Z")
+# A volume name as pve-storage prints them: no control characters, no leading '/'.
+VOLNAME = re.compile(r"[^\x00-\x1f\x7f/][^\x00-\x1f\x7f]{0,254}")
+# An absolute path without control characters (what qemu-img gets as the source).
+FILE_PATH = re.compile(r"/[^\x00-\x1f\x7f]{1,4095}")
+
+
+class ExportRefused(AgentFault):
+    """The export cannot be done as asked: ``status`` and ``slug`` for the answer."""
+
+    def __init__(self, status: int, slug: ErrorSlug, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.slug = slug
+        self.message = message
+
+
+def _disks(config: dict[str, Any]) -> list[str]:
+    return [k for k in DRIVE_NAMES if k in config and DISK_KEY.fullmatch(k)]
+
+
+def _boot_order(config: dict[str, Any]) -> list[str]:
+    boot = str(config.get("boot") or "")
+    m = re.search(r"(?:^|,)order=([^,]+)", boot)
+    if m:
+        return [k for k in m.group(1).split(";") if k]
+    if config.get("bootdisk"):
+        return [str(config["bootdisk"])]
+    return []
+
+
+def _is_media(value: str) -> bool:
+    cdrom = re.search(r"(?:^|,)media=cdrom(?:,|\Z)", value)
+    return bool(cdrom) or bool(CLOUDINIT.search(value.split(",")[0]))
+
+
+def pick_disk(config: dict[str, Any], vmid: int, disk: str | None) -> tuple[str, str]:
+    """(disk key, volume id) of the disk to export from the VM's ``config``."""
+    disks = _disks(config)
+    if disk is None:
+        candidates = [k for k in _boot_order(config) if k in disks] + disks
+        disk = next((k for k in candidates if not _is_media(str(config[k]))), None)
+        if disk is None:
+            raise ExportRefused(400, ErrorSlug.DISK_NOT_FOUND, f"VM {vmid} has no disk to export")
+    elif disk not in disks:
+        have = ", ".join(disks) or "none"
+        message = f"VM {vmid} has no disk {disk} (its disks: {have})"
+        raise ExportRefused(404, ErrorSlug.DISK_NOT_FOUND, message)
+    value = str(config[disk])
+    if _is_media(value):
+        message = f"{disk} of VM {vmid} is a CD-ROM or cloud-init drive, not a disk"
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    volid = value.split(",")[0]
+    storage, sep, volname = volid.partition(":")
+    if not sep or not STORAGE_ID_RE.fullmatch(storage) or not VOLNAME.fullmatch(volname):
+        raise ExportRefused(
+            400,
+            ErrorSlug.DISK_NOT_EXPORTABLE,
+            f"{disk} of VM {vmid} is not a volume on a PVE storage ({volid[:100]!r})",
+        )
+    return disk, volid
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an export reads: the facts for messages, and the file qemu-img opens."""
+
+    view: ExportSource
+    path: str
+    used: int  # bytes the volume takes (what the copy may need at most, sparse parts aside)
+
+
+async def _vm_listed(pve: NodePve, vmid: int) -> dict[str, Any]:
+    vms = await pve.call("get", f"nodes/{pve.node}/qemu")
+    found = next((vm for vm in vms if int(vm.get("vmid", -1)) == vmid), None)
+    if found is None:
+        raise ExportRefused(404, ErrorSlug.VM_NOT_FOUND, f"VM {vmid} is not on node {pve.node}")
+    return dict(found)
+
+
+async def _snapshot_config(pve: NodePve, vmid: int, snapshot: str) -> dict[str, Any]:
+    snaps = await pve.call("get", f"nodes/{pve.node}/qemu/{vmid}/snapshot")
+    names = [str(s.get("name")) for s in snaps if s.get("name") != "current"]
+    if snapshot not in names:
+        have = ", ".join(names) or "none"
+        message = f"VM {vmid} has no snapshot {snapshot!r} (its snapshots: {have})"
+        raise ExportRefused(404, ErrorSlug.SNAPSHOT_NOT_FOUND, message)
+    config: dict[str, Any] = await pve.call("get", f"nodes/{pve.node}/qemu/{vmid}/config", snapshot=snapshot)
+    return config
+
+
+async def is_running(pve: NodePve, vmid: int) -> bool:
+    status = await pve.call("get", f"nodes/{pve.node}/qemu/{vmid}/status/current")
+    return str(status.get("status")) != "stopped"
+
+
+async def locate(pve: NodePve, ask: ExportAsk) -> Source:
+    """The disk ``ask`` names, checked; ExportRefused naming what is wrong."""
+    try:
+        return await _locate(pve, ask)
+    except PveCallError as exc:
+        raise ExportRefused(502, ErrorSlug.PVE_ERROR, f"PVE on {pve.node}: {exc}") from None
+
+
+async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
+    vmid = ask.vmid
+    listed = await _vm_listed(pve, vmid)
+    name = str(listed.get("name") or f"VM {vmid}")
+    running = await is_running(pve, vmid)
+    if ask.snapshot is None:
+        if running:
+            raise ExportRefused(
+                409,
+                ErrorSlug.VM_RUNNING,
+                f"VM {vmid} ({name}) on {pve.node} is running: stop it, or name a snapshot to export",
+            )
+        config: dict[str, Any] = await pve.call("get", f"nodes/{pve.node}/qemu/{vmid}/config")
+    else:
+        config = await _snapshot_config(pve, vmid, ask.snapshot)
+    disk, volid = pick_disk(config, vmid, ask.disk)
+    storage = volid.partition(":")[0]
+    info = await pve.call("get", f"nodes/{pve.node}/storage/{storage}/content/{volid}")
+    path, fmt = str(info.get("path") or ""), str(info.get("format") or "")
+    if not FILE_PATH.fullmatch(path):
+        raise ExportRefused(
+            400,
+            ErrorSlug.DISK_NOT_EXPORTABLE,
+            f"{disk} of VM {vmid} ({volid}) has no file path on this node (storage {storage} gives "
+            f"{path[:100]!r}): exporting from it is not supported",
+        )
+    if fmt not in READABLE_FORMATS:
+        message = f"{disk} of VM {vmid} ({volid}) is {fmt!r}, not raw, qcow2 or vmdk"
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    if ask.snapshot is not None and fmt != "qcow2":
+        raise ExportRefused(
+            400,
+            ErrorSlug.DISK_NOT_EXPORTABLE,
+            f"{disk} of VM {vmid} is {fmt} on storage {storage}: a snapshot can be exported from "
+            "qcow2 disks only (their snapshots are inside the file)",
+        )
+    size = int(info.get("size") or 0)
+    view = ExportSource(
+        vmid=vmid,
+        vm_name=name,
+        disk=disk,
+        volume=volid,
+        format=fmt,
+        size=size,
+        snapshot=ask.snapshot,
+        running=running,
+    )
+    return Source(view, path, int(info.get("used") or size))

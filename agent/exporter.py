@@ -1,0 +1,276 @@
+"""Exporting a VM's disk into staging, where it becomes an upload's staged image.
+
+``qemu-img convert -f <fmt> [-l snapshot.name=<snap>] -O qcow2 <disk> <staging part>``: the
+source is opened read-only (qemu-img's default for a convert source), nothing is asked of PVE
+but reads (agent/export_source.py), and no lock is taken on the VM: the source VM is never
+changed. A stopped VM's disk is read as it is, and a QEMU that tries to start on it meanwhile
+cannot take its write lock while qemu-img holds the image; the VM is looked at again after
+the copy, and a VM found running then fails the export. A snapshot is read from inside the
+qcow2 file (with ``-U``, sharing the image with the QEMU of a running VM).
+
+The copy is written as ``upload-<id>-<random>.qcow2.part`` (staging.py: the name an upload
+gets, so everything that cleans up after uploads cleans up after exports), hashed once
+written, validated like an upload (validate.py), and only then renamed to its staged name.
+Room for it is made in staging first (the staging budget, eviction.py). An export has a
+deadline scaled by the disk's size (the import's settings: the same kind of qemu-img work)
+and can be canceled; either kills qemu-img and removes the part file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import AgentFault
+from agent.eviction import Evictor
+from agent.export_source import Source, is_running, locate
+from agent.pve import NodePve, PveCallError
+from agent.staging import Staging
+from agent.validate import ImageRejected, inspect
+from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ErrorSlug
+from shared.messages.exports import ExportRequest, ExportState, ExportView
+from shared.messages.uploads import Staged
+
+log = logging.getLogger(__name__)
+OUTPUT_FORMAT = "qcow2"
+# Leave this much free on the staging disk besides the copy (as an upload does).
+SPACE_RESERVE = 256 << 20
+PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+HASH_BLOCK = 4 << 20
+KILL_WAIT = 10.0
+
+
+class ExportFailed(AgentFault):
+    def __init__(self, status: int, slug: ErrorSlug, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.slug = slug
+
+
+@dataclass
+class ExportOp:
+    req: ExportRequest
+    source: Source
+    deadline: Deadline
+    state: ExportState = "running"
+    phase: str = "starting"
+    progress: float = 0.0
+    staged: Staged | None = None
+    error: str | None = None
+    slug: ErrorSlug | None = None
+    status: int | None = None
+    canceled: str | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def view(self) -> ExportView:
+        return ExportView(
+            upload_id=self.req.upload_id,
+            state=self.state,
+            phase=self.phase,
+            progress=round(self.progress, 2),
+            source=self.source.view,
+            staged=self.staged,
+            error=self.error,
+            error_slug=self.slug,
+            status=self.status,
+        )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_command(source: Source, part: Path) -> list[str]:
+    """qemu-img's arguments: the format always given (never probed), the snapshot if any."""
+    cmd = ["qemu-img", "convert", "-p", "-f", source.view.format]
+    if source.view.snapshot is not None:
+        cmd += ["-l", f"snapshot.name={source.view.snapshot}"]
+        if source.view.running:
+            cmd.append("-U")  # the running QEMU holds the image's write lock; the snapshot is still
+    cmd += ["-O", OUTPUT_FORMAT, source.path, str(part)]
+    return cmd
+
+
+class Exporter:
+    def __init__(
+        self, pve: NodePve, staging: Staging, evictor: Evictor, timeout: float, seconds_per_gib: float
+    ) -> None:
+        self.pve = pve
+        self.staging = staging
+        self.evictor = evictor
+        self.timeout = timeout
+        self.seconds_per_gib = seconds_per_gib
+        self.ops: dict[int, ExportOp] = {}
+        self.stopping = False
+
+    async def start(self, req: ExportRequest) -> ExportOp:
+        """The export for ``req.upload_id`` (a running or finished one is answered as it is);
+        ExportRefused when the VM, disk or snapshot will not do."""
+        op = self.ops.get(req.upload_id)
+        if op is not None and op.state != "failed":
+            return op
+        source = await locate(self.pve, req)
+        size = max(source.view.size, source.used)
+        op = ExportOp(req, source, Deadline(scaled_timeout(self.timeout, self.seconds_per_gib, size)))
+        self.ops[req.upload_id] = op
+        op.task = asyncio.create_task(self._run(op), name=f"export-{req.upload_id}")
+        return op
+
+    async def cancel(self, upload_id: int, reason: str) -> ExportOp | None:
+        """Stop a running export (its qemu-img, its part file) and wait until it has ended."""
+        op = self.ops.get(upload_id)
+        if op is None:
+            return None
+        if op.state == "running" and op.task is not None:
+            log.info("export for upload %s: canceling (%s)", upload_id, reason)
+            op.canceled = reason
+            op.task.cancel()
+            await asyncio.wait({op.task}, timeout=KILL_WAIT * 2)
+        return op
+
+    async def stop(self, wait: float) -> None:
+        self.stopping = True
+        tasks = {op.task for op in self.ops.values() if op.state == "running" and op.task is not None}
+        for op in self.ops.values():
+            if op.state == "running":
+                op.canceled = "the agent is stopping"
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=wait)
+
+    async def _run(self, op: ExportOp) -> None:
+        upload_id = op.req.upload_id
+        name = self.staging.new_name("upload", upload_id, OUTPUT_FORMAT)
+        part = self.staging.part_path(name)
+        try:
+            await self._make_room(op)
+            await self._copy(op, part)
+            await self._check_still_stopped(op)
+            op.phase = "hashing"
+            sha256 = await asyncio.to_thread(sha256_of, part)
+            op.phase = "validating"
+            info = await inspect(part, OUTPUT_FORMAT, op.req.max_virtual_size, op.req.label)
+            os.rename(part, self.staging.path(name))
+            self.staging.fsync_dir()
+        except asyncio.CancelledError:
+            part.unlink(missing_ok=True)
+            self._fail(op, 409, ErrorSlug.EXPORT_FAILED, f"export canceled: {op.canceled or 'canceled'}")
+            if op.canceled is None:
+                raise
+            return
+        except ExportFailed as exc:
+            part.unlink(missing_ok=True)
+            self._fail(op, exc.status, exc.slug, str(exc))
+            return
+        except ImageRejected as exc:
+            part.unlink(missing_ok=True)
+            self._fail(op, exc.status, ErrorSlug.IMAGE_REJECTED, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the export ends with it
+            part.unlink(missing_ok=True)
+            log.exception("export for upload %s: unexpected error", upload_id)
+            self._fail(op, 502, ErrorSlug.EXPORT_FAILED, f"{exc.__class__.__name__}: {exc}")
+            return
+        size = self.staging.path(name).stat().st_size
+        op.staged = Staged(
+            staged_name=name, size=size, sha256=sha256, format=OUTPUT_FORMAT, virtual_size=info.virtual_size
+        )
+        op.state, op.phase, op.progress = "done", "done", 100.0
+        src = op.source.view
+        log.info(
+            "export for upload %s: %s of VM %s (%s%s) staged as %s: %d bytes, virtual size %d, sha256 %s",
+            upload_id,
+            src.disk,
+            src.vmid,
+            src.volume,
+            f" at snapshot {src.snapshot}" if src.snapshot else "",
+            name,
+            size,
+            info.virtual_size,
+            sha256,
+        )
+
+    def _fail(self, op: ExportOp, status: int, slug: ErrorSlug, message: str) -> None:
+        log.warning("export for upload %s failed: %s", op.req.upload_id, message)
+        op.state, op.phase, op.error, op.slug, op.status = "failed", "failed", message, slug, status
+
+    async def _make_room(self, op: ExportOp) -> None:
+        """Room in staging for the copy (at most what the volume takes), or 507."""
+        op.phase = "making room in staging"
+        need = op.source.used
+        purpose = f"room for {need} bytes of the export for upload {op.req.upload_id}"
+        with contextlib.suppress(OSError):
+            await self.evictor.make_room(need, SPACE_RESERVE, purpose)
+        free = self.staging.free_bytes()
+        if need + SPACE_RESERVE > free:
+            raise ExportFailed(
+                507,
+                ErrorSlug.NO_SPACE,
+                f"staging disk of {self.pve.node} has {free} bytes free, the disk may need {need}",
+            )
+
+    async def _copy(self, op: ExportOp, part: Path) -> None:
+        op.phase = "copying the disk"
+        cmd = convert_command(op.source, part)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.staging.root,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.create_task(proc.stderr.read())
+        try:
+            async with asyncio.timeout(op.deadline.remaining()):
+                while chunk := await proc.stdout.read(4096):
+                    found = PROGRESS.findall(chunk)
+                    if found:
+                        op.progress = min(float(found[-1]) * 0.95, 95.0)
+                code = await proc.wait()
+        except TimeoutError:
+            raise ExportFailed(
+                504, ErrorSlug.EXPORT_FAILED, f"copying the disk {op.deadline.missed()}"
+            ) from None
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), KILL_WAIT)
+                errors.cancel()
+        err = (await errors).decode(errors="replace").strip()
+        if code != 0:
+            said = err.replace(str(part), "the copy").replace(str(self.staging.root), "staging")
+            said = said.splitlines()[-1].removeprefix("qemu-img: ") if said else f"exit {code}"
+            src = op.source.view
+            at = f" at snapshot {src.snapshot!r}" if src.snapshot else ""
+            message = f"qemu-img could not read {src.volume}{at}: {said}"
+            raise ExportFailed(502, ErrorSlug.EXPORT_FAILED, message)
+
+    async def _check_still_stopped(self, op: ExportOp) -> None:
+        """A disk read without a snapshot is only a consistent copy if the VM stayed stopped."""
+        if op.source.view.snapshot is not None:
+            return
+        op.phase = "checking the VM stayed stopped"
+        try:
+            running = await is_running(self.pve, op.source.view.vmid)
+        except PveCallError as exc:
+            raise ExportFailed(502, ErrorSlug.PVE_ERROR, f"PVE on {self.pve.node}: {exc}") from None
+        if running:
+            raise ExportFailed(
+                409,
+                ErrorSlug.VM_RUNNING,
+                f"VM {op.source.view.vmid} was started during the export: its copy is not consistent",
+            )

@@ -1,0 +1,213 @@
+"""POST /templates/from-vm: a template made from a VM's disk (contract 6.3).
+
+The upload's flow with the file replaced by an export: everything checkable is checked
+first (the plan: cluster, node, storage, sync nodes, name; then the node's agent says whether
+the VM, its disk and the snapshot will do: 404, 409 for a running VM without a snapshot,
+400), so a bad request leaves nothing. Then the upload's rows are reserved (its file name
+``vm-<vmid>-<disk>[-<snapshot>].qcow2``), the agent exports the disk into its staging under
+that upload's name and validates it like an upload, and the staged image is recorded and
+imported exactly as an upload's is (instances, sync tasks, the import job). An export that
+fails after that is given up as a broken-off upload is: its partial copy removed, the
+template row gone, a failed upload record kept with the reason. The source VM is only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from agent.client import AgentClient, AgentError, AgentUnreachable
+from coordinator import uploads
+from coordinator.api.errors import ApiError
+from coordinator.api.routing import Call, Routes
+from coordinator.api.templates import TemplateName
+from coordinator.api.upload import NodeIds, UploadResult, after_import, check_vm_config, record_and_answer
+from coordinator.appkeys import AGENTS, CONFIG, DB
+from coordinator.db.models import TemplateUpload
+from coordinator.jobs import engine
+from coordinator.upload_plan import UploadPlan, plan_from_vm
+from shared.deadlines import Deadline, scaled_timeout
+from shared.error_slugs import ErrorSlug
+from shared.messages.exports import DiskKey, ExportAsk, ExportRequest, ExportSource, SnapshotName
+from shared.messages.uploads import Staged
+from shared.text_fields import Description
+from shared.validation import Input
+from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
+from shared.vm_config import VmConfig
+
+log = logging.getLogger(__name__)
+routes = Routes("templates")
+POLL_SECONDS = 0.5
+# A refusal of the agent passed on with its own status; anything else is the agent failing.
+PASSED_ON = (400, 404, 409, 413, 422, 503, 504, 507)
+
+
+class FromVmBody(Input):
+    cluster_id: Annotated[int, Meta(ge=1)]
+    node_id: Annotated[int, Meta(ge=1, description="the node the VM is on")]
+    vmid: Annotated[int, Meta(ge=100, le=999999999)]
+    template_name: TemplateName
+    storage_id: Annotated[int, Meta(ge=1, description="a storage the node sees (its own, or shared)")]
+    disk: Annotated[DiskKey | None, Meta(description="default: the VM's boot disk")] = None
+    snapshot: Annotated[
+        SnapshotName | None, Meta(description="export the disk as it was at this snapshot (a qcow2 disk)")
+    ] = None
+    description: Description | None = None
+    sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
+    vm_config: Annotated[VmConfig, Meta(description=f"as the upload's: {VM_CONFIG_SUMMARY}")] = msgspec.field(
+        default_factory=VmConfig
+    )
+    template_id: Annotated[int | None, Meta(description="not yet: new versions come later")] = None
+    wait: bool = False
+
+    def __post_init__(self) -> None:
+        if self.template_id is not None:
+            raise ValueError(
+                "template_id: a new version of an existing template from a VM is not supported yet; "
+                "leave template_id out to make a new template"
+            )
+
+
+def file_name(source: ExportSource) -> str:
+    """The upload's file name: which disk of which VM (at which snapshot) it came from."""
+    snap = f"-{source.snapshot}" if source.snapshot else ""
+    return f"vm-{source.vmid}-{source.disk}{snap}.qcow2"
+
+
+@routes.post(
+    "/templates/from-vm",
+    role="operator",
+    body=FromVmBody,
+    response=UploadResult,
+    errors=(400, 404, 409, 422, 502, 503, 504, 507),
+)
+async def template_from_vm(call: Call) -> UploadResult:
+    """Make a template from a VM's disk: the node's agent copies it (stopped VM, or at a
+    snapshot) into staging, validates it like an upload, and it is imported as an upload is.
+
+    The answer comes once the copy is staged and valid (with wait=true: after the import);
+    its data is the upload's answer. The VM is never changed; a running VM without
+    ``snapshot`` is a 409.
+    """
+    body: FromVmBody = call.body
+    plan = await _plan(call, body)
+    agent = await _agent(call, plan)
+    ask = ExportAsk(vmid=body.vmid, disk=body.disk, snapshot=body.snapshot)
+    try:
+        source = await agent.check_export(ask)
+    except (AgentError, AgentUnreachable) as exc:
+        raise _agent_refusal(exc, plan) from None
+    config = call.app[CONFIG]
+    upload = await uploads.reserve(
+        call.app[DB],
+        plan,
+        template_name=body.template_name,
+        description=body.description or "",
+        file_name=file_name(source),
+        fmt="qcow2",
+        vm_config=body.vm_config,
+        actor=call.actor,
+        lease=config.job_lease_seconds,
+    )
+    log.info(
+        "upload %s: %s of VM %s on %s%s for template %r",
+        upload.id,
+        source.disk,
+        source.vmid,
+        plan.import_node.node_name,
+        f" at snapshot {source.snapshot}" if source.snapshot else "",
+        body.template_name,
+    )
+    staged = await _export(call, agent, upload.id, plan, ask, source)
+    result = await record_and_answer(call, upload, plan, staged)
+    return await after_import(call, result) if body.wait else result
+
+
+async def _plan(call: Call, body: FromVmBody) -> UploadPlan:
+    """What the template will be made as, checked before the VM is looked at (the VM options
+    too: the same allowlist as an upload's)."""
+    async with call.app[DB]() as session:
+        plan = await plan_from_vm(
+            session,
+            template_name=body.template_name,
+            cluster_id=body.cluster_id,
+            node_id=body.node_id,
+            storage_id=body.storage_id,
+            sync_node_ids=body.sync_node_ids,
+            agent_timeout=timedelta(seconds=call.app[CONFIG].agent_timeout),
+        )
+    check_vm_config(body.vm_config, plan)
+    return plan
+
+
+async def _agent(call: Call, plan: UploadPlan) -> AgentClient:
+    try:
+        return await call.app[AGENTS].for_node(plan.import_node.id)
+    except Exception as exc:
+        raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
+
+
+def _agent_refusal(exc: AgentError | AgentUnreachable, plan: UploadPlan) -> ApiError:
+    node = plan.import_node.node_name
+    if isinstance(exc, AgentError) and exc.status in PASSED_ON:
+        return ApiError(exc.status, exc.error, exc.message)
+    if isinstance(exc, AgentError) and exc.error == ErrorSlug.PVE_ERROR:  # PVE said no, or did not answer
+        return ApiError(502, exc.error, exc.message)
+    return ApiError(503, ErrorSlug.AGENT_FAILED, f"agent of {node} failed: {exc}")
+
+
+async def _export(
+    call: Call, agent: AgentClient, upload_id: int, plan: UploadPlan, ask: ExportAsk, source: ExportSource
+) -> Staged:
+    """The disk exported into the import node's staging as upload ``upload_id``'s image. On any
+    failure the export is stopped, what it left removed, and the upload abandoned."""
+    config, db = call.app[CONFIG], call.app[DB]
+    keeper = asyncio.create_task(
+        engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
+    )
+    request = ExportRequest(
+        upload_id=upload_id,
+        vmid=ask.vmid,
+        disk=ask.disk,
+        snapshot=ask.snapshot,
+        max_virtual_size=config.max_virtual_size,
+        label=file_name(source),
+    )
+    # The agent's own deadline ends the export first; this one covers an agent that went silent.
+    deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, source.size))
+    try:
+        view = await agent.start_export(request)
+        while view.state == "running":
+            if deadline.passed():
+                raise ApiError(504, ErrorSlug.EXPORT_FAILED, f"the export {deadline.missed()}")
+            await asyncio.sleep(POLL_SECONDS)
+            view = await agent.get_export(upload_id)
+        if view.state == "failed" or view.staged is None:
+            status = view.status if view.status in PASSED_ON else 502
+            raise ApiError(status, view.error_slug or ErrorSlug.EXPORT_FAILED, view.error or "export failed")
+        return view.staged
+    except (AgentError, AgentUnreachable, ApiError) as exc:
+        error = exc if isinstance(exc, ApiError) else _agent_refusal(exc, plan)
+        await _give_up(db, agent, upload_id, error.message)
+        raise error from None
+    except BaseException as exc:
+        # Cancelled (shutting down) or a bug: leave nothing half-made either way.
+        await asyncio.shield(_give_up(db, agent, upload_id, f"export broke off: {exc.__class__.__name__}"))
+        raise
+    finally:
+        keeper.cancel()
+
+
+async def _give_up(db: Any, agent: AgentClient, upload_id: int, reason: str) -> None:
+    """Stop the export and remove whatever it left on the agent; abandon the upload."""
+    with contextlib.suppress(AgentError, AgentUnreachable):
+        await agent.cancel_export(upload_id, reason[:200])
+    with contextlib.suppress(AgentError, AgentUnreachable):
+        await agent.delete_upload(upload_id)
+    await uploads.abandon(db, upload_id, reason)
