@@ -406,16 +406,18 @@ async def test_two_clones_in_flight_never_hold_one_vmid_and_an_ended_one_lets_it
     elsewhere = await _clone(session, vmid=500)  # another cluster: its VMIDs are its own
     second = await _clone(session, cluster_id=first.cluster_id)
     assert first.vmid_key == elsewhere.vmid_key == 500
+    first_id, second_id = first.id, second.id
     with pytest.raises(IntegrityError):
-        await clone.hold_vmid(session, second.id, 500)
+        await clone.hold_vmid(session, second_id, 500)
     await session.rollback()
-    assert await clone.start(session, first.id)
-    assert await clone.completed(session, first.id, linked=True)
+    assert await clone.start(session, first_id)
+    assert await clone.completed(session, first_id, linked=True)
     await session.commit()
-    done = await _now(session, first)
+    done = await session.get(Clone, first_id, populate_existing=True)
+    assert done is not None
     assert (done.status, done.vmid, done.vmid_key, done.progress) == ("completed", 500, None, 100)
     assert done.finished_at is not None and done.linked
-    assert await clone.hold_vmid(session, second.id, 500)  # free again: the VM is PVE's to list now
+    assert await clone.hold_vmid(session, second_id, 500)  # free again: the VM is PVE's to list now
     await session.commit()
 
 
