@@ -158,13 +158,14 @@ def _target_storage(template: TemplateFacts, ask: CloneAsk) -> str | None:
     if storage is None:
         why = f"node {ask.node.name} has no storage {name!r}"
     elif "images" not in storage.content:
-        why = f"storage {name!r} does not take VM images (content: {','.join(sorted(storage.content)) or 'none'})"
+        content = ",".join(sorted(storage.content)) or "none"
+        why = f"storage {name!r} does not take VM images (content: {content})"
     elif not storage.enabled or not storage.active:
         why = f"storage {name!r} is {'disabled' if not storage.enabled else 'not active'} on {ask.node.name}"
     elif template.storage.shared and ask.node.id != template.home.id and not storage.shared:
         why = (
             f"storage {name!r} is local to {ask.node.name}: PVE clones a VM onto another node "
-            "only onto shared storage (\"can't clone to non-shared storage\")"
+            'only onto shared storage ("can\'t clone to non-shared storage")'
         )
     if why is not None:
         raise Invalid(ErrorSlug.TARGET_STORAGE_UNUSABLE, why, {"fields": {"target_storage": why}})

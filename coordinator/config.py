@@ -155,9 +155,13 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
     ):
         raise ConfigError("clone_vmid_min..clone_vmid_max must be a range within 100..999999999 (or both 0)")
     if _overlap((cfg.clone_vmid_min, cfg.clone_vmid_max), (cfg.template_vmid_min, cfg.template_vmid_max)):
-        raise ConfigError("clone_vmid_min..clone_vmid_max must not overlap template_vmid_min..template_vmid_max")
+        raise ConfigError(
+            "clone_vmid_min..clone_vmid_max must not overlap template_vmid_min..template_vmid_max"
+        )
     if cfg.max_clones_per_node < 1 or cfg.clone_max_errors < 1 or cfg.clone_error_deadline <= 0:
-        raise ConfigError("max_clones_per_node, clone_max_errors must be at least 1, clone_error_deadline > 0")
+        raise ConfigError(
+            "max_clones_per_node, clone_max_errors must be at least 1, clone_error_deadline > 0"
+        )
     if cfg.clone_timeout <= 0 or cfg.clone_seconds_per_gib < 0:
         raise ConfigError("clone_timeout must be more than 0 seconds, clone_seconds_per_gib at least 0")
     if cfg.max_inbound_per_node < 1 or cfg.max_outbound_per_node < 1:

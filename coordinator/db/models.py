@@ -295,6 +295,8 @@ class Clone(Timestamps, Leased, Base):
     storage_name: Mapped[str] = mapped_column(String(100))
     vmid: Mapped[int | None] = mapped_column(Integer)
     vmid_key: Mapped[int | None] = mapped_column(Integer)
+    # The user named the VMID: a clone that finds it taken fails instead of choosing another.
+    vmid_given: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str] = mapped_column(String(128))
     linked: Mapped[bool] = mapped_column(Boolean, default=False)
     # What was asked: full (NULL: linked where the storage can), target_storage, vm_config (JSON).

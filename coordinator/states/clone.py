@@ -131,7 +131,9 @@ async def record(session: AsyncSession, clone_id: int, status: CloneStatus, **va
     return await _set(session, clone_id, (status,), **values)
 
 
-async def _set(session: AsyncSession, clone_id: int, statuses: tuple[CloneStatus, ...], **values: Any) -> bool:
+async def _set(
+    session: AsyncSession, clone_id: int, statuses: tuple[CloneStatus, ...], **values: Any
+) -> bool:
     result = await session.execute(
         update(Clone)
         .where(*_where(clone_id, True), Clone.status.in_(statuses))

@@ -39,7 +39,9 @@ def template(s: StorageFacts, fmt: str = "raw", home: NodeRef = NODE1) -> Templa
     return TemplateFacts(storage=s, volume_format=fmt, home=home)
 
 
-def ask(node: NodeRef = NODE1, full: bool | None = None, target: str | None = None, vmid: int | None = 9000) -> CloneAsk:
+def ask(
+    node: NodeRef = NODE1, full: bool | None = None, target: str | None = None, vmid: int | None = 9000
+) -> CloneAsk:
     return CloneAsk(node=node, full=full, target_storage=target, instance_vmid=vmid, node_storages=ALL)
 
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("storage_name", sa.String(length=100), nullable=False),
         sa.Column("vmid", sa.Integer(), nullable=True),
         sa.Column("vmid_key", sa.Integer(), nullable=True),
+        sa.Column("vmid_given", sa.Boolean(), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("linked", sa.Boolean(), nullable=False),
         sa.Column("requested_full", sa.Boolean(), nullable=True),
@@ -52,7 +53,9 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("unexpected_errors", sa.Integer(), nullable=False),
         sa.Column("first_error_at", UtcDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(["template_id"], ["vm_template.id"], name=op.f("fk_clones_template_id_vm_template")),
+        sa.ForeignKeyConstraint(
+            ["template_id"], ["vm_template.id"], name=op.f("fk_clones_template_id_vm_template")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_clones")),
         # Two clones in flight never hold the same VMID, whichever replica chose it.
         sa.UniqueConstraint("cluster_id", "vmid_key", name=op.f("uq_clones_cluster_id_vmid_key")),
