@@ -21,6 +21,7 @@ from coordinator.agents.links import AgentLinks
 from coordinator.api import (
     agent_api,
     agents,
+    clones,
     clusters,
     health,
     nodes,
@@ -90,6 +91,7 @@ USER_API = [
     upload.routes,
     templates.routes,
     sync_tasks.routes,
+    clones.routes,
 ]
 JANITOR_INTERVAL = 30.0
 # Seconds a client is asked to wait while the database does not answer (a MariaDB restart
