@@ -57,12 +57,12 @@ Vmid = Annotated[int, Meta(ge=100, le=999_999_999, description="PVE's VMID range
 class CloneBody(Input):
     node_id: Annotated[int, Meta(ge=1, description="the node the clone is made on")]
     name: VmName
-    vmid: Annotated[Vmid | None, Meta(description="null: the clone range's (or PVE's) next free one")] = None
+    vmid: Vmid | None = None  # null: the clone range's (or PVE's) next free one
     full: Annotated[
         bool | None,
         Meta(description="null: linked where the storage can (dir/NFS, LVM-thin, ZFS, RBD), else full"),
     ] = None
-    version: Annotated[int | None, Meta(ge=1, description="null: the template's current version")] = None
+    version: Annotated[int, Meta(ge=1, description="null: the template's current version")] | None = None
     target_storage: Annotated[StorageId | None, Meta(description="full clones only: where the copy goes")] = (
         None
     )

@@ -34,6 +34,7 @@ from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
 from coordinator.db.models import Clone, TemplateInstance, TemplateSyncTask, VmTemplate
 from coordinator.db.types import utcnow
+from coordinator.errors import CoordinatorError
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.shared_limits import SharedLimit
@@ -76,7 +77,7 @@ def clone_description(template: VmTemplate, version: int) -> str:
     )
 
 
-class Retry(Exception):
+class Retry(CoordinatorError):
     """This attempt cannot go on now (an agent or PVE away); the job tries again later."""
 
 
@@ -164,19 +165,20 @@ class CloneJobs:
         deadline = Deadline(
             scaled_timeout(self.config.clone_timeout, self.config.clone_seconds_per_gib, row.image_size)
         )
+        cloning = row.status == CloneStatus.CLONING
         while True:
-            if row.vmid_key is None and row.status != CloneStatus.CLONING:
+            if row.vmid_key is None and not cloning:
                 vmid = await self._choose_vmid(row, tried)
                 if vmid is None:
                     return
                 row.vmid = row.vmid_key = vmid
-            if row.status != CloneStatus.CLONING:
+            if not cloning:
                 async with self.db() as session:
                     started = await clone_states.start(session, row.id)
                     await session.commit()
                 if not started:
                     return  # no longer ours (failed by the engine's give_up, lease lost)
-                row.status = CloneStatus.CLONING
+                cloning = True
                 log.info("clone %s: VM %s on %s from VM %s", row.id, row.vmid, row.node_name, row.source_vmid)
             view = await self._follow(agent, self._request(row, template), deadline)
             if view is None:
@@ -327,7 +329,7 @@ class CloneJobs:
             await clone_states.record(
                 session,
                 row.id,
-                CloneStatus(row.status),
+                None,
                 attempts=attempts,
                 error_message=reason,
                 next_attempt_at=utcnow() + timedelta(seconds=delay),

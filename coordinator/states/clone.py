@@ -125,10 +125,11 @@ async def hold_vmid(session: AsyncSession, clone_id: int, vmid: int) -> bool:
     return await _set(session, clone_id, ACTIVE, vmid=vmid, vmid_key=vmid)
 
 
-async def record(session: AsyncSession, clone_id: int, status: CloneStatus, **values: Any) -> bool:
+async def record(session: AsyncSession, clone_id: int, status: CloneStatus | None, **values: Any) -> bool:
     """A clone's counters (progress, source VMID, next attempt; never its status: ``status``
-    is the one it must be in), while this process holds its lease; whether it still does."""
-    return await _set(session, clone_id, (status,), **values)
+    is the one it must be in, None: any under way), while this process holds its lease;
+    whether it still does."""
+    return await _set(session, clone_id, ACTIVE if status is None else (status,), **values)
 
 
 async def _set(
