@@ -33,7 +33,7 @@ from agent.pve_tasks import (
     WaitEnded,
     active_task,
     run_task,
-    task_log_lines,
+    storage_full,
     wait_task,
 )
 from agent.staging import BadStagedName, Staging
@@ -42,7 +42,7 @@ from agent.vms import DESTROY_SECONDS, destroy, vm_config
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ImportErrorKind
 from shared.messages.imports import ImportRequest, ImportState, ImportView
-from shared.pve_outage import NO_SPACE, Retries, transient_reason
+from shared.pve_outage import Retries, transient_reason
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
@@ -330,7 +330,7 @@ class Importer:
                 raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", ImportErrorKind.VMID_TAKEN) from None
             if isinstance(exc, PveCallError) or transient_reason(None, str(exc)):
                 raise
-            full = await self._storage_full(exc, req.storage)
+            full = await storage_full(pve, exc, req.storage)
             if full is not None:
                 raise ImportFailed(full, ImportErrorKind.NO_SPACE) from None
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
@@ -352,17 +352,3 @@ class Importer:
         if config is None or int(config.get("template", 0)) != 1:
             raise ImportFailed(f"VM {req.vmid} is not a template after conversion")
         op.volume_id = disk_volume(config)
-
-    async def _storage_full(self, exc: TaskFailed, storage: str) -> str | None:
-        """'storage local-lvm on pve-node2 is full: ...' when the failed create task's log says
-        the storage ran out of space (the exit status only says qemu-img failed)."""
-        lines = [str(exc)]
-        if exc.upid is not None:
-            try:
-                lines = await task_log_lines(self.pve, exc.upid) + lines
-            except PveCallError:
-                pass
-        for line in lines:
-            if NO_SPACE.search(line):
-                return f"storage {storage} on {self.pve.node} is full: {line.strip()}"
-        return None

@@ -91,6 +91,7 @@ class ErrorSlug(StrEnum):
     BAD_RESPONSE = "bad_response"  # an agent's answer that is not what the message says
     AGENT_STOPPING = "agent_stopping"
     IMPORT_NOT_FOUND = "import_not_found"
+    CLONE_NOT_FOUND = "clone_not_found"
     VM_NOT_FOUND = "vm_not_found"
     VM_BUSY = "vm_busy"
     NOT_OURS = "not_ours"

@@ -916,3 +916,86 @@ async def _linked_clone(job: DiskJob, storage: Storage, volname: str) -> str:
         newvol = storage.volid(prefix + name)
     job.vollist.append(newvol)
     return newvol
+
+
+# ---------------------------------------------------------------------------------------------
+# config update
+
+
+# parameters of PUT /nodes/{node}/qemu/{vmid}/config that are not VM configuration keys
+UPDATE_ONLY_PARAMS = frozenset({"node", "vmid", "delete", "revert", "digest", "skiplock", "force"})
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/config")
+async def update_vm_config(req: Request, params: dict[str, str]) -> Any:
+    """API2/Qemu.pm update_vm_api, synchronous, for a stopped VM (the emulator runs none):
+    pending changes are applied at once, as PVE does for a VM that is not running."""
+    cluster = req.cluster
+    node = params["node"]
+    vmid = int(params["vmid"])
+    skiplock = as_bool(params.get("skiplock"))
+    if skiplock and not req.principal.is_root_pam:
+        raise param_error({"skiplock": "Only root may use this option."})
+    req.check(f"/vms/{vmid}", ["VM.Config.Options"])
+    deletes = split_list(params.get("delete") or "")
+    reverts = split_list(params.get("revert") or "")
+    settings = {k: v for k, v in params.items() if k not in UPDATE_ONLY_PARAMS}
+    for key in deletes:
+        if key in settings:
+            raise param_error({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
+        if key in reverts:
+            both = f"you can't use '-delete {key}' and -revert {key}' at the same time"
+            raise param_error({"revert": both})
+    if not settings and not deletes and not reverts:
+        raise param_error({"": "no options specified"})
+    if settings.get("sshkeys") is not None and ssh_keys.invalid_lines(unquote(settings["sshkeys"])):
+        raise die("SSH public key validation error")
+    check_storage_access(req, vmid, settings, None)
+    check_drive_param(settings)
+    for key in [k for k in settings if re.fullmatch(r"net\d+", k)]:
+        settings[key] = with_mac(key, settings[key], _random_mac())
+    async with cluster.lock_vm(vmid, 10):
+        conf = cluster.load_vm(node, vmid)
+        if params.get("digest") and params["digest"] != conf.digest:
+            raise die("detected modified configuration - file changed by other user? Try again.")
+        if not skiplock and conf.lock:
+            raise die(f"VM is locked ({conf.lock})")
+        job = DiskJob(req, node, vmid, lambda _line: None)
+        for key in deletes:
+            if key not in conf.values:
+                continue  # PVE warns "cannot delete '...' - not set in current configuration!"
+            if is_drive(key):
+                await _detach_drive(job, conf, key)
+            conf.values.pop(key)
+        drives = {k: v for k, v in settings.items() if is_drive(k)}
+        for key, value in drives.items():
+            if drive_is_cloudinit(parse_drive(key, value)):
+                attached = next((k for k, d in conf.drives() if k != key and drive_is_cloudinit(d)), None)
+                if attached:
+                    raise die(f"{key} - cloud-init drive is already attached at '{attached}'")
+        created = await create_disks(job, drives, None, conf.is_template)
+        for key, value in created.items():
+            if key in conf.values:
+                await _detach_drive(job, conf, key)
+            conf.values[key] = value
+        for key, value in settings.items():
+            if is_drive(key):
+                continue
+            conf.values[key] = normalize_value(key, value)
+            if key == "tags":
+                conf.values[key] = ";".join(sorted(set(split_list(value))))
+        cluster.write_vm(node, vmid, conf)
+    return None
+
+
+async def _detach_drive(job: DiskJob, conf: VmConfig, key: str) -> None:
+    """A drive replaced or deleted: a cloud-init volume is freed (PVE regenerates it), a
+    disk of this VM becomes unusedN (vmconfig_register_unused_drive); a CD-ROM just goes."""
+    drive = parse_drive(key, conf.values[key])
+    volid = drive.get("file") or ""
+    if drive_is_cloudinit(drive):
+        await job.free(volid)
+    elif not drive_is_cdrom(drive) and parse_volume_id(volid):
+        if volid not in {v for _k, v in conf.unused()}:
+            free = next(i for i in range(256) if f"unused{i}" not in conf.values)
+            conf.values[f"unused{free}"] = volid
