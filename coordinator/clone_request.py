@@ -66,13 +66,7 @@ async def clone_facts(
             for s in await session.scalars(select(PveStorage).where(PveStorage.node_id == node.id))
         }
         template_storage = await session.get(PveStorage, upload.storage_id)
-        mine = await session.scalar(
-            select(TemplateInstance.vmid).where(
-                TemplateInstance.template_id == template.id,
-                TemplateInstance.node_id == node.id,
-                TemplateInstance.status == InstanceStatus.AVAILABLE,
-            )
-        )
+        mine = await available_instance(session, template.id, node.id)
     assert template_storage is not None
     facts = TemplateFacts(
         storage=storage_facts(template_storage),
@@ -83,13 +77,26 @@ async def clone_facts(
         node=NodeRef(node.id, node.node_name),
         full=full,
         target_storage=target_storage,
-        instance_vmid=mine,
+        instance_vmid=mine.vmid if mine is not None else None,
         node_storages={name: storage_facts(row) for name, row in storages.items()},
     )
     plan = plan_clone(facts, ask)
     if upload.is_shared:
         plan = ClonePlan(**{**plan.__dict__, "source_vmid": home.vmid})
     return CloneFacts(node, upload, storages.get(upload.storage_name), plan)
+
+
+async def available_instance(
+    session: AsyncSession, template_id: int, node_id: int
+) -> TemplateInstance | None:
+    """The template's instance on the node if it is available (a template VM to clone)."""
+    return await session.scalar(
+        select(TemplateInstance).where(
+            TemplateInstance.template_id == template_id,
+            TemplateInstance.node_id == node_id,
+            TemplateInstance.status == InstanceStatus.AVAILABLE,
+        )
+    )
 
 
 async def _imported_upload(session: AsyncSession, template: VmTemplate) -> TemplateUpload:
@@ -109,13 +116,7 @@ async def _home_instance(
     session: AsyncSession, template: VmTemplate, upload: TemplateUpload
 ) -> TemplateInstance:
     """The instance the import made (its node holds a shared-storage template's one VM)."""
-    home = await session.scalar(
-        select(TemplateInstance).where(
-            TemplateInstance.template_id == template.id,
-            TemplateInstance.node_id == upload.import_node_id,
-            TemplateInstance.status == InstanceStatus.AVAILABLE,
-        )
-    )
+    home = await available_instance(session, template.id, upload.import_node_id)
     if home is None or home.vmid is None:
         raise Conflict(
             ErrorSlug.NO_IMAGE,
@@ -166,13 +167,7 @@ async def template_on_node(session: AsyncSession, template: VmTemplate, node_nam
     )
     if node is None or node.status == "removed":
         raise NotFound(ErrorSlug.NODE_NOT_FOUND, f"node {node_name!r} not found in the template's cluster")
-    instance = await session.scalar(
-        select(TemplateInstance).where(
-            TemplateInstance.template_id == template.id,
-            TemplateInstance.node_id == node.id,
-            TemplateInstance.status == InstanceStatus.AVAILABLE,
-        )
-    )
+    instance = await available_instance(session, template.id, node.id)
     if instance is None or instance.vmid is None:
         raise NotFound(
             ErrorSlug.NOT_ON_NODE,

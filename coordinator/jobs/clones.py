@@ -25,14 +25,14 @@ import json
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
+from coordinator.clone_request import available_instance
 from coordinator.config import CoordinatorConfig
-from coordinator.db.models import Clone, TemplateInstance, TemplateSyncTask, VmTemplate
+from coordinator.db.models import Clone, TemplateSyncTask, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.errors import CoordinatorError
 from coordinator.inventory.pve_client import PveError
@@ -41,7 +41,6 @@ from coordinator.shared_limits import SharedLimit
 from coordinator.states import clone as clone_states
 from coordinator.states import sync_task
 from coordinator.states.clone import CloneStatus
-from coordinator.states.instance import InstanceStatus
 from coordinator.vmids import NoFreeVmid, clone_range, held_by_us, lowest_free
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
@@ -131,13 +130,8 @@ class CloneJobs:
         else the clone waits on, or fails with the sync's reason."""
         async with self.db() as session:
             task = await session.get(TemplateSyncTask, row.sync_task_id) if row.sync_task_id else None
-            vmid = await session.scalar(
-                select(TemplateInstance.vmid).where(
-                    TemplateInstance.template_id == row.template_id,
-                    TemplateInstance.node_id == row.node_id,
-                    TemplateInstance.status == InstanceStatus.AVAILABLE,
-                )
-            )
+            instance = await available_instance(session, row.template_id, row.node_id)
+            vmid = instance.vmid if instance is not None else None
         if vmid is not None:
             async with self.db() as session:
                 kept = await clone_states.record(

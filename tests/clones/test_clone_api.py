@@ -12,6 +12,7 @@ its VM's node).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,21 @@ def test_clones_are_listed_with_filters_and_pages(stack: Stack, api: Api, image:
     assert not {c["clone_id"] for c in failed["list"]} & set(ids)
     assert api.get("/clones", params={"status": "bogus"}).status == 400
     assert api.get("/clones/999999999").error == "clone_not_found"
+
+
+@pytest.mark.mariadb
+def test_clones_asked_for_at_once_get_a_vmid_each(stack: Stack, api: Api, image: Path) -> None:
+    """Allocated side by side (two run at once on the node): the clone's unique VMID key
+    sends a loser of the race to the next free one."""
+    tpl = template(stack, api, image, "local-lvm")
+    node = node_ids(api, stack)[NODE1]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(
+            pool.map(lambda i: clone(api, tpl, node_id=node, name=unique_name(f"at-once{i}")), range(4))
+        )
+    done = [finished(api, r.ok()["clone_id"]) for r in replies]
+    assert [d["status"] for d in done] == ["completed"] * 4, done
+    assert len({d["vmid"] for d in done}) == 4
 
 
 def test_bad_clone_requests_are_refused_naming_why(stack: Stack, api: Api, image: Path) -> None:
