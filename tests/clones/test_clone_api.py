@@ -128,6 +128,22 @@ def test_a_clone_on_a_node_without_a_copy_follows_its_sync_task(stack: Stack, ap
     assert finished(api, again["clone_id"])["status"] == "completed"
 
 
+def test_a_clone_whose_sync_is_canceled_fails_with_the_syncs_reason(
+    stack: Stack, api: Api, image: Path
+) -> None:
+    tpl = template(stack, api, image, "local")
+    stack.agents[NODE3].stop()  # the copy to pve-node3 cannot start meanwhile
+    try:
+        started = clone(api, tpl, node_id=node_ids(api, stack)[NODE3], name=unique_name("orphan")).ok()
+        assert started["status"] == "waiting_for_sync"
+        api.post(f"/templates/sync-tasks/{started['sync_task_id']}/cancel").ok()
+        failed = finished(api, started["clone_id"])
+    finally:
+        stack.start_agent(NODE3)
+    assert failed["status"] == "failed" and failed["vmid"] is None, failed
+    assert f"sync task {started['sync_task_id']} to {NODE3} canceled" in failed["error_message"]
+
+
 def test_a_shared_storage_template_is_cloned_onto_another_node(stack: Stack, api: Api, image: Path) -> None:
     tpl = template(stack, api, image, "ceph-storage")
     nodes = node_ids(api, stack)
