@@ -630,8 +630,8 @@ async def template(req: Request, params: dict[str, str]) -> Any:
                 if not parsed:
                     continue
                 storage, volname = cluster.volume(volid)
-                if not storage.has_template_feature(volname):
-                    continue
+                if not storage.volume_has_feature("template", volname):
+                    continue  # template_create: e.g. LVM (thick) keeps its volume as it is
                 drive["file"] = storage.volid(await storage.create_base(node, volname, ctx.log))
                 conf.values[key] = print_drive(key, drive)
                 # written after every disk, in case a later one fails
@@ -663,6 +663,8 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
             conf = early_checks()
             if not skiplock and conf.lock and conf.lock != "suspended":
                 raise die(f"VM is locked ({conf.lock})")
+            if conf.is_template:
+                await _refuse_base_in_use(cluster, node, conf)
             owned: list[str] = []
             for _key, drive in conf.drives():
                 if drive_is_cdrom(drive, exclude_cloudinit=True):
@@ -708,6 +710,19 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
             cluster.destroy_vm_config(node, vmid)
 
     return req.fork_worker(node, "qmdestroy", str(vmid), worker)
+
+
+async def _refuse_base_in_use(cluster: Cluster, node: str, conf: VmConfig) -> None:
+    """QemuServer::destroy_vm: a template whose base volume a linked clone still uses is not
+    destroyed (where the clone's volume name tells: not on LVM-thin, see pvesim/storage.py)."""
+    from pvesim.api.storage import volume_is_base_and_used
+
+    volids = [d.get("file") or "" for _k, d in conf.drives() if not drive_is_cdrom(d)]
+    for volid in volids + [v for _k, v in conf.unused()]:
+        if not parse_volume_id(volid):
+            continue
+        if await volume_is_base_and_used(cluster, node, volid):
+            raise die(f"base volume '{volid}' is still in use by linked cloned")
 
 
 def _random_mac() -> str:
@@ -780,10 +795,11 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
                 st, volname = cluster.volume(volid)
                 if not st.shared:
                     shared = False
-                vol = st.parse_volname(volname)
                 if full or drive_is_cloudinit(drive) or key == "tpmstate0":
+                    if not st.volume_has_feature("copy", volname):
+                        raise die(f"Full clone feature is not supported for '{volid}' ({key})")
                     fullclone.add(key)  # even a linked clone gets its own copy of these
-                elif not vol.is_base:
+                elif not st.volume_has_feature("clone", volname):
                     raise die(f"Linked clone feature is not supported for '{volid}' ({key})")
                 drives[key] = drive
             else:
@@ -797,7 +813,8 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
     load_and_check()
 
     async def worker(ctx: TaskContext) -> None:
-        async with cluster.lock_vm(vmid, 1), cluster.lock_vm(newid, 1):
+        # a stopped source needs only a shared lock: clones of one template run side by side
+        async with cluster.lock_vm_shared(vmid, 1), cluster.lock_vm(newid, 1):
             conf, newconf, drives, fullclone = load_and_check()
             ctx.log(f"creating a clone of VM {vmid} with ID {newid}")
             smbios = re.sub(r"(^|,)uuid=[^,]*", "", newconf.get("smbios1", "")).strip(",")
@@ -880,40 +897,8 @@ async def _clone_disk(
 
 
 async def _linked_clone(job: DiskJob, storage: Storage, volname: str) -> str:
-    """vdisk_clone of a base volume: a qcow2 overlay on file storages, a thin copy on
-    block storages."""
-    vol = storage.parse_volname(volname)
-    if storage.has_path:
-        imagedir = storage.root(job.node) / "images" / str(job.vmid)
-        imagedir.mkdir(parents=True, exist_ok=True)
-        name = storage.next_disk_name(job.node, job.vmid, "qcow2", suffix=True)
-        job.log(f"clone {volname}: images, {name}, {job.vmid} to {name} (base=../{vol.vmid}/{vol.name})")
-        cmd = [
-            disks.QEMU_IMG,
-            "create",
-            "-b",
-            f"../{vol.vmid}/{vol.name}",
-            "-F",
-            vol.format,
-            "-f",
-            "qcow2",
-            str(imagedir / name),
-        ]
-        rc, _out, err = await disks.run(cmd)
-        if rc != 0:
-            raise die(err.strip() or f"command '{disks.cmd_string(cmd)}' failed: exit code {rc}")
-        newvol = storage.volid(f"{vol.vmid}/{vol.name}/{job.vmid}/{name}")
-    else:
-        name = storage.next_disk_name(job.node, job.vmid, "raw", suffix=False)
-        src = storage.path(job.node, volname)
-        rc, _out, err = await disks.run(
-            ["cp", "--reflink=auto", "--sparse=always", str(src), str(storage.root(job.node) / name)]
-        )
-        if rc != 0:
-            raise die(err.strip())
-        (storage.root(job.node) / name).chmod(0o644)
-        prefix = f"{vol.name}/" if storage.type == "rbd" else ""
-        newvol = storage.volid(prefix + name)
+    """PVE::Storage::vdisk_clone of a base volume (the storage plugin's clone_image)."""
+    newvol = storage.volid(await storage.clone_image(job.node, volname, job.vmid, job.log))
     job.vollist.append(newvol)
     return newvol
 
