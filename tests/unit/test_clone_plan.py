@@ -15,7 +15,10 @@ from coordinator.clone_plan import (
     plan_clone,
     volume_format,
 )
+from coordinator.config import load
 from coordinator.errors import Invalid
+from coordinator.vmids import VMID_MAX, NoFreeVmid, clone_range, lowest_free
+from shared.config import ConfigError
 from shared.error_slugs import ErrorSlug
 
 IMAGES = frozenset({"images"})
@@ -126,3 +129,19 @@ def test_a_shared_template_is_not_copied_onto_another_nodes_local_storage() -> N
     assert "can't clone to non-shared storage" in refused.value.message
     # on its own node the local storage is fine
     assert plan_clone(template(CEPH, "", home=NODE1), ask(node=NODE1, target="local-lvm")).target_storage
+
+
+def test_clone_vmids_come_from_their_range_or_from_pves_next_free_id() -> None:
+    assert clone_range(5000, 5999, None) == (5000, 5999)
+    assert clone_range(0, 0, 123) == (123, VMID_MAX)
+    assert lowest_free({123, 124}, *clone_range(0, 0, 123)) == 125
+    with pytest.raises(NoFreeVmid, match="clone_vmid_min/max"):
+        lowest_free({5000, 5001}, 5000, 5001, "clone_vmid_min/max")
+
+
+def test_the_clone_range_is_checked_against_the_templates() -> None:
+    assert load(None, clone_vmid_min=20000, clone_vmid_max=29999).clone_vmid_min == 20000
+    with pytest.raises(ConfigError, match="overlap"):
+        load(None, clone_vmid_min=9500, clone_vmid_max=10500)
+    with pytest.raises(ConfigError, match="range"):
+        load(None, clone_vmid_min=50, clone_vmid_max=0)
