@@ -35,7 +35,7 @@ from coordinator.clone_request import (
 )
 from coordinator.db.models import Clone, PveCluster, PveNode, VmTemplate
 from coordinator.db.races import create_or_return
-from coordinator.errors import Conflict, NotFound
+from coordinator.errors import Conflict, Invalid, NotFound
 from coordinator.states import clone as clone_states
 from coordinator.states.clone import CloneStatusName
 from coordinator.states.template import TemplateStatus
@@ -46,7 +46,7 @@ from shared.messages.link import NODE_NAME
 from shared.text_fields import StorageId, VmName
 from shared.validation import Input, Model
 from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
-from shared.vm_config import VmConfig
+from shared.vm_config import VmConfig, check_volumes
 
 log = logging.getLogger(__name__)
 routes = Routes("clones")
@@ -148,6 +148,10 @@ async def clone_template(call: Call) -> CloneOut:
     if body.version not in (None, 1):
         raise NotFound(ErrorSlug.VERSION_NOT_FOUND, f"template {template.id} has no version {body.version}")
     facts = await clone_facts(call.app[DB], template, body.node_id, body.full, body.target_storage)
+    try:  # new volumes (EFI vars, TPM state, a cloud-init drive) go where the clone's disks go
+        check_volumes(body.vm_config, facts.plan.target_storage or facts.upload.storage_name)
+    except ValueError as exc:
+        raise Invalid(ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {"vm_config": str(exc)}}) from None
     if body.vmid is not None:
         await refuse_vmid_in_pve(call.app[INVENTORY], template.cluster_id, body.vmid)
 

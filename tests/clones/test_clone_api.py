@@ -253,6 +253,8 @@ def test_bad_clone_requests_are_refused_naming_why(stack: Stack, api: Api, image
     assert linked_elsewhere.status == 400 and linked_elsewhere.error == "target_storage_unusable"
     assert clone(api, tpl, **ok_body, version=2).error == "version_not_found"
     assert clone(api, tpl, **ok_body, vm_config={"bogus": 1}).status == 400
+    elsewhere = clone(api, tpl, **ok_body, vm_config={"ide2": "local:cloudinit"})
+    assert elsewhere.status == 400 and "local-lvm" in elsewhere.data["fields"]["vm_config"], elsewhere.body
     assert clone(api, tpl, **{**ok_body, "vmid": 99}).status == 400
     assert api.get("/clones", params={"page_size": 1}).ok()["total"] == before  # nothing made
 
