@@ -233,6 +233,53 @@ def test_clones_asked_for_at_once_get_a_vmid_each(stack: Stack, api: Api, image:
     assert len({d["vmid"] for d in done}) == 4
 
 
+def test_a_vmid_taken_meanwhile_is_replaced_by_another(stack: Stack, api: Api, image: Path) -> None:
+    """PVE answers the clone call "config file already exists" once (as when someone took
+    the VMID between the choice and the clone): the job picks the next free one."""
+    tpl = template(stack, api, image, "local-lvm")
+    source = api.get(f"/templates/{tpl}/instances").ok()["instances"][0]["vmid"]
+    emulator(
+        stack,
+        "POST",
+        "/pvesim/faults",
+        {
+            "kind": "http",
+            "method": "POST",
+            "path": f"/nodes/{NODE1}/qemu/{source}/clone",
+            "status": 500,
+            "message": "unable to create VM: config file already exists",
+            "times": 1,
+        },
+    )
+    try:
+        done = finished(
+            api,
+            clone(api, tpl, node_id=node_ids(api, stack)[NODE1], name=unique_name("taken")).ok()["clone_id"],
+        )
+    finally:
+        emulator(stack, "DELETE", "/pvesim/faults")
+    assert done["status"] == "completed", done
+    log = (stack.base / "logs" / "coordinator.log").read_text()
+    assert f"clone {done['clone_id']}: VMID {done['vmid'] - 1} was taken meanwhile; choosing another" in log
+    assert vm_anywhere(stack, done["vmid"]) == [NODE1] and vm_anywhere(stack, done["vmid"] - 1) == []
+
+
+def test_a_clone_that_fails_in_pve_leaves_no_vm(stack: Stack, api: Api, image: Path) -> None:
+    tpl = template(stack, api, image, "local-lvm")
+    emulator(stack, "POST", "/pvesim/faults", {"type": "qmclone", "message": "storage went away", "times": 1})
+    try:
+        failed = finished(
+            api,
+            clone(api, tpl, node_id=node_ids(api, stack)[NODE1], name=unique_name("bad"), full=True).ok()[
+                "clone_id"
+            ],
+        )
+    finally:
+        emulator(stack, "DELETE", "/pvesim/faults")
+    assert failed["status"] == "failed" and "storage went away" in failed["error_message"], failed
+    assert failed["vmid"] and vm_anywhere(stack, failed["vmid"]) == []
+
+
 def test_bad_clone_requests_are_refused_naming_why(stack: Stack, api: Api, image: Path) -> None:
     tpl = template(stack, api, image, "local-lvm")
     nodes = node_ids(api, stack)
