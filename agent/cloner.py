@@ -339,6 +339,8 @@ class Cloner:
                 f"nodes/{pve.node}/qemu/{req.source_vmid}/clone",
                 params,
                 on_progress=on_progress,
+                # PVE names the task after the source: this tells it from a sibling clone's
+                first_line=f"creating a clone of VM {req.source_vmid} with ID {req.vmid}",
             )
         except WaitEnded as exc:
             raise limit_reached(op, f"cloning VM {req.source_vmid} to {req.vmid}", exc) from None
