@@ -82,21 +82,12 @@ def refusal(req: CloneRequest) -> str | None:
 
 
 @dataclass
-class CloneOp(PveOp):
-    req: CloneRequest
+class CloneOp(PveOp[CloneRequest]):
     node: str  # where the clone is (and ends): this node, or the request's target_node
     # PVE's clone task ended OK in this op: a later try resumes with the options.
     cloned: bool = False
     # PVE was asked to clone (the VMID journaled): a failure has something to remove.
     clone_sent: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.req.key
-
-    @property
-    def vmid(self) -> int:
-        return self.req.vmid
 
     def view(self) -> CloneView:
         return CloneView(
@@ -128,7 +119,7 @@ class Cloner(PveOps[CloneOp]):
         if op is not None and op.req.vmid == req.vmid and op.state != "failed":
             return op
         limit = TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, req.image_size))
-        return self._launch(CloneOp(req, req.target_node or self.pve.node, limit=limit))
+        return self._launch(CloneOp(req=req, node=req.target_node or self.pve.node, limit=limit))
 
     async def _work(self, op: CloneOp) -> None:
         await self._retrying(op, lambda: self._clone(op), _nothing)

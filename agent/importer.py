@@ -39,19 +39,10 @@ DISK_KEY = "scsi0"
 
 
 @dataclass
-class ImportOp(PveOp):
-    req: ImportRequest
+class ImportOp(PveOp[ImportRequest]):
     volume_id: str | None = None
     # PVE was asked to create the VM: after a lost answer its task may still be running.
     create_sent: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.req.key
-
-    @property
-    def vmid(self) -> int:
-        return self.req.vmid
 
     def view(self) -> ImportView:
         return ImportView(
@@ -94,7 +85,7 @@ class Importer(PveOps[ImportOp]):
             return op
         size = max(req.image_size, self._staged_size(req.staged_name))
         limit = TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, size))
-        return self._launch(ImportOp(req, limit=limit))
+        return self._launch(ImportOp(req=req, limit=limit))
 
     def using(self) -> set[str]:
         """The staged images that running imports read."""

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from agent.errors import AgentFault
 from agent.pve import PveCallError
@@ -40,8 +40,22 @@ class OpFailed(AgentFault):
         self.kind = kind
 
 
+class OpRequest(Protocol):
+    """What every operation's request says: its key and the VMID it makes."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def vmid(self) -> int: ...
+
+
+ReqT = TypeVar("ReqT", bound=OpRequest)
+
+
 @dataclass(kw_only=True)
-class PveOp:
+class PveOp(Generic[ReqT]):
+    req: ReqT
     limit: TaskLimit = field(repr=False)
     state: Literal["running", "done", "failed"] = "running"
     phase: str = "starting"
@@ -53,14 +67,14 @@ class PveOp:
 
     @property
     def key(self) -> str:
-        raise NotImplementedError
+        return self.req.key
 
     @property
     def vmid(self) -> int:
-        raise NotImplementedError
+        return self.req.vmid
 
 
-def limit_reached(op: PveOp, doing: str, exc: WaitEnded) -> OpFailed:
+def limit_reached(op: PveOp[Any], doing: str, exc: WaitEnded) -> OpFailed:
     """The failure of an operation whose wait on PVE reached its deadline or was canceled."""
     if op.limit.canceled is not None:
         return OpFailed(str(exc), ImportErrorKind.CANCELED)
@@ -68,7 +82,7 @@ def limit_reached(op: PveOp, doing: str, exc: WaitEnded) -> OpFailed:
     return OpFailed(f"{doing} {exc}; its PVE task {stopped}", ImportErrorKind.TIMEOUT)
 
 
-OpT = TypeVar("OpT", bound=PveOp)
+OpT = TypeVar("OpT", bound=PveOp[Any])
 
 
 class PveOps(Generic[OpT]):
