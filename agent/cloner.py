@@ -42,30 +42,28 @@ waited out as for imports (shared/pve_outage.py): each try first looks at what e
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import AgentFault
-from agent.importer import CANCEL_WAIT, DISK_KEY, PAUSE_STEP
+from agent.importer import DISK_KEY
 from agent.pve import NodePve, PveCallError
+from agent.pve_ops import OpFailed, PveOp, PveOps, limit_reached
 from agent.pve_tasks import TaskFailed, TaskLimit, WaitEnded, run_task, storage_full
 from agent.vm_journal import MARKER, VmJournal, is_template_key, marker, owner_key
 from agent.vms import destroy, vm_config
-from shared.deadlines import Deadline, scaled_timeout
+from shared.deadlines import scaled_timeout
 from shared.error_slugs import ImportErrorKind
-from shared.messages.clones import CloneRequest, CloneState, CloneView
-from shared.pve_outage import Retries, transient_reason
+from shared.messages.clones import CloneRequest, CloneView
+from shared.pve_outage import transient_reason
 from shared.vm_config import check_volumes
 
 log = logging.getLogger(__name__)
 
 
-class CloneFailed(AgentFault):
-    def __init__(self, message: str, kind: ImportErrorKind = ImportErrorKind.PVE_ERROR) -> None:
-        super().__init__(message)
-        self.kind = kind
+class CloneFailed(OpFailed):
+    pass
 
 
 class CloneBusy(AgentFault):
@@ -84,20 +82,12 @@ def refusal(req: CloneRequest) -> str | None:
 
 
 @dataclass
-class CloneOp:
-    req: CloneRequest
-    limit: TaskLimit = field(repr=False)
+class CloneOp(PveOp[CloneRequest]):
     node: str  # where the clone is (and ends): this node, or the request's target_node
-    state: CloneState = "running"  # running -> done | failed
-    phase: str = "starting"
-    progress: float = 0.0
-    error: str | None = None
-    error_kind: ImportErrorKind | None = None
     # PVE's clone task ended OK in this op: a later try resumes with the options.
     cloned: bool = False
     # PVE was asked to clone (the VMID journaled): a failure has something to remove.
     clone_sent: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def view(self) -> CloneView:
         return CloneView(
@@ -112,21 +102,15 @@ class CloneOp:
         )
 
 
-def limit_reached(op: CloneOp, doing: str, exc: WaitEnded) -> CloneFailed:
-    if op.limit.canceled is not None:
-        return CloneFailed(str(exc), ImportErrorKind.CANCELED)
-    stopped = "was stopped" if exc.stopped else "did not stop when asked"
-    return CloneFailed(f"{doing} {exc}; its PVE task {stopped}", ImportErrorKind.TIMEOUT)
+class Cloner(PveOps[CloneOp]):
+    what = "clone"
 
-
-class Cloner:
     def __init__(self, pve: NodePve, journal: VmJournal, timeout: float, seconds_per_gib: float) -> None:
+        super().__init__()
         self.pve = pve
         self.journal = journal
         self.timeout = timeout
         self.seconds_per_gib = seconds_per_gib
-        self.ops: dict[str, CloneOp] = {}
-        self.stopping = False
 
     def start(self, req: CloneRequest) -> CloneOp:
         op = self.ops.get(req.key)
@@ -135,104 +119,19 @@ class Cloner:
         if op is not None and op.req.vmid == req.vmid and op.state != "failed":
             return op
         limit = TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, req.image_size))
-        node = req.target_node if req.target_node else self.pve.node
-        op = CloneOp(req, limit, node)
-        self.ops[req.key] = op
-        op.task = asyncio.create_task(self._run(op), name=f"clone-{req.key}")
-        return op
+        return self._launch(CloneOp(req=req, node=req.target_node or self.pve.node, limit=limit))
 
-    def running(self) -> list[CloneOp]:
-        return [op for op in self.ops.values() if op.state == "running"]
-
-    def running_vmids(self) -> set[int]:
-        return {op.req.vmid for op in self.running()}
-
-    async def cancel(self, key: str, reason: str) -> CloneOp | None:
-        """Stop a running clone (its PVE task too) and wait until it has ended, its unfinished
-        VM removed. A finished clone is left as it is."""
-        op = self.ops.get(key)
-        if op is None:
-            return None
-        if op.state == "running" and op.task is not None:
-            log.info("clone %s: canceling (%s)", key, reason)
-            op.limit.cancel(reason)
-            await asyncio.wait({op.task}, timeout=CANCEL_WAIT)
-        return op
-
-    async def stop(self, wait: float) -> None:
-        """The agent is stopping: end every running clone as a cancel does; they end
-        ``interrupted`` (the coordinator asks again once the agent is back)."""
-        self.stopping = True
-        tasks = {op.task for op in self.running() if op.task is not None}
-        for op in self.running():
-            op.limit.cancel("the agent is stopping")
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait)
-
-    async def _run(self, op: CloneOp) -> None:
+    async def _work(self, op: CloneOp) -> None:
+        await self._retrying(op, lambda: self._clone(op), _nothing)
         req = op.req
-        try:
-            await self._clone_retrying(op)
-            op.state, op.phase, op.progress = "done", "done", 100.0
-            log.info("clone %s: VM %s on %s cloned from %s", req.key, req.vmid, op.node, req.source_vmid)
-            return
-        except CloneFailed as exc:
-            error, kind = str(exc), exc.kind
-        except (PveCallError, TaskFailed) as exc:
-            error, kind = str(exc), ImportErrorKind.PVE_ERROR
-        except asyncio.CancelledError:
-            op.state, op.error, op.error_kind = (
-                "failed",
-                "agent stopped during the clone",
-                ImportErrorKind.INTERRUPTED,
-            )
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the clone ends with it
-            log.exception("clone %s: unexpected error", req.key)
-            error, kind = f"{exc.__class__.__name__}: {exc}", ImportErrorKind.AGENT_ERROR
-        if self.stopping:
-            kind = ImportErrorKind.INTERRUPTED
-        log.warning("clone %s failed: %s", req.key, error)
-        if op.clone_sent and kind != ImportErrorKind.VMID_TAKEN:  # a taken VMID is someone else's
-            await self._remove_half_made(op)
-        # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
-        op.state, op.error, op.error_kind = "failed", error, kind
-
-    async def _clone_retrying(self, op: CloneOp) -> None:
-        retries = Retries()
-        while True:
-            try:
-                await self._clone(op)
-                return
-            except WaitEnded:
-                raise
-            except (PveCallError, TaskFailed) as exc:
-                reason = transient_reason(getattr(exc, "status", None), str(exc))
-                if reason is None:
-                    raise
-                delay = retries.failed(reason, str(exc), op.limit.deadline.remaining())
-                if delay is None:
-                    raise CloneFailed(
-                        f"{retries.summary()}; no time left for another try within the clone's "
-                        f"deadline ({op.limit.deadline.seconds:.0f} s)",
-                        ImportErrorKind.PVE_UNREACHABLE,
-                    ) from None
-            log.warning("clone %s: %s; trying again in %.0f s", op.req.key, retries.summary(), delay)
-            op.phase = f"waiting for PVE ({', '.join(retries.reasons)})"
-            wait = Deadline(delay)
-            while not wait.passed():
-                reason = op.limit.reached()
-                if reason is not None:
-                    kind = (
-                        ImportErrorKind.CANCELED if op.limit.canceled is not None else ImportErrorKind.TIMEOUT
-                    )
-                    raise CloneFailed(f"{retries.summary()}; {reason}", kind)
-                await asyncio.sleep(min(PAUSE_STEP, wait.remaining()))
+        log.info("clone %s: VM %s on %s cloned from %s", req.key, req.vmid, op.node, req.source_vmid)
 
     async def _remove_half_made(self, op: CloneOp) -> None:
         """A failed clone leaves no VM: here (where PVE makes it, at ``lock: clone``: ours by
         the journal, looked at first) and on the target node (where PVE moves it at the end:
         ours by its marker)."""
+        if not op.clone_sent:
+            return  # refused before PVE was asked: nothing was made
         op.phase = "removing the unfinished VM"
         req = op.req
         for node in dict.fromkeys((self.pve.node, op.node)):
@@ -339,6 +238,8 @@ class Cloner:
                 f"nodes/{pve.node}/qemu/{req.source_vmid}/clone",
                 params,
                 on_progress=on_progress,
+                # PVE names the task after the source: this tells it from a sibling clone's
+                first_line=f"creating a clone of VM {req.source_vmid} with ID {req.vmid}",
             )
         except WaitEnded as exc:
             raise limit_reached(op, f"cloning VM {req.source_vmid} to {req.vmid}", exc) from None
@@ -380,3 +281,7 @@ class Cloner:
 def volume_storage(config: dict[str, Any]) -> str:
     """'local-lvm:base-9000-disk-0,size=2G' -> 'local-lvm': where a clone's new volumes go."""
     return str(config.get(DISK_KEY, "")).split(":", 1)[0]
+
+
+async def _nothing() -> None:
+    """Between a clone's tries: nothing to wait for (each try looks at what is there first)."""

@@ -23,8 +23,10 @@ from shared.pve_outage import NO_SPACE
 log = logging.getLogger(__name__)
 PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)%\)")
 POLL_SECONDS = 1.0
-# (kind, vmid, node) of a task the foreground call runs: how to find it in PVE's task list.
-TaskKey = tuple[str, int, str]
+# (kind, vmid, node, first log line or None) of the task a foreground call runs: how to find
+# it in PVE's task list. The first line tells apart tasks of one kind on one VM at once (PVE
+# names clone tasks after the source: two clones of one template run side by side).
+TaskKey = tuple[str, int, str, str | None]
 # After asking PVE to stop a task, how long its foreground pvesh may take to return.
 STOP_GRACE = 30.0
 
@@ -79,6 +81,22 @@ async def active_task(pve: NodePve, vmid: int | None, kind: str, node: str | Non
     for task in tasks:
         if task.get("type") == kind and (vmid is None or str(task.get("id")) == str(vmid)):
             return str(task["upid"])
+    return None
+
+
+async def find_task(pve: NodePve, task: TaskKey) -> str | None:
+    """The UPID of the running task ``task`` describes, if PVE lists it yet."""
+    kind, vmid, node, first_line = task
+    if first_line is None:
+        return await active_task(pve, vmid, kind, node)
+    tasks = await pve.call("get", f"nodes/{node}/tasks", vmid=vmid, source="active", typefilter=kind)
+    for found in tasks:
+        if found.get("type") != kind or str(found.get("id")) != str(vmid):
+            continue
+        upid = str(found["upid"])
+        lines = await pve.call("get", f"nodes/{node}/tasks/{upid}/log", start=0, limit=1)
+        if lines and lines[0].get("t") == first_line:
+            return upid
     return None
 
 
@@ -156,9 +174,11 @@ async def run_task(
     on_progress: Callable[[float], None] | None = None,
     stop_when_late: bool = True,
     node: str | None = None,
+    first_line: str | None = None,
 ) -> None:
     """Start the PVE task of ``kind`` on ``vmid`` (``method path params``; the task runs on
-    ``node``, this node by default) and wait until it ends, within ``limit``.
+    ``node``, this node by default) and wait until it ends, within ``limit``. ``first_line``:
+    the line PVE's task log starts with, where other tasks of that kind and VM may run too.
 
     Raises PveCallError if it does not start, TaskFailed with PVE's exit status unless it
     ends OK, WaitEnded when the limit is reached first; the task is then stopped unless
@@ -169,7 +189,9 @@ async def run_task(
     call = asyncio.create_task(
         pve.call_for_task(limit.deadline.remaining() + STOP_GRACE, method, path, **(params or {}))
     )
-    await _follow_foreground(pve, limit, call, (kind, vmid, node or pve.node), on_progress, stop_when_late)
+    await _follow_foreground(
+        pve, limit, call, (kind, vmid, node or pve.node, first_line), on_progress, stop_when_late
+    )
     upid = str(call.result())
     try:
         await wait_task(pve, upid, limit, on_progress)
@@ -215,7 +237,7 @@ async def _report_progress(
     progress its new log lines show."""
     try:
         if follower is None:
-            running = await active_task(pve, task[1], task[0], task[2])
+            running = await find_task(pve, task)
             follower = LogFollower(pve, running) if running else None
         if follower is not None and on_progress is not None:
             pct = progress_from_log(await follower.new_lines())
@@ -234,7 +256,7 @@ async def _stop_foreground(pve: NodePve, call: asyncio.Task[Any], upid: str | No
     while not call.done() and not grace.passed():
         if upid is None:
             try:
-                upid = await active_task(pve, task[1], task[0], task[2])
+                upid = await find_task(pve, task)
             except PveCallError:
                 pass
         if upid is not None and not stopped:

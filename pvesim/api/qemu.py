@@ -640,14 +640,20 @@ async def template(req: Request, params: dict[str, str]) -> Any:
     return req.fork_worker(node, "qmtemplate", str(vmid), worker)
 
 
+def _skiplock(req: Request, params: dict[str, str]) -> bool:
+    """Whether the call skips the VM's lock (only root@pam may)."""
+    skiplock = as_bool(params.get("skiplock"))
+    if skiplock and not req.principal.is_root_pam:
+        raise param_error({"skiplock": "Only root may use this option."})
+    return skiplock
+
+
 @route("DELETE", "/nodes/{node}/qemu/{vmid}")
 async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
     cluster = req.cluster
     node = params["node"]
     vmid = int(params["vmid"])
-    skiplock = as_bool(params.get("skiplock"))
-    if skiplock and not req.principal.is_root_pam:
-        raise param_error({"skiplock": "Only root may use this option."})
+    skiplock = _skiplock(req, params)
     req.check(f"/vms/{vmid}", ["VM.Allocate"])
 
     def early_checks() -> VmConfig:
@@ -918,9 +924,7 @@ async def update_vm_config(req: Request, params: dict[str, str]) -> Any:
     cluster = req.cluster
     node = params["node"]
     vmid = int(params["vmid"])
-    skiplock = as_bool(params.get("skiplock"))
-    if skiplock and not req.principal.is_root_pam:
-        raise param_error({"skiplock": "Only root may use this option."})
+    skiplock = _skiplock(req, params)
     req.check(f"/vms/{vmid}", ["VM.Config.Options"])
     deletes = split_list(params.get("delete") or "")
     reverts = split_list(params.get("revert") or "")

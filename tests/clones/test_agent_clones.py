@@ -288,6 +288,28 @@ def test_cancel_mid_full_clone_leaves_no_vm(stack: Stack, templates: dict[str, t
     assert vm_anywhere(stack, req.vmid) == [] and volumes_of(stack, req.vmid) == []
 
 
+def test_canceling_one_of_two_clones_of_a_template_stops_only_that_one(
+    stack: Stack, templates: dict[str, tuple[str, int]]
+) -> None:
+    """PVE names both clone tasks after the template: the agent tells them apart by their log."""
+    source = templates["local-lvm"]
+    emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 1 << 20})  # 24 MiB: ~24 s
+    try:
+        kept, dropped = request(source, full=True), request(source, full=True)
+        start(stack, NODE, kept)
+        wait_for(lambda: view(stack, NODE, kept.key).progress > 0, 60, "first copy under way")
+        start(stack, NODE, dropped)
+        wait_for(lambda: view(stack, NODE, dropped.key).progress > 0, 60, "second copy under way")
+        assert view(stack, NODE, kept.key).state == "running"  # both copy now
+        ended = call_agent(stack, NODE, lambda agent: agent.cancel_clone(dropped.key, "one is enough"))
+        assert (ended.state, ended.error_kind) == ("failed", "canceled"), ended
+    finally:
+        emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
+    assert finished(stack, NODE, kept.key).state == "done"
+    assert vm_anywhere(stack, dropped.vmid) == [] and volumes_of(stack, dropped.vmid) == []
+    assert vm_anywhere(stack, kept.vmid) == [NODE]
+
+
 def test_agent_restart_mid_clone_then_the_same_key_makes_it_again(
     stack: Stack, templates: dict[str, tuple[str, int]]
 ) -> None:
