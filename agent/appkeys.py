@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agent.cloner import Cloner
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
@@ -26,6 +27,7 @@ STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)
 VM_JOURNAL = web.AppKey("vm_journal", VmJournal)
 IMPORTER = web.AppKey("importer", Importer)
+CLONER = web.AppKey("cloner", Cloner)
 TRANSFER_POLICY = web.AppKey("transfer_policy", PeerPolicy)
 RECEIVES = web.AppKey("receives", Receives)
 SENDER = web.AppKey("sender", Sender)

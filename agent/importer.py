@@ -18,54 +18,31 @@ backoff until its deadline, and a failure then says what was retried. A PVE that
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentFault
 from agent.pve import NodePve, PveCallError
-from agent.pve_tasks import (
-    STOP_GRACE,
-    TaskFailed,
-    TaskLimit,
-    WaitEnded,
-    active_task,
-    run_task,
-    task_log_lines,
-    wait_task,
-)
+from agent.pve_ops import OpFailed, PveOp, PveOps, limit_reached
+from agent.pve_tasks import TaskFailed, TaskLimit, WaitEnded, active_task, run_task, storage_full, wait_task
 from agent.staging import BadStagedName, Staging
 from agent.vm_journal import VmJournal, marker, owner_key
-from agent.vms import DESTROY_SECONDS, destroy, vm_config
-from shared.deadlines import Deadline, scaled_timeout
+from agent.vms import destroy, vm_config
+from shared.deadlines import scaled_timeout
 from shared.error_slugs import ImportErrorKind
-from shared.messages.imports import ImportRequest, ImportState, ImportView
-from shared.pve_outage import NO_SPACE, Retries, transient_reason
+from shared.messages.imports import ImportRequest, ImportView
+from shared.pve_outage import transient_reason
 
 log = logging.getLogger(__name__)
 DISK_KEY = "scsi0"
-# A canceled import ends within this: its task stopped, then its unfinished VM destroyed.
-CANCEL_WAIT = STOP_GRACE + DESTROY_SECONDS
-# How soon a pause between tries notices a cancel.
-PAUSE_STEP = 0.25
 
 
 @dataclass
-class ImportOp:
-    req: ImportRequest
-    limit: TaskLimit = field(repr=False)
-    state: ImportState = "running"  # running -> done | failed
-    phase: str = "starting"
-    progress: float = 0.0
-    error: str | None = None
-    # vmid_taken: pick another VMID and ask again; timeout, canceled: its limit was reached
-    error_kind: ImportErrorKind | None = None
+class ImportOp(PveOp[ImportRequest]):
     volume_id: str | None = None
     # PVE was asked to create the VM: after a lost answer its task may still be running.
     create_sent: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def view(self) -> ImportView:
         return ImportView(
@@ -80,10 +57,8 @@ class ImportOp:
         )
 
 
-class ImportFailed(AgentFault):
-    def __init__(self, message: str, kind: ImportErrorKind = ImportErrorKind.PVE_ERROR) -> None:
-        super().__init__(message)
-        self.kind = kind
+class ImportFailed(OpFailed):
+    pass
 
 
 def disk_volume(config: dict[str, Any]) -> str:
@@ -91,44 +66,30 @@ def disk_volume(config: dict[str, Any]) -> str:
     return str(config.get(DISK_KEY, "")).split(",")[0]
 
 
-def limit_reached(op: ImportOp, doing: str, exc: WaitEnded) -> ImportFailed:
-    """The failure of an import whose wait on PVE reached its deadline or was canceled."""
-    if op.limit.canceled is not None:
-        return ImportFailed(str(exc), ImportErrorKind.CANCELED)
-    if not exc.stopped:
-        return ImportFailed(f"{doing} {exc}; its PVE task did not stop when asked", ImportErrorKind.TIMEOUT)
-    return ImportFailed(f"{doing} {exc}; its PVE task was stopped", ImportErrorKind.TIMEOUT)
+class Importer(PveOps[ImportOp]):
+    what = "import"
 
-
-class Importer:
     def __init__(
         self, pve: NodePve, staging: Staging, journal: VmJournal, timeout: float, seconds_per_gib: float
     ) -> None:
+        super().__init__()
         self.pve = pve
         self.staging = staging
         self.journal = journal
         self.timeout = timeout
         self.seconds_per_gib = seconds_per_gib
-        self.ops: dict[str, ImportOp] = {}
-        self.stopping = False
 
     def start(self, req: ImportRequest) -> ImportOp:
         op = self.ops.get(req.key)
         if op is not None and op.req.vmid == req.vmid and op.state != "failed":
             return op
         size = max(req.image_size, self._staged_size(req.staged_name))
-        op = ImportOp(req, TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, size)))
-        self.ops[req.key] = op
-        op.task = asyncio.create_task(self._run(op), name=f"import-{req.key}")
-        return op
+        limit = TaskLimit(scaled_timeout(self.timeout, self.seconds_per_gib, size))
+        return self._launch(ImportOp(req=req, limit=limit))
 
     def using(self) -> set[str]:
         """The staged images that running imports read."""
-        return {op.req.staged_name for op in self.ops.values() if op.state == "running"}
-
-    def running_vmids(self) -> set[int]:
-        """VMIDs an import of this agent is working on (its create may not have begun yet)."""
-        return {op.req.vmid for op in self.ops.values() if op.state == "running"}
+        return {op.req.staged_name for op in self.running()}
 
     def _staged_size(self, name: str) -> int:
         try:
@@ -136,100 +97,13 @@ class Importer:
         except (BadStagedName, OSError):
             return 0  # the import itself says what is wrong with it
 
-    async def cancel(self, key: str, reason: str) -> ImportOp | None:
-        """Stop a running import (its PVE task too) and wait until it has ended, its
-        unfinished VM removed. A finished import is left as it is."""
-        op = self.ops.get(key)
-        if op is None:
-            return None
-        if op.state == "running" and op.task is not None:
-            log.info("import %s: canceling (%s)", key, reason)
-            op.limit.cancel(reason)
-            await asyncio.wait({op.task}, timeout=CANCEL_WAIT)
-        return op
+    async def _work(self, op: ImportOp) -> None:
+        await self._retrying(op, lambda: self._import(op), lambda: self._after_pause(op))
+        self.journal.forget(op.vmid)  # its marker proves it ours from now on
+        log.info("import %s: VM %s is a template (%s)", op.key, op.vmid, op.volume_id)
 
-    def running(self) -> list[ImportOp]:
-        return [op for op in self.ops.values() if op.state == "running"]
-
-    async def stop(self, wait: float) -> None:
-        """The agent is stopping: end every running import as a cancel does (its PVE task
-        stopped, its unfinished VM removed), within ``wait`` seconds. They end
-        ``interrupted``: the coordinator asks for them again once the agent is back."""
-        self.stopping = True
-        tasks = {op.task for op in self.running() if op.task is not None}
-        for op in self.running():
-            op.limit.cancel("the agent is stopping")
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait)
-
-    async def _run(self, op: ImportOp) -> None:
-        req = op.req
-        try:
-            await self._import_retrying(op)
-            self.journal.forget(req.vmid)  # its marker proves it ours from now on
-            op.state, op.phase, op.progress = "done", "done", 100.0
-            log.info("import %s: VM %s is a template (%s)", req.key, req.vmid, op.volume_id)
-            return
-        except ImportFailed as exc:
-            error, kind = str(exc), exc.kind
-        except (PveCallError, TaskFailed) as exc:
-            error, kind = str(exc), ImportErrorKind.PVE_ERROR
-        except asyncio.CancelledError:
-            op.state, op.error, op.error_kind = (
-                "failed",
-                "agent stopped during the import",
-                ImportErrorKind.INTERRUPTED,
-            )
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the import ends with it
-            log.exception("import %s: unexpected error", req.key)
-            error, kind = f"{exc.__class__.__name__}: {exc}", ImportErrorKind.AGENT_ERROR
-        if self.stopping:
-            kind = ImportErrorKind.INTERRUPTED  # not the import's fault: asked for again after the restart
-        log.warning("import %s failed: %s", req.key, error)
-        if kind != ImportErrorKind.VMID_TAKEN:  # a taken VMID is someone else's VM: never touch it
-            await self._remove_half_made(op)
-        # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
-        op.state, op.error, op.error_kind = "failed", error, kind
-
-    async def _import_retrying(self, op: ImportOp) -> None:
-        """The import, tried again with backoff while PVE does not answer and the import's
-        limit allows. Each try starts by looking at what exists (``_import``), so a create
-        whose answer was lost is neither repeated beside its VM nor taken for someone else's."""
-        retries = Retries()
-        while True:
-            try:
-                await self._import(op)
-                if retries.count:
-                    log.info("import %s: PVE answered again; done after %s", op.req.key, retries.summary())
-                return
-            except WaitEnded:
-                raise
-            except (PveCallError, TaskFailed) as exc:
-                reason = transient_reason(getattr(exc, "status", None), str(exc))
-                if reason is None:
-                    raise
-                delay = retries.failed(reason, str(exc), op.limit.deadline.remaining())
-                if delay is None:
-                    raise ImportFailed(
-                        f"{retries.summary()}; no time left for another try within the import's "
-                        f"deadline ({op.limit.deadline.seconds:.0f} s)",
-                        ImportErrorKind.PVE_UNREACHABLE,
-                    ) from None
-            log.warning("import %s: %s; trying again in %.0f s", op.req.key, retries.summary(), delay)
-            op.phase = f"waiting for PVE ({', '.join(retries.reasons)})"
-            await self._pause(op, delay, retries)
-
-    async def _pause(self, op: ImportOp, seconds: float, retries: Retries) -> None:
-        """Wait ``seconds`` (ending early if the import is canceled or its deadline passes), then
-        for a create task that PVE may still run although its answer was lost."""
-        wait = Deadline(seconds)
-        while not wait.passed():
-            reason = op.limit.reached()
-            if reason is not None:
-                kind = ImportErrorKind.CANCELED if op.limit.canceled is not None else ImportErrorKind.TIMEOUT
-                raise ImportFailed(f"{retries.summary()}; {reason}", kind)
-            await asyncio.sleep(min(PAUSE_STEP, wait.remaining()))
+    async def _after_pause(self, op: ImportOp) -> None:
+        """Before another try: a create task that PVE may still run although its answer was lost."""
         if not op.create_sent:
             return
         try:
@@ -330,7 +204,7 @@ class Importer:
                 raise ImportFailed(f"VMID {req.vmid} is taken: {exc}", ImportErrorKind.VMID_TAKEN) from None
             if isinstance(exc, PveCallError) or transient_reason(None, str(exc)):
                 raise
-            full = await self._storage_full(exc, req.storage)
+            full = await storage_full(pve, exc, req.storage)
             if full is not None:
                 raise ImportFailed(full, ImportErrorKind.NO_SPACE) from None
             raise ImportFailed(f"PVE could not create VM {req.vmid}: {exc}") from None
@@ -352,17 +226,3 @@ class Importer:
         if config is None or int(config.get("template", 0)) != 1:
             raise ImportFailed(f"VM {req.vmid} is not a template after conversion")
         op.volume_id = disk_volume(config)
-
-    async def _storage_full(self, exc: TaskFailed, storage: str) -> str | None:
-        """'storage local-lvm on pve-node2 is full: ...' when the failed create task's log says
-        the storage ran out of space (the exit status only says qemu-img failed)."""
-        lines = [str(exc)]
-        if exc.upid is not None:
-            try:
-                lines = await task_log_lines(self.pve, exc.upid) + lines
-            except PveCallError:
-                pass
-        for line in lines:
-            if NO_SPACE.search(line):
-                return f"storage {storage} on {self.pve.node} is full: {line.strip()}"
-        return None

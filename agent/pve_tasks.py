@@ -18,10 +18,15 @@ from typing import Any
 from agent.errors import AgentFault
 from agent.pve import NodePve, PveCallError
 from shared.deadlines import Deadline
+from shared.pve_outage import NO_SPACE
 
 log = logging.getLogger(__name__)
 PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)%\)")
 POLL_SECONDS = 1.0
+# (kind, vmid, node, first log line or None) of the task a foreground call runs: how to find
+# it in PVE's task list. The first line tells apart tasks of one kind on one VM at once (PVE
+# names clone tasks after the source: two clones of one template run side by side).
+TaskKey = tuple[str, int, str, str | None]
 # After asking PVE to stop a task, how long its foreground pvesh may take to return.
 STOP_GRACE = 30.0
 
@@ -66,12 +71,32 @@ class LogFollower:
         return lines
 
 
-async def active_task(pve: NodePve, vmid: int, kind: str) -> str | None:
-    """The UPID of a running task of ``kind`` on ``vmid`` on this node, if any."""
-    tasks = await pve.call("get", f"nodes/{pve.node}/tasks", vmid=vmid, source="active", typefilter=kind)
+async def active_task(pve: NodePve, vmid: int | None, kind: str, node: str | None = None) -> str | None:
+    """The UPID of a running task of ``kind`` on ``vmid`` (None: on any VM) on ``node``
+    (this node by default), if any."""
+    filters: dict[str, Any] = {"vmid": vmid} if vmid is not None else {}
+    tasks = await pve.call(
+        "get", f"nodes/{node or pve.node}/tasks", source="active", typefilter=kind, **filters
+    )
     for task in tasks:
-        if task.get("type") == kind and str(task.get("id")) == str(vmid):
+        if task.get("type") == kind and (vmid is None or str(task.get("id")) == str(vmid)):
             return str(task["upid"])
+    return None
+
+
+async def find_task(pve: NodePve, task: TaskKey) -> str | None:
+    """The UPID of the running task ``task`` describes, if PVE lists it yet."""
+    kind, vmid, node, first_line = task
+    if first_line is None:
+        return await active_task(pve, vmid, kind, node)
+    tasks = await pve.call("get", f"nodes/{node}/tasks", vmid=vmid, source="active", typefilter=kind)
+    for found in tasks:
+        if found.get("type") != kind or str(found.get("id")) != str(vmid):
+            continue
+        upid = str(found["upid"])
+        lines = await pve.call("get", f"nodes/{node}/tasks/{upid}/log", start=0, limit=1)
+        if lines and lines[0].get("t") == first_line:
+            return upid
     return None
 
 
@@ -148,9 +173,12 @@ async def run_task(
     *,
     on_progress: Callable[[float], None] | None = None,
     stop_when_late: bool = True,
+    node: str | None = None,
+    first_line: str | None = None,
 ) -> None:
-    """Start the PVE task of ``kind`` on ``vmid`` (``method path params``) and wait until it
-    ends, within ``limit``.
+    """Start the PVE task of ``kind`` on ``vmid`` (``method path params``; the task runs on
+    ``node``, this node by default) and wait until it ends, within ``limit``. ``first_line``:
+    the line PVE's task log starts with, where other tasks of that kind and VM may run too.
 
     Raises PveCallError if it does not start, TaskFailed with PVE's exit status unless it
     ends OK, WaitEnded when the limit is reached first; the task is then stopped unless
@@ -161,7 +189,9 @@ async def run_task(
     call = asyncio.create_task(
         pve.call_for_task(limit.deadline.remaining() + STOP_GRACE, method, path, **(params or {}))
     )
-    await _follow_foreground(pve, limit, call, kind, vmid, on_progress, stop_when_late)
+    await _follow_foreground(
+        pve, limit, call, (kind, vmid, node or pve.node, first_line), on_progress, stop_when_late
+    )
     upid = str(call.result())
     try:
         await wait_task(pve, upid, limit, on_progress)
@@ -175,8 +205,7 @@ async def _follow_foreground(
     pve: NodePve,
     limit: TaskLimit,
     call: asyncio.Task[Any],
-    kind: str,
-    vmid: int,
+    task: TaskKey,
     on_progress: Callable[[float], None] | None,
     stop_when_late: bool,
 ) -> None:
@@ -187,12 +216,12 @@ async def _follow_foreground(
         await asyncio.wait({call}, timeout=POLL_SECONDS)
         if call.done():
             break
-        follower = await _report_progress(pve, follower, kind, vmid, on_progress)
+        follower = await _report_progress(pve, follower, task, on_progress)
         reason = limit.reached()
         if reason is not None:
             stopped = True
             if stop_when_late:
-                stopped = await _stop_foreground(pve, call, follower.upid if follower else None, kind, vmid)
+                stopped = await _stop_foreground(pve, call, follower.upid if follower else None, task)
             else:
                 _forget(call)
             raise WaitEnded(reason, stopped=stopped)
@@ -201,15 +230,14 @@ async def _follow_foreground(
 async def _report_progress(
     pve: NodePve,
     follower: LogFollower | None,
-    kind: str,
-    vmid: int,
+    task: TaskKey,
     on_progress: Callable[[float], None] | None,
 ) -> LogFollower | None:
     """The running task's log follower (found once PVE lists the task), after passing on the
     progress its new log lines show."""
     try:
         if follower is None:
-            running = await active_task(pve, vmid, kind)
+            running = await find_task(pve, task)
             follower = LogFollower(pve, running) if running else None
         if follower is not None and on_progress is not None:
             pct = progress_from_log(await follower.new_lines())
@@ -220,9 +248,7 @@ async def _report_progress(
     return follower
 
 
-async def _stop_foreground(
-    pve: NodePve, call: asyncio.Task[Any], upid: str | None, kind: str, vmid: int
-) -> bool:
+async def _stop_foreground(pve: NodePve, call: asyncio.Task[Any], upid: str | None, task: TaskKey) -> bool:
     """Stop the task a foreground call runs, and give the call STOP_GRACE to return; whether
     it did."""
     grace = Deadline(STOP_GRACE)
@@ -230,7 +256,7 @@ async def _stop_foreground(
     while not call.done() and not grace.passed():
         if upid is None:
             try:
-                upid = await active_task(pve, vmid, kind)
+                upid = await find_task(pve, task)
             except PveCallError:
                 pass
         if upid is not None and not stopped:
@@ -239,7 +265,7 @@ async def _stop_foreground(
         await asyncio.wait({call}, timeout=POLL_SECONDS)
     ended = call.done()
     if not ended:
-        log.warning("the %s task of VM %s was not stopped within %.0f s", kind, vmid, STOP_GRACE)
+        log.warning("the %s task of VM %s was not stopped within %.0f s", task[0], task[1], STOP_GRACE)
     _forget(call)
     return ended
 
@@ -275,3 +301,18 @@ async def wait_task(
             return
         limit.check()
         await asyncio.sleep(poll)
+
+
+async def storage_full(pve: NodePve, exc: TaskFailed, storage: str) -> str | None:
+    """'storage local-lvm on pve-node2 is full: ...' when the failed task's log says the
+    storage ran out of space (the exit status only says qemu-img failed)."""
+    lines = [str(exc)]
+    if exc.upid is not None:
+        try:
+            lines = await task_log_lines(pve, exc.upid) + lines
+        except PveCallError:
+            pass
+    for line in lines:
+        if NO_SPACE.search(line):
+            return f"storage {storage} on {pve.node} is full: {line.strip()}"
+    return None

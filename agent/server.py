@@ -1,6 +1,6 @@
 """The agent's HTTP server.
 
-Orders (uploads, exports, imports, staging, VMs, transfers, receive state) are taken only from a
+Orders (uploads, exports, imports, clones, staging, VMs, transfers, receive state) are taken only from a
 caller presenting this node's own credential: the coordinator. Peers present nothing but
 a ticket the coordinator signed (and the session it opened); /health is for anyone.
 """
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from agent import shutdown
 from agent.appkeys import (
+    CLONER,
     CONFIG,
     CREDENTIAL,
     EVICTOR,
@@ -37,13 +38,14 @@ from agent.appkeys import (
     TRANSFER_POLICY,
     VM_JOURNAL,
 )
+from agent.cloner import Cloner
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.pve import NodePve
-from agent.routes import exports, health, imports, staging, uploads, vms
+from agent.routes import clones, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
@@ -118,6 +120,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[IMPORTER] = Importer(
         app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
     )
+    app[CLONER] = Cloner(app[PVE], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib)
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
     app[SENDER] = Sender(
@@ -151,6 +154,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_post("/v1/exports", exports.start_export)
     app.router.add_get("/v1/exports/{upload_id:[0-9]+}", exports.get_export)
     app.router.add_post("/v1/exports/{upload_id:[0-9]+}/cancel", exports.cancel_export)
+    app.router.add_post("/v1/clones", clones.start_clone)
+    app.router.add_get("/v1/clones/{key}", clones.get_clone)
+    app.router.add_post("/v1/clones/{key}/cancel", clones.cancel_clone)
     app.router.add_get("/v1/vms", vms.list_vms)
     app.router.add_get("/v1/vms/{vmid:[0-9]+}", vms.get_vm)
     app.router.add_delete("/v1/vms/{vmid:[0-9]+}", vms.delete_vm)

@@ -1,5 +1,5 @@
 """A graceful stop (SIGTERM): say what was in flight and what is left to resume, end
-imports cleanly, and be gone well within systemd's TimeoutStopSec (30 s in our unit).
+imports and clones cleanly, and be gone well within systemd's TimeoutStopSec (30 s in our unit).
 
 Deadline: imports get IMPORT_STOP_WAIT to stop their PVE task and remove their unfinished
 VM, in-flight requests REQUEST_GRACE, the goodbye to the coordinator 3 s: STOP_DEADLINE in
@@ -10,11 +10,12 @@ once; a PVE that does not is waited for IMPORT_STOP_WAIT, then systemd's deadlin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
-from agent.appkeys import EXPORTER, IMPORTER, RECEIVES, SENDER
+from agent.appkeys import CLONER, EXPORTER, IMPORTER, RECEIVES, SENDER
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ def in_flight(app: web.Application) -> list[str]:
         "its partial copy removed; the coordinator gives the template from that VM up"
         for op in app[EXPORTER].ops.values()
         if op.state == "running"
+    ]
+    lines += [
+        f"clone {op.req.key} of VM {op.req.source_vmid} to {op.req.vmid} ({op.phase}, {op.progress:.0f} %): "
+        "left to resume: its PVE task is stopped and its unfinished VM removed; the coordinator asks again"
+        for op in app[CLONER].running()
     ]
     lines += [
         f"receive of sync task {r.rec.task_id} ({r.rec.verified} of {r.rec.size} bytes verified): left "
@@ -63,4 +69,4 @@ async def on_shutdown(app: web.Application) -> None:
     for line in work:
         log.info("stopping: %s", line)
     await app[EXPORTER].stop(REQUEST_GRACE)  # (its part file goes: the coordinator gives the export up)
-    await app[IMPORTER].stop(IMPORT_STOP_WAIT)
+    await asyncio.gather(app[IMPORTER].stop(IMPORT_STOP_WAIT), app[CLONER].stop(IMPORT_STOP_WAIT))

@@ -35,10 +35,17 @@ coordinator's database whether it is still wanted. A VM is removed only when bot
 by a job of its own key (retry, failure clean-up), by a cascade delete of its template, or
 by the sweep (coordinator/jobs/vm_sweep.py) when no row accounts for its VMID.
 
-An entry vouches only for a VM at ``lock: create`` with no marker (``owner_key``): a VM
-that a create of ours finished carries the marker, so a journaled VMID whose VM has
-neither is someone else's. The file is tiny (one entry per import in flight) and every
-change replaces it atomically (written to a temporary file, fsynced, renamed).
+An entry vouches only for a VM at its create's lock (``lock: create`` for an import,
+``lock: clone`` for a clone) with no marker (``owner_key``): a VM that a create of ours
+finished carries the marker, so a journaled VMID whose VM has neither is someone else's.
+The file is tiny (one entry per import or clone in flight, plus finished clones for a
+day: agent/cloner.py says why) and every change replaces it atomically (written to a
+temporary file, fsynced, renamed).
+
+Clones (keys ``c<N>``, agent/cloner.py) use the same journal and a marker of their own,
+``[pvesphere c<N>]``, only while they are being made: a finished clone is the user's VM and
+carries no marker. No template key prefix (a cascade delete's ``t<id>-``, the sweep's ``t``)
+covers a clone key (``belongs``), so neither ever takes a clone, half-made or not.
 """
 
 from __future__ import annotations
@@ -54,8 +61,14 @@ from typing import Any
 from shared.private_files import replace_private
 
 log = logging.getLogger(__name__)
-MARKER = re.compile(r"\[pvesphere (t[0-9]+-[us][0-9]+)\]")
+# t<template>-u<upload> / t<template>-s<sync task>: an import; c<clone>: a clone being made.
+MARKER = re.compile(r"\[pvesphere (t[0-9]+-[us][0-9]+|c[0-9]+)\]")
 CREATE_LOCK = "create"
+# PVE's clone writes its temporary config as `lock: clone` (API2/Qemu.pm clone_vm).
+CLONE_LOCK = "clone"
+# A finished clone's entry is kept this long: a coordinator that lost the answer (the agent
+# restarted between the clone's end and its next look) then still hears "done".
+DONE_KEEP_SECONDS = 86400.0
 
 
 def marker(key: str) -> str:
@@ -63,20 +76,37 @@ def marker(key: str) -> str:
     return f"[pvesphere {key}]"
 
 
+def is_clone_key(key: str) -> bool:
+    return key.startswith("c")
+
+
+def is_template_key(key: str) -> bool:
+    """Whether ``key`` is an import's (the VM it marks is one of our templates)."""
+    return key.startswith("t")
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str
     # When the entry was written (Unix time): before PVE was asked to create the VM.
     at: float
+    # A clone that finished (its marker removed): vouches for nothing, remembers the key.
+    done: bool = False
+
+    @property
+    def lock(self) -> str:
+        """The lock PVE holds on the VM while the create this entry announced runs."""
+        return CLONE_LOCK if is_clone_key(self.key) else CREATE_LOCK
 
 
 def owner_key(config: dict[str, Any], entry: Entry | None) -> str | None:
     """The key of the pvesphere import that made the VM with ``config``, or None if the VM is
-    not provably ours: its marker, or else a journal entry for a VM still at ``lock: create``."""
+    not provably ours: its marker, or else a journal entry for a VM still at its create's lock
+    (``lock: create``, or ``lock: clone`` for a clone)."""
     found = MARKER.search(str(config.get("description", "")))
     if found:
         return found.group(1)
-    if entry is not None and config.get("lock") == CREATE_LOCK:
+    if entry is not None and not entry.done and config.get("lock") == entry.lock:
         return entry.key
     return None
 
@@ -104,11 +134,24 @@ class VmJournal:
         except (OSError, ValueError) as exc:
             # Refuse to start rather than forget what we may have half made.
             raise RuntimeError(f"VM journal {self.path} is unreadable: {exc}") from exc
-        return {int(vmid): Entry(str(e["key"]), float(e["at"])) for vmid, e in raw.items()}
+        return {
+            int(vmid): Entry(str(e["key"]), float(e["at"]), bool(e.get("done", False)))
+            for vmid, e in raw.items()
+        }
 
     def _save(self) -> None:
-        data = {str(vmid): {"key": e.key, "at": e.at} for vmid, e in sorted(self.entries.items())}
+        old = time.time() - DONE_KEEP_SECONDS
+        for vmid in [v for v, e in self.entries.items() if e.done and e.at < old]:
+            del self.entries[vmid]
+        data = {
+            str(vmid): {"key": e.key, "at": e.at, **({"done": True} if e.done else {})}
+            for vmid, e in sorted(self.entries.items())
+        }
         replace_private(self.path, (json.dumps(data, indent=1) + "\n").encode())
+
+    def in_flight(self) -> dict[int, Entry]:
+        """The entries of creates and clones not finished (those that can vouch for a VM)."""
+        return {vmid: e for vmid, e in self.entries.items() if not e.done}
 
     def get(self, vmid: int) -> Entry | None:
         return self.entries.get(vmid)
@@ -116,6 +159,12 @@ class VmJournal:
     def record(self, vmid: int, key: str) -> None:
         """Before PVE is asked to create ``vmid`` for import ``key``: on disk when this returns."""
         self.entries[vmid] = Entry(key, time.time())
+        self._save()
+
+    def finished_clone(self, vmid: int, key: str) -> None:
+        """Clone ``key`` is about to drop its marker: from now on the entry only remembers that
+        the VM was finished for that key (it vouches for nothing)."""
+        self.entries[vmid] = Entry(key, time.time(), done=True)
         self._save()
 
     def forget(self, vmid: int) -> None:

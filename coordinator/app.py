@@ -21,6 +21,7 @@ from coordinator.agents.links import AgentLinks
 from coordinator.api import (
     agent_api,
     agents,
+    clones,
     clusters,
     from_vm,
     health,
@@ -37,6 +38,7 @@ from coordinator.api.token_cache import TokenCache
 from coordinator.appkeys import (
     AGENT_TLS,
     AGENTS,
+    CLONES,
     CONFIG,
     CREDENTIALS,
     DB,
@@ -57,18 +59,20 @@ from coordinator.appkeys import (
 from coordinator.config import CoordinatorConfig
 from coordinator.db.fast_reads import open_reads
 from coordinator.db.migrate import SCHEMA_HEAD, current_revision
-from coordinator.db.models import TemplateDeletion, TemplateSyncTask, TemplateUpload
+from coordinator.db.models import Clone, TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
 from coordinator.errors import CoordinatorError, Refusal
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
+from coordinator.jobs.clones import CloneJobs
 from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
 from coordinator.jobs.vm_sweep import sweep_vms
 from coordinator.shared_limits import SharedLimit
+from coordinator.states import clone as clone_states
 from coordinator.states import sync_task
 from coordinator.states.deletion import DeletionStatus
 from coordinator.states.upload import IMPORT_QUEUE
@@ -89,6 +93,7 @@ USER_API = [
     from_vm.routes,
     templates.routes,
     sync_tasks.routes,
+    clones.routes,
 ]
 JANITOR_INTERVAL = 30.0
 # Seconds a client is asked to wait while the database does not answer (a MariaDB restart
@@ -165,6 +170,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     _add_import_runner(app)
     _add_sync_runners(app)
     _add_delete_runner(app)
+    _add_clone_runner(app)
     background = _start_background(app)
     log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
     yield
@@ -172,6 +178,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[IMPORTS].stop()
     await app[SYNC_WATCHERS].stop()
     await app[DELETES].stop()
+    await app[CLONES].stop()
     await http.close()
     await app[READS].close()
     await engine.dispose()
@@ -267,6 +274,24 @@ def _add_delete_runner(app: web.Application) -> None:
     )
 
 
+def _add_clone_runner(app: web.Application) -> None:
+    config = app[CONFIG]
+    jobs = CloneJobs(config, app[DB], app[AGENTS], app[INVENTORY])
+    app[CLONES] = JobRunner(
+        "clone",
+        app[DB],
+        Clone,
+        clone_states.ACTIVE,
+        jobs.run,
+        give_up=jobs.give_up,
+        limits=config.error_limits("clone"),
+        # most wait (for a sync task, a node's slot); max_clones_per_node limits the real work
+        concurrency=64,
+        lease=config.job_lease_seconds,
+        poll=1.0,
+    )
+
+
 def _start_background(app: web.Application) -> list[asyncio.Task[None]]:
     lease = app[CONFIG].job_lease_seconds
     return [
@@ -275,6 +300,7 @@ def _start_background(app: web.Application) -> list[asyncio.Task[None]]:
         asyncio.create_task(app[SYNCS].run_forever(), name="sync-scheduler"),
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(app[DELETES].run_forever(), name="deletes"),
+        asyncio.create_task(app[CLONES].run_forever(), name="clones"),
         asyncio.create_task(_janitor(app), name="janitor"),
         asyncio.create_task(shared_limits.keep_alive(app[DB], lease), name="shared-limits"),
         asyncio.create_task(_vm_sweeper(app), name="vm-sweep"),

@@ -42,5 +42,7 @@ SYNC_WATCHERS: web.AppKey[JobRunner] = web.AppKey("sync_watchers")
 # Cascade deletes: the jobs' runner (leases, background attempts) and the attempts themselves.
 DELETES: web.AppKey[JobRunner] = web.AppKey("deletes")
 DELETE_JOBS: web.AppKey[DeleteJobs] = web.AppKey("delete_jobs")
+# Clones: the jobs' runner (pending, waiting_for_sync, cloning clones; coordinator/jobs/clones.py).
+CLONES: web.AppKey[JobRunner] = web.AppKey("clones")
 # Checks agents' certificates (coordinator/listeners.py, agent_tls).
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)

@@ -50,6 +50,16 @@ class CoordinatorConfig:
     # VMIDs given to templates.
     template_vmid_min: int = 9000
     template_vmid_max: int = 9999
+    # VMIDs given to clones (issue 13): clone_vmid_min..clone_vmid_max, apart from templates';
+    # 0 and 0: from PVE's next free id (/cluster/nextid) up.
+    clone_vmid_min: int = 0
+    clone_vmid_max: int = 0
+    # Clones running at once on one node (over every replica); more wait for a free slot.
+    max_clones_per_node: int = 2
+    # How long to wait for an agent's clone: clone_timeout seconds plus clone_seconds_per_gib
+    # for every GiB of the image (a full clone copies the whole disk; a linked one is instant).
+    clone_timeout: float = 600.0
+    clone_seconds_per_gib: float = 120.0
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
     # A job whose handler raises unexpectedly (a bug, an answer the coordinator cannot read;
@@ -66,6 +76,8 @@ class CoordinatorConfig:
     # A cascade delete that gave up leaves its template `deleting`; asking again restarts it.
     delete_max_errors: int = 5
     delete_error_deadline: float = 3600.0
+    clone_max_errors: int = 5
+    clone_error_deadline: float = 3600.0
     # Imports run at once over every replica (each waits on one agent); more wait for a free slot.
     max_concurrent_imports: int = 4
     # How long to wait for an agent's import: import_timeout seconds plus
@@ -101,12 +113,13 @@ class CoordinatorConfig:
     ready_requires_agents: bool = False
     log_level: str = "info"
 
-    def error_limits(self, kind: Literal["import", "sync", "delete"]) -> ErrorLimits:
+    def error_limits(self, kind: Literal["import", "sync", "delete", "clone"]) -> ErrorLimits:
         """The job engine's limits for one kind of job (see job_error_retry_seconds)."""
         max_errors, deadline = {
             "import": (self.import_max_errors, self.import_error_deadline),
             "sync": (self.sync_max_errors, self.sync_error_deadline),
             "delete": (self.delete_max_errors, self.delete_error_deadline),
+            "clone": (self.clone_max_errors, self.clone_error_deadline),
         }[kind]
         return ErrorLimits(max_errors, deadline, retry_first=self.job_error_retry_seconds)
 
@@ -137,6 +150,20 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
     cfg = load_config(CoordinatorConfig, path, ENV_PREFIX, overrides=overrides)
     if not 100 <= cfg.template_vmid_min <= cfg.template_vmid_max <= 999_999_999:
         raise ConfigError("template_vmid_min..template_vmid_max must be a range within 100..999999999")
+    if (cfg.clone_vmid_min, cfg.clone_vmid_max) != (0, 0) and not (
+        100 <= cfg.clone_vmid_min <= cfg.clone_vmid_max <= 999_999_999
+    ):
+        raise ConfigError("clone_vmid_min..clone_vmid_max must be a range within 100..999999999 (or both 0)")
+    if _overlap((cfg.clone_vmid_min, cfg.clone_vmid_max), (cfg.template_vmid_min, cfg.template_vmid_max)):
+        raise ConfigError(
+            "clone_vmid_min..clone_vmid_max must not overlap template_vmid_min..template_vmid_max"
+        )
+    if cfg.max_clones_per_node < 1 or cfg.clone_max_errors < 1 or cfg.clone_error_deadline <= 0:
+        raise ConfigError(
+            "max_clones_per_node, clone_max_errors must be at least 1, clone_error_deadline > 0"
+        )
+    if cfg.clone_timeout <= 0 or cfg.clone_seconds_per_gib < 0:
+        raise ConfigError("clone_timeout must be more than 0 seconds, clone_seconds_per_gib at least 0")
     if cfg.max_inbound_per_node < 1 or cfg.max_outbound_per_node < 1:
         raise ConfigError("max_inbound_per_node and max_outbound_per_node must be at least 1")
     if cfg.sync_max_attempts < 1:
@@ -171,3 +198,7 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a != (0, 0) and a[0] <= b[1] and b[0] <= a[1]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.db.models import (
     Agent,
+    Clone,
     TemplateDeletion,
     TemplateInstance,
     TemplateSyncTask,
@@ -46,12 +47,15 @@ from coordinator.db.models import (
 from coordinator.db.types import utcnow
 from coordinator.deletion_plan import IMPORT_STOPPED, IMPORT_STOPPING, NEEDS_PVE, Step, plan, retry_delay
 from coordinator.errors import Conflict, CoordinatorError, not_found
+from coordinator.inventory.pve_client import PveError
 from coordinator.jobs.imports import import_key
+from coordinator.states import clone as clone_states
 from coordinator.states import deletion as deletion_states
 from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states import template as template_states
 from coordinator.states import upload as upload_states
+from coordinator.states.clone import CloneStatus
 from coordinator.states.deletion import DeletionStatus
 from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
@@ -91,10 +95,17 @@ class Started:
 
 
 async def start_cascade(
-    db: async_sessionmaker[AsyncSession], template_id: int, actor: str, lease: float
+    db: async_sessionmaker[AsyncSession],
+    template_id: int,
+    actor: str,
+    lease: float,
+    in_pve: Callable[[int], Awaitable[set[int]]] | None = None,
 ) -> Started:
     """Mark the template deleting and its job running, leased to this process; or find the
-    deletion under way. NotFound/Conflict (nothing changed) when it cannot start."""
+    deletion under way. NotFound/Conflict (nothing changed) when it cannot start.
+    ``in_pve(cluster_id)``: the VMIDs PVE holds (a linked clone removed in PVE no longer
+    keeps its template)."""
+    await refuse_linked_clones(db, template_id, in_pve)
     async with db() as session:
         template = await session.get(VmTemplate, template_id)
         if template is None:
@@ -136,6 +147,60 @@ async def _refuse_under_running_work(session: AsyncSession, template_id: int) ->
             ErrorSlug.SYNC_RUNNING,
             f"sync task {running} of template {template_id} is running; cancel it or wait",
         )
+    cloning = await session.scalar(
+        select(Clone.id).where(Clone.template_id == template_id, Clone.status.in_(clone_states.ACTIVE))
+    )
+    if cloning is not None:
+        raise Conflict(
+            ErrorSlug.CLONE_RUNNING,
+            f"clone {cloning} of template {template_id} is under way; wait for it to end",
+        )
+
+
+async def refuse_linked_clones(
+    db: async_sessionmaker[AsyncSession],
+    template_id: int,
+    in_pve: Callable[[int], Awaitable[set[int]]] | None,
+) -> None:
+    """409 naming the linked clones that still use the template's base disks: PVE refuses to
+    remove a base volume a linked clone is made from (its storage's `volume is used by other
+    VMs` check), and so do we, before anything changes. A clone whose VM is gone from PVE
+    (an administrator destroyed it) no longer counts; a PVE that does not answer, all do."""
+    async with db() as session:
+        clones = list(
+            await session.scalars(
+                select(Clone)
+                .where(
+                    Clone.template_id == template_id,
+                    Clone.linked.is_(True),
+                    Clone.status == CloneStatus.COMPLETED,
+                )
+                .order_by(Clone.id)
+            )
+        )
+    if not clones:
+        return
+    used: set[int] | None = None
+    if in_pve is not None:
+        try:
+            used = await in_pve(clones[0].cluster_id)
+        except PveError as exc:
+            log.warning("template %s: linked clones not checked with PVE: %s", template_id, exc.message)
+    left = [c for c in clones if used is None or c.vmid in used]
+    if not left:
+        return
+    named = ", ".join(f"clone {c.id} (VM {c.vmid} {c.name!r} on {c.node_name})" for c in left[:20])
+    more = f" and {len(left) - 20} more" if len(left) > 20 else ""
+    raise Conflict(
+        ErrorSlug.HAS_LINKED_CLONES,
+        f"template {template_id} has linked clones that use its disks: {named}{more}; destroy those "
+        "VMs first (PVE refuses to remove a base volume a linked clone uses)",
+        {
+            "clones": [
+                {"clone_id": c.id, "vmid": c.vmid, "name": c.name, "node_name": c.node_name} for c in left
+            ]
+        },
+    )
 
 
 async def _running_sync(session: AsyncSession, template_id: int) -> int | None:

@@ -48,6 +48,7 @@ SERVED: tuple[tuple[str, str], ...] = (
     ("/nodes/{node}/qemu/{vmid}", "GET"),
     ("/nodes/{node}/qemu/{vmid}", "DELETE"),
     ("/nodes/{node}/qemu/{vmid}/config", "GET"),
+    ("/nodes/{node}/qemu/{vmid}/config", "PUT"),
     ("/nodes/{node}/qemu/{vmid}/status/current", "GET"),
     ("/nodes/{node}/qemu/{vmid}/status/start", "POST"),
     ("/nodes/{node}/qemu/{vmid}/status/stop", "POST"),

@@ -86,6 +86,7 @@ class Cluster:
         }
         self.vmlist: dict[int, str] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._shared: dict[int, int] = {}  # VMID -> holders of a shared lock
         self.import_rate_limit: int | None = None
         for node in self.nodes:
             for storage in self.storages.values():
@@ -229,18 +230,43 @@ class Cluster:
         if self.vmlist.get(vmid) == node:
             del self.vmlist[vmid]
 
-    @contextlib.asynccontextmanager
-    async def lock_vm(self, vmid: int, timeout: float) -> AsyncIterator[None]:
-        """lock_config_full: a per-VMID lock, failing like PVE's flock after `timeout`."""
+    async def _lock_vm_file(self, vmid: int, timeout: float) -> asyncio.Lock:
+        """flock on the VM's lock file, failing like PVE's after ``timeout``."""
         lock = self._locks.setdefault(vmid, asyncio.Lock())
         try:
             await asyncio.wait_for(lock.acquire(), timeout)
         except TimeoutError:
             raise die(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout") from None
+        return lock
+
+    @contextlib.asynccontextmanager
+    async def lock_vm(self, vmid: int, timeout: float) -> AsyncIterator[None]:
+        """lock_config_full: a per-VMID exclusive lock; it also waits for the holders of shared
+        locks (lock_vm_shared) to let go."""
+        deadline = time.monotonic() + timeout
+        lock = await self._lock_vm_file(vmid, timeout)
         try:
+            while self._shared.get(vmid):
+                if time.monotonic() >= deadline:
+                    raise die(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
+                await asyncio.sleep(0.05)
             yield
         finally:
             lock.release()
+
+    @contextlib.asynccontextmanager
+    async def lock_vm_shared(self, vmid: int, timeout: float) -> AsyncIterator[None]:
+        """lock_config_shared (flock LOCK_SH): any number of holders at once (clones of one
+        stopped template run side by side), none while an exclusive lock is held."""
+        lock = await self._lock_vm_file(vmid, timeout)
+        self._shared[vmid] = self._shared.get(vmid, 0) + 1
+        lock.release()
+        try:
+            yield
+        finally:
+            self._shared[vmid] -= 1
+            if not self._shared[vmid]:
+                del self._shared[vmid]
 
     def next_pid_dirs_cleanup(self) -> None:
         """Remove leftovers of interrupted atomic writes."""

@@ -1,9 +1,21 @@
-"""Storage types (dir, nfs, lvmthin, rbd): volume names, paths, allocation, capacity.
+"""Storage types (dir, nfs, lvmthin, lvm, rbd, zfspool): volume names, paths, allocation,
+capacity, and which volumes can be cloned how.
 
 Every storage keeps real files: a `dir`/`nfs` storage is a directory tree laid out as PVE's
-(images/<vmid>/vm-<vmid>-disk-<n>.<fmt>, import/, template/iso/ ...); `lvmthin` and `rbd`
-volumes are raw files named like the logical volume / RBD image. Local storages have one
-directory per node, shared ones (nfs, rbd) one for the whole cluster.
+(images/<vmid>/vm-<vmid>-disk-<n>.<fmt>, import/, template/iso/ ...); `lvmthin`, `lvm`,
+`rbd` and `zfspool` volumes are raw files named like the logical volume / RBD image / zvol.
+Local storages have one directory per node, shared ones (nfs, rbd) one for the whole cluster.
+
+What a volume supports (``volume_has_feature``) is each pve-storage plugin's table, for a
+volume without a snapshot (the emulator has none), in pve-storage src/PVE/Storage/:
+Plugin.pm (dir, nfs: linked clones of raw, qcow2 and vmdk base volumes, as qcow2 overlays),
+LvmThinPlugin.pm, RBDPlugin.pm and ZFSPoolPlugin.pm (linked clones of base volumes, templates
+of current ones), LVMPlugin.pm (thick: copies only; its template and clone features are
+commented out, so a VM there becomes a template without a base volume, and is full-cloned).
+A linked clone's volume name says which base it uses on dir/nfs (``9000/base-9000-disk-0.raw/
+101/vm-101-disk-0.qcow2``), rbd and zfspool (``base-9000-disk-0/vm-101-disk-0``), never on
+lvmthin (LvmThinPlugin.pm: "not tracking this relationship in their volume IDs"): PVE refuses
+to free a base volume in use only where the name tells (Storage.pm volume_is_base_and_used).
 """
 
 from __future__ import annotations
@@ -180,15 +192,28 @@ class Storage:
     async def create_base(self, node: str, volname: str, log: LogFn) -> str:
         raise NotImplementedError
 
+    async def clone_image(self, node: str, volname: str, vmid: int, log: LogFn) -> str:
+        """Plugin clone_image: a linked clone of base volume ``volname`` for ``vmid``."""
+        raise die("clone_image only works on base images")
+
     async def list_images(self, node: str, vmid: int | None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     async def size_info(self, node: str, volname: str) -> disks.SizeInfo:
         raise NotImplementedError
 
-    def has_template_feature(self, volname: str) -> bool:
-        """volume_has_feature(..., 'template'): only non-base volumes can become templates."""
-        return not self.parse_volname(volname).is_base
+    # feature -> "base" | "current" -> formats (None: any format), from the plugin's table
+    features: ClassVar[dict[str, dict[str, frozenset[str] | None]]] = {}
+
+    def volume_has_feature(self, feature: str, volname: str) -> bool:
+        """Plugin volume_has_feature for a volume without a snapshot."""
+        vol = self.parse_volname(volname)
+        by_kind = self.features.get(feature, {})
+        kind = "base" if vol.is_base else "current"
+        if kind not in by_kind:
+            return False
+        formats = by_kind[kind]
+        return formats is None or vol.format in formats
 
     def disk_names(self, node: str, vmid: int) -> list[str]:
         raise NotImplementedError
@@ -274,11 +299,26 @@ class Storage:
         return out
 
 
+_IMAGE_FORMATS = frozenset({"raw", "qcow2", "vmdk"})
+# LvmThinPlugin.pm, RBDPlugin.pm, ZFSPoolPlugin.pm (their tables do not look at the format)
+_BLOCK_FEATURES: dict[str, dict[str, frozenset[str] | None]] = {
+    "clone": {"base": None},
+    "template": {"current": None},
+    "copy": {"base": None, "current": None},
+}
+
+
 class DirStorage(Storage):
     type = "dir"
     has_path = True
     valid_content = frozenset({"images", "rootdir", "vztmpl", "iso", "backup", "snippets", "none", "import"})
     formats = (frozenset({"raw", "qcow2", "vmdk", "subvol"}), "raw")
+    # Plugin.pm: a linked clone is a qcow2 overlay on a base volume of any image format
+    features = {
+        "clone": {"base": _IMAGE_FORMATS},
+        "template": {"current": _IMAGE_FORMATS | {"subvol"}},
+        "copy": {"base": _IMAGE_FORMATS, "current": _IMAGE_FORMATS},
+    }
 
     def prepare(self, node: str) -> None:
         root = self.root(node)
@@ -404,6 +444,22 @@ class DirStorage(Storage):
         newpath.chmod(0o444)  # nobody should write a base image
         return newvol
 
+    async def clone_image(self, node: str, volname: str, vmid: int, log: LogFn) -> str:
+        """Plugin.pm clone_image: a qcow2 overlay whose backing file is the base volume."""
+        vol = self.parse_volname(volname)
+        if not vol.is_base:
+            raise die("clone_image only works on base images")
+        imagedir = self.root(node) / "images" / str(vmid)
+        imagedir.mkdir(parents=True, exist_ok=True)
+        name = self.next_disk_name(node, vmid, "qcow2", suffix=True)
+        log(f"clone {volname}: images, {name}, {vmid} to {name} (base=../{vol.vmid}/{vol.name})")
+        backing = f"../{vol.vmid}/{vol.name}"
+        cmd = [disks.QEMU_IMG, "create", "-b", backing, "-F", vol.format, "-f", "qcow2", str(imagedir / name)]
+        rc, _out, err = await disks.run(cmd)
+        if rc != 0:
+            raise die(err.strip() or f"command '{disks.cmd_string(cmd)}' failed: exit code {rc}")
+        return f"{vol.vmid}/{vol.name}/{vmid}/{name}"
+
     async def list_images(self, node: str, vmid: int | None) -> list[dict[str, Any]]:
         imagedir = self.root(node) / "images"
         res: list[dict[str, Any]] = []
@@ -466,6 +522,53 @@ class _BlockStorage(Storage):
 
     valid_content = frozenset({"images", "rootdir"})
     granularity = 1 << 20
+    features = _BLOCK_FEATURES
+    # Whether a linked clone's volume name carries its base (rbd, zfspool: "base-X/vm-Y"):
+    # the emulator keeps the base's name beside the clone's file (.parent-<clone>).
+    names_parent: ClassVar[bool] = False
+
+    def _parent_file(self, node: str, name: str) -> Path:
+        return self.root(node) / f".parent-{name}"
+
+    def _with_parent(self, node: str, name: str) -> str:
+        """The volume name PVE lists for volume ``name`` (its base in front, if it has one)."""
+        if not self.names_parent:
+            return name
+        try:
+            return f"{self._parent_file(node, name).read_text().strip()}/{name}"
+        except FileNotFoundError:
+            return name
+
+    async def clone_image(self, node: str, volname: str, vmid: int, log: LogFn) -> str:
+        """A thin copy of a base volume (an LVM-thin snapshot, an RBD clone, a ZFS clone of
+        the base's @__base__ snapshot): reflinked where the filesystem can."""
+        vol = self.parse_volname(volname)
+        if not vol.is_base:
+            raise die("clone_image only works on base images")
+        name = self.next_disk_name(node, vmid, "raw", suffix=False)
+        dst = self.root(node) / name
+        rc, _out, err = await disks.run(
+            ["cp", "--reflink=auto", "--sparse=always", str(self.root(node) / vol.name), str(dst)]
+        )
+        if rc != 0:
+            dst.unlink(missing_ok=True)
+            raise die(err.strip())
+        dst.chmod(0o644)
+        if self.names_parent:
+            self._parent_file(node, name).write_text(vol.name + "\n")
+            return f"{vol.name}/{name}"
+        return name
+
+    def _remove(self, node: str, volname: str) -> bool:
+        """Remove the volume's file (and its parent note); whether there was one."""
+        vol = self.parse_volname(volname)
+        path = self.root(node) / vol.name
+        self._parent_file(node, vol.name).unlink(missing_ok=True)
+        if not path.exists():
+            return False
+        path.chmod(0o644)
+        path.unlink()
+        return True
 
     def path(self, node: str, volname: str) -> Path:
         vol = self.parse_volname(volname)
@@ -505,7 +608,7 @@ class _BlockStorage(Storage):
             if vmid is not None and owner != vmid:
                 continue
             st = f.stat()
-            res.append(self._image_entry(f.name, owner, st))
+            res.append(self._image_entry(self._with_parent(node, f.name), owner, st))
         return res
 
     def _image_entry(self, name: str, owner: int, st: os.stat_result) -> dict[str, Any]:
@@ -550,10 +653,7 @@ class LvmThinStorage(_BlockStorage):
         return name
 
     async def free(self, node: str, volname: str, log: LogFn) -> None:
-        path = self.path(node, volname)
-        if path.exists():
-            path.chmod(0o644)
-            path.unlink()
+        if self._remove(node, volname):
             log(f'  Logical volume "{volname}" successfully removed.')
 
     async def create_base(self, node: str, volname: str, log: LogFn) -> str:
@@ -574,6 +674,7 @@ class LvmThinStorage(_BlockStorage):
 
 class RbdStorage(_BlockStorage):
     type = "rbd"
+    names_parent = True
 
     def parse_volname(self, volname: str) -> VolName:
         m = re.fullmatch(r"((base-(\d+)-\S+)/)?((base)?(vm)?-(\d+)-\S+)", volname)
@@ -590,22 +691,80 @@ class RbdStorage(_BlockStorage):
         return name
 
     async def free(self, node: str, volname: str, log: LogFn) -> None:
-        path = self.path(node, volname)
-        if path.exists():
-            path.chmod(0o644)
-            path.unlink()
+        self._remove(node, volname)
 
     async def create_base(self, node: str, volname: str, log: LogFn) -> str:
         return self._rename_to_base(node, volname)[1]
 
     def _image_entry(self, name: str, owner: int, st: os.stat_result) -> dict[str, Any]:
+        base, _, image = name.rpartition("/")
         return {
             "volid": self.volid(name),
-            "name": name,
+            "name": image,
             "format": "raw",
             "size": st.st_size,
             "vmid": owner,
-            "parent": None,
+            "parent": f"{base}@__base__" if base else None,
+            "ctime": int(st.st_ctime),
+        }
+
+
+class ZfsPoolStorage(RbdStorage):
+    """ZFSPoolPlugin.pm for VM disks (zvols; no subvol: the emulator has no containers)."""
+
+    type = "zfspool"
+
+    def parse_volname(self, volname: str) -> VolName:
+        m = re.fullmatch(r"(((base|basevol)-(\d+)-\S+)/)?((base|basevol|vm|subvol)-(\d+)-\S+)", volname)
+        if not m:
+            raise die(f"unable to parse zfs volume name '{volname}'")
+        fmt = "subvol" if m.group(6) in ("subvol", "basevol") else "raw"
+        basevmid = int(m.group(4)) if m.group(4) else None
+        is_base = m.group(6) in ("base", "basevol")
+        return VolName("images", m.group(5), int(m.group(7)), m.group(2), basevmid, is_base, fmt)
+
+
+class LvmStorage(_BlockStorage):
+    """LVMPlugin.pm (thick): volumes are allocated whole; copies only. Its template and clone
+    features are commented out in PVE's table: a VM here becomes a template without a base
+    volume (template_create skips the disk), and is cloned in full only."""
+
+    type = "lvm"
+    granularity = LVM_EXTENT
+    features = {"copy": {"base": frozenset({"raw", "qcow2"}), "current": frozenset({"raw", "qcow2"})}}
+
+    def parse_volname(self, volname: str) -> VolName:
+        m = re.fullmatch(r"(vm-(\d+)-\S+)", volname)
+        if not m:
+            raise die(f"unable to parse lvm volume name '{volname}'")
+        return VolName("images", m.group(1), int(m.group(2)), None, None, False, "raw")
+
+    def disk_names(self, node: str, vmid: int) -> list[str]:
+        return [n for n in super().disk_names(node, vmid) if n.startswith("vm-")]
+
+    async def alloc(self, node: str, vmid: int, fmt: str, name: str | None, size_kib: int, log: LogFn) -> str:
+        if fmt != "raw":
+            raise die(f"unsupported format '{fmt}'")
+        name = self._allocated_name(node, vmid, name)
+        path = self._create_file(node, name, size_kib)
+        with open(path, "r+b") as fh:  # thick: every extent allocated at once
+            os.posix_fallocate(fh.fileno(), 0, path.stat().st_size)
+        log(f'  Logical volume "{name}" created.')
+        return name
+
+    async def free(self, node: str, volname: str, log: LogFn) -> None:
+        if self._remove(node, volname):
+            log(f'  Logical volume "{volname}" successfully removed.')
+
+    async def create_base(self, node: str, volname: str, log: LogFn) -> str:
+        raise die("can't create base images in lvm storage")
+
+    def _image_entry(self, name: str, owner: int, st: os.stat_result) -> dict[str, Any]:
+        return {
+            "volid": self.volid(name),
+            "format": "raw",
+            "size": st.st_size,
+            "vmid": owner,
             "ctime": int(st.st_ctime),
         }
 
@@ -614,7 +773,9 @@ STORAGE_TYPES: dict[str, type[Storage]] = {
     "dir": DirStorage,
     "nfs": NfsStorage,
     "lvmthin": LvmThinStorage,
+    "lvm": LvmStorage,
     "rbd": RbdStorage,
+    "zfspool": ZfsPoolStorage,
 }
 
 

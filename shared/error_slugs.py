@@ -78,11 +78,20 @@ class ErrorSlug(StrEnum):
     NOT_CANCELABLE = "not_cancelable"
     NOT_FAILED = "not_failed"
     NOT_PENDING = "not_pending"
+    # -- clones (issue 13; clone_not_found is with the agent's) ----------------------------
+    VERSION_NOT_FOUND = "version_not_found"
+    NOT_ON_NODE = "not_on_node"  # the template has no available instance there (resolve)
+    VMID_TAKEN = "vmid_taken"
+    LINKED_CLONE_UNSUPPORTED = "linked_clone_unsupported"
+    TARGET_STORAGE_UNUSABLE = "target_storage_unusable"
+    HAS_LINKED_CLONES = "has_linked_clones"
+    CLONE_RUNNING = "clone_running"
     # -- an agent's orders ----------------------------------------------------------------
     AGENT_ERROR = "agent_error"  # an agent's error body without a slug
     BAD_RESPONSE = "bad_response"  # an agent's answer that is not what the message says
     AGENT_STOPPING = "agent_stopping"
     IMPORT_NOT_FOUND = "import_not_found"
+    CLONE_NOT_FOUND = "clone_not_found"
     VM_NOT_FOUND = "vm_not_found"
     VM_BUSY = "vm_busy"
     NOT_OURS = "not_ours"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.appkeys import IMPORTER, PVE, VM_JOURNAL
+from agent.appkeys import CLONER, IMPORTER, PVE, VM_JOURNAL
 from agent.pve import PveCallError
 from agent.pve_tasks import TaskFailed
 from agent.routes.responses import answer, json_error
@@ -22,8 +22,8 @@ async def delete_vm(request: web.Request) -> web.Response:
     if not prefix:
         return json_error(400, ErrorSlug.INVALID_REQUEST, "key_prefix is required")
     if_idle = request.query.get("if_idle", "0") == "1"
-    if if_idle and vmid in request.app[IMPORTER].running_vmids():
-        return json_error(409, ErrorSlug.VM_BUSY, f"VM {vmid} is being imported on this node")
+    if if_idle and vmid in busy_vmids(request.app):
+        return json_error(409, ErrorSlug.VM_BUSY, f"VM {vmid} is being imported or cloned on this node")
     try:
         done = await destroy(
             request.app[PVE], request.app[VM_JOURNAL], vmid, prefix, wait_for_create=not if_idle
@@ -37,6 +37,11 @@ async def delete_vm(request: web.Request) -> web.Response:
     if done is None:
         return answer(VmRemoved(vmid, removed=False))
     return answer(VmRemoved(vmid, removed=True, key=done.key, how=done.how))
+
+
+def busy_vmids(app: web.Application) -> set[int]:
+    """VMIDs an import or a clone of this agent is working on."""
+    return app[IMPORTER].running_vmids() | app[CLONER].running_vmids()
 
 
 async def list_vms(request: web.Request) -> web.Response:
@@ -54,20 +59,21 @@ async def list_vms(request: web.Request) -> web.Response:
     except PveCallError as exc:
         return json_error(502, ErrorSlug.PVE_ERROR, str(exc))
     present = {int(vm["vmid"]): vm for vm in listed}
-    importing = request.app[IMPORTER].running_vmids()
-    for vmid in [v for v in journal.entries if v not in present and v not in importing]:
+    importing = busy_vmids(request.app)
+    for vmid in [v for v in journal.in_flight() if v not in present and v not in importing]:
         journal.forget(vmid)  # never created, or removed since
+    in_flight = journal.in_flight()  # a finished clone's entry claims nothing: not listed for it
     vms = [
         ListedVm(
             vmid=vmid,
             name=str(vm.get("name", "")),
             lock=vm.get("lock"),
             template=int(vm.get("template") or 0) == 1,
-            journal_key=entry.key if (entry := journal.get(vmid)) else None,
+            journal_key=entry.key if (entry := in_flight.get(vmid)) else None,
             importing=vmid in importing,
         )
         for vmid, vm in sorted(present.items())
-        if low <= vmid <= high or vmid in journal.entries
+        if low <= vmid <= high or vmid in in_flight
     ]
     return answer(VmListing(node=pve.node, vms=vms))
 

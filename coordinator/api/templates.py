@@ -19,7 +19,7 @@ from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Accepted, Call, Routes
 from coordinator.api.template_reads import DeletionRow, InstanceRow, TemplateRow, UploadRow
 from coordinator.api.timefmt import UtcTime
-from coordinator.appkeys import DB, DELETE_JOBS, DELETES, READS
+from coordinator.appkeys import DB, DELETE_JOBS, DELETES, INVENTORY, READS
 from coordinator.db.models import (
     PveCluster,
     TemplateDeletion,
@@ -273,7 +273,9 @@ async def delete_template(call: Call) -> Deleted | Accepted[TemplateOut]:
     what is still to remove and why; the delete then finishes on its own once the
     part answers again (also across coordinator restarts). Asking again while it is
     deleting answers the same 202. Refused (409) while its file is still being
-    uploaded or a sync of it copies. A cascade also finishes what a soft delete left.
+    uploaded or a sync of it copies, while a clone of it is made, and while linked
+    clones use its disks (the answer names them, as PVE itself refuses). A cascade also
+    finishes what a soft delete left.
     """
     q: DeleteQuery = call.query
     template_id = call.path["id"]
@@ -281,7 +283,9 @@ async def delete_template(call: Call) -> Deleted | Accepted[TemplateOut]:
         await soft_delete(call.app[DB], template_id, call.actor)
         return Deleted(id=template_id, deleted=True, cascade=False)
     runner = call.app[DELETES]
-    started = await start_cascade(call.app[DB], template_id, call.actor, runner.lease)
+    started = await start_cascade(
+        call.app[DB], template_id, call.actor, runner.lease, call.app[INVENTORY].used_vmids
+    )
     if started.claimed:
         try:
             outcome = await runner.hold(

@@ -258,6 +258,62 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     creator: Mapped[str] = mapped_column(String(100), default="")
 
 
+class Clone(Timestamps, Leased, Base):
+    """A VM cloned from a template (issue 13), a durable job while it is pending, waiting for
+    its node's sync task or cloning (coordinator/states/clone.py), then the record of where
+    the clone came from (template, version).
+
+    ``vmid_key`` is the VMID while the clone is under way and NULL once it ended: the unique
+    (cluster, vmid_key) key lets no two clones in flight hold the same VMID, whichever replica
+    chose it (a finished clone's VM is in PVE's own list; a failed one's was destroyed).
+    """
+
+    __tablename__ = "clones"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "vmid_key"),
+        Index("ix_clones_status_next", "status", "next_attempt_at"),
+        # The API's lists, newest first by filter (a page read in index order).
+        Index("ix_clones_template_status_id", "template_id", "status", "id"),
+        Index("ix_clones_node_status_id", "node_id", "status", "id"),
+        Index("ix_clones_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"))
+    # 1 until templates have versions (contract 6.1).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    upload_id: Mapped[int] = mapped_column(Integer)
+    cluster_id: Mapped[int] = mapped_column(Integer)
+    # Where the clone goes.
+    node_id: Mapped[int] = mapped_column(Integer)
+    node_name: Mapped[str] = mapped_column(String(100))
+    # Whose agent clones: the node itself, or (a shared-storage template) the template VM's node.
+    source_node_id: Mapped[int] = mapped_column(Integer)
+    source_node_name: Mapped[str] = mapped_column(String(100))
+    # The template's VM there (NULL while its sync task has not made it yet).
+    source_vmid: Mapped[int | None] = mapped_column(Integer)
+    storage_name: Mapped[str] = mapped_column(String(100))
+    vmid: Mapped[int | None] = mapped_column(Integer)
+    vmid_key: Mapped[int | None] = mapped_column(Integer)
+    # The user named the VMID: a clone that finds it taken fails instead of choosing another.
+    vmid_given: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(128))
+    linked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What was asked: full (NULL: linked where the storage can), target_storage, vm_config (JSON).
+    requested_full: Mapped[bool | None] = mapped_column(Boolean)
+    target_storage: Mapped[str | None] = mapped_column(String(100))
+    vm_config: Mapped[str] = mapped_column(Text, default="{}")
+    # The image's size: scales the clone's deadline (a full clone copies the whole disk).
+    image_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # pending | waiting_for_sync | cloning | completed | failed (coordinator/states/clone.py)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    sync_task_id: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    creator: Mapped[str] = mapped_column(String(100), default="")
+
+
 class SyncTaskCount(Base):
     """Sync tasks per template and status, kept by triggers on template_sync_task
     (coordinator/db/sync_task_counts.py): the list's exact total without counting it."""

@@ -176,6 +176,11 @@ class PveClient:
         entries = self._get("cluster/resources", list[_Resource], type="vm")
         return {e.vmid for e in entries if e.vmid is not None}
 
+    def next_vmid(self) -> int:
+        """PVE's next free VMID (/cluster/nextid: the lowest free one from the datacenter's
+        next-id lower bound, 100 by default); it reserves nothing."""
+        return self._get("cluster/nextid", int)
+
     def snapshot(self) -> ClusterSnapshot:
         version = self._get("version", _Version)
         status = self._get("cluster/status", list[_StatusEntry])

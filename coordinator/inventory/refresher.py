@@ -134,12 +134,19 @@ class InventoryRefresher:
             return cluster
 
     async def used_vmids(self, cluster_id: int) -> set[int]:
+        client = await self._client_of(cluster_id)
+        return await asyncio.to_thread(client.used_vmids)
+
+    async def next_vmid(self, cluster_id: int) -> int:
+        client = await self._client_of(cluster_id)
+        return await asyncio.to_thread(client.next_vmid)
+
+    async def _client_of(self, cluster_id: int) -> PveClient:
         async with self.db() as session:
             cluster = await session.get(PveCluster, cluster_id)
             if cluster is None:
                 raise LookupError(cluster_id)
-            client = self.client(cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl)
-        return await asyncio.to_thread(client.used_vmids)
+            return self.client(cluster.api_url, cluster.token_id, cluster.token_secret, cluster.verify_ssl)
 
     async def run_forever(self) -> None:
         """Refresh every cluster every inventory_refresh_interval seconds."""

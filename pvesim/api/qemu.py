@@ -639,8 +639,8 @@ async def template(req: Request, params: dict[str, str]) -> Any:
                 if not parsed:
                     continue
                 storage, volname = cluster.volume(volid)
-                if not storage.has_template_feature(volname):
-                    continue
+                if not storage.volume_has_feature("template", volname):
+                    continue  # template_create: e.g. LVM (thick) keeps its volume as it is
                 drive["file"] = storage.volid(await storage.create_base(node, volname, ctx.log))
                 conf.values[key] = print_drive(key, drive)
                 # written after every disk, in case a later one fails
@@ -649,14 +649,20 @@ async def template(req: Request, params: dict[str, str]) -> Any:
     return req.fork_worker(node, "qmtemplate", str(vmid), worker)
 
 
+def _skiplock(req: Request, params: dict[str, str]) -> bool:
+    """Whether the call skips the VM's lock (only root@pam may)."""
+    skiplock = as_bool(params.get("skiplock"))
+    if skiplock and not req.principal.is_root_pam:
+        raise param_error({"skiplock": "Only root may use this option."})
+    return skiplock
+
+
 @route("DELETE", "/nodes/{node}/qemu/{vmid}")
 async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
     cluster = req.cluster
     node = params["node"]
     vmid = int(params["vmid"])
-    skiplock = as_bool(params.get("skiplock"))
-    if skiplock and not req.principal.is_root_pam:
-        raise param_error({"skiplock": "Only root may use this option."})
+    skiplock = _skiplock(req, params)
     req.check(f"/vms/{vmid}", ["VM.Allocate"])
 
     def early_checks() -> VmConfig:
@@ -674,6 +680,8 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
             conf = early_checks()
             if not skiplock and conf.lock and conf.lock != "suspended":
                 raise die(f"VM is locked ({conf.lock})")
+            if conf.is_template:
+                await _refuse_base_in_use(cluster, node, conf)
             owned: list[str] = []
             for _key, drive in conf.drives():
                 if drive_is_cdrom(drive, exclude_cloudinit=True):
@@ -719,6 +727,19 @@ async def destroy_vm(req: Request, params: dict[str, str]) -> Any:
             cluster.destroy_vm_config(node, vmid)
 
     return req.fork_worker(node, "qmdestroy", str(vmid), worker)
+
+
+async def _refuse_base_in_use(cluster: Cluster, node: str, conf: VmConfig) -> None:
+    """QemuServer::destroy_vm: a template whose base volume a linked clone still uses is not
+    destroyed (where the clone's volume name tells: not on LVM-thin, see pvesim/storage.py)."""
+    from pvesim.api.storage import volume_is_base_and_used
+
+    volids = [d.get("file") or "" for _k, d in conf.drives() if not drive_is_cdrom(d)]
+    for volid in volids + [v for _k, v in conf.unused()]:
+        if not parse_volume_id(volid):
+            continue
+        if await volume_is_base_and_used(cluster, node, volid):
+            raise die(f"base volume '{volid}' is still in use by linked cloned")
 
 
 def _random_mac() -> str:
@@ -791,10 +812,11 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
                 st, volname = cluster.volume(volid)
                 if not st.shared:
                     shared = False
-                vol = st.parse_volname(volname)
                 if full or drive_is_cloudinit(drive) or key == "tpmstate0":
+                    if not st.volume_has_feature("copy", volname):
+                        raise die(f"Full clone feature is not supported for '{volid}' ({key})")
                     fullclone.add(key)  # even a linked clone gets its own copy of these
-                elif not vol.is_base:
+                elif not st.volume_has_feature("clone", volname):
                     raise die(f"Linked clone feature is not supported for '{volid}' ({key})")
                 drives[key] = drive
             else:
@@ -808,7 +830,8 @@ async def clone_vm(req: Request, params: dict[str, str]) -> Any:
     load_and_check()
 
     async def worker(ctx: TaskContext) -> None:
-        async with cluster.lock_vm(vmid, 1), cluster.lock_vm(newid, 1):
+        # a stopped source needs only a shared lock: clones of one template run side by side
+        async with cluster.lock_vm_shared(vmid, 1), cluster.lock_vm(newid, 1):
             conf, newconf, drives, fullclone = load_and_check()
             ctx.log(f"creating a clone of VM {vmid} with ID {newid}")
             smbios = re.sub(r"(^|,)uuid=[^,]*", "", newconf.get("smbios1", "")).strip(",")
@@ -891,39 +914,88 @@ async def _clone_disk(
 
 
 async def _linked_clone(job: DiskJob, storage: Storage, volname: str) -> str:
-    """vdisk_clone of a base volume: a qcow2 overlay on file storages, a thin copy on
-    block storages."""
-    vol = storage.parse_volname(volname)
-    if storage.has_path:
-        imagedir = storage.root(job.node) / "images" / str(job.vmid)
-        imagedir.mkdir(parents=True, exist_ok=True)
-        name = storage.next_disk_name(job.node, job.vmid, "qcow2", suffix=True)
-        job.log(f"clone {volname}: images, {name}, {job.vmid} to {name} (base=../{vol.vmid}/{vol.name})")
-        cmd = [
-            disks.QEMU_IMG,
-            "create",
-            "-b",
-            f"../{vol.vmid}/{vol.name}",
-            "-F",
-            vol.format,
-            "-f",
-            "qcow2",
-            str(imagedir / name),
-        ]
-        rc, _out, err = await disks.run(cmd)
-        if rc != 0:
-            raise die(err.strip() or f"command '{disks.cmd_string(cmd)}' failed: exit code {rc}")
-        newvol = storage.volid(f"{vol.vmid}/{vol.name}/{job.vmid}/{name}")
-    else:
-        name = storage.next_disk_name(job.node, job.vmid, "raw", suffix=False)
-        src = storage.path(job.node, volname)
-        rc, _out, err = await disks.run(
-            ["cp", "--reflink=auto", "--sparse=always", str(src), str(storage.root(job.node) / name)]
-        )
-        if rc != 0:
-            raise die(err.strip())
-        (storage.root(job.node) / name).chmod(0o644)
-        prefix = f"{vol.name}/" if storage.type == "rbd" else ""
-        newvol = storage.volid(prefix + name)
+    """PVE::Storage::vdisk_clone of a base volume (the storage plugin's clone_image)."""
+    newvol = storage.volid(await storage.clone_image(job.node, volname, job.vmid, job.log))
     job.vollist.append(newvol)
     return newvol
+
+
+# ---------------------------------------------------------------------------------------------
+# config update
+
+
+# parameters of PUT /nodes/{node}/qemu/{vmid}/config that are not VM configuration keys
+UPDATE_ONLY_PARAMS = frozenset({"node", "vmid", "delete", "revert", "digest", "skiplock", "force"})
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/config")
+async def update_vm_config(req: Request, params: dict[str, str]) -> Any:
+    """API2/Qemu.pm update_vm_api, synchronous, for a stopped VM (the emulator runs none):
+    pending changes are applied at once, as PVE does for a VM that is not running."""
+    cluster = req.cluster
+    node = params["node"]
+    vmid = int(params["vmid"])
+    skiplock = _skiplock(req, params)
+    req.check(f"/vms/{vmid}", ["VM.Config.Options"])
+    deletes = split_list(params.get("delete") or "")
+    reverts = split_list(params.get("revert") or "")
+    settings = {k: v for k, v in params.items() if k not in UPDATE_ONLY_PARAMS}
+    for key in deletes:
+        if key in settings:
+            raise param_error({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
+        if key in reverts:
+            both = f"you can't use '-delete {key}' and -revert {key}' at the same time"
+            raise param_error({"revert": both})
+    if not settings and not deletes and not reverts:
+        raise param_error({"": "no options specified"})
+    if settings.get("sshkeys") is not None and ssh_keys.invalid_lines(unquote(settings["sshkeys"])):
+        raise die("SSH public key validation error")
+    check_storage_access(req, vmid, settings, None)
+    check_drive_param(settings)
+    for key in [k for k in settings if re.fullmatch(r"net\d+", k)]:
+        settings[key] = with_mac(key, settings[key], _random_mac())
+    async with cluster.lock_vm(vmid, 10):
+        conf = cluster.load_vm(node, vmid)
+        if params.get("digest") and params["digest"] != conf.digest:
+            raise die("detected modified configuration - file changed by other user? Try again.")
+        if not skiplock and conf.lock:
+            raise die(f"VM is locked ({conf.lock})")
+        job = DiskJob(req, node, vmid, lambda _line: None)
+        for key in deletes:
+            if key not in conf.values:
+                continue  # PVE warns "cannot delete '...' - not set in current configuration!"
+            if is_drive(key):
+                await _detach_drive(job, conf, key)
+            conf.values.pop(key)
+        drives = {k: v for k, v in settings.items() if is_drive(k)}
+        for key, value in drives.items():
+            if drive_is_cloudinit(parse_drive(key, value)):
+                attached = next((k for k, d in conf.drives() if k != key and drive_is_cloudinit(d)), None)
+                if attached:
+                    raise die(f"{key} - cloud-init drive is already attached at '{attached}'")
+        created = await create_disks(job, drives, None, conf.is_template)
+        for key, value in created.items():
+            if key in conf.values:
+                await _detach_drive(job, conf, key)
+            conf.values[key] = value
+        for key, value in settings.items():
+            if is_drive(key):
+                continue
+            conf.values[key] = normalize_value(key, value)
+            if key == "tags":
+                conf.values[key] = ";".join(sorted(set(split_list(value))))
+        cluster.write_vm(node, vmid, conf)
+    return None
+
+
+async def _detach_drive(job: DiskJob, conf: VmConfig, key: str) -> None:
+    """A drive replaced or deleted: a cloud-init volume is freed (PVE regenerates it), a
+    disk of this VM becomes unusedN (vmconfig_register_unused_drive); a CD-ROM just goes."""
+    drive = parse_drive(key, conf.values[key])
+    volid = drive.get("file") or ""
+    if drive_is_cloudinit(drive):
+        await job.free(volid)
+    elif not drive_is_cdrom(drive) and parse_volume_id(volid):
+        if volid not in {v for _k, v in conf.unused()}:
+            free = next(i for i in range(256) if f"unused{i}" not in conf.values)
+            conf.values[f"unused{free}"] = volid

@@ -6,6 +6,7 @@ from typing import Any
 
 from pvesim.api import Request, as_bool, route
 from pvesim.errors import ApiError, die, param_error
+from pvesim.state import Cluster
 from pvesim.storage import parse_volume_id
 from pvesim.tasks import TaskContext
 from shared.pve_formats import split_list
@@ -168,21 +169,31 @@ async def volume_delete(req: Request, params: dict[str, str]) -> Any:
     return upid
 
 
+async def volume_is_base_and_used(cluster: Cluster, node: str, volid: str) -> bool:
+    """PVE::Storage::volume_is_base_and_used: a base volume whose name another volume of its
+    storage names as its base (LVM-thin names none: always False there)."""
+    storage, volname = cluster.volume(volid)
+    vol = storage.parse_volname(volname)
+    if not vol.is_base:
+        return False
+    for item in await storage.list_images(node, None):
+        parsed = parse_volume_id(item["volid"])
+        if not parsed:
+            continue
+        try:
+            other = storage.parse_volname(parsed[1])
+        except ApiError:
+            continue
+        if other.basename == vol.name and other.basevmid == vol.vmid:
+            return True
+    return False
+
+
 async def vdisk_free(req: Request, node: str, volid: str, log: Any) -> None:
     """PVE::Storage::vdisk_free (base volumes still backing clones are kept)."""
     storage, volname = req.cluster.volume(volid)
-    vol = storage.parse_volname(volname)
-    if vol.is_base:
-        for item in await storage.list_images(node, None):
-            parsed = parse_volume_id(item["volid"])
-            if not parsed:
-                continue
-            try:
-                other = storage.parse_volname(parsed[1])
-            except ApiError:
-                continue
-            if other.basename == vol.name and other.basevmid == vol.vmid:
-                raise die(f"base volume '{volname}' is still in use by linked clones")
+    if await volume_is_base_and_used(req.cluster, node, volid):
+        raise die(f"base volume '{volname}' is still in use by linked clones")
     await storage.free(node, volname, log)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from coordinator.db.models import LimitSlot, TemplateSyncTask, TemplateUpload
+from coordinator.db.models import Clone, LimitSlot, TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.db.types import utcnow
 from demo.stack import Proc, Stack, free_port
@@ -60,6 +60,7 @@ SETTINGS = {
     "max_uploads_per_token": 2,
     "max_inbound_per_node": 1,
     "max_outbound_per_node": 1,
+    "max_clones_per_node": 1,
     "heartbeat_interval": 1.0,
     "agent_timeout": 5.0,
 }
@@ -133,13 +134,15 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 class Sampler:
-    """Samples the database every 50 ms until stopped: the most imports running at once and
-    the most sync tasks copying to one node at once, over both replicas."""
+    """Samples the database every 50 ms until stopped: the most imports running at once, the
+    most sync tasks copying to one node and the most clones made on one node at once, over
+    both replicas."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.max_importing = 0
         self.max_syncing_to: Counter[int] = Counter()
+        self.max_cloning_on: Counter[int] = Counter()
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -171,9 +174,18 @@ class Sampler:
                             .group_by(TemplateSyncTask.target_node_id)
                         )
                     ).all()
+                    cloning = (
+                        await session.execute(
+                            select(Clone.node_id, func.count())
+                            .where(Clone.status == "cloning")
+                            .group_by(Clone.node_id)
+                        )
+                    ).all()
                 self.max_importing = max(self.max_importing, int(importing or 0))
                 for node_id, count in syncing:
                     self.max_syncing_to[node_id] = max(self.max_syncing_to[node_id], count)
+                for node_id, count in cloning:
+                    self.max_cloning_on[node_id] = max(self.max_cloning_on[node_id], count)
                 self.samples += 1
                 await asyncio.sleep(0.05)
         finally:
@@ -240,6 +252,43 @@ def test_work_spreads_over_both_replicas_within_the_shared_limits(replicas: Repl
     print("uploads, imports, syncs per replica:", done)
     assert [d[0] for d in done.values()] == [2, 2], done  # the balancer alternated
     assert all(imports + syncs > 0 for _, imports, syncs in done.values()), done
+
+
+@pytest.mark.mariadb
+def test_a_nodes_clone_limit_holds_across_replicas(replicas: Replicas, tmp_path: Path) -> None:
+    """Full clones asked for through both replicas at once: one at a time on the node
+    (max_clones_per_node 1), each its own VMID, all made."""
+    stack = replicas.stack
+    api = replicas.api(replicas.ports[0])
+    image = images.raw_with_data(tmp_path / "clone-src.raw", 16, 12)
+    lvm = storage_id(api, stack, "local-lvm", "pve-node1")
+    template_id = upload(api, stack, image, _name("clone-src"), lvm).ok()["template_id"]
+    assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
+    node = node_ids(api, stack)["pve-node1"]
+    emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 4 << 20})  # ~3 s a clone
+    try:
+        with Sampler(stack.database_url) as seen:
+            ids = [
+                replicas.balanced_api()
+                .post(
+                    f"/templates/{template_id}/clone",
+                    json={"node_id": node, "name": _name("lim"), "full": True},
+                )
+                .ok()["clone_id"]
+                for _ in range(3)
+            ]
+
+            def ended() -> list[dict[str, object]] | None:
+                views = [api.get(f"/clones/{i}").ok() for i in ids]
+                return views if all(v["status"] in ("completed", "failed") for v in views) else None
+
+            views = wait_for(ended, 120, "the clones ended")
+    finally:
+        emulator(stack, "POST", "/pvesim/settings", {"import_rate_limit": 0})
+    print(f"{seen.samples} samples: {dict(seen.max_cloning_on)} clones per node at once")
+    assert [v["status"] for v in views] == ["completed"] * 3, views
+    assert len({v["vmid"] for v in views}) == 3
+    assert seen.max_cloning_on[node] == 1  # max_clones_per_node, over both replicas
 
 
 @pytest.mark.mariadb

@@ -170,10 +170,13 @@ def test_linked_clone_of_the_template(pvesh: ProxmoxAPI, qcow2_image: Path) -> N
     clone = pvesh.nodes(NODE).qemu(711).config.get()
     assert clone["scsi0"] == "local:710/base-710-disk-0.raw/711/vm-711-disk-0.qcow2,size=32M"
     assert clone["name"] == "linked" and "template" not in clone
-    # the base volume cannot go while a clone uses it
+    # the template cannot go while a clone uses its base volume (QemuServer::destroy_vm)
     upid = pvesh.nodes(NODE).qemu(710).delete()
     status = pvesh.nodes(NODE).tasks(upid).status.get()
-    assert status["exitstatus"].startswith("WARNINGS")
+    assert (
+        status["exitstatus"] == "base volume 'local:710/base-710-disk-0.raw' is still in use by linked cloned"
+    )
+    assert pvesh.nodes(NODE).qemu(710).config.get()["template"] == 1
     assert volume_path(pvesh, "local:710/base-710-disk-0.raw").is_file()
 
 

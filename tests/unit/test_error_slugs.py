@@ -26,6 +26,8 @@ ERROR_CALLS = {
     "bad_request",
     "not_found",
     "ImportFailed",
+    "CloneFailed",
+    "OpFailed",
     "UploadLimitReached",
 }
 

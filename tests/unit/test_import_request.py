@@ -42,7 +42,7 @@ class Recorder(importer.Importer):
 
     def start(self, req: ImportRequest) -> importer.ImportOp:
         self.started.append(req)
-        return importer.ImportOp(req, TaskLimit(60), state="done")
+        return importer.ImportOp(req=req, limit=TaskLimit(60), state="done")
 
 
 @pytest.fixture

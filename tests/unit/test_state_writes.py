@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db import sync_task_counts
 from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.models import (
+    Clone,
     PveCluster,
     TemplateDeletion,
     TemplateInstance,
@@ -25,7 +26,8 @@ from coordinator.db.models import (
     VmTemplate,
 )
 from coordinator.db.session import create_engine, session_factory
-from coordinator.states import deletion, instance, sync_task, template, upload
+from coordinator.jobs.engine import OWNER
+from coordinator.states import clone, deletion, instance, sync_task, template, upload
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.upload import UploadStatus
@@ -356,3 +358,81 @@ async def test_a_deletion_runs_ends_and_runs_again(session: AsyncSession) -> Non
     await session.commit()
     row = await session.scalar(select(TemplateDeletion).where(TemplateDeletion.id == first))
     assert row is not None and (row.status, row.finished_at, row.reason) == ("running", None, None)
+
+
+async def _clone(
+    session: AsyncSession, *, waits: bool = False, vmid: int | None = None, cluster_id: int | None = None
+) -> Clone:
+    tpl = await _template(session)
+    row = clone.new_clone(
+        waits_for_sync=waits,
+        template_id=tpl.id,
+        upload_id=1,
+        cluster_id=cluster_id or tpl.cluster_id,
+        node_id=1,
+        node_name="n1",
+        source_node_id=1,
+        source_node_name="n1",
+        storage_name="local",
+        name="web-1",
+        vmid=vmid,
+        lease_owner=OWNER,  # as the job runner's claim leaves it
+    )
+    session.add(row)
+    await session.commit()
+    return row
+
+
+async def test_a_clone_is_pending_or_waits_for_its_sync_and_starts_only_with_a_vmid(
+    session: AsyncSession,
+) -> None:
+    row = await _clone(session)
+    assert row.status == "pending" and row.vmid_key is None
+    assert not await clone.start(session, row.id)  # no VMID held yet
+    assert await clone.hold_vmid(session, row.id, 100)
+    assert await clone.start(session, row.id)
+    await session.commit()
+    assert (await _now(session, row)).status == "cloning"
+    waiting = await _clone(session, waits=True)
+    assert waiting.status == "waiting_for_sync"
+    assert await clone.hold_vmid(session, waiting.id, 101) and await clone.start(session, waiting.id)
+    await session.commit()
+
+
+async def test_two_clones_in_flight_never_hold_one_vmid_and_an_ended_one_lets_it_go(
+    session: AsyncSession,
+) -> None:
+    first = await _clone(session, vmid=500)
+    elsewhere = await _clone(session, vmid=500)  # another cluster: its VMIDs are its own
+    second = await _clone(session, cluster_id=first.cluster_id)
+    assert first.vmid_key == elsewhere.vmid_key == 500
+    first_id, second_id = first.id, second.id
+    with pytest.raises(IntegrityError):
+        await clone.hold_vmid(session, second_id, 500)
+    await session.rollback()
+    assert await clone.start(session, first_id)
+    assert await clone.completed(session, first_id, linked=True)
+    await session.commit()
+    done = await session.get(Clone, first_id, populate_existing=True)
+    assert done is not None
+    assert (done.status, done.vmid, done.vmid_key, done.progress) == ("completed", 500, None, 100)
+    assert done.finished_at is not None and done.linked
+    assert await clone.hold_vmid(session, second_id, 500)  # free again: the VM is PVE's to list now
+    await session.commit()
+
+
+async def test_only_the_lease_holder_moves_a_clone_but_the_engine_fails_it_without(
+    session: AsyncSession,
+) -> None:
+    row = await _clone(session, vmid=600)
+    await session.execute(update(Clone).where(Clone.id == row.id).values(lease_owner="another-replica"))
+    await session.commit()
+    assert not await clone.start(session, row.id)
+    assert not await clone.record(session, row.id, clone.CloneStatus.PENDING, progress=5)
+    assert not await clone.fail(session, row.id, "x")
+    assert await clone.fail(session, row.id, "gave up", leased=False)
+    await session.commit()
+    failed = await _now(session, row)
+    assert (failed.status, failed.error_message, failed.vmid_key) == ("failed", "gave up", None)
+    assert not await clone.fail(session, row.id, "again", leased=False)  # final
+    assert not await clone.completed(session, row.id, linked=False)

@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import pytest
 
-from coordinator.states import deletion, instance, sync_task, template, upload
+from coordinator.states import clone, deletion, instance, sync_task, template, upload
 from coordinator.states.transitions import Transitions
 
 # The lifecycles, written out independently of the modules' tables.
@@ -83,6 +83,18 @@ EXPECTED: dict[str, tuple[Transitions[Any], type[StrEnum], set[tuple[str, str]]]
             ("failed", "running"),
         },
     ),
+    "clone": (
+        clone.TRANSITIONS,
+        clone.CloneStatus,
+        {
+            ("pending", "cloning"),  # a VMID held, the agent asked
+            ("pending", "failed"),
+            ("waiting_for_sync", "cloning"),  # its sync task completed
+            ("waiting_for_sync", "failed"),  # its sync task failed or was canceled
+            ("cloning", "completed"),
+            ("cloning", "failed"),  # PVE failed it (the agent destroyed the half-made VM)
+        },
+    ),
 }
 
 
@@ -112,6 +124,8 @@ def test_no_status_goes_to_itself_and_unknown_ones_go_nowhere(entity: str) -> No
 def test_final_statuses_go_nowhere() -> None:
     for status in ("completed", "canceled"):
         assert not any(sync_task.TRANSITIONS.allowed(status, s) for s in sync_task.SyncTaskStatus)
+    for status in ("completed", "failed"):
+        assert not any(clone.TRANSITIONS.allowed(status, s) for s in clone.CloneStatus)
     for status in upload.FINAL:
         assert not any(upload.TRANSITIONS.allowed(status, s) for s in upload.UploadStatus)
 
@@ -132,6 +146,7 @@ def test_the_api_names_of_the_statuses_are_the_enums_values() -> None:
     assert set(get_args(sync_task.SyncTaskStatusName)) == set(sync_task.SyncTaskStatus)
     assert set(get_args(template.TemplateStatusName)) == set(template.TemplateStatus)
     assert set(get_args(deletion.UnfinishedName)) == set(deletion.UNFINISHED)
+    assert set(get_args(clone.CloneStatusName)) == set(clone.CloneStatus)
 
 
 def test_active_and_running_groups() -> None:
@@ -139,3 +154,4 @@ def test_active_and_running_groups() -> None:
     assert set(sync_task.RUNNING) == {"syncing", "importing"}
     assert set(upload.IMPORT_QUEUE) == {"uploaded", "importing"}
     assert set(template.VISIBLE) == {"active", "deleting"}
+    assert set(clone.ACTIVE) == {"pending", "waiting_for_sync", "cloning"}

@@ -74,3 +74,36 @@ def test_the_sweep_judges_only_vms_nothing_accounts_for_and_no_import_works_on()
 
     listed = [vm(9000, False), vm(9001, False), vm(9002, True), vm(9003, False)]
     assert unaccounted(listed, {9000}) == [9001, 9003]
+
+
+def test_a_clone_is_ours_by_its_marker_or_cut_off_at_lock_clone() -> None:
+    clone = Entry("c12", 0.0)
+    assert owner_key({"description": "web\n\n" + marker("c12")}, None) == "c12"
+    assert owner_key({"lock": "clone"}, clone) == "c12"  # PVE's temporary config, before the marker
+    assert owner_key({"lock": "create"}, clone) is None  # a clone never holds `lock: create`
+    assert owner_key({"lock": "clone"}, ENTRY) is None  # nor an import `lock: clone`
+
+
+def test_a_finished_clone_belongs_to_no_prefix_of_ours() -> None:
+    # a finished clone has no marker, and its `done` entry vouches for nothing
+    assert owner_key({"name": "web-1", "description": "mine"}, Entry("c12", 0.0, done=True)) is None
+    assert owner_key({"lock": "clone"}, Entry("c12", 0.0, done=True)) is None
+    # while made, no template prefix (a cascade delete's, the sweep's) covers a clone key
+    for prefix in ("t", "t1", "t1-", "c1"):
+        assert not belongs("c12", prefix), prefix
+    assert belongs("c12", "c12")
+
+
+def test_finished_clones_are_remembered_a_day_and_not_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "vm-journal.json"
+    journal = VmJournal(path)
+    journal.record(5001, "c1")
+    journal.record(5002, "c2")
+    journal.finished_clone(5002, "c2")
+    again = VmJournal(path)
+    assert set(again.in_flight()) == {5001}
+    entry = again.get(5002)
+    assert entry is not None and entry.done and entry.key == "c2"
+    again.entries[5002] = Entry("c2", 0.0, done=True)  # written long ago
+    again.record(5003, "c3")  # any change drops old finished entries
+    assert set(VmJournal(path).entries) == {5001, 5003}
