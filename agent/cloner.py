@@ -90,16 +90,7 @@ class CloneOp(PveOp[CloneRequest]):
     clone_sent: bool = False
 
     def view(self) -> CloneView:
-        return CloneView(
-            key=self.req.key,
-            vmid=self.req.vmid,
-            state=self.state,
-            phase=self.phase,
-            progress=round(self.progress, 2),
-            linked=not self.req.full,
-            error=self.error,
-            error_kind=self.error_kind,
-        )
+        return CloneView(**self.seen(), linked=not self.req.full)
 
 
 class Cloner(PveOps[CloneOp]):

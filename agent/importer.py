@@ -45,16 +45,7 @@ class ImportOp(PveOp[ImportRequest]):
     create_sent: bool = False
 
     def view(self) -> ImportView:
-        return ImportView(
-            key=self.req.key,
-            vmid=self.req.vmid,
-            state=self.state,
-            phase=self.phase,
-            progress=round(self.progress, 2),
-            error=self.error,
-            error_kind=self.error_kind,
-            volume_id=self.volume_id,
-        )
+        return ImportView(**self.seen(), volume_id=self.volume_id)
 
 
 class ImportFailed(OpFailed):

@@ -73,6 +73,18 @@ class PveOp(Generic[ReqT]):
     def vmid(self) -> int:
         return self.req.vmid
 
+    def seen(self) -> dict[str, Any]:
+        """The fields every operation's view (its message) has."""
+        return {
+            "key": self.key,
+            "vmid": self.vmid,
+            "state": self.state,
+            "phase": self.phase,
+            "progress": round(self.progress, 2),
+            "error": self.error,
+            "error_kind": self.error_kind,
+        }
+
 
 def limit_reached(op: PveOp[Any], doing: str, exc: WaitEnded) -> OpFailed:
     """The failure of an operation whose wait on PVE reached its deadline or was canceled."""
