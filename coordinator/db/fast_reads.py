@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 from sqlalchemy import Boolean, Select
 from sqlalchemy import exc as sa
 from sqlalchemy.engine import Dialect, make_url
@@ -51,6 +52,16 @@ SQLITE_THREADS = 2
 # once (as the session pool's 10 + 10 overflow: the server's max_connections is shared).
 MYSQL_IDLE_MAX = 10
 MYSQL_OPEN_MAX = 20
+
+
+def fields_of(shape: type[msgspec.Struct], fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The values of ``fields``, which must name ``shape``'s fields (an API struct) in its
+    order: the struct is then built from a row as it comes (``shape(*row)``), and a field
+    added to it without its column fails at import, not in an answer."""
+    names = tuple(fields)
+    if names != shape.__struct_fields__:
+        raise ValueError(f"{shape.__name__}: fields {names} are not its own {shape.__struct_fields__}")
+    return tuple(fields.values())
 
 
 def _utc_seconds(value: Any) -> datetime | None:
@@ -108,16 +119,20 @@ class Compiled:
 
 
 class Query:
-    """A SELECT with named ``bindparam``s, compiled on first use for each dialect."""
+    """A SELECT with named ``bindparam``s, compiled on first use for each dialect (for
+    ``only`` that one: SQL of its own, as coordinator/db/json_select.py's)."""
 
-    def __init__(self, stmt: AnySelect) -> None:
+    def __init__(self, stmt: AnySelect, only: str | None = None) -> None:
         self.stmt = stmt
+        self.only = only
         self._by_dialect: dict[str, Compiled] = {}
         DECLARED.append(self)
 
     def compiled(self, dialect: Dialect) -> Compiled:
         found = self._by_dialect.get(dialect.name)
         if found is None:
+            if self.only not in (None, dialect.name):
+                raise ValueError(f"a statement for {self.only} only, not {dialect.name}: {self.stmt}")
             found = self._by_dialect[dialect.name] = Compiled(self.stmt, dialect)
         return found
 
@@ -128,6 +143,8 @@ Call = tuple[Query, dict[str, Any]]
 
 
 class Reads(Protocol):
+    dialect: Dialect
+
     async def fetch(self, *calls: Call, short: bool = True) -> list[list[Row]]:
         """The rows of each statement, all read in one snapshot. ``short``: every statement
         finds a few rows through an index (no scan that grows with a table or an offset)."""

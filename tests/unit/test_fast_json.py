@@ -10,7 +10,7 @@ import msgspec
 from coordinator.api.errors import success
 from coordinator.api.fast_json import ok
 from coordinator.api.pagination import Page
-from coordinator.api.sync_tasks import NodeRef, SyncTaskOut
+from coordinator.api.sync_task_reads import NodeRef, SyncTaskOut
 from coordinator.db.fast_reads import _utc_seconds
 
 
