@@ -1,12 +1,13 @@
 """SQL that makes SQLite write an API answer's JSON (json_object, json_group_array).
 
 On SQLite, the database runs in the coordinator's process: a page of 10 sync tasks read as
-rows cost 0.18 ms of CPU in the handler (190 values made Python objects, 30 times parsed,
-structs built, encoded by msgspec), written by SQLite as one string 0.11 ms, spliced into
-the envelope as it comes (coordinator/api/fast_json.py). Not on MariaDB: its JSON_OBJECT
-costs the server about 20 us a row (a page of 10 tasks: mariadbd 0.35 ms of CPU instead of
-0.15 as rows; with JSON_ARRAYAGG over the page's derived table 0.7-1.5 ms), more than the
-coordinator saves on the same two cores (``writes_json``).
+rows cost 0.126 ms of CPU in the handler (190 values made Python objects, 30 times parsed,
+structs built, encoded by msgspec; 100k tasks, the least of 10 runs), written by SQLite as
+one string 0.104 ms, spliced into the envelope as it comes (coordinator/api/fast_json.py).
+Not on MariaDB: its JSON_OBJECT costs the server about 20 us a row (a page of 10 tasks:
+mariadbd 0.35 ms of CPU instead of 0.15 as rows; with JSON_ARRAYAGG over the page's
+derived table 0.7-1.5 ms), more than the coordinator saves on the same two cores
+(``writes_json``).
 
 The JSON is the document msgspec writes for the API's struct (tests/inprocess/
 test_read_json.py diffs it against the ORM's answer): keys in the struct's order
