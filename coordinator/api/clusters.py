@@ -11,10 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from coordinator.api import inventory_reads
 from coordinator.api.errors import ApiError, conflict, not_found
 from coordinator.api.fast_json import ok
-from coordinator.api.inventory_reads import ClusterRow
+from coordinator.api.inventory_reads import ClusterOut
 from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
-from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import INVENTORY, READS
 from coordinator.inventory.pve_client import PveError
 from coordinator.inventory.refresher import ClusterExists
@@ -27,7 +26,7 @@ from shared.pve_api import (
     normalise_api_url,
     split_token_id,
 )
-from shared.validation import CheckedStr, Input, Model
+from shared.validation import CheckedStr, Input
 
 routes = Routes("inventory")
 
@@ -95,47 +94,11 @@ class ClusterUpdate(Input):
     verify_ssl: bool | None = None
 
 
-class ClusterOut(Model):
-    id: int
-    cluster_name: str
-    api_url: str
-    token_id: str
-    verify_ssl: bool
-    pve_version: str
-    node_count: int
-    storage_count: int
-    last_sync_at: UtcTime | None
-    last_sync_error: str | None
-    created_at: UtcTime
-    updated_at: UtcTime
-    creator: str
-    modifier: str
-
-
-def _out(c: ClusterRow) -> ClusterOut:
-    return ClusterOut(
-        id=c.id,
-        cluster_name=c.cluster_name,
-        api_url=c.api_url,
-        token_id=c.token_id,
-        verify_ssl=c.verify_ssl,
-        pve_version=c.pve_version,
-        node_count=c.node_count,
-        storage_count=c.storage_count,
-        last_sync_at=c.last_sync_at,
-        last_sync_error=c.last_sync_error,
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-        creator=c.creator,
-        modifier=c.modifier,
-    )
-
-
 async def _one(call: Call, cluster_id: int) -> ClusterOut:
     row = await inventory_reads.cluster(call.app[READS], cluster_id)
     if row is None:
         raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
-    return _out(row)
+    return row
 
 
 @routes.get("/clusters", role="viewer", query=PageQuery, response=Page[ClusterOut])
@@ -143,7 +106,7 @@ async def list_clusters(call: Call) -> web.Response:
     """List registered PVE clusters, newest first."""
     q: PageQuery = call.query
     total, rows = await inventory_reads.clusters(call.app[READS], q.page, q.page_size)
-    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_out(r) for r in rows]))
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=rows))
 
 
 @routes.get("/clusters/{id}", role="viewer", response=ClusterOut, errors=(404,))

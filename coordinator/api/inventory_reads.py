@@ -10,19 +10,82 @@ subqueries of its row (indexed by cluster), and an agent's liveness is decided f
 row's times by coordinator/agents/registry.py's is_live, on its heartbeat to the microsecond
 (fast_reads gives whole seconds, as the API shows them: /agents would call an agent silent
 up to a second before /readyz does). Every list grows with the inventory, not with the
-history.
+history. The answers' structs are defined here, beside the columns they are built from
+(``fields_of``: one definition of each shape).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import String, bindparam, func, select, type_coerce
 
+from coordinator.agents.registry import is_live
 from coordinator.api.page_reads import CountedPage, Scope, read_page
-from coordinator.db.fast_reads import AnySelect, Query, Reads, Row
+from coordinator.api.timefmt import UtcTime
+from coordinator.db.fast_reads import AnySelect, Query, Reads, Row, fields_of
 from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage
+from shared.validation import Model
+
+
+class ClusterOut(Model):
+    id: int
+    cluster_name: str
+    api_url: str
+    token_id: str
+    verify_ssl: bool
+    pve_version: str
+    node_count: int
+    storage_count: int
+    last_sync_at: UtcTime | None
+    last_sync_error: str | None
+    created_at: UtcTime
+    updated_at: UtcTime
+    creator: str
+    modifier: str
+
+
+class NodeOut(Model):
+    id: int
+    node_name: str
+    cluster_id: int
+    cluster_name: str
+    ip_address: str
+    status: str
+    agent_live: bool
+
+
+class StorageOut(Model):
+    id: int
+    storage_name: str
+    type: str
+    shared: bool
+    content: str
+    active: bool
+    enabled: bool
+    node_id: int
+    node_name: str
+    cluster_id: int
+    total: int
+    used: int
+    avail: int
+
+
+class AgentOut(Model):
+    id: int
+    node_id: int | None
+    node_name: str
+    cluster_id: int | None
+    cluster_name: str
+    url: str
+    version: str
+    live: bool
+    last_heartbeat_at: UtcTime | None
+    started_at: UtcTime | None
+    pve_ok: bool
+    pve_error: str | None
+    staging_free_bytes: int
 
 
 class Heartbeats(NamedTuple):
@@ -39,74 +102,14 @@ def _heartbeats(stopped_at: datetime | None, heartbeat: str | None) -> Heartbeat
     )
 
 
-class ClusterRow(NamedTuple):
-    id: int
-    cluster_name: str
-    api_url: str
-    token_id: str
-    verify_ssl: bool
-    pve_version: str
-    node_count: int
-    storage_count: int
-    last_sync_at: datetime | None
-    last_sync_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    creator: str
-    modifier: str
+class Liveness(NamedTuple):
+    """When an agent is live: a heartbeat at most ``timeout`` before ``now``."""
 
+    now: datetime
+    timeout: timedelta
 
-class NodeRow(NamedTuple):
-    id: int
-    node_name: str
-    cluster_id: int
-    cluster_name: str
-    ip_address: str
-    status: str
-    agent_id: int | None
-    stopped_at: datetime | None
-    heartbeat: str | None
-
-    @property
-    def heartbeats(self) -> Heartbeats:
-        return _heartbeats(self.stopped_at, self.heartbeat)
-
-
-class StorageRow(NamedTuple):
-    id: int
-    storage_name: str
-    type: str
-    shared: bool
-    content: str
-    active: bool
-    enabled: bool
-    node_id: int
-    node_name: str
-    cluster_id: int
-    total: int
-    used: int
-    avail: int
-
-
-class AgentRow(NamedTuple):
-    id: int
-    node_id: int | None
-    node_name: str
-    cluster_id: int | None
-    cluster_name: str
-    url: str
-    version: str
-    last_heartbeat_at: datetime | None
-    started_at: datetime | None
-    pve_ok: bool
-    pve_error: str | None
-    staging_free_bytes: int
-    stopped_at: datetime | None
-    heartbeat: str | None
-
-    @property
-    def heartbeats(self) -> Heartbeats:
-        return _heartbeats(self.stopped_at, self.heartbeat)
+    def of(self, stopped_at: datetime | None, heartbeat: str | None) -> bool:
+        return is_live(_heartbeats(stopped_at, heartbeat), self.now, self.timeout)
 
 
 _C, _N, _S, _A = PveCluster, PveNode, PveStorage, Agent
@@ -126,21 +129,24 @@ _NODE_COUNT = (
     .scalar_subquery()
 )
 _STORAGE_COUNT = select(func.count()).select_from(_S).where(_S.cluster_id == _C.id).scalar_subquery()
-_CLUSTER_COLUMNS = (
-    _C.id,
-    _C.cluster_name,
-    _C.api_url,
-    _C.token_id,
-    _C.verify_ssl,
-    _C.pve_version,
-    _NODE_COUNT,
-    _STORAGE_COUNT,
-    _C.last_sync_at,
-    _C.last_sync_error,
-    _C.created_at,
-    _C.updated_at,
-    _C.creator,
-    _C.modifier,
+_CLUSTER_COLUMNS = fields_of(
+    ClusterOut,
+    {
+        "id": _C.id,
+        "cluster_name": _C.cluster_name,
+        "api_url": _C.api_url,
+        "token_id": _C.token_id,
+        "verify_ssl": _C.verify_ssl,
+        "pve_version": _C.pve_version,
+        "node_count": _NODE_COUNT,
+        "storage_count": _STORAGE_COUNT,
+        "last_sync_at": _C.last_sync_at,
+        "last_sync_error": _C.last_sync_error,
+        "created_at": _C.created_at,
+        "updated_at": _C.updated_at,
+        "creator": _C.creator,
+        "modifier": _C.modifier,
+    },
 )
 _CLUSTERS = CountedPage(_C, _CLUSTER_COLUMNS, _no_scope, _C.id)
 _CLUSTER = Query(select(*_CLUSTER_COLUMNS).where(_C.id == bindparam("id")))
@@ -163,17 +169,16 @@ def _node_joins(stmt: AnySelect) -> AnySelect:
     return stmt.join(_C, _C.id == _N.cluster_id).outerjoin(_A, _A.node_id == _N.id)
 
 
-_NODE_COLUMNS = (
-    _N.id,
-    _N.node_name,
-    _N.cluster_id,
-    _C.cluster_name,
-    _N.ip_address,
-    _N.status,
-    _A.id,
-    _A.stopped_at,
-    _HEARTBEAT,
-)
+_NODE_FIELDS = {
+    "id": _N.id,
+    "node_name": _N.node_name,
+    "cluster_id": _N.cluster_id,
+    "cluster_name": _C.cluster_name,
+    "ip_address": _N.ip_address,
+    "status": _N.status,
+    "agent_live": _A.id,  # with the two columns after it (``_node``)
+}
+_NODE_COLUMNS = (*fields_of(NodeOut, _NODE_FIELDS), _A.stopped_at, _HEARTBEAT)
 _NODES = {
     c: CountedPage(_N, _NODE_COLUMNS, _filtered(_node_joins, (c, "cluster_id", _N.cluster_id)), _N.id)
     for c in (False, True)
@@ -185,8 +190,12 @@ def _storage_joins(stmt: AnySelect) -> AnySelect:
     return stmt.join(_N, _N.id == _S.node_id)
 
 
-_STORAGE_COLUMNS = tuple(
-    _N.node_name if name == "node_name" else getattr(_S, name) for name in StorageRow._fields
+_STORAGE_COLUMNS = fields_of(
+    StorageOut,
+    {
+        name: _N.node_name if name == "node_name" else getattr(_S, name)
+        for name in StorageOut.__struct_fields__
+    },
 )
 _STORAGES = {
     (c, n, s): CountedPage(
@@ -211,10 +220,12 @@ def _agent_joins(stmt: AnySelect) -> AnySelect:
     return stmt.outerjoin(_N, _N.id == _A.node_id)
 
 
-_AGENT_COLUMNS = (
-    *(_N.cluster_id if name == "cluster_id" else getattr(_A, name) for name in AgentRow._fields[:-1]),
-    _HEARTBEAT,
-)
+_AGENT_FIELDS = {
+    name: _N.cluster_id if name == "cluster_id" else _A.id if name == "live" else getattr(_A, name)
+    for name in AgentOut.__struct_fields__
+}
+# "live" stands for the last two columns (``_agent``)
+_AGENT_COLUMNS = (*fields_of(AgentOut, _AGENT_FIELDS), _A.stopped_at, _HEARTBEAT)
 _AGENT_SCOPES = {c: _filtered(_agent_joins, (c, "cluster_id", _N.cluster_id)) for c in (False, True)}
 _AGENTS = {c: CountedPage(_A, _AGENT_COLUMNS, scope, _A.id) for c, scope in _AGENT_SCOPES.items()}
 # Every agent of the filter, for the liveness filter (a function of time, decided per row;
@@ -235,56 +246,67 @@ async def _one(reads: Reads, query: Query, id: int) -> Row | None:
     return found[0] if found else None
 
 
-async def clusters(reads: Reads, page: int, page_size: int) -> tuple[int, list[ClusterRow]]:
+def _node(r: Row, live: Liveness) -> NodeOut:
+    agent_id, stopped_at, heartbeat = r[6:]
+    return NodeOut(*r[:6], agent_id is not None and live.of(stopped_at, heartbeat))  # type: ignore[call-arg]
+
+
+def _agent(r: Row, live: Liveness) -> AgentOut:
+    return AgentOut(*r[:7], live.of(*r[-2:]), *r[8:-2])  # type: ignore[call-arg]
+
+
+async def clusters(reads: Reads, page: int, page_size: int) -> tuple[int, list[ClusterOut]]:
     total, rows = await read_page(reads, _CLUSTERS, {}, page, page_size)
-    return total, [ClusterRow._make(r) for r in rows]
+    return total, [ClusterOut(*r) for r in rows]
 
 
-async def cluster(reads: Reads, cluster_id: int) -> ClusterRow | None:
+async def cluster(reads: Reads, cluster_id: int) -> ClusterOut | None:
     row = await _one(reads, _CLUSTER, cluster_id)
-    return ClusterRow._make(row) if row is not None else None
+    return ClusterOut(*row) if row is not None else None
 
 
-async def nodes(reads: Reads, cluster_id: int | None, page: int, page_size: int) -> tuple[int, list[NodeRow]]:
+async def nodes(
+    reads: Reads, cluster_id: int | None, page: int, page_size: int, live: Liveness
+) -> tuple[int, list[NodeOut]]:
     total, rows = await read_page(
         reads, _NODES[cluster_id is not None], _given(cluster_id=cluster_id), page, page_size
     )
-    return total, [NodeRow._make(r) for r in rows]
+    return total, [_node(r, live) for r in rows]
 
 
-async def node(reads: Reads, node_id: int) -> NodeRow | None:
+async def node(reads: Reads, node_id: int, live: Liveness) -> NodeOut | None:
     row = await _one(reads, _NODE, node_id)
-    return NodeRow._make(row) if row is not None else None
+    return _node(row, live) if row is not None else None
 
 
 async def storages(
     reads: Reads, cluster_id: int | None, node_id: int | None, shared: bool | None, page: int, page_size: int
-) -> tuple[int, list[StorageRow]]:
+) -> tuple[int, list[StorageOut]]:
     query = _STORAGES[(cluster_id is not None, node_id is not None, shared is not None)]
     params = _given(cluster_id=cluster_id, node_id=node_id, shared=shared)
     total, rows = await read_page(reads, query, params, page, page_size)
-    return total, [StorageRow._make(r) for r in rows]
+    return total, [StorageOut(*r) for r in rows]
 
 
-async def storage(reads: Reads, storage_id: int) -> StorageRow | None:
+async def storage(reads: Reads, storage_id: int) -> StorageOut | None:
     row = await _one(reads, _STORAGE, storage_id)
-    return StorageRow._make(row) if row is not None else None
+    return StorageOut(*row) if row is not None else None
 
 
 async def agents(
-    reads: Reads, cluster_id: int | None, page: int, page_size: int
-) -> tuple[int, list[AgentRow]]:
+    reads: Reads, cluster_id: int | None, page: int, page_size: int, live: Liveness
+) -> tuple[int, list[AgentOut]]:
     total, rows = await read_page(
         reads, _AGENTS[cluster_id is not None], _given(cluster_id=cluster_id), page, page_size
     )
-    return total, [AgentRow._make(r) for r in rows]
+    return total, [_agent(r, live) for r in rows]
 
 
-async def all_agents(reads: Reads, cluster_id: int | None) -> list[AgentRow]:
+async def all_agents(reads: Reads, cluster_id: int | None, live: Liveness) -> list[AgentOut]:
     (rows,) = await reads.fetch((_ALL_AGENTS[cluster_id is not None], _given(cluster_id=cluster_id)))
-    return [AgentRow._make(r) for r in rows]
+    return [_agent(r, live) for r in rows]
 
 
-async def agent(reads: Reads, agent_id: int) -> AgentRow | None:
+async def agent(reads: Reads, agent_id: int, live: Liveness) -> AgentOut | None:
     row = await _one(reads, _AGENT, agent_id)
-    return AgentRow._make(row) if row is not None else None
+    return _agent(row, live) if row is not None else None

@@ -11,7 +11,6 @@ DELETE /templates/sync-tasks/{task_id}           pending only
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
@@ -24,11 +23,11 @@ from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import NoLiveAgent
 from coordinator.api import sync_task_reads
 from coordinator.api.errors import ApiError, conflict, not_found
-from coordinator.api.fast_json import ok
+from coordinator.api.fast_json import ok_json, ok_page
 from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
+from coordinator.api.sync_task_reads import SyncTaskOut
 from coordinator.api.templates import load_workable_template, refuse_deleting
-from coordinator.api.timefmt import UtcTime
 from coordinator.appkeys import AGENTS, DB, READS, SYNCS
 from coordinator.db.models import (
     PveCluster,
@@ -50,31 +49,6 @@ from shared.validation import Input, Model
 
 log = logging.getLogger(__name__)
 routes = Routes("sync-tasks")
-
-
-class NodeRef(Model):
-    node_id: int
-    node_name: str
-
-
-class SyncTaskOut(Model):
-    task_id: int
-    template_id: int
-    template_name: str
-    source_node: NodeRef
-    target_node: NodeRef
-    storage_name: str
-    status: str
-    progress: int
-    sync_start_time: UtcTime | None
-    sync_end_time: UtcTime | None
-    error_message: str | None
-    bytes_total: int
-    bytes_done: int
-    rate_bytes_per_sec: int
-    attempts: int
-    vmid: int | None
-    created_at: UtcTime
 
 
 class SyncTaskBrief(Model):
@@ -109,49 +83,6 @@ class SyncTaskQuery(PageQuery):
 class StatusChange(Model):
     task_id: int
     status: str
-
-
-def _row_out(
-    task_id: int,
-    template_id: int,
-    template_name: str,
-    source_node_id: int,
-    source_node_name: str,
-    target_node_id: int,
-    target_node_name: str,
-    storage_name: str,
-    status: str,
-    progress: int,
-    sync_start_time: datetime | None,
-    sync_end_time: datetime | None,
-    error_message: str | None,
-    bytes_total: int,
-    bytes_done: int,
-    rate_bytes_per_sec: int,
-    attempts: int,
-    vmid: int | None,
-    created_at: datetime,
-) -> SyncTaskOut:
-    """A row of sync_task_reads.COLUMNS as the API shows it."""
-    return SyncTaskOut(
-        task_id=task_id,
-        template_id=template_id,
-        template_name=template_name,
-        source_node=NodeRef(node_id=source_node_id, node_name=source_node_name),
-        target_node=NodeRef(node_id=target_node_id, node_name=target_node_name),
-        storage_name=storage_name,
-        status=status,
-        progress=progress,
-        sync_start_time=sync_start_time,
-        sync_end_time=sync_end_time,
-        error_message=error_message,
-        bytes_total=bytes_total,
-        bytes_done=bytes_done,
-        rate_bytes_per_sec=rate_bytes_per_sec,
-        attempts=attempts,
-        vmid=vmid,
-        created_at=created_at,
-    )
 
 
 def _with_name():  # type: ignore[no-untyped-def]
@@ -233,17 +164,17 @@ async def sync_template(call: Call) -> SyncStarted:
 async def list_sync_tasks(call: Call) -> web.Response:
     """Sync tasks, newest first; filter by template and status."""
     q: SyncTaskQuery = call.query
-    total, rows = await sync_task_reads.page(call.app[READS], q.template_id, q.status, q.page, q.page_size)
-    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_row_out(*r) for r in rows]))
+    total, tasks = await sync_task_reads.page(call.app[READS], q.template_id, q.status, q.page, q.page_size)
+    return ok_page(total, q.page, q.page_size, tasks)
 
 
 @routes.get("/templates/sync-tasks/{task_id}", role="viewer", response=SyncTaskOut, errors=(404,))
 async def get_sync_task(call: Call) -> web.Response:
     """One sync task: state, progress (bytes and rate while copying), error."""
-    row = await sync_task_reads.one(call.app[READS], call.path["task_id"])
-    if row is None:
+    task = await sync_task_reads.one(call.app[READS], call.path["task_id"])
+    if task is None:
         raise not_found(ErrorSlug.SYNC_TASK_NOT_FOUND, call.path["task_id"])
-    return ok(_row_out(*row))
+    return ok_json(task)
 
 
 def _not_failed(task_id: int, status: str) -> ApiError:

@@ -11,13 +11,17 @@ its instances 1.78 -> 0.13 (two ORM sessions before), its detail with instances 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import NamedTuple
+from typing import Annotated, Literal
 
+import msgspec
+from msgspec import Meta
 from sqlalchemy import and_, bindparam, or_, select
 
 from coordinator.api.page_reads import CountedPage, Scope, read_page
-from coordinator.db.fast_reads import AnySelect, Query, Reads, Row
+from coordinator.api.timefmt import UtcTime
+from coordinator.db.fast_reads import AnySelect, Query, Reads, Row, fields_of
 from coordinator.db.models import (
     PveCluster,
     TemplateDeletion,
@@ -26,52 +30,54 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
-from coordinator.states.deletion import UNFINISHED
+from coordinator.states.deletion import UNFINISHED, UnfinishedName
+from coordinator.states.template import TemplateStatusName
+from shared.validation import Model
 
 _V, _D, _I, _U = VmTemplate, TemplateDeletion, TemplateInstance, TemplateUpload
 
 
-class TemplateRow(NamedTuple):
+class RemainingPart(Model):
+    node_name: str
+    what: Literal["import", "vm", "staged_image", "synced_copy"]
+    vmid: int | None
+
+
+class DeletionOut(Model):
+    """A cascade delete under way: what is still to remove and why it is not gone yet."""
+
+    status: Annotated[
+        UnfinishedName,
+        Meta(
+            description="running; failed: the delete gave up on an error it cannot handle (`reason` "
+            "says which); asking for the cascade delete again restarts it"
+        ),
+    ]
+    started_at: UtcTime
+    reason: Annotated[str, Meta(description='e.g. "waiting for the agent of pve-node3 (...)"')] | None
+    remaining: list[RemainingPart]
+    attempts: Annotated[int, Meta(description="attempts in which a part answered with an error")]
+    next_attempt_at: UtcTime | None
+
+
+class TemplateOut(Model):
     id: int
     template_name: str
     cluster_id: int
     cluster_name: str
     description: str
-    status: str
-    created_at: datetime
-    updated_at: datetime
+    status: Annotated[
+        TemplateStatusName, Meta(description="active, or deleting while a cascade delete waits for a part")
+    ]
+    deletion: Annotated[DeletionOut, Meta(description="set while the template is deleting")] | None
+    created_at: UtcTime
+    updated_at: UtcTime
     creator: str
     modifier: str
-    deletion: DeletionRow | None
 
 
-class DeletionRow(NamedTuple):
-    """What templates.deletion_out reads of a TemplateDeletion."""
-
-    status: str
-    started_at: datetime
-    reason: str | None
-    remaining: str
-    attempts: int
-    next_attempt_at: datetime | None
-
-
-class InstanceRow(NamedTuple):
-    id: int
-    node_id: int
-    node_name: str
-    vmid: int | None
-    storage_name: str
-    status: str
-    is_primary: bool
-    sync_task_id: int | None
-    sync_progress: int | None
-
-
-class UploadRow(NamedTuple):
-    """What templates.UploadInfo shows of a TemplateUpload, in its order."""
-
-    id: int
+class UploadInfo(Model):
+    upload_id: int
     storage_name: str
     is_shared: bool
     file_name: str
@@ -85,28 +91,59 @@ class UploadRow(NamedTuple):
     import_progress: int
     vmid: int | None
     error_message: str | None
-    created_at: datetime
+    created_at: UtcTime
 
 
-_COLUMNS = (
-    _V.id,
-    _V.template_name,
-    _V.cluster_id,
-    PveCluster.cluster_name,
-    _V.description,
-    _V.status,
-    _V.created_at,
-    _V.updated_at,
-    _V.creator,
-    _V.modifier,
-    _D.status,
-    _D.started_at,
-    _D.reason,
-    _D.remaining,
-    _D.attempts,
-    _D.next_attempt_at,
-)
-_TEMPLATE_COLUMNS = 10
+class InstanceOut(Model, omit_defaults=True):
+    instance_id: int
+    node_id: int
+    node_name: str
+    vmid: int | None
+    storage_name: str
+    status: str
+    is_primary: bool
+    sync_progress: Annotated[int, Meta(description="present when a sync task made this instance")] | None = (
+        None
+    )
+
+
+def deletion_out(
+    status: str,
+    started_at: datetime,
+    reason: str | None,
+    remaining: str,
+    attempts: int,
+    next_attempt_at: datetime | None,
+) -> DeletionOut | None:
+    """A TemplateDeletion's columns as the API shows them; None once it is finished."""
+    if status not in UNFINISHED:
+        return None
+    return DeletionOut(
+        status=msgspec.convert(status, UnfinishedName),
+        started_at=started_at,
+        reason=reason,
+        remaining=msgspec.convert(json.loads(remaining), list[RemainingPart]),
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+    )
+
+
+_TEMPLATE_FIELDS = {
+    "id": _V.id,
+    "template_name": _V.template_name,
+    "cluster_id": _V.cluster_id,
+    "cluster_name": PveCluster.cluster_name,
+    "description": _V.description,
+    "status": _V.status,
+    "deletion": _D.status,  # with the five columns after the template's (``_template``)
+    "created_at": _V.created_at,
+    "updated_at": _V.updated_at,
+    "creator": _V.creator,
+    "modifier": _V.modifier,
+}
+_DELETION = (_D.started_at, _D.reason, _D.remaining, _D.attempts, _D.next_attempt_at)
+_COLUMNS = (*fields_of(TemplateOut, _TEMPLATE_FIELDS), *_DELETION)
+_DELETION_AT = 6
 
 
 def _live(by_cluster: bool, by_name: bool) -> Scope:
@@ -135,7 +172,7 @@ def _escape_like(text: str) -> str:
 
 async def page(
     reads: Reads, cluster_id: int | None, name: str | None, page: int, page_size: int
-) -> tuple[int, list[TemplateRow]]:
+) -> tuple[int, list[TemplateOut]]:
     """The number of matching live templates and one page of them, newest first."""
     params: dict[str, object] = {}
     if cluster_id is not None:
@@ -145,54 +182,69 @@ async def page(
     # Templates are few (one per image): a page is short whatever its offset.
     query = _PAGES[(cluster_id is not None, bool(name))]
     total, rows = await read_page(reads, query, params, page, page_size)
-    return total, [_row(r) for r in rows]
+    return total, [_template(r) for r in rows]
 
 
-def _row(r: Row) -> TemplateRow:
-    deletion = DeletionRow._make(r[_TEMPLATE_COLUMNS:]) if r[_TEMPLATE_COLUMNS] is not None else None
-    return TemplateRow._make((*r[:_TEMPLATE_COLUMNS], deletion))
+def _template(r: Row) -> TemplateOut:
+    at, end = _DELETION_AT, len(_TEMPLATE_FIELDS)
+    deletion = deletion_out(r[at], *r[end:]) if r[at] is not None else None
+    status = msgspec.convert(r[5], TemplateStatusName)  # type: ignore[arg-type]
+    return TemplateOut(*r[:5], status, deletion, *r[at + 1 : end])  # type: ignore[call-arg]
 
 
 _INSTANCES = Query(
     select(
-        _I.id,
-        _I.node_id,
-        _I.node_name,
-        _I.vmid,
-        _I.storage_name,
-        _I.status,
-        _I.is_primary,
-        _I.sync_task_id,
-        TemplateSyncTask.progress,
+        *fields_of(
+            InstanceOut,
+            {
+                "instance_id": _I.id,
+                "node_id": _I.node_id,
+                "node_name": _I.node_name,
+                "vmid": _I.vmid,
+                "storage_name": _I.storage_name,
+                "status": _I.status,
+                "is_primary": _I.is_primary,
+                # NULL (left out of the answer) when no sync task made the instance
+                "sync_progress": TemplateSyncTask.progress,
+            },
+        )
     )
     .outerjoin(TemplateSyncTask, TemplateSyncTask.id == _I.sync_task_id)
     .where(_I.template_id == bindparam("template_id"))
     .order_by(_I.is_primary.desc(), _I.node_name, _I.id)
 )
 _LATEST_UPLOAD = Query(
-    select(*(getattr(_U, name) for name in UploadRow._fields))
+    select(
+        *fields_of(
+            UploadInfo,
+            {
+                name: _U.id if name == "upload_id" else getattr(_U, name)
+                for name in UploadInfo.__struct_fields__
+            },
+        )
+    )
     .where(_U.template_id == bindparam("template_id"))
     .order_by(_U.id.desc())
     .limit(1)
 )
 
 
-async def one(reads: Reads, template_id: int) -> TemplateRow | None:
+async def one(reads: Reads, template_id: int) -> TemplateOut | None:
     """A live template, or None."""
     (found,) = await reads.fetch((ONE, {"template_id": template_id}))
-    return _row(found[0]) if found else None
+    return _template(found[0]) if found else None
 
 
-async def with_instances(reads: Reads, template_id: int) -> tuple[TemplateRow, list[InstanceRow]] | None:
+async def with_instances(reads: Reads, template_id: int) -> tuple[TemplateOut, list[InstanceOut]] | None:
     """A live template and its instances, primary first (one snapshot), or None."""
     params = {"template_id": template_id}
     found, instances = await reads.fetch((ONE, params), (_INSTANCES, params))
-    return (_row(found[0]), [InstanceRow._make(r) for r in instances]) if found else None
+    return (_template(found[0]), [InstanceOut(*r) for r in instances]) if found else None
 
 
 async def detail(
     reads: Reads, template_id: int, include_instances: bool
-) -> tuple[TemplateRow, UploadRow | None, list[InstanceRow] | None] | None:
+) -> tuple[TemplateOut, UploadInfo | None, list[InstanceOut] | None] | None:
     """A live template, its latest upload and (on request) its instances, or None."""
     params = {"template_id": template_id}
     calls = [(ONE, params), (_LATEST_UPLOAD, params)]
@@ -202,7 +254,7 @@ async def detail(
     if not found:
         return None
     return (
-        _row(found[0]),
-        UploadRow._make(upload[0]) if upload else None,
-        [InstanceRow._make(r) for r in instances[0]] if instances else None,
+        _template(found[0]),
+        UploadInfo(*upload[0]) if upload else None,
+        [InstanceOut(*r) for r in instances[0]] if instances else None,
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -17,8 +16,7 @@ from coordinator.api.errors import ApiError, conflict, not_found
 from coordinator.api.fast_json import ok
 from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Accepted, Call, Routes
-from coordinator.api.template_reads import DeletionRow, InstanceRow, TemplateRow, UploadRow
-from coordinator.api.timefmt import UtcTime
+from coordinator.api.template_reads import DeletionOut, InstanceOut, TemplateOut, UploadInfo, deletion_out
 from coordinator.appkeys import DB, DELETE_JOBS, DELETES, INVENTORY, READS
 from coordinator.db.models import (
     PveCluster,
@@ -27,7 +25,7 @@ from coordinator.db.models import (
 )
 from coordinator.db.types import utcnow
 from coordinator.jobs.engine import LeaseLost
-from coordinator.states.deletion import UNFINISHED, UnfinishedName
+from coordinator.states.deletion import UNFINISHED
 from coordinator.states.template import TemplateStatus, TemplateStatusName
 from coordinator.template_delete import deleting_conflict, soft_delete, start_cascade
 from shared.error_slugs import ErrorSlug
@@ -69,45 +67,6 @@ class TemplateUpdate(Input):
     description: Description | None = None
 
 
-class RemainingPart(Model):
-    node_name: str
-    what: Literal["import", "vm", "staged_image", "synced_copy"]
-    vmid: int | None
-
-
-class DeletionOut(Model):
-    """A cascade delete under way: what is still to remove and why it is not gone yet."""
-
-    status: Annotated[
-        UnfinishedName,
-        Meta(
-            description="running; failed: the delete gave up on an error it cannot handle (`reason` "
-            "says which); asking for the cascade delete again restarts it"
-        ),
-    ]
-    started_at: UtcTime
-    reason: Annotated[str, Meta(description='e.g. "waiting for the agent of pve-node3 (...)"')] | None
-    remaining: list[RemainingPart]
-    attempts: Annotated[int, Meta(description="attempts in which a part answered with an error")]
-    next_attempt_at: UtcTime | None
-
-
-class TemplateOut(Model):
-    id: int
-    template_name: str
-    cluster_id: int
-    cluster_name: str
-    description: str
-    status: Annotated[
-        TemplateStatusName, Meta(description="active, or deleting while a cascade delete waits for a part")
-    ]
-    deletion: Annotated[DeletionOut, Meta(description="set while the template is deleting")] | None
-    created_at: UtcTime
-    updated_at: UtcTime
-    creator: str
-    modifier: str
-
-
 class DeleteQuery(Input):
     cascade: Annotated[bool, Meta(description="also remove every instance's VM from Proxmox")] = False
 
@@ -126,17 +85,10 @@ class Deleted(Model):
     removed_images: int = 0
 
 
-def deletion_out(d: TemplateDeletion | DeletionRow | None) -> DeletionOut | None:
-    if d is None or d.status not in UNFINISHED:
+def _deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
+    if d is None:
         return None
-    return DeletionOut(
-        status=msgspec.convert(d.status, UnfinishedName),
-        started_at=d.started_at,
-        reason=d.reason,
-        remaining=msgspec.convert(json.loads(d.remaining), list[RemainingPart]),
-        attempts=d.attempts,
-        next_attempt_at=d.next_attempt_at,
-    )
+    return deletion_out(d.status, d.started_at, d.reason, d.remaining, d.attempts, d.next_attempt_at)
 
 
 def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | None = None) -> TemplateOut:
@@ -147,7 +99,7 @@ def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | 
         cluster_name=cluster_name,
         description=t.description,
         status=msgspec.convert(t.status, TemplateStatusName),
-        deletion=deletion_out(deletion),
+        deletion=_deletion_out(deletion),
         created_at=t.created_at,
         updated_at=t.updated_at,
         creator=t.creator,
@@ -200,32 +152,16 @@ async def list_templates(call: Call) -> web.Response:
     """Live templates, newest first; deleted ones are hidden."""
     q: TemplateQuery = call.query
     total, rows = await template_reads.page(call.app[READS], q.cluster_id, q.name, q.page, q.page_size)
-    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=[_row_out(r) for r in rows]))
-
-
-def _row_out(r: TemplateRow) -> TemplateOut:
-    return TemplateOut(
-        id=r.id,
-        template_name=r.template_name,
-        cluster_id=r.cluster_id,
-        cluster_name=r.cluster_name,
-        description=r.description,
-        status=msgspec.convert(r.status, TemplateStatus),
-        deletion=deletion_out(r.deletion),
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-        creator=r.creator,
-        modifier=r.modifier,
-    )
+    return ok(Page(total=total, page=q.page, page_size=q.page_size, list=rows))
 
 
 @routes.get("/templates/{id}", role="viewer", response=TemplateOut, errors=(404,))
 async def get_template(call: Call) -> web.Response:
     """One template."""
-    row = await template_reads.one(call.app[READS], call.path["id"])
-    if row is None:
+    template = await template_reads.one(call.app[READS], call.path["id"])
+    if template is None:
         raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
-    return ok(_row_out(row))
+    return ok(template)
 
 
 @routes.put("/templates/{id}", role="operator", body=TemplateUpdate, response=TemplateOut, errors=(404, 409))
@@ -315,37 +251,6 @@ class DetailQuery(Input):
     include_instances: Annotated[bool, Meta(description="also list the template's instances")] = False
 
 
-class UploadInfo(Model):
-    upload_id: int
-    storage_name: str
-    is_shared: bool
-    file_name: str
-    file_size: int
-    status: str
-    file_format: str
-    sha256: str
-    virtual_size: int
-    import_node_id: int
-    import_node_name: str
-    import_progress: int
-    vmid: int | None
-    error_message: str | None
-    created_at: UtcTime
-
-
-class InstanceOut(Model, omit_defaults=True):
-    instance_id: int
-    node_id: int
-    node_name: str
-    vmid: int | None
-    storage_name: str
-    status: str
-    is_primary: bool
-    sync_progress: Annotated[int, Meta(description="present when a sync task made this instance")] | None = (
-        None
-    )
-
-
 class TemplateDetail(Model, omit_defaults=True):
     id: int
     template_name: str
@@ -365,39 +270,6 @@ class InstanceList(Model):
     instances: list[InstanceOut]
 
 
-def _instance_out(i: InstanceRow) -> InstanceOut:
-    return InstanceOut(
-        instance_id=i.id,
-        node_id=i.node_id,
-        node_name=i.node_name,
-        vmid=i.vmid,
-        storage_name=i.storage_name,
-        status=i.status,
-        is_primary=i.is_primary,
-        sync_progress=i.sync_progress if i.sync_task_id is not None else None,
-    )
-
-
-def _upload_info(u: UploadRow) -> UploadInfo:
-    return UploadInfo(
-        upload_id=u.id,
-        storage_name=u.storage_name,
-        is_shared=u.is_shared,
-        file_name=u.file_name,
-        file_size=u.file_size,
-        status=u.status,
-        file_format=u.file_format,
-        sha256=u.sha256,
-        virtual_size=u.virtual_size,
-        import_node_id=u.import_node_id,
-        import_node_name=u.import_node_name,
-        import_progress=u.import_progress,
-        vmid=u.vmid,
-        error_message=u.error_message,
-        created_at=u.created_at,
-    )
-
-
 @routes.get(
     "/templates/{id}/detail", role="viewer", query=DetailQuery, response=TemplateDetail, errors=(404,)
 )
@@ -415,10 +287,10 @@ async def template_detail(call: Call) -> web.Response:
             cluster_id=t.cluster_id,
             cluster_name=t.cluster_name,
             description=t.description,
-            status=msgspec.convert(t.status, TemplateStatusName),
-            deletion=deletion_out(t.deletion),
-            upload_info=_upload_info(upload) if upload is not None else None,
-            instances=[_instance_out(i) for i in instances] if instances is not None else None,
+            status=t.status,
+            deletion=t.deletion,
+            upload_info=upload,
+            instances=instances,
         )
     )
 
@@ -435,6 +307,6 @@ async def template_instances(call: Call) -> web.Response:
             template_id=template.id,
             template_name=template.template_name,
             total=len(instances),
-            instances=[_instance_out(i) for i in instances],
+            instances=instances,
         )
     )

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from coordinator.api.errors import success
-from coordinator.api.fast_json import ok
+from coordinator.api.fast_json import ok, ok_json, ok_page
 from coordinator.api.pagination import Page
-from coordinator.api.sync_tasks import NodeRef, SyncTaskOut
+from coordinator.api.sync_task_reads import NodeRef, SyncTaskOut
 from coordinator.db.fast_reads import _utc_seconds
 
 
@@ -53,3 +53,19 @@ def test_times_from_mariadb_are_whole_seconds_in_utc() -> None:
     naive = datetime(2025, 12, 24, 10, 0, 0, 5)  # DATETIME(6): naive UTC
     assert _utc_seconds(naive) == datetime(2025, 12, 24, 10, 0, 0, tzinfo=UTC)
     assert _utc_seconds(None) is None
+
+
+def test_a_page_spliced_around_written_json_is_the_encoded_page() -> None:
+    created = datetime(2025, 12, 24, 10, 0, 0, tzinfo=UTC)
+    tasks = [_task(created, None), _task(created, created)]
+    written = msgspec.json.encode(tasks)  # as the database writes the list (json_select)
+    spliced = ok_page(7, 2, 2, written)
+    encoded = ok(Page(total=7, page=2, page_size=2, list=tasks))
+    assert spliced.body == encoded.body
+    assert ok_json(msgspec.json.encode(tasks[0])).body == ok(tasks[0]).body
+    assert json.loads(ok_page(0, 9, 10, b"[]").body)["data"] == {  # type: ignore[arg-type]
+        "total": 0,
+        "page": 9,
+        "page_size": 10,
+        "list": [],
+    }

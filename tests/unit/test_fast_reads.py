@@ -117,7 +117,10 @@ def test_every_hot_read_compiles_for_both_databases(url: str) -> None:
     dialect = create_async_engine(url).dialect
     assert len(DECLARED) >= 17
     for query in DECLARED:
-        if query.stmt.get_final_froms()[0] is not _THING:  # this module's own
+        if query.only not in (None, dialect.name):  # SQL of that database's own
+            with pytest.raises(ValueError, match="only"):
+                query.compiled(dialect)
+        elif query.stmt.get_final_froms()[0] is not _THING:  # this module's own
             assert query.compiled(dialect).sql.startswith("SELECT")
 
 
@@ -130,3 +133,11 @@ def test_mariadb_datetimes_come_as_text_and_read_as_whole_seconds_in_utc() -> No
     expected = datetime(2025, 12, 24, 10, 0, 0, tzinfo=UTC)
     for text in ("2025-12-24 10:00:00.500000", "2025-12-24 10:00:00"):  # DATETIME(6), DATETIME
         assert _utc_seconds(text) == expected
+
+
+def test_mariadb_reads_may_send_several_statements_at_once() -> None:
+    from asyncmy.constants import CLIENT
+
+    from coordinator.db.fast_reads import MULTI_STATEMENTS
+
+    assert MULTI_STATEMENTS == CLIENT.MULTI_STATEMENTS
