@@ -85,7 +85,7 @@ class Deleted(Model):
     removed_images: int = 0
 
 
-def _deletion_out(d: TemplateDeletion | None) -> DeletionOut | None:
+def deletion_of_row(d: TemplateDeletion | None) -> DeletionOut | None:
     if d is None:
         return None
     return deletion_out(d.status, d.started_at, d.reason, d.remaining, d.attempts, d.next_attempt_at)
@@ -99,7 +99,7 @@ def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | 
         cluster_name=cluster_name,
         description=t.description,
         status=msgspec.convert(t.status, TemplateStatusName),
-        deletion=_deletion_out(deletion),
+        deletion=deletion_of_row(deletion),
         created_at=t.created_at,
         updated_at=t.updated_at,
         creator=t.creator,

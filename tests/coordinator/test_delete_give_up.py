@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coordinator.api.templates import deletion_out
+from coordinator.api.templates import deletion_of_row
 from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.models import PveCluster, TemplateDeletion, VmTemplate
 from coordinator.db.session import create_engine, session_factory
@@ -54,7 +54,7 @@ async def test_a_given_up_delete_stays_visible_with_its_reason_and_restarts_when
         template = await session.get(VmTemplate, template_id)
         deletion = await session.get(TemplateDeletion, started.deletion_id)
     assert template is not None and template.status == "deleting"
-    shown = deletion_out(deletion)
+    shown = deletion_of_row(deletion)
     assert shown is not None and shown.status == "failed"
     assert shown.reason == f"{REASON}; ask for the cascade delete again to retry"
 
