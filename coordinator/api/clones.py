@@ -24,7 +24,7 @@ from coordinator.api.fast_json import ok
 from coordinator.api.pagination import Page, PageQuery
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import TemplateName, load_workable_template
-from coordinator.api.timefmt import UtcTime
+from coordinator.api.timefmt import UtcTime, whole_seconds
 from coordinator.appkeys import CLONES, DB, INVENTORY, SYNCS
 from coordinator.clone_request import (
     CloneFacts,
@@ -128,8 +128,8 @@ def clone_out(row: Clone) -> CloneOut:
         progress=row.progress,
         sync_task_id=row.sync_task_id,
         error_message=row.error_message,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
+        created_at=whole_seconds(row.created_at),
+        finished_at=whole_seconds(row.finished_at) if row.finished_at else None,
     )
 
 

@@ -380,7 +380,19 @@ async def _read_upload_form(
 ) -> tuple[UploadForm, BodyPartReader, str, str]:
     """The form (checked), the file part, its sanitised name and its declared format."""
     fields, file_part = await _read_form(request, idle)
-    form = parse_model(UploadForm, fields, "form")
+    try:
+        form = parse_model(UploadForm, fields, "form")
+    except ApiError as exc:
+        if fields:
+            raise
+        # Nothing came before the file: the fields are most likely after it (curl -F file=@x
+        # first), where they are never read. Say so, not only that each one is missing.
+        raise ApiError(
+            400,
+            exc.error,
+            f"{exc.message} (form fields must come before the file: with curl, put -F file=@... last)",
+            exc.extra,
+        ) from None
     file_name = sanitise_file_name(file_part.filename)
     try:
         fmt = declared_format(file_name)

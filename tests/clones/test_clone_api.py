@@ -11,6 +11,7 @@ its VM's node).
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -216,6 +217,11 @@ def test_clones_are_listed_with_filters_and_pages(stack: Stack, api: Api, image:
     assert not {c["clone_id"] for c in failed["list"]} & set(ids)
     assert api.get("/clones", params={"status": "bogus"}).status == 400
     assert api.get("/clones/999999999").error == "clone_not_found"
+    # Times as everywhere in the API: UTC, whole seconds, "Z" (listed and one by one).
+    one = api.get(f"/clones/{ids[0]}").ok()
+    for shown in (*mine["list"], one):
+        for at in (shown["created_at"], shown["finished_at"]):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", at), shown
 
 
 @pytest.mark.mariadb

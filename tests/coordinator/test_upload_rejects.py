@@ -162,6 +162,26 @@ def test_a_field_after_the_file_is_refused_and_nothing_is_kept(
     assert_nothing_left(stack, name, staged, vms)
 
 
+def test_every_field_after_the_file_is_refused_saying_where_they_belong(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    """curl -F file=@x.qcow2 -F template_name=...: no field is read before the file."""
+    image = images.qcow2(tmp_path / "first.qcow2", size_mib=16, data_mib=1)
+    name = _name("file-first")
+    staged, vms = staged_files(stack), all_vmids(stack)
+    fields = upload_fields(stack, name, storage_id(api, stack, "ceph-storage"))
+    with open(image, "rb") as f:
+        parts = [("file", ("first.qcow2", f, "application/octet-stream"))]
+        parts += [(k, (None, v)) for k, v in fields.items()]
+        reply = api.post("/templates/upload", files=parts)
+    assert reply.status == 400, reply.body
+    assert reply.error == "invalid_request"
+    assert "template_name is required" in reply.message
+    assert reply.message.endswith("(form fields must come before the file: with curl, put -F file=@... last)")
+    assert rows_named(stack, name).uploads == []
+    assert_nothing_left(stack, name, staged, vms)
+
+
 def test_declared_too_large_is_refused_before_the_body(stack: Stack, api: Api) -> None:
     """A Content-Length over the limit gets 413 in answer to Expect: 100-continue."""
     conn = http.client.HTTPConnection(stack.s.host, stack.s.coordinator_port, timeout=10)
