@@ -65,10 +65,13 @@ class ReceiveView(Model):
     error: str | None
     error_kind: ErrorSlug | None
     corrupt_chunks: int
-    received_bytes: int
+    received_bytes: int  # payload that crossed the network, re-sent bytes included (bytes_sent)
     resumed_from: int
     staged_name: str | None  # once complete
     forwarding: bool
+    # Bytes of the image the target did not receive over the network: zeros, and chunks it
+    # already held (an earlier version of the template; the sync task's bytes_reused).
+    reused_bytes: int = 0
 
 
 class ReceiveRemoved(Model):
