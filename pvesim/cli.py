@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from pvesim.auth import DEFAULT_TOKEN, AccessStore
 from pvesim.faults import FaultRegistry
+from pvesim.pvesh import SOCKET_FILE
 from pvesim.state import Cluster
 from pvesim.tasks import TaskManager
 from pvesim.tls import ensure_certificates
@@ -54,7 +55,7 @@ def prepare_state(
     return cluster, access
 
 
-def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int, pvesh_socket: str) -> None:
+def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int) -> None:
     token = access.data()["tokens"][DEFAULT_TOKEN]
     shown = f"[{host}]" if ":" in host else host
     _write_json(
@@ -64,22 +65,28 @@ def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int
             "secret": token["value"],
             "api_url": f"https://{shown}:{port}",
             "ca_file": str(cluster.state_dir / "ca.pem"),
-            # The pvesh shim's way in (pvesim/pvesh.py): an abstract Unix socket of this run.
-            "pvesh_socket": pvesh_socket,
         },
         mode=0o600,
     )
 
 
-async def open_pvesh_socket(runner: web.BaseRunner) -> str:
-    """Serve the API on the pvesh shim's socket too; its name. Abstract (no file to clean up,
-    no path to outgrow sun_path's 108 bytes), named afresh per run; every request on it
-    still carries the root secret."""
-    name = f"pvesim-{secrets.token_hex(12)}"
-    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    unix.bind("\0" + name)
+async def open_pvesh_socket(runner: web.BaseRunner, state_dir: Path) -> None:
+    """Serve the API on the pvesh shim's socket too: ``<state_dir>/pvesh.sock``, root's only;
+    every request on it still carries the root secret. A file, not an abstract socket: an
+    agent in another network namespace (the fan-out benchmarks) reaches it as well. Bound
+    through the directory's /proc/self/fd entry, as the shim connects: a state directory's
+    path may be longer than the 108 bytes a socket address holds."""
+    dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        path = f"/proc/self/fd/{dirfd}/{SOCKET_FILE}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by an emulator that was killed
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(path)
+        os.chmod(path, 0o600)
+    finally:
+        os.close(dirfd)
     await web.SockSite(runner, unix).start()
-    return name
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -102,7 +109,8 @@ async def serve(args: argparse.Namespace) -> int:
     server = getattr(site, "_server", None)
     if server is not None and server.sockets:
         port = server.sockets[0].getsockname()[1]
-    write_token_file(cluster, access, args.host, port, await open_pvesh_socket(runner))
+    await open_pvesh_socket(runner, cluster.state_dir)
+    write_token_file(cluster, access, args.host, port)
     log.info("pvesim '%s' listening on https://%s:%d", cluster.cluster_name, args.host, port)
 
     stop = asyncio.Event()
@@ -113,6 +121,7 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("shutting down")
     await tasks.shutdown()
     await runner.cleanup()
+    (cluster.state_dir / SOCKET_FILE).unlink(missing_ok=True)
     return 0
 
 

@@ -15,7 +15,7 @@ local root can read) and behaves like pve-manager's PVE/CLI/pvesh.pm:
 A call should cost little more than the interpreter's start: the test suite makes
 thousands. So the wrapper runs this file with the standard library only (`python -S`, no
 site-packages), and it speaks plain HTTP/1.0 over the running emulator's Unix socket
-(named in api-token.json) rather than HTTPS through urllib: the ssl, urllib and
+(``pvesh.sock`` in its state directory) rather than HTTPS through urllib: the ssl, urllib and
 http.client imports (http.client alone pulls in the email parser) and a TLS handshake were
 most of a call's CPU.
 """
@@ -23,6 +23,7 @@ most of a call's CPU.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -36,6 +37,8 @@ EXIT_DIE = 255  # what a Perl program exits with after an uncaught die
 NODE_HEADER = "X-Pvesim-Node"
 WORKER_HEADER = "X-Pvesim-Worker"
 POLL_SECONDS = 0.25
+# The emulator's socket for the shim, in its state directory (pvesim/cli.py serves it).
+SOCKET_FILE = "pvesh.sock"
 
 
 class CliError(Exception):
@@ -83,15 +86,21 @@ def _looks_like_option(arg: str) -> bool:
     return False
 
 
-def _exchange(socket_name: str, request: bytes) -> tuple[int, str, dict[str, str], bytes]:
+def _exchange(state_dir: str, request: bytes) -> tuple[int, str, dict[str, str], bytes]:
     """One HTTP/1.0 exchange on the emulator's socket: (status, reason, headers, body). The
     server closes the connection after an HTTP/1.0 answer, so the body is all that follows."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect("\0" + socket_name)
-        sock.sendall(request)
-        chunks = []
-        while data := sock.recv(1 << 16):
-            chunks.append(data)
+    # Through the directory's /proc/self/fd entry: the path of a state directory may be
+    # longer than the 108 bytes a socket address holds.
+    dirfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(f"/proc/self/fd/{dirfd}/{SOCKET_FILE}")
+            sock.sendall(request)
+            chunks = []
+            while data := sock.recv(1 << 16):
+                chunks.append(data)
+    finally:
+        os.close(dirfd)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     _version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
@@ -107,15 +116,13 @@ class Emulator:
 
     def __init__(self, state_dir: str, node: str) -> None:
         try:
-            with open(f"{state_dir}/api-token.json") as f:
-                info = json.load(f)
             with open(f"{state_dir}/root.secret") as f:
                 self.secret = f.read().strip()
         except OSError as exc:
             raise CliError(
                 f"ipcc_send_rec[1] failed: {exc.strerror} (is pvesim running in {state_dir}?)"
             ) from None
-        self.socket_name = info["pvesh_socket"]
+        self.state_dir = state_dir
         self.node = node
 
     def request(self, method: str, path: str, params: dict[str, list[str]]) -> tuple[Any, str | None]:
@@ -133,7 +140,7 @@ class Emulator:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         try:
             status, reason, answer_headers, raw = _exchange(
-                self.socket_name, f"{method} {url} HTTP/1.0\r\n{head}\r\n".encode() + body
+                self.state_dir, f"{method} {url} HTTP/1.0\r\n{head}\r\n".encode() + body
             )
         except (OSError, ValueError) as exc:
             raise CliError(f"ipcc_send_rec[1] failed: {exc}") from None

@@ -105,9 +105,8 @@ class InProcess:
         server = self._serve(build_app(cluster, tasks, access, faults), ssl=tls)
         assert server.port is not None
         assert server.runner is not None
-        write_token_file(
-            cluster, access, "127.0.0.1", server.port, self.run(open_pvesh_socket(server.runner))
-        )
+        self.run(open_pvesh_socket(server.runner, cluster.state_dir))
+        write_token_file(cluster, access, "127.0.0.1", server.port)
 
     @property
     def ca_file(self) -> Path:
