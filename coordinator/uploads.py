@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -59,37 +59,95 @@ async def reserve(
                 ErrorSlug.TEMPLATE_NAME_TAKEN,
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
-        upload = new_upload(
-            engine.OWNER,
-            lease,
-            template_id=template.id,
-            template_name=template_name,
-            cluster_id=plan.cluster.id,
-            storage_id=plan.storage.id,
-            storage_name=plan.storage.storage_name,
-            storage_type=plan.storage.type,
-            is_shared=plan.storage.shared,
-            import_node_id=plan.import_node.id,
-            import_node_name=plan.import_node.node_name,
-            file_name=file_name,
-            file_format=fmt,
-            vm_config=json.dumps(vm_config),
-            creator=actor,
-        )
+        upload = _new_upload(plan, template.id, 1, template_name, file_name, fmt, vm_config, actor, lease)
+        upload.description = description
         session.add(upload)
         await session.commit()
         return upload
 
 
-async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
-    """No valid staged image came of it: keep a failed record, remove the template row."""
+async def reserve_version(
+    db: async_sessionmaker[AsyncSession],
+    plan: UploadPlan,
+    template: VmTemplate,
+    *,
+    description: str,
+    file_name: str,
+    fmt: str,
+    vm_config: dict[str, Any],
+    actor: str,
+    lease: float,
+) -> TemplateUpload:
+    """The upload row of the template's next version (status uploading), leased to this
+    process while it streams. The unique (template, version) key lets one of two concurrent
+    requests have the number; the other gets 409."""
     async with db() as session:
-        template_id = await session.scalar(
-            select(TemplateUpload.template_id).where(TemplateUpload.id == upload_id)
+        newest = await session.scalar(
+            select(func.max(TemplateUpload.version)).where(TemplateUpload.template_id == template.id)
         )
+        version = int(newest or 0) + 1
+        upload = _new_upload(
+            plan, template.id, version, template.template_name, file_name, fmt, vm_config, actor, lease
+        )
+        upload.description = description
+        session.add(upload)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(
+                ErrorSlug.VERSION_TAKEN,
+                f"version {version} of template {template.id} is being made by another request; "
+                "retry when it is stored",
+            ) from None
+        return upload
+
+
+def _new_upload(
+    plan: UploadPlan,
+    template_id: int,
+    version: int,
+    template_name: str,
+    file_name: str,
+    fmt: str,
+    vm_config: dict[str, Any],
+    actor: str,
+    lease: float,
+) -> TemplateUpload:
+    return new_upload(
+        engine.OWNER,
+        lease,
+        template_id=template_id,
+        version=version,
+        template_name=template_name,
+        cluster_id=plan.cluster.id,
+        storage_id=plan.storage.id,
+        storage_name=plan.storage.storage_name,
+        storage_type=plan.storage.type,
+        is_shared=plan.storage.shared,
+        import_node_id=plan.import_node.id,
+        import_node_name=plan.import_node.node_name,
+        file_name=file_name,
+        file_format=fmt,
+        vm_config=json.dumps(vm_config),
+        creator=actor,
+    )
+
+
+async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
+    """No valid staged image came of it: keep a failed record, remove the template row (a
+    first upload's: a new version's template stays as it was, the number free again)."""
+    async with db() as session:
+        row = (
+            await session.execute(
+                select(TemplateUpload.template_id, TemplateUpload.version).where(
+                    TemplateUpload.id == upload_id
+                )
+            )
+        ).first()
+        template_id, version = row if row is not None else (None, 1)
         if not await upload_states.abandon(session, upload_id, reason):
             return  # not uploading (any more): stored, or abandoned already
-        if template_id is not None:
+        if template_id is not None and version == 1:
             await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
             await session.execute(delete(VmTemplate).where(VmTemplate.id == template_id))
         await session.commit()
@@ -125,6 +183,7 @@ async def record_staged(
                 new_instance(
                     InstanceStatus.IMPORTING,
                     template_id=upload.template_id,
+                    version=upload.version,
                     upload_id=upload.id,
                     cluster_id=upload.cluster_id,
                     node_id=target.node.id,

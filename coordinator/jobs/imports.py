@@ -11,6 +11,7 @@ delete fails the upload meanwhile, and the job then stops without undoing that.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from coordinator.states import instance as instance_states
+from coordinator.states import template as template_states
 from coordinator.states import upload as upload_states
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.upload import IMPORT_QUEUE, UploadStatus
@@ -49,11 +51,15 @@ class ImportJobs:
         db: async_sessionmaker[AsyncSession],
         agents: AgentLinks,
         inventory: InventoryRefresher,
+        on_imported: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_imported``: called once a version is available on its import node (the
+        version pruner looks again: the versions beyond keep_versions may have changed)."""
         self.config = config
         self.db = db
         self.agents = agents
         self.inventory = inventory
+        self.on_imported = on_imported
 
     async def _set(self, upload_id: int, statuses: tuple[UploadStatus, ...], **values: Any) -> bool:
         """Update the upload's counters (never its status: coordinator/states/upload.py) if
@@ -140,8 +146,14 @@ class ImportJobs:
             await instance_states.follow_import(
                 session, upload.id, InstanceStatus.AVAILABLE, vmid=vmid, volume_id=volume_id
             )
+            # The moment the contract's current_version moves (README, Versions).
+            assert upload.template_id is not None
+            current = await template_states.version_available(session, upload.template_id, upload.version)
             await session.commit()
         log.info("upload %s: imported as VM %s (%s)", upload.id, vmid, volume_id)
+        if current and upload.version > 1:
+            log.info("template %s: version %s is current", upload.template_id, upload.version)
+        self.on_imported()
         if upload.is_shared:
             # Shared storage holds the disk now; the staged copy is not needed by anyone.
             await self._remove_staged(upload)

@@ -297,7 +297,7 @@ async def test_an_abandoned_upload_lets_go_of_its_template(session: AsyncSession
 
 async def test_a_template_delete_fails_its_queued_and_running_imports(session: AsyncSession) -> None:
     tpl = await _template(session)
-    queued, uploading = await _upload(session, tpl), await _upload(session, tpl)
+    queued, uploading = await _upload(session, tpl), await _upload(session, tpl, version=2)
     assert await upload.stored(session, queued.id, staged_name="s", size=1, sha256="a", virtual_size=1)
     assert await upload.stop_imports_of_template(session, tpl.id, "template deleted") == 1
     await session.commit()
