@@ -280,8 +280,13 @@ def _add_delete_runner(app: web.Application) -> None:
 
 
 def _add_version_pruner(app: web.Application) -> None:
+    config = app[CONFIG]
     app[VERSIONS] = VersionPruner(
-        app[DB], app[DELETE_JOBS], app[CONFIG].keep_versions, app[INVENTORY].used_vmids
+        app[DB],
+        app[DELETE_JOBS],
+        config.keep_versions,
+        app[INVENTORY].used_vmids,
+        config.version_prune_interval,
     )
 
 

@@ -2,7 +2,7 @@
 ones are removed, once no linked clone uses them (contract 6.1); and version deletes that
 could not finish at once (an agent down) are finished.
 
-A round every ``PRUNE_INTERVAL`` seconds, or sooner when woken (a version became available,
+A round every ``version_prune_interval`` seconds (30), or sooner when woken (a version became available,
 one was activated or asked to be deleted). Which versions go is decided by
 coordinator/version_plan.versions_to_prune; each goes through the one version delete
 (coordinator/version_delete.py), whose refusals (a linked clone uses it, a task of it
@@ -31,7 +31,6 @@ from coordinator.template_delete import DeleteJobs
 from coordinator.version_plan import VersionFacts, versions_to_prune
 
 log = logging.getLogger(__name__)
-PRUNE_INTERVAL = 30.0
 
 
 class VersionPruner:
@@ -41,11 +40,13 @@ class VersionPruner:
         jobs: DeleteJobs,
         keep: int,
         in_pve: Callable[[int], Awaitable[set[int]]] | None,
+        interval: float,
     ) -> None:
         self.db = db
         self.jobs = jobs
         self.keep = keep
         self.in_pve = in_pve
+        self.interval = interval
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -62,7 +63,7 @@ class VersionPruner:
                 else:
                     log.exception("version pruning failed; will retry")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), PRUNE_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), self.interval)
 
     async def prune_once(self) -> list[tuple[int, int]]:
         """One round: unfinished version deletes attempted again, then the versions beyond
