@@ -83,10 +83,9 @@ async def _template(db: async_sessionmaker[AsyncSession], versions: int = 2) -> 
             )
             session.add(up)
             await session.flush()
-            for status in (UploadStatus.UPLOADED, UploadStatus.IMPORTING, UploadStatus.IMPORTED):
-                await session.execute(
-                    TemplateUpload.__table__.update().where(TemplateUpload.id == up.id).values(status=status, lease_owner=None)
-                )
+            assert await upload.stored(session, up.id, staged_name="", size=1, sha256="a", virtual_size=1)
+            assert await upload.start_import(session, up.id)
+            assert await upload.imported(session, up.id, 9000 + version)
         await session.commit()
         return row.id
 
