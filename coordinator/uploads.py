@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -34,22 +35,31 @@ from shared.messages.uploads import Staged
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """What an upload's row records of its request: the file's label and declared format, the
+    VM options, the description (a new template's, or the new version's), and who asked; the
+    row is leased to this process for ``lease`` seconds while the image streams."""
+
+    file_name: str
+    fmt: str
+    vm_config: dict[str, Any]
+    description: str
+    actor: str
+    lease: float
+
+
 async def reserve(
-    db: async_sessionmaker[AsyncSession],
-    plan: UploadPlan,
-    *,
-    template_name: str,
-    description: str,
-    file_name: str,
-    fmt: str,
-    vm_config: dict[str, Any],
-    actor: str,
-    lease: float,
+    db: async_sessionmaker[AsyncSession], plan: UploadPlan, template_name: str, incoming: Incoming
 ) -> TemplateUpload:
     """Template + upload rows (status uploading), leased to this process while it streams."""
     async with db() as session:
         template = new_template(
-            template_name, cluster_id=plan.cluster.id, description=description, creator=actor, modifier=actor
+            template_name,
+            cluster_id=plan.cluster.id,
+            description=incoming.description,
+            creator=incoming.actor,
+            modifier=incoming.actor,
         )
         session.add(template)
         try:
@@ -59,24 +69,14 @@ async def reserve(
                 ErrorSlug.TEMPLATE_NAME_TAKEN,
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
-        upload = _new_upload(plan, template.id, 1, template_name, file_name, fmt, vm_config, actor, lease)
-        upload.description = description
+        upload = _new_upload(plan, template, 1, incoming)
         session.add(upload)
         await session.commit()
         return upload
 
 
 async def reserve_version(
-    db: async_sessionmaker[AsyncSession],
-    plan: UploadPlan,
-    template: VmTemplate,
-    *,
-    description: str,
-    file_name: str,
-    fmt: str,
-    vm_config: dict[str, Any],
-    actor: str,
-    lease: float,
+    db: async_sessionmaker[AsyncSession], plan: UploadPlan, template: VmTemplate, incoming: Incoming
 ) -> TemplateUpload:
     """The upload row of the template's next version (status uploading), leased to this
     process while it streams. The unique (template, version) key lets one of two concurrent
@@ -86,10 +86,7 @@ async def reserve_version(
             select(func.max(TemplateUpload.version)).where(TemplateUpload.template_id == template.id)
         )
         version = int(newest or 0) + 1
-        upload = _new_upload(
-            plan, template.id, version, template.template_name, file_name, fmt, vm_config, actor, lease
-        )
-        upload.description = description
+        upload = _new_upload(plan, template, version, incoming)
         session.add(upload)
         try:
             await session.commit()
@@ -102,23 +99,14 @@ async def reserve_version(
         return upload
 
 
-def _new_upload(
-    plan: UploadPlan,
-    template_id: int,
-    version: int,
-    template_name: str,
-    file_name: str,
-    fmt: str,
-    vm_config: dict[str, Any],
-    actor: str,
-    lease: float,
-) -> TemplateUpload:
+def _new_upload(plan: UploadPlan, template: VmTemplate, version: int, incoming: Incoming) -> TemplateUpload:
     return new_upload(
         engine.OWNER,
-        lease,
-        template_id=template_id,
+        incoming.lease,
+        template_id=template.id,
         version=version,
-        template_name=template_name,
+        description=incoming.description,
+        template_name=template.template_name,
         cluster_id=plan.cluster.id,
         storage_id=plan.storage.id,
         storage_name=plan.storage.storage_name,
@@ -126,10 +114,10 @@ def _new_upload(
         is_shared=plan.storage.shared,
         import_node_id=plan.import_node.id,
         import_node_name=plan.import_node.node_name,
-        file_name=file_name,
-        file_format=fmt,
-        vm_config=json.dumps(vm_config),
-        creator=actor,
+        file_name=incoming.file_name,
+        file_format=incoming.fmt,
+        vm_config=json.dumps(incoming.vm_config),
+        creator=incoming.actor,
     )
 
 

@@ -31,7 +31,14 @@ from coordinator import uploads
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
 from coordinator.api.templates import TemplateName, load_workable_template
-from coordinator.api.upload import NodeIds, UploadResult, after_import, check_vm_config, record_and_answer
+from coordinator.api.upload import (
+    NodeIds,
+    UploadResult,
+    after_import,
+    check_vm_config,
+    incoming_of,
+    record_and_answer,
+)
 from coordinator.appkeys import AGENTS, CONFIG, DB
 from coordinator.db.models import TemplateUpload, VmTemplate
 from coordinator.jobs import engine
@@ -177,30 +184,10 @@ async def _reserve(
     call: Call, body: FromVmBody, plan: UploadPlan, template: VmTemplate | None, name: str
 ) -> TemplateUpload:
     """The upload's rows: a new template's, or ``template``'s next version's."""
-    config = call.app[CONFIG]
+    incoming = incoming_of(call, name, "qcow2", body.vm_config, body.description or "")
     if template is None:
-        return await uploads.reserve(
-            call.app[DB],
-            plan,
-            template_name=body.template_name or "",
-            description=body.description or "",
-            file_name=name,
-            fmt="qcow2",
-            vm_config=body.vm_config,
-            actor=call.actor,
-            lease=config.job_lease_seconds,
-        )
-    return await uploads.reserve_version(
-        call.app[DB],
-        plan,
-        template,
-        description=body.description or "",
-        file_name=name,
-        fmt="qcow2",
-        vm_config=body.vm_config,
-        actor=call.actor,
-        lease=config.job_lease_seconds,
-    )
+        return await uploads.reserve(call.app[DB], plan, body.template_name or "", incoming)
+    return await uploads.reserve_version(call.app[DB], plan, template, incoming)
 
 
 async def _agent(call: Call, plan: UploadPlan) -> AgentClient:

@@ -421,17 +421,16 @@ async def _plan_template(call: Call, form: UploadForm) -> UploadPlan:
 async def _reserve_template(
     call: Call, form: UploadForm, plan: UploadPlan, file_name: str, fmt: str
 ) -> TemplateUpload:
-    return await uploads.reserve(
-        call.app[DB],
-        plan,
-        template_name=form.template_name,
-        description=form.description,
-        file_name=file_name,
-        fmt=fmt,
-        vm_config=form.vm_config,
-        actor=call.actor,
-        lease=call.app[CONFIG].job_lease_seconds,
-    )
+    incoming = incoming_of(call, file_name, fmt, form.vm_config, form.description)
+    return await uploads.reserve(call.app[DB], plan, form.template_name, incoming)
+
+
+def incoming_of(
+    call: Call, file_name: str, fmt: str, vm_config: VmConfig, description: str
+) -> uploads.Incoming:
+    """What the upload's row records of this request."""
+    lease = call.app[CONFIG].job_lease_seconds
+    return uploads.Incoming(file_name, fmt, dict(vm_config), description, call.actor, lease)
 
 
 async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:

@@ -34,6 +34,7 @@ from coordinator.api.upload import (
     UploadResult,
     check_vm_config,
     expect_upload,
+    incoming_of,
     take_upload,
 )
 from coordinator.appkeys import CONFIG, DB, DELETE_JOBS, INVENTORY, VERSIONS
@@ -118,17 +119,8 @@ async def _reserve(
     template, _ = await load_workable_template(call, call.path["id"])
     async with call.app[DB]() as session:
         options = form.vm_config or await _current_vm_config(session, template)
-    return await uploads.reserve_version(
-        call.app[DB],
-        plan,
-        template,
-        description=form.description,
-        file_name=file_name,
-        fmt=fmt,
-        vm_config=options,
-        actor=call.actor,
-        lease=call.app[CONFIG].job_lease_seconds,
-    )
+    incoming = incoming_of(call, file_name, fmt, options, form.description)
+    return await uploads.reserve_version(call.app[DB], plan, template, incoming)
 
 
 _NEW_VERSION = UploadKind(VersionForm, _plan, _reserve, lambda form: form.wait)

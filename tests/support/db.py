@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.session import create_engine, session_factory
+from tests.support import mariadb
 
 T = TypeVar("T")
 
@@ -23,3 +26,18 @@ def with_session(url: str, work: Callable[[AsyncSession], Coroutine[Any, Any, T]
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> str:
+    """The URL of a database at the schema's head, for a module's fixture parametrised over
+    "sqlite" (a file of its own) and "mariadb" (a database of its own, dropped at the end)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
+    else:
+        request.getfixturevalue("mariadb_url")
+        db_name, url = mariadb.create_database()
+        request.addfinalizer(lambda: mariadb.drop_database(db_name))
+    upgrade_to_head(url)
+    return url

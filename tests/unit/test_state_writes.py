@@ -6,7 +6,7 @@ sync-task counts the triggers keep stay exact through every transition."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db import sync_task_counts
-from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.models import (
     Clone,
     PveCluster,
@@ -32,21 +31,8 @@ from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.upload import UploadStatus
 from coordinator.states.writes import move
-from tests.support import mariadb
 
 NAMES = itertools.count(1)
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('states') / 'states.db'}"
-    else:
-        request.getfixturevalue("mariadb_url")
-        name, url = mariadb.create_database()
-        request.addfinalizer(lambda: mariadb.drop_database(name))
-    upgrade_to_head(url)
-    yield url
 
 
 @pytest.fixture
