@@ -1,7 +1,8 @@
 """Template versions through the API (contract 6.1), on a real stack: a new version uploaded
 and rolled out to every node that holds the template, each copy compared with the image
-(qemu-img compare) as PVE stores it; activate; delete and each of its refusals; keep_versions
-removing the oldest version once no linked clone uses it.
+(qemu-img compare) as PVE stores it; activate; delete and each of its refusals, finished on
+its own when a node's agent was down; keep_versions removing the oldest version once no
+linked clone uses it.
 
 One stack for the module (keep_versions 2, the pruner looking every second), two templates
 made once per stack and shared by the tests: "rolled" (local storage, on every node, two
@@ -201,14 +202,35 @@ def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
 
     old = {i["node_name"]: i["vmid"] for i in instances(api, template_id, 1)}
     destroy_vm(vstack, NODE1, done["vmid"])  # the clone no longer uses version 1
-    gone = api.delete(f"{path}/1").ok()
-    assert gone["deleted"] is True
-    assert sorted((r["node_name"], r["vmid"]) for r in gone["removed_vms"]) == sorted(old.items())
+    # pve-node3's agent is down: what can go goes now, the rest once it is back.
+    vstack.agents[NODE3].stop()
+    try:
+        waiting = api.delete(f"{path}/1")
+        assert waiting.status == 202 and waiting.data["deleted"] is False, waiting.body
+        remaining = waiting.data["remaining"]
+        assert {"node_name": NODE3, "what": "vm", "vmid": old[NODE3]} in remaining
+        assert {r["node_name"] for r in remaining} == {NODE3}  # (its copy of the image too)
+        assert f"waiting for the agent of {NODE3}" in waiting.data["reason"]
+        removed = sorted((r["node_name"], r["vmid"]) for r in waiting.data["removed_vms"])
+        assert removed == sorted((n, v) for n, v in old.items() if n != NODE3)
+        assert [(v["version"], v["status"]) for v in versions(api, template_id)["list"]] == [
+            (2, "imported"),
+            (1, "deleting"),
+        ]
+        again = api.post(
+            f"/templates/{template_id}/clone",
+            json={"node_id": nodes[NODE3], "name": unique("x"), "version": 1},
+        )
+        assert (again.status, again.error) == (409, "no_image"), again.body  # nothing new starts on it
+    finally:
+        vstack.start_agent(NODE3)
+    wait_for(
+        lambda: [v["version"] for v in versions(api, template_id)["list"]] == [2], 60, "version 1 deleted"
+    )
     for node, vmid in old.items():
         assert vm_conf(vstack, node, vmid) is None, f"version 1's VM {vmid} is still on {node}"
     for inst in instances(api, template_id, 2):
         assert vm_conf(vstack, inst["node_name"], inst["vmid"]) is not None
-    assert [v["version"] for v in versions(api, template_id)["list"]] == [2]
     assert instances(api, template_id, 1) == []
     assert api.delete(f"{path}/1").error == "version_not_found"
     assert api.post(f"{path}/1/activate").error == "version_not_found"
