@@ -4,9 +4,10 @@ and rolled out to every node that holds the template, each copy compared with th
 its own when a node's agent was down; keep_versions removing the oldest version once no
 linked clone uses it.
 
-One stack for the module (keep_versions 2, the pruner looking every second), two templates
-made once per stack and shared by the tests: "rolled" (local storage, on every node, two
-versions) and "kept" (local storage on pve-node1 only, three versions).
+On the session's shared stack (keep_versions 3, the pruner looking every second: tests/conftest.py).
+The "rolled" template (local storage, on every node, two versions) is made once per stack
+and shared by the first two tests; the keep_versions test makes its own (four versions on
+pve-node1 only).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import pytest
 
 from demo.stack import Stack
-from tests.conftest import own_stack
 from tests.support import images
 from tests.support.api import Api, Reply
 from tests.support.pve import hold_call, wait_held
@@ -36,22 +36,10 @@ from tests.support.uploads import (
 )
 
 NODE1, NODE2, NODE3 = "pve-node1", "pve-node2", "pve-node3"
-KEEP = 2
 TIMEOUT = 120.0
 # (stack id, template) -> (template id, what its making answered)
 _MADE: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
 _IMAGES: dict[int, Path] = {}
-
-
-@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
-def vstack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    settings = {"keep_versions": KEEP, "version_prune_interval": 1.0}
-    return own_stack(request, tmp_path_factory, "versions", coordinator_settings=settings)
-
-
-@pytest.fixture
-def api(vstack: Stack) -> Api:
-    return Api(vstack.api, vstack.admin_token)
 
 
 @pytest.fixture(scope="session")
@@ -116,9 +104,9 @@ def rolled(stack: Stack, api: Api, base: Path) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.mariadb
 def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
-    vstack: Stack, api: Api, image_dir: Path
+    stack: Stack, api: Api, image_dir: Path
 ) -> None:
-    template_id, answer = rolled(vstack, api, image_dir)
+    template_id, answer = rolled(stack, api, image_dir)
     v1, v2 = image(image_dir, 1), image(image_dir, 2)
     assert answer["template_id"] == template_id and answer["version"] == 2
     assert answer["status"] == "imported" and answer["import_node"]["node_name"] == NODE1
@@ -143,9 +131,9 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
     for node in (NODE1, NODE2, NODE3):
         assert new[node]["version"] == 2 and new[node]["status"] == "available"
         assert new[node]["vmid"] != old[node]["vmid"]
-        assert same(vstack, node, new[node]["vmid"], v2), f"{node}: version 2 is not the new image"
-        assert same(vstack, node, old[node]["vmid"], v1), f"{node}: version 1 changed"
-        conf = vm_conf(vstack, node, new[node]["vmid"])
+        assert same(stack, node, new[node]["vmid"], v2), f"{node}: version 2 is not the new image"
+        assert same(stack, node, old[node]["vmid"], v1), f"{node}: version 1 changed"
+        conf = vm_conf(stack, node, new[node]["vmid"])
         assert conf is not None and conf.get("template") == "1"
     listed = versions(api, template_id)
     assert listed["current_version"] == 2
@@ -155,7 +143,7 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
     ]
     assert listed["list"][0]["sha256"] == sha256(v2) and listed["list"][0]["description"] == "point release"
     # Look-ups default to the current version and take any other.
-    query = {"cluster_id": vstack.cluster_id, "name": d["template_name"], "node": NODE2}
+    query = {"cluster_id": stack.cluster_id, "name": d["template_name"], "node": NODE2}
     assert api.get("/templates/resolve", params=query).ok()["vmid"] == new[NODE2]["vmid"]
     one = api.get("/templates/resolve", params={**query, "version": 1}).ok()
     assert (one["version"], one["vmid"]) == (1, old[NODE2]["vmid"])
@@ -164,11 +152,11 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
 
 @pytest.mark.mariadb
 def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
-    vstack: Stack, api: Api, image_dir: Path
+    stack: Stack, api: Api, image_dir: Path
 ) -> None:
-    template_id, _ = rolled(vstack, api, image_dir)
+    template_id, _ = rolled(stack, api, image_dir)
     wait_tasks(api, template_id, timeout=TIMEOUT)
-    nodes = node_ids(api, vstack)
+    nodes = node_ids(api, stack)
     path = f"/templates/{template_id}/versions"
     assert api.post(f"{path}/9/activate").error == "version_not_found"
     back = api.post(f"{path}/1/activate").ok()
@@ -201,9 +189,9 @@ def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
     assert [(v["version"], v["clones"]) for v in versions(api, template_id)["list"]] == [(2, 0), (1, 1)]
 
     old = {i["node_name"]: i["vmid"] for i in instances(api, template_id, 1)}
-    destroy_vm(vstack, NODE1, done["vmid"])  # the clone no longer uses version 1
+    destroy_vm(stack, NODE1, done["vmid"])  # the clone no longer uses version 1
     # pve-node3's agent is down: what can go goes now, the rest once it is back.
-    vstack.agents[NODE3].stop()
+    stack.agents[NODE3].stop()
     try:
         waiting = api.delete(f"{path}/1")
         assert waiting.status == 202 and waiting.data["deleted"] is False, waiting.body
@@ -223,14 +211,14 @@ def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
         )
         assert (again.status, again.error) == (409, "no_image"), again.body  # nothing new starts on it
     finally:
-        vstack.start_agent(NODE3)
+        stack.start_agent(NODE3)
     wait_for(
         lambda: [v["version"] for v in versions(api, template_id)["list"]] == [2], 60, "version 1 deleted"
     )
     for node, vmid in old.items():
-        assert vm_conf(vstack, node, vmid) is None, f"version 1's VM {vmid} is still on {node}"
+        assert vm_conf(stack, node, vmid) is None, f"version 1's VM {vmid} is still on {node}"
     for inst in instances(api, template_id, 2):
-        assert vm_conf(vstack, inst["node_name"], inst["vmid"]) is not None
+        assert vm_conf(stack, inst["node_name"], inst["vmid"]) is not None
     assert instances(api, template_id, 1) == []
     assert api.delete(f"{path}/1").error == "version_not_found"
     assert api.post(f"{path}/1/activate").error == "version_not_found"
@@ -239,10 +227,10 @@ def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
 
 @pytest.mark.mariadb
 def test_keep_versions_removes_the_oldest_once_no_linked_clone_uses_it(
-    vstack: Stack, api: Api, image_dir: Path
+    stack: Stack, api: Api, image_dir: Path
 ) -> None:
-    nodes = node_ids(api, vstack)
-    made = upload(api, vstack, image(image_dir, 1), unique("kept"), storage_id(api, vstack, "local", NODE1))
+    nodes = node_ids(api, stack)
+    made = upload(api, stack, image(image_dir, 1), unique("kept"), storage_id(api, stack, "local", NODE1))
     template_id = made.ok()["template_id"]
     assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
     [v1] = instances(api, template_id, 1)
@@ -256,27 +244,32 @@ def test_keep_versions_removes_the_oldest_once_no_linked_clone_uses_it(
     assert clone["status"] == "completed" and clone["linked"] is True, clone
     second = new_version(api, template_id, image(image_dir, 2), wait=True).ok()
     assert second["version"] == 2 and second["sync_tasks"] == []  # no other node holds it
+    assert new_version(api, template_id, image(image_dir, 3), wait=True).ok()["version"] == 3
 
-    # Version 3 while its import runs: not deleted, not current yet.
-    held = hold_call(vstack, "POST", f"/nodes/{NODE1}/qemu$", 4)
-    third = new_version(api, template_id, image(image_dir, 3)).ok()
-    assert third["version"] == 3 and third["status"] == "uploaded"
-    wait_held(vstack, held)
-    busy = api.delete(f"/templates/{template_id}/versions/3")
+    # Version 4 while its import runs: not deleted, not current yet.
+    held = hold_call(stack, "POST", f"/nodes/{NODE1}/qemu$", 4)
+    fourth = new_version(api, template_id, image(image_dir, 4)).ok()
+    assert fourth["version"] == 4 and fourth["status"] == "uploaded"
+    wait_held(stack, held)
+    busy = api.delete(f"/templates/{template_id}/versions/4")
     assert (busy.status, busy.error) == (409, "upload_running"), busy.body
-    wait_for(lambda: detail(api, template_id)["current_version"] == 3, TIMEOUT, "version 3 current")
+    wait_for(lambda: detail(api, template_id)["current_version"] == 4, TIMEOUT, "version 4 current")
 
-    # Three versions, two kept: version 1 stays while the linked clone uses it.
+    # Four versions, three kept: version 1 stays while the linked clone uses it.
     time.sleep(3)  # three rounds of the pruner
-    assert [v["version"] for v in versions(api, template_id)["list"]] == [3, 2, 1]
-    assert vm_conf(vstack, NODE1, v1["vmid"]) is not None
-    destroy_vm(vstack, NODE1, clone["vmid"])
+    assert [v["version"] for v in versions(api, template_id)["list"]] == [4, 3, 2, 1]
+    assert vm_conf(stack, NODE1, v1["vmid"]) is not None
+    destroy_vm(stack, NODE1, clone["vmid"])
     wait_for(
-        lambda: [v["version"] for v in versions(api, template_id)["list"]] == [3, 2],
+        lambda: [v["version"] for v in versions(api, template_id)["list"]] == [4, 3, 2],
         30,
         "keep_versions to remove version 1",
     )
-    assert vm_conf(vstack, NODE1, v1["vmid"]) is None
+    assert vm_conf(stack, NODE1, v1["vmid"]) is None
     assert instances(api, template_id, 1) == []
-    assert {i["version"] for i in api.get(f"/templates/{template_id}/instances").ok()["instances"]} == {2, 3}
+    assert {i["version"] for i in api.get(f"/templates/{template_id}/instances").ok()["instances"]} == {
+        2,
+        3,
+        4,
+    }
     assert tasks_of(api, template_id) == []
