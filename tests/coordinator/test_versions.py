@@ -89,7 +89,8 @@ def rolled(stack: Stack, api: Api, base: Path) -> tuple[int, dict[str, Any]]:
     its id and the version's answer."""
     key = (id(stack), "rolled")
     if key not in _MADE:
-        first = upload(api, stack, image(base, 1), unique("rolled"), storage_id(api, stack, "local", NODE1))
+        local = storage_id(api, stack, "local", NODE1)
+        first = upload(api, stack, image(base, 1), unique("rolled"), local, vm_config='{"memory": 1024}')
         template_id = first.ok()["template_id"]
         assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
         nodes = node_ids(api, stack)
@@ -135,6 +136,7 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
         assert same(stack, node, old[node]["vmid"], v1), f"{node}: version 1 changed"
         conf = vm_conf(stack, node, new[node]["vmid"])
         assert conf is not None and conf.get("template") == "1"
+        assert conf["memory"] == "1024"  # version 1's VM options carried over
     listed = versions(api, template_id)
     assert listed["current_version"] == 2
     assert [(v["version"], v["is_current"], v["instances"], v["clones"]) for v in listed["list"]] == [
@@ -273,3 +275,31 @@ def test_keep_versions_removes_the_oldest_once_no_linked_clone_uses_it(
         4,
     }
     assert tasks_of(api, template_id) == []
+
+
+def test_a_version_on_shared_storage_is_one_import_for_every_node(
+    stack: Stack, api: Api, image_dir: Path
+) -> None:
+    made = upload(api, stack, image(image_dir, 1), unique("shared"), storage_id(api, stack, "ceph-storage"))
+    template_id = made.ok()["template_id"]
+    assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
+    second = new_version(api, template_id, image(image_dir, 2), wait=True).ok()
+    assert (second["version"], second["is_shared"], second["sync_tasks"]) == (2, True, [])
+    new = instances(api, template_id, 2)
+    assert sorted(i["node_name"] for i in new) == [NODE1, NODE2, NODE3]
+    assert len({i["vmid"] for i in new}) == 1 and all(i["status"] == "available" for i in new)
+    [old_vmid] = {i["vmid"] for i in instances(api, template_id, 1)}
+    assert old_vmid != new[0]["vmid"]
+    home = api.get(
+        "/templates/resolve",
+        params={
+            "cluster_id": stack.cluster_id,
+            "name": detail(api, template_id)["template_name"],
+            "node": NODE3,
+        },
+    ).ok()
+    assert (home["version"], home["vmid"]) == (2, new[0]["vmid"])
+    gone = api.delete(f"/templates/{template_id}/versions/1").ok()
+    assert gone["deleted"] is True and [r["vmid"] for r in gone["removed_vms"]] == [old_vmid]
+    assert all(vm_conf(stack, node, old_vmid) is None for node in (NODE1, NODE2, NODE3))
+    assert [v["version"] for v in versions(api, template_id)["list"]] == [2]
