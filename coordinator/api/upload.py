@@ -292,15 +292,23 @@ def _dropped(exc: ClientIdle) -> ApiError:
     return ApiError(408, ErrorSlug.CLIENT_IDLE, f"{exc}: the upload was dropped")
 
 
-@routes.post(
-    "/templates/upload",
-    role="operator",
-    query=UploadQuery,
-    response=UploadResult,
-    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
-    raw_body_schema=UPLOAD_BODY_SCHEMA,
-    expect_handler=expect_upload,
-)
+def upload_route(
+    on: Routes, path: str, body_schema: dict[str, Any]
+) -> Callable[[Callable[[Call], Awaitable[Any]]], Callable[[Call], Awaitable[Any]]]:
+    """How a multipart upload is declared (a new template's, a new version's): the operator's,
+    its answer, its refusals, and the early answer to Expect: 100-continue."""
+    return on.post(
+        path,
+        role="operator",
+        query=UploadQuery,
+        response=UploadResult,
+        errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
+        raw_body_schema=body_schema,
+        expect_handler=expect_upload,
+    )
+
+
+@upload_route(routes, "/templates/upload", UPLOAD_BODY_SCHEMA)
 async def upload_template(call: Call) -> UploadResult:
     """Upload a disk image and import it as a PVE template.
 

@@ -30,12 +30,11 @@ from coordinator.api.timefmt import UtcTime, whole_seconds
 from coordinator.api.upload import (
     UPLOAD_BODY_SCHEMA,
     UploadKind,
-    UploadQuery,
     UploadResult,
     check_vm_config,
-    expect_upload,
     incoming_of,
     take_upload,
+    upload_route,
 )
 from coordinator.appkeys import CONFIG, DB, DELETE_JOBS, INVENTORY, VERSIONS
 from coordinator.db.models import Clone, TemplateInstance, TemplateUpload, VmTemplate
@@ -126,15 +125,7 @@ async def _reserve(
 _NEW_VERSION = UploadKind(VersionForm, _plan, _reserve, lambda form: form.wait)
 
 
-@routes.post(
-    "/templates/{id}/versions",
-    role="operator",
-    query=UploadQuery,
-    response=UploadResult,
-    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
-    raw_body_schema=VERSION_BODY_SCHEMA,
-    expect_handler=expect_upload,
-)
+@upload_route(routes, "/templates/{id}/versions", VERSION_BODY_SCHEMA)
 async def upload_version(call: Call) -> UploadResult:
     """Upload a new version of a template (version N+1), checked and imported as an upload is,
     on the import node of the template's storage.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db import sync_task_counts
 from coordinator.db.models import (
@@ -24,23 +24,21 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
-from coordinator.db.session import create_engine, session_factory
 from coordinator.jobs.engine import OWNER
 from coordinator.states import clone, deletion, instance, sync_task, template, upload
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.upload import UploadStatus
 from coordinator.states.writes import move
+from tests.support.db import task_row
 
 NAMES = itertools.count(1)
 
 
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = create_engine(database_url)
-    async with session_factory(engine)() as s:
+async def session(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with db() as s:
         yield s
-    await engine.dispose()
 
 
 async def _template(session: AsyncSession) -> VmTemplate:
@@ -77,16 +75,7 @@ async def _upload(session: AsyncSession, tpl: VmTemplate, **fields: Any) -> Temp
 async def _task(session: AsyncSession, node: int = 2) -> tuple[TemplateSyncTask, TemplateInstance]:
     tpl = await _template(session)
     up = await _upload(session, tpl)
-    task = sync_task.new_task(
-        template_id=tpl.id,
-        upload_id=up.id,
-        cluster_id=tpl.cluster_id,
-        source_node_id=1,
-        source_node_name="n1",
-        target_node_id=node,
-        target_node_name=f"n{node}",
-        storage_name="local",
-    )
+    task = task_row(up, node)
     session.add(task)
     await session.flush()
     inst = instance.new_instance(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,21 +24,14 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
-from coordinator.db.session import create_engine, session_factory
 from coordinator.errors import Conflict, NotFound
 from coordinator.states import clone, instance, sync_task, template, upload
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.upload import UploadStatus
 from coordinator.template_delete import DeleteJobs
+from tests.support.db import task_row
 
 NAMES = itertools.count(1)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def _template(db: async_sessionmaker[AsyncSession], versions: int = 2) -> int:
@@ -92,18 +84,7 @@ async def _task(
 ) -> int:
     up = await _upload_of(db, template_id, version)
     async with db() as session:
-        task = sync_task.new_task(
-            template_id=template_id,
-            version=version,
-            upload_id=up.id,
-            cluster_id=up.cluster_id,
-            source_node_id=1,
-            source_node_name="n1",
-            target_node_id=node,
-            target_node_name=f"n{node}",
-            storage_name="local",
-            **fields,
-        )
+        task = task_row(up, node, **fields)
         session.add(task)
         await session.commit()
         return task.id
