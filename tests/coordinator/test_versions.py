@@ -21,7 +21,7 @@ import pytest
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api, Reply
-from tests.support.pve import hold_call, wait_held
+from tests.support.pve import fail_calls, hold_call, wait_held
 from tests.support.source_vms import destroy_vm
 from tests.support.syncs import sha256, tasks_of, wait_tasks
 from tests.support.uploads import (
@@ -277,12 +277,24 @@ def test_keep_versions_removes_the_oldest_once_no_linked_clone_uses_it(
     assert tasks_of(api, template_id) == []
 
 
-def test_a_version_on_shared_storage_is_one_import_for_every_node(
+def test_a_version_on_shared_storage_is_one_import_for_every_node_and_a_rejected_one_is_none(
     stack: Stack, api: Api, image_dir: Path
 ) -> None:
     made = upload(api, stack, image(image_dir, 1), unique("shared"), storage_id(api, stack, "ceph-storage"))
     template_id = made.ok()["template_id"]
     assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
+    # Bad requests: nothing is made.
+    assert new_version(api, 999999, image(image_dir, 2)).error == "template_not_found"
+    bad = new_version(api, template_id, image(image_dir, 2), rollout="maybe")
+    assert bad.status == 400 and "rollout" in bad.data["fields"], bad.body
+    bad = new_version(api, template_id, image(image_dir, 2), template_name="other")
+    assert bad.status == 400 and "template_name" in bad.message, bad.body
+    # A rejected image is no version: the template stays as it was, and the number is free.
+    whole = images.qcow2(image_dir / "whole.qcow2", size_mib=16, data_mib=4)
+    rejected = new_version(api, template_id, images.truncated(image_dir / "truncated.qcow2", whole))
+    assert (rejected.status, rejected.error) == (422, "image_rejected"), rejected.body
+    assert [v["version"] for v in versions(api, template_id)["list"]] == [1]
+    assert detail(api, template_id)["current_version"] == 1
     second = new_version(api, template_id, image(image_dir, 2), wait=True).ok()
     assert (second["version"], second["is_shared"], second["sync_tasks"]) == (2, True, [])
     new = instances(api, template_id, 2)
@@ -302,4 +314,16 @@ def test_a_version_on_shared_storage_is_one_import_for_every_node(
     gone = api.delete(f"/templates/{template_id}/versions/1").ok()
     assert gone["deleted"] is True and [r["vmid"] for r in gone["removed_vms"]] == [old_vmid]
     assert all(vm_conf(stack, node, old_vmid) is None for node in (NODE1, NODE2, NODE3))
+    # A version whose import PVE refuses: failed, never current, deleted like any other.
+    fail_calls(stack, "POST", f"/nodes/{second['import_node']['node_name']}/qemu$", 400, message="no way")
+    failed = new_version(api, template_id, image(image_dir, 3), wait=True)
+    assert (failed.status, failed.error) == (502, "import_failed") and "no way" in failed.message, failed.body
+    assert detail(api, template_id)["current_version"] == 2
+    refused = api.post(f"/templates/{template_id}/versions/3/activate")
+    assert (refused.status, refused.error) == (409, "version_not_imported"), refused.body
+    assert [(v["version"], v["status"]) for v in versions(api, template_id)["list"]] == [
+        (3, "failed"),
+        (2, "imported"),
+    ]
+    assert api.delete(f"/templates/{template_id}/versions/3").ok()["deleted"] is True
     assert [v["version"] for v in versions(api, template_id)["list"]] == [2]
