@@ -107,46 +107,42 @@ class UploadQuery(Input):
     wait: Annotated[bool, Meta(description="answer after the import (as the form field wait)")] = False
 
 
-UPLOAD_BODY_SCHEMA = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["template_name", "cluster_id", "storage_id", "file"],
-                "properties": {
-                    "template_name": {"type": "string", "maxLength": 128},
-                    "cluster_id": {"type": "integer", "minimum": 1},
-                    "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
-                    "description": {
-                        "type": "string",
-                        "maxLength": DESCRIPTION_MAX,
-                        "description": "newlines and tabs allowed, other control characters are not",
-                    },
-                    "auto_sync": {
-                        "type": "boolean",
-                        "description": "local storage: sync to every other node",
-                    },
-                    "sync_node_ids": {
-                        "type": "string",
-                        "description": "comma-separated node ids, or a JSON array",
-                    },
-                    "vm_config": {
-                        "type": "string",
-                        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
-                        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
-                    },
-                    "wait": {"type": "boolean", "description": "answer after the import"},
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": ".qcow2, .raw/.img or .vmdk; send it as the last field",
-                    },
-                },
-            }
-        }
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """An upload's request body for the OpenAPI document: form fields, the file last."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+UPLOAD_FIELDS: dict[str, Any] = {
+    "template_name": {"type": "string", "maxLength": 128},
+    "cluster_id": {"type": "integer", "minimum": 1},
+    "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
+    "description": {
+        "type": "string",
+        "maxLength": DESCRIPTION_MAX,
+        "description": "newlines and tabs allowed, other control characters are not",
+    },
+    "auto_sync": {
+        "type": "boolean",
+        "description": "local storage: sync to every other node",
+    },
+    "sync_node_ids": {
+        "type": "string",
+        "description": "comma-separated node ids, or a JSON array",
+    },
+    "vm_config": {
+        "type": "string",
+        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
+        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
+    },
+    "wait": {"type": "boolean", "description": "answer after the import"},
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": ".qcow2, .raw/.img or .vmdk; send it as the last field",
     },
 }
+UPLOAD_BODY_SCHEMA = multipart_body(["template_name", "cluster_id", "storage_id", "file"], UPLOAD_FIELDS)
 
 
 class ImportNode(Model):

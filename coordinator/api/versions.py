@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import logging
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -28,11 +28,12 @@ from coordinator.api.routing import Accepted, Call, Routes
 from coordinator.api.templates import RemovedVm, load_live_template, load_workable_template
 from coordinator.api.timefmt import UtcTime, whole_seconds
 from coordinator.api.upload import (
-    UPLOAD_BODY_SCHEMA,
+    UPLOAD_FIELDS,
     UploadKind,
     UploadResult,
     check_vm_config,
     incoming_of,
+    multipart_body,
     take_upload,
     upload_route,
 )
@@ -60,32 +61,23 @@ class VersionForm(Input):
     rollout: bool = True
 
 
-_UPLOAD_FORM: dict[str, Any] = UPLOAD_BODY_SCHEMA["content"]["multipart/form-data"]["schema"]["properties"]  # type: ignore[index]
-VERSION_BODY_SCHEMA = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "description": {**_UPLOAD_FORM["description"], "description": "what this version is"},
-                    "vm_config": {
-                        **_UPLOAD_FORM["vm_config"],
-                        "description": "as the upload's; left out, the current version's carry over",
-                    },
-                    "wait": _UPLOAD_FORM["wait"],
-                    "rollout": {
-                        "type": "boolean",
-                        "default": True,
-                        "description": "sync the new version to every node that holds an earlier one",
-                    },
-                    "file": _UPLOAD_FORM["file"],
-                },
-            }
-        }
+VERSION_BODY_SCHEMA = multipart_body(
+    ["file"],
+    {
+        "description": {**UPLOAD_FIELDS["description"], "description": "what this version is"},
+        "vm_config": {
+            **UPLOAD_FIELDS["vm_config"],
+            "description": "as the upload's; left out, the current version's carry over",
+        },
+        "wait": UPLOAD_FIELDS["wait"],
+        "rollout": {
+            "type": "boolean",
+            "default": True,
+            "description": "sync the new version to every node that holds an earlier one",
+        },
+        "file": UPLOAD_FIELDS["file"],
     },
-}
+)
 
 
 async def _plan(call: Call, form: VersionForm) -> UploadPlan:
