@@ -226,6 +226,17 @@ def test_activate_rolls_back_and_delete_removes_a_version_everywhere(
     assert api.post(f"{path}/1/activate").error == "version_not_found"
     assert api.delete(f"{path}/2").error == "version_current"
 
+    # A version whose import fails: its rollout's copies fail with the reason, it never becomes
+    # current.
+    fail_calls(stack, "POST", f"/nodes/{NODE1}/qemu$", 400, message="no such bridge")
+    failed = new_version(api, template_id, image(image_dir, 3), wait=True)
+    assert (failed.status, failed.error) == (502, "import_failed"), failed.body
+    tasks = [t for t in tasks_of(api, template_id) if t["version"] == 3]
+    assert sorted(t["target_node"]["node_name"] for t in tasks) == [NODE2, NODE3]
+    for task in tasks:
+        assert task["status"] == "failed" and "no such bridge" in task["error_message"], task
+    assert detail(api, template_id)["current_version"] == 2
+
 
 @pytest.mark.mariadb
 def test_keep_versions_removes_the_oldest_once_no_linked_clone_uses_it(
