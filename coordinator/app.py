@@ -31,6 +31,7 @@ from coordinator.api import (
     sync_tasks,
     templates,
     upload,
+    versions,
 )
 from coordinator.api.errors import ApiError, error_response, from_refusal, retry_after_header
 from coordinator.api.routing import AGENT_API_PREFIX, API_PREFIX, mount
@@ -55,6 +56,7 @@ from coordinator.appkeys import (
     TOKEN_CACHE,
     UPLOAD_PACER,
     UPLOAD_SLOTS,
+    VERSIONS,
 )
 from coordinator.config import CoordinatorConfig
 from coordinator.db.fast_reads import open_reads
@@ -71,6 +73,7 @@ from coordinator.jobs.engine import JobRunner
 from coordinator.jobs.imports import ImportJobs
 from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
+from coordinator.jobs.version_pruner import VersionPruner
 from coordinator.jobs.vm_sweep import sweep_vms
 from coordinator.shared_limits import SharedLimit
 from coordinator.states import clone as clone_states
@@ -95,6 +98,7 @@ USER_API = [
     templates.routes,
     sync_tasks.routes,
     clones.routes,
+    versions.routes,
 ]
 JANITOR_INTERVAL = 30.0
 # Seconds a client is asked to wait while the database does not answer (a MariaDB restart
@@ -171,6 +175,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     _add_import_runner(app)
     _add_sync_runners(app)
     _add_delete_runner(app)
+    _add_version_pruner(app)
     _add_clone_runner(app)
     background = _start_background(app)
     log.info("coordinator ready (database %s)", engine.url.render_as_string(hide_password=True))
@@ -217,7 +222,7 @@ def _open_agent_links(app: web.Application) -> aiohttp.ClientSession:
 def _add_import_runner(app: web.Application) -> None:
     config = app[CONFIG]
     lease = config.job_lease_seconds
-    imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY])
+    imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY], lambda: app[VERSIONS].wake())
     app[IMPORTS] = JobRunner(
         "import",
         app[DB],
@@ -275,6 +280,17 @@ def _add_delete_runner(app: web.Application) -> None:
     )
 
 
+def _add_version_pruner(app: web.Application) -> None:
+    config = app[CONFIG]
+    app[VERSIONS] = VersionPruner(
+        app[DB],
+        app[DELETE_JOBS],
+        config.keep_versions,
+        app[INVENTORY].used_vmids,
+        config.version_prune_interval,
+    )
+
+
 def _add_clone_runner(app: web.Application) -> None:
     config = app[CONFIG]
     jobs = CloneJobs(config, app[DB], app[AGENTS], app[INVENTORY])
@@ -302,6 +318,7 @@ def _start_background(app: web.Application) -> list[asyncio.Task[None]]:
         asyncio.create_task(app[SYNC_WATCHERS].run_forever(), name="sync-watchers"),
         asyncio.create_task(app[DELETES].run_forever(), name="deletes"),
         asyncio.create_task(app[CLONES].run_forever(), name="clones"),
+        asyncio.create_task(app[VERSIONS].run_forever(), name="versions"),
         asyncio.create_task(_janitor(app), name="janitor"),
         asyncio.create_task(shared_limits.keep_alive(app[DB], lease), name="shared-limits"),
         asyncio.create_task(_vm_sweeper(app), name="vm-sweep"),

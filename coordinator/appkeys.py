@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
+    from coordinator.jobs.version_pruner import VersionPruner
     from coordinator.template_delete import DeleteJobs
     from coordinator.upload_slots import UploadSlots
     from shared.pacer import Pacer
@@ -44,5 +45,7 @@ DELETES: web.AppKey[JobRunner] = web.AppKey("deletes")
 DELETE_JOBS: web.AppKey[DeleteJobs] = web.AppKey("delete_jobs")
 # Clones: the jobs' runner (pending, waiting_for_sync, cloning clones; coordinator/jobs/clones.py).
 CLONES: web.AppKey[JobRunner] = web.AppKey("clones")
+# keep_versions and unfinished version deletes (coordinator/jobs/version_pruner.py).
+VERSIONS: web.AppKey[VersionPruner] = web.AppKey("versions")
 # Checks agents' certificates (coordinator/listeners.py, agent_tls).
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)

@@ -48,7 +48,9 @@ async def clone_facts(
     node_id: int,
     full: bool | None,
     target_storage: str | None,
+    version: int,
 ) -> CloneFacts:
+    """What a clone of ``version`` of the template on ``node_id`` would be."""
     async with db() as session:
         node = await session.get(PveNode, node_id)
         if node is None or node.status == "removed":
@@ -59,14 +61,14 @@ async def clone_facts(
                 f"node {node_id} ({node.node_name}) is not in the cluster of template {template.id}",
                 {"fields": {"node_id": "not in the template's cluster"}},
             )
-        upload = await _imported_upload(session, template)
+        upload = await _imported_upload(session, template, version)
         home = await _home_instance(session, template, upload)
         storages = {
             s.storage_name: s
             for s in await session.scalars(select(PveStorage).where(PveStorage.node_id == node.id))
         }
         template_storage = await session.get(PveStorage, upload.storage_id)
-        mine = await available_instance(session, template.id, node.id)
+        mine = await available_instance(session, template.id, node.id, version)
     assert template_storage is not None
     facts = TemplateFacts(
         storage=storage_facts(template_storage),
@@ -87,28 +89,39 @@ async def clone_facts(
 
 
 async def available_instance(
-    session: AsyncSession, template_id: int, node_id: int
+    session: AsyncSession, template_id: int, node_id: int, version: int
 ) -> TemplateInstance | None:
-    """The template's instance on the node if it is available (a template VM to clone)."""
+    """The template's instance of ``version`` on the node if it is available (a template VM
+    to clone)."""
     return await session.scalar(
         select(TemplateInstance).where(
             TemplateInstance.template_id == template_id,
+            TemplateInstance.version == version,
             TemplateInstance.node_id == node_id,
             TemplateInstance.status == InstanceStatus.AVAILABLE,
         )
     )
 
 
-async def _imported_upload(session: AsyncSession, template: VmTemplate) -> TemplateUpload:
+async def _imported_upload(session: AsyncSession, template: VmTemplate, version: int) -> TemplateUpload:
+    """The upload of ``version``, if it is imported (404 for a version that does not exist)."""
     upload = await session.scalar(
-        select(TemplateUpload)
-        .where(TemplateUpload.template_id == template.id)
-        .order_by(TemplateUpload.id.desc())
-        .limit(1)
+        select(TemplateUpload).where(
+            TemplateUpload.template_id == template.id,
+            TemplateUpload.version == version,
+            TemplateUpload.status != UploadStatus.DELETED,
+        )
     )
-    if upload is None or upload.status != UploadStatus.IMPORTED:
-        state = "has no image" if upload is None else f"is not imported yet (its upload is {upload.status})"
-        raise Conflict(ErrorSlug.NO_IMAGE, f"template {template.id} {state}; nothing to clone")
+    if upload is None:
+        if version == template.current_version:
+            raise Conflict(ErrorSlug.NO_IMAGE, f"template {template.id} has no image; nothing to clone")
+        raise NotFound(ErrorSlug.VERSION_NOT_FOUND, f"template {template.id} has no version {version}")
+    if upload.status != UploadStatus.IMPORTED:
+        raise Conflict(
+            ErrorSlug.NO_IMAGE,
+            f"version {version} of template {template.id} is not imported (its upload is {upload.status}); "
+            "nothing to clone",
+        )
     return upload
 
 
@@ -116,7 +129,7 @@ async def _home_instance(
     session: AsyncSession, template: VmTemplate, upload: TemplateUpload
 ) -> TemplateInstance:
     """The instance the import made (its node holds a shared-storage template's one VM)."""
-    home = await available_instance(session, template.id, upload.import_node_id)
+    home = await available_instance(session, template.id, upload.import_node_id, upload.version)
     if home is None or home.vmid is None:
         raise Conflict(
             ErrorSlug.NO_IMAGE,
@@ -159,25 +172,30 @@ class OnNode:
     status: str
 
 
-async def template_on_node(session: AsyncSession, template: VmTemplate, node_name: str) -> OnNode:
-    """Where to clone ``template`` from for ``node_name``: the node's own available copy, or
-    (shared storage) the one VM on the node that imported it. NotFound otherwise."""
+async def template_on_node(
+    session: AsyncSession, template: VmTemplate, node_name: str, version: int
+) -> OnNode:
+    """Where to clone ``version`` of ``template`` from for ``node_name``: the node's own
+    available copy, or (shared storage) the one VM on the node that imported it. NotFound
+    otherwise."""
     node = await session.scalar(
         select(PveNode).where(PveNode.cluster_id == template.cluster_id, PveNode.node_name == node_name)
     )
     if node is None or node.status == "removed":
         raise NotFound(ErrorSlug.NODE_NOT_FOUND, f"node {node_name!r} not found in the template's cluster")
-    instance = await available_instance(session, template.id, node.id)
+    instance = await available_instance(session, template.id, node.id, version)
     if instance is None or instance.vmid is None:
         raise NotFound(
             ErrorSlug.NOT_ON_NODE,
-            f"template {template.template_name!r} has no available copy on {node_name}; "
+            f"template {template.template_name!r} has no available copy of version {version} on {node_name}; "
             f"clone it there (POST /templates/{template.id}/clone) to have one synced first",
         )
     if instance.is_shared and not instance.is_primary:
         home = await session.scalar(
             select(TemplateInstance).where(
-                TemplateInstance.template_id == template.id, TemplateInstance.is_primary.is_(True)
+                TemplateInstance.template_id == template.id,
+                TemplateInstance.version == version,
+                TemplateInstance.is_primary.is_(True),
             )
         )
         if home is not None and home.vmid is not None:

@@ -60,6 +60,13 @@ class CoordinatorConfig:
     # for every GiB of the image (a full clone copies the whole disk; a linked one is instant).
     clone_timeout: float = 600.0
     clone_seconds_per_gib: float = 120.0
+    # A template's versions kept: older ones than its keep_versions newest imported ones are
+    # removed (VMs on every node, images) once no linked clone uses them; the current one never.
+    keep_versions: int = 3
+    # Seconds between the version pruner's rounds (it also looks when a version is imported,
+    # activated or asked to be deleted): a version freed by its last linked clone's removal in
+    # PVE goes within one round.
+    version_prune_interval: float = 30.0
     # Durable jobs: a worker owns a job while its lease is fresh.
     job_lease_seconds: float = 30.0
     # A job whose handler raises unexpectedly (a bug, an answer the coordinator cannot read;
@@ -162,6 +169,10 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError(
             "max_clones_per_node, clone_max_errors must be at least 1, clone_error_deadline > 0"
         )
+    if cfg.keep_versions < 1:
+        raise ConfigError("keep_versions must be at least 1 (the current version is always kept)")
+    if cfg.version_prune_interval <= 0:
+        raise ConfigError("version_prune_interval must be more than 0 seconds")
     if cfg.clone_timeout <= 0 or cfg.clone_seconds_per_gib < 0:
         raise ConfigError("clone_timeout must be more than 0 seconds, clone_seconds_per_gib at least 0")
     if cfg.max_inbound_per_node < 1 or cfg.max_outbound_per_node < 1:

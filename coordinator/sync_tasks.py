@@ -1,4 +1,4 @@
-"""Creating sync tasks: at most one active task per (template, node), never a duplicate."""
+"""Creating sync tasks: at most one active task per (template, version, node), never a duplicate."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ async def _plan_target(
     active = await session.scalar(
         select(TemplateSyncTask).where(
             TemplateSyncTask.template_id == upload.template_id,
+            TemplateSyncTask.version == upload.version,
             TemplateSyncTask.target_node_id == node.id,
             TemplateSyncTask.status.in_(sync_task.ACTIVE),
         )
@@ -57,13 +58,16 @@ async def _plan_target(
     instance = await session.scalar(
         select(TemplateInstance).where(
             TemplateInstance.template_id == upload.template_id,
+            TemplateInstance.version == upload.version,
             TemplateInstance.node_id == node.id,
         )
     )
     if instance is not None and instance.status == InstanceStatus.AVAILABLE:
-        return Planned(None, node, f"{node.node_name} already has this template (VM {instance.vmid})")
+        held = f"version {upload.version}, VM {instance.vmid}"
+        return Planned(None, node, f"{node.node_name} already has this template ({held})")
     task = sync_task.new_task(
         template_id=upload.template_id,
+        version=upload.version,
         upload_id=upload.id,
         cluster_id=upload.cluster_id,
         source_node_id=source.id,
@@ -94,6 +98,7 @@ async def _instance_awaits(
             new_instance(
                 InstanceStatus.PENDING,
                 template_id=upload.template_id,
+                version=upload.version,
                 upload_id=upload.id,
                 cluster_id=upload.cluster_id,
                 node_id=target.node.id,

@@ -111,7 +111,7 @@ async def start_cascade(
         if template is None:
             raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, template_id)
         if template.status != TemplateStatus.DELETING:
-            await _refuse_under_running_work(session, template_id)
+            await refuse_under_running_work(session, template_id)
         # Conditional: of concurrent requests exactly one starts the job (the others find it).
         if not await template_states.start_deleting(session, template_id, actor):
             await session.rollback()
@@ -130,30 +130,40 @@ async def start_cascade(
         return Started(deletion_id, claimed=True)
 
 
-async def _refuse_under_running_work(session: AsyncSession, template_id: int) -> None:
-    uploading = await session.scalar(
-        select(TemplateUpload.id).where(
-            TemplateUpload.template_id == template_id, TemplateUpload.status == UploadStatus.UPLOADING
-        )
-    )
+def _named(template_id: int, version: int | None) -> str:
+    """How a refusal names what is deleted: the template, or one version of it."""
+    return f"template {template_id}" if version is None else f"version {version} of template {template_id}"
+
+
+async def refuse_under_running_work(
+    session: AsyncSession, template_id: int, version: int | None = None
+) -> None:
+    """409 while an upload of the template (or of that version) streams in, a sync task of it
+    copies or imports, or a clone of it is made."""
+    uploads = [TemplateUpload.template_id == template_id, TemplateUpload.status == UploadStatus.UPLOADING]
+    tasks = [TemplateSyncTask.template_id == template_id, TemplateSyncTask.status.in_(sync_task.RUNNING)]
+    clones = [Clone.template_id == template_id, Clone.status.in_(clone_states.ACTIVE)]
+    if version is not None:
+        uploads.append(TemplateUpload.version == version)
+        tasks.append(TemplateSyncTask.version == version)
+        clones.append(Clone.version == version)
+    uploading = await session.scalar(select(TemplateUpload.id).where(*uploads))
     if uploading is not None:
         raise Conflict(
             ErrorSlug.UPLOAD_RUNNING,
-            f"template {template_id} is being uploaded (upload {uploading}); retry when it is stored",
+            f"{_named(template_id, version)} is being uploaded (upload {uploading}); retry when it is stored",
         )
-    running = await _running_sync(session, template_id)
+    running = await session.scalar(select(TemplateSyncTask.id).where(*tasks))
     if running is not None:
         raise Conflict(
             ErrorSlug.SYNC_RUNNING,
-            f"sync task {running} of template {template_id} is running; cancel it or wait",
+            f"sync task {running} of {_named(template_id, version)} is running; cancel it or wait",
         )
-    cloning = await session.scalar(
-        select(Clone.id).where(Clone.template_id == template_id, Clone.status.in_(clone_states.ACTIVE))
-    )
+    cloning = await session.scalar(select(Clone.id).where(*clones))
     if cloning is not None:
         raise Conflict(
             ErrorSlug.CLONE_RUNNING,
-            f"clone {cloning} of template {template_id} is under way; wait for it to end",
+            f"clone {cloning} of {_named(template_id, version)} is under way; wait for it to end",
         )
 
 
@@ -161,23 +171,18 @@ async def refuse_linked_clones(
     db: async_sessionmaker[AsyncSession],
     template_id: int,
     in_pve: Callable[[int], Awaitable[set[int]]] | None,
+    version: int | None = None,
 ) -> None:
-    """409 naming the linked clones that still use the template's base disks: PVE refuses to
-    remove a base volume a linked clone is made from (its storage's `volume is used by other
-    VMs` check), and so do we, before anything changes. A clone whose VM is gone from PVE
-    (an administrator destroyed it) no longer counts; a PVE that does not answer, all do."""
+    """409 naming the linked clones that still use the template's base disks (those of
+    ``version`` only, if given): PVE refuses to remove a base volume a linked clone is made
+    from (its storage's `volume is used by other VMs` check), and so do we, before anything
+    changes. A clone whose VM is gone from PVE (an administrator destroyed it) no longer
+    counts; a PVE that does not answer, all do."""
+    where = [Clone.template_id == template_id, Clone.linked.is_(True), Clone.status == CloneStatus.COMPLETED]
+    if version is not None:
+        where.append(Clone.version == version)
     async with db() as session:
-        clones = list(
-            await session.scalars(
-                select(Clone)
-                .where(
-                    Clone.template_id == template_id,
-                    Clone.linked.is_(True),
-                    Clone.status == CloneStatus.COMPLETED,
-                )
-                .order_by(Clone.id)
-            )
-        )
+        clones = list(await session.scalars(select(Clone).where(*where).order_by(Clone.id)))
     if not clones:
         return
     used: set[int] | None = None
@@ -193,8 +198,8 @@ async def refuse_linked_clones(
     more = f" and {len(left) - 20} more" if len(left) > 20 else ""
     raise Conflict(
         ErrorSlug.HAS_LINKED_CLONES,
-        f"template {template_id} has linked clones that use its disks: {named}{more}; destroy those "
-        "VMs first (PVE refuses to remove a base volume a linked clone uses)",
+        f"{_named(template_id, version)} has linked clones that use its disks: {named}{more}; "
+        "destroy those VMs first (PVE refuses to remove a base volume a linked clone uses)",
         {
             "clones": [
                 {"clone_id": c.id, "vmid": c.vmid, "name": c.name, "node_name": c.node_name} for c in left
@@ -263,7 +268,7 @@ class DeleteJobs:
         if steps is None:
             return Outcome(done=False)  # waiting for a running sync task
         outcome = Outcome(done=False)
-        left, reasons, asked = await self._do_all(template_id, steps, outcome)
+        left, reasons, asked = await self.do_steps(template_id, steps, outcome)
         if left:
             reason = "; ".join(reasons)
             if await self._postpone(deletion_id, left, reason, asked):
@@ -309,11 +314,12 @@ class DeleteJobs:
             )
         return template_id, steps
 
-    async def _do_all(
+    async def do_steps(
         self, template_id: int, steps: list[Step], outcome: Outcome
     ) -> tuple[list[Step], dict[str, None], bool]:
-        """Do the steps; those left, the reasons (in order, without repeats), and whether a
-        part answered with an error (else they only wait for an agent or PVE)."""
+        """Do the steps (a whole template's, or one version's: coordinator/version_delete.py);
+        those left, the reasons (in order, without repeats), and whether a part answered with
+        an error (else they only wait for an agent or PVE)."""
         left: list[Step] = []
         reasons: dict[str, None] = {}
         asked = False

@@ -9,14 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.agents.registry import is_live
-from coordinator.db.models import Agent, PveCluster, PveNode, PveStorage, VmTemplate
+from coordinator.db.models import (
+    Agent,
+    PveCluster,
+    PveNode,
+    PveStorage,
+    TemplateInstance,
+    TemplateUpload,
+    VmTemplate,
+)
 from coordinator.db.types import utcnow
 from coordinator.errors import Conflict, Invalid, NotFound, Unavailable, not_found
+from coordinator.states.instance import InstanceStatus
 from coordinator.states.template import TemplateStatus
+from coordinator.version_plan import Held, rollout_nodes
 from shared.error_slugs import ErrorSlug
 
 # PVE storage types that cannot hold a template's base volume (no 'template' feature).
@@ -119,15 +129,79 @@ async def plan_upload(
                 f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
             )
         return await _shared_plan(session, cluster, storage, agent_timeout)
+    node = await _local_import_node(session, storage, agent_timeout)
+    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
+    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+
+
+async def _local_import_node(session: AsyncSession, storage: PveStorage, agent_timeout: timedelta) -> PveNode:
+    """The node that owns a local storage, if its agent is live (503 otherwise)."""
     node = await session.get(PveNode, storage.node_id)
     assert node is not None
     if node.id not in await _live_nodes(session, [node.id], agent_timeout):
         raise Unavailable(
             ErrorSlug.NO_LIVE_AGENT,
-            f"no live agent on node {node.node_name}, which holds storage {storage_id}",
+            f"no live agent on node {node.node_name}, which holds storage {storage.id}",
         )
-    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
-    return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+    return node
+
+
+async def plan_version(
+    session: AsyncSession, template: VmTemplate, *, rollout: bool, agent_timeout: timedelta
+) -> UploadPlan:
+    """The plan of a template's next version (contract 6.1): imported on the import node of
+    the template's storage (the node that owns a local one; a node with a live agent that sees
+    a shared one, where every node gets its instance from the import). With ``rollout``, every
+    other node holding an available instance of an earlier version gets a sync task."""
+    cluster, storage = await _template_storage(
+        session, template.cluster_id, await _storage_of(session, template)
+    )
+    if storage.shared:
+        return await _shared_plan(session, cluster, storage, agent_timeout)
+    node = await _local_import_node(session, storage, agent_timeout)
+    plan = UploadPlan(cluster, storage, node, [Target(node, storage)])
+    if rollout:
+        plan.sync_targets = await rollout_targets(session, template, storage, node)
+    return plan
+
+
+async def _storage_of(session: AsyncSession, template: VmTemplate) -> int:
+    """The pve_storage id the template's versions are on: its first upload's (every version
+    of a template is on the storage the template was made on)."""
+    storage_id = await session.scalar(
+        select(TemplateUpload.storage_id)
+        .where(TemplateUpload.template_id == template.id)
+        .order_by(TemplateUpload.version)
+        .limit(1)
+    )
+    if storage_id is None:
+        raise Conflict(ErrorSlug.NO_IMAGE, f"template {template.id} has no upload to make a version of")
+    return storage_id
+
+
+async def rollout_targets(
+    session: AsyncSession, template: VmTemplate, storage: PveStorage, import_node: PveNode
+) -> list[Target]:
+    """The nodes a new version is rolled out to (version_plan.rollout_nodes), with their
+    same-named storage; a node that lost it (or left the cluster) is left out."""
+    newest = await session.scalar(
+        select(func.max(TemplateUpload.version)).where(TemplateUpload.template_id == template.id)
+    )
+    held = [
+        Held(node_id, version, status == InstanceStatus.AVAILABLE)
+        for node_id, version, status in (
+            await session.execute(
+                select(TemplateInstance.node_id, TemplateInstance.version, TemplateInstance.status).where(
+                    TemplateInstance.template_id == template.id
+                )
+            )
+        ).all()
+    ]
+    wanted = rollout_nodes(held, int(newest or 0) + 1, import_node.id)
+    by_node = {
+        t.node.id: t for t in await same_named_storages(session, template.cluster_id, storage.storage_name)
+    }
+    return [by_node[n] for n in wanted if n in by_node]
 
 
 async def plan_from_vm(
@@ -136,13 +210,17 @@ async def plan_from_vm(
     template_name: str,
     cluster_id: int,
     node_id: int,
-    storage_id: int,
+    storage_id: int | None,
     sync_node_ids: list[int],
     agent_timeout: timedelta,
+    version_of: VmTemplate | None = None,
+    rollout: bool = True,
 ) -> UploadPlan:
     """An upload's plan for a template made from a VM's disk on ``node_id``: the disk is
     exported into that node's staging, so that node is the import node, and the storage must
-    be one it sees (its own local storage, or a shared one)."""
+    be one it sees (its own local storage, or a shared one). ``version_of``: the disk is a new
+    version of that template, on its storage (``storage_id``, if given, must be that one),
+    rolled out as an uploaded version is (``rollout``) instead of to ``sync_node_ids``."""
     cluster = await session.get(PveCluster, cluster_id)
     if cluster is None:
         raise not_found(ErrorSlug.CLUSTER_NOT_FOUND, cluster_id)
@@ -153,8 +231,12 @@ async def plan_from_vm(
         raise Invalid(
             ErrorSlug.NODE_NOT_IN_CLUSTER, f"node {node_id} ({node.node_name}) is not in cluster {cluster_id}"
         )
+    if version_of is not None:
+        storage_id = await _version_storage(session, version_of, storage_id)
+    assert storage_id is not None  # (the body asks for it without template_id)
     cluster, storage = await _template_storage(session, cluster_id, storage_id)
-    await _refuse_taken_name(session, cluster, template_name)
+    if version_of is None:
+        await _refuse_taken_name(session, cluster, template_name)
     if node.id not in await _live_nodes(session, [node.id], agent_timeout):
         message = f"no live agent on node {node.node_name}, which holds the VM"
         raise Unavailable(ErrorSlug.NO_LIVE_AGENT, message)
@@ -177,8 +259,24 @@ async def plan_from_vm(
             f"storage {storage_id} ({storage.storage_name!r}) is local to another node than the VM's "
             f"({node.node_name}): choose a storage of {node.node_name} or a shared one, then sync",
         )
-    targets = await sync_targets(session, cluster, storage, node, sync_node_ids, False)
+    if version_of is None:
+        targets = await sync_targets(session, cluster, storage, node, sync_node_ids, False)
+    else:
+        targets = await rollout_targets(session, version_of, storage, node) if rollout else []
     return UploadPlan(cluster, storage, node, [Target(node, storage)], targets)
+
+
+async def _version_storage(session: AsyncSession, template: VmTemplate, storage_id: int | None) -> int:
+    """The storage of a new version: the template's (a different one named is a 400)."""
+    own = await _storage_of(session, template)
+    if storage_id is not None and storage_id != own:
+        raise Invalid(
+            ErrorSlug.INVALID_REQUEST,
+            f"storage {storage_id} is not the storage of template {template.id} (storage {own}); "
+            "every version of a template is on its storage: leave storage_id out",
+            {"fields": {"storage_id": "not the template's storage"}},
+        )
+    return own
 
 
 async def _template_storage(

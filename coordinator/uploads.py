@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,22 +35,31 @@ from shared.messages.uploads import Staged
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """What an upload's row records of its request: the file's label and declared format, the
+    VM options, the description (a new template's, or the new version's), and who asked; the
+    row is leased to this process for ``lease`` seconds while the image streams."""
+
+    file_name: str
+    fmt: str
+    vm_config: dict[str, Any]
+    description: str
+    actor: str
+    lease: float
+
+
 async def reserve(
-    db: async_sessionmaker[AsyncSession],
-    plan: UploadPlan,
-    *,
-    template_name: str,
-    description: str,
-    file_name: str,
-    fmt: str,
-    vm_config: dict[str, Any],
-    actor: str,
-    lease: float,
+    db: async_sessionmaker[AsyncSession], plan: UploadPlan, template_name: str, incoming: Incoming
 ) -> TemplateUpload:
     """Template + upload rows (status uploading), leased to this process while it streams."""
     async with db() as session:
         template = new_template(
-            template_name, cluster_id=plan.cluster.id, description=description, creator=actor, modifier=actor
+            template_name,
+            cluster_id=plan.cluster.id,
+            description=incoming.description,
+            creator=incoming.actor,
+            modifier=incoming.actor,
         )
         session.add(template)
         try:
@@ -59,37 +69,73 @@ async def reserve(
                 ErrorSlug.TEMPLATE_NAME_TAKEN,
                 f"template name {template_name!r} is already used in cluster {plan.cluster.cluster_name!r}",
             ) from None
-        upload = new_upload(
-            engine.OWNER,
-            lease,
-            template_id=template.id,
-            template_name=template_name,
-            cluster_id=plan.cluster.id,
-            storage_id=plan.storage.id,
-            storage_name=plan.storage.storage_name,
-            storage_type=plan.storage.type,
-            is_shared=plan.storage.shared,
-            import_node_id=plan.import_node.id,
-            import_node_name=plan.import_node.node_name,
-            file_name=file_name,
-            file_format=fmt,
-            vm_config=json.dumps(vm_config),
-            creator=actor,
-        )
+        upload = _new_upload(plan, template, 1, incoming)
         session.add(upload)
         await session.commit()
         return upload
 
 
-async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
-    """No valid staged image came of it: keep a failed record, remove the template row."""
+async def reserve_version(
+    db: async_sessionmaker[AsyncSession], plan: UploadPlan, template: VmTemplate, incoming: Incoming
+) -> TemplateUpload:
+    """The upload row of the template's next version (status uploading), leased to this
+    process while it streams. The unique (template, version) key lets one of two concurrent
+    requests have the number; the other gets 409."""
     async with db() as session:
-        template_id = await session.scalar(
-            select(TemplateUpload.template_id).where(TemplateUpload.id == upload_id)
+        newest = await session.scalar(
+            select(func.max(TemplateUpload.version)).where(TemplateUpload.template_id == template.id)
         )
+        version = int(newest or 0) + 1
+        upload = _new_upload(plan, template, version, incoming)
+        session.add(upload)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(
+                ErrorSlug.VERSION_TAKEN,
+                f"version {version} of template {template.id} is being made by another request; "
+                "retry when it is stored",
+            ) from None
+        return upload
+
+
+def _new_upload(plan: UploadPlan, template: VmTemplate, version: int, incoming: Incoming) -> TemplateUpload:
+    return new_upload(
+        engine.OWNER,
+        incoming.lease,
+        template_id=template.id,
+        version=version,
+        description=incoming.description,
+        template_name=template.template_name,
+        cluster_id=plan.cluster.id,
+        storage_id=plan.storage.id,
+        storage_name=plan.storage.storage_name,
+        storage_type=plan.storage.type,
+        is_shared=plan.storage.shared,
+        import_node_id=plan.import_node.id,
+        import_node_name=plan.import_node.node_name,
+        file_name=incoming.file_name,
+        file_format=incoming.fmt,
+        vm_config=json.dumps(incoming.vm_config),
+        creator=incoming.actor,
+    )
+
+
+async def abandon(db: async_sessionmaker[AsyncSession], upload_id: int, reason: str) -> None:
+    """No valid staged image came of it: keep a failed record, remove the template row (a
+    first upload's: a new version's template stays as it was, the number free again)."""
+    async with db() as session:
+        row = (
+            await session.execute(
+                select(TemplateUpload.template_id, TemplateUpload.version).where(
+                    TemplateUpload.id == upload_id
+                )
+            )
+        ).first()
+        template_id, version = row if row is not None else (None, 1)
         if not await upload_states.abandon(session, upload_id, reason):
             return  # not uploading (any more): stored, or abandoned already
-        if template_id is not None:
+        if template_id is not None and version == 1:
             await session.execute(delete(TemplateInstance).where(TemplateInstance.template_id == template_id))
             await session.execute(delete(VmTemplate).where(VmTemplate.id == template_id))
         await session.commit()
@@ -125,6 +171,7 @@ async def record_staged(
                 new_instance(
                     InstanceStatus.IMPORTING,
                     template_id=upload.template_id,
+                    version=upload.version,
                     upload_id=upload.id,
                     cluster_id=upload.cluster_id,
                     node_id=target.node.id,

@@ -86,6 +86,11 @@ class ErrorSlug(StrEnum):
     TARGET_STORAGE_UNUSABLE = "target_storage_unusable"
     HAS_LINKED_CLONES = "has_linked_clones"
     CLONE_RUNNING = "clone_running"
+    # -- versions (issue 14) ----------------------------------------------------------------
+    VERSION_CURRENT = "version_current"  # the current version is not deleted
+    VERSION_NOT_IMPORTED = "version_not_imported"  # only an imported version becomes current
+    VERSION_TAKEN = "version_taken"  # another request is making that version number
+    VERSION_DELETING = "version_deleting"
     # -- an agent's orders ----------------------------------------------------------------
     AGENT_ERROR = "agent_error"  # an agent's error body without a slug
     BAD_RESPONSE = "bad_response"  # an agent's answer that is not what the message says

@@ -117,14 +117,21 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return on_database(request, "stack")
 
 
+# The shared stacks' coordinator settings: the version pruner looks every second (not 30 s),
+# so that a test sees keep_versions act on a version freed by a removed linked clone at once.
+SHARED_STACK_SETTINGS = {"version_prune_interval": 1.0}
+
+
 @pytest.fixture(scope="session")
 def stack_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return own_stack(request, tmp_path_factory, "stack", "sqlite")
+    return own_stack(request, tmp_path_factory, "stack", "sqlite", coordinator_settings=SHARED_STACK_SETTINGS)
 
 
 @pytest.fixture(scope="session")
 def stack_mariadb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return own_stack(request, tmp_path_factory, "stack", "mariadb")
+    return own_stack(
+        request, tmp_path_factory, "stack", "mariadb", coordinator_settings=SHARED_STACK_SETTINGS
+    )
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from msgspec import Meta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator import version_delete
 from coordinator.api.errors import not_found
 from coordinator.api.fast_json import ok
 from coordinator.api.pagination import Page, PageQuery
@@ -100,7 +101,7 @@ class ResolveQuery(Input):
     cluster_id: Annotated[int, Meta(ge=1)]
     name: TemplateName
     node: Annotated[str, Meta(pattern=f"^{NODE_NAME}$", max_length=100, description="the node's name")]
-    version: Annotated[int, Meta(ge=1)] | None = None
+    version: Annotated[int, Meta(ge=1, description="default: the template's current version")] | None = None
 
 
 class Resolved(Model):
@@ -145,9 +146,8 @@ async def clone_template(call: Call) -> CloneOut:
     """
     template, _ = await load_workable_template(call, call.path["id"])
     body: CloneBody = call.body
-    if body.version not in (None, 1):
-        raise NotFound(ErrorSlug.VERSION_NOT_FOUND, f"template {template.id} has no version {body.version}")
-    facts = await clone_facts(call.app[DB], template, body.node_id, body.full, body.target_storage)
+    version = template.current_version if body.version is None else body.version
+    facts = await clone_facts(call.app[DB], template, body.node_id, body.full, body.target_storage, version)
     try:  # new volumes (EFI vars, TPM state, a cloud-init drive) go where the clone's disks go
         check_volumes(body.vm_config, facts.plan.target_storage or facts.upload.storage_name)
     except ValueError as exc:
@@ -188,7 +188,7 @@ async def _create(
     row = clone_states.new_clone(
         waits_for_sync=plan.needs_sync,
         template_id=template.id,
-        version=1,
+        version=facts.upload.version,
         upload_id=facts.upload.id,
         cluster_id=template.cluster_id,
         node_id=facts.node.id,
@@ -276,12 +276,13 @@ async def resolve(call: Call) -> Resolved:
                 ErrorSlug.TEMPLATE_NOT_FOUND,
                 f"no template named {str(q.name)!r} in cluster {cluster.cluster_name}",
             )
-        if q.version not in (None, 1):
-            raise NotFound(ErrorSlug.VERSION_NOT_FOUND, f"template {template.id} has no version {q.version}")
-        found = await template_on_node(session, template, q.node)
+        version = template.current_version
+        if q.version is not None:  # a version named must exist (404 version_not_found)
+            version = (await version_delete.version_upload(session, template.id, q.version)).version
+        found = await template_on_node(session, template, q.node, version)
     return Resolved(
         template_id=template.id,
-        version=1,
+        version=version,
         node_id=found.node_id,
         node_name=found.node_name,
         vmid=found.vmid,

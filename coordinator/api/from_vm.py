@@ -9,6 +9,10 @@ that upload's name and validates it like an upload, and the staged image is reco
 imported exactly as an upload's is (instances, sync tasks, the import job). An export that
 fails after that is given up as a broken-off upload is: its partial copy removed, the
 template row gone, a failed upload record kept with the reason. The source VM is only read.
+
+With ``template_id`` the disk becomes that template's next version (contract 6.1): on the
+template's storage, rolled out as an uploaded version is (coordinator/api/versions.py); an
+export that fails leaves the template as it was.
 """
 
 from __future__ import annotations
@@ -26,10 +30,17 @@ from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator import uploads
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
-from coordinator.api.templates import TemplateName
-from coordinator.api.upload import NodeIds, UploadResult, after_import, check_vm_config, record_and_answer
+from coordinator.api.templates import TemplateName, load_workable_template
+from coordinator.api.upload import (
+    NodeIds,
+    UploadResult,
+    after_import,
+    check_vm_config,
+    incoming_of,
+    record_and_answer,
+)
 from coordinator.appkeys import AGENTS, CONFIG, DB
-from coordinator.db.models import TemplateUpload
+from coordinator.db.models import TemplateUpload, VmTemplate
 from coordinator.jobs import engine
 from coordinator.upload_plan import UploadPlan, plan_from_vm
 from shared.deadlines import Deadline, scaled_timeout
@@ -52,8 +63,18 @@ class FromVmBody(Input):
     cluster_id: Annotated[int, Meta(ge=1)]
     node_id: Annotated[int, Meta(ge=1, description="the node the VM is on")]
     vmid: Annotated[int, Meta(ge=100, le=999999999)]
-    template_name: TemplateName
-    storage_id: Annotated[int, Meta(ge=1, description="a storage the node sees (its own, or shared)")]
+    template_name: Annotated[TemplateName | None, Meta(description="required without template_id")] = None
+    storage_id: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                description="a storage the node sees (its own, or shared); required without "
+                "template_id, else the template's",
+            ),
+        ]
+        | None
+    ) = None
     disk: Annotated[DiskKey | None, Meta(description="default: the VM's boot disk")] = None
     snapshot: Annotated[
         SnapshotName | None, Meta(description="export the disk as it was at this snapshot (a qcow2 disk)")
@@ -63,14 +84,33 @@ class FromVmBody(Input):
     vm_config: Annotated[VmConfig, Meta(description=f"as the upload's: {VM_CONFIG_SUMMARY}")] = msgspec.field(
         default_factory=VmConfig
     )
-    template_id: Annotated[int | None, Meta(description="not yet: new versions come later")] = None
+    template_id: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                description="make the disk a new version of this template (on its storage), rolled "
+                "out as an uploaded version is",
+            ),
+        ]
+        | None
+    ) = None
+    rollout: Annotated[bool, Meta(description="with template_id: as a version upload's rollout")] = True
     wait: bool = False
 
     def __post_init__(self) -> None:
-        if self.template_id is not None:
+        if self.template_id is None:
+            missing = [name for name in ("template_name", "storage_id") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} required for a new template "
+                    "(or template_id, to make a new version of one)"
+                )
+        elif self.template_name is not None or self.sync_node_ids:
             raise ValueError(
-                "template_id: a new version of an existing template from a VM is not supported yet; "
-                "leave template_id out to make a new template"
+                "with template_id the disk is a new version of that template: its name stays, and it "
+                "is rolled out to the nodes holding earlier versions (leave out template_name and "
+                "sync_node_ids)"
             )
 
 
@@ -96,25 +136,17 @@ async def template_from_vm(call: Call) -> UploadResult:
     ``snapshot`` is a 409.
     """
     body: FromVmBody = call.body
-    plan = await _plan(call, body)
+    template = None
+    if body.template_id is not None:
+        template, _ = await load_workable_template(call, body.template_id)
+    plan = await _plan(call, body, template)
     agent = await _agent(call, plan)
     ask = ExportAsk(vmid=body.vmid, disk=body.disk, snapshot=body.snapshot)
     try:
         source = await agent.check_export(ask)
     except (AgentError, AgentUnreachable) as exc:
         raise _agent_refusal(exc, plan) from None
-    config = call.app[CONFIG]
-    upload = await uploads.reserve(
-        call.app[DB],
-        plan,
-        template_name=body.template_name,
-        description=body.description or "",
-        file_name=file_name(source),
-        fmt="qcow2",
-        vm_config=body.vm_config,
-        actor=call.actor,
-        lease=config.job_lease_seconds,
-    )
+    upload = await _reserve(call, body, plan, template, file_name(source))
     log.info(
         "upload %s: %s of VM %s on %s%s for template %r",
         upload.id,
@@ -122,28 +154,40 @@ async def template_from_vm(call: Call) -> UploadResult:
         source.vmid,
         plan.import_node.node_name,
         f" at snapshot {source.snapshot}" if source.snapshot else "",
-        body.template_name,
+        upload.template_name,
     )
     staged = await _export(call, agent, upload.id, plan, ask, source)
     result = await record_and_answer(call, upload, plan, staged)
     return await after_import(call, result) if body.wait else result
 
 
-async def _plan(call: Call, body: FromVmBody) -> UploadPlan:
-    """What the template will be made as, checked before the VM is looked at (the VM options
-    too: the same allowlist as an upload's)."""
+async def _plan(call: Call, body: FromVmBody, template: VmTemplate | None) -> UploadPlan:
+    """What the template (or ``template``'s new version) will be made as, checked before the
+    VM is looked at (the VM options too: the same allowlist as an upload's)."""
     async with call.app[DB]() as session:
         plan = await plan_from_vm(
             session,
-            template_name=body.template_name,
+            template_name=body.template_name or "",
             cluster_id=body.cluster_id,
             node_id=body.node_id,
             storage_id=body.storage_id,
             sync_node_ids=body.sync_node_ids,
             agent_timeout=timedelta(seconds=call.app[CONFIG].agent_timeout),
+            version_of=template,
+            rollout=body.rollout,
         )
     check_vm_config(body.vm_config, plan)
     return plan
+
+
+async def _reserve(
+    call: Call, body: FromVmBody, plan: UploadPlan, template: VmTemplate | None, name: str
+) -> TemplateUpload:
+    """The upload's rows: a new template's, or ``template``'s next version's."""
+    incoming = incoming_of(call, name, "qcow2", body.vm_config, body.description or "")
+    if template is None:
+        return await uploads.reserve(call.app[DB], plan, body.template_name or "", incoming)
+    return await uploads.reserve_version(call.app[DB], plan, template, incoming)
 
 
 async def _agent(call: Call, plan: UploadPlan) -> AgentClient:

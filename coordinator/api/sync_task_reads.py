@@ -12,9 +12,10 @@ On SQLite the page's tasks come back as one JSON array written by SQLite
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 from sqlalchemy import bindparam, select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,6 +35,7 @@ class NodeRef(Model):
 class SyncTaskOut(Model):
     task_id: int
     template_id: int
+    version: Annotated[int, Meta(description="the template's version it copies")]
     template_name: str
     source_node: NodeRef
     target_node: NodeRef
@@ -45,6 +47,10 @@ class SyncTaskOut(Model):
     error_message: str | None
     bytes_total: int
     bytes_done: int
+    bytes_sent: Annotated[int, Meta(description="bytes that crossed the network for this copy")]
+    bytes_reused: Annotated[
+        int, Meta(description="bytes the target already had (an earlier version's, or zeros)")
+    ]
     rate_bytes_per_sec: int
     attempts: int
     vmid: int | None
@@ -61,6 +67,7 @@ _NAME = select(VmTemplate.template_name).where(VmTemplate.id == _T.template_id).
 _SOURCE = (
     _T.id,
     _T.template_id,
+    _T.version,
     _NAME.label("template_name"),
     _T.source_node_id,
     _T.source_node_name,
@@ -74,6 +81,8 @@ _SOURCE = (
     _T.error_message,
     _T.bytes_total,
     _T.bytes_done,
+    _T.bytes_sent,
+    _T.bytes_reused,
     _T.rate_bytes_per_sec,
     _T.attempts,
     _T.vmid,
@@ -83,7 +92,7 @@ _SOURCE = (
 
 def _task_out(r: Row) -> SyncTaskOut:
     """A row of ``_SOURCE`` as the API shows it (MariaDB: rows, not JSON)."""
-    return SyncTaskOut(*r[:3], NodeRef(*r[3:5]), NodeRef(*r[5:7]), *r[7:])  # type: ignore[call-arg]
+    return SyncTaskOut(*r[:4], NodeRef(*r[4:6]), NodeRef(*r[6:8]), *r[8:])  # type: ignore[call-arg]
 
 
 def _task_json(c: Any) -> ColumnElement[str]:
@@ -93,6 +102,7 @@ def _task_json(c: Any) -> ColumnElement[str]:
         {
             "task_id": c.id,
             "template_id": c.template_id,
+            "version": c.version,
             "template_name": c.template_name,
             "source_node": object_of(NodeRef, {"node_id": c.source_node_id, "node_name": c.source_node_name}),
             "target_node": object_of(NodeRef, {"node_id": c.target_node_id, "node_name": c.target_node_name}),
@@ -104,6 +114,8 @@ def _task_json(c: Any) -> ColumnElement[str]:
             "error_message": c.error_message,
             "bytes_total": c.bytes_total,
             "bytes_done": c.bytes_done,
+            "bytes_sent": c.bytes_sent,
+            "bytes_reused": c.bytes_reused,
             "rate_bytes_per_sec": c.rate_bytes_per_sec,
             "attempts": c.attempts,
             "vmid": c.vmid,

@@ -107,7 +107,8 @@ async def _load(session: AsyncSession, task_id: int) -> tuple[TemplateSyncTask, 
     errors=(400, 404, 409),
 )
 async def sync_template(call: Call) -> SyncStarted:
-    """Copy a local-storage template to more nodes (one pending sync task per node).
+    """Copy a local-storage template's current version to more nodes (one pending sync task
+    per node).
 
     A node that already has an active task for the template gets that task back; a node
     that already has the template available is skipped and said so.
@@ -117,10 +118,10 @@ async def sync_template(call: Call) -> SyncStarted:
 
     async def plan(session: AsyncSession) -> list[Planned]:
         upload = await session.scalar(
-            select(TemplateUpload)
-            .where(TemplateUpload.template_id == template.id)
-            .order_by(TemplateUpload.id.desc())
-            .limit(1)
+            select(TemplateUpload).where(
+                TemplateUpload.template_id == template.id,
+                TemplateUpload.version == template.current_version,
+            )
         )
         if upload is None or upload.status == "failed":
             raise conflict(

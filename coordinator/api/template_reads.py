@@ -74,10 +74,12 @@ class TemplateOut(Model):
     updated_at: UtcTime
     creator: str
     modifier: str
+    current_version: Annotated[int, Meta(description="the version clones and look-ups use by default")]
 
 
 class UploadInfo(Model):
     upload_id: int
+    version: int
     storage_name: str
     is_shared: bool
     file_name: str
@@ -96,6 +98,7 @@ class UploadInfo(Model):
 
 class InstanceOut(Model, omit_defaults=True):
     instance_id: int
+    version: Annotated[int, Meta(description="the template's version this node's VM holds")]
     node_id: int
     node_name: str
     vmid: int | None
@@ -140,6 +143,7 @@ _TEMPLATE_FIELDS = {
     "updated_at": _V.updated_at,
     "creator": _V.creator,
     "modifier": _V.modifier,
+    "current_version": _V.current_version,
 }
 _DELETION = (_D.started_at, _D.reason, _D.remaining, _D.attempts, _D.next_attempt_at)
 _COLUMNS = (*fields_of(TemplateOut, _TEMPLATE_FIELDS), *_DELETION)
@@ -192,28 +196,36 @@ def _template(r: Row) -> TemplateOut:
     return TemplateOut(*r[:5], status, deletion, *r[at + 1 : end])  # type: ignore[call-arg]
 
 
-_INSTANCES = Query(
-    select(
-        *fields_of(
-            InstanceOut,
-            {
-                "instance_id": _I.id,
-                "node_id": _I.node_id,
-                "node_name": _I.node_name,
-                "vmid": _I.vmid,
-                "storage_name": _I.storage_name,
-                "status": _I.status,
-                "is_primary": _I.is_primary,
-                # NULL (left out of the answer) when no sync task made the instance
-                "sync_progress": TemplateSyncTask.progress,
-            },
+def _instances(by_version: bool) -> Query:
+    stmt = (
+        select(
+            *fields_of(
+                InstanceOut,
+                {
+                    "instance_id": _I.id,
+                    "version": _I.version,
+                    "node_id": _I.node_id,
+                    "node_name": _I.node_name,
+                    "vmid": _I.vmid,
+                    "storage_name": _I.storage_name,
+                    "status": _I.status,
+                    "is_primary": _I.is_primary,
+                    # NULL (left out of the answer) when no sync task made the instance
+                    "sync_progress": TemplateSyncTask.progress,
+                },
+            )
         )
+        .outerjoin(TemplateSyncTask, TemplateSyncTask.id == _I.sync_task_id)
+        .where(_I.template_id == bindparam("template_id"))
     )
-    .outerjoin(TemplateSyncTask, TemplateSyncTask.id == _I.sync_task_id)
-    .where(_I.template_id == bindparam("template_id"))
-    .order_by(_I.is_primary.desc(), _I.node_name, _I.id)
-)
-_LATEST_UPLOAD = Query(
+    if by_version:
+        stmt = stmt.where(_I.version == bindparam("version"))
+    # Newest version first, then as before versions: primary first, by node.
+    return Query(stmt.order_by(_I.version.desc(), _I.is_primary.desc(), _I.node_name, _I.id))
+
+
+_INSTANCES = {by_version: _instances(by_version) for by_version in (False, True)}
+_CURRENT_UPLOAD = Query(
     select(
         *fields_of(
             UploadInfo,
@@ -223,8 +235,8 @@ _LATEST_UPLOAD = Query(
             },
         )
     )
-    .where(_U.template_id == bindparam("template_id"))
-    .order_by(_U.id.desc())
+    .join(_V, _V.id == _U.template_id)
+    .where(_U.template_id == bindparam("template_id"), _U.version == _V.current_version)
     .limit(1)
 )
 
@@ -235,21 +247,26 @@ async def one(reads: Reads, template_id: int) -> TemplateOut | None:
     return _template(found[0]) if found else None
 
 
-async def with_instances(reads: Reads, template_id: int) -> tuple[TemplateOut, list[InstanceOut]] | None:
-    """A live template and its instances, primary first (one snapshot), or None."""
-    params = {"template_id": template_id}
-    found, instances = await reads.fetch((ONE, params), (_INSTANCES, params))
+async def with_instances(
+    reads: Reads, template_id: int, version: int | None = None
+) -> tuple[TemplateOut, list[InstanceOut]] | None:
+    """A live template and its instances (of ``version`` only, if given), newest version
+    first, primary first (one snapshot), or None."""
+    params: dict[str, object] = {"template_id": template_id}
+    if version is not None:
+        params["version"] = version
+    found, instances = await reads.fetch((ONE, params), (_INSTANCES[version is not None], params))
     return (_template(found[0]), [InstanceOut(*r) for r in instances]) if found else None
 
 
 async def detail(
     reads: Reads, template_id: int, include_instances: bool
 ) -> tuple[TemplateOut, UploadInfo | None, list[InstanceOut] | None] | None:
-    """A live template, its latest upload and (on request) its instances, or None."""
+    """A live template, its current version's upload and (on request) its instances, or None."""
     params = {"template_id": template_id}
-    calls = [(ONE, params), (_LATEST_UPLOAD, params)]
+    calls = [(ONE, params), (_CURRENT_UPLOAD, params)]
     if include_instances:
-        calls.append((_INSTANCES, params))
+        calls.append((_INSTANCES[False], params))
     found, upload, *instances = await reads.fetch(*calls)
     if not found:
         return None

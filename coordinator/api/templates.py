@@ -104,6 +104,7 @@ def template_out(t: VmTemplate, cluster_name: str, deletion: TemplateDeletion | 
         updated_at=t.updated_at,
         creator=t.creator,
         modifier=t.modifier,
+        current_version=t.current_version,
     )
 
 
@@ -259,7 +260,8 @@ class TemplateDetail(Model, omit_defaults=True):
     description: str
     status: TemplateStatusName
     deletion: DeletionOut | None
-    upload_info: UploadInfo | None
+    current_version: Annotated[int, Meta(description="the version clones and look-ups use by default")]
+    upload_info: Annotated[UploadInfo | None, Meta(description="the current version's upload")]
     instances: list[InstanceOut] | None = None
 
 
@@ -274,7 +276,8 @@ class InstanceList(Model):
     "/templates/{id}/detail", role="viewer", query=DetailQuery, response=TemplateDetail, errors=(404,)
 )
 async def template_detail(call: Call) -> web.Response:
-    """A template with its latest upload and, on request, its instances (primary first)."""
+    """A template with its current version's upload and, on request, its instances (every
+    version's, newest version first, primary first)."""
     q: DetailQuery = call.query
     found = await template_reads.detail(call.app[READS], call.path["id"], q.include_instances)
     if found is None:
@@ -289,16 +292,27 @@ async def template_detail(call: Call) -> web.Response:
             description=t.description,
             status=t.status,
             deletion=t.deletion,
+            current_version=t.current_version,
             upload_info=upload,
             instances=instances,
         )
     )
 
 
-@routes.get("/templates/{id}/instances", role="viewer", response=InstanceList, errors=(404,))
+class InstancesQuery(Input):
+    version: (
+        Annotated[int, Meta(ge=1, description="only this version's (default: every version's)")] | None
+    ) = None
+
+
+@routes.get(
+    "/templates/{id}/instances", role="viewer", query=InstancesQuery, response=InstanceList, errors=(404,)
+)
 async def template_instances(call: Call) -> web.Response:
-    """Where the template is: one instance per node, primary first."""
-    found = await template_reads.with_instances(call.app[READS], call.path["id"])
+    """Where the template is: one instance per node and version, newest version first,
+    primary first."""
+    q: InstancesQuery = call.query
+    found = await template_reads.with_instances(call.app[READS], call.path["id"], q.version)
     if found is None:
         raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
     template, instances = found

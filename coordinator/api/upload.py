@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
@@ -106,46 +107,42 @@ class UploadQuery(Input):
     wait: Annotated[bool, Meta(description="answer after the import (as the form field wait)")] = False
 
 
-UPLOAD_BODY_SCHEMA = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["template_name", "cluster_id", "storage_id", "file"],
-                "properties": {
-                    "template_name": {"type": "string", "maxLength": 128},
-                    "cluster_id": {"type": "integer", "minimum": 1},
-                    "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
-                    "description": {
-                        "type": "string",
-                        "maxLength": DESCRIPTION_MAX,
-                        "description": "newlines and tabs allowed, other control characters are not",
-                    },
-                    "auto_sync": {
-                        "type": "boolean",
-                        "description": "local storage: sync to every other node",
-                    },
-                    "sync_node_ids": {
-                        "type": "string",
-                        "description": "comma-separated node ids, or a JSON array",
-                    },
-                    "vm_config": {
-                        "type": "string",
-                        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
-                        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
-                    },
-                    "wait": {"type": "boolean", "description": "answer after the import"},
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": ".qcow2, .raw/.img or .vmdk; send it as the last field",
-                    },
-                },
-            }
-        }
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """An upload's request body for the OpenAPI document: form fields, the file last."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+UPLOAD_FIELDS: dict[str, Any] = {
+    "template_name": {"type": "string", "maxLength": 128},
+    "cluster_id": {"type": "integer", "minimum": 1},
+    "storage_id": {"type": "integer", "minimum": 1, "description": "a pve_storage id"},
+    "description": {
+        "type": "string",
+        "maxLength": DESCRIPTION_MAX,
+        "description": "newlines and tabs allowed, other control characters are not",
+    },
+    "auto_sync": {
+        "type": "boolean",
+        "description": "local storage: sync to every other node",
+    },
+    "sync_node_ids": {
+        "type": "string",
+        "description": "comma-separated node ids, or a JSON array",
+    },
+    "vm_config": {
+        "type": "string",
+        "description": f"{VM_CONFIG_SUMMARY} Defaults: "
+        + ", ".join(f"{k}={v}" for k, v in VM_DEFAULTS.items()),
+    },
+    "wait": {"type": "boolean", "description": "answer after the import"},
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": ".qcow2, .raw/.img or .vmdk; send it as the last field",
     },
 }
+UPLOAD_BODY_SCHEMA = multipart_body(["template_name", "cluster_id", "storage_id", "file"], UPLOAD_FIELDS)
 
 
 class ImportNode(Model):
@@ -155,6 +152,7 @@ class ImportNode(Model):
 
 class UploadResult(Model):
     template_id: int
+    version: Annotated[int, Meta(description="the template's version this upload is (1: a new template)")]
     upload_id: int
     storage_type: str
     is_shared: bool
@@ -290,15 +288,23 @@ def _dropped(exc: ClientIdle) -> ApiError:
     return ApiError(408, ErrorSlug.CLIENT_IDLE, f"{exc}: the upload was dropped")
 
 
-@routes.post(
-    "/templates/upload",
-    role="operator",
-    query=UploadQuery,
-    response=UploadResult,
-    errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
-    raw_body_schema=UPLOAD_BODY_SCHEMA,
-    expect_handler=expect_upload,
-)
+def upload_route(
+    on: Routes, path: str, body_schema: dict[str, Any]
+) -> Callable[[Callable[[Call], Awaitable[Any]]], Callable[[Call], Awaitable[Any]]]:
+    """How a multipart upload is declared (a new template's, a new version's): the operator's,
+    its answer, its refusals, and the early answer to Expect: 100-continue."""
+    return on.post(
+        path,
+        role="operator",
+        query=UploadQuery,
+        response=UploadResult,
+        errors=(400, 404, 408, 409, 413, 415, 422, 429, 502, 503, 507),
+        raw_body_schema=body_schema,
+        expect_handler=expect_upload,
+    )
+
+
+@upload_route(routes, "/templates/upload", UPLOAD_BODY_SCHEMA)
 async def upload_template(call: Call) -> UploadResult:
     """Upload a disk image and import it as a PVE template.
 
@@ -307,6 +313,13 @@ async def upload_template(call: Call) -> UploadResult:
     With wait=true (form field or query parameter) the answer comes after the import.
     A client that sends nothing for upload_idle_timeout seconds gets 408 and is dropped.
     """
+    return await take_upload(call, _NEW_TEMPLATE)
+
+
+async def take_upload(call: Call, kind: UploadKind[Any]) -> UploadResult:
+    """An upload of ``kind`` (a new template, a new version), from the first check to the
+    answer: a slot held while the bytes move, the client dropped when it stops sending, and
+    with wait=true the answer after the import."""
     request = call.request
     config = request.app[CONFIG]
     length = request.content_length
@@ -320,7 +333,7 @@ async def upload_template(call: Call) -> UploadResult:
     try:
         async with request.app[UPLOAD_SLOTS].hold(call.principal.token_id):
             async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
-                result, wait = await _upload(call, idle)
+                result, wait = await _upload(call, idle, kind)
     except UploadLimitReached as exc:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     # A slot bounds concurrent streams; waiting for the import (wait=true) must not hold one.
@@ -341,47 +354,51 @@ async def after_import(call: Call, result: UploadResult) -> UploadResult:
     return result
 
 
-async def _upload(call: Call, idle: IdleWatch) -> tuple[UploadResult, bool]:
+F = TypeVar("F", bound=Input)
+
+
+@dataclass(frozen=True)
+class UploadKind(Generic[F]):
+    """What differs between uploads: the form's fields, the plan made from them, and the
+    upload row reserved for the plan (a new template's, or a template's next version's)."""
+
+    form: type[F]
+    plan: Callable[[Call, F], Awaitable[UploadPlan]]
+    reserve: Callable[[Call, F, UploadPlan, str, str], Awaitable[TemplateUpload]]
+    wait: Callable[[F], bool]
+
+
+async def _upload(call: Call, idle: IdleWatch, kind: UploadKind[F]) -> tuple[UploadResult, bool]:
     """Stream and record the upload; returns the answer and whether to wait for the import."""
     request = call.request
-    form, file_part, file_name, fmt = await _read_upload_form(request, idle)
-    plan = await _plan(request, form)
+    form, file_part, file_name, fmt = await _read_upload_form(request, idle, kind.form)
+    plan = await kind.plan(call, form)
     try:
         agent = await request.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
         raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
-    config = request.app[CONFIG]
-    upload = await uploads.reserve(
-        request.app[DB],
-        plan,
-        template_name=form.template_name,
-        description=form.description,
-        file_name=file_name,
-        fmt=fmt,
-        vm_config=form.vm_config,
-        actor=call.actor,
-        lease=config.job_lease_seconds,
-    )
+    upload = await kind.reserve(call, form, plan, file_name, fmt)
     log.info(
-        "upload %s: %s (%s) for template %r streaming to %s",
+        "upload %s: %s (%s) for template %r (version %s) streaming to %s",
         upload.id,
         file_name,
         fmt,
-        form.template_name,
+        upload.template_name,
+        upload.version,
         plan.import_node.node_name,
     )
     staged = await _stream(request, upload.id, agent, plan, file_name, fmt, idle)
     result = await record_and_answer(call, upload, plan, staged)
-    return result, form.wait or call.query.wait
+    return result, kind.wait(form) or call.query.wait
 
 
 async def _read_upload_form(
-    request: web.Request, idle: IdleWatch
-) -> tuple[UploadForm, BodyPartReader, str, str]:
+    request: web.Request, idle: IdleWatch, form_type: type[F]
+) -> tuple[F, BodyPartReader, str, str]:
     """The form (checked), the file part, its sanitised name and its declared format."""
     fields, file_part = await _read_form(request, idle)
     try:
-        form = parse_model(UploadForm, fields, "form")
+        form = parse_model(form_type, fields, "form")
     except ApiError as exc:
         if fields:
             raise
@@ -399,6 +416,25 @@ async def _read_upload_form(
     except ImageRejected as exc:
         raise ApiError(exc.status, ErrorSlug.UNSUPPORTED_FORMAT, exc.reason) from None
     return form, file_part, file_name, fmt
+
+
+async def _plan_template(call: Call, form: UploadForm) -> UploadPlan:
+    return await _plan(call.request, form)
+
+
+async def _reserve_template(
+    call: Call, form: UploadForm, plan: UploadPlan, file_name: str, fmt: str
+) -> TemplateUpload:
+    incoming = incoming_of(call, file_name, fmt, form.vm_config, form.description)
+    return await uploads.reserve(call.app[DB], plan, form.template_name, incoming)
+
+
+def incoming_of(
+    call: Call, file_name: str, fmt: str, vm_config: VmConfig, description: str
+) -> uploads.Incoming:
+    """What the upload's row records of this request."""
+    lease = call.app[CONFIG].job_lease_seconds
+    return uploads.Incoming(file_name, fmt, dict(vm_config), description, call.actor, lease)
 
 
 async def _plan(request: web.Request, form: UploadForm) -> UploadPlan:
@@ -525,6 +561,7 @@ async def record_and_answer(
     call.app[IMPORTS].wake()
     return UploadResult(
         template_id=upload.template_id or 0,
+        version=upload.version,
         upload_id=upload.id,
         storage_type=plan.storage.type,
         is_shared=plan.storage.shared,
@@ -551,3 +588,6 @@ async def wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
             # Nobody is waiting for the answer any more; the import goes on regardless.
             return upload.status, upload.error_message
         await asyncio.sleep(0.5)
+
+
+_NEW_TEMPLATE = UploadKind(UploadForm, _plan_template, _reserve_template, lambda form: form.wait)

@@ -6,8 +6,9 @@ promises are enforced by the database, not only by code:
 
 * a live template name is unique per cluster (``vm_template.name_key`` is the
   name while live and NULL once deleted; NULLs never collide in a unique index);
-* one instance per (template, node);
-* one active sync task per (template, target node) (``active_key`` likewise);
+* one upload per (template, version): each version of a template is its own upload row;
+* one instance per (template, version, node);
+* one active sync task per (template, version, target node) (``active_key`` likewise);
 * one deletion job per template (``template_deletion.template_id``).
 """
 
@@ -125,6 +126,9 @@ class VmTemplate(Timestamps, Base):
     # coordinator/states/template.py (which writes it); deleted_at is set with "deleted".
     status: Mapped[str] = mapped_column(String(16), default="active")
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The version clones and look-ups use by default (contract 6.1): moved by the import of a
+    # newer version on its import node (coordinator/states/template.py), or by activate.
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
     creator: Mapped[str] = mapped_column(String(100), default="")
     modifier: Mapped[str] = mapped_column(String(100), default="")
 
@@ -152,11 +156,19 @@ class TemplateDeletion(Timestamps, Leased, Base):
 
 class TemplateUpload(Timestamps, Leased, Base):
     __tablename__ = "template_upload"
-    __table_args__ = (Index("ix_template_upload_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_template_upload_status_next", "status", "next_attempt_at"),
+        UniqueConstraint("template_id", "version"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # NULL once a rejected upload's template row is removed (the failed upload stays as a record).
     template_id: Mapped[int | None] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    # Which version of its template this upload is (1: the first upload). A rejected upload
+    # of a new version keeps its number but loses its template (template_id NULL, as above).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # What this version is (the template's own description is the template's).
+    description: Mapped[str] = mapped_column(Text, default="")
     template_name: Mapped[str] = mapped_column(String(128))
     cluster_id: Mapped[int] = mapped_column(Integer, index=True)
     storage_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -184,10 +196,12 @@ class TemplateUpload(Timestamps, Leased, Base):
 
 class TemplateInstance(Timestamps, Base):
     __tablename__ = "template_instance"
-    __table_args__ = (UniqueConstraint("template_id", "node_id"),)
+    __table_args__ = (UniqueConstraint("template_id", "version", "node_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    # The template's version this node's VM holds (each version is its own PVE template VM).
+    version: Mapped[int] = mapped_column(Integer, default=1)
     upload_id: Mapped[int] = mapped_column(Integer, index=True)
     cluster_id: Mapped[int] = mapped_column(Integer, index=True)
     node_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -212,7 +226,7 @@ def new_task_uid() -> str:
 class TemplateSyncTask(Timestamps, Leased, Base):
     __tablename__ = "template_sync_task"
     __table_args__ = (
-        UniqueConstraint("template_id", "active_key"),
+        UniqueConstraint("template_id", "version", "active_key"),
         Index("ix_template_sync_task_status_next", "status", "next_attempt_at"),
         Index("ix_template_sync_task_target_status", "target_node_id", "status"),
         Index("ix_template_sync_task_source_status", "source_node_id", "status"),
@@ -227,6 +241,8 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     # than one coordinator; 128 random bits collide with neither.
     uid: Mapped[str] = mapped_column(String(32), unique=True, default=new_task_uid)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"), index=True)
+    # The version it copies (its upload's).
+    version: Mapped[int] = mapped_column(Integer, default=1)
     upload_id: Mapped[int] = mapped_column(Integer, index=True)
     cluster_id: Mapped[int] = mapped_column(Integer)
     source_node_id: Mapped[int] = mapped_column(Integer)
@@ -241,6 +257,10 @@ class TemplateSyncTask(Timestamps, Leased, Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of bytes_done: what crossed the network (re-sent bytes included), and what the target
+    # did not need to receive (zeros, chunks of an earlier version it holds).
+    bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_reused: Mapped[int] = mapped_column(BigInteger, default=0)
     rate_bytes_per_sec: Mapped[int] = mapped_column(BigInteger, default=0)
     vmid: Mapped[int | None] = mapped_column(Integer)
     # `attempts` counts every attempt, a manual retry's too; sync_max_attempts counts from here.
@@ -276,11 +296,13 @@ class Clone(Timestamps, Leased, Base):
         Index("ix_clones_template_status_id", "template_id", "status", "id"),
         Index("ix_clones_node_status_id", "node_id", "status", "id"),
         Index("ix_clones_status_id", "status", "id"),
+        # Which clones use a version (its delete is refused while a linked one does).
+        Index("ix_clones_template_version", "template_id", "version"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("vm_template.id"))
-    # 1 until templates have versions (contract 6.1).
+    # The template's version cloned (contract 6.1): one a linked clone uses is never deleted.
     version: Mapped[int] = mapped_column(Integer, default=1)
     upload_id: Mapped[int] = mapped_column(Integer)
     cluster_id: Mapped[int] = mapped_column(Integer)

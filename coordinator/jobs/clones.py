@@ -130,7 +130,7 @@ class CloneJobs:
         else the clone waits on, or fails with the sync's reason."""
         async with self.db() as session:
             task = await session.get(TemplateSyncTask, row.sync_task_id) if row.sync_task_id else None
-            instance = await available_instance(session, row.template_id, row.node_id)
+            instance = await available_instance(session, row.template_id, row.node_id, row.version)
             vmid = instance.vmid if instance is not None else None
         if vmid is not None:
             async with self.db() as session:

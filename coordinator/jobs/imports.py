@@ -11,22 +11,26 @@ delete fails the upload meanwhile, and the job then stops without undoing that.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.config import CoordinatorConfig
-from coordinator.db.models import TemplateUpload, VmTemplate
+from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
 from coordinator.states import instance as instance_states
+from coordinator.states import sync_task
+from coordinator.states import template as template_states
 from coordinator.states import upload as upload_states
 from coordinator.states.instance import InstanceStatus
+from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.upload import IMPORT_QUEUE, UploadStatus
 from shared.backoff import exponential
 
@@ -49,11 +53,15 @@ class ImportJobs:
         db: async_sessionmaker[AsyncSession],
         agents: AgentLinks,
         inventory: InventoryRefresher,
+        on_imported: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_imported``: called once a version is available on its import node (the
+        version pruner looks again: the versions beyond keep_versions may have changed)."""
         self.config = config
         self.db = db
         self.agents = agents
         self.inventory = inventory
+        self.on_imported = on_imported
 
     async def _set(self, upload_id: int, statuses: tuple[UploadStatus, ...], **values: Any) -> bool:
         """Update the upload's counters (never its status: coordinator/states/upload.py) if
@@ -140,8 +148,14 @@ class ImportJobs:
             await instance_states.follow_import(
                 session, upload.id, InstanceStatus.AVAILABLE, vmid=vmid, volume_id=volume_id
             )
+            # The moment the contract's current_version moves (README, Versions).
+            assert upload.template_id is not None
+            current = await template_states.version_available(session, upload.template_id, upload.version)
             await session.commit()
         log.info("upload %s: imported as VM %s (%s)", upload.id, vmid, volume_id)
+        if current and upload.version > 1:
+            log.info("template %s: version %s is current", upload.template_id, upload.version)
+        self.on_imported()
         if upload.is_shared:
             # Shared storage holds the disk now; the staged copy is not needed by anyone.
             await self._remove_staged(upload)
@@ -173,6 +187,15 @@ class ImportJobs:
             if not await upload_states.fail_import(session, upload_id, reason):
                 return  # failed already (e.g. by a cascade delete, with its own reason)
             await instance_states.follow_import(session, upload_id, InstanceStatus.FAILED)
+            # Its copies (an upload's sync_node_ids, a version's rollout) wait for an import
+            # that will not come: they fail with its reason (a clone waiting for one with them).
+            pending = await session.scalars(
+                select(TemplateSyncTask).where(
+                    TemplateSyncTask.upload_id == upload_id, TemplateSyncTask.status == SyncTaskStatus.PENDING
+                )
+            )
+            for task in list(pending):
+                await sync_task.fail(session, task, f"the image's import failed: {reason}", epoch=None)
             await session.commit()
             upload = await session.get(TemplateUpload, upload_id)
         log.warning("upload %s failed: %s", upload_id, reason)

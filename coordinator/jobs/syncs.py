@@ -445,13 +445,13 @@ class SyncWatcher:
             streaming = False
             if view is not None and view.epoch == task.epoch:
                 if view.state == "complete":
-                    return await self._copied(task, str(view.staged_name))
+                    return await self._copied(task, view)
                 if view.state == "failed":
                     kind = view.error_kind
                     await self._fail_attempt(task, str(view.error), final=kind in FINAL_KINDS)
                     return None
                 watch.saw(view.verified, now)
-                if not await self._progress(task, watch.verified, view.rate_bytes_per_sec):
+                if not await self._progress(task, watch.verified, view):
                     return None  # canceled or taken over meanwhile
                 streaming = view.state == "receiving"
             elif not await self._still_current(task):
@@ -508,7 +508,7 @@ class SyncWatcher:
             )
         return None
 
-    async def _progress(self, task: TemplateSyncTask, verified: int, rate: int) -> bool:
+    async def _progress(self, task: TemplateSyncTask, verified: int, view: ReceiveView) -> bool:
         total = max(task.bytes_total, 1)
         async with self.db() as session:
             current = await sync_task.record_progress(
@@ -517,7 +517,10 @@ class SyncWatcher:
                 SyncTaskStatus.SYNCING,
                 task.epoch,
                 bytes_done=verified,
-                rate_bytes_per_sec=rate,
+                # What crossed the network and what the target had already (contract 6.1).
+                bytes_sent=view.received_bytes,
+                bytes_reused=view.reused_bytes,
+                rate_bytes_per_sec=view.rate_bytes_per_sec,
                 progress=min(COPY_SHARE, COPY_SHARE * verified // total),
             )
             await session.commit()
@@ -540,9 +543,18 @@ class SyncWatcher:
             row = await session.get(TemplateSyncTask, task.id)
         return row is not None and row.status == task.status and row.epoch == task.epoch
 
-    async def _copied(self, task: TemplateSyncTask, staged_name: str) -> TemplateSyncTask | None:
+    async def _copied(self, task: TemplateSyncTask, view: ReceiveView) -> TemplateSyncTask | None:
         async with self.db() as session:
-            if not await sync_task.copied(session, task.id, task.epoch, staged_name, COPY_SHARE):
+            copied = await sync_task.copied(
+                session,
+                task.id,
+                task.epoch,
+                str(view.staged_name),
+                COPY_SHARE,
+                bytes_sent=view.received_bytes,
+                bytes_reused=view.reused_bytes,
+            )
+            if not copied:
                 return None
             await session.commit()
             row = await session.get(TemplateSyncTask, task.id)

@@ -170,8 +170,11 @@ async def requeue(
     )
 
 
-async def copied(session: AsyncSession, task_id: int, epoch: int, staged_name: str, progress: int) -> bool:
-    """syncing -> importing: the target holds the whole image, verified, as ``staged_name``."""
+async def copied(
+    session: AsyncSession, task_id: int, epoch: int, staged_name: str, progress: int, **counters: Any
+) -> bool:
+    """syncing -> importing: the target holds the whole image, verified, as ``staged_name``;
+    ``counters``: the copy's last byte counts (bytes_sent, bytes_reused)."""
     return await _move(
         session,
         task_id,
@@ -182,6 +185,7 @@ async def copied(session: AsyncSession, task_id: int, epoch: int, staged_name: s
         bytes_done=TemplateSyncTask.bytes_total,
         rate_bytes_per_sec=0,
         progress=progress,
+        **counters,
     )
 
 
@@ -258,17 +262,23 @@ async def cancel(session: AsyncSession, task_id: int, reason: str) -> bool:
     return moved == 1
 
 
-async def cancel_pending_of_template(session: AsyncSession, template_id: int) -> int:
-    """Its template is being deleted: pending tasks never start (running ones end on their own)."""
+async def cancel_pending_of_template(
+    session: AsyncSession, template_id: int, version: int | None = None
+) -> int:
+    """Its template (or that version of it) is being deleted: pending tasks never start
+    (running ones end on their own)."""
+    where = [TemplateSyncTask.template_id == template_id]
+    if version is not None:
+        where.append(TemplateSyncTask.version == version)
     return await move(
         session,
         TemplateSyncTask,
         TRANSITIONS,
         S.CANCELED,
-        [TemplateSyncTask.template_id == template_id],
+        where,
         from_=(S.PENDING,),
         active_key=None,
-        error_message="template deleted",
+        error_message="template deleted" if version is None else f"version {version} deleted",
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import VmTemplate
@@ -88,3 +88,26 @@ async def deleted(session: AsyncSession, template_id: int) -> bool:
         deleted_at=func.coalesce(VmTemplate.deleted_at, utcnow()),
     )
     return moved == 1
+
+
+async def version_available(session: AsyncSession, template_id: int, version: int) -> bool:
+    """A newer version is available on its import node: it becomes current (an older one's
+    import ending late, or a version made current by activate meanwhile, moves nothing back)."""
+    result = await session.execute(
+        update(VmTemplate)
+        .where(VmTemplate.id == template_id, VmTemplate.current_version < version)
+        .values(current_version=version)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def activate(session: AsyncSession, template_id: int, version: int, actor: str) -> bool:
+    """``version`` becomes current (a roll back or forward); the caller checked it is imported."""
+    result = await session.execute(
+        update(VmTemplate)
+        .where(VmTemplate.id == template_id, VmTemplate.status == S.ACTIVE)
+        .values(current_version=version, modifier=actor, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

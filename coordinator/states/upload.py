@@ -7,6 +7,12 @@
     uploaded  --the import job starts-->                              importing
     importing --the import node has the template-->                   imported
     uploaded/importing --the import failed for good, or its template is deleted--> failed
+    imported/failed --its version is deleted (DELETE .../versions/{v}, keep_versions)--> deleting
+    deleting  --every VM and image of the version removed-->          deleted
+
+An upload is a version of its template (template_upload.version): a version's status is
+its upload's. While ``deleting`` nothing new starts on the version (no clone, no sync); the
+deletion holds the row's lease while it removes parts (coordinator/version_delete.py).
 
 While it streams, the upload's row is leased to the coordinator receiving it; then the
 import job's runner leases it. A write is conditional on the status it leaves, so a job
@@ -33,6 +39,8 @@ class UploadStatus(StrEnum):
     IMPORTING = "importing"
     IMPORTED = "imported"
     FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
 
 
 S = UploadStatus
@@ -40,11 +48,16 @@ S = UploadStatus
 IMPORT_QUEUE = (S.UPLOADED, S.IMPORTING)
 # An upload in these is over: what `wait=true` waits for.
 FINAL = (S.IMPORTED, S.FAILED)
+# Versions that exist for the API (listed, counted by keep_versions).
+LISTED = (S.UPLOADING, S.UPLOADED, S.IMPORTING, S.IMPORTED, S.FAILED, S.DELETING)
 TRANSITIONS = Transitions[UploadStatus](
     {
         S.UPLOADING: frozenset({S.UPLOADED, S.FAILED}),
         S.UPLOADED: frozenset({S.IMPORTING, S.FAILED}),
         S.IMPORTING: frozenset({S.IMPORTED, S.FAILED}),
+        S.IMPORTED: frozenset({S.DELETING}),
+        S.FAILED: frozenset({S.DELETING}),
+        S.DELETING: frozenset({S.DELETED}),
     }
 )
 
@@ -145,3 +158,15 @@ async def stop_imports_of_template(session: AsyncSession, template_id: int, reas
         error_message=reason,
         next_attempt_at=None,
     )
+
+
+async def start_deleting(session: AsyncSession, upload_id: int) -> bool:
+    """imported/failed -> deleting: its version is being removed; of concurrent deletes
+    (requests, replicas' pruners) exactly one moves it."""
+    return await _move(session, upload_id, S.DELETING)
+
+
+async def version_deleted(session: AsyncSession, upload_id: int) -> bool:
+    """deleting -> deleted: the version's VMs and images are gone (the row stays: its number
+    is never given again)."""
+    return await _move(session, upload_id, S.DELETED, staged_name="", lease_owner=None, lease_expires_at=None)

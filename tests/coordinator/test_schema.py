@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -70,3 +71,96 @@ def test_the_upgrade_to_autoincrement_keeps_every_row_and_link(tmp_path: Path) -
         # An id deleted after the upgrade never comes back.
         (new_id,) = conn.execute("SELECT id FROM pve_node").fetchone()
         assert new_id > 5
+
+
+def _insert(conn: sqlite3.Connection, table: str, **values: object) -> int:
+    """A row with ``values`` and a plain value in every other NOT NULL column."""
+    now = "2026-11-30 22:00:00.000000"
+    row: dict[str, object] = {}
+    for _, name, kind, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})").fetchall():
+        if notnull and not pk and default is None:
+            kind = kind.upper()
+            row[name] = (
+                now
+                if "DATETIME" in kind or "TIMESTAMP" in kind
+                else 0
+                if "INT" in kind or "BOOL" in kind
+                else ""
+            )
+    row.update(values)
+    names = ", ".join(row)
+    cursor = conn.execute(
+        f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def test_the_upgrade_to_versions_makes_every_row_version_1(tmp_path: Path) -> None:
+    """0010: a template's rows become its version 1 (current), a task's bytes all crossed the
+    network, and the sync-task counts are still kept after SQLite rebuilt the table."""
+    db = tmp_path / "versions.db"
+    command.upgrade(alembic_config(f"sqlite+aiosqlite:///{db}"), "0009")
+    with sqlite3.connect(db) as conn:
+        cluster = _insert(conn, "pve_cluster", cluster_name="c")
+        template = _insert(conn, "vm_template", cluster_id=cluster, template_name="t", status="active")
+        upload = _insert(conn, "template_upload", template_id=template, status="imported", file_name="t.raw")
+        _insert(conn, "template_upload", template_id=None, status="failed", file_name="rejected.raw")
+        for node in (1, 2):
+            _insert(
+                conn,
+                "template_instance",
+                template_id=template,
+                upload_id=upload,
+                node_id=node,
+                status="available",
+            )
+        _insert(
+            conn,
+            "template_sync_task",
+            uid="a" * 32,
+            template_id=template,
+            upload_id=upload,
+            target_node_id=2,
+            status="completed",
+            bytes_total=100,
+            bytes_done=100,
+        )
+    upgrade_to_head(f"sqlite+aiosqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT current_version FROM vm_template").fetchall() == [(1,)]
+        assert conn.execute("SELECT version, description FROM template_upload ORDER BY id").fetchall() == [
+            (1, ""),
+            (1, ""),
+        ]
+        assert conn.execute("SELECT DISTINCT version FROM template_instance").fetchall() == [(1,)]
+        assert conn.execute(
+            "SELECT version, bytes_sent, bytes_reused FROM template_sync_task"
+        ).fetchall() == [(1, 100, 0)]
+        # Version 2 of the template may now be on the same nodes, with a copy to the same target.
+        _insert(
+            conn, "template_upload", template_id=template, version=2, status="imported", file_name="t2.raw"
+        )
+        _insert(
+            conn,
+            "template_instance",
+            template_id=template,
+            version=2,
+            upload_id=upload,
+            node_id=2,
+            status="pending",
+        )
+        _insert(
+            conn,
+            "template_sync_task",
+            uid="b" * 32,
+            template_id=template,
+            version=2,
+            upload_id=upload,
+            target_node_id=2,
+            active_key=2,
+            status="pending",
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            _insert(conn, "template_upload", template_id=template, version=2, status="failed", file_name="x")
+        counts = dict(conn.execute("SELECT status, tasks FROM sync_task_count").fetchall())
+    assert counts == {"completed": 1, "pending": 1}

@@ -203,6 +203,48 @@ def test_snapshot_export_holds_the_snapshot_not_the_current_disk(
     assert source_vm.state() == before, "the source VM changed"
 
 
+def test_a_vms_disk_becomes_a_new_version_rolled_out_where_the_template_is(
+    stack: Stack, api: Api, source_vm: SourceVm
+) -> None:
+    """With template_id the disk is the template's next version: on the template's storage,
+    with a sync task to every node that holds an earlier version, current once imported."""
+    nodes = node_ids(api, stack)
+    local = storage_id(api, stack, "local", NODE)
+    first = from_vm(
+        api,
+        stack,
+        node_id=nodes[NODE],
+        vmid=source_vm.vmid,
+        template_name=_name("versioned"),
+        storage_id=local,
+        sync_node_ids=[nodes["pve-node2"]],
+    ).ok()
+    template_id = first["template_id"]
+    wait_import(api, template_id)
+    wait_tasks(api, template_id)
+    write_pattern(source_vm.disk, 0x5A)  # the VM changed since version 1
+    second = from_vm(
+        api, stack, node_id=nodes[NODE], vmid=source_vm.vmid, template_id=template_id, wait=True
+    ).ok()
+    assert (second["template_id"], second["version"], second["status"]) == (template_id, 2, "imported")
+    assert [t["target_node_name"] for t in second["sync_tasks"]] == ["pve-node2"]
+    assert api.get(f"/templates/{template_id}/detail").ok()["current_version"] == 2
+    assert {t["status"] for t in wait_tasks(api, template_id)} == {"completed"}
+    new = api.get(f"/templates/{template_id}/instances?version=2").ok()["instances"]
+    assert sorted(i["node_name"] for i in new) == [NODE, "pve-node2"]
+    for inst in new:
+        disk = _template_disk(stack, inst["node_name"], inst["vmid"])
+        assert _same(source_vm.disk, "qcow2", disk, "raw"), (
+            f"version 2 on {inst['node_name']} is not the VM's disk"
+        )
+    # A storage other than the template's is refused: every version is on the template's.
+    other = storage_id(api, stack, "local-lvm", NODE)
+    refused = from_vm(
+        api, stack, node_id=nodes[NODE], vmid=source_vm.vmid, template_id=template_id, storage_id=other
+    )
+    assert (refused.status, refused.error) == (400, "invalid_request") and "storage_id" in refused.message
+
+
 def test_bad_inputs_are_refused_and_leave_nothing(stack: Stack, api: Api, source_vm: SourceVm) -> None:
     nodes, vmid = node_ids(api, stack), source_vm.vmid
     local1 = storage_id(api, stack, "local", NODE)

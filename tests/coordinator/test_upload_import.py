@@ -84,6 +84,7 @@ def test_scenario1_shared_ceph_upload_imports_once_for_every_node(
     for inst in instances:
         assert set(inst) == {
             "instance_id",
+            "version",
             "node_id",
             "node_name",
             "vmid",
@@ -132,6 +133,7 @@ def test_local_storage_upload_has_one_primary_instance_on_its_node(
     data = upload(api, stack, image, name, local1, description="Debian 12").ok()
     assert data == {
         "template_id": data["template_id"],
+        "version": 1,
         "upload_id": data["upload_id"],
         "storage_type": "dir",
         "is_shared": False,
@@ -147,6 +149,7 @@ def test_local_storage_upload_has_one_primary_instance_on_its_node(
     vmid = inst["vmid"]
     assert inst == {
         "instance_id": inst["instance_id"],
+        "version": 1,
         "node_id": nodes["pve-node1"],
         "node_name": "pve-node1",
         "vmid": vmid,

@@ -161,6 +161,7 @@ def _expected_tasks(apps: InProcess) -> list[SyncTaskOut]:
             SyncTaskOut(
                 task_id=t.id,
                 template_id=t.template_id,
+                version=t.version,
                 template_name=names[t.template_id],
                 source_node=NodeRef(node_id=t.source_node_id, node_name=t.source_node_name),
                 target_node=NodeRef(node_id=t.target_node_id, node_name=t.target_node_name),
@@ -172,6 +173,8 @@ def _expected_tasks(apps: InProcess) -> list[SyncTaskOut]:
                 error_message=t.error_message,
                 bytes_total=t.bytes_total,
                 bytes_done=t.bytes_done,
+                bytes_sent=t.bytes_sent,
+                bytes_reused=t.bytes_reused,
                 rate_bytes_per_sec=t.rate_bytes_per_sec,
                 attempts=t.attempts,
                 vmid=t.vmid,
@@ -284,12 +287,16 @@ def test_templates_are_the_orm_answer(seeded: InProcess) -> None:
             instances: dict[int, list[InstanceOut]] = {}
             for i in await session.scalars(
                 select(TemplateInstance).order_by(
-                    TemplateInstance.is_primary.desc(), TemplateInstance.node_name, TemplateInstance.id
+                    TemplateInstance.version.desc(),
+                    TemplateInstance.is_primary.desc(),
+                    TemplateInstance.node_name,
+                    TemplateInstance.id,
                 )
             ):
                 instances.setdefault(i.template_id, []).append(
                     InstanceOut(
                         instance_id=i.id,
+                        version=i.version,
                         node_id=i.node_id,
                         node_name=i.node_name,
                         vmid=i.vmid,
@@ -299,12 +306,14 @@ def test_templates_are_the_orm_answer(seeded: InProcess) -> None:
                         sync_progress=progress[i.sync_task_id] if i.sync_task_id is not None else None,
                     )
                 )
+            current = {t.id: t.current_version for t, _ in rows}
             uploads = {
                 u.template_id: _build(
                     UploadInfo,
                     {f: getattr(u, "id" if f == "upload_id" else f) for f in UploadInfo.__struct_fields__},
                 )
                 for u in await session.scalars(select(TemplateUpload).order_by(TemplateUpload.id))
+                if u.template_id is not None and u.version == current.get(u.template_id)
             }
         return [template_out(t, name) for t, name in rows], instances, uploads
 
@@ -335,6 +344,7 @@ def test_templates_are_the_orm_answer(seeded: InProcess) -> None:
                 "description",
                 "status",
                 "deletion",
+                "current_version",
             )
         }
         _same(seeded, f"/templates/{t.id}/detail", {**head, "upload_info": uploads[t.id]})

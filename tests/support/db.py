@@ -6,9 +6,14 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.migrate import upgrade_to_head
+from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
+from coordinator.states import sync_task
+from tests.support import mariadb
 
 T = TypeVar("T")
 
@@ -23,3 +28,36 @@ def with_session(url: str, work: Callable[[AsyncSession], Coroutine[Any, Any, T]
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> str:
+    """The URL of a database at the schema's head, for a module's fixture parametrised over
+    "sqlite" (a file of its own) and "mariadb" (a database of its own, dropped at the end)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
+    else:
+        request.getfixturevalue("mariadb_url")
+        db_name, url = mariadb.create_database()
+        request.addfinalizer(lambda: mariadb.drop_database(db_name))
+    upgrade_to_head(url)
+    return url
+
+
+def task_row(upload: TemplateUpload, node: int, **fields: Any) -> TemplateSyncTask:
+    """A pending sync task of ``upload`` (its template and version) from node 1 ("n1") to node
+    ``node`` ("n<node>"), on storage "local"; the caller adds it."""
+    assert upload.template_id is not None
+    return sync_task.new_task(
+        template_id=upload.template_id,
+        version=upload.version,
+        upload_id=upload.id,
+        cluster_id=upload.cluster_id,
+        source_node_id=1,
+        source_node_name="n1",
+        target_node_id=node,
+        target_node_name=f"n{node}",
+        storage_name="local",
+        **fields,
+    )

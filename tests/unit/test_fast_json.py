@@ -18,6 +18,7 @@ def _task(created: datetime, ended: datetime | None) -> SyncTaskOut:
     return SyncTaskOut(
         task_id=7,
         template_id=1,
+        version=2,
         template_name='débian-12 "x"',
         source_node=NodeRef(node_id=1, node_name="pve-node1"),
         target_node=NodeRef(node_id=2, node_name="pve-node2"),
@@ -29,6 +30,8 @@ def _task(created: datetime, ended: datetime | None) -> SyncTaskOut:
         error_message="agent of pve-node2: \u2028 gone",
         bytes_total=2**40,
         bytes_done=0,
+        bytes_sent=0,
+        bytes_reused=0,
         rate_bytes_per_sec=0,
         attempts=3,
         vmid=None,

@@ -6,16 +6,15 @@ sync-task counts the triggers keep stay exact through every transition."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db import sync_task_counts
-from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.models import (
     Clone,
     PveCluster,
@@ -25,36 +24,21 @@ from coordinator.db.models import (
     TemplateUpload,
     VmTemplate,
 )
-from coordinator.db.session import create_engine, session_factory
 from coordinator.jobs.engine import OWNER
 from coordinator.states import clone, deletion, instance, sync_task, template, upload
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.upload import UploadStatus
 from coordinator.states.writes import move
-from tests.support import mariadb
+from tests.support.db import task_row
 
 NAMES = itertools.count(1)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('states') / 'states.db'}"
-    else:
-        request.getfixturevalue("mariadb_url")
-        name, url = mariadb.create_database()
-        request.addfinalizer(lambda: mariadb.drop_database(name))
-    upgrade_to_head(url)
-    yield url
-
-
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = create_engine(database_url)
-    async with session_factory(engine)() as s:
+async def session(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with db() as s:
         yield s
-    await engine.dispose()
 
 
 async def _template(session: AsyncSession) -> VmTemplate:
@@ -91,16 +75,7 @@ async def _upload(session: AsyncSession, tpl: VmTemplate, **fields: Any) -> Temp
 async def _task(session: AsyncSession, node: int = 2) -> tuple[TemplateSyncTask, TemplateInstance]:
     tpl = await _template(session)
     up = await _upload(session, tpl)
-    task = sync_task.new_task(
-        template_id=tpl.id,
-        upload_id=up.id,
-        cluster_id=tpl.cluster_id,
-        source_node_id=1,
-        source_node_name="n1",
-        target_node_id=node,
-        target_node_name=f"n{node}",
-        storage_name="local",
-    )
+    task = task_row(up, node)
     session.add(task)
     await session.flush()
     inst = instance.new_instance(
@@ -297,7 +272,7 @@ async def test_an_abandoned_upload_lets_go_of_its_template(session: AsyncSession
 
 async def test_a_template_delete_fails_its_queued_and_running_imports(session: AsyncSession) -> None:
     tpl = await _template(session)
-    queued, uploading = await _upload(session, tpl), await _upload(session, tpl)
+    queued, uploading = await _upload(session, tpl), await _upload(session, tpl, version=2)
     assert await upload.stored(session, queued.id, staged_name="s", size=1, sha256="a", virtual_size=1)
     assert await upload.stop_imports_of_template(session, tpl.id, "template deleted") == 1
     await session.commit()

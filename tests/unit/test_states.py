@@ -61,6 +61,9 @@ EXPECTED: dict[str, tuple[Transitions[Any], type[StrEnum], set[tuple[str, str]]]
             ("uploaded", "failed"),
             ("importing", "imported"),
             ("importing", "failed"),
+            ("imported", "deleting"),  # its version is deleted (or pruned by keep_versions)
+            ("failed", "deleting"),
+            ("deleting", "deleted"),
         },
     ),
     "template": (
@@ -126,8 +129,9 @@ def test_final_statuses_go_nowhere() -> None:
         assert not any(sync_task.TRANSITIONS.allowed(status, s) for s in sync_task.SyncTaskStatus)
     for status in ("completed", "failed"):
         assert not any(clone.TRANSITIONS.allowed(status, s) for s in clone.CloneStatus)
-    for status in upload.FINAL:
-        assert not any(upload.TRANSITIONS.allowed(status, s) for s in upload.UploadStatus)
+    for status in upload.FINAL:  # an import that ended: only its version's delete moves it
+        assert [s for s in upload.UploadStatus if upload.TRANSITIONS.allowed(status, s)] == ["deleting"]
+    assert not any(upload.TRANSITIONS.allowed("deleted", s) for s in upload.UploadStatus)
 
 
 def test_a_task_in_each_state_has_its_instance_in_the_matching_one() -> None:
