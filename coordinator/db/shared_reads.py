@@ -5,11 +5,13 @@ the same list at the same moment. Each GET cost a statement of its own, and on M
 statement is a round trip plus the optimizer on both sides of the two cores (0.1-0.2 ms
 each, issue 12): eight clients polling one page kept mariadbd as busy as the coordinator.
 
-A read joins another only while that one is still forming: the statements of a batch are
-sent at the end of the event loop's current round, and a read that arrives after that
-starts the next batch. So every reader gets a snapshot taken after its request arrived:
-a client that wrote and then reads sees its write, as without sharing. The rows are shared
-(readers build their answers from them and never change them).
+A read joins another only while that one is still forming, never one already sent: a
+batch is sent at the end of the event loop's current round, or, while a batch of the same
+statements is on the wire, when that one has come back (one at a time per statement and
+parameters: under load the readers that arrive meanwhile all share the next trip). So
+every reader gets a snapshot taken after its request arrived: a client that wrote and then
+reads sees its write, as without sharing. The rows are shared (readers build their
+answers from them and never change them).
 """
 
 from __future__ import annotations
@@ -35,30 +37,34 @@ class SharedReads:
     def __init__(self, reads: Reads) -> None:
         self.reads = reads  # the database's own
         self.dialect: Dialect = reads.dialect
-        self._forming: dict[Key, asyncio.Future[Result]] = {}
-        self._sending: set[asyncio.Task[Result]] = set()
+        # Batches not sent yet (readers may join), and the one on the wire, per key.
+        self._forming: dict[Key, tuple[asyncio.Future[Result], tuple[Call, ...], bool]] = {}
+        self._on_the_wire: dict[Key, asyncio.Task[Result]] = {}
         self.sent = 0  # batches sent (tests, benchmarks)
+        self._closed = False
 
     async def fetch(self, *calls: Call, short: bool = True) -> Result:
         key = _key(calls, short)
-        batch = self._forming.get(key)
-        if batch is None:
+        forming = self._forming.get(key)
+        if forming is None:
             loop = asyncio.get_running_loop()
-            batch = loop.create_future()
-            self._forming[key] = batch
-            loop.call_soon(self._send, key, batch, calls, short)
+            forming = (loop.create_future(), calls, short)
+            self._forming[key] = forming
+            if key not in self._on_the_wire:
+                loop.call_soon(self._send, key)
+            # else: sent when the one on the wire comes back (_settle)
         # A reader that gives up (its client went away) leaves the batch to the others.
-        return await asyncio.shield(batch)
+        return await asyncio.shield(forming[0])
 
-    def _send(self, key: Key, batch: asyncio.Future[Result], calls: tuple[Call, ...], short: bool) -> None:
-        del self._forming[key]  # from here on, a new reader starts the next batch
+    def _send(self, key: Key) -> None:
+        batch, calls, short = self._forming.pop(key)  # from here on, new readers form the next
         self.sent += 1
         task = asyncio.ensure_future(self.reads.fetch(*calls, short=short))
-        self._sending.add(task)
-        task.add_done_callback(lambda done: self._settle(done, batch))
+        self._on_the_wire[key] = task
+        task.add_done_callback(lambda done: self._settle(key, done, batch))
 
-    def _settle(self, done: asyncio.Task[Result], batch: asyncio.Future[Result]) -> None:
-        self._sending.discard(done)
+    def _settle(self, key: Key, done: asyncio.Task[Result], batch: asyncio.Future[Result]) -> None:
+        del self._on_the_wire[key]
         if done.cancelled():
             batch.cancel()
         elif (exc := done.exception()) is not None:
@@ -66,9 +72,16 @@ class SharedReads:
             batch.exception()  # retrieved: every reader may have gone
         else:
             batch.set_result(done.result())
+        if key in self._forming and not self._closed:
+            self._send(key)
 
     async def close(self) -> None:
-        for task in list(self._sending):
+        self._closed = True
+        for batch, _, _ in self._forming.values():
+            batch.cancel()
+        self._forming.clear()
+        sending = list(self._on_the_wire.values())
+        for task in sending:
             task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        await asyncio.gather(*sending, return_exceptions=True)
         await self.reads.close()

@@ -63,6 +63,33 @@ async def test_a_read_arriving_after_the_batch_went_out_sees_what_was_written_me
     assert (await first) in ([[(4,)]], [[(5,)]])
 
 
+async def test_readers_arriving_while_a_batch_is_on_the_wire_share_the_next_one(tmp_path: Path) -> None:
+    url = _database(tmp_path / "t.db", wal=False)  # without WAL a writer's lock holds readers
+    engine = create_async_engine(url)
+    shared = SharedReads(open_reads(engine))
+    writer = sqlite3.connect(tmp_path / "t.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        call = (_BY_KIND, {"kind": "a", "limit": 5})
+        first = asyncio.ensure_future(shared.fetch(call))  # waits for the lock on a worker thread
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(shared.fetch(call))
+        await asyncio.sleep(0.05)  # rounds of the loop later: still the next batch
+        third = asyncio.ensure_future(shared.fetch(call))
+        await asyncio.sleep(0.05)
+        assert shared.sent == 1
+        writer.execute("ROLLBACK")
+        answers = await asyncio.gather(first, second, third)
+        assert shared.sent == 2
+        assert answers[0] == answers[1] == answers[2]
+    finally:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
+        await shared.close()
+        await engine.dispose()
+
+
 async def test_a_reader_that_gives_up_leaves_the_others_their_answer(shared: SharedReads) -> None:
     call = (_BY_KIND, {"kind": "a", "limit": 5})
     quitter = asyncio.ensure_future(shared.fetch(call))
