@@ -28,6 +28,7 @@ from agent.appkeys import (
     EXPORTER,
     IMPORTER,
     LINK,
+    MANIFESTS,
     PLAIN_DATA,
     PVE,
     RECEIVES,
@@ -49,6 +50,7 @@ from agent.routes import clones, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
+from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
@@ -99,6 +101,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[SENDER].close()
+    await app[MANIFESTS].close()
     await app[PLAIN_DATA].close()
     if announcer is not None:
         await announcer.stop()
@@ -127,6 +130,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
     )
     app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
+    app[MANIFESTS] = StagedManifests(app[STAGING])
     app[EVICTOR] = Evictor(
         app[STAGING],
         config.budget,

@@ -13,6 +13,7 @@ from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
+from shared.messages.transfers import ManifestView
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ async def _plan_target(
         target_node_id=node.id,
         target_node_name=node.node_name,
         storage_name=target.storage.storage_name,
-        bytes_total=upload.file_size,
+        bytes_total=upload.virtual_size or upload.file_size,  # (a copy moves the guest view)
         creator=actor,
     )
     session.add(task)
@@ -116,15 +117,18 @@ async def _instance_awaits(
         )
 
 
-def ticket_for(signer: TicketSigner, task: TemplateSyncTask, upload: TemplateUpload) -> str:
-    """The signed ticket that lets a sender deliver this attempt's copy of ``upload`` to the
-    task's target (the target checks every field: agent/transfer/receive.py)."""
+def ticket_for(signer: TicketSigner, task: TemplateSyncTask, manifest: ManifestView) -> str:
+    """The signed ticket that lets a sender deliver this attempt's copy to the task's target:
+    the image as the guest sees it (raw, its virtual size), described by ``manifest`` (the
+    target checks every field: agent/transfer/receive.py)."""
+    assert manifest.digest is not None and manifest.image_sha256 is not None
     return signer.issue(
         task_id=task.id,
         task_uid=task.uid,
         epoch=task.epoch,
         node=task.target_node_name,
-        size=upload.file_size,
-        sha256=upload.sha256,
-        fmt=upload.file_format,
+        size=manifest.size,
+        sha256=manifest.image_sha256,
+        manifest=manifest.digest,
+        fmt="raw",
     )

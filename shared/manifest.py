@@ -137,7 +137,9 @@ class Source(IntEnum):
     NET = 2  # over the network
 
 
-def plan(manifest: Manifest, held: Callable[[bytes], bool], refused: frozenset[int] = frozenset()) -> list[Source]:
+def plan(
+    manifest: Manifest, held: Callable[[bytes], bool], refused: frozenset[int] = frozenset()
+) -> list[Source]:
     """Per chunk: zeros, a seed (``held(digest)``), or the network. ``refused``: chunk
     indexes whose seed turned out corrupt: they come over the network."""
     out = []

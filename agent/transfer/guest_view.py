@@ -35,10 +35,11 @@ class Extent:
     host: int | None  # where the bytes are in the file; None: the range reads as zeros
 
 
-def parse_map(text: str, virtual_size: int) -> list[Extent]:
+def parse_map(text: str, virtual_size: int | None) -> list[Extent]:
     """The extents of a ``qemu-img map --output=json`` answer, checked: they must cover
-    [0, virtual_size) in order, and every range must be zeros or data at a host offset of
-    the file itself (depth 0: no backing file). MapRefused otherwise."""
+    [0, virtual_size) in order (None: whatever size they cover, at least one byte), and
+    every range must be zeros or data at a host offset of the file itself (depth 0: no
+    backing file). MapRefused otherwise."""
     try:
         rows = json.loads(text)
     except ValueError as exc:
@@ -67,7 +68,7 @@ def parse_map(text: str, virtual_size: int) -> list[Extent]:
         else:  # compressed (no offset in qemu 7), or data that is neither here nor zero
             raise MapRefused(f"guest range at {start} has no plain host offset")
         at = start + length
-    if at != virtual_size:
+    if at != virtual_size and (virtual_size is not None or at == 0):
         raise MapRefused(f"qemu-img map covers {at} bytes, the image has {virtual_size}")
     return _merged(extents)
 

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
+from coordinator import manifest_digests
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.agents.registry import AgentAddress, live_agents
 from coordinator.config import CoordinatorConfig
@@ -59,7 +60,7 @@ from coordinator.sync_tasks import ticket_for
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
-from shared.messages.transfers import Hop, ReceiveView, TransferRequest
+from shared.messages.transfers import Hop, ManifestView, ReceiveView, TransferRequest
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -237,12 +238,21 @@ class SyncScheduler:
         transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
         source = self.agents.client(agents[chain.source.node_id])
         try:
+            # The copy's chunk manifest, which its tickets sign: the source builds it once
+            # (in the background; the chain waits as for a busy source meanwhile).
+            manifest = await manifest_digests.ask(
+                self.agents, chain.source.node_id, chain.source.staged_name, upload.id
+            )
+        except manifest_digests.NoManifest as exc:
+            await self._no_manifest(chain, claimed, route, exc)
+            return
+        try:
             await source.start_transfer(
                 TransferRequest(
                     transfer_id=transfer_id,
                     staged_name=chain.source.staged_name,
                     size=upload.file_size,
-                    hops=[self._hop(t, upload, agents) for t in claimed],
+                    hops=[self._hop(t, manifest, agents) for t in claimed],
                 )
             )
         except (AgentError, AgentUnreachable) as exc:
@@ -279,7 +289,7 @@ class SyncScheduler:
             await session.commit()
         return upload, names, claimed
 
-    def _hop(self, task: TemplateSyncTask, upload: TemplateUpload, agents: dict[int, AgentAddress]) -> Hop:
+    def _hop(self, task: TemplateSyncTask, manifest: ManifestView, agents: dict[int, AgentAddress]) -> Hop:
         """One hop of a transfer chain: the target and its ticket for this attempt."""
         return Hop(
             task_id=task.id,
@@ -287,8 +297,25 @@ class SyncScheduler:
             epoch=task.epoch,
             node=task.target_node_name,
             url=agents[task.target_node_id].url,
-            ticket=ticket_for(self.signer, task, upload),
+            ticket=ticket_for(self.signer, task, manifest),
         )
+
+    async def _no_manifest(
+        self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: manifest_digests.NoManifest
+    ) -> None:
+        """The source has no manifest to give yet: the chain waits while it is built (no
+        attempt counted), or the attempt fails as a refused start does."""
+        if exc.building:
+            log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
+        else:
+            log.warning("sync %s: %s", route, exc)
+        async with self.db() as session:
+            for task in claimed:
+                if exc.building:
+                    await unclaim(session, task.id, task.epoch, BUSY_WAIT)
+                else:
+                    await retry_later(session, task.id, task.epoch, str(exc), self.config.sync_max_attempts)
+            await session.commit()
 
     async def _not_started(
         self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable

@@ -8,6 +8,7 @@ import pytest
 from agent.transfer.guest_view import Extent, GuestLayout, MapRefused, identity, parse_map
 
 MiB = 1 << 20
+# ruff: noqa: E501 (qemu-img's lines as it prints them)
 RAW = """[{ "start": 0, "length": 5242880, "depth": 0, "present": true, "zero": true, "data": false, "offset": 0},
 { "start": 5242880, "length": 3145728, "depth": 0, "present": true, "zero": false, "data": true, "offset": 5242880},
 { "start": 8388608, "length": 58720256, "depth": 0, "present": true, "zero": true, "data": false, "offset": 8388608}]"""
@@ -21,7 +22,11 @@ COMPRESSED = """[{ "start": 0, "length": 5242880, "depth": 0, "present": false, 
 
 def test_a_raw_map_reads_data_at_its_guest_offset_and_holes_as_zeros() -> None:
     extents = parse_map(RAW, 64 * MiB)
-    assert extents == [Extent(0, 5 * MiB, None), Extent(5 * MiB, 3 * MiB, 5 * MiB), Extent(8 * MiB, 56 * MiB, None)]
+    assert extents == [
+        Extent(0, 5 * MiB, None),
+        Extent(5 * MiB, 3 * MiB, 5 * MiB),
+        Extent(8 * MiB, 56 * MiB, None),
+    ]
 
 
 def test_a_qcow2_chunk_is_read_where_its_clusters_are_in_the_file() -> None:
