@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent.client import AgentError, AgentUnreachable, AgentUntrusted
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from coordinator.errors import CoordinatorError
 from coordinator.states.sync_task import SyncTaskStatus
 from shared.messages.transfers import ManifestView
 
@@ -26,7 +27,7 @@ REMEMBERED = 1024
 _known: OrderedDict[int, ManifestView] = OrderedDict()
 
 
-class NoManifest(Exception):
+class NoManifest(CoordinatorError):
     """No agent could answer the upload's manifest now (``building``: one is making it)."""
 
     def __init__(self, message: str, building: bool = False) -> None:

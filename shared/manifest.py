@@ -27,6 +27,7 @@ from enum import IntEnum
 
 import msgspec
 
+from shared.errors import PvesphereError
 from shared.frames import CHUNK
 from shared.tickets import MAX_IMAGE_BYTES
 
@@ -35,7 +36,7 @@ DIGEST = 32
 ZERO = b""
 
 
-class ManifestInvalid(ValueError):
+class ManifestInvalid(PvesphereError, ValueError):
     """Bytes that are not a manifest this agent can follow."""
 
 

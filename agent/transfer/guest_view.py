@@ -20,11 +20,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agent.errors import AgentFault
+
 # Formats whose map offsets are plain reads of the file (uncompressed clusters).
 DIRECT_FORMATS = ("raw", "qcow2")
 
 
-class MapRefused(ValueError):
+class MapRefused(AgentFault, ValueError):
     """The map cannot be read as a plain guest view (convert the image to raw first)."""
 
 
