@@ -54,6 +54,8 @@ from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
+from agent.transfer.seed_source import resolve_seed
+from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
 from shared.error_slugs import ErrorSlug
@@ -102,6 +104,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await task
     await app[SENDER].close()
     await app[MANIFESTS].close()
+    await app[RECEIVES].seeds.close()
     await app[PLAIN_DATA].close()
     if announcer is not None:
         await announcer.stop()
@@ -129,7 +132,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[SENDER] = Sender(
         app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
     )
-    app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
+    pve = app[PVE]
+    seeds = Seeds(config.staging_dir / "receives" / "seeds", lambda seed: resolve_seed(pve, seed))
+    app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER], seeds)
     app[MANIFESTS] = StagedManifests(app[STAGING])
     app[EVICTOR] = Evictor(
         app[STAGING],

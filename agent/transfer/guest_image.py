@@ -46,7 +46,7 @@ class GuestImage:
 
 
 async def _qemu_img(args: list[str], seconds: float, cwd: Path) -> str:
-    cwd.mkdir(exist_ok=True)
+    cwd.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         "qemu-img",
         *args,

@@ -55,6 +55,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamTruncated
 from agent.transfer.guest_view import GuestLayout, identity
 from agent.transfer.policy import PeerPolicy
+from agent.transfer.seeds import Seeds, SeedSet
 from agent.transfer.send import Sender
 from agent.transfer.used_tickets import UsedTickets
 from shared.error_slugs import ErrorSlug
@@ -158,6 +159,7 @@ class Receive:
         self.manifest: Manifest | None = None
         self.manifest_raw = b""
         self.sources: list[Source] = []  # this session's plan
+        self.seeds = SeedSet()  # what this node holds of the image (this session's)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -202,12 +204,17 @@ class Receive:
     def plan(self) -> bytes:
         """Where each chunk comes from, for the next stream; the needed chunks' bitmap."""
         assert self.manifest is not None
-        self.sources = plan(self.manifest, lambda _digest: False, frozenset(self.rec.refused_seeds))
+        self.sources = plan(self.manifest, self.seeds.held, frozenset(self.rec.refused_seeds))
         return needed_bitmap(self.sources)
 
     def chunk_plan(self) -> ChunkPlan:
-        assert self.manifest is not None
-        return ChunkPlan(self.manifest, self.sources)
+        manifest, seeds = self.manifest, self.seeds
+        assert manifest is not None
+
+        def seed_chunk(index: int) -> bytes | None:
+            return seeds.read(manifest.chunks[index], manifest.span(index)[1])
+
+        return ChunkPlan(manifest, self.sources, seed_chunk)
 
     def next_from_network(self, offset: int) -> int:
         """The offset of the first chunk at or after ``offset`` the network must bring (the
@@ -328,8 +335,11 @@ class Receive:
 class Receives:
     """Every receive on this agent, and the sessions that feed them."""
 
-    def __init__(self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender) -> None:
+    def __init__(
+        self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender, seeds: Seeds | None = None
+    ) -> None:
         self.staging = staging
+        self.seeds = seeds if seeds is not None else Seeds(staging.root / "receives" / "seeds", None)
         self.node = node
         self.policy = policy
         self.sender = sender
@@ -446,7 +456,12 @@ class Receives:
         return manifest.data_bytes(verified - verified % manifest.chunk) + self._promised(receive)
 
     def open_session(
-        self, task_id: int, token: str, next_hops: list[Hop], manifest_raw: bytes
+        self,
+        task_id: int,
+        token: str,
+        next_hops: list[Hop],
+        manifest_raw: bytes,
+        seeds: SeedSet | None = None,
     ) -> tuple[Session, Receive, bytes]:
         """Check the ticket, its manifest and the limits; returns the session, the receive
         (where to go on from) and the bitmap of the chunks the stream must carry."""
@@ -515,6 +530,7 @@ class Receives:
                     f"it needs {missing} more (+{SPACE_RESERVE} kept in reserve)",
                 )
                 raise TransferRefused(507, ErrorSlug.NO_SPACE, rec.error or "no space")
+        receive.seeds = seeds if seeds is not None else SeedSet()
         needed = receive.plan() if rec.state != "complete" else b""
         receive.save()
         self._used_tickets.add(ticket.jti, ticket.expires_at)

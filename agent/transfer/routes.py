@@ -148,8 +148,9 @@ async def open_session(request: web.Request) -> web.Response:
         if wanted:
             purpose = f"room for {wanted} bytes of sync task {_task_id(request)}"
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
+        seeds = await receives.seeds.for_session(body.seeds)
         session, receive, needed = receives.open_session(
-            _task_id(request), body.ticket, body.next_hops, body.manifest
+            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds
         )
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)

@@ -243,7 +243,9 @@ class Transfer:
             try:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
-                opened = await client.open_session(hop.task_id, ticket, rest, self.source.manifest_raw)
+                opened = await client.open_session(
+                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds
+                )
                 ticket = None  # spent: every session needs a new one
                 offset = opened.offset
                 if offset >= self.source.size:

@@ -54,6 +54,8 @@ class SessionRequest(Model):
     next_hops: list[Hop] = []  # the hops this one relays to
     # The copy's chunk manifest (shared/manifest.py); its sha256 is the ticket's ``manifest``.
     manifest: bytes = b""
+    # What the target may hold of the image already (the hop's seeds, from the coordinator).
+    seeds: Annotated[list[Seed], Meta(max_length=16)] = []
 
 
 class SessionOpened(Model, omit_defaults=True):

@@ -20,6 +20,7 @@ from agent.transfer.manifests import Ready, StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receive, Receives
+from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender, StagedImage
 from shared.messages.transfers import Hop, Seed
 from shared.tickets import TicketSigner, TicketVerifier
@@ -45,14 +46,23 @@ async def staged_manifest(staging: Staging, name: str) -> Ready:
 class TargetAgent:
     """The peer routes of one target agent, on a loopback port."""
 
-    def __init__(self, root: Path, signer: TicketSigner, seeds_resolver: object = None) -> None:
+    def __init__(
+        self, root: Path, signer: TicketSigner, disks: dict[int, tuple[Path, str]] | None = None
+    ) -> None:
+        """``disks``: the VMs this node holds, by vmid (file, format): what seeds resolve to
+        (the agent asks PVE for them: seed_source.py)."""
         self.root = root
         self.signer = signer
+        self.disks = disks or {}
         self.staging = Staging(root / "staging")
         self.sender = Sender(self._no_ticket, RateLimit(0), ssl.create_default_context(), PeerPolicy())
+        self.seeds = Seeds(self.staging.root / "receives" / "seeds", self._resolve)
         self.receives = Receives(
-            self.staging, NODE, PeerPolicy(TicketVerifier(signer.public_key)), self.sender
+            self.staging, NODE, PeerPolicy(TicketVerifier(signer.public_key)), self.sender, self.seeds
         )
+
+    async def _resolve(self, seed: Seed) -> tuple[Path, str] | None:
+        return self.disks.get(seed.vmid)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -76,6 +86,7 @@ class TargetAgent:
 
     async def stop(self) -> None:
         await self.sender.close()
+        await self.seeds.close()
         if self.runner is not None:
             await self.runner.cleanup()
 
