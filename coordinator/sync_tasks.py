@@ -13,7 +13,7 @@ from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
-from shared.messages.transfers import ManifestView
+from shared.messages.transfers import ManifestView, Seed
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,31 @@ async def _instance_awaits(
             instance.status,
             task.id,
         )
+
+
+# Earlier versions named as seeds per hop, newest first (the target indexes each once).
+MAX_SEEDS = 4
+
+
+async def seeds_for(session: AsyncSession, task: TemplateSyncTask) -> list[Seed]:
+    """What the task's target holds of the template already: its available instances of
+    other uploads (earlier versions), whose chunks the copy need not send."""
+    rows = (
+        await session.execute(
+            select(TemplateInstance.vmid, TemplateInstance.volume_id)
+            .where(
+                TemplateInstance.template_id == task.template_id,
+                TemplateInstance.node_id == task.target_node_id,
+                TemplateInstance.upload_id != task.upload_id,
+                TemplateInstance.status == InstanceStatus.AVAILABLE,
+                TemplateInstance.vmid.is_not(None),
+                TemplateInstance.volume_id != "",
+            )
+            .order_by(TemplateInstance.id.desc())
+            .limit(MAX_SEEDS)
+        )
+    ).all()
+    return [Seed(vmid=vmid, volume_id=volume_id) for vmid, volume_id in rows if vmid]
 
 
 def ticket_for(signer: TicketSigner, task: TemplateSyncTask, manifest: ManifestView) -> str:

@@ -56,11 +56,11 @@ from coordinator.states import sync_task
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
-from coordinator.sync_tasks import ticket_for
+from coordinator.sync_tasks import seeds_for, ticket_for
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
-from shared.messages.transfers import Hop, ManifestView, ReceiveView, TransferRequest
+from shared.messages.transfers import Hop, ManifestView, ReceiveView, Seed, TransferRequest
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -246,13 +246,15 @@ class SyncScheduler:
         except manifest_digests.NoManifest as exc:
             await self._no_manifest(chain, claimed, route, exc)
             return
+        async with self.db() as session:
+            seeds = {t.id: await seeds_for(session, t) for t in claimed}
         try:
             await source.start_transfer(
                 TransferRequest(
                     transfer_id=transfer_id,
                     staged_name=chain.source.staged_name,
                     size=upload.file_size,
-                    hops=[self._hop(t, manifest, agents) for t in claimed],
+                    hops=[self._hop(t, manifest, agents, seeds[t.id]) for t in claimed],
                 )
             )
         except (AgentError, AgentUnreachable) as exc:
@@ -289,8 +291,15 @@ class SyncScheduler:
             await session.commit()
         return upload, names, claimed
 
-    def _hop(self, task: TemplateSyncTask, manifest: ManifestView, agents: dict[int, AgentAddress]) -> Hop:
-        """One hop of a transfer chain: the target and its ticket for this attempt."""
+    def _hop(
+        self,
+        task: TemplateSyncTask,
+        manifest: ManifestView,
+        agents: dict[int, AgentAddress],
+        seeds: list[Seed],
+    ) -> Hop:
+        """One hop of a transfer chain: the target, its ticket for this attempt, and what it
+        holds of the template already (earlier versions: their chunks are not sent)."""
         return Hop(
             task_id=task.id,
             task_uid=task.uid,
@@ -298,6 +307,7 @@ class SyncScheduler:
             node=task.target_node_name,
             url=agents[task.target_node_id].url,
             ticket=ticket_for(self.signer, task, manifest),
+            seeds=seeds,
         )
 
     async def _no_manifest(

@@ -104,6 +104,7 @@ async def send(
     task_uid: str,
     epoch: int = 1,
     seeds: list[Seed] | None = None,
+    rate: int = 0,
 ) -> None:
     """Send the staged image to ``target`` with a fresh ticket per session, until the transfer ends."""
     signer = target.signer
@@ -111,7 +112,7 @@ async def send(
     async def fresh(_task: int, _uid: str, _epoch: int) -> str:
         return ticket(signer, ready, task_id, task_uid, epoch)
 
-    sender = Sender(fresh, RateLimit(0), ssl.create_default_context(), PeerPolicy())
+    sender = Sender(fresh, RateLimit(rate), ssl.create_default_context(), PeerPolicy())
     hop = Hop(
         task_id=task_id,
         task_uid=task_uid,
