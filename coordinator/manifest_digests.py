@@ -30,9 +30,12 @@ _known: OrderedDict[int, ManifestView] = OrderedDict()
 class NoManifest(CoordinatorError):
     """No agent could answer the upload's manifest now (``building``: one is making it)."""
 
-    def __init__(self, message: str, building: bool = False) -> None:
+    def __init__(
+        self, message: str, building: bool = False, cause: AgentError | AgentUnreachable | None = None
+    ) -> None:
         super().__init__(message)
         self.building = building
+        self.cause = cause  # the agent's refusal, if it refused (say, the copy is gone)
 
 
 def remember(upload_id: int, view: ManifestView) -> None:
@@ -52,7 +55,9 @@ async def ask(agents: AgentLinks, node_id: int, staged_name: str, upload_id: int
     try:
         client = await agents.for_node(node_id)
         view = await client.staged_manifest(staged_name)
-    except (NoLiveAgent, AgentError, AgentUnreachable, AgentUntrusted) as exc:
+    except (AgentError, AgentUnreachable) as exc:
+        raise NoManifest(f"the manifest of {staged_name} cannot be had: {exc}", cause=exc) from None
+    except (NoLiveAgent, AgentUntrusted) as exc:
         raise NoManifest(f"the manifest of {staged_name} cannot be had: {exc}") from None
     if view.state == "building":
         raise NoManifest(f"the manifest of {staged_name} is being built", building=True)

@@ -231,21 +231,30 @@ class SyncScheduler:
 
     async def _start(self, chain: Chain, agents: dict[int, AgentAddress]) -> None:
         """Claim the chain's tasks, then hand the chain to its source agent."""
+        # The copy's chunk manifest, which its tickets sign: the source builds it once, in
+        # the background; meanwhile the chain is not claimed (as if the source were busy:
+        # the next round, a second later, asks again, and no attempt is spent on waiting).
+        try:
+            manifest: ManifestView | manifest_digests.NoManifest = await manifest_digests.ask(
+                self.agents, chain.source.node_id, chain.source.staged_name, chain.upload_id
+            )
+        except manifest_digests.NoManifest as exc:
+            if exc.building:
+                log.info("sync of upload %s from %s: %s; waiting", chain.upload_id, chain.source.node_id, exc)
+                return
+            manifest = exc
         upload, names, claimed = await self._claim_chain(chain)
         if not claimed:
             return
         route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
+        if isinstance(manifest, manifest_digests.NoManifest):
+            if manifest.cause is not None:  # as if it had refused the transfer (busy, copy gone)
+                await self._not_started(chain, claimed, route, manifest.cause)
+            else:
+                await self._no_manifest(claimed, route, manifest)
+            return
         transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
         source = self.agents.client(agents[chain.source.node_id])
-        try:
-            # The copy's chunk manifest, which its tickets sign: the source builds it once
-            # (in the background; the chain waits as for a busy source meanwhile).
-            manifest = await manifest_digests.ask(
-                self.agents, chain.source.node_id, chain.source.staged_name, upload.id
-            )
-        except manifest_digests.NoManifest as exc:
-            await self._no_manifest(chain, claimed, route, exc)
-            return
         async with self.db() as session:
             seeds = {t.id: await seeds_for(session, t) for t in claimed}
         try:
@@ -311,20 +320,14 @@ class SyncScheduler:
         )
 
     async def _no_manifest(
-        self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: manifest_digests.NoManifest
+        self, claimed: list[TemplateSyncTask], route: str, exc: manifest_digests.NoManifest
     ) -> None:
-        """The source has no manifest to give yet: the chain waits while it is built (no
-        attempt counted), or the attempt fails as a refused start does."""
-        if exc.building:
-            log.info("sync %s: %s; waiting %.0f s", route, exc, BUSY_WAIT)
-        else:
-            log.warning("sync %s: %s", route, exc)
+        """The source cannot give the copy's manifest (its agent is gone, qemu-img failed):
+        the attempt fails as a refused start does."""
+        log.warning("sync %s: %s", route, exc)
         async with self.db() as session:
             for task in claimed:
-                if exc.building:
-                    await unclaim(session, task.id, task.epoch, BUSY_WAIT)
-                else:
-                    await retry_later(session, task.id, task.epoch, str(exc), self.config.sync_max_attempts)
+                await retry_later(session, task.id, task.epoch, str(exc), self.config.sync_max_attempts)
             await session.commit()
 
     async def _not_started(
