@@ -2,7 +2,9 @@
 
 A target agent accepts an image stream only with a ticket that the coordinator signed
 (Ed25519; agents learn the public key when they register) for exactly that sync task,
-attempt (``epoch``), target node and image. Tickets expire after a few minutes and each
+attempt (``epoch``), target node and image: the image as the guest sees it (``size``, its
+``sha256``) and the sha256 of its chunk manifest (``manifest``, shared/manifest.py), so
+every chunk digest in the manifest is the coordinator's word. Tickets expire after a few minutes and each
 one opens a single stream session (the agent remembers used ticket ids, across its
 restarts, until they expire), so a copied ticket cannot be replayed.
 

@@ -82,7 +82,9 @@ class ReceiveView(Model):
     error: str | None
     error_kind: ErrorSlug | None
     corrupt_chunks: int
-    received_bytes: int  # payload that crossed the network, re-sent bytes included (bytes_sent)
+    # Payload that crossed the network, re-sent bytes included (bytes_sent); ``size`` and
+    # ``verified`` count the guest view (the image's virtual size).
+    received_bytes: int
     resumed_from: int
     staged_name: str | None  # once complete
     forwarding: bool
