@@ -24,7 +24,8 @@ from coordinator.states.sync_task import SyncTaskStatus
 from shared.messages.transfers import ManifestView
 
 REMEMBERED = 1024
-_known: OrderedDict[int, ManifestView] = OrderedDict()
+# By (upload id, the uploaded file's sha256): an id alone could be another database's.
+_known: OrderedDict[tuple[int, str], ManifestView] = OrderedDict()
 
 
 class NoManifest(CoordinatorError):
@@ -38,18 +39,19 @@ class NoManifest(CoordinatorError):
         self.cause = cause  # the agent's refusal, if it refused (say, the copy is gone)
 
 
-def remember(upload_id: int, view: ManifestView) -> None:
-    _known[upload_id] = view
-    _known.move_to_end(upload_id)
+def remember(upload: tuple[int, str], view: ManifestView) -> None:
+    _known[upload] = view
+    _known.move_to_end(upload)
     while len(_known) > REMEMBERED:
         _known.popitem(last=False)
 
 
-def known(upload_id: int) -> ManifestView | None:
-    return _known.get(upload_id)
+def known(upload: tuple[int, str]) -> ManifestView | None:
+    return _known.get(upload)
 
 
-async def ask(agents: AgentLinks, node_id: int, staged_name: str, upload_id: int) -> ManifestView:
+async def ask(agents: AgentLinks, node_id: int, staged_name: str, upload: tuple[int, str]) -> ManifestView:
+    """``upload``: its id and sha256 (what the answer is remembered by)."""
     """The manifest of the staged copy ``staged_name`` on ``node_id`` (remembered once ready);
     NoManifest while it is being built, or if the agent cannot say."""
     try:
@@ -63,13 +65,14 @@ async def ask(agents: AgentLinks, node_id: int, staged_name: str, upload_id: int
         raise NoManifest(f"the manifest of {staged_name} is being built", building=True)
     if view.state != "ready" or view.digest is None or view.image_sha256 is None:
         raise NoManifest(f"the manifest of {staged_name} could not be built: {view.error}")
-    remember(upload_id, view)
+    remember(upload, view)
     return view
 
 
 async def for_upload(session: AsyncSession, agents: AgentLinks, upload: TemplateUpload) -> ManifestView:
     """The upload's manifest: remembered, or asked of a node holding a staged copy."""
-    view = known(upload.id)
+    key = (upload.id, upload.sha256)
+    view = known(key)
     if view is not None:
         return view
     copies: list[tuple[int, str]] = []
@@ -88,7 +91,7 @@ async def for_upload(session: AsyncSession, agents: AgentLinks, upload: Template
     reasons = []
     for node_id, name in copies:
         try:
-            return await ask(agents, node_id, name, upload.id)
+            return await ask(agents, node_id, name, key)
         except NoManifest as exc:
             reasons.append(str(exc))
     raise NoManifest("; ".join(reasons) or f"no node holds a staged copy of upload {upload.id}")

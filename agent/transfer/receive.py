@@ -284,6 +284,9 @@ class Receive:
     def readable_path(self) -> Path:
         return self.path if self.rec.state == "complete" else self.part_path
 
+    def staged_name(self) -> str:
+        return self.readable_path().name
+
     def layout(self) -> GuestLayout:
         return GuestLayout(identity(self.size))  # a received copy is the raw guest view
 

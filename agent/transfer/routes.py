@@ -101,7 +101,7 @@ async def start_transfer(request: web.Request) -> web.Response:
         return json_error(429, ErrorSlug.BUSY, f"the chunk manifest of {body.staged_name} is not made yet")
     hops = [replace(h, url=h.url.rstrip("/")) for h in body.hops]
     request.app[STAGING].touch(body.staged_name)  # used now: evicted after copies not used since
-    sender.start(body.transfer_id, StagedImage(ready.image, ready.raw), hops)
+    sender.start(body.transfer_id, StagedImage(path, ready.image, ready.raw), hops)
     log.info(
         "transfer %s: sending %s to %s",
         body.transfer_id,

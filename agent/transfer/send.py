@@ -79,6 +79,10 @@ class ImageSource(Protocol):
 
     def readable_path(self) -> Path: ...
 
+    def staged_name(self) -> str:
+        """The staged image (or copy) it is, which eviction must leave alone while it is read."""
+        ...
+
     def whole(self) -> bool:
         """The readable file holds the whole image and will not change."""
         ...
@@ -91,7 +95,8 @@ class ImageSource(Protocol):
 class StagedImage:
     """A complete image in staging: everything is there from the start."""
 
-    def __init__(self, image: GuestImage, manifest_raw: bytes) -> None:
+    def __init__(self, staged: Path, image: GuestImage, manifest_raw: bytes) -> None:
+        self.staged = staged
         self.image = image
         self._manifest_raw = manifest_raw
 
@@ -107,7 +112,10 @@ class StagedImage:
         return self.image.layout
 
     def readable_path(self) -> Path:
-        return self.image.path
+        return self.image.path  # (the staged file, or its raw conversion beside it)
+
+    def staged_name(self) -> str:
+        return self.staged.name
 
     def whole(self) -> bool:
         return True
@@ -192,7 +200,7 @@ class Sender:
 
     def reading(self) -> set[str]:
         """The names of the files running transfers send from (staged images, relayed copies)."""
-        return {s.readable_path().name for s in self._sources.values()}
+        return {s.staged_name() for s in self._sources.values()}
 
     async def close(self) -> None:
         tasks = list(self.transfers.values())

@@ -234,9 +234,16 @@ class SyncScheduler:
         # The copy's chunk manifest, which its tickets sign: the source builds it once, in
         # the background; meanwhile the chain is not claimed (as if the source were busy:
         # the next round, a second later, asks again, and no attempt is spent on waiting).
+        async with self.db() as session:
+            upload_sha256 = await session.scalar(
+                select(TemplateUpload.sha256).where(TemplateUpload.id == chain.upload_id)
+            )
         try:
             manifest: ManifestView | manifest_digests.NoManifest = await manifest_digests.ask(
-                self.agents, chain.source.node_id, chain.source.staged_name, chain.upload_id
+                self.agents,
+                chain.source.node_id,
+                chain.source.staged_name,
+                (chain.upload_id, upload_sha256 or ""),
             )
         except manifest_digests.NoManifest as exc:
             if exc.building:

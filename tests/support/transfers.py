@@ -124,7 +124,8 @@ async def send(
     )
     try:
         await asyncio.wait_for(
-            sender.start(f"t{task_id}", StagedImage(ready.image, ready.raw), [hop]), DEADLINE
+            sender.start(f"t{task_id}", StagedImage(ready.image.path, ready.image, ready.raw), [hop]),
+            DEADLINE,
         )
     finally:
         await sender.close()
