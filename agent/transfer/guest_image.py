@@ -10,14 +10,13 @@ qemu-img runs without a shell, in an empty directory, under a deadline.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentFault
+from agent.qemu_img import run_qemu_img
 from agent.transfer.guest_view import DIRECT_FORMATS, GuestLayout, MapRefused, parse_map
 from shared.deadlines import scaled_timeout
 from shared.frames import CHUNK
@@ -46,27 +45,10 @@ class GuestImage:
 
 
 async def _qemu_img(args: list[str], seconds: float, cwd: Path) -> str:
-    cwd.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        "qemu-img",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        cwd=cwd,
-    )
-    try:
-        async with asyncio.timeout(seconds):
-            out, err = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode:
-        said = err.decode(errors="replace").strip()[-300:]
-        raise GuestViewFailed(f"qemu-img {args[0]} failed (exit {proc.returncode}): {said}")
-    return out.decode(errors="replace")
+    code, out, err = await run_qemu_img(args, seconds, cwd)
+    if code:
+        raise GuestViewFailed(f"qemu-img {args[0]} failed (exit {code}): {err[-300:]}")
+    return out
 
 
 async def map_file(path: Path, fmt: str, cwd: Path) -> GuestLayout:

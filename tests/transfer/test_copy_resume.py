@@ -10,27 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.staging import Staging
 from shared.frames import CHUNK
-from shared.messages.transfers import Seed
-from shared.tickets import TicketSigner
 from tests.support.transfers import TargetAgent, send, staged_manifest
-from tests.transfer.test_copy_seeds import V1_VMID, _v1_raw, _v2_from
+from tests.transfer.test_copy_seeds import V1_VMID, raw_versions
 
 MiB = 1 << 20
 
 
 @pytest.mark.slow
 def test_a_target_killed_mid_delta_resumes_from_its_verified_prefix(tmp_path: Path) -> None:
-    data = 128 * MiB
-    v1, v2_raw = tmp_path / "vm-9001-disk-0.raw", tmp_path / "v2.raw"
-    _v1_raw(v1, 512 * MiB, data)
-    _v2_from(v1, v2_raw, data)
-    staging = Staging(tmp_path / "source" / "staging")
-    name = "upload-2-0a1b2c3d.raw"
-    v2_raw.rename(staging.path(name))
-    signer = TicketSigner(tmp_path / "key")
-    seed = Seed(vmid=V1_VMID, volume_id="local:9001/vm-9001-disk-0.raw")
+    v1, staging, name, signer, seed = raw_versions(tmp_path, 512 * MiB, 128 * MiB)
     uid = secrets.token_hex(16)
 
     async def scenario() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import secrets
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -41,7 +41,6 @@ def _v1_raw(path: Path, virtual: int, data: int) -> None:
 def _v2_from(v1_raw: Path, v2_raw: Path, data: int) -> None:
     """v2: ~5 % of v1's data rewritten in three regions, and two regions zeroed, none of
     them on the chunk grid."""
-    rng = random.Random(7)
     v2_raw.write_bytes(b"")
     _qemu_img("convert", "-f", "raw", "-O", "raw", str(v1_raw), str(v2_raw))
     with open(v2_raw, "r+b") as f:
@@ -55,7 +54,27 @@ def _v2_from(v1_raw: Path, v2_raw: Path, data: int) -> None:
         ):
             f.seek(at)
             f.write(bytes(length))
-    assert rng  # (the offsets above are fixed: the test is the same every run)
+
+
+class RawVersions(NamedTuple):
+    """v1 on the target's disk (VM V1_VMID's), v2 staged at the source; both raw."""
+
+    v1: Path
+    staging: Staging
+    name: str
+    signer: TicketSigner
+    seed: Seed
+
+
+def raw_versions(tmp_path: Path, virtual: int, data: int) -> RawVersions:
+    v1, v2_raw = tmp_path / "vm-9001-disk-0.raw", tmp_path / "v2.raw"
+    _v1_raw(v1, virtual, data)
+    _v2_from(v1, v2_raw, data)
+    staging = Staging(tmp_path / "source" / "staging")
+    name = "upload-2-0a1b2c3d.raw"
+    os.replace(v2_raw, staging.path(name))
+    seed = Seed(vmid=V1_VMID, volume_id="local:9001/vm-9001-disk-0.raw")
+    return RawVersions(v1, staging, name, TicketSigner(tmp_path / "key"), seed)
 
 
 @pytest.mark.slow
@@ -97,15 +116,7 @@ def test_a_node_holding_v1_receives_at_most_a_tenth_of_v2(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_corrupt_chunk_of_the_seed_is_detected_and_fetched(tmp_path: Path) -> None:
-    data = 64 * MiB
-    v1, v2_raw = tmp_path / "vm-9001-disk-0.raw", tmp_path / "v2.raw"
-    _v1_raw(v1, 256 * MiB, data)
-    _v2_from(v1, v2_raw, data)
-    staging = Staging(tmp_path / "source" / "staging")
-    name = "upload-2-0a1b2c3d.raw"
-    os.replace(v2_raw, staging.path(name))
-    signer = TicketSigner(tmp_path / "key")
-    seed = Seed(vmid=V1_VMID, volume_id="local:9001/vm-9001-disk-0.raw")
+    v1, staging, name, signer, seed = raw_versions(tmp_path, 256 * MiB, 64 * MiB)
 
     async def scenario() -> None:
         ready = await staged_manifest(staging, name)
