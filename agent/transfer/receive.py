@@ -59,7 +59,7 @@ from agent.transfer.seeds import Seeds, SeedSet
 from agent.transfer.send import Sender
 from agent.transfer.used_tickets import UsedTickets
 from shared.error_slugs import ErrorSlug
-from shared.frames import Frame, FrameError
+from shared.frames import CHUNK, Frame, FrameError
 from shared.manifest import Manifest, ManifestInvalid, Source, decode, needed_bitmap, plan
 from shared.messages.transfers import Hop, ReceiveState, ReceiveView
 from shared.tickets import Ticket, TicketInvalid
@@ -376,6 +376,10 @@ class Receives:
                     rec.verified = min(receive.part_path.stat().st_size, rec.size)
                 except FileNotFoundError:
                     rec.verified = 0
+                if rec.verified < rec.size and rec.verified % CHUNK:
+                    # A chunk torn by the kill (written in part): only whole chunks count.
+                    rec.verified -= rec.verified % CHUNK
+                    receive.keep_verified()
             if rec.state == "complete" and not receive.path.exists():
                 rec.state, rec.verified = "receiving", 0
             self.receives[rec.task_uid] = receive

@@ -40,6 +40,9 @@ def test_a_target_killed_mid_delta_resumes_from_its_verified_prefix(tmp_path: Pa
         with contextlib.suppress(asyncio.CancelledError):
             await sending
         await first.stop()
+        # Killed in the middle of a write: part of the next chunk made it to the file.
+        with open(receive.part_path, "ab") as part:
+            part.write(b"torn" * 1000)
 
         # The agent comes back: its receives are read from disk, the partial file's length
         # is how far the copy got.
