@@ -492,13 +492,14 @@ class SyncWatcher:
             streaming = False
             if view is not None and view.epoch == task.epoch:
                 if view.state == "complete":
+                    await self._progress(task, view.size, 0, view.size)  # (bytes_total: the copy's)
                     return await self._copied(task, str(view.staged_name))
                 if view.state == "failed":
                     kind = view.error_kind
                     await self._fail_attempt(task, str(view.error), final=kind in FINAL_KINDS)
                     return None
                 watch.saw(view.verified, now)
-                if not await self._progress(task, watch.verified, view.rate_bytes_per_sec):
+                if not await self._progress(task, watch.verified, view.rate_bytes_per_sec, view.size):
                     return None  # canceled or taken over meanwhile
                 streaming = view.state == "receiving"
             elif not await self._still_current(task):
@@ -555,8 +556,10 @@ class SyncWatcher:
             )
         return None
 
-    async def _progress(self, task: TemplateSyncTask, verified: int, rate: int) -> bool:
-        total = max(task.bytes_total, 1)
+    async def _progress(self, task: TemplateSyncTask, verified: int, rate: int, size: int) -> bool:
+        """``size``: the copy's, as the target has it from the signed ticket (the image's
+        virtual size: what ``bytes_total`` counts, whatever was known when the task was made)."""
+        total = max(size, 1)
         async with self.db() as session:
             current = await sync_task.record_progress(
                 session,
@@ -564,6 +567,7 @@ class SyncWatcher:
                 SyncTaskStatus.SYNCING,
                 task.epoch,
                 bytes_done=verified,
+                bytes_total=size,
                 rate_bytes_per_sec=rate,
                 progress=min(COPY_SHARE, COPY_SHARE * verified // total),
             )
