@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from agent.staging import Staging
-from agent.transfer.guest_image import GuestImage, GuestViewFailed, build_manifest, map_image
+from agent.transfer.guest_image import GuestImage, build_manifest, map_image
 from agent.transfer.guest_view import Extent, GuestLayout
 from shared.manifest import Manifest, ManifestInvalid, decode
 from shared.messages.transfers import ManifestView
@@ -126,6 +126,3 @@ class StagedManifests:
         for task in self._builds.values():
             task.cancel()
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
-
-
-__all__ = ["GuestViewFailed", "Ready", "StagedManifests"]

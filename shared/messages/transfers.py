@@ -1,6 +1,8 @@
-"""Copies between agents. Coordinator -> source agent: POST /v1/transfers (a staged image
-along a chain of hops); coordinator -> target: GET/DELETE /v1/receives/{task_id}. Agent ->
-agent: POST /v1/receives/{task_id}/session with a ticket, then PUT .../data (frames,
+"""Copies between agents. Coordinator -> source agent: GET /v1/staged/{name}/manifest (the
+digest of the image's chunk manifest, shared/manifest.py, which tickets sign), POST
+/v1/transfers (a staged image along a chain of hops); coordinator -> target: GET/DELETE
+/v1/receives/{task_id}. Agent -> agent: POST /v1/receives/{task_id}/session with a ticket
+and the manifest (answered with the chunks the target needs), then PUT .../data (frames,
 shared/frames.py), both answered with what the receive looks like."""
 
 from __future__ import annotations
