@@ -144,3 +144,27 @@ def test_a_corrupt_chunk_of_the_seed_is_detected_and_fetched(tmp_path: Path) -> 
             await target.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_image_the_node_holds_whole_crosses_nothing(tmp_path: Path) -> None:
+    """Every chunk is a hole or held: the stream is empty, the target makes the copy alone."""
+    _v1, staging, name, signer, _seed = raw_versions(tmp_path, 64 * MiB, 16 * MiB)
+    same = tmp_path / "vm-9002-disk-0.raw"
+    same.write_bytes(staging.path(name).read_bytes())
+
+    async def scenario() -> None:
+        ready = await staged_manifest(staging, name)
+        target = TargetAgent(tmp_path / "target", signer, {9002: (same, "raw")})
+        await target.start()
+        try:
+            seed = Seed(vmid=9002, volume_id="local:9002/vm-9002-disk-0.raw")
+            await send(ready, target, task_id=5, task_uid=secrets.token_hex(16), seeds=[seed])
+            receive = target.receive(5)
+            view = receive.view()
+            assert view.state == "complete", view
+            assert (view.received_bytes, view.reused_bytes) == (0, 64 * MiB)
+            assert receive.path.read_bytes() == staging.path(name).read_bytes()
+        finally:
+            await target.stop()
+
+    asyncio.run(scenario())
