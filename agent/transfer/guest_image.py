@@ -11,13 +11,13 @@ qemu-img runs without a shell, in an empty directory, under a deadline.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentFault
 from agent.qemu_img import run_qemu_img
-from agent.transfer.guest_view import DIRECT_FORMATS, GuestLayout, MapRefused, parse_map
+from agent.transfer.guest_view import DIRECT_FORMATS, GuestLayout, MapRefused, data_bytes, parse_map
 from shared.deadlines import scaled_timeout
 from shared.frames import CHUNK
 from shared.manifest import Manifest, ManifestBuilder
@@ -26,6 +26,8 @@ MAP_SECONDS = 120.0
 # A conversion is qemu-img reading and writing the image once: the import's kind of work.
 CONVERT_SECONDS, CONVERT_SECONDS_PER_GIB = 120.0, 60.0
 ZEROS = memoryview(bytes(CHUNK))
+# Asked for room in staging for so many bytes (why); raises if there is none.
+RoomMaker = Callable[[int, str], Awaitable[None]]
 
 
 class GuestViewFailed(AgentFault):
@@ -66,14 +68,20 @@ async def map_file(path: Path, fmt: str, cwd: Path) -> GuestLayout:
     return layout
 
 
-async def map_image(path: Path, fmt: str, converted: Path, cwd: Path) -> GuestImage:
+async def map_image(
+    path: Path, fmt: str, converted: Path, cwd: Path, make_room: RoomMaker | None = None
+) -> GuestImage:
     """The guest view of a staged image: read in place, or from its raw conversion at
-    ``converted`` (made here once; kept for the next copies of the same image)."""
+    ``converted`` (made here once, within the staging budget: ``make_room`` is asked for
+    the bytes it will take; kept for the next copies of the same image)."""
     try:
         return GuestImage(path, await map_file(path, fmt, cwd))
     except MapRefused:
         pass
     if not converted.exists():
+        if make_room is not None:
+            listed = await _qemu_img(["map", "--output=json", "-f", fmt, str(path)], MAP_SECONDS, cwd)
+            await make_room(data_bytes(listed), f"the raw conversion of {path.name}")
         part = converted.with_name(converted.name + ".part")
         seconds = scaled_timeout(CONVERT_SECONDS, CONVERT_SECONDS_PER_GIB, path.stat().st_size)
         try:

@@ -75,6 +75,16 @@ def parse_map(text: str, virtual_size: int | None) -> list[Extent]:
     return _merged(extents)
 
 
+def data_bytes(text: str) -> int:
+    """The guest bytes a ``qemu-img map --output=json`` answer says are not zeros (what a
+    sparse raw conversion of the image takes on disk at most); 0 if it is no map."""
+    try:
+        rows = json.loads(text)
+        return sum(int(r["length"]) for r in rows if not r.get("zero"))
+    except (ValueError, TypeError, KeyError):
+        return 0
+
+
 def _merged(extents: list[Extent]) -> list[Extent]:
     """Neighbours of one kind that continue each other become one extent (fewer reads)."""
     out: list[Extent] = []

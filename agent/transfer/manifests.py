@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from agent.staging import Staging
-from agent.transfer.guest_image import GuestImage, build_manifest, map_image
+from agent.transfer.guest_image import GuestImage, RoomMaker, build_manifest, map_image
 from agent.transfer.guest_view import Extent, GuestLayout
 from shared.manifest import Manifest, ManifestInvalid, decode
 from shared.messages.transfers import ManifestView
@@ -47,8 +47,9 @@ def staged_format(name: str) -> str:
 
 
 class StagedManifests:
-    def __init__(self, staging: Staging) -> None:
+    def __init__(self, staging: Staging, make_room: RoomMaker | None = None) -> None:
         self.staging = staging
+        self.make_room = make_room
         self.root = staging.beside
         self.root.mkdir(exist_ok=True, mode=0o700)
         self._builds: dict[str, asyncio.Task[Ready]] = {}
@@ -103,7 +104,7 @@ class StagedManifests:
         async with self._one_at_a_time:
             key = _key(path)
             image = await map_image(
-                path, staged_format(name), self.converted(name), self.root / ".qemu-img-cwd"
+                path, staged_format(name), self.converted(name), self.root / ".qemu-img-cwd", self.make_room
             )
             manifest = await asyncio.to_thread(build_manifest, image)
             raw = manifest.encode()

@@ -16,6 +16,7 @@ from agent.eviction import Evictor
 from agent.staging import Staging
 from agent.staging_budget import Budget
 from agent.transfer import routes
+from agent.transfer.guest_image import RoomMaker
 from agent.transfer.manifests import Ready, StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
@@ -33,9 +34,9 @@ async def _allowed(_name: str) -> tuple[bool, str]:
     return False, "no eviction in this test"
 
 
-async def staged_manifest(staging: Staging, name: str) -> Ready:
+async def staged_manifest(staging: Staging, name: str, make_room: RoomMaker | None = None) -> Ready:
     """Build (and keep) the manifest of the staged image ``name``, as a source agent does."""
-    manifests = StagedManifests(staging)
+    manifests = StagedManifests(staging, make_room)
     manifests.view(name)
     await asyncio.gather(*manifests._builds.values())
     ready = manifests.cached(name)
