@@ -108,24 +108,36 @@ async def send(
     rate: int = 0,
 ) -> None:
     """Send the staged image to ``target`` with a fresh ticket per session, until the transfer ends."""
-    signer = target.signer
+    await send_chain(ready, [(target, task_id, task_uid, seeds or [])], epoch=epoch, rate=rate)
 
-    async def fresh(_task: int, _uid: str, _epoch: int) -> str:
-        return ticket(signer, ready, task_id, task_uid, epoch)
+
+async def send_chain(
+    ready: Ready, hops: list[tuple[TargetAgent, int, str, list[Seed]]], epoch: int = 1, rate: int = 0
+) -> None:
+    """Send the staged image along a chain of (target, task id, task uid, seeds): the source
+    streams to the first, which relays to the next. Returns once the source's part is done."""
+    signer = hops[0][0].signer
+    uids = {task_id: uid for _t, task_id, uid, _s in hops}
+
+    async def fresh(task_id: int, _uid: str, _epoch: int) -> str:
+        return ticket(signer, ready, task_id, uids[task_id], epoch)
 
     sender = Sender(fresh, RateLimit(rate), ssl.create_default_context(), PeerPolicy())
-    hop = Hop(
-        task_id=task_id,
-        task_uid=task_uid,
-        epoch=epoch,
-        node=NODE,
-        url=target.url,
-        ticket=ticket(signer, ready, task_id, task_uid, epoch),
-        seeds=seeds or [],
-    )
+    chain = [
+        Hop(
+            task_id=task_id,
+            task_uid=uid,
+            epoch=epoch,
+            node=NODE,
+            url=target.url,
+            ticket=ticket(signer, ready, task_id, uid, epoch),
+            seeds=seeds,
+        )
+        for target, task_id, uid, seeds in hops
+    ]
     try:
         await asyncio.wait_for(
-            sender.start(f"t{task_id}", StagedImage(ready.image.path, ready.image, ready.raw), [hop]),
+            sender.start(f"t{hops[0][1]}", StagedImage(ready.image.path, ready.image, ready.raw), chain),
             DEADLINE,
         )
     finally:

@@ -18,7 +18,7 @@ from shared.frames import CHUNK
 from shared.messages.transfers import Seed
 from shared.tickets import TicketSigner
 from tests.support.images import compare
-from tests.support.transfers import TargetAgent, send, staged_manifest
+from tests.support.transfers import TargetAgent, send, send_chain, staged_manifest
 
 MiB = 1 << 20
 V1_VMID = 9001
@@ -166,5 +166,44 @@ def test_an_image_the_node_holds_whole_crosses_nothing(tmp_path: Path) -> None:
             assert receive.path.read_bytes() == staging.path(name).read_bytes()
         finally:
             await target.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_relay_serves_the_next_node_only_the_chunks_it_lacks(tmp_path: Path) -> None:
+    """Node A has no earlier version, node B has v1: the source sends A every chunk with
+    data, A relays to B only what B lacks, from its own verified copy."""
+    v1, staging, name, signer, seed = raw_versions(tmp_path, 256 * MiB, 64 * MiB)
+
+    async def scenario() -> None:
+        ready = await staged_manifest(staging, name)
+        relay = TargetAgent(tmp_path / "a", signer)
+        last = TargetAgent(tmp_path / "b", signer, {V1_VMID: (v1, "raw")})
+        await relay.start()
+        await last.start()
+        try:
+            held = await last.seeds.for_session([seed])
+            await send_chain(
+                ready, [(relay, 10, secrets.token_hex(16), []), (last, 11, secrets.token_hex(16), [seed])]
+            )
+            for _ in range(600):
+                if (found := last.receives.get(11)) is not None and found.rec.state == "complete":
+                    break
+                await asyncio.sleep(0.05)
+            data = sum(ready.manifest.span(i)[1] for i, d in enumerate(ready.manifest.chunks) if d)
+            lacked = sum(
+                ready.manifest.span(i)[1]
+                for i, d in enumerate(ready.manifest.chunks)
+                if d and not held.held(d)
+            )
+            a, b = relay.receive(10).view(), last.receive(11).view()
+            assert (a.state, b.state) == ("complete", "complete"), (a, b)
+            assert a.received_bytes == data and b.received_bytes == lacked < data / 3
+            for copy in (relay.receive(10).path, last.receive(11).path):
+                assert copy.read_bytes() == staging.path(name).read_bytes()
+        finally:
+            await last.stop()
+            await relay.stop()
 
     asyncio.run(scenario())
