@@ -124,15 +124,7 @@ async def send_chain(
 
     sender = Sender(fresh, RateLimit(rate), ssl.create_default_context(), PeerPolicy())
     chain = [
-        Hop(
-            task_id=task_id,
-            task_uid=uid,
-            epoch=epoch,
-            node=NODE,
-            url=target.url,
-            ticket=ticket(signer, ready, task_id, uid, epoch),
-            seeds=seeds,
-        )
+        Hop(task_id, uid, epoch, NODE, target.url, ticket(signer, ready, task_id, uid, epoch), seeds)
         for target, task_id, uid, seeds in hops
     ]
     try:
