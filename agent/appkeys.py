@@ -12,6 +12,7 @@ from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.pve import NodePve
 from agent.staging import Staging
+from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
@@ -31,6 +32,7 @@ CLONER = web.AppKey("cloner", Cloner)
 TRANSFER_POLICY = web.AppKey("transfer_policy", PeerPolicy)
 RECEIVES = web.AppKey("receives", Receives)
 SENDER = web.AppKey("sender", Sender)
+MANIFESTS = web.AppKey("manifests", StagedManifests)
 LINK = web.AppKey("link", CoordinatorLink)
 PLAIN_DATA = web.AppKey("plain_data", PlainData)
 EVICTOR = web.AppKey("evictor", Evictor)

@@ -18,8 +18,10 @@ from shared.messages.health import AgentHealth, ErrorBody
 from shared.messages.imports import CancelRequest, ImportRequest, ImportView
 from shared.messages.transfers import (
     Hop,
+    ManifestView,
     ReceiveRemoved,
     ReceiveView,
+    Seed,
     SessionOpened,
     SessionRequest,
     TransferRequest,
@@ -216,14 +218,22 @@ class AgentClient:
     async def remove_receive(self, task_id: int, task_uid: str) -> ReceiveRemoved:
         return await self._call(ReceiveRemoved, "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid})
 
-    async def open_session(self, task_id: int, ticket: str, next_hops: list[Hop]) -> SessionOpened:
-        """Peer -> target agent: present a ticket; returns the session and the offset to send from."""
+    async def open_session(
+        self, task_id: int, ticket: str, next_hops: list[Hop], manifest: bytes, seeds: list[Seed]
+    ) -> SessionOpened:
+        """Peer -> target agent: present a ticket and the copy's chunk manifest; returns the
+        session, the offset to send from and the chunks the target needs."""
         return await self._call(
             SessionOpened,
             "POST",
             f"/v1/receives/{task_id}/session",
-            message=SessionRequest(ticket, next_hops),
+            message=SessionRequest(ticket, next_hops, manifest, seeds),
         )
+
+    async def staged_manifest(self, name: str) -> ManifestView:
+        """Coordinator -> source agent: the digest of a staged image's chunk manifest
+        ("building" until it is made)."""
+        return await self._call(ManifestView, "GET", f"/v1/staged/{name}/manifest", timeout=30)
 
     async def stream(
         self,

@@ -28,6 +28,7 @@ from agent.appkeys import (
     EXPORTER,
     IMPORTER,
     LINK,
+    MANIFESTS,
     PLAIN_DATA,
     PVE,
     RECEIVES,
@@ -49,9 +50,13 @@ from agent.routes import clones, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
+from agent.transfer.guest_image import GuestViewFailed
+from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
-from agent.transfer.receive import Receives
+from agent.transfer.receive import SPACE_RESERVE, Receives
+from agent.transfer.seed_source import resolve_seed
+from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
 from shared.error_slugs import ErrorSlug
@@ -99,11 +104,21 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[SENDER].close()
+    await app[MANIFESTS].close()
+    await app[RECEIVES].seeds.close()
     await app[PLAIN_DATA].close()
     if announcer is not None:
         await announcer.stop()
     await link.goodbye()
     log.info("stopped")
+
+
+async def room_in_staging(app: web.Application, need: int, purpose: str) -> None:
+    """Room for ``need`` bytes in staging (copies evicted where they may go), or GuestViewFailed."""
+    await app[EVICTOR].make_room(need, SPACE_RESERVE, purpose)
+    free = app[STAGING].free_bytes()
+    if need + SPACE_RESERVE > free:
+        raise GuestViewFailed(f"no room in staging for {purpose}: {need} bytes wanted, {free} free")
 
 
 def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
@@ -126,7 +141,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[SENDER] = Sender(
         app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
     )
-    app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER])
+    pve = app[PVE]
+    seeds = Seeds(config.staging_dir / "receives" / "seeds", lambda seed: resolve_seed(pve, seed))
+    app[RECEIVES] = Receives(app[STAGING], config.node_name, app[TRANSFER_POLICY], app[SENDER], seeds)
     app[EVICTOR] = Evictor(
         app[STAGING],
         config.budget,
@@ -134,6 +151,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         lambda: app[SENDER].reading() | app[IMPORTER].using(),
         app[RECEIVES].forget_copy,
     )
+    app[MANIFESTS] = StagedManifests(app[STAGING], lambda need, purpose: room_in_staging(app, need, purpose))
     app[EXPORTER] = Exporter(
         app[PVE], app[STAGING], app[EVICTOR], config.import_timeout, config.import_seconds_per_gib
     )

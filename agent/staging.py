@@ -41,7 +41,18 @@ class Staging:
     def part_path(self, name: str) -> Path:
         return self.path(name).with_name(name + PART_SUFFIX)
 
+    @property
+    def beside(self) -> Path:
+        """Where what is derived from staged images is kept (their chunk manifests, raw
+        conversions: agent/transfer/manifests.py), named after them."""
+        return self.root / "manifests"
+
+    def _remove_beside(self, name: str) -> None:
+        for path in self.beside.glob(f"{name}.*"):
+            path.unlink(missing_ok=True)
+
     def remove(self, name: str) -> bool:
+        self._remove_beside(self.path(name).name)
         try:
             self.path(name).unlink()
         except FileNotFoundError:
@@ -68,6 +79,7 @@ class Staging:
         removed = []
         for p in self.root.glob(f"upload-{upload_id}-*"):
             p.unlink(missing_ok=True)
+            self._remove_beside(p.name)
             removed.append(p.name)
         return sorted(removed)
 

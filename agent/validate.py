@@ -17,7 +17,6 @@ Messages name the upload by the file name its client gave, never by the agent's 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import resource
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from agent.errors import AgentFault
 from agent.image_probe import probe, read_ends
+from agent.qemu_img import run_qemu_img
 
 EXTENSIONS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
 QEMU_IMG_CPU_SECONDS = 30
@@ -125,22 +125,10 @@ def _limits() -> None:  # runs in the child before exec
 
 
 async def _qemu_img(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "qemu-img",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        cwd=cwd,
-        preexec_fn=_limits,
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), QEMU_IMG_CPU_SECONDS * 4)
+        return await run_qemu_img(list(args), QEMU_IMG_CPU_SECONDS * 4, cwd, _limits)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise ImageRejected("qemu-img took too long inspecting the image") from None
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
 
 async def inspect(path: Path, declared: str, max_virtual_size: int, label: str) -> ImageInfo:

@@ -34,6 +34,7 @@ from benchmarks.measure import median, own_cpu_seconds
 from benchmarks.report import Target, mb_per_s, size_label, table
 from benchmarks.system import require_disk
 from shared.frames import CHUNK, chunk_digest, encode_header, stream_length
+from shared.manifest import Manifest
 from shared.tickets import TicketSigner, TicketVerifier
 
 SIZE = 2 << 30
@@ -92,6 +93,8 @@ async def _receive(
     workdir: Path, task_id: int, size: int, sha256: str, payloads: list[bytes]
 ) -> tuple[float, float]:
     signer = TicketSigner(workdir / "ticket.key")
+    digests = [hashlib.sha256(p).digest() for p in payloads]
+    manifest = Manifest(size, sha256, tuple(digests[i % len(payloads)] for i in range(size // CHUNK)))
     ticket = signer.issue(
         task_id=task_id,
         task_uid=secrets.token_hex(16),
@@ -99,6 +102,7 @@ async def _receive(
         node=NODE,
         size=size,
         sha256=sha256,
+        manifest=manifest.digest(),
         fmt="raw",
     )
 
@@ -110,7 +114,7 @@ async def _receive(
         Staging(workdir / "staging"), NODE, PeerPolicy(TicketVerifier(signer.public_key)), sender
     )
     try:
-        session, _ = receives.open_session(task_id, ticket, [])
+        session, _, _ = receives.open_session(task_id, ticket, [], manifest.encode())
         reader, transport = FrameReader(stream_length(0, size)), _MemoryTransport()
         reader.attach(transport, asyncio.Protocol())  # type: ignore[arg-type]
         started, cpu = time.perf_counter(), own_cpu_seconds()

@@ -13,6 +13,7 @@ from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus, new_instance
 from coordinator.upload_plan import Target
+from shared.messages.transfers import ManifestView, Seed
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ async def _plan_target(
         target_node_id=node.id,
         target_node_name=node.node_name,
         storage_name=target.storage.storage_name,
-        bytes_total=upload.file_size,
+        bytes_total=upload.virtual_size or upload.file_size,  # (a copy moves the guest view)
         creator=actor,
     )
     session.add(task)
@@ -121,15 +122,43 @@ async def _instance_awaits(
         )
 
 
-def ticket_for(signer: TicketSigner, task: TemplateSyncTask, upload: TemplateUpload) -> str:
-    """The signed ticket that lets a sender deliver this attempt's copy of ``upload`` to the
-    task's target (the target checks every field: agent/transfer/receive.py)."""
+# Earlier versions named as seeds per hop, newest first (the target indexes each once).
+MAX_SEEDS = 4
+
+
+async def seeds_for(session: AsyncSession, task: TemplateSyncTask) -> list[Seed]:
+    """What the task's target holds of the template already: its available instances of
+    other uploads (earlier versions), whose chunks the copy need not send."""
+    rows = (
+        await session.execute(
+            select(TemplateInstance.vmid, TemplateInstance.volume_id)
+            .where(
+                TemplateInstance.template_id == task.template_id,
+                TemplateInstance.node_id == task.target_node_id,
+                TemplateInstance.upload_id != task.upload_id,
+                TemplateInstance.status == InstanceStatus.AVAILABLE,
+                TemplateInstance.vmid.is_not(None),
+                TemplateInstance.volume_id != "",
+            )
+            .order_by(TemplateInstance.id.desc())
+            .limit(MAX_SEEDS)
+        )
+    ).all()
+    return [Seed(vmid=vmid, volume_id=volume_id) for vmid, volume_id in rows if vmid]
+
+
+def ticket_for(signer: TicketSigner, task: TemplateSyncTask, manifest: ManifestView) -> str:
+    """The signed ticket that lets a sender deliver this attempt's copy to the task's target:
+    the image as the guest sees it (raw, its virtual size), described by ``manifest`` (the
+    target checks every field: agent/transfer/receive.py)."""
+    assert manifest.digest is not None and manifest.image_sha256 is not None
     return signer.issue(
         task_id=task.id,
         task_uid=task.uid,
         epoch=task.epoch,
         node=task.target_node_name,
-        size=upload.file_size,
-        sha256=upload.sha256,
-        fmt=upload.file_format,
+        size=manifest.size,
+        sha256=manifest.image_sha256,
+        manifest=manifest.digest,
+        fmt="raw",
     )

@@ -2,7 +2,9 @@
 
 A target agent accepts an image stream only with a ticket that the coordinator signed
 (Ed25519; agents learn the public key when they register) for exactly that sync task,
-attempt (``epoch``), target node and image. Tickets expire after a few minutes and each
+attempt (``epoch``), target node and image: the image as the guest sees it (``size``, its
+``sha256``) and the sha256 of its chunk manifest (``manifest``, shared/manifest.py), so
+every chunk digest in the manifest is the coordinator's word. Tickets expire after a few minutes and each
 one opens a single stream session (the agent remembers used ticket ids, across its
 restarts, until they expire), so a copied ticket cannot be replayed.
 
@@ -36,6 +38,7 @@ CLOCK_SKEW = 60.0
 # No image is larger than this (the coordinator's upload caps are far below it).
 MAX_IMAGE_BYTES = 1 << 42
 TASK_UID = "^[0-9a-f]{32}\\Z"
+SHA256_HEX = "^[0-9a-f]{64}\\Z"
 
 
 class TicketInvalid(PvesphereError):
@@ -51,7 +54,10 @@ class Ticket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     epoch: Annotated[int, Meta(ge=1)]  # the task's attempt: tickets of an older attempt are stale
     node: Annotated[str, Meta(min_length=1, max_length=100)]  # the target node the stream goes to
     size: Annotated[int, Meta(ge=0, le=MAX_IMAGE_BYTES)]
-    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}\\Z")]
+    sha256: Annotated[str, Meta(pattern=SHA256_HEX)]  # of the whole guest view
+    # sha256 of the copy's chunk manifest (shared/manifest.py): every chunk digest in it is
+    # the coordinator's word, whether the chunk comes over the network or from a seed.
+    manifest: Annotated[str, Meta(pattern=SHA256_HEX)]
     fmt: Annotated[str, Meta(pattern="^(qcow2|raw|vmdk)\\Z")]
     issued_at: float
     expires_at: float
@@ -123,6 +129,7 @@ class TicketSigner:
         node: str,
         size: int,
         sha256: str,
+        manifest: str,
         fmt: str,
         now: float | None = None,
     ) -> str:
@@ -136,6 +143,7 @@ class TicketSigner:
                 node=node,
                 size=size,
                 sha256=sha256,
+                manifest=manifest,
                 fmt=fmt,
                 issued_at=now,
                 expires_at=now + TICKET_LIFETIME,

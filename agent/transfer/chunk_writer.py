@@ -10,6 +10,12 @@ chunk is in; once it has read a chunk, the chunk's buffer goes back to the frame
 Chunks are written strictly in order from the stream's start offset, so the partial file
 is always a verified prefix of the image: its length is how far a receive got. Whole
 chunks go around the page cache where the filesystem allows it (shared/direct_write.py).
+
+A stream carries only the chunks the target lacks (shared/manifest.py). The others are
+made here, in order, before the next chunk that came over the network: a zero chunk is
+a hole (the file is extended), a chunk the node already holds is read from its seed and
+must match its manifest digest like any other. A network chunk is checked twice: its
+xxh3 (transit) and its sha256 against the manifest.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentFault
 from shared.direct_write import SequentialWriter, open_for_writing
-from shared.frames import Frame
+from shared.frames import CHUNK, Frame, chunk_digest
+from shared.manifest import Manifest, Source
+
+ZEROS = memoryview(bytes(CHUNK))
 
 # Chunks written while the next ones arrive, and chunks waiting for the sha256 thread
 # (memory: about this many x CHUNK each).
@@ -42,6 +52,24 @@ class ChunkCorrupt(AgentFault):
 
 class CopyDiskFull(AgentFault):
     pass
+
+
+class SeedCorrupt(AgentFault):
+    """A chunk read from a seed does not match the manifest: it must come over the network."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Where each chunk of one stream's image comes from (receive.py makes it)."""
+
+    manifest: Manifest
+    sources: list[Source]
+    # Chunk i as a seed holds it (called in the write thread), None if it cannot be read.
+    seed_chunk: Callable[[int], bytes | None] = lambda _index: None
 
 
 class RunningHash:
@@ -82,6 +110,8 @@ class ChunkWriter:
         start: int,
         running: RunningHash,
         landed: Callable[[Frame, int], None],
+        local: ChunkPlan | None = None,
+        reused: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.fd = fd  # for reading back and syncing
@@ -92,6 +122,8 @@ class ChunkWriter:
         self.written = start  # the write thread's own view (verified bytes on disk)
         self.running = running
         self.landed = landed  # called on the event loop with each chunk and the new verified end
+        self.local = local
+        self.reused = reused  # called on the event loop with the bytes of each chunk made here
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-write")
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-sha256")
         self._writes: deque[asyncio.Future[None]] = deque()
@@ -106,6 +138,11 @@ class ChunkWriter:
         self._writes.append(self.loop.run_in_executor(self._write_pool, self._check_and_write, frame))
         while len(self._writes) >= IN_FLIGHT or (self._writes and self._writes[0].done()):
             await self._writes.popleft()
+
+    async def fill_rest(self, end: int) -> None:
+        """After the last frame: make the chunks up to ``end`` that are not the network's."""
+        self._writes.append(self.loop.run_in_executor(self._write_pool, self._fill_to, end))
+        await self.drain()
 
     async def drain(self) -> None:
         """Every queued chunk written and hashed (or the first failure raised)."""
@@ -136,10 +173,18 @@ class ChunkWriter:
     # -- the write thread -------------------------------------------------------------
 
     def _check_and_write(self, frame: Frame) -> None:
+        self._fill_to(frame.offset)
         if frame.offset != self.written:
             return  # an earlier chunk of this stream failed: nothing after it may be kept
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
+        if self.local is not None:
+            manifest = self.local.manifest
+            if _sha256(frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
+                raise ChunkCorrupt(f"chunk at offset {frame.offset} does not match its manifest digest")
+        self._write(frame)
+
+    def _write(self, frame: Frame) -> None:
         try:
             self._out.write(frame.pieces, frame.aligned)
             self._out.flush()  # the chunk is in the file before anyone relies on it
@@ -147,12 +192,42 @@ class ChunkWriter:
             if exc.errno == errno.ENOSPC:
                 raise CopyDiskFull(f"staging disk is full after {frame.offset} bytes") from None
             raise
-        offset = self._out.offset
+        self._landed(frame, self._out.offset)
+
+    def _landed(self, frame: Frame, offset: int) -> None:
         self.written = offset
         while len(self._hashes) >= HASH_BACKLOG:
             self._hashes.popleft().result()
         self.loop.call_soon_threadsafe(self.landed, frame, offset)
         self._hashes.append(self._hash_pool.submit(self._hash, frame, offset))
+
+    def _fill_to(self, end: int) -> None:
+        """Make the chunks before ``end`` that are not the network's, in order, until the
+        next one the network brings (zeros: a hole; seeds: read and checked)."""
+        local = self.local
+        if local is None:
+            return
+        manifest = local.manifest
+        while self.written < end:
+            index = manifest.index(self.written)
+            source = local.sources[index]
+            offset, length = manifest.span(index)
+            if offset != self.written or source is Source.NET:
+                return  # (the network's: the caller checks that it is the frame at hand)
+            if source is Source.ZERO:
+                self._out.flush()
+                os.ftruncate(self.fd, offset + length)  # a hole: no byte written, none stored
+                self._out.offset = offset + length
+                # (No transit digest: a relay never sends a zero chunk on.)
+                self._landed(Frame(offset, b"", [ZEROS[:length]]), offset + length)
+            else:
+                data = local.seed_chunk(index)
+                if data is None or hashlib.sha256(data).digest() != manifest.chunks[index]:
+                    raise SeedCorrupt(
+                        index, f"the chunk at {offset} this node held does not match the manifest"
+                    )
+                self._write(Frame(offset, chunk_digest(data), [memoryview(data)]))
+            self.loop.call_soon_threadsafe(self.reused, length)
 
     # -- the sha256 thread ------------------------------------------------------------
 
@@ -163,6 +238,13 @@ class ChunkWriter:
     def _sync_and_compare(self, sha256: str) -> bool:
         os.fdatasync(self.fd)
         return self.running.hexdigest() == sha256
+
+
+def _sha256(pieces: list[memoryview]) -> bytes:
+    h = hashlib.sha256()
+    for piece in pieces:
+        h.update(piece)
+    return h.digest()
 
 
 def _nothing() -> None:

@@ -4,14 +4,19 @@ One ``Receive`` per sync task, kept across agent restarts::
 
     staging/<name>.part              the image as far as it came; [0, verified) is checked
     staging/receives/<task uid>.json what it is (size, sha256, format) and how far it is
+    staging/receives/<task uid>.manifest  its chunk manifest (shared/manifest.py)
     staging/receives/used-tickets.json  tickets already spent (until they expire)
     staging/<name>                   the complete image, once its sha256 matched
 
-A peer opens a session with a ticket (``open_session``), learns the offset to go on
-from, then streams frames (``stream``); chunk_writer.py checks each one before writing
-it, in order, so the partial file is always a verified prefix and a broken stream (or a
-killed agent) resumes from its end. At the end the whole file's sha256 must be the
-ticket's, or the copy is thrown away.
+A peer opens a session with a ticket and the copy's chunk manifest, whose sha256 the
+ticket carries (``open_session``). The target plans every chunk (a hole for zeros, a
+copy of a chunk it already holds, or the network: shared/manifest.py ``plan``) and
+answers the offset to go on from and the chunks the stream must carry; then the peer
+streams those frames (``stream``). chunk_writer.py checks each one (and each chunk it
+makes itself) before writing it, in order, so the partial file is always a verified
+prefix and a broken stream (or a killed agent) resumes from its end. At the end the
+sha256 of the whole guest view must be the ticket's, or the copy is thrown away. The
+copy is raw: the image as the guest sees it.
 
 Receives are keyed by the task's uid (in its tickets), not its id: a task id can come
 back (SQLite reuses a deleted row's id; two coordinators may number tasks alike), and
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,19 +38,29 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from agent.staging import Staging
-from agent.transfer.chunk_writer import ChunkCorrupt, ChunkWriter, CopyDiskFull, RunningHash
+from agent.transfer.chunk_writer import (
+    ChunkCorrupt,
+    ChunkPlan,
+    ChunkWriter,
+    CopyDiskFull,
+    RunningHash,
+    SeedCorrupt,
+)
 from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamTruncated
+from agent.transfer.guest_view import GuestLayout, identity
 from agent.transfer.policy import PeerPolicy
+from agent.transfer.seeds import Seeds, SeedSet
 from agent.transfer.send import Sender
 from agent.transfer.used_tickets import UsedTickets
 from shared.error_slugs import ErrorSlug
-from shared.frames import Frame, FrameError
+from shared.frames import CHUNK, Frame, FrameError
+from shared.manifest import Manifest, ManifestInvalid, Source, decode, needed_bitmap, plan
 from shared.messages.transfers import Hop, ReceiveState, ReceiveView
 from shared.tickets import Ticket, TicketInvalid
 
@@ -81,6 +97,10 @@ class ReceiveRecord:
     corrupt_chunks: int = 0
     received_bytes: int = 0  # payload that arrived, re-sent bytes included
     resumed_from: int = 0  # where the latest stream began (what earlier ones had verified)
+    manifest: str = ""  # sha256 of the chunk manifest (the ticket's)
+    reused_bytes: int = 0  # bytes made here: zeros, and chunks taken from seeds
+    corrupt_reused: int = 0  # seed chunks that failed their manifest check
+    refused_seeds: list[int] = field(default_factory=list)  # their indexes: from the network now
 
 
 # A session holds its inbound slot from the handshake on, if its stream starts soon.
@@ -136,6 +156,10 @@ class Receive:
         # The last chunks that landed, while relaying: forwarded from memory, not from disk.
         self.recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
         self._saved_at = 0.0
+        self.manifest: Manifest | None = None
+        self.manifest_raw = b""
+        self.sources: list[Source] = []  # this session's plan
+        self.seeds = SeedSet()  # what this node holds of the image (this session's)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -152,8 +176,67 @@ class Receive:
         return self.staging.root / "receives" / f"{self.rec.task_uid}.json"
 
     @property
+    def manifest_path(self) -> Path:
+        return self.state_path.with_suffix(".manifest")
+
+    @property
     def size(self) -> int:
         return self.rec.size
+
+    def keep_manifest(self, manifest: Manifest, raw: bytes) -> None:
+        self.manifest, self.manifest_raw = manifest, raw
+        if not self.manifest_path.exists():
+            self.state_path.parent.mkdir(exist_ok=True)
+            tmp = self.manifest_path.with_suffix(".tmp")
+            tmp.write_bytes(raw)
+            os.replace(tmp, self.manifest_path)
+
+    def load_manifest(self) -> None:
+        """The manifest kept with the record (after a restart), if it is the record's."""
+        try:
+            raw = self.manifest_path.read_bytes()
+            manifest = decode(raw)
+        except (FileNotFoundError, ManifestInvalid):
+            return
+        if hashlib.sha256(raw).hexdigest() == self.rec.manifest:
+            self.manifest, self.manifest_raw = manifest, raw
+
+    def plan(self) -> bytes:
+        """Where each chunk comes from, for the next stream; the needed chunks' bitmap."""
+        assert self.manifest is not None
+        self.sources = plan(self.manifest, self.seeds.held, frozenset(self.rec.refused_seeds))
+        return needed_bitmap(self.sources)
+
+    def chunk_plan(self) -> ChunkPlan:
+        manifest, seeds = self.manifest, self.seeds
+        assert manifest is not None
+
+        def seed_chunk(index: int) -> bytes | None:
+            return seeds.read(manifest.chunks[index], manifest.span(index)[1])
+
+        return ChunkPlan(manifest, self.sources, seed_chunk)
+
+    def next_from_network(self, offset: int) -> int:
+        """The offset of the first chunk at or after ``offset`` the network must bring (the
+        size if none)."""
+        assert self.manifest is not None
+        for index in range(self.manifest.index(offset + self.manifest.chunk - 1), len(self.sources)):
+            if self.sources[index] is Source.NET:
+                return self.manifest.span(index)[0]
+        return self.size
+
+    def data_left(self) -> int:
+        """Bytes of chunks not yet verified that are not zeros (what the disk must take at most)."""
+        if self.manifest is None:
+            return self.size - self.rec.verified
+        return self.manifest.data_bytes(self.rec.verified - self.rec.verified % self.manifest.chunk)
+
+    def chunk_length(self, offset: int) -> int:
+        assert self.manifest is not None
+        return self.manifest.span(self.manifest.index(offset))[1]
+
+    def reused(self, length: int) -> None:
+        self.rec.reused_bytes += length
 
     def save(self) -> None:
         self.state_path.parent.mkdir(exist_ok=True)
@@ -164,6 +247,7 @@ class Receive:
 
     def discard_data(self) -> None:
         self.recent.clear()
+        self.rec.reused_bytes = 0
         self.part_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         self.rec.verified = 0
@@ -177,8 +261,9 @@ class Receive:
 
     def landed(self, frame: Frame, end: int) -> None:
         """A chunk is verified and written (ChunkWriter calls this on the event loop)."""
-        if self.forwarder is not None and not self.forwarder.done():
-            # The frame's buffer is reused once it is hashed: a relay gets a copy.
+        if self.forwarder is not None and not self.forwarder.done() and frame.digest:
+            # The frame's buffer is reused once it is hashed: a relay gets a copy. (Zero
+            # chunks, which have no transit digest, are never sent on.)
             self.recent.append(frame.detached())
         self.rec.verified = end
         self.meter.add(end)
@@ -198,6 +283,12 @@ class Receive:
 
     def readable_path(self) -> Path:
         return self.path if self.rec.state == "complete" else self.part_path
+
+    def staged_name(self) -> str:
+        return self.readable_path().name
+
+    def layout(self) -> GuestLayout:
+        return GuestLayout(identity(self.size))  # a received copy is the raw guest view
 
     def whole(self) -> bool:
         return self.rec.state == "complete"
@@ -233,6 +324,8 @@ class Receive:
             resumed_from=self.rec.resumed_from,
             staged_name=self.rec.name if self.rec.state == "complete" else None,
             forwarding=self.forwarder is not None and not self.forwarder.done(),
+            reused_bytes=self.rec.reused_bytes,
+            corrupt_reused=self.rec.corrupt_reused,
         )
 
     def complete(self) -> None:
@@ -245,8 +338,11 @@ class Receive:
 class Receives:
     """Every receive on this agent, and the sessions that feed them."""
 
-    def __init__(self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender) -> None:
+    def __init__(
+        self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender, seeds: Seeds | None = None
+    ) -> None:
         self.staging = staging
+        self.seeds = seeds if seeds is not None else Seeds(staging.root / "receives" / "seeds", None)
         self.node = node
         self.policy = policy
         self.sender = sender
@@ -272,6 +368,7 @@ class Receives:
             receive = Receive(self.staging, rec)
             if path != receive.state_path:
                 os.replace(path, receive.state_path)
+            receive.load_manifest()
             if rec.state == "receiving":
                 # The partial file is a verified prefix (chunks land in order): its length is
                 # how far the copy got, even if the agent died before saving its record.
@@ -279,6 +376,10 @@ class Receives:
                     rec.verified = min(receive.part_path.stat().st_size, rec.size)
                 except FileNotFoundError:
                     rec.verified = 0
+                if rec.verified < rec.size and rec.verified % CHUNK:
+                    # A chunk torn by the kill (written in part): only whole chunks count.
+                    rec.verified -= rec.verified % CHUNK
+                    receive.keep_verified()
             if rec.state == "complete" and not receive.path.exists():
                 rec.state, rec.verified = "receiving", 0
             self.receives[rec.task_uid] = receive
@@ -321,28 +422,58 @@ class Receives:
             raise TransferRefused(403, ErrorSlug.TICKET_USED, "ticket was already used (replay refused)")
         return ticket
 
+    @staticmethod
+    def _check_manifest(ticket: Ticket, raw: bytes) -> Manifest:
+        """The session's manifest, if it is the one the coordinator signed in the ticket."""
+        if hashlib.sha256(raw).hexdigest() != ticket.manifest:
+            raise TransferRefused(
+                403, ErrorSlug.BAD_TICKET, "the chunk manifest is not the one the ticket was signed for"
+            )
+        try:
+            manifest = decode(raw)
+        except ManifestInvalid as exc:
+            raise TransferRefused(400, ErrorSlug.INVALID_REQUEST, str(exc)) from None
+        if (manifest.size, manifest.image_sha256) != (ticket.size, ticket.sha256):
+            raise TransferRefused(
+                403, ErrorSlug.BAD_TICKET, "the chunk manifest is of another image than the ticket's"
+            )
+        return manifest
+
     def _promised(self, other_than: Receive | None) -> int:
         """What the other running receives will still write: promised to them already."""
         return sum(
-            r.size - r.rec.verified
+            r.data_left()
             for r in self.receives.values()
             if r is not other_than and r.session is not None and r.session.holds_slot()
         )
 
-    def room_wanted(self, task_id: int, token: str) -> int:
-        """The staging space a session for this ticket would need (its missing bytes and
-        what other receives were promised); checks the ticket, so that only a transfer the
-        coordinator signed can make the agent evict copies for it."""
+    def room_wanted(self, task_id: int, token: str, manifest_raw: bytes) -> int:
+        """The staging space a session for this ticket would need (its missing bytes that
+        are not zeros, and what other receives were promised); checks the ticket and the
+        manifest, so that only a transfer the coordinator signed can make the agent evict
+        copies for it."""
         ticket = self._check_ticket(task_id, token)
+        manifest = self._check_manifest(ticket, manifest_raw)
         receive = self.receives.get(ticket.task_uid)
-        verified = receive.rec.verified if receive is not None and receive.rec.sha256 == ticket.sha256 else 0
+        verified = (
+            receive.rec.verified if receive is not None and receive.rec.manifest == ticket.manifest else 0
+        )
         if receive is not None and receive.rec.state == "complete" and verified:
             return 0
-        return ticket.size - verified + self._promised(receive)
+        return manifest.data_bytes(verified - verified % manifest.chunk) + self._promised(receive)
 
-    def open_session(self, task_id: int, token: str, next_hops: list[Hop]) -> tuple[Session, Receive]:
-        """Check the ticket and the limits; returns the session and where to go on from."""
+    def open_session(
+        self,
+        task_id: int,
+        token: str,
+        next_hops: list[Hop],
+        manifest_raw: bytes,
+        seeds: SeedSet | None = None,
+    ) -> tuple[Session, Receive, bytes]:
+        """Check the ticket, its manifest and the limits; returns the session, the receive
+        (where to go on from) and the bitmap of the chunks the stream must carry."""
         ticket = self._check_ticket(task_id, token)
+        manifest = self._check_manifest(ticket, manifest_raw)
         receive = self.receives.get(ticket.task_uid)
         if receive is not None and ticket.epoch < receive.rec.epoch:
             raise TransferRefused(
@@ -350,7 +481,11 @@ class Receives:
                 ErrorSlug.STALE_TICKET,
                 f"ticket is for attempt {ticket.epoch}, task is at {receive.rec.epoch}",
             )
-        if receive is not None and (receive.rec.size, receive.rec.sha256) != (ticket.size, ticket.sha256):
+        if receive is not None and (receive.rec.size, receive.rec.sha256, receive.rec.manifest) != (
+            ticket.size,
+            ticket.sha256,
+            ticket.manifest,
+        ):
             self._drop(receive)  # another image under the same task: start over
             receive = None
         busy = self.inbound - int(bool(receive and receive.session and receive.session.holds_slot()))
@@ -372,10 +507,18 @@ class Receives:
             receive = Receive(
                 self.staging,
                 ReceiveRecord(
-                    task_id, ticket.task_uid, ticket.epoch, ticket.size, ticket.sha256, ticket.fmt, name
+                    task_id,
+                    ticket.task_uid,
+                    ticket.epoch,
+                    ticket.size,
+                    ticket.sha256,
+                    ticket.fmt,
+                    name,
+                    manifest=ticket.manifest,
                 ),
             )
             self.receives[ticket.task_uid] = receive
+        receive.keep_manifest(manifest, manifest_raw)
         rec = receive.rec
         if rec.state == "failed":
             if ticket.epoch <= rec.epoch:
@@ -384,7 +527,7 @@ class Receives:
             rec.state, rec.error, rec.error_kind = "receiving", None, None
         rec.epoch = ticket.epoch
         if rec.state != "complete":
-            missing = rec.size - rec.verified
+            missing = receive.data_left()
             free = self.staging.free_bytes() - self._promised(receive)
             if missing + SPACE_RESERVE > free:  # (what is verified stays: a retry resumes)
                 self._fail(
@@ -394,6 +537,8 @@ class Receives:
                     f"it needs {missing} more (+{SPACE_RESERVE} kept in reserve)",
                 )
                 raise TransferRefused(507, ErrorSlug.NO_SPACE, rec.error or "no space")
+        receive.seeds = seeds if seeds is not None else SeedSet()
+        needed = receive.plan() if rec.state != "complete" else b""
         receive.save()
         self._used_tickets.add(ticket.jti, ticket.expires_at)
         session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
@@ -404,7 +549,7 @@ class Receives:
                 receive.forwarder.cancel()
             receive.forwarder = self.sender.start(f"relay-{task_id}-{ticket.epoch}", receive, next_hops)
             receive.forward_key = forward_key
-        return session, receive
+        return session, receive, needed
 
     def _fail(self, receive: Receive, kind: ErrorSlug, message: str) -> None:
         receive.rec.state, receive.rec.error_kind, receive.rec.error = "failed", kind, message
@@ -437,7 +582,15 @@ class Receives:
         session.streaming = session.started = True
         receive.rec.resumed_from = receive.rec.verified
         fd = os.open(receive.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        writer = ChunkWriter(fd, receive.part_path, receive.rec.verified, receive.running, receive.landed)
+        writer = ChunkWriter(
+            fd,
+            receive.part_path,
+            receive.rec.verified,
+            receive.running,
+            receive.landed,
+            receive.chunk_plan(),
+            receive.reused,
+        )
         try:
             await writer.prepare()
             expected = receive.rec.verified
@@ -453,17 +606,21 @@ class Receives:
                             raise TransferRefused(
                                 409, ErrorSlug.SESSION_SUPERSEDED, "a newer session took over"
                             )
+                        expected = receive.next_from_network(expected)
                         if frame.offset != expected:
                             raise TransferRefused(
                                 400, ErrorSlug.BAD_OFFSET, f"frame at {frame.offset}, expected {expected}"
                             )
-                        expected += frame.length
-                        if expected > receive.rec.size:
+                        if expected >= receive.rec.size or frame.length != receive.chunk_length(expected):
                             raise TransferRefused(
-                                400, ErrorSlug.BAD_OFFSET, "frames go past the end of the image"
+                                400,
+                                ErrorSlug.BAD_OFFSET,
+                                f"frame at {frame.offset} is not one chunk of the image",
                             )
+                        expected += frame.length
                         receive.rec.received_bytes += frame.length
                         await writer.write(frame)
+                        stall.reschedule(loop.time() + STALL_SECONDS)  # (it may have made chunks first)
             except TimeoutError:
                 if not stall.expired():
                     raise  # a write's own ETIMEDOUT, not a silent sender
@@ -471,6 +628,7 @@ class Receives:
             except StreamTruncated as exc:
                 raise TransferRefused(400, ErrorSlug.TRUNCATED, str(exc)) from None
             await writer.drain()
+            await writer.fill_rest(receive.rec.size)
             if receive.rec.verified == receive.rec.size:
                 if not await writer.finish(receive.rec.sha256):
                     receive.discard_data()
@@ -488,6 +646,11 @@ class Receives:
                     receive.rec.size,
                 )
             return receive.view()
+        except SeedCorrupt as exc:
+            receive.rec.corrupt_reused += 1
+            receive.rec.refused_seeds.append(exc.index)
+            log.warning("task %s: %s; it comes over the network now", task_id, exc)
+            raise TransferRefused(422, ErrorSlug.CORRUPT_CHUNK, str(exc)) from None
         except ChunkCorrupt as exc:
             receive.rec.corrupt_chunks += 1
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
@@ -520,6 +683,7 @@ class Receives:
         receive.session = None
         receive.discard_data()
         receive.state_path.unlink(missing_ok=True)
+        receive.manifest_path.unlink(missing_ok=True)
         self.receives.pop(receive.rec.task_uid, None)
         receive.rec.state = "failed"
         receive.rec.error = "removed"

@@ -2,14 +2,17 @@
 
 From the coordinator:
     POST   /v1/transfers                      send a staged image along a chain of hops
+    GET    /v1/staged/{name}/manifest         its chunk manifest's digest ("building" until
+                                              it is made: manifests.py)
     GET    /v1/receives/{task_id}?uid=        how far a receive is (progress, errors)
     DELETE /v1/receives/{task_id}?uid=        drop a receive and its file (cancel, delete)
     (uid: the task's, which receives are keyed by, since a task id can come back; without
     it, the last receive of that task id / every one)
 From peers (no credential: a ticket the coordinator signed for this node, task and attempt,
 then the session it opened):
-    POST   /v1/receives/{task_id}/session     open a session; answers the offset to send from
-                                              (and, on the insecure data plane, plain_url)
+    POST   /v1/receives/{task_id}/session     open a session (the ticket and the chunk manifest);
+                                              answers the offset to send from, the chunks
+                                              needed (and, on the insecure data plane, plain_url)
     PUT    /v1/receives/{task_id}/data        the frames (shared/frames.py, read by frame_reader.py),
                                               here or at plain_url (plain_data.py)
 """
@@ -19,10 +22,11 @@ from __future__ import annotations
 import logging
 import re
 
+import msgspec
 from aiohttp import web
 from msgspec.structs import replace
 
-from agent.appkeys import EVICTOR, PLAIN_DATA, RECEIVES, SENDER, STAGING, TRANSFER_POLICY
+from agent.appkeys import EVICTOR, MANIFESTS, PLAIN_DATA, RECEIVES, SENDER, STAGING, TRANSFER_POLICY
 from agent.client import SESSION_HEADER
 from agent.routes.responses import answer, json_error
 from agent.staging import BadStagedName
@@ -32,6 +36,7 @@ from agent.transfer.receive import SPACE_RESERVE, Receives
 from agent.transfer.send import StagedImage
 from shared.error_slugs import ErrorSlug
 from shared.messages.transfers import (
+    ManifestView,
     ReceiveRemoved,
     SessionOpened,
     SessionRequest,
@@ -44,6 +49,9 @@ from shared.validation import parse
 log = logging.getLogger(__name__)
 # The route names of what peers call (server.py asks them for no credential).
 PEER_ROUTES = frozenset({"peer-session", "peer-data"})
+# A session request carries the chunk manifest (~33 bytes a chunk, base64 in JSON): this
+# bounds images at ~1.5 TiB (the app's 1 MiB body limit would stop at ~100 GiB).
+MAX_SESSION_BODY = 16 << 20
 
 
 def _task_id(request: web.Request) -> int:
@@ -87,9 +95,13 @@ async def start_transfer(request: web.Request) -> web.Response:
         return json_error(
             409, ErrorSlug.SIZE_MISMATCH, f"{body.staged_name} has {size} bytes, expected {body.size}"
         )
+    ready = request.app[MANIFESTS].cached(body.staged_name)
+    if ready is None:  # (the coordinator asks for it before it starts a copy: it is made then)
+        request.app[MANIFESTS].view(body.staged_name)
+        return json_error(429, ErrorSlug.BUSY, f"the chunk manifest of {body.staged_name} is not made yet")
     hops = [replace(h, url=h.url.rstrip("/")) for h in body.hops]
     request.app[STAGING].touch(body.staged_name)  # used now: evicted after copies not used since
-    sender.start(body.transfer_id, StagedImage(path, size), hops)
+    sender.start(body.transfer_id, StagedImage(path, ready.image, ready.raw), hops)
     log.info(
         "transfer %s: sending %s to %s",
         body.transfer_id,
@@ -99,22 +111,51 @@ async def start_transfer(request: web.Request) -> web.Response:
     return answer(TransferStarted(body.transfer_id, started=True))
 
 
-async def open_session(request: web.Request) -> web.Response:
+async def staged_manifest(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
     try:
-        body = parse(SessionRequest, await request.json())
-    except ValueError as exc:  # not JSON, or InvalidInput
-        return json_error(400, ErrorSlug.INVALID_REQUEST, str(exc)[:500])
+        path = request.app[STAGING].path(name)
+    except BadStagedName as exc:
+        return json_error(400, ErrorSlug.INVALID_REQUEST, str(exc))
+    if not path.exists():
+        return json_error(404, ErrorSlug.MISSING_IMAGE, f"staged image {name} is not on this node")
+    view: ManifestView = request.app[MANIFESTS].view(name)
+    return answer(view)
+
+
+async def _session_request(request: web.Request) -> SessionRequest:
+    """The body, read within MAX_SESSION_BODY (aiohttp's own limit is too small for a manifest)."""
+    if (request.content_length or 0) > MAX_SESSION_BODY:
+        raise TransferRefused(
+            413, ErrorSlug.INVALID_REQUEST, f"session request over {MAX_SESSION_BODY} bytes"
+        )
+    raw = await request.content.read(MAX_SESSION_BODY + 1)
+    if len(raw) > MAX_SESSION_BODY or not request.content.at_eof():
+        raise TransferRefused(
+            413, ErrorSlug.INVALID_REQUEST, f"session request over {MAX_SESSION_BODY} bytes"
+        )
+    try:
+        return msgspec.json.decode(raw, type=SessionRequest)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise TransferRefused(400, ErrorSlug.INVALID_REQUEST, str(exc)[:500]) from None
+
+
+async def open_session(request: web.Request) -> web.Response:
     receives = request.app[RECEIVES]
     try:
-        wanted = receives.room_wanted(_task_id(request), body.ticket)
+        body = await _session_request(request)
+        wanted = receives.room_wanted(_task_id(request), body.ticket, body.manifest)
         if wanted:
             purpose = f"room for {wanted} bytes of sync task {_task_id(request)}"
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
-        session, receive = receives.open_session(_task_id(request), body.ticket, body.next_hops)
+        seeds = await receives.seeds.for_session(body.seeds)
+        session, receive, needed = receives.open_session(
+            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds
+        )
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)
         return _refused(exc)
-    opened = SessionOpened(session.id, offset=receive.rec.verified, size=receive.size)
+    opened = SessionOpened(session.id, offset=receive.rec.verified, size=receive.size, needed=needed)
     plain = request.app[PLAIN_DATA]
     if request.app[TRANSFER_POLICY].insecure:
         opened.plain_url = await plain.url()
@@ -165,6 +206,7 @@ async def remove_receive(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/transfers", start_transfer)
+    app.router.add_get("/v1/staged/{name}/manifest", staged_manifest)
     app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
     app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
     app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session, name="peer-session")

@@ -6,6 +6,10 @@ the next one (a pipeline, as HDFS writes blocks), so the image leaves the source
 however many nodes get it. A stream that breaks is resumed from the bytes the hop has
 verified; a hop that cannot be reached or keeps failing is routed around (the transfer
 goes on with the next hop), and the coordinator gives the skipped node a new attempt.
+
+What moves is the image as the guest sees it, on the manifest's 4 MiB grid
+(shared/manifest.py): each hop says, when its session opens, which chunks it lacks, and
+only those are streamed. Zeros and chunks the hop holds already never cross the link.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from msgspec.structs import replace
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from agent.errors import AgentFault
 from agent.transfer.errors import TransferRefused
+from agent.transfer.guest_image import GuestImage, mapped_chunk, read_chunk
+from agent.transfer.guest_view import GuestLayout
 from agent.transfer.policy import PeerPolicy
 from shared.error_slugs import ErrorSlug
-from shared.frames import chunk_digest, encode_header, frame_ranges, stream_length
+from shared.frames import CHUNK, DIGEST_SIZE, chunk_digest, encode_header
+from shared.manifest import chunk_count, needed_indexes
 from shared.messages.transfers import Hop
 
 log = logging.getLogger(__name__)
@@ -57,9 +64,24 @@ TICKET_ERRORS = {ErrorSlug.BAD_TICKET, ErrorSlug.TICKET_USED}
 
 class ImageSource(Protocol):
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """The guest view's bytes."""
+        ...
+
+    @property
+    def manifest_raw(self) -> bytes:
+        """The chunk manifest (what the hop's ticket signs)."""
+        ...
+
+    def layout(self) -> GuestLayout:
+        """Where the guest view's bytes are in the readable file."""
+        ...
 
     def readable_path(self) -> Path: ...
+
+    def staged_name(self) -> str:
+        """The staged image (or copy) it is, which eviction must leave alone while it is read."""
+        ...
 
     def whole(self) -> bool:
         """The readable file holds the whole image and will not change."""
@@ -73,16 +95,27 @@ class ImageSource(Protocol):
 class StagedImage:
     """A complete image in staging: everything is there from the start."""
 
-    def __init__(self, path: Path, size: int) -> None:
-        self.path = path
-        self._size = size
+    def __init__(self, staged: Path, image: GuestImage, manifest_raw: bytes) -> None:
+        self.staged = staged
+        self.image = image
+        self._manifest_raw = manifest_raw
 
     @property
     def size(self) -> int:
-        return self._size
+        return self.image.size
+
+    @property
+    def manifest_raw(self) -> bytes:
+        return self._manifest_raw
+
+    def layout(self) -> GuestLayout:
+        return self.image.layout
 
     def readable_path(self) -> Path:
-        return self.path
+        return self.image.path  # (the staged file, or its raw conversion beside it)
+
+    def staged_name(self) -> str:
+        return self.staged.name
 
     def whole(self) -> bool:
         return True
@@ -95,7 +128,7 @@ class StagedImage:
 
 
 # (frame header, payload pieces), an error to raise, or None at the end.
-ReadQueue = asyncio.Queue[tuple[bytes, list[bytes] | list[memoryview]] | BaseException | None]
+ReadQueue = asyncio.Queue[tuple[bytes, list[bytes | memoryview] | list[memoryview]] | BaseException | None]
 
 
 class HopFailed(AgentFault):
@@ -167,7 +200,7 @@ class Sender:
 
     def reading(self) -> set[str]:
         """The names of the files running transfers send from (staged images, relayed copies)."""
-        return {s.readable_path().name for s in self._sources.values()}
+        return {s.staged_name() for s in self._sources.values()}
 
     async def close(self) -> None:
         tasks = list(self.transfers.values())
@@ -218,23 +251,28 @@ class Transfer:
             try:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
-                opened = await client.open_session(hop.task_id, ticket, rest)
+                opened = await client.open_session(
+                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds
+                )
                 ticket = None  # spent: every session needs a new one
                 offset = opened.offset
                 if offset >= self.source.size:
                     return
+                chunks = _needed(opened.needed, offset, self.source.size)
                 # In the clear only where this agent's policy allows it too.
                 plain_url = opened.plain_url if self.sender.policy.insecure else None
                 log.info(
-                    "transfer %s: streaming to %s (task %s) from byte %d of %d%s",
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d: %d chunk(s), %d bytes%s",
                     self.id,
                     hop.node,
                     hop.task_id,
                     offset,
                     self.source.size,
+                    len(chunks),
+                    sum(n for _o, n in chunks),
                     f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
                 )
-                await self._stream(client, hop, opened.session, offset, plain_url)
+                await self._stream(client, hop, opened.session, chunks, plain_url)
                 return
             except AgentError as exc:
                 if exc.error in FINAL_ERRORS:
@@ -265,20 +303,25 @@ class Transfer:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _stream(
-        self, client: AgentClient, hop: Hop, session: str, start: int, plain_url: str | None
+        self,
+        client: AgentClient,
+        hop: Hop,
+        session: str,
+        chunks: list[tuple[int, int]],
+        plain_url: str | None,
     ) -> None:
-        """One stream of [start, size) to the hop, read ahead of the network in a worker thread.
+        """One stream of the ``chunks`` (offset, length) the hop needs, read ahead of the
+        network in a worker thread (none: the hop makes the rest itself, the empty stream
+        tells it to).
 
         The read-ahead ends with the stream, whatever ended it, not whenever the frames'
         generator is finalized: aiohttp does not close a body it stopped writing (the hop
         refused the stream, the transfer was canceled).
         """
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
-        reader = asyncio.create_task(self._read(start, queue))
+        reader = asyncio.create_task(self._read(chunks, queue))
         try:
-            await client.stream(
-                hop.task_id, session, self._frames(queue), stream_length(start, self.source.size), plain_url
-            )
+            await client.stream(hop.task_id, session, self._frames(queue), _stream_length(chunks), plain_url)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)  # (its errors went to the stream)
@@ -299,12 +342,13 @@ class Transfer:
                 for at in range(0, len(view), WRITE_PIECE):
                     yield view[at : at + WRITE_PIECE]
 
-    async def _read(self, start: int, queue: ReadQueue) -> None:
+    async def _read(self, chunks: list[tuple[int, int]], queue: ReadQueue) -> None:
         fd = -1
         mapped: memoryview | None = None
+        layout = self.source.layout()
         from_memory = read_back = 0  # a relay's chunks: still in memory, or read from its file
         try:
-            for offset, length in frame_ranges(start, self.source.size):
+            for offset, length in chunks:
                 await self.source.wait_until(offset + length)
                 # A relay has the chunk it just verified in memory: no read, no second digest.
                 cached = self.source.cached(offset, length)
@@ -316,15 +360,15 @@ class Transfer:
                 if fd < 0:
                     fd = _open(self.source)
                     if self.source.whole():
-                        mapped = _map(fd, self.source.size)
+                        mapped = _map(fd, layout.file_end())
                 if mapped is not None:
                     # The socket copies straight from the page cache: no read into a buffer.
-                    piece = mapped[offset : offset + length]
-                    digest = await asyncio.to_thread(chunk_digest, piece)
-                    await queue.put((encode_header(offset, length, digest), [piece]))
+                    pieces = mapped_chunk(mapped, layout, offset, length)
+                    digest = await asyncio.to_thread(chunk_digest, *pieces)
+                    await queue.put((encode_header(offset, length, digest), pieces))
                     continue
-                payload, digest = await asyncio.to_thread(_read_chunk, fd, offset, length)
-                await queue.put((encode_header(offset, length, digest), [payload]))
+                payload, digest = await asyncio.to_thread(_read_chunk, fd, layout, offset, length)
+                await queue.put((encode_header(offset, length, digest), payload))
                 read_back += 1
             if from_memory or read_back:
                 log.info(
@@ -351,13 +395,32 @@ def _open(source: ImageSource) -> int:
         return os.open(source.readable_path(), os.O_RDONLY | os.O_CLOEXEC)
 
 
+def _needed(bitmap: bytes, start: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the chunks a hop said it needs, from ``start`` on."""
+    chunks = []
+    for index in needed_indexes(bitmap, chunk_count(size)):
+        offset = index * CHUNK
+        if offset >= start:
+            chunks.append((offset, min(CHUNK, size - offset)))
+    return chunks
+
+
+def _stream_length(chunks: list[tuple[int, int]]) -> int:
+    """Exact byte length of the stream of these chunks (headers included)."""
+    placeholder = bytes(DIGEST_SIZE)
+    return sum(len(encode_header(o, n, placeholder)) + n for o, n in chunks)
+
+
 def _map(fd: int, size: int) -> memoryview | None:
-    """The whole file mapped read-only, or None where it cannot be (then it is read).
+    """The file's first ``size`` bytes (where the guest view's data is) mapped read-only, or
+    None where it cannot be (then it is read).
 
     The map closes itself once the last piece handed to the network is released.
     """
+    if size == 0:
+        return None
     try:
-        if os.fstat(fd).st_size != size:
+        if os.fstat(fd).st_size < size:
             return None  # not the image the transfer is about: the reads will say so
         mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     except (OSError, ValueError):
@@ -366,8 +429,8 @@ def _map(fd: int, size: int) -> memoryview | None:
     return memoryview(mapped)
 
 
-def _read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:
-    data = os.pread(fd, length, offset)
-    if len(data) != length:
-        raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
-    return data, chunk_digest(data)
+def _read_chunk(
+    fd: int, layout: GuestLayout, offset: int, length: int
+) -> tuple[list[bytes | memoryview], bytes]:
+    pieces = read_chunk(fd, layout, offset, length)
+    return pieces, chunk_digest(*pieces)

@@ -13,11 +13,12 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator import manifest_digests
 from coordinator.agents import enrolment, registry
 from coordinator.api.auth import AgentCaller, bearer
 from coordinator.api.errors import ApiError
 from coordinator.api.routing import Call, Routes
-from coordinator.appkeys import CONFIG, CREDENTIALS, DB, TICKETS
+from coordinator.appkeys import AGENTS, CONFIG, CREDENTIALS, DB, TICKETS
 from coordinator.db.models import Agent, PveNode, TemplateSyncTask, TemplateUpload
 from coordinator.db.races import create_or_return
 from coordinator.staging_release import release_copy
@@ -222,7 +223,13 @@ async def ticket(call: Call) -> TicketOut:
             await _now_sent_by(session, task, caller.node_name)
         upload = await session.get(TemplateUpload, task.upload_id)
         assert upload is not None
-    token = ticket_for(call.app[TICKETS], task, upload)
+        try:
+            manifest = await manifest_digests.for_upload(session, call.app[AGENTS], upload)
+        except manifest_digests.NoManifest as exc:
+            raise ApiError(
+                409, ErrorSlug.NOT_SYNCING, f"no ticket for sync task {task.id} now: {exc}"
+            ) from None
+    token = ticket_for(call.app[TICKETS], task, manifest)
     return TicketOut(task_id=task.id, epoch=task.epoch, ticket=token)
 
 

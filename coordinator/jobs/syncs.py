@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
+from coordinator import manifest_digests
 from coordinator.agents.links import AgentLinks, NoLiveAgent
 from coordinator.agents.registry import AgentAddress, live_agents
 from coordinator.config import CoordinatorConfig
@@ -55,11 +56,11 @@ from coordinator.states import sync_task
 from coordinator.states.sync_task import SyncTaskStatus
 from coordinator.states.template import TemplateStatus
 from coordinator.states.upload import UploadStatus
-from coordinator.sync_tasks import ticket_for
+from coordinator.sync_tasks import seeds_for, ticket_for
 from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
-from shared.messages.transfers import Hop, ReceiveView, TransferRequest
+from shared.messages.transfers import Hop, ManifestView, ReceiveView, Seed, TransferRequest
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -230,19 +231,46 @@ class SyncScheduler:
 
     async def _start(self, chain: Chain, agents: dict[int, AgentAddress]) -> None:
         """Claim the chain's tasks, then hand the chain to its source agent."""
+        # The copy's chunk manifest, which its tickets sign: the source builds it once, in
+        # the background; meanwhile the chain is not claimed (as if the source were busy:
+        # the next round, a second later, asks again, and no attempt is spent on waiting).
+        async with self.db() as session:
+            upload_sha256 = await session.scalar(
+                select(TemplateUpload.sha256).where(TemplateUpload.id == chain.upload_id)
+            )
+        try:
+            manifest: ManifestView | manifest_digests.NoManifest = await manifest_digests.ask(
+                self.agents,
+                chain.source.node_id,
+                chain.source.staged_name,
+                (chain.upload_id, upload_sha256 or ""),
+            )
+        except manifest_digests.NoManifest as exc:
+            if exc.building:
+                log.info("sync of upload %s from %s: %s; waiting", chain.upload_id, chain.source.node_id, exc)
+                return
+            manifest = exc
         upload, names, claimed = await self._claim_chain(chain)
         if not claimed:
             return
         route = " -> ".join([names.get(chain.source.node_id, "?"), *[t.target_node_name for t in claimed]])
+        if isinstance(manifest, manifest_digests.NoManifest):
+            if manifest.cause is not None:  # as if it had refused the transfer (busy, copy gone)
+                await self._not_started(chain, claimed, route, manifest.cause)
+            else:
+                await self._no_manifest(claimed, route, manifest)
+            return
         transfer_id = f"x{claimed[0].id}-{claimed[0].epoch}-{secrets.token_hex(3)}"
         source = self.agents.client(agents[chain.source.node_id])
+        async with self.db() as session:
+            seeds = {t.id: await seeds_for(session, t) for t in claimed}
         try:
             await source.start_transfer(
                 TransferRequest(
                     transfer_id=transfer_id,
                     staged_name=chain.source.staged_name,
                     size=upload.file_size,
-                    hops=[self._hop(t, upload, agents) for t in claimed],
+                    hops=[self._hop(t, manifest, agents, seeds[t.id]) for t in claimed],
                 )
             )
         except (AgentError, AgentUnreachable) as exc:
@@ -279,16 +307,35 @@ class SyncScheduler:
             await session.commit()
         return upload, names, claimed
 
-    def _hop(self, task: TemplateSyncTask, upload: TemplateUpload, agents: dict[int, AgentAddress]) -> Hop:
-        """One hop of a transfer chain: the target and its ticket for this attempt."""
+    def _hop(
+        self,
+        task: TemplateSyncTask,
+        manifest: ManifestView,
+        agents: dict[int, AgentAddress],
+        seeds: list[Seed],
+    ) -> Hop:
+        """One hop of a transfer chain: the target, its ticket for this attempt, and what it
+        holds of the template already (earlier versions: their chunks are not sent)."""
         return Hop(
             task_id=task.id,
             task_uid=task.uid,
             epoch=task.epoch,
             node=task.target_node_name,
             url=agents[task.target_node_id].url,
-            ticket=ticket_for(self.signer, task, upload),
+            ticket=ticket_for(self.signer, task, manifest),
+            seeds=seeds,
         )
+
+    async def _no_manifest(
+        self, claimed: list[TemplateSyncTask], route: str, exc: manifest_digests.NoManifest
+    ) -> None:
+        """The source cannot give the copy's manifest (its agent is gone, qemu-img failed):
+        the attempt fails as a refused start does."""
+        log.warning("sync %s: %s", route, exc)
+        async with self.db() as session:
+            for task in claimed:
+                await retry_later(session, task.id, task.epoch, str(exc), self.config.sync_max_attempts)
+            await session.commit()
 
     async def _not_started(
         self, chain: Chain, claimed: list[TemplateSyncTask], route: str, exc: AgentError | AgentUnreachable
@@ -445,6 +492,7 @@ class SyncWatcher:
             streaming = False
             if view is not None and view.epoch == task.epoch:
                 if view.state == "complete":
+                    await self._progress(task, view.size, view)  # (bytes_total: the copy's)
                     return await self._copied(task, view)
                 if view.state == "failed":
                     kind = view.error_kind
@@ -509,7 +557,9 @@ class SyncWatcher:
         return None
 
     async def _progress(self, task: TemplateSyncTask, verified: int, view: ReceiveView) -> bool:
-        total = max(task.bytes_total, 1)
+        """``view.size``: the copy's, as the target has it from the signed ticket (the image's
+        virtual size: what ``bytes_total`` counts, whatever was known when the task was made)."""
+        total = max(view.size, 1)
         async with self.db() as session:
             current = await sync_task.record_progress(
                 session,
@@ -517,6 +567,7 @@ class SyncWatcher:
                 SyncTaskStatus.SYNCING,
                 task.epoch,
                 bytes_done=verified,
+                bytes_total=view.size,
                 # What crossed the network and what the target had already (contract 6.1).
                 bytes_sent=view.received_bytes,
                 bytes_reused=view.reused_bytes,

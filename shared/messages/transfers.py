@@ -1,6 +1,8 @@
-"""Copies between agents. Coordinator -> source agent: POST /v1/transfers (a staged image
-along a chain of hops); coordinator -> target: GET/DELETE /v1/receives/{task_id}. Agent ->
-agent: POST /v1/receives/{task_id}/session with a ticket, then PUT .../data (frames,
+"""Copies between agents. Coordinator -> source agent: GET /v1/staged/{name}/manifest (the
+digest of the image's chunk manifest, shared/manifest.py, which tickets sign), POST
+/v1/transfers (a staged image along a chain of hops); coordinator -> target: GET/DELETE
+/v1/receives/{task_id}. Agent -> agent: POST /v1/receives/{task_id}/session with a ticket
+and the manifest (answered with the chunks the target needs), then PUT .../data (frames,
 shared/frames.py), both answered with what the receive looks like."""
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from shared.tickets import TASK_UID
 from shared.validation import Model
 
 
+class Seed(Model):
+    """A PVE volume on the hop's node that holds an earlier version of the image: chunks
+    it has are copied from it, not sent (the target checks each against the manifest)."""
+
+    vmid: Annotated[int, Meta(ge=1)]
+    volume_id: Annotated[str, Meta(min_length=3, max_length=300)]
+
+
 class Hop(Model):
     """One target of a transfer: the node, its agent's URL, and the ticket for its task."""
 
@@ -25,6 +35,8 @@ class Hop(Model):
     # Never empty on the wire; a sender empties it for a hop it routes to itself (no ticket
     # yet: it asks the coordinator for one, agent/transfer/send.py).
     ticket: Annotated[str, Meta(min_length=1)]
+    # Earlier versions of the template on that node (its available instances).
+    seeds: Annotated[list[Seed], Meta(max_length=16)] = []
 
 
 class TransferRequest(Model):
@@ -42,12 +54,19 @@ class TransferStarted(Model):
 class SessionRequest(Model):
     ticket: str
     next_hops: list[Hop] = []  # the hops this one relays to
+    # The copy's chunk manifest (shared/manifest.py); its sha256 is the ticket's ``manifest``.
+    manifest: bytes = b""
+    # What the target may hold of the image already (the hop's seeds, from the coordinator).
+    seeds: Annotated[list[Seed], Meta(max_length=16)] = []
 
 
 class SessionOpened(Model, omit_defaults=True):
     session: str
     offset: int  # where the stream goes on from (the bytes verified so far)
-    size: int
+    size: int  # the guest view's bytes (the image's virtual size)
+    # One bit per chunk (chunk i: byte i // 8, bit i % 8): the chunks the stream must carry
+    # from ``offset`` on; the target makes the others itself (zeros, chunks it holds).
+    needed: bytes = b""
     plain_url: str | None = None  # on the insecure data plane: where the frames go in the clear
 
 
@@ -65,13 +84,28 @@ class ReceiveView(Model):
     error: str | None
     error_kind: ErrorSlug | None
     corrupt_chunks: int
-    received_bytes: int  # payload that crossed the network, re-sent bytes included (bytes_sent)
+    # Payload that crossed the network, re-sent bytes included (bytes_sent); ``size`` and
+    # ``verified`` count the guest view (the image's virtual size).
+    received_bytes: int
     resumed_from: int
     staged_name: str | None  # once complete
     forwarding: bool
     # Bytes of the image the target did not receive over the network: zeros, and chunks it
     # already held (an earlier version of the template; the sync task's bytes_reused).
     reused_bytes: int = 0
+    # Chunks taken from what the target held that failed their manifest check (then fetched).
+    corrupt_reused: int = 0
+
+
+class ManifestView(Model, omit_defaults=True):
+    """A staged image's chunk manifest on its agent (GET /v1/staged/{name}/manifest)."""
+
+    staged_name: str
+    state: Literal["building", "ready", "failed"]
+    digest: str | None = None  # sha256 hex of the manifest's bytes (what the ticket signs)
+    size: int = 0  # the guest view's bytes
+    image_sha256: str | None = None  # sha256 of the whole guest view
+    error: str | None = None
 
 
 class ReceiveRemoved(Model):

@@ -22,7 +22,7 @@ from tests.support import mariadb_server
 from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.mariadb_server import MariaDBServer
-from tests.support.syncs import receive_view, received_copy, sha256, wait_task, wait_tasks
+from tests.support.syncs import guest_sha256, receive_view, received_copy, sha256, wait_task, wait_tasks
 from tests.support.uploads import emulator, importing_slowly, pve_tasks, wait_import
 from tests.sync.test_faults import local_template, start_sync
 from tests.sync.test_scenarios import assert_template_copy
@@ -119,7 +119,7 @@ def test_database_crash_mid_sync_loses_nothing(
     assert [(t["status"], t["attempts"]) for t in tasks] == [("completed", 1), ("completed", 1)], tasks
     for task in tasks:
         node = task["target_node"]["node_name"]
-        assert sha256(received_copy(stack, node, task["task_id"])) == sha256(image)
+        assert sha256(received_copy(stack, node, task["task_id"])) == guest_sha256(image)
         assert receive_view(stack, node, task["task_id"])["received_bytes"] == size  # nothing sent twice
         assert_template_copy(stack, node, task["vmid"], image, "raw")
         assert [e for _, e in pve_tasks(stack, node, "qmcreate", task["vmid"])] == ["OK"]

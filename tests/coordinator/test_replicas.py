@@ -32,7 +32,7 @@ from tests.support import images
 from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.proxies import RoundRobin
-from tests.support.syncs import receive_view, received_copy, sha256, wait_task, wait_tasks
+from tests.support.syncs import guest_sha256, receive_view, received_copy, sha256, wait_task, wait_tasks
 from tests.support.uploads import (
     emulator,
     importing_slowly,
@@ -401,7 +401,7 @@ def test_a_killed_replicas_sync_is_finished_by_the_other(replicas: Replicas, tmp
             f"completed {time.monotonic() - killed:.1f} s after it"
         )
         assert (task["status"], task["attempts"]) == ("completed", 1), task
-        assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+        assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
         assert receive_view(stack, "pve-node2", task_id)["received_bytes"] == size  # nothing sent twice
         _wait_logged(replicas, survivor, f"sync task {task_id}: pve-node2 has the template")
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -55,6 +57,20 @@ def sha256(path: Path) -> str:
         while chunk := f.read(8 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def guest_sha256(image: Path) -> str:
+    """sha256 of what the guest sees of ``image`` (its raw conversion): what a sync's copy
+    holds, whatever the uploaded file's format."""
+    fmt = {".qcow2": "qcow2", ".vmdk": "vmdk"}.get(image.suffix, "raw")
+    if fmt == "raw":
+        return sha256(image)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "guest.raw"
+        subprocess.run(
+            ["qemu-img", "convert", "-f", fmt, "-O", "raw", str(image), str(out)], check=True, timeout=300
+        )
+        return sha256(out)
 
 
 def agent_get(stack: Stack, node: str, path: str) -> requests.Response:

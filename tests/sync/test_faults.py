@@ -21,7 +21,15 @@ from shared.frames import CHUNK
 from tests.support.api import Api
 from tests.support.images import MiB, raw_with_data
 from tests.support.proxies import DataStreamProxy, Relay
-from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
+from tests.support.syncs import (
+    guest_sha256,
+    partial_files,
+    receive_view,
+    received_copy,
+    sha256,
+    wait_task,
+    wait_tasks,
+)
 from tests.support.uploads import node_ids, storage_id, upload, wait_for, wait_import
 from tests.sync.test_scenarios import assert_template_copy
 
@@ -89,7 +97,7 @@ def test_target_killed_half_way_resumes_and_completes(
 
     (task,) = wait_tasks(api, template_id)
     assert task["status"] == "completed", task
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
     # It resumed where the copy on disk ended: at least as far as the progress seen before the kill,
     # so only what was in flight then was sent again.
@@ -114,7 +122,7 @@ def test_a_dead_relay_is_routed_around(slow_stack: Stack, slow_api: Api, tmp_pat
         last = wait_task(api, last_task, lambda t: t["status"] in ("completed", "failed"))
         assert last["status"] == "completed", last
         assert last["source_node"]["node_name"] == "pve-node1"  # where the rest came from
-        assert sha256(received_copy(stack, "pve-node3", last_task)) == sha256(image)
+        assert sha256(received_copy(stack, "pve-node3", last_task)) == guest_sha256(image)
         assert_template_copy(stack, "pve-node3", last["vmid"], image, "raw")
         # What came through node2 before it died was kept: node3's last stream (from the
         # source) began where the relayed bytes ended.
@@ -127,7 +135,7 @@ def test_a_dead_relay_is_routed_around(slow_stack: Stack, slow_api: Api, tmp_pat
 
     tasks = wait_tasks(api, template_id)
     assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
-    assert sha256(received_copy(stack, "pve-node2", relay_task)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", relay_task)) == guest_sha256(image)
     assert partial_files(stack, "pve-node2") == [] and partial_files(stack, "pve-node3") == []
 
 
@@ -182,7 +190,7 @@ def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
     view = receive_view(stack, "pve-node2", task_id)
     assert view["corrupt_chunks"] == 1
     assert image.stat().st_size < view["received_bytes"] <= image.stat().st_size + 6 * CHUNK
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
     log = (stack.base / "logs" / "agent-pve-node2.log").read_text()
     assert "failed its digest check" in log
@@ -217,7 +225,7 @@ def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(
         restart_agent(stack, "pve-node2")
     assert task["status"] == "completed" and task["attempts"] == 3, task  # the manual retry's counts
     assert receive_view(stack, "pve-node2", task_id)["resumed_from"] == verified  # nothing sent twice
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
 
 
@@ -296,7 +304,7 @@ def test_coordinator_restart_mid_copy_loses_nothing(slow_stack: Stack, slow_api:
     assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
     for task in tasks:
         node = task["target_node"]["node_name"]
-        assert sha256(received_copy(stack, node, task["task_id"])) == sha256(image)
+        assert sha256(received_copy(stack, node, task["task_id"])) == guest_sha256(image)
         assert_template_copy(stack, node, task["vmid"], image, "raw")
     assert api.get("/templates/sync-tasks?status=syncing").ok()["total"] == 0
 
@@ -335,7 +343,7 @@ def test_a_canceled_sync_and_a_killed_peer_log_one_line_each(
     stack.start_agent("pve-node1")
     task = wait_task(api, last, lambda t: t["status"] in ("completed", "failed"))
     assert task["status"] == "completed", task
-    assert sha256(received_copy(stack, "pve-node3", last)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node3", last)) == guest_sha256(image)
 
     logged = _logged_since(stack, since)
     assert "Traceback" not in logged and "Task exception was never retrieved" not in logged, logged

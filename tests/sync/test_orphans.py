@@ -13,6 +13,7 @@ import pytest
 from demo.stack import Stack
 from shared.tickets import TicketSigner
 from tests.support.api import Api
+from tests.support.manifests import manifest_of
 from tests.support.syncs import agent_get
 from tests.support.uploads import detail, staging_dir, wait_for
 from tests.sync.test_faults import local_template
@@ -53,10 +54,11 @@ def test_files_of_gone_uploads_and_tasks_are_removed_the_rest_kept(
         node="pve-node2",
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        manifest=manifest_of(data).digest(),
         fmt="raw",
     )
     target = Target(stack)
-    opened = target.open(task, ticket).json()
+    opened = target.open(task, ticket, data=data).json()
     assert target.send(task, opened["session"], data).json()["state"] == "complete"
     copy = node2 / agent_get(stack, "pve-node2", f"/v1/receives/{task}").json()["staged_name"]
     for path in (copy, node2 / "receives" / f"{task:032x}.json"):

@@ -21,6 +21,7 @@ from coordinator.listeners import STOP_DEADLINE as COORDINATOR_STOP_DEADLINE
 from demo.stack import Proc, Stack
 from shared.frames import CHUNK
 from tests.conftest import own_stack
+from tests.support import syncs
 from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.syncs import partial_files, receive_view, received_copy, sha256, wait_task, wait_tasks
@@ -114,7 +115,7 @@ def test_coordinator_sigterm_mid_import_and_mid_copy(
     assert_imported(stack, name, "pve-node3", vmid, image, ["OK"])  # PVE's task went on meanwhile
     assert (task["status"], task["attempts"]) == ("completed", 1), task
     assert all_vmids(stack) - vms_before == {vmid, task["vmid"]}  # nothing leaked
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(sync_image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == syncs.guest_sha256(sync_image)
     assert receive_view(stack, "pve-node2", task_id)["received_bytes"] == size  # nothing sent twice
 
 
@@ -135,7 +136,7 @@ def test_agent_sigterm_mid_copy_resumes(term_stack: Stack, term_api: Api, tmp_pa
     (task,) = wait_tasks(api, template_id)
     print(f"copy done {time.monotonic() - back:.1f} s after the restart")
     assert task["status"] == "completed", task
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == syncs.guest_sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
     # Nothing verified was sent again: at most the chunks in flight at the stop.
     view = receive_view(stack, "pve-node2", task_id)

@@ -21,7 +21,7 @@ from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.images import MiB, raw_with_data
-from tests.support.syncs import agent_get, received_copy, sha256, wait_task
+from tests.support.syncs import agent_get, guest_sha256, received_copy, sha256, wait_task
 from tests.support.uploads import node_ids, staging_dir, storage_id, upload, wait_import
 from tests.sync.test_scenarios import assert_template_copy
 
@@ -112,7 +112,7 @@ def test_the_least_recently_used_copy_goes_and_every_sync_completes(
     on_disk = staged_names(stack, BUDGET_NODE)
     assert not any(n.startswith(f"sync-{first}-") for n in on_disk), on_disk
     for name in ("second", "third"):
-        assert sha256(received_copy(stack, BUDGET_NODE, Templates.to_node2[name])) == sha256(
+        assert sha256(received_copy(stack, BUDGET_NODE, Templates.to_node2[name])) == guest_sha256(
             Templates.made[name][1]
         )
     evicted = log_lines(stack, "evicted staged copy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -13,9 +14,10 @@ import pytest
 import requests
 
 from demo.stack import Stack
-from shared.frames import chunk_digest, encode_header, frame_ranges
+from shared.frames import CHUNK, chunk_digest, encode_header, frame_ranges
 from shared.tickets import TICKET_LIFETIME, Ticket, TicketSigner
 from tests.support.api import Api
+from tests.support.manifests import manifest_of
 from tests.support.syncs import LoadSampler, task_uid, wait_tasks
 from tests.sync.test_faults import local_template, start_sync
 
@@ -32,14 +34,18 @@ class Target:
         kw.setdefault("timeout", 10)
         return requests.request(method, self.url + path, verify=str(self.stack.ca_file), **kw)
 
-    def open(self, task_id: int, ticket: str, headers: dict[str, str] | None = None) -> requests.Response:
-        body = {"ticket": ticket, "next_hops": []}
+    def open(
+        self, task_id: int, ticket: str, headers: dict[str, str] | None = None, data: bytes = b""
+    ) -> requests.Response:
+        """Open a session with the manifest of ``data`` (the image the ticket is for)."""
+        manifest = base64.b64encode(manifest_of(data).encode()).decode() if data else ""
+        body = {"ticket": ticket, "next_hops": [], "manifest": manifest}
         return self.call("POST", f"/v1/receives/{task_id}/session", json=body, headers=headers)
 
     def send(self, task_id: int, session: str, data: bytes) -> requests.Response:
         body = b"".join(
             encode_header(o, n, chunk_digest(data[o : o + n])) + data[o : o + n]
-            for o, n in frame_ranges(0, len(data), 1 << 20)
+            for o, n in frame_ranges(0, len(data), CHUNK)
         )
         headers = {"X-Pvesphere-Session": session}
         return self.call("PUT", f"/v1/receives/{task_id}/data", data=body, headers=headers, timeout=30)
@@ -69,6 +75,7 @@ def claims(data: bytes, task: int, **changes: object) -> Ticket:
         "node": "pve-node2",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "manifest": manifest_of(data).digest(),
         "fmt": "raw",
         "issued_at": now,
         "expires_at": now + TICKET_LIFETIME,
@@ -86,8 +93,16 @@ def test_forged_replayed_and_misdirected_tickets_are_refused(stack: Stack) -> No
     now = time.time()
     try:
         good = coordinator_key.sign(claims(data, task))
-        opened = target.open(task, good)
+        opened = target.open(task, good, data=data)
         assert opened.status_code == 200 and opened.json()["offset"] == 0
+        # The manifest must be the one the ticket signs, for the image the ticket names.
+        other = os.urandom(len(data))
+        for ticket in (
+            coordinator_key.sign(claims(data, task)),  # another image's manifest than the signed one
+            coordinator_key.sign(claims(data, task, manifest=manifest_of(other).digest())),
+        ):
+            reply = target.open(task, ticket, data=other)
+            assert (reply.status_code, reply.json()["error"]) == (403, "bad_ticket"), reply.text
 
         refusals = [
             (good, 403, "ticket_used"),  # replay of a ticket already spent
@@ -109,7 +124,7 @@ def test_forged_replayed_and_misdirected_tickets_are_refused(stack: Stack) -> No
             ("garbage", 403, "bad_ticket"),
         ]
         for ticket, status, error in refusals:
-            reply = target.open(task, ticket)
+            reply = target.open(task, ticket, data=data)
             assert (reply.status_code, reply.json()["error"]) == (status, error), reply.text
         # A made-up session cannot stream; the real one can, and the copy is verified.
         assert target.send(task, "made-up", data).json()["error"] == "session_superseded"
@@ -138,11 +153,11 @@ def test_a_used_ticket_is_still_refused_after_the_agent_restarts(stack: Stack) -
     target = Target(stack)
     try:
         ticket = coordinator_key.sign(claims(data, task))
-        assert target.open(task, ticket).status_code == 200
+        assert target.open(task, ticket, data=data).status_code == 200
         target.restart()
-        replay = target.open(task, ticket)
+        replay = target.open(task, ticket, data=data)
         assert (replay.status_code, replay.json()["error"]) == (403, "ticket_used"), replay.text
-        assert target.open(task, coordinator_key.sign(claims(data, task))).status_code == 200
+        assert target.open(task, coordinator_key.sign(claims(data, task)), data=data).status_code == 200
     finally:
         target.drop(task)
 

@@ -13,7 +13,7 @@ from demo.stack import Stack
 from pvesim.tls import ensure_certificates
 from tests.support.api import Api
 from tests.support.proxies import WireTap
-from tests.support.syncs import received_copy, sha256, wait_tasks
+from tests.support.syncs import guest_sha256, received_copy, sha256, wait_tasks
 from tests.support.uploads import wait_for
 from tests.sync.test_faults import behind, local_template, restart_agent, restart_coordinator, start_sync
 
@@ -42,7 +42,7 @@ def test_the_bytes_between_two_agents_are_tls_records_not_the_image(
         (task_id,) = start_sync(api, stack, template_id, "pve-node2")
         (task,) = wait_tasks(api, template_id)
     assert task["status"] == "completed", task
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
 
     connections = tap.captured()
     assert max(len(sent) for sent in connections) > image.stat().st_size  # the image crossed the tap
@@ -134,7 +134,7 @@ def test_the_insecure_data_plane_sends_image_bytes_in_the_clear_only_when_asked(
         restart_coordinator(stack)
         wait_for(lambda: _data_planes(stack) == {"tls"}, 30, "agents back on the TLS data plane")
     assert task["status"] == "completed", task
-    assert sha256(received_copy(stack, "pve-node2", task_id)) == sha256(image)
+    assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
     # The session was opened over HTTPS, through the tap; the image went to the plain listener.
     assert sum(len(sent) for sent in tap.captured()) < image.stat().st_size / 4
     log = (stack.base / "logs" / "agent-pve-node1.log").read_text()

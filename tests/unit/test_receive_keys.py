@@ -4,22 +4,22 @@ names another receive: the old task's state neither refuses nor feeds the new ta
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import secrets
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from agent.staging import Staging
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
-from shared.frames import Frame, chunk_digest
+from shared.frames import CHUNK
+from shared.messages.transfers import Hop
 from shared.tickets import TicketSigner, TicketVerifier
+from tests.support.manifests import chunk_frames, ticket_for_image
 
-PIECE = 1 << 20
+PIECE = CHUNK
 TASK_ID = 5
 
 
@@ -27,10 +27,8 @@ async def _no_relays(_task: int, _uid: str, _epoch: int) -> str:
     raise AssertionError("no relay in this test")
 
 
-async def _frames(image: bytes, start: int = 0, end: int | None = None) -> AsyncIterator[Frame]:
-    for offset in range(start, len(image) if end is None else end, PIECE):
-        piece = image[offset : offset + PIECE]
-        yield Frame(offset, chunk_digest(piece), [memoryview(piece)])
+def _with_hops(signed: tuple[str, bytes]) -> tuple[str, list[Hop], bytes]:
+    return signed[0], [], signed[1]
 
 
 def test_a_new_task_under_an_old_tasks_id_gets_a_receive_of_its_own(tmp_path: Path) -> None:
@@ -38,31 +36,22 @@ def test_a_new_task_under_an_old_tasks_id_gets_a_receive_of_its_own(tmp_path: Pa
     old_image, new_image = os.urandom(4 * PIECE), os.urandom(3 * PIECE)
     old_uid, new_uid = secrets.token_hex(16), secrets.token_hex(16)
 
-    def ticket(uid: str, epoch: int, image: bytes) -> str:
-        sha = hashlib.sha256(image).hexdigest()
-        return signer.issue(
-            task_id=TASK_ID,
-            task_uid=uid,
-            epoch=epoch,
-            node="pve-node2",
-            size=len(image),
-            sha256=sha,
-            fmt="raw",
-        )
+    def ticket(uid: str, epoch: int, image: bytes) -> tuple[str, bytes]:
+        return ticket_for_image(signer, image, task_id=TASK_ID, task_uid=uid, epoch=epoch)
 
     async def scenario() -> None:
         sender = Sender(_no_relays, RateLimit(0), ssl.create_default_context(), PeerPolicy())
         policy = PeerPolicy(TicketVerifier(signer.public_key))
         receives = Receives(Staging(tmp_path / "staging"), "pve-node2", policy, sender)
         # The deleted task got to its third attempt and half its image.
-        session, old = receives.open_session(TASK_ID, ticket(old_uid, 3, old_image), [])
-        await receives.stream(TASK_ID, session.id, _frames(old_image, end=2 * PIECE))
+        session, old, _ = receives.open_session(TASK_ID, *_with_hops(ticket(old_uid, 3, old_image)))
+        await receives.stream(TASK_ID, session.id, chunk_frames(old_image, end=2 * PIECE))
         assert old.view().verified == 2 * PIECE
 
         # The new task under the same id starts at attempt 1: not stale, and from byte 0.
-        session, new = receives.open_session(TASK_ID, ticket(new_uid, 1, new_image), [])
+        session, new, _ = receives.open_session(TASK_ID, *_with_hops(ticket(new_uid, 1, new_image)))
         assert new is not old and new.rec.verified == 0
-        view = await receives.stream(TASK_ID, session.id, _frames(new_image))
+        view = await receives.stream(TASK_ID, session.id, chunk_frames(new_image))
         assert (view.state, view.epoch, view.task_uid) == ("complete", 1, new_uid)
         assert new.path.read_bytes() == new_image
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -17,10 +16,11 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.policy import PeerPolicy
 from agent.transfer.receive import Receives
 from agent.transfer.send import RateLimit, Sender
-from shared.frames import Frame, chunk_digest
+from shared.frames import CHUNK, Frame, chunk_digest
 from shared.tickets import TicketSigner, TicketVerifier
+from tests.support.manifests import ticket_for_image
 
-PIECE = 1 << 20
+PIECE = CHUNK
 
 
 async def _never(_: int) -> str:
@@ -33,15 +33,7 @@ def test_a_silent_sender_is_dropped_and_the_verified_prefix_stays(
     monkeypatch.setattr(receive_module, "STALL_SECONDS", 0.3)
     image = os.urandom(2 * PIECE)
     signer = TicketSigner(tmp_path / "key")
-    ticket = signer.issue(
-        task_id=5,
-        task_uid="5a" * 16,
-        epoch=1,
-        node="pve-node2",
-        size=len(image),
-        sha256=hashlib.sha256(image).hexdigest(),
-        fmt="raw",
-    )
+    ticket, manifest = ticket_for_image(signer, image, task_id=5, task_uid="5a" * 16)
 
     async def first_half_then_silence() -> AsyncIterator[Frame]:
         first = image[:PIECE]
@@ -53,7 +45,7 @@ def test_a_silent_sender_is_dropped_and_the_verified_prefix_stays(
         receives = Receives(
             Staging(tmp_path / "staging"), "pve-node2", PeerPolicy(TicketVerifier(signer.public_key)), sender
         )
-        session, receive = receives.open_session(5, ticket, [])
+        session, receive, _needed = receives.open_session(5, ticket, [], manifest)
         started = asyncio.get_running_loop().time()
         with pytest.raises(TransferRefused) as refused:
             # (wait_for: a broken stall check fails the test instead of hanging it)

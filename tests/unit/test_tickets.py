@@ -27,7 +27,8 @@ CLAIMS = {
     "node": "pve-node2",
     "size": 1024,
     "sha256": "ab" * 32,
-    "fmt": "qcow2",
+    "manifest": "cd" * 32,
+    "fmt": "raw",
 }
 
 

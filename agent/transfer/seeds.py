@@ -1,0 +1,166 @@
+"""Seeds: what a target already holds of an image it receives (an earlier version's disk).
+
+A node that holds version 1 of a template and receives version 2 need not be sent the
+chunks the two share. The coordinator names the node's earlier versions in the hop
+(``Hop.seeds``: VM and volume); the target resolves each to a file only through PVE and
+only for a VM that carries our import marker (``resolve_seeds``, agent/server.py wires it),
+reads its guest view (qemu-img map, as a sender does: guest_image.py), and indexes the
+sha256 of its chunks: digest -> guest offset, kept on disk under
+``staging/receives/seeds/`` keyed by the file's path, size and mtime (a template's disk
+does not change, so the next version's copy finds the index made).
+
+Nothing read from a seed is trusted: chunk_writer.py hashes every chunk it takes from one
+against the signed manifest, and a chunk that does not match (a disk that rotted, a file
+changed behind PVE's back) comes over the network instead.
+
+Indexing reads the whole seed once (~1 GB/s here: read and sha256). A session waits for it
+at most INDEX_WAIT seconds (a peer's session request must be answered within its 30 s);
+a seed indexed later serves the next attempt (the index is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from agent.transfer.guest_image import GuestImage, GuestViewFailed, map_file, read_chunk
+from agent.transfer.guest_view import MapRefused
+from shared.frames import CHUNK
+from shared.messages.transfers import Seed
+
+log = logging.getLogger(__name__)
+
+INDEX_WAIT = 15.0
+INDEX_VERSION = 1
+
+# A seed as PVE placed it: (file path, format raw|qcow2); None where it cannot be a seed.
+SeedResolver = Callable[[Seed], Awaitable[tuple[Path, str] | None]]
+
+
+@dataclass
+class SeedIndex:
+    image: GuestImage
+    offsets: dict[bytes, int]  # chunk sha256 -> guest offset (chunks that are not zeros)
+
+
+def index_chunks(image: GuestImage) -> dict[bytes, int]:
+    """sha256 -> guest offset of every whole chunk of the seed that is not zeros (worker thread)."""
+    offsets: dict[bytes, int] = {}
+    fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for offset in range(0, image.size - CHUNK + 1, CHUNK):
+            if image.layout.all_zero(offset, CHUNK):
+                continue
+            h = hashlib.sha256()
+            for piece in read_chunk(fd, image.layout, offset, CHUNK):
+                h.update(piece)
+            offsets.setdefault(h.digest(), offset)
+    finally:
+        os.close(fd)
+    return offsets
+
+
+@dataclass
+class SeedSet:
+    """The seeds of one receive: which chunk digests they hold, and reading them."""
+
+    indexes: list[SeedIndex] = field(default_factory=list)
+
+    def held(self, digest: bytes) -> bool:
+        return any(digest in i.offsets for i in self.indexes)
+
+    def read(self, digest: bytes, length: int) -> bytes | None:
+        """The chunk with ``digest`` as a seed holds it (unchecked: the caller checks), or None."""
+        for index in self.indexes:
+            offset = index.offsets.get(digest)
+            if offset is None:
+                continue
+            try:
+                fd = os.open(index.image.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    return b"".join(read_chunk(fd, index.image.layout, offset, length))
+                finally:
+                    os.close(fd)
+            except (OSError, ValueError) as exc:
+                log.warning("seed %s: chunk at %d unreadable: %s", index.image.path, offset, exc)
+        return None
+
+
+class Seeds:
+    """Indexes of seed files, made once (in the background) and kept on disk."""
+
+    def __init__(self, root: Path, resolve: SeedResolver | None) -> None:
+        self.root = root
+        self.resolve = resolve
+        self._building: dict[Path, asyncio.Task[SeedIndex | None]] = {}
+
+    def _cache(self, path: Path) -> Path:
+        return self.root / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".idx")
+
+    async def for_session(self, seeds: list[Seed]) -> SeedSet:
+        """The indexes of ``seeds`` that are ready within INDEX_WAIT (the rest go on being made)."""
+        found = SeedSet()
+        if not seeds or self.resolve is None:
+            return found
+        tasks = []
+        for seed in seeds:
+            try:
+                where = await self.resolve(seed)
+            except Exception as exc:  # (PVE down, a VM gone: no seed, the network brings it)
+                log.warning("seed VM %s (%s) not used: %s", seed.vmid, seed.volume_id, exc)
+                continue
+            if where is None:
+                continue
+            path, fmt = where
+            task = self._building.get(path)
+            if task is None or task.done():
+                task = self._building[path] = asyncio.create_task(self._index(path, fmt), name=f"seed-{path}")
+            tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=INDEX_WAIT)
+        for task in tasks:
+            if (
+                task.done()
+                and not task.cancelled()
+                and task.exception() is None
+                and task.result() is not None
+            ):
+                found.indexes.append(task.result())  # type: ignore[arg-type]
+            elif not task.done():
+                log.info("seed %s is still being indexed: this copy goes without it", task.get_name())
+        return found
+
+    async def _index(self, path: Path, fmt: str) -> SeedIndex | None:
+        try:
+            st = path.stat()
+            image = GuestImage(path, await map_file(path, fmt, self.root / ".qemu-img-cwd"))
+        except (OSError, MapRefused, GuestViewFailed) as exc:
+            log.warning("seed %s cannot be read as its guest sees it: %s", path, exc)
+            return None
+        key = [str(path), st.st_size, st.st_mtime_ns]
+        cache = self._cache(path)
+        try:
+            version, cached_key, pairs = msgspec.msgpack.decode(cache.read_bytes())
+            if version == INDEX_VERSION and cached_key == key:
+                return SeedIndex(image, {bytes(d): int(o) for d, o in pairs})
+        except (FileNotFoundError, ValueError, TypeError, msgspec.DecodeError):
+            pass
+        offsets = await asyncio.to_thread(index_chunks, image)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.msgpack.encode([INDEX_VERSION, key, list(offsets.items())]))
+        os.replace(tmp, cache)
+        log.info("seed %s indexed: %d distinct chunks with data", path, len(offsets))
+        return SeedIndex(image, offsets)
+
+    async def close(self) -> None:
+        for task in self._building.values():
+            task.cancel()
+        await asyncio.gather(*self._building.values(), return_exceptions=True)
