@@ -81,7 +81,8 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _stack(base: Path, net: ShapedNetwork, disks: NodeDisks) -> Stack:
+def namespaced_stack(base: Path, net: ShapedNetwork, disks: NodeDisks) -> Stack:
+    """The system with each node's agent in its namespace, staging on its own disk."""
     settings = StackSettings(
         base_dir=base,
         nodes=len(NODES),
@@ -178,7 +179,7 @@ def run(options: Options) -> list[Target]:
         # Room for what a node holds at once: the source two staged uploads, pve-node2 the
         # copies of both templates (the relay reference comes after they are deleted).
         disks = exits.enter_context(NodeDisks(options.workdir / "disks", NODES, 2 * size))
-        stack = _stack(options.workdir / "stack", net, disks)
+        stack = namespaced_stack(options.workdir / "stack", net, disks)
         exits.callback(stack.stop)  # before the network goes: nothing may be left in a namespace
         stack.start()
         image = options.workdir / "bench-fanout.raw"
