@@ -1,5 +1,5 @@
 """Which agent versions work with which coordinator (shared/version.py): same major, at most
-one minor apart, whatever the patch level or local suffix."""
+one minor apart (before 1.0: the same minor), whatever the patch level or local suffix."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from shared.version import incompatible, major_minor
         ("1.3.9", "1.4.1"),
         ("1.4.0rc1", "1.4.0"),
         ("1.4", "1.4.0+local"),
+        ("0.2.3", "0.2.0"),
     ],
 )
 def test_versions_one_minor_apart_work_together(agent: str, coordinator: str) -> None:
@@ -23,7 +24,15 @@ def test_versions_one_minor_apart_work_together(agent: str, coordinator: str) ->
 
 
 @pytest.mark.parametrize(
-    ("agent", "coordinator"), [("1.6.0", "1.4.0"), ("1.2.9", "1.4.0"), ("2.4.0", "1.4.0"), ("0.4.0", "1.4.0")]
+    ("agent", "coordinator"),
+    [
+        ("1.6.0", "1.4.0"),
+        ("1.2.9", "1.4.0"),
+        ("2.4.0", "1.4.0"),
+        ("0.4.0", "1.4.0"),
+        ("0.1.9", "0.2.0"),
+        ("0.3.0", "0.2.0"),
+    ],
 )
 def test_versions_further_apart_are_refused_naming_both(agent: str, coordinator: str) -> None:
     reason = incompatible(agent, coordinator)
