@@ -219,7 +219,13 @@ class AgentClient:
         return await self._call(ReceiveRemoved, "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid})
 
     async def open_session(
-        self, task_id: int, ticket: str, next_hops: list[Hop], manifest: bytes, seeds: list[Seed]
+        self,
+        task_id: int,
+        ticket: str,
+        next_hops: list[Hop],
+        manifest: bytes,
+        seeds: list[Seed],
+        codecs: tuple[str, ...] = (),
     ) -> SessionOpened:
         """Peer -> target agent: present a ticket and the copy's chunk manifest; returns the
         session, the offset to send from and the chunks the target needs."""
@@ -227,7 +233,7 @@ class AgentClient:
             SessionOpened,
             "POST",
             f"/v1/receives/{task_id}/session",
-            message=SessionRequest(ticket, next_hops, manifest, seeds),
+            message=SessionRequest(ticket, next_hops, manifest, seeds, list(codecs)),
         )
 
     async def staged_manifest(self, name: str) -> ManifestView:

@@ -84,7 +84,8 @@ class FrameReader(asyncio.BufferedProtocol):
         self._at = 0  # where in _head the part being read starts
         self._want = PREFIX.size
         self._filled = 0
-        self._frame: tuple[int, bytes] | None = None  # (offset, digest) of the payload being read
+        # (offset, digest, uncompressed length if compressed) of the payload being read
+        self._frame: tuple[int, bytes, int | None] | None = None
         self._buffer: mmap.mmap | None = None
         self._free: list[mmap.mmap] = []
         self._unmade = buffers
@@ -170,19 +171,20 @@ class FrameReader(asyncio.BufferedProtocol):
             self._state, self._at = _HEADER, PREFIX.size
             self._want, self._filled = header_length(self._head[: PREFIX.size]), 0
         elif self._state == _HEADER:
-            offset, length, digest = decode_header(
+            offset, length, digest, wire = decode_header(
                 self._head[self._at : self._at + self._want], self.max_payload
             )
-            self._state, self._frame = _PAYLOAD, (offset, digest)
-            self._want, self._filled = length, 0
+            self._state, self._frame = _PAYLOAD, (offset, digest, None if wire is None else length)
+            self._want, self._filled = length if wire is None else wire, 0
             self._buffer = self._take_buffer()
             if self._buffer is None:
                 self._pause()  # until a frame is released
         else:
             assert self._frame is not None and self._buffer is not None
-            buffer, (offset, digest) = self._buffer, self._frame
+            buffer, (offset, digest, inflates_to) = self._buffer, self._frame
             view = memoryview(buffer)[: self._want]
-            self._ready.append(Frame(offset, digest, [view], True, lambda: self._give_back(buffer)))
+            frame = Frame(offset, digest, [view], True, lambda: self._give_back(buffer), inflates_to)
+            self._ready.append(frame)
             self._state, self._at, self._want, self._filled = _PREFIX, 0, PREFIX.size, 0
             self._buffer, self._frame = None, None
             self._wake()

@@ -150,12 +150,14 @@ async def open_session(request: web.Request) -> web.Response:
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
         seeds = await receives.seeds.for_session(body.seeds)
         session, receive, needed = receives.open_session(
-            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds
+            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds, body.codecs
         )
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)
         return _refused(exc)
-    opened = SessionOpened(session.id, offset=receive.rec.verified, size=receive.size, needed=needed)
+    opened = SessionOpened(
+        session.id, offset=receive.rec.verified, size=receive.size, needed=needed, codec=session.codec
+    )
     plain = request.app[PLAIN_DATA]
     if request.app[TRANSFER_POLICY].insecure:
         opened.plain_url = await plain.url()

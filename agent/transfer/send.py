@@ -10,6 +10,15 @@ goes on with the next hop), and the coordinator gives the skipped node a new att
 What moves is the image as the guest sees it, on the manifest's 4 MiB grid
 (shared/manifest.py): each hop says, when its session opens, which chunks it lacks, and
 only those are streamed. Zeros and chunks the hop holds already never cross the link.
+
+Where the hop accepts a codec (zstd, shared/wire_codec.py), the stream goes in batches: a
+batch's chunks are compressed (in a worker thread, the next batch while this one is
+sent) before its body starts, so each body has its exact Content-Length and the frame
+reader keeps its bounds; each batch is one PUT of the same session. After every batch
+the sender compares the compressor's rate with the link's (wire_codec.worth_compressing)
+and, once compression does not pay, sends the rest as one plain body. A relay compresses
+again for its own next hop (its chunks are verified, uncompressed, in memory or in its
+file; the next link may be fast, so the choice is that link's own).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from shared.error_slugs import ErrorSlug
 from shared.frames import CHUNK, DIGEST_SIZE, chunk_digest, encode_header
 from shared.manifest import chunk_count, needed_indexes
 from shared.messages.transfers import Hop
+from shared.wire_codec import Measured, compress, frame_pays, worth_compressing
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,12 @@ READ_AHEAD = 2
 # in and out of that buffer cost less: the sender's memmove in a 2 GiB sync over loopback
 # (perf) 0.32 CPU s/GiB with 256 KiB pieces, 0.52-0.60 with whole 4 MiB chunks.
 WRITE_PIECE = 256 << 10
+# Chunks in a compressed batch: the first is a short probe (on a fast link, where the
+# stream then goes plain, it delays the start by about 35 ms: 8 MiB at 230 MB/s); later
+# ones are long enough that a new connection per batch costs little on a slow link
+# (memory: the batch being sent and the one being compressed, at most 2 x BATCH x CHUNK).
+FIRST_BATCH = 2
+BATCH = 8
 # Refusals that another try at the same hop cannot fix.
 FINAL_ERRORS = {
     ErrorSlug.STALE_TICKET,
@@ -127,8 +143,9 @@ class StagedImage:
         return None
 
 
-# (frame header, payload pieces), an error to raise, or None at the end.
-ReadQueue = asyncio.Queue[tuple[bytes, list[bytes | memoryview] | list[memoryview]] | BaseException | None]
+Pieces = list[bytes | memoryview] | list[memoryview]
+# (offset, length, digest, payload pieces), an error to raise, or None at the end.
+ReadQueue = asyncio.Queue[tuple[int, int, bytes, Pieces] | BaseException | None]
 
 
 class HopFailed(AgentFault):
@@ -163,12 +180,14 @@ class Sender:
         rate_limit: RateLimit,
         peer_tls: ssl.SSLContext,
         policy: PeerPolicy,
+        codecs: tuple[str, ...] = (),
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
         self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
         self.policy = policy  # whether image bytes may go in the clear (data_plane)
+        self.codecs = codecs  # payload compressions offered to hops and accepted from peers
         self.transfers: dict[str, asyncio.Task[None]] = {}
         self._sources: dict[str, ImageSource] = {}
 
@@ -252,7 +271,7 @@ class Transfer:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
                 opened = await client.open_session(
-                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds
+                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds, self.sender.codecs
                 )
                 ticket = None  # spent: every session needs a new one
                 offset = opened.offset
@@ -261,8 +280,9 @@ class Transfer:
                 chunks = _needed(opened.needed, offset, self.source.size)
                 # In the clear only where this agent's policy allows it too.
                 plain_url = opened.plain_url if self.sender.policy.insecure else None
+                codec = opened.codec if opened.codec in self.sender.codecs else None
                 log.info(
-                    "transfer %s: streaming to %s (task %s) from byte %d of %d: %d chunk(s), %d bytes%s",
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d: %d chunk(s), %d bytes%s%s",
                     self.id,
                     hop.node,
                     hop.task_id,
@@ -271,8 +291,9 @@ class Transfer:
                     len(chunks),
                     sum(n for _o, n in chunks),
                     f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
+                    f", {codec} where it pays" if codec else "",
                 )
-                await self._stream(client, hop, opened.session, chunks, plain_url)
+                await self._stream(client, hop, opened.session, chunks, plain_url, codec is not None)
                 return
             except AgentError as exc:
                 if exc.error in FINAL_ERRORS:
@@ -309,10 +330,11 @@ class Transfer:
         session: str,
         chunks: list[tuple[int, int]],
         plain_url: str | None,
+        compressed: bool = False,
     ) -> None:
         """One stream of the ``chunks`` (offset, length) the hop needs, read ahead of the
         network in a worker thread (none: the hop makes the rest itself, the empty stream
-        tells it to).
+        tells it to); ``compressed``: in compressed batches while that pays.
 
         The read-ahead ends with the stream, whatever ended it, not whenever the frames'
         generator is finalized: aiohttp does not close a body it stopped writing (the hop
@@ -321,7 +343,14 @@ class Transfer:
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(chunks, queue))
         try:
-            await client.stream(hop.task_id, session, self._frames(queue), _stream_length(chunks), plain_url)
+            sent = 0
+            if compressed:
+                sent = await self._batches(client, hop, session, chunks, plain_url, queue)
+            if sent < len(chunks) or not chunks:
+                rest = chunks[sent:]
+                await client.stream(
+                    hop.task_id, session, self._frames(queue), _stream_length(rest), plain_url
+                )
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)  # (its errors went to the stream)
@@ -334,7 +363,82 @@ class Transfer:
                 return
             if isinstance(item, BaseException):
                 raise item
-            header, pieces = item
+            offset, length, digest, pieces = item
+            await self.sender.rate_limit.take(sum(len(p) for p in pieces))
+            yield encode_header(offset, length, digest)
+            for piece in pieces:
+                view = memoryview(piece)
+                for at in range(0, len(view), WRITE_PIECE):
+                    yield view[at : at + WRITE_PIECE]
+
+    async def _batches(
+        self,
+        client: AgentClient,
+        hop: Hop,
+        session: str,
+        chunks: list[tuple[int, int]],
+        plain_url: str | None,
+        queue: ReadQueue,
+    ) -> int:
+        """Compressed batches while compression pays; how many of ``chunks`` they carried
+        (the rest goes plain). The first batch is compressed before anything is measured;
+        later ones while the previous one is sent."""
+        sent = 0
+        going = False
+        ahead: asyncio.Task[_Batch] | None = None
+        try:
+            while sent < len(chunks):
+                size = min(FIRST_BATCH if sent == 0 else BATCH, len(chunks) - sent)
+                batch = await ahead if ahead is not None else await self._compress_batch(queue, size)
+                ahead = None
+                sent += len(batch.frames)
+                if going and sent < len(chunks):
+                    ahead = asyncio.create_task(self._compress_batch(queue, min(BATCH, len(chunks) - sent)))
+                started = time.monotonic()
+                await client.stream(
+                    hop.task_id, session, self._batch_frames(batch), batch.wire_length(), plain_url
+                )
+                measured = Measured(batch.raw, batch.wire, batch.seconds, time.monotonic() - started)
+                going = worth_compressing(measured, self.sender.rate_limit.rate)
+                if not going and ahead is None:
+                    break
+            log.info(
+                "transfer %s: %d of %d chunk(s) to %s in compressed batches%s",
+                self.id,
+                sent,
+                len(chunks),
+                hop.node,
+                "" if sent == len(chunks) else "; the rest plain (compression does not pay)",
+            )
+            return sent
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    async def _compress_batch(self, queue: ReadQueue, count: int) -> _Batch:
+        """The next ``count`` chunks off the read-ahead, each compressed where that pays."""
+        batch = _Batch()
+        for _ in range(count):
+            item = await queue.get()
+            if item is None:
+                raise HopFailed("the read-ahead ended before the batch")  # (never: it has the list)
+            if isinstance(item, BaseException):
+                raise item
+            offset, length, digest, pieces = item
+            started = time.monotonic()
+            packed = await asyncio.to_thread(compress, *pieces)
+            batch.seconds += time.monotonic() - started
+            batch.raw += length
+            if frame_pays(length, len(packed)):
+                wire: list[bytes | memoryview] = [packed]
+                batch.add(encode_header(offset, length, digest, len(packed)), wire)
+            else:
+                batch.add(encode_header(offset, length, digest), pieces)
+        return batch
+
+    async def _batch_frames(self, batch: _Batch) -> AsyncIterator[bytes | memoryview]:
+        for header, pieces in batch.frames:
             await self.sender.rate_limit.take(sum(len(p) for p in pieces))
             yield header
             for piece in pieces:
@@ -354,7 +458,7 @@ class Transfer:
                 cached = self.source.cached(offset, length)
                 if cached is not None:
                     digest, pieces = cached
-                    await queue.put((encode_header(offset, length, digest), pieces))
+                    await queue.put((offset, length, digest, pieces))
                     from_memory += 1
                     continue
                 if fd < 0:
@@ -365,10 +469,10 @@ class Transfer:
                     # The socket copies straight from the page cache: no read into a buffer.
                     pieces = mapped_chunk(mapped, layout, offset, length)
                     digest = await asyncio.to_thread(chunk_digest, *pieces)
-                    await queue.put((encode_header(offset, length, digest), pieces))
+                    await queue.put((offset, length, digest, pieces))
                     continue
                 payload, digest = await asyncio.to_thread(_read_chunk, fd, layout, offset, length)
-                await queue.put((encode_header(offset, length, digest), payload))
+                await queue.put((offset, length, digest, payload))
                 read_back += 1
             if from_memory or read_back:
                 log.info(
@@ -385,6 +489,23 @@ class Transfer:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+class _Batch:
+    """Frames of a compressed batch: (header, payload pieces), and what went into them."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, Pieces]] = []
+        self.raw = 0  # image bytes
+        self.wire = 0  # payload bytes on the wire
+        self.seconds = 0.0  # compressing them
+
+    def add(self, header: bytes, pieces: Pieces) -> None:
+        self.frames.append((header, pieces))
+        self.wire += sum(len(p) for p in pieces)
+
+    def wire_length(self) -> int:
+        return self.wire + sum(len(h) for h, _p in self.frames)
 
 
 def _open(source: ImageSource) -> int:

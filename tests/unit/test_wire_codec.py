@@ -1,0 +1,146 @@
+"""Compression on the wire between agents: compressed frames read back as the bytes they
+stand for, a hostile frame fails as a bad frame, and when the sender compresses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+import zstandard
+
+from agent.transfer.frame_reader import FrameReader
+from shared.frames import CHUNK, Frame, FrameError, chunk_digest, decode_header, encode_header
+from shared.wire_codec import (
+    HEADROOM,
+    Measured,
+    choose,
+    compress,
+    decompress,
+    frame_pays,
+    worth_compressing,
+)
+from tests.unit.test_frames import FakeTransport
+
+TEXT = b"".join(b"line %d of a config file that repeats itself\n" % i for i in range(20_000))[:65536]
+
+
+def read_frames(stream: bytes, max_payload: int = 65536) -> list[Frame]:
+    reader = FrameReader(len(stream), max_payload=max_payload)
+    reader.attach(FakeTransport(), None)  # type: ignore[arg-type]
+
+    async def collect() -> list[Frame]:
+        out = []
+        reader.feed(stream)
+        async for frame in reader.frames():
+            out.append(frame.detached() if frame.inflates_to is None else frame)
+        return out
+
+    return asyncio.run(collect())
+
+
+def test_a_compressed_frame_reads_back_as_its_payload_with_the_same_digest() -> None:
+    packed = compress(TEXT)
+    assert len(packed) < len(TEXT) // 4
+    header = encode_header(65536, len(TEXT), chunk_digest(TEXT), len(packed))
+    assert decode_header(header[4:]) == (65536, len(TEXT), chunk_digest(TEXT), len(packed))
+    (frame,) = read_frames(header + packed)
+    assert frame.inflates_to == len(TEXT) and frame.length == len(packed)  # as it came
+    plain = frame.inflated()
+    assert bytes(plain.pieces[0]) == TEXT and plain.intact() and plain.offset == 65536
+
+
+def test_plain_and_compressed_frames_mix_in_one_stream() -> None:
+    noise = os.urandom(65536)
+    packed = compress(TEXT)
+    stream = (
+        encode_header(0, len(noise), chunk_digest(noise))
+        + noise
+        + encode_header(65536, len(TEXT), chunk_digest(TEXT), len(packed))
+        + packed
+    )
+    first, second = read_frames(stream)
+    assert first.inflates_to is None and bytes(first.pieces[0]) == noise
+    assert bytes(second.inflated().pieces[0]) == TEXT
+    # An uncompressed header is the one older agents send: no "z" in it.
+    assert decode_header(encode_header(0, 10, bytes(8))[4:])[3] is None
+
+
+def test_a_compressed_length_over_the_payload_is_a_bad_header() -> None:
+    with pytest.raises(FrameError, match="compressed length"):
+        decode_header(encode_header(0, 1000, bytes(8), 1001)[4:])
+    with pytest.raises(FrameError, match="compressed length"):
+        decode_header(encode_header(0, 1000, bytes(8), 0)[4:])
+
+
+def test_a_zstd_bomb_fails_as_a_bad_frame_without_inflating() -> None:
+    bomb = zstandard.ZstdCompressor(level=1).compress(bytes(256 << 20))  # 256 MiB of zeros
+    assert len(bomb) < 65536
+    with pytest.raises(FrameError, match="holds"):
+        decompress(bomb, CHUNK)
+    # Without a content size in its header, the output is still bounded by the chunk.
+    sizeless = zstandard.ZstdCompressor(level=1, write_content_size=False).compress(bytes(256 << 20))
+    with pytest.raises(FrameError):
+        decompress(sizeless, CHUNK)
+    # And a frame that stops short of what its header announced is bad too.
+    with pytest.raises(FrameError):
+        decompress(compress(TEXT)[:-8], len(TEXT))
+    with pytest.raises(FrameError):
+        decompress(b"not zstd at all", 100)
+
+
+def test_a_bomb_in_a_stream_fails_when_inflated_and_gives_its_buffer_back() -> None:
+    bomb = zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20))
+    stream = encode_header(0, 65536, chunk_digest(bytes(65536)), len(bomb)) + bomb
+    (frame,) = read_frames(stream)
+    released: list[bool] = []
+    frame.on_release = lambda: released.append(True)
+    with pytest.raises(FrameError):
+        frame.inflated()
+    assert released == [True]
+
+
+def test_the_receiver_takes_the_first_codec_it_knows() -> None:
+    assert choose(["lz4", "zstd"], ("zstd",)) == "zstd"
+    assert choose(["zstd"], ()) is None  # compression refused: plain frames
+    assert choose([], ("zstd",)) is None  # an older sender offers nothing
+
+
+def test_a_chunk_goes_compressed_only_if_clearly_smaller() -> None:
+    assert frame_pays(CHUNK, CHUNK // 3)
+    assert not frame_pays(CHUNK, CHUNK - 1000)
+    noise = os.urandom(1 << 20)
+    assert not frame_pays(len(noise), len(compress(noise)))
+
+
+MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("measured", "cap", "compress_next", "why"),
+    [
+        # 1 Gbit link, 3x compressible text, compressor 230 MB/s: 230 MB/s of image vs 117.
+        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 117), 0, True, "link-bound"),
+        # Loopback at 1.5 GB/s: the compressor (230 MB/s) would be the bottleneck.
+        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 1500), 0, False, "cpu-bound"),
+        # Random data on loopback: no saving, compressor not far enough ahead.
+        (Measured(32 * MB, 32 * MB, 32 / 1400, 32 / 1500), 0, False, "no saving"),
+        # Random data on a 1 Gbit link: the compressor is 12x faster; stays on for later.
+        (Measured(32 * MB, 32 * MB, 32 / 1400, 32 / 117), 0, True, "headroom"),
+        # A barely compressible stretch (1.05x) on a fast link: not worth it.
+        (Measured(32 * MB, 30 * MB, 32 / 500, 30 / 600), 0, False, "small gain"),
+        # The link looked fast, but a configured cap of 50 MB/s is the real bottleneck.
+        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 1500), 50 * MB, True, "capped"),
+        (Measured(0, 0, 0.0, 0.0), 0, False, "nothing measured"),
+    ],
+)
+def test_compress_while_the_link_not_the_cpu_is_the_bottleneck(
+    measured: Measured, cap: int, compress_next: bool, why: str
+) -> None:
+    assert worth_compressing(measured, cap) is compress_next, why
+
+
+def test_headroom_is_what_keeps_an_incompressible_stretch_compressed() -> None:
+    link = 100 * MB
+    just_under = Measured(32 * MB, 32 * MB, 32 * MB / (HEADROOM * link * 0.9), 32 * MB / link)
+    assert not worth_compressing(just_under)
