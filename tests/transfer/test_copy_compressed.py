@@ -11,10 +11,12 @@ import secrets
 from pathlib import Path
 
 from agent.staging import Staging
+from agent.transfer.send import RateLimit
 from shared.frames import CHUNK
+from shared.messages.transfers import Seed
 from shared.tickets import TicketSigner
 from shared.wire_codec import CODECS
-from tests.support.transfers import TargetAgent, send, staged_manifest
+from tests.support.transfers import TargetAgent, send, send_chain, staged_manifest
 
 MiB = 1 << 20
 # A capped link (bytes/s): slower than the compressor, so compressing pays.
@@ -120,5 +122,42 @@ def test_a_compressed_copy_cut_off_mid_batch_resumes_and_arrives_identical(tmp_p
             assert again.receive(3).path.read_bytes() == staging.path(name).read_bytes()
         finally:
             await again.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_relay_compresses_again_for_its_next_hop(tmp_path: Path) -> None:
+    """Source -> A -> B, both links capped: A verifies each chunk uncompressed and compresses
+    it again for B (its own choice for its own link)."""
+    staging = Staging(tmp_path / "source" / "staging")
+    name = "upload-1-0a1b2c3d.raw"
+    os_like_raw(staging.path(name), 32 * MiB)
+    signer = TicketSigner(tmp_path / "key")
+
+    async def scenario() -> None:
+        ready = await staged_manifest(staging, name)
+        relay, last = TargetAgent(tmp_path / "a", signer), TargetAgent(tmp_path / "b", signer)
+        relay.sender.codecs = last.sender.codecs = CODECS
+        relay.sender.rate_limit = RateLimit(RATE)
+        await relay.start()
+        await last.start()
+        try:
+            hops: list[tuple[TargetAgent, int, str, list[Seed]]] = [
+                (relay, 20, secrets.token_hex(16), []),
+                (last, 21, secrets.token_hex(16), []),
+            ]
+            await send_chain(ready, hops, rate=RATE, codecs=CODECS)
+            for _ in range(600):
+                if (found := last.receives.get(21)) is not None and found.rec.state == "complete":
+                    break
+                await asyncio.sleep(0.05)
+            a, b = relay.receive(20).view(), last.receive(21).view()
+            assert (a.state, b.state) == ("complete", "complete"), (a, b)
+            assert a.received_bytes < 0.6 * a.size and b.received_bytes < 0.6 * b.size, (a, b)
+            for copy in (relay.receive(20).path, last.receive(21).path):
+                assert copy.read_bytes() == staging.path(name).read_bytes()
+        finally:
+            await last.stop()
+            await relay.stop()
 
     asyncio.run(scenario())
