@@ -400,6 +400,7 @@ class Transfer:
                 )
                 measured = Measured(batch.raw, batch.wire, batch.seconds, time.monotonic() - started)
                 going = worth_compressing(measured, self.sender.rate_limit.rate)
+                log.debug("transfer %s: batch %s; compress next: %s", self.id, measured, going)
                 if not going and ahead is None:
                     break
             log.info(
