@@ -246,12 +246,15 @@ class AgentClient:
         task_id: int,
         session: str,
         frames: AsyncIterator[bytes | memoryview],
-        length: int,
+        length: int | None,
         plain_url: str | None = None,
     ) -> ReceiveView:
-        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking);
-        to ``plain_url`` instead, in the clear, on the insecure data plane."""
-        headers = {SESSION_HEADER: session, "Content-Length": str(length)}
+        """Peer -> target agent: the frames of one byte range (a Content-Length body; None:
+        chunked, after Expect: 100-continue); to ``plain_url`` instead, in the clear, on the
+        insecure data plane."""
+        headers = {SESSION_HEADER: session}
+        if length is not None:
+            headers["Content-Length"] = str(length)
         return await self._call(
             ReceiveView,
             "PUT",
@@ -260,4 +263,5 @@ class AgentClient:
             extra_headers=headers,
             timeout=None,
             base=plain_url,
+            expect100=length is None,
         )

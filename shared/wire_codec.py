@@ -16,7 +16,7 @@ machine makes about 230 MB/s of mixed /usr binaries and text on one core (2.9x; 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import zstandard
 
@@ -34,6 +34,7 @@ MIN_GAIN = 1.1
 # stays on through a stretch that does not compress (random, already compressed data) for
 # the compressible ones after it (an OS image mixes both).
 HEADROOM = 8.0
+PROBE_EVERY = 16
 
 _local = threading.local()
 
@@ -79,30 +80,70 @@ def frame_pays(raw: int, compressed: int) -> bool:
 
 @dataclass(frozen=True)
 class Measured:
-    """What a sender saw of its last batch: ``raw`` image bytes became ``wire`` bytes, which
-    the compressor made in ``compress_seconds`` (thread time) and the link carried in
-    ``send_seconds``."""
+    """What a sender saw of a stream so far: ``raw`` image bytes went through the compressor
+    in ``compress_seconds`` (thread time) and came out as ``packed`` bytes; the link took
+    ``sent`` bytes (every frame, compressed or not) in ``send_seconds``."""
 
-    raw: int
-    wire: int
-    compress_seconds: float
-    send_seconds: float
+    raw: int = 0
+    packed: int = 0
+    compress_seconds: float = 0.0
+    sent: int = 0
+    send_seconds: float = 0.0
 
 
 def worth_compressing(m: Measured, link_cap: float = 0.0) -> bool:
-    """Compress the next batch? Yes while the image crosses clearly faster so than plain,
-    or the compressor is so far ahead of the link that it costs nothing.
+    """Compress the next chunk? Yes while the image crosses clearly faster so than plain,
+    or the compressor is so far ahead of the link that it costs nothing; yes too before
+    anything is measured (to measure it).
 
     Plain, the image crosses at the link's rate; compressed, at the slower of the
-    compressor and the link's rate times the ratio. The link's rate is what the batch's
-    body took (the receiver's decompression and disk included). ``link_cap``: a
-    configured send rate (bytes/s), which bounds the link when it is lower.
+    compressor and the link's rate times the ratio. The link's rate is the time the
+    stream waited to hand bytes on (the receiver's decompression and disk included).
+    ``link_cap``: a configured send rate (bytes/s), which bounds the link when lower.
     """
-    if m.raw <= 0 or m.wire <= 0 or m.send_seconds <= 0:
-        return False
-    link = m.wire / m.send_seconds
+    if m.raw <= 0 or m.packed <= 0:
+        return True
+    if m.sent <= 0 or m.send_seconds <= 0:
+        return True  # nothing has waited for the link yet: it keeps up so far
+    link = m.sent / m.send_seconds
     if link_cap > 0:
         link = min(link, link_cap)
-    ratio = m.raw / m.wire
+    ratio = m.raw / m.packed
     compressor = m.raw / m.compress_seconds if m.compress_seconds > 0 else float("inf")
     return min(compressor, link * ratio) >= MIN_GAIN * link or compressor >= HEADROOM * link
+
+
+class WirePolicy:
+    """One stream's measurements and its chunk-by-chunk choice. While compression does not
+    pay, every PROBE_EVERY-th chunk is compressed all the same, so that the choice follows
+    the image (a compressible stretch after a random one) and the link."""
+
+    def __init__(self, link_cap: float = 0.0) -> None:
+        self.link_cap = link_cap
+        self.m = Measured()
+        self.chunks = self.compressed_chunks = 0
+
+    def compress_next(self) -> bool:
+        self.chunks += 1
+        return worth_compressing(self.m, self.link_cap) or self.chunks % PROBE_EVERY == 0
+
+    def compressed(self, raw: int, packed: int, seconds: float) -> None:
+        m = self.m
+        self.m = replace(
+            m,
+            raw=m.raw + raw,
+            packed=m.packed + min(packed, raw),
+            compress_seconds=m.compress_seconds + seconds,
+        )
+        self.compressed_chunks += 1
+
+    def sent(self, wire: int, seconds: float) -> None:
+        self.m = replace(self.m, sent=self.m.sent + wire, send_seconds=self.m.send_seconds + seconds)
+
+    def summary(self) -> str:
+        m = self.m
+        ratio = m.raw / m.packed if m.packed else 1.0
+        return (
+            f"{self.compressed_chunks} of {self.chunks} chunk(s) through zstd ({ratio:.2f}x), "
+            f"{m.sent} bytes on the wire"
+        )

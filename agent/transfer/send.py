@@ -11,14 +11,12 @@ What moves is the image as the guest sees it, on the manifest's 4 MiB grid
 (shared/manifest.py): each hop says, when its session opens, which chunks it lacks, and
 only those are streamed. Zeros and chunks the hop holds already never cross the link.
 
-Where the hop accepts a codec (zstd, shared/wire_codec.py), the stream goes in batches: a
-batch's chunks are compressed (in a worker thread, the next batch while this one is
-sent) before its body starts, so each body has its exact Content-Length and the frame
-reader keeps its bounds; each batch is one PUT of the same session. After every batch
-the sender compares the compressor's rate with the link's (wire_codec.worth_compressing)
-and, once compression does not pay, sends the rest as one plain body. A relay compresses
-again for its own next hop (its chunks are verified, uncompressed, in memory or in its
-file; the next link may be fast, so the choice is that link's own).
+Where the hop accepts a codec (zstd, shared/wire_codec.py), the stream is chunked (its
+length is not known before: frame_reader.py) and each chunk is compressed, in a worker
+thread a step behind the read-ahead, while that pays: WirePolicy compares the
+compressor's rate with the link's, as measured in this stream. A relay compresses again
+for its own next hop (its chunks are verified, uncompressed, in memory or in its file;
+the next link may be fast, so the choice is that link's own).
 """
 
 from __future__ import annotations
@@ -46,7 +44,7 @@ from shared.error_slugs import ErrorSlug
 from shared.frames import CHUNK, DIGEST_SIZE, chunk_digest, encode_header
 from shared.manifest import chunk_count, needed_indexes
 from shared.messages.transfers import Hop
-from shared.wire_codec import Measured, compress, frame_pays, worth_compressing
+from shared.wire_codec import WirePolicy, compress, frame_pays
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +59,6 @@ READ_AHEAD = 2
 # in and out of that buffer cost less: the sender's memmove in a 2 GiB sync over loopback
 # (perf) 0.32 CPU s/GiB with 256 KiB pieces, 0.52-0.60 with whole 4 MiB chunks.
 WRITE_PIECE = 256 << 10
-# Chunks in a compressed batch: the first is a short probe (on a fast link, where the
-# stream then goes plain, it delays the start by about 35 ms: 8 MiB at 230 MB/s); later
-# ones are long enough that a new connection per batch costs little on a slow link
-# (memory: the batch being sent and the one being compressed, at most 2 x BATCH x CHUNK).
-FIRST_BATCH = 2
-BATCH = 8
 # Refusals that another try at the same hop cannot fix.
 FINAL_ERRORS = {
     ErrorSlug.STALE_TICKET,
@@ -343,13 +335,11 @@ class Transfer:
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(chunks, queue))
         try:
-            sent = 0
-            if compressed:
-                sent = await self._batches(client, hop, session, chunks, plain_url, queue)
-            if sent < len(chunks) or not chunks:
-                rest = chunks[sent:]
+            if compressed and chunks:  # (chunked: its length is not known before)
+                await client.stream(hop.task_id, session, self._compressed_frames(queue), None, plain_url)
+            else:
                 await client.stream(
-                    hop.task_id, session, self._frames(queue), _stream_length(rest), plain_url
+                    hop.task_id, session, self._frames(queue), _stream_length(chunks), plain_url
                 )
         finally:
             reader.cancel()
@@ -371,81 +361,64 @@ class Transfer:
                 for at in range(0, len(view), WRITE_PIECE):
                     yield view[at : at + WRITE_PIECE]
 
-    async def _batches(
-        self,
-        client: AgentClient,
-        hop: Hop,
-        session: str,
-        chunks: list[tuple[int, int]],
-        plain_url: str | None,
-        queue: ReadQueue,
-    ) -> int:
-        """Compressed batches while compression pays; how many of ``chunks`` they carried
-        (the rest goes plain). The first batch is compressed before anything is measured;
-        later ones while the previous one is sent."""
-        sent = 0
-        going = False
-        ahead: asyncio.Task[_Batch] | None = None
+    async def _compressed_frames(self, queue: ReadQueue) -> AsyncIterator[bytes | memoryview]:
+        """The frames of a chunked stream, each compressed (a step behind the read-ahead, in a
+        worker thread) while the policy says that pays, at the agent's rate.
+
+        The time spent handing pieces to aiohttp (which waits while the socket is full) and in
+        the rate cap is the link's; the time spent waiting for the compressor is not.
+        """
+        policy = WirePolicy(self.sender.rate_limit.rate)
+        packed: asyncio.Queue[tuple[bytes, Pieces] | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        compressor = asyncio.create_task(self._compress(queue, packed, policy))
         try:
-            while sent < len(chunks):
-                size = min(FIRST_BATCH if sent == 0 else BATCH, len(chunks) - sent)
-                batch = await ahead if ahead is not None else await self._compress_batch(queue, size)
-                ahead = None
-                sent += len(batch.frames)
-                if going and sent < len(chunks):
-                    ahead = asyncio.create_task(self._compress_batch(queue, min(BATCH, len(chunks) - sent)))
-                started = time.monotonic()
-                await client.stream(
-                    hop.task_id, session, self._batch_frames(batch), batch.wire_length(), plain_url
-                )
-                measured = Measured(batch.raw, batch.wire, batch.seconds, time.monotonic() - started)
-                going = worth_compressing(measured, self.sender.rate_limit.rate)
-                log.debug("transfer %s: batch %s; compress next: %s", self.id, measured, going)
-                if not going and ahead is None:
+            while True:
+                item = await packed.get()
+                if item is None:
                     break
-            log.info(
-                "transfer %s: %d of %d chunk(s) to %s in compressed batches%s",
-                self.id,
-                sent,
-                len(chunks),
-                hop.node,
-                "" if sent == len(chunks) else "; the rest plain (compression does not pay)",
-            )
-            return sent
+                if isinstance(item, BaseException):
+                    raise item
+                header, pieces = item
+                started = time.monotonic()
+                wire = sum(len(p) for p in pieces)
+                await self.sender.rate_limit.take(wire)
+                yield header
+                for piece in pieces:
+                    view = memoryview(piece)
+                    for at in range(0, len(view), WRITE_PIECE):
+                        yield view[at : at + WRITE_PIECE]
+                policy.sent(len(header) + wire, time.monotonic() - started)
+            log.info("transfer %s: %s", self.id, policy.summary())
         finally:
-            if ahead is not None:
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
+            compressor.cancel()
+            await asyncio.gather(compressor, return_exceptions=True)
 
-    async def _compress_batch(self, queue: ReadQueue, count: int) -> _Batch:
-        """The next ``count`` chunks off the read-ahead, each compressed where that pays."""
-        batch = _Batch()
-        for _ in range(count):
-            item = await queue.get()
-            if item is None:
-                raise HopFailed("the read-ahead ended before the batch")  # (never: it has the list)
-            if isinstance(item, BaseException):
-                raise item
-            offset, length, digest, pieces = item
-            started = time.monotonic()
-            packed = await asyncio.to_thread(compress, *pieces)
-            batch.seconds += time.monotonic() - started
-            batch.raw += length
-            if frame_pays(length, len(packed)):
-                wire: list[bytes | memoryview] = [packed]
-                batch.add(encode_header(offset, length, digest, len(packed)), wire)
-            else:
-                batch.add(encode_header(offset, length, digest), pieces)
-        return batch
-
-    async def _batch_frames(self, batch: _Batch) -> AsyncIterator[bytes | memoryview]:
-        for header, pieces in batch.frames:
-            await self.sender.rate_limit.take(sum(len(p) for p in pieces))
-            yield header
-            for piece in pieces:
-                view = memoryview(piece)
-                for at in range(0, len(view), WRITE_PIECE):
-                    yield view[at : at + WRITE_PIECE]
+    async def _compress(
+        self,
+        queue: ReadQueue,
+        packed: asyncio.Queue[tuple[bytes, Pieces] | BaseException | None],
+        policy: WirePolicy,
+    ) -> None:
+        try:
+            while True:
+                item = await queue.get()
+                if item is None or isinstance(item, BaseException):
+                    await packed.put(item)
+                    return
+                offset, length, digest, pieces = item
+                if not policy.compress_next():
+                    await packed.put((encode_header(offset, length, digest), pieces))
+                    continue
+                started = time.monotonic()
+                out = await asyncio.to_thread(compress, *pieces)
+                policy.compressed(length, len(out), time.monotonic() - started)
+                if frame_pays(length, len(out)):
+                    wire: list[bytes | memoryview] = [out]
+                    await packed.put((encode_header(offset, length, digest, len(out)), wire))
+                else:
+                    await packed.put((encode_header(offset, length, digest), pieces))
+        except Exception as exc:  # handed to the stream, which fails with it
+            await packed.put(exc)
 
     async def _read(self, chunks: list[tuple[int, int]], queue: ReadQueue) -> None:
         fd = -1
@@ -490,23 +463,6 @@ class Transfer:
         finally:
             if fd >= 0:
                 os.close(fd)
-
-
-class _Batch:
-    """Frames of a compressed batch: (header, payload pieces), and what went into them."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[bytes, Pieces]] = []
-        self.raw = 0  # image bytes
-        self.wire = 0  # payload bytes on the wire
-        self.seconds = 0.0  # compressing them
-
-    def add(self, header: bytes, pieces: Pieces) -> None:
-        self.frames.append((header, pieces))
-        self.wire += sum(len(p) for p in pieces)
-
-    def wire_length(self) -> int:
-        return self.wire + sum(len(h) for h, _p in self.frames)
 
 
 def _open(source: ImageSource) -> int:
