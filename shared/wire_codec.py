@@ -34,7 +34,9 @@ MIN_GAIN = 1.1
 # stays on through a stretch that does not compress (random, already compressed data) for
 # the compressible ones after it (an OS image mixes both).
 HEADROOM = 8.0
-PROBE_EVERY = 16
+# Chunks sent before the stream may give up on compression: enough for the link's rate to
+# show (socket buffers of a few MiB take the first ones at once).
+GIVE_UP_AFTER = 8
 
 _local = threading.local()
 
@@ -93,8 +95,8 @@ class Measured:
 
 def worth_compressing(m: Measured, link_cap: float = 0.0) -> bool:
     """Compress the next chunk? Yes while the image crosses clearly faster so than plain,
-    or the compressor is so far ahead of the link that it costs nothing; yes too before
-    anything is measured (to measure it).
+    or the compressor is so far ahead of the link that it costs nothing; yes before
+    anything is measured (to measure the compressor), no while the link is not measured.
 
     Plain, the image crosses at the link's rate; compressed, at the slower of the
     compressor and the link's rate times the ratio. The link's rate is the time the
@@ -104,7 +106,7 @@ def worth_compressing(m: Measured, link_cap: float = 0.0) -> bool:
     if m.raw <= 0 or m.packed <= 0:
         return True
     if m.sent <= 0 or m.send_seconds <= 0:
-        return True  # nothing has waited for the link yet: it keeps up so far
+        return False  # the compressor's rate is known, the link's not yet: plain meanwhile
     link = m.sent / m.send_seconds
     if link_cap > 0:
         link = min(link, link_cap)
@@ -114,18 +116,25 @@ def worth_compressing(m: Measured, link_cap: float = 0.0) -> bool:
 
 
 class WirePolicy:
-    """One stream's measurements and its chunk-by-chunk choice. While compression does not
-    pay, every PROBE_EVERY-th chunk is compressed all the same, so that the choice follows
-    the image (a compressible stretch after a random one) and the link."""
+    """One stream's measurements and its chunk-by-chunk choice; after GIVE_UP_AFTER chunks
+    in which it does not pay, the stream's rest goes plain (a Content-Length body, the
+    fastest path: on loopback the compressed stream costs its first chunks only)."""
 
     def __init__(self, link_cap: float = 0.0) -> None:
         self.link_cap = link_cap
         self.m = Measured()
-        self.chunks = self.compressed_chunks = 0
+        self.chunks = self.compressed_chunks = 0  # chunks decided on, and compressed
+        self.gave_up = False
 
     def compress_next(self) -> bool:
         self.chunks += 1
-        return worth_compressing(self.m, self.link_cap) or self.chunks % PROBE_EVERY == 0
+        return worth_compressing(self.m, self.link_cap)
+
+    def give_up(self) -> bool:
+        """End the compressed stream here (the rest plain)?"""
+        if self.chunks >= GIVE_UP_AFTER and not worth_compressing(self.m, self.link_cap):
+            self.gave_up = True
+        return self.gave_up
 
     def compressed(self, raw: int, packed: int, seconds: float) -> None:
         m = self.m

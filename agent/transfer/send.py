@@ -138,6 +138,8 @@ class StagedImage:
 Pieces = list[bytes | memoryview] | list[memoryview]
 # (offset, length, digest, payload pieces), an error to raise, or None at the end.
 ReadQueue = asyncio.Queue[tuple[int, int, bytes, Pieces] | BaseException | None]
+# The same as (frame header, payload pieces), each compressed where that paid.
+PackedQueue = asyncio.Queue[tuple[bytes, Pieces] | BaseException | None]
 
 
 class HopFailed(AgentFault):
@@ -335,11 +337,15 @@ class Transfer:
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(chunks, queue))
         try:
+            rest = chunks
             if compressed and chunks:  # (chunked: its length is not known before)
-                await client.stream(hop.task_id, session, self._compressed_frames(queue), None, plain_url)
-            else:
+                policy = WirePolicy(self.sender.rate_limit.rate)
+                frames = self._compressed_frames(queue, policy)
+                await client.stream(hop.task_id, session, frames, None, plain_url)
+                rest = chunks[policy.chunks :] if policy.gave_up else []
+            if rest or not chunks:
                 await client.stream(
-                    hop.task_id, session, self._frames(queue), _stream_length(chunks), plain_url
+                    hop.task_id, session, self._frames(queue), _stream_length(rest), plain_url
                 )
         finally:
             reader.cancel()
@@ -361,15 +367,17 @@ class Transfer:
                 for at in range(0, len(view), WRITE_PIECE):
                     yield view[at : at + WRITE_PIECE]
 
-    async def _compressed_frames(self, queue: ReadQueue) -> AsyncIterator[bytes | memoryview]:
+    async def _compressed_frames(
+        self, queue: ReadQueue, policy: WirePolicy
+    ) -> AsyncIterator[bytes | memoryview]:
         """The frames of a chunked stream, each compressed (a step behind the read-ahead, in a
-        worker thread) while the policy says that pays, at the agent's rate.
+        worker thread) while the policy says that pays, at the agent's rate. It ends early
+        where the policy gives up on compression: the rest goes as a plain stream.
 
         The time spent handing pieces to aiohttp (which waits while the socket is full) and in
         the rate cap is the link's; the time spent waiting for the compressor is not.
         """
-        policy = WirePolicy(self.sender.rate_limit.rate)
-        packed: asyncio.Queue[tuple[bytes, Pieces] | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        packed: PackedQueue = asyncio.Queue(READ_AHEAD)
         compressor = asyncio.create_task(self._compress(queue, packed, policy))
         try:
             while True:
@@ -396,11 +404,14 @@ class Transfer:
     async def _compress(
         self,
         queue: ReadQueue,
-        packed: asyncio.Queue[tuple[bytes, Pieces] | BaseException | None],
+        packed: PackedQueue,
         policy: WirePolicy,
     ) -> None:
         try:
             while True:
+                if policy.give_up():
+                    await packed.put(None)  # (the read-ahead goes on, into the plain stream)
+                    return
                 item = await queue.get()
                 if item is None or isinstance(item, BaseException):
                     await packed.put(item)

@@ -9,11 +9,13 @@ import os
 import pytest
 import zstandard
 
-from agent.transfer.frame_reader import FrameReader
+from agent.transfer.frame_reader import FrameReader, StreamTruncated
 from shared.frames import CHUNK, Frame, FrameError, chunk_digest, decode_header, encode_header
 from shared.wire_codec import (
+    GIVE_UP_AFTER,
     HEADROOM,
     Measured,
+    WirePolicy,
     choose,
     compress,
     decompress,
@@ -116,22 +118,31 @@ def test_a_chunk_goes_compressed_only_if_clearly_smaller() -> None:
 MB = 1_000_000
 
 
+def seen(raw_mb: float, ratio: float, compressor: float, link: float) -> Measured:
+    """``raw_mb`` MB compressed ``ratio``:1 at ``compressor`` MB/s, sent at ``link`` MB/s."""
+    packed = raw_mb / ratio
+    return Measured(int(raw_mb * MB), int(packed * MB), raw_mb / compressor, int(packed * MB), packed / link)
+
+
 @pytest.mark.parametrize(
     ("measured", "cap", "compress_next", "why"),
     [
-        # 1 Gbit link, 3x compressible text, compressor 230 MB/s: 230 MB/s of image vs 117.
-        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 117), 0, True, "link-bound"),
+        # 1 Gbit link, 3x compressible text, compressor 230 MB/s: 230 MB/s of image vs 125.
+        (seen(32, 3, 230, 125), 0, True, "link-bound"),
         # Loopback at 1.5 GB/s: the compressor (230 MB/s) would be the bottleneck.
-        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 1500), 0, False, "cpu-bound"),
+        (seen(32, 3, 230, 1500), 0, False, "cpu-bound"),
         # Random data on loopback: no saving, compressor not far enough ahead.
-        (Measured(32 * MB, 32 * MB, 32 / 1400, 32 / 1500), 0, False, "no saving"),
-        # Random data on a 1 Gbit link: the compressor is 12x faster; stays on for later.
-        (Measured(32 * MB, 32 * MB, 32 / 1400, 32 / 117), 0, True, "headroom"),
+        (seen(32, 1, 1400, 1500), 0, False, "no saving"),
+        # Random data on a 1 Gbit link: the compressor is 11x faster; stays on for later.
+        (seen(32, 1, 1400, 125), 0, True, "headroom"),
         # A barely compressible stretch (1.05x) on a fast link: not worth it.
-        (Measured(32 * MB, 30 * MB, 32 / 500, 30 / 600), 0, False, "small gain"),
+        (seen(32, 1.05, 500, 600), 0, False, "small gain"),
         # The link looked fast, but a configured cap of 50 MB/s is the real bottleneck.
-        (Measured(32 * MB, 11 * MB, 32 / 230, 11 / 1500), 50 * MB, True, "capped"),
-        (Measured(0, 0, 0.0, 0.0), 0, False, "nothing measured"),
+        (seen(32, 3, 230, 1500), 50 * MB, True, "capped"),
+        # Nothing compressed yet: try (to measure the compressor).
+        (Measured(), 0, True, "nothing measured"),
+        # The compressor measured, the link not yet (nothing waited for it): plain meanwhile.
+        (Measured(4 * MB, MB, 0.02, 0, 0.0), 0, False, "link unknown"),
     ],
 )
 def test_compress_while_the_link_not_the_cpu_is_the_bottleneck(
@@ -141,6 +152,100 @@ def test_compress_while_the_link_not_the_cpu_is_the_bottleneck(
 
 
 def test_headroom_is_what_keeps_an_incompressible_stretch_compressed() -> None:
-    link = 100 * MB
-    just_under = Measured(32 * MB, 32 * MB, 32 * MB / (HEADROOM * link * 0.9), 32 * MB / link)
-    assert not worth_compressing(just_under)
+    assert worth_compressing(seen(32, 1, HEADROOM * 100 * 1.01, 100))
+    assert not worth_compressing(seen(32, 1, HEADROOM * 100 * 0.9, 100))
+
+
+def test_a_stream_gives_up_on_compression_where_it_does_not_pay_and_not_before() -> None:
+    fast = WirePolicy()
+    assert fast.compress_next()  # the first chunk measures the compressor
+    fast.compressed(4 * MB, int(1.3 * MB), 4 / 230)
+    for _ in range(GIVE_UP_AFTER - 1):
+        assert not fast.give_up()
+        fast.compress_next()
+        fast.sent(4 * MB, 4 / 1500)  # loopback
+    assert fast.give_up() and fast.gave_up
+
+    slow = WirePolicy()
+    slow.compress_next()
+    slow.compressed(4 * MB, int(1.3 * MB), 4 / 230)
+    for _ in range(3 * GIVE_UP_AFTER):
+        slow.sent(int(1.3 * MB), 1.3 / 125)  # 1 Gbit/s
+        assert not slow.give_up()
+        assert slow.compress_next()
+
+
+def chunked(body: bytes, piece: int) -> bytes:
+    """``body`` in HTTP/1.1 chunked coding, ``piece`` bytes a chunk (as aiohttp writes it)."""
+    out = bytearray()
+    for at in range(0, len(body), piece):
+        part = body[at : at + piece]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    return bytes(out + b"0\r\n\r\n")
+
+
+def read_cut(stream: bytes, cuts: int, seed: int) -> list[Frame]:
+    """Frames of a chunked body fed in ``cuts`` random pieces."""
+    import random
+
+    reader = FrameReader(None, max_payload=65536)
+    reader.attach(FakeTransport(), None)  # type: ignore[arg-type]
+    rng = random.Random(seed)
+    marks = sorted(rng.sample(range(1, len(stream)), cuts))
+
+    async def collect() -> list[Frame]:
+        out = []
+        for a, b in zip([0, *marks], [*marks, len(stream)], strict=True):
+            reader.feed(stream[a:b])
+            while reader._ready:
+                frame = reader._ready.popleft()
+                out.append(frame.detached() if frame.inflates_to is None else frame.inflated())
+                frame.release()
+        async for frame in reader.frames():
+            out.append(frame.detached() if frame.inflates_to is None else frame.inflated())
+        return out
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("piece", [7, 1000, 65536])
+def test_a_chunked_body_reads_back_as_its_frames_however_it_is_cut(piece: int) -> None:
+    noise = os.urandom(50_000)
+    packed = compress(TEXT)
+    body = (
+        encode_header(0, len(noise), chunk_digest(noise))
+        + noise
+        + encode_header(65536, len(TEXT), chunk_digest(TEXT), len(packed))
+        + packed
+    )
+    for seed in range(3):
+        first, second = read_cut(chunked(body, piece), 40, seed)
+        assert bytes(first.pieces[0]) == noise and bytes(second.pieces[0]) == TEXT
+        assert first.intact() and second.intact()
+
+
+@pytest.mark.parametrize(
+    ("stream", "error"),
+    [
+        (b"zz\r\n" + bytes(10), "size line"),
+        (b"4\r\n\x00\x00\x00\x14XY", "CRLF"),  # (a header's 4-byte prefix, then no CRLF)
+        (b"f" * 80, "too long"),
+    ],
+)
+def test_bad_chunk_framing_is_a_bad_frame(stream: bytes, error: str) -> None:
+    reader = FrameReader(None)
+    reader.attach(FakeTransport(), None)  # type: ignore[arg-type]
+    reader.feed(stream)
+
+    async def collect() -> None:
+        async for _frame in reader.frames():
+            pass
+
+    with pytest.raises(FrameError, match=error):
+        asyncio.run(collect())
+
+
+def test_a_chunked_body_that_ends_inside_a_frame_is_truncated() -> None:
+    body = encode_header(0, len(TEXT), chunk_digest(TEXT)) + TEXT[:1000]
+    with pytest.raises(StreamTruncated):
+        read_cut(chunked(body, 4096), 3, 0)
