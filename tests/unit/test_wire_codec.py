@@ -228,7 +228,7 @@ def test_a_chunked_body_reads_back_as_its_frames_however_it_is_cut(piece: int) -
     ("stream", "error"),
     [
         (b"zz\r\n" + bytes(10), "size line"),
-        (b"4\r\n\x00\x00\x00\x14XY", "CRLF"),  # (a header's 4-byte prefix, then no CRLF)
+        (b"4\r\n\x00\x00\x00\x14XY\r\n", "CRLF"),  # (a header's 4-byte prefix, then no CRLF)
         (b"f" * 80, "too long"),
     ],
 )
