@@ -27,7 +27,7 @@ import mmap
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -362,10 +362,8 @@ class Transfer:
             offset, length, digest, pieces = item
             await self.sender.rate_limit.take(sum(len(p) for p in pieces))
             yield encode_header(offset, length, digest)
-            for piece in pieces:
-                view = memoryview(piece)
-                for at in range(0, len(view), WRITE_PIECE):
-                    yield view[at : at + WRITE_PIECE]
+            for view in _write_pieces(pieces):
+                yield view
 
     async def _compressed_frames(
         self, queue: ReadQueue, policy: WirePolicy
@@ -391,10 +389,8 @@ class Transfer:
                 wire = sum(len(p) for p in pieces)
                 await self.sender.rate_limit.take(wire)
                 yield header
-                for piece in pieces:
-                    view = memoryview(piece)
-                    for at in range(0, len(view), WRITE_PIECE):
-                        yield view[at : at + WRITE_PIECE]
+                for view in _write_pieces(pieces):
+                    yield view
                 policy.sent(len(header) + wire, time.monotonic() - started)
             log.info("transfer %s: %s", self.id, policy.summary())
         finally:
@@ -474,6 +470,14 @@ class Transfer:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _write_pieces(pieces: Pieces) -> Iterator[memoryview]:
+    """A payload in the pieces handed to aiohttp (at most WRITE_PIECE each)."""
+    for piece in pieces:
+        view = memoryview(piece)
+        for at in range(0, len(view), WRITE_PIECE):
+            yield view[at : at + WRITE_PIECE]
 
 
 def _open(source: ImageSource) -> int:

@@ -52,16 +52,20 @@ def test_a_compressed_frame_reads_back_as_its_payload_with_the_same_digest() -> 
     assert bytes(plain.pieces[0]) == TEXT and plain.intact() and plain.offset == 65536
 
 
-def test_plain_and_compressed_frames_mix_in_one_stream() -> None:
-    noise = os.urandom(65536)
+def mixed(noise: bytes) -> bytes:
+    """A plain frame of ``noise`` at 0, then TEXT compressed at 65536."""
     packed = compress(TEXT)
-    stream = (
+    return (
         encode_header(0, len(noise), chunk_digest(noise))
         + noise
         + encode_header(65536, len(TEXT), chunk_digest(TEXT), len(packed))
         + packed
     )
-    first, second = read_frames(stream)
+
+
+def test_plain_and_compressed_frames_mix_in_one_stream() -> None:
+    noise = os.urandom(65536)
+    first, second = read_frames(mixed(noise))
     assert first.inflates_to is None and bytes(first.pieces[0]) == noise
     assert bytes(second.inflated().pieces[0]) == TEXT
     # An uncompressed header is the one older agents send: no "z" in it.
@@ -211,13 +215,7 @@ def read_cut(stream: bytes, cuts: int, seed: int) -> list[Frame]:
 @pytest.mark.parametrize("piece", [7, 1000, 65536])
 def test_a_chunked_body_reads_back_as_its_frames_however_it_is_cut(piece: int) -> None:
     noise = os.urandom(50_000)
-    packed = compress(TEXT)
-    body = (
-        encode_header(0, len(noise), chunk_digest(noise))
-        + noise
-        + encode_header(65536, len(TEXT), chunk_digest(TEXT), len(packed))
-        + packed
-    )
+    body = mixed(noise)
     for seed in range(3):
         first, second = read_cut(chunked(body, piece), 40, seed)
         assert bytes(first.pieces[0]) == noise and bytes(second.pieces[0]) == TEXT
