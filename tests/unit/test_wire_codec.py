@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import msgspec
 import pytest
 import zstandard
 
 from agent.transfer.frame_reader import FrameReader, StreamTruncated
 from shared.frames import CHUNK, Frame, FrameError, chunk_digest, decode_header, encode_header
+from shared.messages.transfers import SessionOpened, SessionRequest
+from shared.validation import Model
 from shared.wire_codec import (
     GIVE_UP_AFTER,
     HEADROOM,
@@ -247,3 +250,27 @@ def test_a_chunked_body_that_ends_inside_a_frame_is_truncated() -> None:
     body = encode_header(0, len(TEXT), chunk_digest(TEXT)) + TEXT[:1000]
     with pytest.raises(StreamTruncated):
         read_cut(chunked(body, 4096), 3, 0)
+
+
+class OldSessionRequest(Model):
+    """SessionRequest as an agent one minor version older knows it (no codecs)."""
+
+    ticket: str
+    manifest: bytes = b""
+
+
+class OldSessionOpened(Model, omit_defaults=True):
+    session: str
+    offset: int
+    size: int
+    needed: bytes = b""
+
+
+def test_an_agent_a_version_apart_ignores_the_codec_fields_and_streams_plain() -> None:
+    offer = msgspec.json.encode(SessionRequest("ticket", codecs=["zstd"]))
+    assert msgspec.json.decode(offer, type=OldSessionRequest).ticket == "ticket"  # older target
+    answer = msgspec.json.encode(OldSessionOpened("s", 0, 100))
+    assert msgspec.json.decode(answer, type=SessionOpened).codec is None  # older target's answer
+    accepted = msgspec.json.encode(SessionOpened("s", 0, 100, codec="zstd"))
+    assert msgspec.json.decode(accepted, type=OldSessionOpened).session == "s"  # older sender
+    assert msgspec.json.decode(msgspec.json.encode(OldSessionRequest("t")), type=SessionRequest).codecs == []
