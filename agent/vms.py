@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import AgentFault
-from agent.pve import NodePve
+from agent.pve import NodePve, PveCallError
 from agent.pve_tasks import TaskFailed, TaskLimit, WaitEnded, active_task, run_task, wait_task
 from agent.vm_journal import CLONE_LOCK, CREATE_LOCK, VmJournal, belongs, owner_key
 
 log = logging.getLogger(__name__)
+# What PVE answers for a VM that is not on the node asked (qemu-server's load_config dies
+# with it; the API makes it a 500).
+_NO_CONFIG = re.compile(r"Configuration file 'nodes/[^/']+/qemu-server/\d+\.conf' does not exist")
 # How long a destroy may wait on PVE: within the 600 s the coordinator waits for the answer
 # (agent/client.py delete_vm). A late destroy is not stopped (that would leave a broken VM).
 DESTROY_SECONDS = 540.0
@@ -47,12 +51,18 @@ async def _one_at_a_time(vmid: int) -> AsyncIterator[None]:
 
 
 async def vm_config(pve: NodePve, vmid: int, node: str | None = None) -> dict[str, Any] | None:
-    """The VM's config if it exists on ``node`` (this node by default), else None."""
+    """The VM's config if it exists on ``node`` (this node by default), else None.
+
+    One call, not a listing of the node's VMs first: on PVE every pvesh call is a Perl
+    interpreter loading the API (and in the test suite's emulator, the most frequent
+    process started: listing first doubled the calls of an import or a clone)."""
     node = node or pve.node
-    vms = await pve.call("get", f"nodes/{node}/qemu")
-    if not any(int(vm.get("vmid", -1)) == vmid for vm in vms):
-        return None
-    config: dict[str, Any] = await pve.call("get", f"nodes/{node}/qemu/{vmid}/config")
+    try:
+        config: dict[str, Any] = await pve.call("get", f"nodes/{node}/qemu/{vmid}/config")
+    except PveCallError as exc:
+        if _NO_CONFIG.search(str(exc)) and f"/{node}/qemu-server/{vmid}.conf" in str(exc):
+            return None
+        raise
     return config
 
 

@@ -62,6 +62,7 @@ from coordinator.db.migrate import SCHEMA_HEAD, current_revision
 from coordinator.db.models import Clone, TemplateDeletion, TemplateSyncTask, TemplateUpload
 from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
+from coordinator.db.shared_reads import SharedReads
 from coordinator.errors import CoordinatorError, Refusal
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
@@ -197,7 +198,7 @@ async def _open_database(app: web.Application) -> AsyncEngine:
             f"database schema is at {revision or 'nothing'}, this version needs {SCHEMA_HEAD}: "
             "run `pvesphere-coordinator migrate` first"
         )
-    app[READS] = open_reads(engine)
+    app[READS] = SharedReads(open_reads(engine))
     return engine
 
 

@@ -7,7 +7,9 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def prepare_state(
     return cluster, access
 
 
-def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int) -> None:
+def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int, pvesh_socket: str) -> None:
     token = access.data()["tokens"][DEFAULT_TOKEN]
     shown = f"[{host}]" if ":" in host else host
     _write_json(
@@ -62,9 +64,22 @@ def write_token_file(cluster: Cluster, access: AccessStore, host: str, port: int
             "secret": token["value"],
             "api_url": f"https://{shown}:{port}",
             "ca_file": str(cluster.state_dir / "ca.pem"),
+            # The pvesh shim's way in (pvesim/pvesh.py): an abstract Unix socket of this run.
+            "pvesh_socket": pvesh_socket,
         },
         mode=0o600,
     )
+
+
+async def open_pvesh_socket(runner: web.BaseRunner) -> str:
+    """Serve the API on the pvesh shim's socket too; its name. Abstract (no file to clean up,
+    no path to outgrow sun_path's 108 bytes), named afresh per run; every request on it
+    still carries the root secret."""
+    name = f"pvesim-{secrets.token_hex(12)}"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("\0" + name)
+    await web.SockSite(runner, unix).start()
+    return name
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -87,7 +102,7 @@ async def serve(args: argparse.Namespace) -> int:
     server = getattr(site, "_server", None)
     if server is not None and server.sockets:
         port = server.sockets[0].getsockname()[1]
-    write_token_file(cluster, access, args.host, port)
+    write_token_file(cluster, access, args.host, port, await open_pvesh_socket(runner))
     log.info("pvesim '%s' listening on https://%s:%d", cluster.cluster_name, args.host, port)
 
     stop = asyncio.Event()

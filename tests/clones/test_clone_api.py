@@ -111,7 +111,6 @@ def test_linked_and_full_clones_on_the_templates_node(stack: Stack, api: Api, im
     assert full["vmid"] != linked["vmid"]
 
 
-@pytest.mark.mariadb
 def test_a_clone_on_a_node_without_a_copy_follows_its_sync_task(stack: Stack, api: Api, image: Path) -> None:
     tpl = template(stack, api, image, "local")
     nodes = node_ids(api, stack)
@@ -146,7 +145,6 @@ def test_a_clone_whose_sync_is_canceled_fails_with_the_syncs_reason(
     assert f"sync task {started['sync_task_id']} to {NODE3} canceled" in failed["error_message"]
 
 
-@pytest.mark.mariadb
 def test_a_shared_storage_template_is_cloned_onto_another_node(stack: Stack, api: Api, image: Path) -> None:
     tpl = template(stack, api, image, "ceph-storage")
     nodes = node_ids(api, stack)
@@ -164,7 +162,6 @@ def _name(api: Api, template_id: int) -> str:
     return str(api.get(f"/templates/{template_id}").ok()["template_name"])
 
 
-@pytest.mark.mariadb
 def test_resolve_answers_the_vmid_to_clone_on_a_node(stack: Stack, api: Api, image: Path) -> None:
     local = template(stack, api, image, "local-lvm")
     shared = template(stack, api, image, "ceph-storage")
@@ -289,7 +286,6 @@ def test_a_clone_that_fails_in_pve_leaves_no_vm(stack: Stack, api: Api, image: P
     assert failed["vmid"] and vm_anywhere(stack, failed["vmid"]) == []
 
 
-@pytest.mark.mariadb
 def test_bad_clone_requests_are_refused_naming_why(stack: Stack, api: Api, image: Path) -> None:
     tpl = template(stack, api, image, "local-lvm")
     nodes = node_ids(api, stack)

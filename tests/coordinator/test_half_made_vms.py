@@ -49,7 +49,7 @@ CREATE_HELD = 20.0
 NO_SWEEP = 3600.0  # the other tests leave cut-off VMs for a cascade delete or a retry to find
 
 
-@pytest.fixture(scope="session", params=["sqlite"])
+@pytest.fixture(scope="module", params=["sqlite"])
 def journal_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return own_stack(
         request, tmp_path_factory, "journal", coordinator_settings={"vm_sweep_interval": NO_SWEEP}

@@ -199,8 +199,13 @@ def test_a_create_task_that_never_finishes_is_stopped_and_frees_the_import_slot(
     )
     _assert_stopped_and_removed(stack, vmid, upid)
     assert {i.status for i in rows_named(stack, stuck_name).instances} == {"failed"}
-    staged = rows_named(stack, stuck_name).uploads[0]
-    assert staged.staged_name == "" and staged.lease_owner is None
+
+    # The staged copy and the job's lease are let go just after the status is written.
+    def released() -> bool:
+        staged = rows_named(stack, stuck_name).uploads[0]
+        return staged.staged_name == "" and staged.lease_owner is None
+
+    wait_for(released, 10, "the staged copy and the lease released")
 
     # The slot is free again: the waiting upload is imported.
     done = wait_import(api, waiting["template_id"], timeout=120)

@@ -39,7 +39,7 @@ DOWN = 6.0  # seconds PVE is away (the emulator takes 1-2 s more to start)
 SHORT_DEADLINE = 6  # the agent's import_timeout for the import that cannot wait PVE out
 
 
-@pytest.fixture(scope="session", params=["sqlite"])
+@pytest.fixture(scope="module", params=["sqlite"])
 def outage_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return own_stack(request, tmp_path_factory, "outage")
 

@@ -169,7 +169,6 @@ def test_running_vm_without_snapshot_is_a_409_naming_it(stack: Stack, api: Api, 
     assert source_vm.state() == before
 
 
-@pytest.mark.mariadb
 @pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
 def test_snapshot_export_holds_the_snapshot_not_the_current_disk(
     stack: Stack, api: Api, source_vm: SourceVm, running: bool

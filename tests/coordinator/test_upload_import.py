@@ -248,5 +248,8 @@ def test_coordinator_restart_during_import_finishes_it(stack: Stack, api: Api, t
     assert conf is not None and conf["template"] == "1"
     same = images.compare(image, "qcow2", shared_volume(stack, "ceph-storage", f"base-{vmid}-disk-0"), "raw")
     assert same.returncode == 0, same.stdout + same.stderr
-    rows = rows_named(stack, name)
-    assert [(u.status, u.lease_owner) for u in rows.uploads] == [("imported", None)]
+    # The job's lease is released just after the status is written.
+    released = [("imported", None)]
+    wait_for(
+        lambda: [(u.status, u.lease_owner) for u in rows_named(stack, name).uploads] == released, 10, "lease"
+    )

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from coordinator.appkeys import ENGINE, READS
 from coordinator.db.fast_reads import MysqlReads
+from coordinator.db.shared_reads import SharedReads
 from tests.support.inprocess import InProcess
 
 
@@ -15,7 +16,9 @@ from tests.support.inprocess import InProcess
 def test_reads_go_on_after_the_server_closed_the_kept_connections(coordinator_mariadb: InProcess) -> None:
     """MariaDB only: SQLite's connections are files, nothing closes them."""
     coordinator = coordinator_mariadb
-    reads = coordinator.app[READS]
+    shared = coordinator.app[READS]
+    assert isinstance(shared, SharedReads)
+    reads = shared.reads
     assert isinstance(reads, MysqlReads)
     api = coordinator.api
     assert api.get("/templates/sync-tasks").status == 200  # a connection is kept

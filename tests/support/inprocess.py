@@ -32,7 +32,7 @@ from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.session import create_engine
 from coordinator.listeners import agent_tls
 from demo.stack import StackError, _toml
-from pvesim.cli import prepare_state, write_token_file
+from pvesim.cli import open_pvesh_socket, prepare_state, write_token_file
 from pvesim.faults import FaultRegistry
 from pvesim.server import build_app
 from pvesim.tasks import TaskManager
@@ -104,7 +104,10 @@ class InProcess:
         tls = server_context(tls_dir / "server.pem", tls_dir / "server-key.pem")
         server = self._serve(build_app(cluster, tasks, access, faults), ssl=tls)
         assert server.port is not None
-        write_token_file(cluster, access, "127.0.0.1", server.port)
+        assert server.runner is not None
+        write_token_file(
+            cluster, access, "127.0.0.1", server.port, self.run(open_pvesh_socket(server.runner))
+        )
 
     @property
     def ca_file(self) -> Path:

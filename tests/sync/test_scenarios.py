@@ -5,8 +5,6 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pytest
-
 from demo.stack import Stack
 from tests.support.api import Api
 from tests.support.images import compare, qcow2, raw_with_data
@@ -46,7 +44,6 @@ def assert_template_copy(stack: Stack, node: str, vmid: int, image: Path, fmt: s
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.mariadb
 def test_scenario_2_local_storage_then_sync_by_hand(stack: Stack, api: Api, tmp_path: Path) -> None:
     image = qcow2(tmp_path / "debian-12.qcow2", size_mib=64, data_mib=24)
     name = f"debian-12-{secrets.token_hex(3)}"

@@ -151,13 +151,13 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
     evicted = log_lines(stack, "evicted staged copy")
     # The third image's copy went (pve-node1 holds it); the second's stayed while it was sent.
     # (On a loaded machine the upload may make its room only after the send ended: no work
-    # needs the copy then, and evicting it is right. Log times and finished_at are whole
+    # needs the copy then, and evicting it is right. Log times and sync_end_time are whole
     # seconds, both UTC "...Z": an eviction in the second the task ended is not a refusal.)
     assert any(f"sync-{third_task}-" in line for line in evicted), evicted
     while_sent = [
-        line for line in evicted if f"sync-{second_task}-" in line and line[:20] < str(task["finished_at"])
+        line for line in evicted if f"sync-{second_task}-" in line and line[:20] < str(task["sync_end_time"])
     ]
-    assert not while_sent, (task["finished_at"], while_sent)
+    assert not while_sent, (task["sync_end_time"], while_sent)
     assert log_lines(stack, "no other copy may go now")
 
 
