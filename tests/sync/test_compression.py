@@ -6,8 +6,8 @@ are the uploaded image exactly, and both nodes get the template."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,15 +25,16 @@ REFUSES = "pve-node2"
 ACCEPTS = "pve-node3"
 
 
+# Every agent capped; one of them refuses compression.
+STACK_SETTINGS: dict[str, Any] = {
+    "agent_settings": {"max_send_rate": SEND_RATE},
+    "node_agent_settings": {REFUSES: {"wire_compression": False, "max_send_rate": SEND_RATE}},
+}
+
+
 @pytest.fixture(scope="module", params=["sqlite"])
-def zstd_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield own_stack(
-        request,
-        tmp_path_factory,
-        "zstd",
-        agent_settings={"max_send_rate": SEND_RATE},
-        node_agent_settings={REFUSES: {"wire_compression": False, "max_send_rate": SEND_RATE}},
-    )
+def zstd_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return own_stack(request, tmp_path_factory, "zstd", **STACK_SETTINGS)
 
 
 def compressible_raw(path: Path, mib: int) -> Path:
