@@ -219,7 +219,13 @@ class AgentClient:
         return await self._call(ReceiveRemoved, "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid})
 
     async def open_session(
-        self, task_id: int, ticket: str, next_hops: list[Hop], manifest: bytes, seeds: list[Seed]
+        self,
+        task_id: int,
+        ticket: str,
+        next_hops: list[Hop],
+        manifest: bytes,
+        seeds: list[Seed],
+        codecs: tuple[str, ...] = (),
     ) -> SessionOpened:
         """Peer -> target agent: present a ticket and the copy's chunk manifest; returns the
         session, the offset to send from and the chunks the target needs."""
@@ -227,7 +233,7 @@ class AgentClient:
             SessionOpened,
             "POST",
             f"/v1/receives/{task_id}/session",
-            message=SessionRequest(ticket, next_hops, manifest, seeds),
+            message=SessionRequest(ticket, next_hops, manifest, seeds, list(codecs)),
         )
 
     async def staged_manifest(self, name: str) -> ManifestView:
@@ -240,12 +246,15 @@ class AgentClient:
         task_id: int,
         session: str,
         frames: AsyncIterator[bytes | memoryview],
-        length: int,
+        length: int | None,
         plain_url: str | None = None,
     ) -> ReceiveView:
-        """Peer -> target agent: the frames of one byte range (a Content-Length body, no chunking);
-        to ``plain_url`` instead, in the clear, on the insecure data plane."""
-        headers = {SESSION_HEADER: session, "Content-Length": str(length)}
+        """Peer -> target agent: the frames of one byte range (a Content-Length body; None:
+        chunked, after Expect: 100-continue); to ``plain_url`` instead, in the clear, on the
+        insecure data plane."""
+        headers = {SESSION_HEADER: session}
+        if length is not None:
+            headers["Content-Length"] = str(length)
         return await self._call(
             ReceiveView,
             "PUT",
@@ -254,4 +263,5 @@ class AgentClient:
             extra_headers=headers,
             timeout=None,
             base=plain_url,
+            expect100=length is None,
         )

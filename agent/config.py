@@ -59,6 +59,9 @@ class AgentConfig:
     import_seconds_per_gib: float = 120.0
     # Cap on what this agent sends to peers, bytes per second for all streams together (0: none).
     max_send_rate: int = 0
+    # zstd on the wire between agents, offered when sending and accepted when receiving,
+    # used only while it makes the image cross faster (shared/wire_codec.py).
+    wire_compression: bool = True
     # Announce this agent with mDNS/zeroconf (_pvesphere-agent._tcp) besides registering.
     mdns: bool = True
     log_level: str = "info"

@@ -60,6 +60,7 @@ from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
 from shared.error_slugs import ErrorSlug
+from shared.wire_codec import CODECS
 
 log = logging.getLogger(__name__)
 # Routes (by name) that take no credential: health, and what peers call with a ticket.
@@ -139,7 +140,11 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
     app[SENDER] = Sender(
-        app[LINK].fresh_ticket, RateLimit(config.max_send_rate), peer_tls, app[TRANSFER_POLICY]
+        app[LINK].fresh_ticket,
+        RateLimit(config.max_send_rate),
+        peer_tls,
+        app[TRANSFER_POLICY],
+        codecs=CODECS if config.wire_compression else (),
     )
     pve = app[PVE]
     seeds = Seeds(config.staging_dir / "receives" / "seeds", lambda seed: resolve_seed(pve, seed))

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import api, sync_fanout, sync_loopback, sync_receiver, sync_versions, upload
+from benchmarks import api, sync_compression, sync_fanout, sync_loopback, sync_receiver, sync_versions, upload
 from benchmarks.base import Benchmark, Options, Skip
 from benchmarks.report import Target
 
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         sync_receiver.BENCHMARK,
         sync_fanout.BENCHMARK,
         sync_versions.BENCHMARK,
+        sync_compression.BENCHMARK,
         api.BENCHMARK,
     )
 }

@@ -5,14 +5,18 @@ A stream carries one byte range of an image as a sequence of frames::
     [4-byte big-endian header length][msgpack header][payload]
 
 The header is the map ``{"o": offset, "n": payload length, "d": digest}`` where the
-digest is the 8-byte xxh3-64 of the payload. Only the small header is msgpack: wrapping
-the payload itself in msgpack copies it, which costs about a third of the throughput
-(calibration). xxh3 catches corruption in transit almost for free; the whole file's
-sha256, checked at the end, is what proves the copy is the uploaded image.
+digest is the 8-byte xxh3-64 of the payload. A compressed frame (shared/wire_codec.py,
+negotiated per session) adds ``"z"``: the length of the compressed payload that follows,
+at most ``n``; ``n`` and the digest stay those of the uncompressed payload. Only the
+small header is msgpack: wrapping the payload itself in msgpack copies it, which costs
+about a third of the throughput (calibration). xxh3 catches corruption in transit almost
+for free; the whole file's sha256, checked at the end, is what proves the copy is the uploaded image.
 
 Frames lie on a fixed grid (``start``, ``start + CHUNK``, ...), so the length of a whole
-stream is known before it is sent (a Content-Length body, no chunked encoding). The
-receiving agent reads frames off the socket in agent/transfer/frame_reader.py.
+plain stream is known before it is sent (a Content-Length body, no chunked encoding); a
+compressed stream is sent in batches, each a body whose frames are compressed before it
+starts (agent/transfer/send.py). The receiving agent reads frames off the socket in
+agent/transfer/frame_reader.py.
 """
 
 from __future__ import annotations
@@ -43,8 +47,12 @@ def chunk_digest(*pieces: bytes | memoryview) -> bytes:
     return h.digest()
 
 
-def encode_header(offset: int, length: int, digest: bytes) -> bytes:
-    header = msgpack.packb({"o": offset, "n": length, "d": digest})
+def encode_header(offset: int, length: int, digest: bytes, wire: int | None = None) -> bytes:
+    """``wire``: the compressed payload's length, for a compressed frame."""
+    fields = {"o": offset, "n": length, "d": digest}
+    if wire is not None:
+        fields["z"] = wire
+    header = msgpack.packb(fields)
     return PREFIX.pack(len(header)) + header
 
 
@@ -60,18 +68,23 @@ def stream_length(start: int, end: int, chunk: int = CHUNK) -> int:
     return sum(len(encode_header(o, n, placeholder)) + n for o, n in frame_ranges(start, end, chunk))
 
 
-def decode_header(raw: bytes | memoryview, max_payload: int = CHUNK) -> tuple[int, int, bytes]:
-    """(offset, payload length, digest) of a frame's msgpack header; FrameError if it is not one."""
+def decode_header(raw: bytes | memoryview, max_payload: int = CHUNK) -> tuple[int, int, bytes, int | None]:
+    """(offset, payload length, digest, compressed length or None) of a frame's msgpack
+    header; FrameError if it is not one."""
     try:
         header = msgpack.unpackb(raw)
         offset, length, digest = header["o"], header["n"], header["d"]
-    except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
+        wire = header.get("z")
+    except (ValueError, KeyError, TypeError, AttributeError, msgpack.ExtraData) as exc:
         raise FrameError(f"bad frame header: {exc}") from None
     if not (isinstance(offset, int) and isinstance(length, int) and isinstance(digest, bytes)):
         raise FrameError("bad frame header: wrong field types")
     if offset < 0 or not 0 < length <= max_payload or len(digest) != DIGEST_SIZE:
         raise FrameError(f"bad frame header: offset {offset}, length {length}")
-    return offset, length, digest
+    # Never more on the wire than the payload it stands for: the reader's buffers hold it.
+    if wire is not None and (not isinstance(wire, int) or not 0 < wire <= length):
+        raise FrameError(f"bad frame header: compressed length {wire!r} for {length} bytes")
+    return offset, length, digest, wire
 
 
 def header_length(prefix: bytes | bytearray | memoryview) -> int:
@@ -95,6 +108,8 @@ class Frame:
     pieces: list[memoryview]
     aligned: bool = False
     on_release: Callable[[], None] | None = None
+    # A compressed frame: the payload's uncompressed length (``pieces`` are compressed).
+    inflates_to: int | None = None
 
     @property
     def length(self) -> int:
@@ -108,6 +123,21 @@ class Frame:
         if self.on_release is not None:
             callback, self.on_release = self.on_release, None
             callback()
+
+    def inflated(self) -> Frame:
+        """The frame uncompressed (in a worker thread: zstd releases the GIL); this one is
+        released. FrameError if the payload is not the zstd of ``inflates_to`` bytes."""
+        if self.inflates_to is None:
+            return self
+        from shared.wire_codec import decompress  # (it imports this module)
+
+        try:
+            payload = decompress(
+                b"".join(self.pieces) if len(self.pieces) > 1 else self.pieces[0], self.inflates_to
+            )
+        finally:
+            self.release()
+        return Frame(self.offset, self.digest, [memoryview(payload)])
 
     def detached(self) -> Frame:
         """A copy that owns its payload (to keep after this frame's buffer is reused)."""

@@ -20,6 +20,14 @@ aiohttp's parser never sees the body, so the connection cannot carry another req
 the response closes it (one connection per stream; a stream is an image, or what is
 left of one).
 
+A compressed stream's length is not known when it starts: it comes chunked (HTTP/1.1
+chunked transfer coding), with ``Expect: 100-continue``, and the reader takes the
+connection over in the route's expect handler, before the 100 Continue asks for the body,
+so aiohttp's parser sees none of it. ``ChunkedBody`` then strips the chunk framing: the
+data of each HTTP chunk goes where a plain body's bytes go (the same buffers and bounds),
+the few bytes of each size line are read one at a time (the sender's chunks are 256 KiB
+at most or a compressed frame: a few reads per chunk).
+
 Memory: at most BUFFERS x CHUNK per stream. When every buffer is taken (the disk or the
 sha256 falls behind), reading pauses and TCP pushes back on the sender.
 """
@@ -61,6 +69,42 @@ QUIET_SECONDS = 0.5
 LINGER_SECONDS = 10.0
 
 _PREFIX, _HEADER, _PAYLOAD = range(3)
+# Where a chunked body's framing is: a size line, the CRLF after a chunk's data, trailers.
+_SIZE_LINE, _DATA_END, _TRAILERS = range(3)
+MAX_LINE = 64
+UNKNOWN = 1 << 62  # a chunked body's remaining bytes, until its last chunk is read
+
+
+class ChunkedBody:
+    """The framing of a chunked body, read one byte at a time between the chunks' data."""
+
+    def __init__(self) -> None:
+        self.left = 0  # data bytes of the current chunk not read yet
+        self.state = _SIZE_LINE
+        self.byte = memoryview(bytearray(1))
+        self._line = bytearray()
+
+    def framing_byte(self) -> bool:
+        """Take the byte read into ``byte``; True once the body's end (its empty line) came."""
+        self._line += self.byte
+        if len(self._line) > MAX_LINE:
+            raise FrameError("a chunked body's framing line is too long")
+        if self.byte[0] != 0x0A:
+            return False
+        line, self._line = bytes(self._line), bytearray()
+        if self.state == _DATA_END:
+            if line != b"\r\n":
+                raise FrameError("a chunk's data is not followed by CRLF")
+            self.state = _SIZE_LINE
+        elif self.state == _SIZE_LINE:
+            text = line.split(b";", 1)[0].strip()
+            if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+                raise FrameError(f"bad chunk size line {line[:20]!r}")
+            self.left = int(text, 16)
+            self.state = _DATA_END if self.left else _TRAILERS
+        elif line == b"\r\n":  # (trailer fields before it are ignored)
+            return True
+        return False
 
 
 class StreamTruncated(FrameError, AgentFault):
@@ -74,8 +118,10 @@ class FrameReader(asyncio.BufferedProtocol):
     ``Frame.release()``. ``feed()`` takes bytes that were read before the reader took over.
     """
 
-    def __init__(self, length: int, max_payload: int = CHUNK, buffers: int = BUFFERS) -> None:
-        self.remaining = length  # body bytes not read yet
+    def __init__(self, length: int | None, max_payload: int = CHUNK, buffers: int = BUFFERS) -> None:
+        """``length``: the body's Content-Length; None: a chunked body."""
+        self.chunked = ChunkedBody() if length is None else None
+        self.remaining = UNKNOWN if length is None else length  # body bytes not read yet
         self.max_payload = max_payload
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.BaseProtocol | None = None  # the protocol that had the connection before
@@ -84,13 +130,14 @@ class FrameReader(asyncio.BufferedProtocol):
         self._at = 0  # where in _head the part being read starts
         self._want = PREFIX.size
         self._filled = 0
-        self._frame: tuple[int, bytes] | None = None  # (offset, digest) of the payload being read
+        # (offset, digest, uncompressed length if compressed) of the payload being read
+        self._frame: tuple[int, bytes, int | None] | None = None
         self._buffer: mmap.mmap | None = None
         self._free: list[mmap.mmap] = []
         self._unmade = buffers
         self._ready: deque[Frame] = deque()
         self._error: BaseException | None = None
-        self.done = length == 0  # no more frames will come (the body ended, broke off or is bad)
+        self.done = self.remaining == 0  # no more frames will come (the body ended, broke off or is bad)
         self._lost = False  # the connection is gone
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
@@ -115,7 +162,10 @@ class FrameReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._scratch is not None:
             return self._scratch[: min(len(self._scratch), self.remaining)]
-        room = min(self._want - self._filled, self.remaining)
+        chunked = self.chunked
+        if chunked is not None and chunked.left == 0:
+            return chunked.byte  # the chunk framing
+        room = min(self._want - self._filled, self.remaining if chunked is None else chunked.left)
         if self._state == _PAYLOAD:
             if self._buffer is None:
                 raise RuntimeError("read while waiting for a free buffer")
@@ -124,7 +174,22 @@ class FrameReader(asyncio.BufferedProtocol):
         return self._head[start : start + room]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.remaining -= nbytes
+        chunked = self.chunked
+        if chunked is not None and self._scratch is None:
+            if chunked.left == 0:
+                try:
+                    ended = chunked.framing_byte()
+                except FrameError as exc:
+                    self._finish(exc)
+                    return
+                if ended:
+                    self.remaining = 0
+                    self._ended()
+                self._set_lowat()
+                return
+            chunked.left -= nbytes
+        else:
+            self.remaining -= nbytes
         if self._scratch is not None:  # dropping the rest of the body
             if self.remaining == 0:
                 self._pause()
@@ -138,9 +203,12 @@ class FrameReader(asyncio.BufferedProtocol):
                 self._finish(exc)
                 return
             if self.remaining == 0:
-                between_frames = self._state == _PREFIX and self._filled == 0
-                self._finish(None if between_frames else StreamTruncated("the stream ended inside a frame"))
+                self._ended()
         self._set_lowat()
+
+    def _ended(self) -> None:
+        between_frames = self._state == _PREFIX and self._filled == 0
+        self._finish(None if between_frames else StreamTruncated("the stream ended inside a frame"))
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost says what that means
@@ -150,7 +218,11 @@ class FrameReader(asyncio.BufferedProtocol):
         self._wake()
         if not self.done:
             self._finish(
-                ConnectionResetError(f"the connection closed with {self.remaining} body bytes to come")
+                ConnectionResetError(
+                    "the connection closed before the chunked body ended"
+                    if self.chunked is not None
+                    else f"the connection closed with {self.remaining} body bytes to come"
+                )
             )
         if self.inner is not None:
             self.inner.connection_lost(exc)  # aiohttp tidies up its side of the connection
@@ -170,19 +242,20 @@ class FrameReader(asyncio.BufferedProtocol):
             self._state, self._at = _HEADER, PREFIX.size
             self._want, self._filled = header_length(self._head[: PREFIX.size]), 0
         elif self._state == _HEADER:
-            offset, length, digest = decode_header(
+            offset, length, digest, wire = decode_header(
                 self._head[self._at : self._at + self._want], self.max_payload
             )
-            self._state, self._frame = _PAYLOAD, (offset, digest)
-            self._want, self._filled = length, 0
+            self._state, self._frame = _PAYLOAD, (offset, digest, None if wire is None else length)
+            self._want, self._filled = length if wire is None else wire, 0
             self._buffer = self._take_buffer()
             if self._buffer is None:
                 self._pause()  # until a frame is released
         else:
             assert self._frame is not None and self._buffer is not None
-            buffer, (offset, digest) = self._buffer, self._frame
+            buffer, (offset, digest, inflates_to) = self._buffer, self._frame
             view = memoryview(buffer)[: self._want]
-            self._ready.append(Frame(offset, digest, [view], True, lambda: self._give_back(buffer)))
+            frame = Frame(offset, digest, [view], True, lambda: self._give_back(buffer), inflates_to)
+            self._ready.append(frame)
             self._state, self._at, self._want, self._filled = _PREFIX, 0, PREFIX.size, 0
             self._buffer, self._frame = None, None
             self._wake()
@@ -225,7 +298,8 @@ class FrameReader(asyncio.BufferedProtocol):
     def _set_lowat(self) -> None:
         # Dropping the rest: every byte wakes the reader, or a sender's closing words (a TLS
         # close_notify, a few dozen bytes) would wait under the mark until the linger ends.
-        wanted = 1 if self._scratch is not None else max(1, min(BATCH, self.remaining - self._slack))
+        coming = self.remaining if self.chunked is None else self.chunked.left  # (0: framing)
+        wanted = 1 if self._scratch is not None else max(1, min(BATCH, coming - self._slack))
         if self._sock is None or wanted == self._lowat:
             return
         try:
@@ -302,15 +376,27 @@ class StreamBody:
         async for frame in reader.frames():
             yield frame
 
-    def _take_over(self) -> FrameReader:
+    def take_over_chunked(self) -> None:
+        """In the expect handler, before the 100 Continue: a chunked body, none of it read yet."""
+        if self.request.content.read_nowait(-1) or self.request.content.is_eof():
+            raise TransferRefused(400, ErrorSlug.BAD_FRAME, "the chunked body came before the 100 Continue")
+        self._take_over(chunked=True)
+
+    def _take_over(self, chunked: bool = False) -> FrameReader:
+        if self.reader is not None:
+            return self.reader  # (taken in the expect handler)
         request = self.request
         length = request.content_length
-        if length is None:
-            raise TransferRefused(411, ErrorSlug.LENGTH_REQUIRED, "a stream is a body with a Content-Length")
+        if length is None and not chunked:
+            raise TransferRefused(
+                411,
+                ErrorSlug.LENGTH_REQUIRED,
+                "a stream is a body with a Content-Length, or chunked after Expect: 100-continue",
+            )
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the connection is gone")
-        reader = self.reader = FrameReader(length)
+        reader = self.reader = FrameReader(None if chunked else length)
         reader.attach(transport, request.protocol)  # type: ignore[arg-type]
         transport.set_protocol(reader)
         # What aiohttp read before the handler ran (its first reads of the body).

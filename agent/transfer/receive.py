@@ -63,6 +63,7 @@ from shared.frames import CHUNK, Frame, FrameError
 from shared.manifest import Manifest, ManifestInvalid, Source, decode, needed_bitmap, plan
 from shared.messages.transfers import Hop, ReceiveState, ReceiveView
 from shared.tickets import Ticket, TicketInvalid
+from shared.wire_codec import choose
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Session:
     opened_at: float
     streaming: bool = False
     started: bool = False
+    codec: str | None = None  # the payload compression its frames may use (wire_codec.py)
 
     def holds_slot(self) -> bool:
         if self.streaming:
@@ -469,6 +471,7 @@ class Receives:
         next_hops: list[Hop],
         manifest_raw: bytes,
         seeds: SeedSet | None = None,
+        codecs: list[str] | None = None,
     ) -> tuple[Session, Receive, bytes]:
         """Check the ticket, its manifest and the limits; returns the session, the receive
         (where to go on from) and the bitmap of the chunks the stream must carry."""
@@ -542,6 +545,7 @@ class Receives:
         receive.save()
         self._used_tickets.add(ticket.jti, ticket.expires_at)
         session = Session(secrets.token_urlsafe(24), ticket.epoch, time.monotonic())
+        session.codec = choose(codecs or [], self.sender.codecs)
         if rec.state != "complete":  # (a complete copy needs no stream: it holds no slot)
             receive.session = session  # a newer session replaces an older one (its stream ends)
         if forward_key and not keeps_forwarder:
@@ -602,6 +606,12 @@ class Receives:
                 async with stall:
                     async for frame in frames:
                         stall.reschedule(loop.time() + STALL_SECONDS)
+                        wire = frame.length
+                        if frame.inflates_to is not None:
+                            if session.codec is None:
+                                frame.release()
+                                raise FrameError("a compressed frame in a session that agreed on none")
+                            frame = await asyncio.to_thread(frame.inflated)
                         if receive.session is not session:
                             raise TransferRefused(
                                 409, ErrorSlug.SESSION_SUPERSEDED, "a newer session took over"
@@ -618,7 +628,7 @@ class Receives:
                                 f"frame at {frame.offset} is not one chunk of the image",
                             )
                         expected += frame.length
-                        receive.rec.received_bytes += frame.length
+                        receive.rec.received_bytes += wire
                         await writer.write(frame)
                         stall.reschedule(loop.time() + STALL_SECONDS)  # (it may have made chunks first)
             except TimeoutError:

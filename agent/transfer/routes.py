@@ -49,6 +49,7 @@ from shared.validation import parse
 log = logging.getLogger(__name__)
 # The route names of what peers call (server.py asks them for no credential).
 PEER_ROUTES = frozenset({"peer-session", "peer-data"})
+STREAM_BODY = web.RequestKey("stream_body", StreamBody)  # a chunked stream's, taken over early
 # A session request carries the chunk manifest (~33 bytes a chunk, base64 in JSON): this
 # bounds images at ~1.5 TiB (the app's 1 MiB body limit would stop at ~100 GiB).
 MAX_SESSION_BODY = 16 << 20
@@ -150,12 +151,14 @@ async def open_session(request: web.Request) -> web.Response:
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
         seeds = await receives.seeds.for_session(body.seeds)
         session, receive, needed = receives.open_session(
-            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds
+            _task_id(request), body.ticket, body.next_hops, body.manifest, seeds, body.codecs
         )
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)
         return _refused(exc)
-    opened = SessionOpened(session.id, offset=receive.rec.verified, size=receive.size, needed=needed)
+    opened = SessionOpened(
+        session.id, offset=receive.rec.verified, size=receive.size, needed=needed, codec=session.codec
+    )
     plain = request.app[PLAIN_DATA]
     if request.app[TRANSFER_POLICY].insecure:
         opened.plain_url = await plain.url()
@@ -164,9 +167,24 @@ async def open_session(request: web.Request) -> web.Response:
     return answer(opened)
 
 
+async def expect_stream(request: web.Request) -> web.Response | None:
+    """A chunked stream (compressed: its length is not known before) asks for its body with
+    Expect: 100-continue: the frame reader takes the connection over first (frame_reader.py)."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return json_error(417, ErrorSlug.EXPECTATION_FAILED, "only Expect: 100-continue is known here")
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        body = request[STREAM_BODY] = StreamBody(request)
+        try:
+            body.take_over_chunked()
+        except TransferRefused as exc:
+            return _refused(exc)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
 async def receive_data(request: web.Request) -> web.Response:
     session = request.headers.get(SESSION_HEADER, "")
-    body = StreamBody(request)
+    body = request.get(STREAM_BODY) or StreamBody(request)
     try:
         response = answer(await request.app[RECEIVES].stream(_task_id(request), session, body.frames()))
     except TransferRefused as exc:
@@ -210,12 +228,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
     app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
     app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session, name="peer-session")
-    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data, name="peer-data")
+    app.router.add_put(
+        "/v1/receives/{task_id:[0-9]+}/data", receive_data, name="peer-data", expect_handler=expect_stream
+    )
 
 
 def plain_data_app(receives: Receives) -> web.Application:
     """What the insecure data plane serves (plain_data.py): the data route alone."""
     app = web.Application()
     app[RECEIVES] = receives
-    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data)
+    app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data, expect_handler=expect_stream)
     return app

@@ -10,6 +10,13 @@ goes on with the next hop), and the coordinator gives the skipped node a new att
 What moves is the image as the guest sees it, on the manifest's 4 MiB grid
 (shared/manifest.py): each hop says, when its session opens, which chunks it lacks, and
 only those are streamed. Zeros and chunks the hop holds already never cross the link.
+
+Where the hop accepts a codec (zstd, shared/wire_codec.py), the stream is chunked (its
+length is not known before: frame_reader.py) and each chunk is compressed, in a worker
+thread a step behind the read-ahead, while that pays: WirePolicy compares the
+compressor's rate with the link's, as measured in this stream. A relay compresses again
+for its own next hop (its chunks are verified, uncompressed, in memory or in its file;
+the next link may be fast, so the choice is that link's own).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import mmap
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +44,7 @@ from shared.error_slugs import ErrorSlug
 from shared.frames import CHUNK, DIGEST_SIZE, chunk_digest, encode_header
 from shared.manifest import chunk_count, needed_indexes
 from shared.messages.transfers import Hop
+from shared.wire_codec import WirePolicy, compress, frame_pays
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +135,11 @@ class StagedImage:
         return None
 
 
-# (frame header, payload pieces), an error to raise, or None at the end.
-ReadQueue = asyncio.Queue[tuple[bytes, list[bytes | memoryview] | list[memoryview]] | BaseException | None]
+Pieces = list[bytes | memoryview] | list[memoryview]
+# (offset, length, digest, payload pieces), an error to raise, or None at the end.
+ReadQueue = asyncio.Queue[tuple[int, int, bytes, Pieces] | BaseException | None]
+# The same as (frame header, payload pieces), each compressed where that paid.
+PackedQueue = asyncio.Queue[tuple[bytes, Pieces] | BaseException | None]
 
 
 class HopFailed(AgentFault):
@@ -163,12 +174,14 @@ class Sender:
         rate_limit: RateLimit,
         peer_tls: ssl.SSLContext,
         policy: PeerPolicy,
+        codecs: tuple[str, ...] = (),
     ) -> None:
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
         self.peer_tls = peer_tls  # checks peers' certificates: the cluster CA (tls_ca_file)
         self.policy = policy  # whether image bytes may go in the clear (data_plane)
+        self.codecs = codecs  # payload compressions offered to hops and accepted from peers
         self.transfers: dict[str, asyncio.Task[None]] = {}
         self._sources: dict[str, ImageSource] = {}
 
@@ -252,7 +265,7 @@ class Transfer:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
                 opened = await client.open_session(
-                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds
+                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds, self.sender.codecs
                 )
                 ticket = None  # spent: every session needs a new one
                 offset = opened.offset
@@ -261,8 +274,9 @@ class Transfer:
                 chunks = _needed(opened.needed, offset, self.source.size)
                 # In the clear only where this agent's policy allows it too.
                 plain_url = opened.plain_url if self.sender.policy.insecure else None
+                codec = opened.codec if opened.codec in self.sender.codecs else None
                 log.info(
-                    "transfer %s: streaming to %s (task %s) from byte %d of %d: %d chunk(s), %d bytes%s",
+                    "transfer %s: streaming to %s (task %s) from byte %d of %d: %d chunk(s), %d bytes%s%s",
                     self.id,
                     hop.node,
                     hop.task_id,
@@ -271,8 +285,9 @@ class Transfer:
                     len(chunks),
                     sum(n for _o, n in chunks),
                     f" in the clear ({plain_url}; data_plane insecure)" if plain_url else "",
+                    f", {codec} where it pays" if codec else "",
                 )
-                await self._stream(client, hop, opened.session, chunks, plain_url)
+                await self._stream(client, hop, opened.session, chunks, plain_url, codec is not None)
                 return
             except AgentError as exc:
                 if exc.error in FINAL_ERRORS:
@@ -309,10 +324,11 @@ class Transfer:
         session: str,
         chunks: list[tuple[int, int]],
         plain_url: str | None,
+        compressed: bool = False,
     ) -> None:
         """One stream of the ``chunks`` (offset, length) the hop needs, read ahead of the
         network in a worker thread (none: the hop makes the rest itself, the empty stream
-        tells it to).
+        tells it to); ``compressed``: in compressed batches while that pays.
 
         The read-ahead ends with the stream, whatever ended it, not whenever the frames'
         generator is finalized: aiohttp does not close a body it stopped writing (the hop
@@ -321,7 +337,16 @@ class Transfer:
         queue: ReadQueue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(chunks, queue))
         try:
-            await client.stream(hop.task_id, session, self._frames(queue), _stream_length(chunks), plain_url)
+            rest = chunks
+            if compressed and chunks:  # (chunked: its length is not known before)
+                policy = WirePolicy(self.sender.rate_limit.rate)
+                frames = self._compressed_frames(queue, policy)
+                await client.stream(hop.task_id, session, frames, None, plain_url)
+                rest = chunks[policy.chunks :] if policy.gave_up else []
+            if rest or not chunks:
+                await client.stream(
+                    hop.task_id, session, self._frames(queue), _stream_length(rest), plain_url
+                )
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)  # (its errors went to the stream)
@@ -334,13 +359,73 @@ class Transfer:
                 return
             if isinstance(item, BaseException):
                 raise item
-            header, pieces = item
+            offset, length, digest, pieces = item
             await self.sender.rate_limit.take(sum(len(p) for p in pieces))
-            yield header
-            for piece in pieces:
-                view = memoryview(piece)
-                for at in range(0, len(view), WRITE_PIECE):
-                    yield view[at : at + WRITE_PIECE]
+            yield encode_header(offset, length, digest)
+            for view in _write_pieces(pieces):
+                yield view
+
+    async def _compressed_frames(
+        self, queue: ReadQueue, policy: WirePolicy
+    ) -> AsyncIterator[bytes | memoryview]:
+        """The frames of a chunked stream, each compressed (a step behind the read-ahead, in a
+        worker thread) while the policy says that pays, at the agent's rate. It ends early
+        where the policy gives up on compression: the rest goes as a plain stream.
+
+        The time spent handing pieces to aiohttp (which waits while the socket is full) and in
+        the rate cap is the link's; the time spent waiting for the compressor is not.
+        """
+        packed: PackedQueue = asyncio.Queue(READ_AHEAD)
+        compressor = asyncio.create_task(self._compress(queue, packed, policy))
+        try:
+            while True:
+                item = await packed.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                header, pieces = item
+                started = time.monotonic()
+                wire = sum(len(p) for p in pieces)
+                await self.sender.rate_limit.take(wire)
+                yield header
+                for view in _write_pieces(pieces):
+                    yield view
+                policy.sent(len(header) + wire, time.monotonic() - started)
+            log.info("transfer %s: %s", self.id, policy.summary())
+        finally:
+            compressor.cancel()
+            await asyncio.gather(compressor, return_exceptions=True)
+
+    async def _compress(
+        self,
+        queue: ReadQueue,
+        packed: PackedQueue,
+        policy: WirePolicy,
+    ) -> None:
+        try:
+            while True:
+                if policy.give_up():
+                    await packed.put(None)  # (the read-ahead goes on, into the plain stream)
+                    return
+                item = await queue.get()
+                if item is None or isinstance(item, BaseException):
+                    await packed.put(item)
+                    return
+                offset, length, digest, pieces = item
+                if not policy.compress_next():
+                    await packed.put((encode_header(offset, length, digest), pieces))
+                    continue
+                started = time.monotonic()
+                out = await asyncio.to_thread(compress, *pieces)
+                policy.compressed(length, len(out), time.monotonic() - started)
+                if frame_pays(length, len(out)):
+                    wire: list[bytes | memoryview] = [out]
+                    await packed.put((encode_header(offset, length, digest, len(out)), wire))
+                else:
+                    await packed.put((encode_header(offset, length, digest), pieces))
+        except Exception as exc:  # handed to the stream, which fails with it
+            await packed.put(exc)
 
     async def _read(self, chunks: list[tuple[int, int]], queue: ReadQueue) -> None:
         fd = -1
@@ -354,7 +439,7 @@ class Transfer:
                 cached = self.source.cached(offset, length)
                 if cached is not None:
                     digest, pieces = cached
-                    await queue.put((encode_header(offset, length, digest), pieces))
+                    await queue.put((offset, length, digest, pieces))
                     from_memory += 1
                     continue
                 if fd < 0:
@@ -365,10 +450,10 @@ class Transfer:
                     # The socket copies straight from the page cache: no read into a buffer.
                     pieces = mapped_chunk(mapped, layout, offset, length)
                     digest = await asyncio.to_thread(chunk_digest, *pieces)
-                    await queue.put((encode_header(offset, length, digest), pieces))
+                    await queue.put((offset, length, digest, pieces))
                     continue
                 payload, digest = await asyncio.to_thread(_read_chunk, fd, layout, offset, length)
-                await queue.put((encode_header(offset, length, digest), payload))
+                await queue.put((offset, length, digest, payload))
                 read_back += 1
             if from_memory or read_back:
                 log.info(
@@ -385,6 +470,14 @@ class Transfer:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _write_pieces(pieces: Pieces) -> Iterator[memoryview]:
+    """A payload in the pieces handed to aiohttp (at most WRITE_PIECE each)."""
+    for piece in pieces:
+        view = memoryview(piece)
+        for at in range(0, len(view), WRITE_PIECE):
+            yield view[at : at + WRITE_PIECE]
 
 
 def _open(source: ImageSource) -> int:

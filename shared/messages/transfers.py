@@ -58,6 +58,8 @@ class SessionRequest(Model):
     manifest: bytes = b""
     # What the target may hold of the image already (the hop's seeds, from the coordinator).
     seeds: Annotated[list[Seed], Meta(max_length=16)] = []
+    # Payload compressions the sender can use (shared/wire_codec.py), in its order of choice.
+    codecs: Annotated[list[Annotated[str, Meta(max_length=16)]], Meta(max_length=8)] = []
 
 
 class SessionOpened(Model, omit_defaults=True):
@@ -68,6 +70,7 @@ class SessionOpened(Model, omit_defaults=True):
     # from ``offset`` on; the target makes the others itself (zeros, chunks it holds).
     needed: bytes = b""
     plain_url: str | None = None  # on the insecure data plane: where the frames go in the clear
+    codec: str | None = None  # the one of the request's codecs the frames may use (None: plain)
 
 
 ReceiveState = Literal["receiving", "idle", "complete", "failed"]

@@ -106,13 +106,19 @@ async def send(
     epoch: int = 1,
     seeds: list[Seed] | None = None,
     rate: int = 0,
+    codecs: tuple[str, ...] = (),
 ) -> None:
-    """Send the staged image to ``target`` with a fresh ticket per session, until the transfer ends."""
-    await send_chain(ready, [(target, task_id, task_uid, seeds or [])], epoch=epoch, rate=rate)
+    """Send the staged image to ``target`` with a fresh ticket per session, until the transfer
+    ends; ``codecs``: the compressions offered (the target's ``sender.codecs``: accepted)."""
+    await send_chain(ready, [(target, task_id, task_uid, seeds or [])], epoch=epoch, rate=rate, codecs=codecs)
 
 
 async def send_chain(
-    ready: Ready, hops: list[tuple[TargetAgent, int, str, list[Seed]]], epoch: int = 1, rate: int = 0
+    ready: Ready,
+    hops: list[tuple[TargetAgent, int, str, list[Seed]]],
+    epoch: int = 1,
+    rate: int = 0,
+    codecs: tuple[str, ...] = (),
 ) -> None:
     """Send the staged image along a chain of (target, task id, task uid, seeds): the source
     streams to the first, which relays to the next. Returns once the source's part is done."""
@@ -122,7 +128,7 @@ async def send_chain(
     async def fresh(task_id: int, _uid: str, _epoch: int) -> str:
         return ticket(signer, ready, task_id, uids[task_id], epoch)
 
-    sender = Sender(fresh, RateLimit(rate), ssl.create_default_context(), PeerPolicy())
+    sender = Sender(fresh, RateLimit(rate), ssl.create_default_context(), PeerPolicy(), codecs)
     chain = [
         Hop(task_id, uid, epoch, NODE, target.url, ticket(signer, ready, task_id, uid, epoch), seeds)
         for target, task_id, uid, seeds in hops
