@@ -122,9 +122,9 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
     for task in rollout:
         assert task["status"] == "completed", task
         assert task["bytes_total"] == v2.stat().st_size
-        assert task["bytes_sent"] > 0 and task["bytes_sent"] + task["bytes_reused"] >= task["bytes_total"], (
-            task
-        )
+        # (What crossed the network may be compressed: less than what was not reused.)
+        assert task["bytes_done"] == task["bytes_total"], task
+        assert 0 < task["bytes_sent"] and 0 <= task["bytes_reused"] < task["bytes_total"], task
     # Every node holds both versions, each its own template VM, each copy the image itself.
     old = {i["node_name"]: i for i in instances(api, template_id, 1)}
     new = {i["node_name"]: i for i in instances(api, template_id, 2)}
