@@ -45,6 +45,13 @@ def budget_api(budget_stack: Stack) -> Api:
     return Api(budget_stack.api, budget_stack.admin_token)
 
 
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's images: a later test syncs an image an earlier one made (a test's own
+    tmp_path goes when it passes)."""
+    return tmp_path_factory.mktemp("budget-images")
+
+
 class Templates:
     """The module's templates, by name: (template id, image, sync task to pve-node2)."""
 
@@ -97,11 +104,11 @@ def counted_copy(stack: Stack, task_id: int) -> str:
 
 
 def test_the_least_recently_used_copy_goes_and_every_sync_completes(
-    budget_stack: Stack, budget_api: Api, tmp_path: Path
+    budget_stack: Stack, budget_api: Api, image_dir: Path
 ) -> None:
     api, stack = budget_api, budget_stack
     for i, name in enumerate(("first", "second", "third"), start=1):
-        template_id = local_template(api, stack, tmp_path, name, 2, "pve-node1", seed=i)
+        template_id = local_template(api, stack, image_dir, name, 2, "pve-node1", seed=i)
         task_id = sync_to(api, stack, template_id, BUDGET_NODE)
         task = wait_done(api, task_id)
         Templates.to_node2[name] = task_id
@@ -126,7 +133,7 @@ def test_the_least_recently_used_copy_goes_and_every_sync_completes(
 
 
 def test_a_copy_a_sync_sends_from_is_not_evicted(
-    budget_stack: Stack, budget_api: Api, tmp_path: Path
+    budget_stack: Stack, budget_api: Api, image_dir: Path
 ) -> None:
     api, stack = budget_api, budget_stack
     if "second" not in Templates.to_node2:
@@ -142,7 +149,7 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
         seen = wait_task(api, task_id, lambda t: t["status"] != "pending", timeout=30)
         assert seen["status"] == "syncing", seen
         # Meanwhile a 4 MiB upload into pve-node2's staging wants 3 MiB more than the budget.
-        local_template(api, stack, tmp_path, "fourth", 4, BUDGET_NODE, seed=4)
+        local_template(api, stack, image_dir, "fourth", 4, BUDGET_NODE, seed=4)
         task = wait_done(api, task_id)
     finally:
         stack.start_agent("pve-node1")
@@ -162,14 +169,14 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
 
 
 def test_the_last_copy_of_a_template_is_kept_past_the_budget(
-    budget_stack: Stack, budget_api: Api, tmp_path: Path
+    budget_stack: Stack, budget_api: Api, image_dir: Path
 ) -> None:
     api, stack = budget_api, budget_stack
     if "fourth" not in Templates.made:
         pytest.skip("needs the upload of the test before")
     # pve-node2 holds the only copy of "fourth" (its upload; PVE's disk is not exported back):
     # a copy arriving past the budget must not take it.
-    template_id = local_template(api, stack, tmp_path, "fifth", 2, "pve-node1", seed=5)
+    template_id = local_template(api, stack, image_dir, "fifth", 2, "pve-node1", seed=5)
     task = wait_done(api, sync_to(api, stack, template_id, BUDGET_NODE))
     assert_template_copy(stack, BUDGET_NODE, int(str(task["vmid"])), Templates.made["fifth"][1], "raw")
     kept = log_lines(stack, "kept: it is the last staged copy")
