@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.version import VERSION
 
@@ -19,6 +18,9 @@ PREFIX = "pvesphere_"
 # time series kept for ever: a node's name, never a task's id or a file's name).
 MAX_LABEL_VALUES = 256
 OTHER = "other"
+# The classic text format, which every Prometheus reads (names are plain ASCII here: no
+# need for 1.0.0's escaping, which servers before Prometheus 3 do not know).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def new_registry(service: str) -> CollectorRegistry:
@@ -66,6 +68,6 @@ def metrics_handler(
         if refresh is not None:
             await refresh()
         body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     return metrics
