@@ -9,9 +9,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from shared.version import VERSION
+
+# No *_created series beside every counter and histogram: a second time series per label
+# set that Prometheus' text format does not need (process-wide; these processes are ours).
+disable_created_metrics()
 
 PREFIX = "pvesphere_"
 # Beyond this many values of one label, new ones are counted as OTHER (a label value is a

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from coordinator.metrics import Figures, read_figures
 from coordinator.states import upload
 from coordinator.states.changes import OBSERVERS, StateChange
 from tests.unit.test_state_writes import _template, _upload
@@ -100,3 +101,32 @@ async def test_a_bulk_write_says_each_row(
         (rows[0].id, 1, "uploaded", "failed"),
         (rows[1].id, 2, "uploaded", "failed"),
     ]
+
+
+async def test_finished_work_is_counted_again_only_when_its_counts_are_stale(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """A scrape between history reads counts work under way afresh and keeps the finished
+    counts it had (coordinator/metrics.py: HISTORY_CACHE_SECONDS). (The database is the
+    module's: counts are compared with those before.)"""
+
+    def uploads(figures: Figures) -> tuple[int, int]:
+        return figures.tasks["upload", "uploading"], figures.tasks["upload", "failed"]
+
+    async with db() as session:
+        tpl = await _template(session)
+        first = await _upload(session, tpl, version=1)
+        await session.commit()
+        full = await read_figures(session, 15.0)
+        assert await upload.abandon(session, first.id, "gone")
+        await _upload(session, tpl, version=2)
+        await _upload(session, tpl, version=3)
+        await session.commit()
+        between = await read_figures(session, 15.0, full)
+        fresh = await read_figures(session, 15.0)
+    uploading, failed = uploads(full)
+    assert uploads(between) == (uploading + 1, failed)  # -1 failed, +2 new; failed as it was
+    assert uploads(fresh) == (uploading + 1, failed + 1)
+    assert full.tasks["clone", "cloning"] >= 0 and "completed" in {
+        s for k, s in full.tasks if k == "sync_task"
+    }
