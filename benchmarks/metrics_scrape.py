@@ -25,8 +25,8 @@ from coordinator.db.migrate import upgrade_to_head
 from coordinator.db.models import Clone, PveCluster, TemplateSyncTask, TemplateUpload
 from coordinator.db.session import create_engine, session_factory
 from coordinator.metrics import HISTORY_CACHE_SECONDS, CoordinatorMetrics, read_figures
-from coordinator.states import template, upload
-from tests.support.db import task_row
+from coordinator.states import template
+from tests.support.db import task_row, upload_row
 
 STATUSES = ("completed",) * 16 + ("failed",) * 3 + ("canceled",)
 
@@ -40,19 +40,7 @@ async def _first_rows(url: str) -> None:
         tpl = template.new_template("bench", cluster_id=cluster.id)
         session.add(tpl)
         await session.flush()
-        up = upload.new_upload(
-            "me",
-            60,
-            template_id=tpl.id,
-            template_name="bench",
-            cluster_id=cluster.id,
-            storage_id=1,
-            storage_name="local",
-            storage_type="dir",
-            import_node_id=1,
-            import_node_name="n1",
-            file_name="x.qcow2",
-        )
+        up = upload_row(tpl)
         session.add(up)
         await session.flush()
         session.add(task_row(up, 2))
