@@ -46,7 +46,7 @@ from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
-from agent.metrics import AgentMetrics
+from agent.metrics import AgentMetrics, Job
 from agent.pve import NodePve
 from agent.routes import clones, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
@@ -130,12 +130,12 @@ def _watch(app: web.Application, metrics: AgentMetrics) -> None:
     app[IMPORTER].ended = metrics.job_ended("import")
     app[CLONER].ended = metrics.job_ended("clone")
     app[EXPORTER].ended = metrics.job_ended("export")
-    running = {
+    running: dict[Job, Callable[[], int]] = {
         "import": lambda: len(app[IMPORTER].running()),
         "clone": lambda: len(app[CLONER].running()),
         "export": lambda: sum(1 for op in app[EXPORTER].ops.values() if op.state == "running"),
     }
-    metrics.watch(running, app[STAGING].used_bytes, app[STAGING].free_bytes)  # type: ignore[arg-type]
+    metrics.watch(running, app[STAGING].used_bytes, app[STAGING].free_bytes)
 
 
 def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
