@@ -84,6 +84,13 @@ class Figures:
     tasks: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, status) -> rows
     agents: list[AgentFigure] = field(default_factory=list)
 
+    def moved(self, kind: str, old: str, new: str) -> None:
+        """One of ``kind`` went from ``old`` to ``new`` since these were read (sync tasks'
+        counts are always read afresh: not theirs)."""
+        if kind in _COUNTED and (kind, old) in self.tasks and (kind, new) in self.tasks:
+            self.tasks[kind, old] = max(self.tasks[kind, old] - 1, 0)
+            self.tasks[kind, new] += 1
+
 
 async def read_figures(
     session: AsyncSession, agent_timeout: float, earlier: Figures | None = None
@@ -208,7 +215,11 @@ class CoordinatorMetrics:
             self._history_read_at = self._read_at
 
     def observe_change(self, change: StateChange) -> None:
-        """A committed state change (coordinator/states/changes.py): a job's end is timed."""
+        """A committed state change (coordinator/states/changes.py): the counts read last
+        follow it (those of finished work are read again only each HISTORY_CACHE_SECONDS:
+        what this process did shows at once, other replicas' work within that time), and a
+        job's end is timed."""
+        self.figures.moved(change.kind, change.old, change.new)
         if change.kind == "upload" and change.new == "importing":
             if len(self._import_started) < MAX_TRACKED_IMPORTS:
                 self._import_started[change.id] = time.monotonic()

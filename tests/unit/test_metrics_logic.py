@@ -106,3 +106,17 @@ def test_a_json_line_holds_the_message_and_its_fields() -> None:
 def test_a_text_line_carries_its_fields_after_the_message() -> None:
     text = _TextFormatter("%(levelname)s %(message)s").format(record("upload 7", id=7, node="pve 1", to="b"))
     assert text == 'INFO upload 7 id=7 node="pve 1" to=b'
+
+
+def test_counts_follow_the_changes_this_process_commits_between_reads() -> None:
+    metrics = CoordinatorMetrics(15.0)
+    metrics.figures.tasks |= {("upload", "importing"): 1, ("upload", "imported"): 4}
+    metrics.figures.tasks |= {("sync_task", "syncing"): 1, ("sync_task", "completed"): 0}
+    metrics.observe_change(change("upload", "importing", "imported"))
+    metrics.observe_change(change("sync_task", "syncing", "importing"))  # read afresh anyway
+    assert metrics.figures.tasks == {
+        ("upload", "importing"): 0,
+        ("upload", "imported"): 5,
+        ("sync_task", "syncing"): 1,
+        ("sync_task", "completed"): 0,
+    }
