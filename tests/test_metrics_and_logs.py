@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.images import raw_with_data
 from tests.support.syncs import wait_task
-from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.support.uploads import node_ids, storage_id, upload, wait_for, wait_import
 
 Families = dict[str, Metric]
 
@@ -37,8 +35,8 @@ def json_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def synced(json_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """An upload on pve-node1 with a sync to pve-node2, both done: the upload's answer, and
-    the finished sync task as the API shows it."""
+    """An upload on pve-node1 with a sync to pve-node2, then a clone of it on pve-node2, all
+    done: the upload's answer, the finished sync task and clone as the API shows them."""
     stack = json_stack
     api = Api(stack.api, stack.admin_token)
     image = raw_with_data(tmp_path_factory.mktemp("metrics") / "m.raw", 16, 4)
@@ -55,7 +53,15 @@ def synced(json_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[
     assert wait_import(api, data["template_id"])["upload_info"]["status"] == "imported"
     task = wait_task(api, data["sync_tasks"][0]["task_id"], lambda t: t["status"] in ("completed", "failed"))
     assert task["status"] == "completed", task
-    return {"upload": data, "task": task}
+    body = {"node_id": target, "name": f"m-{secrets.token_hex(3)}"}
+    clone_id = api.post(f"/templates/{data['template_id']}/clone", json=body).ok()["clone_id"]
+    clone = wait_for(
+        lambda: (c := api.get(f"/clones/{clone_id}").ok())["status"] in ("completed", "failed") and c,
+        60,
+        f"clone {clone_id} ended",
+    )
+    assert clone["status"] == "completed", clone
+    return {"upload": data, "task": task, "clone": clone}
 
 
 def scrape(url: str, stack: Stack) -> Families:
@@ -71,15 +77,6 @@ def value(families: Families, sample: str, **labels: str) -> float | None:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
-
-
-def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """``check()`` once it is truthy (counts read from the database are cached for 5 s)."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "not there in time"
-        time.sleep(0.5)
-    return result
 
 
 def test_metrics_need_no_token_while_the_api_and_agent_orders_do(json_stack: Stack) -> None:
@@ -100,12 +97,14 @@ def test_coordinator_metrics_after_an_upload_and_a_sync(json_stack: Stack, synce
         counts_current = (value(families, "pvesphere_tasks", kind="sync_task", status="completed") or 0) >= 1
         return families if counts_current else None
 
-    families = until(done)
+    families = wait_for(done, 10, "counts read again (cached for 5 s)")
     assert families["pvesphere_tasks"].type == "gauge"
     assert value(families, "pvesphere_tasks", kind="upload", status="imported") == 1
     assert value(families, "pvesphere_tasks", kind="sync_task", status="pending") in (None, 0)
     # Durations: one upload, its import and the sync, each observed once with how it ended.
-    for job, result in (("upload", "uploaded"), ("import", "imported"), ("sync", "completed")):
+    assert value(families, "pvesphere_tasks", kind="clone", status="completed") == 1
+    jobs = (("upload", "uploaded"), ("import", "imported"), ("sync", "completed"), ("clone", "completed"))
+    for job, result in jobs:
         family = families[f"pvesphere_{job}_duration_seconds"]
         assert family.type == "histogram" and family.unit in ("", "seconds")
         assert value(families, f"pvesphere_{job}_duration_seconds_count", result=result) == 1, job
@@ -140,6 +139,8 @@ def test_agent_metrics_count_the_copy_and_the_jobs(json_stack: Stack, synced: di
     assert value(source, "pvesphere_agent_sent_bytes_total", peer="pve-node2") == task["bytes_sent"]
     assert value(target, "pvesphere_agent_received_bytes_total", peer="pve-node1") == task["bytes_sent"]
     assert value(target, "pvesphere_agent_sent_bytes_total") is None  # it sent nothing
+    assert value(target, "pvesphere_agent_jobs_finished_total", job="clone", result="done") == 1
+    assert value(source, "pvesphere_agent_jobs_finished_total", job="clone", result="done") is None
     # The upload's import on pve-node1, the sync's on pve-node2.
     for families in (source, target):
         assert value(families, "pvesphere_agent_jobs_finished_total", job="import", result="done") == 1
@@ -190,4 +191,9 @@ def test_json_logs_name_every_state_change_of_the_upload_and_its_sync(
     ]
     assert {(c["template_id"], c["node"]) for c in sync_changes} == {(template_id, "pve-node2")}
     assert sync_changes[-1]["msg"] == f"sync_task {task['task_id']}: importing -> completed"
+    clone_changes = changes("clone", synced["clone"]["clone_id"])
+    assert clone_changes[0]["from"] == "pending" and clone_changes[-1]["to"] == "completed", clone_changes
+    assert {(c["template_id"], c["version"], c["node"]) for c in clone_changes} == {
+        (template_id, 1, "pve-node2")
+    }
     json_lines(json_stack.base / "logs" / "agent-pve-node1.log")
