@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from coordinator.agents.registry import is_live
 from coordinator.db.models import Agent, Clone, SyncTaskCount, TemplateDeletion, TemplateUpload
+from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.types import utcnow
 from coordinator.states import clone as clone_states
 from coordinator.states.changes import OBSERVERS, StateChange
@@ -155,6 +156,7 @@ class CoordinatorMetrics:
         self.agent_timeout = agent_timeout
         self.registry = new_registry("coordinator")
         self.figures = Figures()
+        self.database_up = True  # whether the last read of the counts got an answer
         self._read_at = -SCRAPE_CACHE_SECONDS
         self._history_read_at = -HISTORY_CACHE_SECONDS
         self._import_started: dict[int, float] = {}
@@ -208,8 +210,19 @@ class CoordinatorMetrics:
         if self.db is None or now - self._read_at < SCRAPE_CACHE_SECONDS:
             return
         history = now - self._history_read_at >= HISTORY_CACHE_SECONDS
-        async with self.db() as session:
-            self.figures = await read_figures(session, self.agent_timeout, None if history else self.figures)
+        try:
+            async with self.db() as session:
+                self.figures = await read_figures(
+                    session, self.agent_timeout, None if history else self.figures
+                )
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            # The scrape still answers (the process's own figures, the last counts) and says so.
+            OUTAGE.failed("reading the counts for /metrics", exc)
+            self.database_up = False
+            return
+        self.database_up = True
         self._read_at = time.monotonic()
         if history:
             self._history_read_at = self._read_at
@@ -251,6 +264,11 @@ class _DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         figures = self.metrics.figures
+        yield GaugeMetricFamily(
+            PREFIX + "database_up",
+            "1 if the database answered the last read of these counts, else 0 (they are older).",
+            value=1 if self.metrics.database_up else 0,
+        )
         tasks = GaugeMetricFamily(
             PREFIX + "tasks",
             "Work by kind (upload, sync_task, clone, deletion) and status.",

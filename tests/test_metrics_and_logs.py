@@ -99,6 +99,7 @@ def test_coordinator_metrics_after_an_upload_and_a_sync(json_stack: Stack, synce
 
     families = wait_for(done, 10, "counts read again (cached for 5 s)")
     assert families["pvesphere_tasks"].type == "gauge"
+    assert value(families, "pvesphere_database_up") == 1
     assert value(families, "pvesphere_tasks", kind="upload", status="imported") == 1
     assert value(families, "pvesphere_tasks", kind="sync_task", status="pending") in (None, 0)
     # Durations: one upload, its import and the sync, each observed once with how it ended.

@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.metrics import AgentMetrics
+from coordinator.db.session import create_engine, session_factory
 from coordinator.db.types import utcnow
 from coordinator.metrics import CoordinatorMetrics, duration_of, sender_of
 from coordinator.states.changes import StateChange
@@ -120,3 +121,15 @@ def test_counts_follow_the_changes_this_process_commits_between_reads() -> None:
         ("sync_task", "syncing"): 1,
         ("sync_task", "completed"): 0,
     }
+
+
+async def test_a_scrape_answers_while_the_database_does_not() -> None:
+    engine = create_engine("mysql+asyncmy://u:p@127.0.0.1:1/none")  # nothing listens on port 1
+    metrics = CoordinatorMetrics(15.0)
+    metrics.attach(engine, session_factory(engine))
+    try:
+        await metrics.refresh()
+    finally:
+        await engine.dispose()
+    assert metrics.registry.get_sample_value("pvesphere_database_up") == 0
+    assert (metrics.registry.get_sample_value("process_resident_memory_bytes") or 0) > 0
