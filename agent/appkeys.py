@@ -10,6 +10,7 @@ from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
+from agent.metrics import AgentMetrics
 from agent.pve import NodePve
 from agent.staging import Staging
 from agent.transfer.manifests import StagedManifests
@@ -37,3 +38,5 @@ LINK = web.AppKey("link", CoordinatorLink)
 PLAIN_DATA = web.AppKey("plain_data", PlainData)
 EVICTOR = web.AppKey("evictor", Evictor)
 EXPORTER = web.AppKey("exporter", Exporter)
+# GET /metrics: this agent's registry and counters (agent/metrics.py).
+METRICS = web.AppKey("metrics", AgentMetrics)

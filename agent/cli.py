@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         coordinator_url=args.coordinator_url,
     )
-    setup_logging(cfg.log_level, f"agent[{cfg.node_name}]")
+    setup_logging(cfg.log_level, f"agent[{cfg.node_name}]", cfg.log_format)
     # Every certificate and CA file is read now: a wrong one is a configuration error at
     # once, not a failure at the first enrolment, heartbeat or sync.
     served = server_context(cfg.tls_cert_file, cfg.tls_key_file)

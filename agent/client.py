@@ -226,6 +226,7 @@ class AgentClient:
         manifest: bytes,
         seeds: list[Seed],
         codecs: tuple[str, ...] = (),
+        sender: str = "",
     ) -> SessionOpened:
         """Peer -> target agent: present a ticket and the copy's chunk manifest; returns the
         session, the offset to send from and the chunks the target needs."""
@@ -233,7 +234,7 @@ class AgentClient:
             SessionOpened,
             "POST",
             f"/v1/receives/{task_id}/session",
-            message=SessionRequest(ticket, next_hops, manifest, seeds, list(codecs)),
+            message=SessionRequest(ticket, next_hops, manifest, seeds, list(codecs), sender),
         )
 
     async def staged_manifest(self, name: str) -> ManifestView:

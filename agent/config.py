@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.staging_budget import DEFAULT_BUDGET, BadBudget, Budget, parse_budget
-from shared.config import ConfigError, load_config, read_secret
+from shared.config import ConfigError, check_log_format, load_config, read_secret
 
 ENV_PREFIX = "PVESPHERE_AGENT_"
 DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/agent.toml")
@@ -65,6 +65,8 @@ class AgentConfig:
     # Announce this agent with mDNS/zeroconf (_pvesphere-agent._tcp) besides registering.
     mdns: bool = True
     log_level: str = "info"
+    # "text" or "json" (one object a line), as the coordinator's log_format.
+    log_format: str = "text"
 
     @property
     def node_name(self) -> str:
@@ -106,6 +108,7 @@ def load(path: Path | None = None, **overrides: object) -> AgentConfig:
         raise ConfigError(
             "pve_timeout and import_timeout must be more than 0 s, import_seconds_per_gib at least 0"
         )
+    check_log_format(cfg.log_format)
     try:
         parse_budget(cfg.staging_budget)
     except BadBudget as exc:

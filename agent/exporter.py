@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,8 @@ class Exporter:
         self.seconds_per_gib = seconds_per_gib
         self.ops: dict[int, ExportOp] = {}
         self.stopping = False
+        # Told each export's result when it ends ("done", "failed"): the agent's metrics.
+        self.ended: Callable[[str], None] = lambda result: None
 
     async def start(self, req: ExportRequest) -> ExportOp:
         """The export for ``req.upload_id`` (a running or finished one is answered as it is);
@@ -188,6 +191,7 @@ class Exporter:
             staged_name=name, size=size, sha256=sha256, format=OUTPUT_FORMAT, virtual_size=info.virtual_size
         )
         op.state, op.phase, op.progress = "done", "done", 100.0
+        self.ended("done")
         src = op.source.view
         log.info(
             "export for upload %s: %s of VM %s (%s%s) staged as %s: %d bytes, virtual size %d, sha256 %s",
@@ -205,6 +209,7 @@ class Exporter:
     def _fail(self, op: ExportOp, status: int, slug: ErrorSlug, message: str) -> None:
         log.warning("export for upload %s failed: %s", op.req.upload_id, message)
         op.state, op.phase, op.error, op.slug, op.status = "failed", "failed", message, slug, status
+        self.ended("failed")
 
     async def _make_room(self, op: ExportOp) -> None:
         """Room in staging for the copy (at most what the volume takes), or 507."""

@@ -105,6 +105,8 @@ class PveOps(Generic[OpT]):
     def __init__(self) -> None:
         self.ops: dict[str, OpT] = {}
         self.stopping = False
+        # Told each operation's result when it ends ("done", "failed"): the agent's metrics.
+        self.ended: Callable[[str], None] = lambda result: None
 
     def running(self) -> list[OpT]:
         return [op for op in self.ops.values() if op.state == "running"]
@@ -151,6 +153,7 @@ class PveOps(Generic[OpT]):
         try:
             await self._work(op)
             op.state, op.phase, op.progress = "done", "done", 100.0
+            self.ended("done")
             return
         except OpFailed as exc:
             error, kind = str(exc), exc.kind
@@ -159,6 +162,7 @@ class PveOps(Generic[OpT]):
         except asyncio.CancelledError:
             op.state, op.error = "failed", f"agent stopped during the {self.what}"
             op.error_kind = ImportErrorKind.INTERRUPTED
+            self.ended("failed")
             raise
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the operation ends with it
             log.exception("%s %s: unexpected error", self.what, op.key)
@@ -170,6 +174,7 @@ class PveOps(Generic[OpT]):
             await self._remove_half_made(op)
         # Failed only once the VM is gone: whoever reads "failed" may retry with this VMID.
         op.state, op.error, op.error_kind = "failed", error, kind
+        self.ended("failed")
 
     async def _retrying(
         self, op: OpT, one_try: Callable[[], Awaitable[None]], after_pause: Callable[[], Awaitable[None]]

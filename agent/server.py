@@ -29,6 +29,7 @@ from agent.appkeys import (
     IMPORTER,
     LINK,
     MANIFESTS,
+    METRICS,
     PLAIN_DATA,
     PVE,
     RECEIVES,
@@ -45,6 +46,7 @@ from agent.coordinator_link import CoordinatorLink
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
+from agent.metrics import AgentMetrics, Job
 from agent.pve import NodePve
 from agent.routes import clones, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
@@ -60,11 +62,12 @@ from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
 from shared.error_slugs import ErrorSlug
+from shared.metrics import metrics_handler
 from shared.wire_codec import CODECS
 
 log = logging.getLogger(__name__)
 # Routes (by name) that take no credential: health, and what peers call with a ticket.
-OPEN_ROUTES = {"health", *transfer_routes.PEER_ROUTES}
+OPEN_ROUTES = {"health", "metrics", *transfer_routes.PEER_ROUTES}
 
 
 @web.middleware
@@ -122,6 +125,19 @@ async def room_in_staging(app: web.Application, need: int, purpose: str) -> None
         raise GuestViewFailed(f"no room in staging for {purpose}: {need} bytes wanted, {free} free")
 
 
+def _watch(app: web.Application, metrics: AgentMetrics) -> None:
+    """The agent's metrics read at scrape time, and its jobs' ends counted."""
+    app[IMPORTER].ended = metrics.job_ended("import")
+    app[CLONER].ended = metrics.job_ended("clone")
+    app[EXPORTER].ended = metrics.job_ended("export")
+    running: dict[Job, Callable[[], int]] = {
+        "import": lambda: len(app[IMPORTER].running()),
+        "clone": lambda: len(app[CLONER].running()),
+        "export": lambda: sum(1 for op in app[EXPORTER].ops.values() if op.state == "running"),
+    }
+    metrics.watch(running, app[STAGING].used_bytes, app[STAGING].free_bytes)
+
+
 def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -> web.Application:
     """The agent of ``config.node_name``, which takes orders only with ``credential`` and
     checks the certificates of the peers it sends to with ``peer_tls``."""
@@ -137,6 +153,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
     )
     app[CLONER] = Cloner(app[PVE], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib)
+    app[METRICS] = metrics = AgentMetrics()
     app[TRANSFER_POLICY] = PeerPolicy()
     app[LINK] = CoordinatorLink(config, app[PVE], credential, app[TRANSFER_POLICY])
     app[SENDER] = Sender(
@@ -145,6 +162,8 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         peer_tls,
         app[TRANSFER_POLICY],
         codecs=CODECS if config.wire_compression else (),
+        node=config.node_name,
+        metrics=metrics,
     )
     pve = app[PVE]
     seeds = Seeds(config.staging_dir / "receives" / "seeds", lambda seed: resolve_seed(pve, seed))
@@ -164,7 +183,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[PLAIN_DATA] = PlainData(transfer_routes.plain_data_app(app[RECEIVES]), config.host, advertised)
     app[STARTED_AT] = time.monotonic()
     app[STARTED_WALL] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _watch(app, metrics)
     app.router.add_get("/health", health.health, name="health")
+    app.router.add_get("/metrics", metrics_handler(metrics.registry), name="metrics")
     app.router.add_get("/v1/whoami", health.whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
     app.router.add_get("/v1/staging", staging.list_staging)

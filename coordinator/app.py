@@ -48,6 +48,7 @@ from coordinator.appkeys import (
     ENGINE,
     IMPORTS,
     INVENTORY,
+    METRICS,
     READS,
     STARTED_AT,
     SYNC_WATCHERS,
@@ -75,6 +76,7 @@ from coordinator.jobs.orphans import remove_orphans
 from coordinator.jobs.syncs import SyncScheduler, SyncWatcher
 from coordinator.jobs.version_pruner import VersionPruner
 from coordinator.jobs.vm_sweep import sweep_vms
+from coordinator.metrics import CoordinatorMetrics, http_counter
 from coordinator.shared_limits import SharedLimit
 from coordinator.states import clone as clone_states
 from coordinator.states import sync_task
@@ -83,6 +85,7 @@ from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
 from coordinator.upload_slots import UploadSlots
 from shared.error_slugs import ErrorSlug
+from shared.metrics import metrics_handler
 from shared.pacer import Pacer
 from shared.tickets import TicketSigner
 
@@ -196,6 +199,7 @@ async def _open_database(app: web.Application) -> AsyncEngine:
     engine = create_engine(app[CONFIG].resolved_database_url)
     app[ENGINE] = engine
     app[DB] = session_factory(engine)
+    app[METRICS].attach(engine, app[DB])
     revision = await current_revision(engine)
     if revision != SCHEMA_HEAD:
         await engine.dispose()
@@ -247,7 +251,7 @@ def _add_sync_runners(app: web.Application) -> None:
 
     planner = SharedLimit(app[DB], "sync-planner", 1, config.job_lease_seconds)
     app[SYNCS] = SyncScheduler(config, app[DB], app[AGENTS], app[TICKETS], wake_syncs, planner)
-    watcher = SyncWatcher(config, app[DB], app[AGENTS], app[INVENTORY], wake_syncs)
+    watcher = SyncWatcher(config, app[DB], app[AGENTS], app[INVENTORY], wake_syncs, app[METRICS].copied)
     app[SYNC_WATCHERS] = JobRunner(
         "sync",
         app[DB],
@@ -369,7 +373,9 @@ async def _vm_sweeper(app: web.Application) -> None:
 
 def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Application:
     """The coordinator; ``agent_tls`` checks the certificates of the agents it calls."""
-    app = web.Application(middlewares=[error_envelope])
+    metrics = CoordinatorMetrics(config.agent_timeout)
+    app = web.Application(middlewares=[http_counter(metrics), error_envelope])
+    app[METRICS] = metrics
     app[CONFIG] = config
     app[AGENT_TLS] = agent_tls
     app[CREDENTIALS] = Credentials.from_file(config.agent_key_file)
@@ -382,4 +388,6 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     openapi.add_route(app, mount(app, USER_API, API_PREFIX))
     mount(app, [agent_api.routes], AGENT_API_PREFIX)
     health.add_routes(app)
+    # No token (contract 1): what Prometheus scrapes.
+    app.router.add_get("/metrics", metrics_handler(metrics.registry, metrics.refresh), name="metrics")
     return app

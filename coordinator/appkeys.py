@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
     from coordinator.jobs.version_pruner import VersionPruner
+    from coordinator.metrics import CoordinatorMetrics
     from coordinator.template_delete import DeleteJobs
     from coordinator.upload_slots import UploadSlots
     from shared.pacer import Pacer
@@ -49,3 +50,5 @@ CLONES: web.AppKey[JobRunner] = web.AppKey("clones")
 VERSIONS: web.AppKey[VersionPruner] = web.AppKey("versions")
 # Checks agents' certificates (coordinator/listeners.py, agent_tls).
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)
+# GET /metrics: this app's registry, and what it counts (coordinator/metrics.py).
+METRICS: web.AppKey[CoordinatorMetrics] = web.AppKey("metrics")

@@ -99,7 +99,7 @@ def _serve(config_path: Path | None, host: str | None, port: int | None) -> int:
     from coordinator.listeners import ListenError, agent_tls, listeners, serve
 
     cfg = config_mod.load(config_path, host=host, port=port)
-    setup_logging(cfg.log_level, "coordinator")
+    setup_logging(cfg.log_level, "coordinator", cfg.log_format)
     on = listeners(cfg)
     checks_agents = agent_tls(cfg)
     _secure(cfg)
@@ -130,7 +130,7 @@ def _migrate(config_path: Path | None) -> int:
     from shared.tickets import TicketSigner
 
     cfg = config_mod.load(config_path)
-    setup_logging(cfg.log_level, "coordinator")
+    setup_logging(cfg.log_level, "coordinator", cfg.log_format)
     _secure(cfg)
     url = cfg.resolved_database_url
     create_engine(url)  # creates the SQLite directory if needed

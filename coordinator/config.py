@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from coordinator.jobs.limits import ErrorLimits
-from shared.config import ConfigError, load_config
+from shared.config import ConfigError, check_log_format, load_config
 
 ENV_PREFIX = "PVESPHERE_"
 DEFAULT_CONFIG_PATH = Path("/etc/pvesphere/coordinator.toml")
@@ -119,6 +119,9 @@ class CoordinatorConfig:
     # (the demo: scripts poll /readyz, then use the cluster).
     ready_requires_agents: bool = False
     log_level: str = "info"
+    # "text" (a line for people) or "json" (one object a line: ts, level, logger, msg and the
+    # line's fields, e.g. a state change's ids; README "Metrics and logs").
+    log_format: str = "text"
 
     def error_limits(self, kind: Literal["import", "sync", "delete", "clone"]) -> ErrorLimits:
         """The job engine's limits for one kind of job (see job_error_retry_seconds)."""
@@ -206,6 +209,7 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError(f"data_plane must be 'tls' or 'insecure' (got {cfg.data_plane!r})")
     if not 0 <= cfg.plain_http_port <= 65535:
         raise ConfigError("plain_http_port must be 0 (no plain-HTTP listener) or a port number")
+    check_log_format(cfg.log_format)
     if cfg.agent_timeout <= cfg.heartbeat_interval:
         raise ConfigError("agent_timeout must be longer than heartbeat_interval")
     return cfg

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.errors import PvesphereError
+from shared.log import LOG_FORMATS
 
 T = TypeVar("T")
 
@@ -113,6 +114,12 @@ def load_config(
         names = ", ".join(f"{m} (or ${env_prefix}{m.upper()})" for m in missing)
         raise ConfigError(f"missing required setting(s): {names}")
     return cls(**values)
+
+
+def check_log_format(value: str) -> None:
+    """``log_format`` names one of shared/log.py's formats."""
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(map(repr, LOG_FORMATS))} (got {value!r})")
 
 
 def read_secret(value: str, file: Path | None, what: str) -> str:

@@ -181,3 +181,20 @@ def test_a_bad_staging_budget_stops_the_agent_naming_the_setting(
     assert agent_config.load(cfg_file).budget.limit(0) == 1 << 30
     cfg_file.write_text('coordinator_url = "https://c:8443"\n')
     assert agent_config.load(cfg_file).budget.limit(1000) == 200  # the default: 20%
+
+
+def test_log_format_comes_from_the_file_or_the_environment_and_is_checked(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('log_format = "json"\n')
+    assert coordinator_config.load(cfg_file).log_format == "json"
+    assert coordinator_config.load(cfg_file, log_format="text").log_format == "text"
+    agent_env = {"PVESPHERE_AGENT_LOG_FORMAT": "json"}
+    agent = agent_config.load_config(agent_config.AgentConfig, None, "PVESPHERE_AGENT_", env=agent_env)
+    assert agent.log_format == "json"
+    cfg_file.write_text('log_format = "yaml"\n')
+    with pytest.raises(ConfigError, match="log_format must be one of 'text', 'json' \\(got 'yaml'\\)"):
+        coordinator_config.load(cfg_file)
+    agent_file = tmp_path / "a.toml"
+    agent_file.write_text('coordinator_url = "https://c:8443"\nlog_format = "xml"\n')
+    with pytest.raises(ConfigError, match="log_format"):
+        agent_config.load(agent_file)

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from agent.metrics import AgentMetrics
 from agent.staging import Staging
 from agent.transfer.chunk_writer import (
     ChunkCorrupt,
@@ -116,6 +117,7 @@ class Session:
     streaming: bool = False
     started: bool = False
     codec: str | None = None  # the payload compression its frames may use (wire_codec.py)
+    peer: str = ""  # the sending node, as its request said (metrics only)
 
     def holds_slot(self) -> bool:
         if self.streaming:
@@ -341,9 +343,16 @@ class Receives:
     """Every receive on this agent, and the sessions that feed them."""
 
     def __init__(
-        self, staging: Staging, node: str, policy: PeerPolicy, sender: Sender, seeds: Seeds | None = None
+        self,
+        staging: Staging,
+        node: str,
+        policy: PeerPolicy,
+        sender: Sender,
+        seeds: Seeds | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.staging = staging
+        self.metrics = metrics if metrics is not None else sender.metrics
         self.seeds = seeds if seeds is not None else Seeds(staging.root / "receives" / "seeds", None)
         self.node = node
         self.policy = policy
@@ -629,6 +638,7 @@ class Receives:
                             )
                         expected += frame.length
                         receive.rec.received_bytes += wire
+                        self.metrics.received_from(session.peer, wire)
                         await writer.write(frame)
                         stall.reschedule(loop.time() + STALL_SECONDS)  # (it may have made chunks first)
             except TimeoutError:
@@ -641,6 +651,7 @@ class Receives:
             await writer.fill_rest(receive.rec.size)
             if receive.rec.verified == receive.rec.size:
                 if not await writer.finish(receive.rec.sha256):
+                    self.metrics.refused("image_checksum")
                     receive.discard_data()
                     self._fail(
                         receive, ErrorSlug.CHECKSUM, "sha256 of the received image does not match the upload"
@@ -657,11 +668,13 @@ class Receives:
                 )
             return receive.view()
         except SeedCorrupt as exc:
+            self.metrics.corrupt_reused.inc()
             receive.rec.corrupt_reused += 1
             receive.rec.refused_seeds.append(exc.index)
             log.warning("task %s: %s; it comes over the network now", task_id, exc)
             raise TransferRefused(422, ErrorSlug.CORRUPT_CHUNK, str(exc)) from None
         except ChunkCorrupt as exc:
+            self.metrics.refused("digest_mismatch")
             receive.rec.corrupt_chunks += 1
             log.warning("task %s: %s; the sender resumes from %d", task_id, exc, receive.rec.verified)
             raise TransferRefused(422, ErrorSlug.CORRUPT_CHUNK, str(exc)) from None
@@ -676,7 +689,12 @@ class Receives:
             )
             raise TransferRefused(507, ErrorSlug.NO_SPACE, receive.rec.error or str(exc)) from None
         except FrameError as exc:
+            self.metrics.refused("bad_frame")
             raise TransferRefused(400, ErrorSlug.BAD_FRAME, str(exc)) from None
+        except TransferRefused as exc:
+            if exc.error == ErrorSlug.BAD_OFFSET:
+                self.metrics.refused("bad_offset")
+            raise
         finally:
             await writer.close()
             session.streaming = False

@@ -153,6 +153,7 @@ async def open_session(request: web.Request) -> web.Response:
         session, receive, needed = receives.open_session(
             _task_id(request), body.ticket, body.next_hops, body.manifest, seeds, body.codecs
         )
+        session.peer = body.sender
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)
         return _refused(exc)

@@ -36,6 +36,7 @@ from msgspec.structs import replace
 
 from agent.client import AgentClient, AgentError, AgentUnreachable, AgentUntrusted
 from agent.errors import AgentFault
+from agent.metrics import AgentMetrics
 from agent.transfer.errors import TransferRefused
 from agent.transfer.guest_image import GuestImage, mapped_chunk, read_chunk
 from agent.transfer.guest_view import GuestLayout
@@ -175,7 +176,12 @@ class Sender:
         peer_tls: ssl.SSLContext,
         policy: PeerPolicy,
         codecs: tuple[str, ...] = (),
+        node: str = "",
+        metrics: AgentMetrics | None = None,
     ) -> None:
+        """``node``: this agent's node, named to the peers it sends to (their metrics)."""
+        self.node = node
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self._http: aiohttp.ClientSession | None = None
         self.fresh_ticket = fresh_ticket
         self.rate_limit = rate_limit
@@ -265,7 +271,13 @@ class Transfer:
                 if ticket is None:
                     ticket = await self.sender.fresh_ticket(hop.task_id, hop.task_uid, hop.epoch)
                 opened = await client.open_session(
-                    hop.task_id, ticket, rest, self.source.manifest_raw, hop.seeds, self.sender.codecs
+                    hop.task_id,
+                    ticket,
+                    rest,
+                    self.source.manifest_raw,
+                    hop.seeds,
+                    self.sender.codecs,
+                    self.sender.node,
                 )
                 ticket = None  # spent: every session needs a new one
                 offset = opened.offset
@@ -340,18 +352,18 @@ class Transfer:
             rest = chunks
             if compressed and chunks:  # (chunked: its length is not known before)
                 policy = WirePolicy(self.sender.rate_limit.rate)
-                frames = self._compressed_frames(queue, policy)
+                frames = self._compressed_frames(queue, policy, hop.node)
                 await client.stream(hop.task_id, session, frames, None, plain_url)
                 rest = chunks[policy.chunks :] if policy.gave_up else []
             if rest or not chunks:
                 await client.stream(
-                    hop.task_id, session, self._frames(queue), _stream_length(rest), plain_url
+                    hop.task_id, session, self._frames(queue, hop.node), _stream_length(rest), plain_url
                 )
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)  # (its errors went to the stream)
 
-    async def _frames(self, queue: ReadQueue) -> AsyncIterator[bytes | memoryview]:
+    async def _frames(self, queue: ReadQueue, peer: str) -> AsyncIterator[bytes | memoryview]:
         """The frames the read-ahead queued, in pieces for the TLS layer, at the agent's rate."""
         while True:
             item = await queue.get()
@@ -360,13 +372,15 @@ class Transfer:
             if isinstance(item, BaseException):
                 raise item
             offset, length, digest, pieces = item
-            await self.sender.rate_limit.take(sum(len(p) for p in pieces))
+            wire = sum(len(p) for p in pieces)
+            await self.sender.rate_limit.take(wire)
             yield encode_header(offset, length, digest)
             for view in _write_pieces(pieces):
                 yield view
+            self.sender.metrics.sent_to(peer, wire)
 
     async def _compressed_frames(
-        self, queue: ReadQueue, policy: WirePolicy
+        self, queue: ReadQueue, policy: WirePolicy, peer: str
     ) -> AsyncIterator[bytes | memoryview]:
         """The frames of a chunked stream, each compressed (a step behind the read-ahead, in a
         worker thread) while the policy says that pays, at the agent's rate. It ends early
@@ -392,6 +406,7 @@ class Transfer:
                 for view in _write_pieces(pieces):
                     yield view
                 policy.sent(len(header) + wire, time.monotonic() - started)
+                self.sender.metrics.sent_to(peer, wire)
             log.info("transfer %s: %s", self.id, policy.summary())
         finally:
             compressor.cancel()

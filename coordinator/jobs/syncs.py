@@ -50,6 +50,7 @@ from coordinator.db.types import utcnow
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.sync_planner import Chain, Copy, Due, Load, plan_chains
 from coordinator.jobs.template_import import ImportOrder, drive_import, stop_agent_import
+from coordinator.metrics import sender_of
 from coordinator.shared_limits import SharedLimit
 from coordinator.staging_release import forget_copy
 from coordinator.states import sync_task
@@ -61,6 +62,7 @@ from shared.backoff import exponential
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
 from shared.messages.transfers import Hop, ManifestView, ReceiveView, Seed, TransferRequest
+from shared.metrics import counter_step
 from shared.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
@@ -407,6 +409,9 @@ class _CopyWatch:
     source_run: tuple[Any, ...] | None
     deadline: Deadline
     verified: int = -1  # bytes the target verified (-1: none reported yet)
+    # The target's count of bytes received as last seen (the row's, recorded at the last
+    # poll of whichever watcher): what the next report adds to the metrics.
+    received: int = 0
 
     def saw(self, verified: int, now: float) -> None:
         if verified != self.verified:
@@ -423,7 +428,11 @@ class SyncWatcher:
         agents: AgentLinks,
         inventory: InventoryRefresher,
         on_change: Callable[[], None],
+        on_bytes: Callable[[str, str, int], None] = lambda sender, receiver, step: None,
     ) -> None:
+        """``on_bytes(sender, receiver, step)``: ``step`` more bytes reached a target
+        (coordinator/metrics.py counts them per node)."""
+        self.on_bytes = on_bytes
         self.config = config
         self.db = db
         self.agents = agents
@@ -481,6 +490,7 @@ class SyncWatcher:
             deadline=Deadline(
                 scaled_timeout(self.config.copy_timeout, self.config.copy_seconds_per_gib, task.bytes_total)
             ),
+            received=task.bytes_sent,
         )
         while True:
             agent = await self._target(task)
@@ -491,6 +501,7 @@ class SyncWatcher:
             now = time.monotonic()
             streaming = False
             if view is not None and view.epoch == task.epoch:
+                self._count_bytes(task, watch, view.received_bytes)
                 if view.state == "complete":
                     await self._progress(task, view.size, view)  # (bytes_total: the copy's)
                     return await self._copied(task, view)
@@ -509,6 +520,11 @@ class SyncWatcher:
                 await self._fail_attempt(task, reason)
                 return None
             await asyncio.sleep(POLL_SECONDS)
+
+    def _count_bytes(self, task: TemplateSyncTask, watch: _CopyWatch, received: int) -> None:
+        step = counter_step(watch.received, received)
+        watch.received = received
+        self.on_bytes(sender_of(task.source_node_name, task.upstream_nodes), task.target_node_name, step)
 
     async def _poll_target(
         self, task: TemplateSyncTask, agent: AgentClient | None

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.states import changes
 from coordinator.states.transitions import Transitions
 
 
@@ -29,10 +30,15 @@ async def move(
     allowed = tuple(sources if from_ is None else from_)
     if not set(allowed) <= set(sources):
         raise ValueError(f"{model.__tablename__}: {sorted(allowed)} may not all go to {new}")
+    where = list(where)
+    # Said (logged, timed) once committed: coordinator/states/changes.py.
+    about_to_move = await changes.rows_about_to_move(session, model, where, allowed, new, values)
     result = await session.execute(
         update(model)
         .where(*where, model.status.in_(allowed))
         .values(status=new, **values)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    await changes.moved(session, model, about_to_move, count)
+    return count

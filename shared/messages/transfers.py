@@ -60,6 +60,8 @@ class SessionRequest(Model):
     seeds: Annotated[list[Seed], Meta(max_length=16)] = []
     # Payload compressions the sender can use (shared/wire_codec.py), in its order of choice.
     codecs: Annotated[list[Annotated[str, Meta(max_length=16)]], Meta(max_length=8)] = []
+    # The sending node's name (the target's metrics count bytes by peer; empty: not said).
+    sender: Annotated[str, Meta(max_length=100)] = ""
 
 
 class SessionOpened(Model, omit_defaults=True):

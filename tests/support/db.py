@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.migrate import upgrade_to_head
-from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.session import create_engine, session_factory
 from coordinator.states import sync_task
+from coordinator.states import upload as upload_states
 from tests.support import mariadb
 
 T = TypeVar("T")
@@ -43,6 +44,22 @@ def migrated_database(
         request.addfinalizer(lambda: mariadb.drop_database(db_name))
     upgrade_to_head(url)
     return url
+
+
+def upload_row(template: VmTemplate, **fields: Any) -> TemplateUpload:
+    """An upload of ``template`` streaming to node 1 ("n1"), storage "local"; the caller adds it."""
+    values: dict[str, Any] = {
+        "template_id": template.id,
+        "template_name": template.template_name,
+        "cluster_id": template.cluster_id,
+        "storage_id": 1,
+        "storage_name": "local",
+        "storage_type": "dir",
+        "import_node_id": 1,
+        "import_node_name": "n1",
+        "file_name": "x.qcow2",
+    }
+    return upload_states.new_upload("me", 60, **(values | fields))
 
 
 def task_row(upload: TemplateUpload, node: int, **fields: Any) -> TemplateSyncTask:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo.stack import Stack
 from shared.frames import CHUNK
@@ -185,6 +187,7 @@ def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
         template_id, image = local_template(api, stack, tmp_path, "corrupt", 48)
         (task_id,) = start_sync(api, stack, template_id, "pve-node2")
         (task,) = wait_tasks(api, template_id)
+        refused = digest_mismatches(stack, "pve-node2")  # (its agent restarts on the way out)
     assert proxy.flipped.is_set()
     assert task["status"] == "completed", task
     view = receive_view(stack, "pve-node2", task_id)
@@ -194,6 +197,18 @@ def test_a_chunk_corrupted_in_transit_is_detected_and_sent_again(
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
     log = (stack.base / "logs" / "agent-pve-node2.log").read_text()
     assert "failed its digest check" in log
+    assert refused == 1  # its /metrics
+
+
+def digest_mismatches(stack: Stack, node: str) -> float:
+    """pvesphere_agent_chunks_rejected_total{reason="digest_mismatch"} of the node's agent."""
+    text = requests.get(stack.agent_url(node) + "/metrics", timeout=10, verify=str(stack.ca_file)).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    return sum(
+        s.value
+        for s in samples
+        if s.name == "pvesphere_agent_chunks_rejected_total" and s.labels == {"reason": "digest_mismatch"}
+    )
 
 
 def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(

@@ -138,6 +138,8 @@ def test_a_corrupt_chunk_of_the_seed_is_detected_and_fetched(tmp_path: Path) -> 
             view = receive.view()
             assert view.state == "complete", view
             assert view.corrupt_reused == 1 and receive.rec.refused_seeds == [shared[3]]
+            registry = target.receives.metrics.registry  # what the agent's /metrics says
+            assert registry.get_sample_value("pvesphere_agent_corrupt_reused_chunks_total") == 1
             # The rotten chunk came over the network; the copy is v2 exactly.
             assert receive.path.read_bytes() == staging.path(name).read_bytes()
         finally:
