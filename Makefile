@@ -41,7 +41,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy coordinator agent shared pvesim demo benchmarks
+	$(VENV)/bin/mypy coordinator agent shared client pvesim demo benchmarks
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
