@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
