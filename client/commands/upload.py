@@ -104,7 +104,7 @@ async def send_image(
     if not out.as_json:
         listing = await api.get(f"/templates/{data['template_id']}/instances", version=data["version"])
         instances = listing["instances"]
-    out.result(final, lambda d: _final_lines(d, instances))
+    out.result(final, lambda d: _final_lines(d, work, instances))
     return Exit.OK if work.succeeded else Exit.WORK_FAILED
 
 
@@ -120,24 +120,36 @@ def _items(data: Mapping[str, Any]) -> list[Item]:
 
 async def _snapshot(api: Api, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The upload's import and its sync tasks as the API has them now, in the events' shape."""
-    states: list[Mapping[str, Any]] = []
-    try:
-        versions = await api.get(f"/templates/{data['template_id']}/versions")
-    except ApiFailure as exc:
-        if exc.status != 404:
-            raise
-        # A new template whose import failed is gone with it.
-        states.append(
-            {"kind": "upload", "id": data["upload_id"], "status": "failed", "error_message": str(exc)}
-        )
-    else:
-        for v in versions["list"]:
-            if v["upload_id"] == data["upload_id"]:
-                states.append({"kind": "upload", "id": v["upload_id"], "status": v["status"]})
+    states: list[Mapping[str, Any]] = [await _import_state(api, data["template_id"], data["upload_id"])]
     for t in data["sync_tasks"]:
         task = await api.get(f"/templates/sync-tasks/{t['task_id']}")
         states.append({"kind": "sync_task", "id": task["task_id"], **task})
     return states
+
+
+async def _import_state(api: Api, template_id: int, upload_id: int) -> Mapping[str, Any]:
+    """The template's detail says how its current upload's import goes (and why it failed);
+    a new version's upload is not current before it is imported: the versions list has it."""
+    state: dict[str, Any] = {"kind": "upload", "id": upload_id}
+    try:
+        info = (await api.get(f"/templates/{template_id}/detail"))["upload_info"]
+        if info and info["upload_id"] == upload_id:
+            progress = 100 if info["status"] == "imported" else info["import_progress"]
+            return {
+                **state,
+                "status": info["status"],
+                "progress": progress,
+                "error_message": info["error_message"],
+            }
+        versions = await api.get(f"/templates/{template_id}/versions")
+    except ApiFailure as exc:
+        if exc.status != 404:
+            raise
+        return {**state, "status": "failed", "error_message": str(exc)}  # the template is gone
+    for v in versions["list"]:
+        if v["upload_id"] == upload_id:
+            return {**state, "status": v["status"]}
+    return state
 
 
 def _final(data: Mapping[str, Any], work: Work) -> dict[str, Any]:
@@ -164,10 +176,13 @@ def _answer_lines(d: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _final_lines(d: Mapping[str, Any], instances: list[Mapping[str, Any]]) -> list[str]:
+def _final_lines(d: Mapping[str, Any], work: Work, instances: list[Mapping[str, Any]]) -> list[str]:
     head = f"template {d['template_id']} version {d['version']}: {d['status']}"
     lines = [head + (f": {d['error_message']}" if d.get("error_message") else "")]
-    lines += [f"sync task {t['task_id']} to {t['target_node_name']}: {t['status']}" for t in d["sync_tasks"]]
+    for t in d["sync_tasks"]:
+        task = work.items[("sync_task", t["task_id"])]
+        why = f": {task.error}" if task.error and not task.ok else ""
+        lines.append(f"sync task {t['task_id']} to {t['target_node_name']}: {t['status']}{why}")
     if instances:
         lines += text.table(
             instances,
