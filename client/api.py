@@ -65,7 +65,7 @@ def unwrap(status: int, reason: str, text: str) -> Any:
         body = None
     if not isinstance(body, dict) or "code" not in body:
         shown = text.strip().splitlines()[0][:200] if text.strip() else reason
-        raise ApiFailure(status, f"HTTP {status} {reason}: not an answer of the API: {shown}", None)
+        raise ApiFailure(status, f"{reason}: not an answer of the API: {shown}", None)
     data = body.get("data")
     if 200 <= status < 300:
         return data
