@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from client.api import Api, ApiFailure, Unreachable
 from client.progress import Board
 from client.work import Work
+from shared.messages import decode
+from shared.messages.events import Event
 
 RESYNC = 10.0
 POLL = 1.0
@@ -40,10 +42,11 @@ async def _read(ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[dict[s
     try:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(msg.data)
-                    if isinstance(event, dict):
-                        queue.put_nowait(event)
+                try:
+                    event = decode(Event, msg.data.encode())
+                except msgspec.DecodeError:
+                    continue  # a kind or field this client does not know: not ours to show
+                queue.put_nowait(msgspec.structs.asdict(event))
     finally:
         queue.put_nowait(None)  # the stream ended
 

@@ -4,7 +4,8 @@ kept at its latest known state (pure).
 States arrive from the events stream (contract §6.4) and from GETs that fill in what the
 stream cannot say (an object that finished before the stream was open is no longer
 active, so the stream does not send it). Both are dicts with the event's field names.
-A final state is kept: a stale "syncing" that arrives after "completed" changes nothing.
+A final state is kept, and a state behind the one held is ignored: a stale "syncing" that
+arrives after "importing" or "completed" changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ FINAL: dict[str, frozenset[str]] = {
     "clone": frozenset({"completed", "failed"}),
 }
 SUCCEEDED = {"upload": "imported", "sync_task": "completed", "clone": "completed"}
+# The order each kind's statuses come in: a state behind the one held is stale (the stream's
+# first messages describe the moment it opened, which a GET made after may have passed).
+ORDER: dict[str, tuple[str, ...]] = {
+    "upload": ("uploading", "uploaded", "importing"),
+    "sync_task": ("pending", "syncing", "importing"),
+    "clone": ("pending", "waiting_for_sync", "cloning"),
+}
+
+
+def _rank(kind: str, status: str) -> int:
+    order = ORDER[kind]
+    if status in order:
+        return order.index(status)
+    return len(order) if status in FINAL[kind] else -1  # a status this client does not know: first
 
 
 @dataclass
@@ -57,8 +72,15 @@ class Work:
             return None
         if item is None or item.final:
             return None
+        status = str(state.get("status") or item.status)
+        behind = (_rank(item.kind, status), int(state.get("progress") or 0)) < (
+            _rank(item.kind, item.status),
+            item.progress,
+        )
+        if behind:
+            return None
         before = (item.status, item.progress, item.bytes_done, item.bytes_total, item.rate, item.error)
-        item.status = str(state.get("status") or item.status)
+        item.status = status
         if state.get("progress") is not None:
             item.progress = int(state["progress"])
         for name, key in (

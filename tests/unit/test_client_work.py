@@ -22,6 +22,15 @@ def test_a_final_state_is_kept_against_a_late_event() -> None:
     assert work.items[("sync_task", 3)].status == "completed"
 
 
+def test_a_state_behind_the_one_held_is_stale() -> None:
+    work = _work()
+    assert work.apply({"kind": "upload", "id": 7, "status": "importing", "progress": 30}) is not None
+    assert work.apply({"kind": "upload", "id": 7, "status": "uploaded", "bytes_done": 5}) is None
+    assert work.apply({"kind": "upload", "id": 7, "status": "importing", "progress": 20}) is None
+    assert work.apply({"kind": "upload", "id": 7, "status": "importing", "progress": 60}) is not None
+    assert work.items[("upload", 7)].progress == 60
+
+
 def test_other_objects_and_repeats_change_nothing() -> None:
     work = _work()
     assert work.apply({"kind": "sync_task", "id": 4, "status": "failed"}) is None  # not ours
