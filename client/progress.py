@@ -95,9 +95,10 @@ def detail(item: Item) -> str:
     if item.error and item.final and not item.ok:
         return f"{item.status}: {item.error}"
     parts = [item.status]
-    if item.bytes_total:
+    # An upload's bytes are the file's (the byte bar showed them); its bar is the import's.
+    if item.bytes_total and item.kind != "upload":
         parts.append(f"{text.size(item.bytes_done or 0)} of {text.size(item.bytes_total)}")
-    if item.rate and not item.final:
+    if item.rate and not item.final and item.kind != "upload":
         parts.append(text.rate(item.rate))
     return " ".join(parts)
 
