@@ -1,10 +1,10 @@
 """What production installs is the product alone, and what the checkout installs is pinned.
 
 The production wheel (pyproject.toml) holds the coordinator, the agent, the user's client
-(client/, `pvesphere`) and shared/ with their package data; the emulator and the demo harness are the second distribution
-(devtools/pyproject.toml), installed in the checkout only. The wheel is built for real from
-a copy of the checkout (pvesim/ and demo/ included, so that leaving them out is the
-configuration's doing) and run from its own files alone.
+(client/, `pvesphere`) and shared/ with their package data; the emulator and the demo
+harness are the second distribution (devtools/pyproject.toml), installed in the checkout
+only. The wheel is built for real from a copy of the checkout (pvesim/ and demo/ included,
+so that leaving them out is the configuration's doing) and run from its own files alone.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ for name in modules:
     importlib.import_module(name)
 helps = {}
 for prog, module in (
-    ("pvesphere-agent", "agent.cli"), ("pvesphere-coordinator", "coordinator.cli"), ("pvesphere", "client.cli")
+    ("pvesphere-agent", "agent.cli"),
+    ("pvesphere-coordinator", "coordinator.cli"),
+    ("pvesphere", "client.cli"),
 ):
     out = io.StringIO()
     sys.argv = [prog, "--help"]
