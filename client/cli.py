@@ -12,6 +12,7 @@ from pathlib import Path
 
 from client.api import Api, ApiFailure, Unreachable
 from client.commands import clone, inventory, tasks, templates, upload
+from client.commands.common import Commands
 from client.exit_codes import DOC, Exit, UsageError
 from client.output import Output
 from client.settings import CONFIG_ENV, ENV, resolve
@@ -64,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (upload, templates, tasks, clone, inventory):
-        module.add(sub, common)
+        module.add(Commands(sub, common))
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,3 +59,13 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> list[str]:
     """'name:  value' lines, the values lined up."""
     width = max((len(k) for k, _ in pairs), default=0) + 1
     return [f"{(k + ':').ljust(width)}  {cell(v)}" for k, v in pairs]
+
+
+def columns(spec: str, **getters: Callable[[Any], Any]) -> list[Column]:
+    """Columns from ``"ID=id NAME=node_name LAST_SEEN=last_heartbeat_at"``: the header
+    (``_`` for a space) and the row's key, or the getter of that name in ``getters``."""
+    found: list[Column] = []
+    for token in spec.split():
+        header, _, key = token.partition("=")
+        found.append((header.replace("_", " "), getters.get(key) or operator.itemgetter(key)))
+    return found

@@ -8,6 +8,7 @@ from typing import Any
 
 from client import text
 from client.api import Api
+from client.commands.common import Commands
 from client.exit_codes import Exit
 from client.follow import follow
 from client.lookup import cluster_id, node_ids
@@ -16,14 +17,8 @@ from client.progress import board
 from client.work import Item, Work
 
 
-def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "clone",
-        parents=[common],
-        help="make a VM from a template on a node (linked where the storage can)",
-        description="A node without a copy of a local-storage template gets one first (a sync "
-        "task), then the clone; --wait follows both.",
-    )
+def add(commands: Commands) -> None:
+    p = commands.command("clone", "make a VM from a template on a node (linked where the storage can)", clone)
     p.add_argument("template", type=int, metavar="TEMPLATE_ID")
     p.add_argument("--node", required=True, help="node id or name")
     p.add_argument("--name", required=True, help="the new VM's name")
@@ -36,14 +31,12 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--version", type=int, help="default: the current version")
     p.add_argument("--target-storage", type=int, help="full clones: the storage id the copy goes to")
     p.add_argument("--wait", action="store_true", help="follow the clone to its end")
-    p.set_defaults(run=clone)
 
-    p = sub.add_parser("resolve", parents=[common], help="the VMID to clone a template from on a node")
+    p = commands.command("resolve", "the VMID to clone a template from on a node", resolve)
     p.add_argument("--cluster", required=True, help="cluster id or name")
     p.add_argument("--name", required=True, help="the template's name")
     p.add_argument("--node", required=True, help="the node's name")
     p.add_argument("--version", type=int, help="default: the current version")
-    p.set_defaults(run=resolve)
 
 
 def _lines(d: Mapping[str, Any]) -> list[str]:
@@ -56,6 +49,9 @@ def _lines(d: Mapping[str, Any]) -> list[str]:
 
 
 async def clone(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """Make a VM from a template on a node, linked where the storage can. A node without a
+    copy of a local-storage template gets one first (a sync task), then the clone; --wait
+    follows it to its end."""
     (node,) = await node_ids(api, None, [args.node])
     body = {
         "node_id": node,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,30 @@ from client.api import Api
 from client.output import Output
 
 PAGE_SIZE = 100
+
+
+class Commands:
+    """Where a module declares its commands: each one takes the connection options too
+    (``common``) and names the coroutine that runs it."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self._sub = sub
+        self._common = common
+
+    def command(self, name: str, what: str, run: Any) -> argparse.ArgumentParser:
+        """``what``: a line in the list of commands; ``run``'s docstring, if it has one, is
+        the command's own --help."""
+        about = inspect.cleandoc(run.__doc__) if run.__doc__ else what
+        p: argparse.ArgumentParser = self._sub.add_parser(
+            name, parents=[self._common], help=what, description=about
+        )
+        p.set_defaults(run=run)
+        return p
+
+    def group(self, name: str, what: str) -> Commands:
+        """A command with actions (``pvesphere tasks list``)."""
+        p = self._sub.add_parser(name, parents=[self._common], help=what, description=what)
+        return Commands(p.add_subparsers(dest="action", required=True, metavar="ACTION"), self._common)
 
 
 def paging(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from client import text
 from client.api import Api
-from client.commands.common import node, paging, show_page
+from client.commands.common import Commands, node, paging, show_page
 from client.exit_codes import Exit, UsageError
 from client.follow import follow
 from client.lookup import every
@@ -20,37 +20,32 @@ STATUSES = ("pending", "syncing", "importing", "completed", "failed", "canceled"
 ACTIVE = ("pending", "syncing", "importing")
 
 
-def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    tasks = sub.add_parser("tasks", parents=[common], help="list, watch, retry or cancel sync tasks")
-    tsub = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tsub.add_parser("list", parents=[common], help="sync tasks, newest first")
+def add(commands: Commands) -> None:
+    tasks = commands.group("tasks", "list, watch, retry or cancel sync tasks")
+    p = tasks.command("list", "sync tasks, newest first", list_tasks)
     p.add_argument("--template", type=int, metavar="TEMPLATE_ID", help="only this template's")
     p.add_argument("--status", choices=STATUSES, help="only tasks in this state")
     paging(p)
-    p.set_defaults(run=list_tasks)
-    p = tsub.add_parser(
-        "watch", parents=[common], help="one bar per task until each ends (exit 1 if one did not complete)"
+    p = tasks.command(
+        "watch", "one bar per task until each ends (exit 1 if one did not complete)", watch_tasks
     )
     p.add_argument("tasks", type=int, nargs="*", metavar="TASK_ID")
     p.add_argument("--template", type=int, metavar="TEMPLATE_ID", help="every active task of this template")
-    p.set_defaults(run=watch_tasks)
     for action, what in (("retry", "try a failed task again (the copy resumes)"), ("cancel", "stop a task")):
-        p = tsub.add_parser(action, parents=[common], help=what)
+        p = tasks.command(action, what, change_task)
         p.add_argument("task", type=int, metavar="TASK_ID")
-        p.set_defaults(run=change_task, change=action)
+        p.set_defaults(change=action)
 
 
-COLUMNS: list[text.Column] = [
-    ("ID", lambda t: t["task_id"]),
-    ("TEMPLATE", lambda t: f"{t['template_id']} {t['template_name']}"),
-    ("VERSION", lambda t: t["version"]),
-    ("FROM", lambda t: node(t["source_node"])),
-    ("TO", lambda t: node(t["target_node"])),
-    ("STATUS", lambda t: t["status"]),
-    ("PROGRESS", lambda t: f"{t['progress']}%"),
-    ("BYTES", lambda t: f"{text.size(t['bytes_done'])} of {text.size(t['bytes_total'])}"),
-    ("ERROR", lambda t: t["error_message"]),
-]
+COLUMNS = text.columns(
+    "ID=task_id TEMPLATE=template VERSION=version FROM=source TO=target STATUS=status PROGRESS=progress "
+    "BYTES=bytes ERROR=error_message",
+    template=lambda t: f"{t['template_id']} {t['template_name']}",
+    source=lambda t: node(t["source_node"]),
+    target=lambda t: node(t["target_node"]),
+    progress=lambda t: f"{t['progress']}%",
+    bytes=lambda t: f"{text.size(t['bytes_done'])} of {text.size(t['bytes_total'])}",
+)
 
 
 async def list_tasks(api: Api, args: argparse.Namespace, out: Output) -> Exit:

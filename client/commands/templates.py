@@ -9,44 +9,34 @@ from typing import Any
 
 from client import text
 from client.api import Api
-from client.commands.common import paging, show_page
+from client.commands.common import Commands, paging, show_page
 from client.commands.upload import readable, send_image
 from client.exit_codes import Exit
 from client.lookup import cluster_id
 from client.output import Output
 
-INSTANCE_COLUMNS: list[text.Column] = [
-    ("NODE", lambda i: i["node_name"]),
-    ("VERSION", lambda i: i["version"]),
-    ("VMID", lambda i: i["vmid"]),
-    ("STORAGE", lambda i: i["storage_name"]),
-    ("STATUS", lambda i: i["status"]),
-    ("PRIMARY", lambda i: i["is_primary"]),
-    ("SYNC", lambda i: f"{i['sync_progress']}%" if i.get("sync_progress") is not None else None),
-]
+INSTANCE_COLUMNS = text.columns(
+    "NODE=node_name VERSION=version VMID=vmid STORAGE=storage_name STATUS=status "
+    "PRIMARY=is_primary SYNC=sync",
+    sync=lambda i: f"{i['sync_progress']}%" if i.get("sync_progress") is not None else None,
+)
 
 
-def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    templates = sub.add_parser("templates", parents=[common], help="list templates or show one")
-    tsub = templates.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tsub.add_parser("list", parents=[common], help="list templates, newest first")
+def add(commands: Commands) -> None:
+    templates = commands.group("templates", "list templates or show one")
+    p = templates.command("list", "list templates, newest first", list_templates)
     p.add_argument("--cluster", help="only this cluster's (id or name)")
     p.add_argument("--name", help="only names containing this text")
     paging(p)
-    p.set_defaults(run=list_templates)
-    p = tsub.add_parser("show", parents=[common], help="a template, its current upload and where it is")
+    p = templates.command("show", "a template, its current upload and where it is", show_template)
     p.add_argument("template", type=int, metavar="TEMPLATE_ID")
-    p.set_defaults(run=show_template)
 
-    versions = sub.add_parser("versions", parents=[common], help="a template's versions")
-    vsub = versions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = vsub.add_parser("list", parents=[common], help="the versions, newest first")
-    p.add_argument("template", type=int, metavar="TEMPLATE_ID")
-    p.set_defaults(run=list_versions)
-    p = vsub.add_parser(
-        "create",
-        parents=[common],
-        help="upload the next version (rolled out to every node holding an earlier one)",
+    versions = commands.group("versions", "a template's versions")
+    versions.command("list", "the versions, newest first", list_versions).add_argument(
+        "template", type=int, metavar="TEMPLATE_ID"
+    )
+    p = versions.command(
+        "create", "upload the next version (rolled out to every node holding an earlier one)", create_version
     )
     p.add_argument("template", type=int, metavar="TEMPLATE_ID")
     p.add_argument("file", type=Path, metavar="FILE", help="the disk image")
@@ -58,27 +48,21 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         help="import it on the storage's node only; sync it to others later",
     )
     p.add_argument("--wait", action="store_true", help="follow the import and the rollout to their end")
-    p.set_defaults(run=create_version)
-    p = vsub.add_parser("activate", parents=[common], help="make a version current (roll back or forward)")
-    p.add_argument("template", type=int, metavar="TEMPLATE_ID")
-    p.add_argument("version", type=int, metavar="VERSION")
-    p.set_defaults(run=activate_version)
-    p = vsub.add_parser("delete", parents=[common], help="remove a version's VMs and images on every node")
-    p.add_argument("template", type=int, metavar="TEMPLATE_ID")
-    p.add_argument("version", type=int, metavar="VERSION")
-    p.set_defaults(run=delete_version)
+    for action, what, run in (
+        ("activate", "make a version current (roll back or forward)", activate_version),
+        ("delete", "remove a version's VMs and images on every node", delete_version),
+    ):
+        p = versions.command(action, what, run)
+        p.add_argument("template", type=int, metavar="TEMPLATE_ID")
+        p.add_argument("version", type=int, metavar="VERSION")
 
 
 async def list_templates(api: Api, args: argparse.Namespace, out: Output) -> Exit:
-    columns: list[text.Column] = [
-        ("ID", lambda r: r["id"]),
-        ("NAME", lambda r: r["template_name"]),
-        ("CLUSTER", lambda r: r["cluster_name"]),
-        ("VERSION", lambda r: r["current_version"]),
-        ("STATUS", lambda r: r["status"]),
-        ("CREATED", lambda r: r["created_at"]),
-        ("DESCRIPTION", lambda r: r["description"].splitlines()[0] if r["description"] else ""),
-    ]
+    columns = text.columns(
+        "ID=id NAME=template_name CLUSTER=cluster_name VERSION=current_version STATUS=status "
+        "CREATED=created_at DESCRIPTION=description",
+        description=lambda r: r["description"].splitlines()[0] if r["description"] else "",
+    )
     cluster = await cluster_id(api, args.cluster) if args.cluster else None
     await show_page(api, out, "/templates", args, columns, cluster_id=cluster, name=args.name)
     return Exit.OK
@@ -114,15 +98,12 @@ async def show_template(api: Api, args: argparse.Namespace, out: Output) -> Exit
 
 async def list_versions(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     data = await api.get(f"/templates/{args.template}/versions")
-    columns: list[text.Column] = [
-        ("VERSION", lambda v: f"{v['version']}{' *' if v['is_current'] else ''}"),
-        ("STATUS", lambda v: v["status"]),
-        ("FILE", lambda v: v["file_name"]),
-        ("SIZE", lambda v: text.size(v["file_size"])),
-        ("NODES", lambda v: v["instances"]),
-        ("CLONES", lambda v: v["clones"]),
-        ("CREATED", lambda v: v["created_at"]),
-    ]
+    columns = text.columns(
+        "VERSION=version STATUS=status FILE=file_name SIZE=file_size NODES=instances CLONES=clones "
+        "CREATED=created_at",
+        version=lambda v: f"{v['version']}{' *' if v['is_current'] else ''}",
+        file_size=lambda v: text.size(v["file_size"]),
+    )
     out.result(data, lambda d: [*text.table(d["list"], columns), "(* current)"] if d["list"] else ["(none)"])
     return Exit.OK
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from client import text
 from client.api import Api, ApiFailure
+from client.commands.common import Commands
 from client.exit_codes import Exit, UsageError
 from client.follow import follow
 from client.lookup import cluster_id, node_ids, split, storage_id
@@ -25,14 +26,9 @@ class UnreadableFile(UsageError):
     """The image to upload is not a readable file."""
 
 
-def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "upload",
-        parents=[common],
-        help="upload a disk image as a new template (with --wait: until imported and synced)",
-        description="Stream FILE (.qcow2, .raw/.img, .vmdk) to the coordinator, which imports it "
-        "as a PVE template on the storage's node; with --sync, copies follow to other nodes.",
-    )
+def add(commands: Commands) -> None:
+    what = "upload a disk image as a new template (with --wait: until imported and synced)"
+    p = commands.command("upload", what, upload)
     p.add_argument("file", type=Path, metavar="FILE", help="the disk image")
     p.add_argument("--name", required=True, help="the template's name (unique in its cluster)")
     p.add_argument("--cluster", required=True, help="cluster id or name")
@@ -49,7 +45,6 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         "or to every node with a storage of the same name (all)",
     )
     p.add_argument("--wait", action="store_true", help="follow the import and the sync tasks to their end")
-    p.set_defaults(run=upload)
 
 
 def readable(file: Path) -> Path:
@@ -64,6 +59,9 @@ def readable(file: Path) -> Path:
 
 
 async def upload(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """Stream FILE (.qcow2, .raw/.img, .vmdk) from disk to the coordinator, which imports it
+    as a PVE template on the storage's node; with --sync, copies follow to other nodes.
+    --wait follows the import and every copy to their end, one bar per node."""
     file = readable(args.file)
     cluster = await cluster_id(api, args.cluster)
     fields = {
@@ -186,12 +184,6 @@ def _final_lines(d: Mapping[str, Any], work: Work, instances: list[Mapping[str, 
     if instances:
         lines += text.table(
             instances,
-            [
-                ("NODE", lambda i: i["node_name"]),
-                ("VMID", lambda i: i["vmid"]),
-                ("STORAGE", lambda i: i["storage_name"]),
-                ("STATUS", lambda i: i["status"]),
-                ("PRIMARY", lambda i: i["is_primary"]),
-            ],
+            text.columns("NODE=node_name VMID=vmid STORAGE=storage_name STATUS=status PRIMARY=is_primary"),
         )
     return lines
