@@ -25,6 +25,8 @@ from shared.messages.events import Event
 
 RESYNC = 10.0
 POLL = 1.0
+# A stream that closes at once must not be reopened in a tight loop.
+REOPEN_AFTER = 0.5
 # How often in a row the stream may fail to open before the wait gives up.
 RECONNECTS = 5
 
@@ -69,12 +71,15 @@ async def follow(api: Api, work: Work, board: Board, snapshot: Snapshot, filters
                             _take(work, board, await snapshot())
                             continue
                         if event is None:
-                            break  # dropped: open it again
+                            break  # dropped (or the coordinator stops): open it again
                         _take(work, board, [event])
                 finally:
                     reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    # A stream cut mid-message ends the reader with the client's error: opened again.
+                    with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                         await reader
+            if not work.done:
+                await asyncio.sleep(REOPEN_AFTER)
         except ApiFailure as exc:
             if exc.status != 404:
                 raise

@@ -76,7 +76,7 @@ async def clone(api: Api, args: argparse.Namespace, out: Output) -> Exit:
 
     shown = board(list(work.items.values()), out.progress_stream, out.plain)
     try:
-        await follow(api, work, shown, snapshot, {"template_id": args.template})
+        await follow(api, work, shown, snapshot, {"template_id": args.template, "kind": "clone"})
     finally:
         shown.close()
     final = await api.get(f"/clones/{clone_id}")

@@ -94,7 +94,13 @@ async def send_image(
     work = Work(_items(data))
     shown = board(list(work.items.values()), out.progress_stream, out.plain)
     try:
-        await follow(api, work, shown, lambda: _snapshot(api, data), {"template_id": data["template_id"]})
+        await follow(
+            api,
+            work,
+            shown,
+            lambda: _snapshot(api, data),
+            {"template_id": data["template_id"], "kind": "upload,sync_task"},
+        )
     finally:
         shown.close()
     final = _final(data, work)
