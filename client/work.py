@@ -96,13 +96,15 @@ class Work:
         after = (item.status, item.progress, item.bytes_done, item.bytes_total, item.rate, item.error)
         return item if after != before else None
 
-    def _import_failed(self) -> bool:
+    @property
+    def doomed(self) -> bool:
+        """The import failed: its sync tasks have nothing to copy (the coordinator fails them
+        soon after; ``follow`` waits a little for that, not for ever)."""
         return any(i.kind == "upload" and i.status == "failed" for i in self.items.values())
 
     @property
     def done(self) -> bool:
-        """Every item is final, or the import failed (its sync tasks then have nothing to copy)."""
-        return all(i.final for i in self.items.values()) or self._import_failed()
+        return all(i.final for i in self.items.values())
 
     @property
     def failed(self) -> list[Item]:

@@ -223,6 +223,17 @@ def test_an_import_that_fails_is_exit_1_and_says_why(stack_sqlite: Stack, api: A
     assert re.fullmatch(
         r"template \d+ version 1: failed: import on pve-node1 failed: .*out of space \(cli test\)", final
     ), final
+    # Its sync task had nothing to copy: failed too. Watching it ends at once, as it ended.
+    task = re.search(r"^sync task (\d+) to pve-node3: failed: ", result.stdout, re.M)
+    assert task is not None, result.stdout
+    watched = pvesphere("tasks", "watch", task[1], "--json", stack=stack_sqlite)
+    assert watched.returncode == 1
+    assert json.loads(watched.stdout) == [api.get(f"/templates/sync-tasks/{task[1]}").ok()]
+    canceled = pvesphere("tasks", "cancel", task[1], stack=stack_sqlite)
+    assert canceled.returncode == 3
+    assert canceled.stderr.startswith(f"pvesphere: sync task {task[1]} ") and canceled.stderr.endswith(
+        "HTTP 409)\n"
+    ), canceled.stderr
 
 
 def test_https_with_the_cluster_ca_from_a_config_file(stack_sqlite: Stack, tmp_path: Path) -> None:

@@ -40,16 +40,16 @@ def test_other_objects_and_repeats_change_nothing() -> None:
     assert work.apply({"bogus": True}) is None
 
 
-def test_done_when_all_ended_or_when_the_import_failed() -> None:
+def test_done_when_all_ended_and_doomed_when_the_import_failed() -> None:
     work = _work()
     work.apply({"kind": "upload", "id": 7, "status": "imported"})
     assert not work.done
     work.apply({"kind": "sync_task", "id": 3, "status": "completed", "rate_bytes_per_sec": 5})
-    assert work.done and work.succeeded and work.failed == []
+    assert work.done and work.succeeded and work.failed == [] and not work.doomed
 
     work = _work()
     work.apply({"kind": "upload", "id": 7, "status": "failed", "error_message": "PVE said no"})
-    assert work.done and not work.succeeded  # its sync task has nothing to copy
+    assert work.doomed and not work.done and not work.succeeded  # its sync task: failed soon
     assert [i.error for i in work.failed] == ["PVE said no"]
 
 
