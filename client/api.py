@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from client.exit_codes import UsageError
 from client.file_payload import FilePayload
 from client.settings import Settings
 from shared.errors import PvesphereError
@@ -54,7 +55,7 @@ def _ssl_context(cacert: Path | None) -> ssl.SSLContext | None:
     try:
         return ssl.create_default_context(cafile=str(cacert))
     except (OSError, ssl.SSLError) as exc:
-        raise Unreachable(f"cannot use {cacert} as the CA certificate: {exc}") from None
+        raise UsageError(f"cannot use {cacert} as the CA certificate: {exc}") from None
 
 
 def unwrap(status: int, reason: str, text: str) -> Any:
