@@ -19,6 +19,13 @@ from client.settings import CONFIG_ENV, ENV, resolve
 from shared.version import VERSION
 
 PROG = "pvesphere"
+ABOUT = """\
+Manage pvesphere templates from the command line: upload images, follow imports
+and syncs, clone, look things up. `pvesphere COMMAND --help` tells more.
+
+Where the coordinator and the token come from, first match wins: the flags
+--url/--token/--cacert, then $PVESPHERE_URL/$PVESPHERE_TOKEN/$PVESPHERE_CACERT,
+then the config file (url = "...", token = "...", cacert = "...")."""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -56,9 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         parents=[common],
-        description="Manage pvesphere templates from the command line: upload images, follow "
-        "imports and syncs, clone, look things up. Settings: flags, then PVESPHERE_URL / "
-        "PVESPHERE_TOKEN / PVESPHERE_CACERT, then the config file.",
+        description=ABOUT,
         epilog=DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
