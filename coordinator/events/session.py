@@ -90,10 +90,10 @@ async def _send_all(
     throttle: Coalescer[Event] = Coalescer()
     while not sub.stopping:
         if sub.overflowed:
-            raise TooSlow(f"more than {sub.queue.maxsize} changes waited for this client: read faster")
+            raise TooSlow(f"changes of {sub.queue.maxsize} polls waited for this client: read faster")
         while not sub.queue.empty():
-            event = sub.queue.get_nowait()
-            throttle.offer(key_of(event), event)
+            for event in sub.queue.get_nowait():
+                throttle.offer(key_of(event), event)
         for event in throttle.due(time.monotonic()):
             await _send(ws, event, deadline)
         wait = throttle.next_due(time.monotonic())
