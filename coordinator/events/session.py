@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import WSMsgType, web
 
+from coordinator.errors import CoordinatorError
 from coordinator.events.hub import Subscription
 from coordinator.events.shaping import key_of
 from coordinator.events.throttle import Coalescer
@@ -31,8 +32,8 @@ CLOSE_DEADLINE = 5.0
 IDLE_WAKE = 5.0
 
 
-class TooSlow(Exception):
-    pass
+class TooSlow(CoordinatorError):
+    """The client does not read its messages fast enough (the connection closes with 4008)."""
 
 
 async def serve(
