@@ -6,7 +6,10 @@ difference per subscriber. With a subscriber the change reader polls (4 times a 
 the first subscriber also pays for it: given apart, from one subscriber's figures.
 
 (b) A sync's events: one subscriber watches a template synced to two nodes; per object, the
-most messages in any one second (target <= 4) and the rate while it copied.
+most messages in any one second (target <= 4) and the rate while it copied. The sync writes
+its progress about once a second, so (c) writes one sync task's row ``FAST_WRITES`` times a
+second (straight to the database, as a faster writer or many replicas would) and counts
+what a subscriber gets: at most 4 a second, and the last state written.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import asyncio
 import json
 import os
 import secrets
+import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ WINDOW, QUICK_WINDOW = 20.0, 8.0  # seconds over which CPU is counted
 SETTLE = 2.0
 IMAGE, QUICK_IMAGE = 512 * MIB, 128 * MIB
 MAX_PER_SECOND = 4
+FAST_WRITES, FAST_SECONDS = 20, 5.0
 # Targets of our own (the issue names none): an idle subscriber costs little.
 MAX_KIB_PER_SUBSCRIBER = 100.0
 MAX_CPU_PERCENT_PER_SUBSCRIBER = 0.1  # of one core
@@ -169,6 +175,39 @@ def _sync_rate(stack: Stack, image: Path, ws: str) -> tuple[list[Target], str]:
     return [Target("messages per object in any 1 s", float(most), "<=", MAX_PER_SECOND)], text
 
 
+def _fast_writes(stack: Stack, task_id: int, ws: str) -> tuple[list[Target], str]:
+    db = sqlite3.connect(stack.base / "coordinator.db", timeout=30)
+    update = "UPDATE template_sync_task SET progress = ?, updated_at = ? WHERE id = ?"
+    writes = int(FAST_WRITES * FAST_SECONDS)
+    try:
+        with Subscribers(ws, stack.admin_token, 1, {"task_id": str(task_id), "kind": "sync_task"}) as sub:
+            time.sleep(SETTLE)
+            for step in range(writes):
+                now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                db.execute(update, (step % 100, now, task_id))
+                db.commit()
+                time.sleep(1 / FAST_WRITES)
+            time.sleep(SETTLE)
+        db.execute(update, (100, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), task_id))
+        db.commit()
+    finally:
+        db.close()
+    changes = [(at, m) for at, m in sub.received[0] if not m.get("snapshot")]
+    times = [at for at, _ in changes]
+    most = _most_in_one_second(times)
+    last = changes[-1][1]["progress"] if changes else None
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    text = (
+        f"  {writes} writes of one row in {FAST_SECONDS:.0f} s ({FAST_WRITES}/s): {len(changes)} messages"
+        f" ({(len(changes) - 1) / span if span else 0:.2f}/s), most in 1 s {most}, last progress {last}"
+        f" (written last: {(writes - 1) % 100})"
+    )
+    return [
+        Target("messages per second of a row written 20/s", float(most), "<=", MAX_PER_SECOND),
+        Target("last state sent", float(last == (writes - 1) % 100), ">=", 1.0, note="1: yes"),
+    ], text
+
+
 def run(options: Options) -> list[Target]:
     stack = start_stack(options.workdir / "stack")
     ws = stack.api.replace("http://", "ws://") + "/events"
@@ -182,7 +221,9 @@ def run(options: Options) -> list[Target]:
         finally:
             image.unlink()
         print(f"\n  (b) a sync's events\n{rate_text}", flush=True)
-        return idle_targets + rate_targets
+        fast_targets, fast_text = _fast_writes(stack, 1, ws)
+        print(f"\n  (c) a row written {FAST_WRITES} times a second\n{fast_text}", flush=True)
+        return idle_targets + rate_targets + fast_targets
     finally:
         stack.stop()
 
