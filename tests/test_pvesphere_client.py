@@ -186,6 +186,45 @@ def test_json_is_the_apis_data(stack_sqlite: Stack, api: Api, tmp_path: Path) ->
     assert json.loads(resolved.stdout) == api.get(f"/templates/resolve?{query}").ok()
 
 
+# Run in a process of its own, so that the largest child it has waited for is pvesphere.
+PEAK_RSS = """
+import resource, subprocess, sys
+ran = subprocess.run(sys.argv[1:], capture_output=True)
+print(ran.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_a_large_upload_is_streamed_from_disk_not_held(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:
+    """128 MiB sent; the client stays near its ~40 MB of code (measured: 46 MB for 400 MiB)."""
+    image = images.raw_with_data(tmp_path / "big.raw", size_mib=128, data_mib=4)
+    ceph = storage_id(api, stack_sqlite, "ceph-storage")
+    try:
+        args = [
+            "upload",
+            str(image),
+            "--name",
+            _name("cli-big"),
+            "--cluster",
+            "pve-demo",
+            "--storage",
+            str(ceph),
+        ]
+        env = {
+            **os.environ,
+            "PVESPHERE_URL": stack_sqlite.coordinator_url,
+            "PVESPHERE_TOKEN": stack_sqlite.admin_token,
+        }
+        measured = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, str(PVESPHERE), *args, "--wait"],
+            capture_output=True, text=True, timeout=TIMEOUT, env=env,
+        )  # fmt: skip
+    finally:
+        image.unlink()
+    returncode, peak_kib = map(int, measured.stdout.split())
+    assert returncode == 0, measured.stderr
+    assert peak_kib < 100 * 1024, f"pvesphere peaked at {peak_kib} KiB uploading 128 MiB"
+
+
 def test_an_image_refused_by_validation_is_the_apis_422_and_exit_3(
     stack_sqlite: Stack, api: Api, tmp_path: Path
 ) -> None:
