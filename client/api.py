@@ -8,7 +8,6 @@ costs the client no more memory than a small one.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -18,35 +17,16 @@ from typing import Any
 
 import aiohttp
 
+from client.answers import ApiFailure, Unreachable, unwrap
 from client.exit_codes import UsageError
 from client.file_payload import FilePayload
 from client.settings import Settings
-from shared.errors import PvesphereError
 
 API_PREFIX = "/api/v1"
 # Ordinary calls answer in well under a second; an upload's answer waits for the agent to
 # store and validate the whole image, so it has no overall limit (only the connect one).
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=30)
 UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
-
-
-class ApiFailure(PvesphereError):
-    """The API answered with an error envelope (or something that is not the API)."""
-
-    def __init__(self, status: int, message: str, slug: str | None, data: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.slug = slug
-        self.data = data
-
-    def __str__(self) -> str:
-        slug = f"{self.slug}, " if self.slug else ""
-        return f"{self.message} ({slug}HTTP {self.status})"
-
-
-class Unreachable(PvesphereError):
-    """No answer from the coordinator: connection refused, name unknown, TLS refused."""
 
 
 def _ssl_context(cacert: Path | None) -> ssl.SSLContext | None:
@@ -56,22 +36,6 @@ def _ssl_context(cacert: Path | None) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=str(cacert))
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot use {cacert} as the CA certificate: {exc}") from None
-
-
-def unwrap(status: int, reason: str, text: str) -> Any:
-    """``data`` of a success envelope; an :class:`ApiFailure` for anything else (pure)."""
-    try:
-        body = json.loads(text) if text else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or "code" not in body:
-        shown = text.strip().splitlines()[0][:200] if text.strip() else reason
-        raise ApiFailure(status, f"{reason}: not an answer of the API: {shown}", None)
-    data = body.get("data")
-    if 200 <= status < 300:
-        return data
-    slug = data.get("error") if isinstance(data, dict) else None
-    raise ApiFailure(status, str(body.get("message") or reason), slug, data)
 
 
 class Api:

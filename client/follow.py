@@ -18,7 +18,8 @@ import aiohttp
 import msgspec
 
 from client.api import Api, ApiFailure, Unreachable
-from client.progress import Board
+from client.output import Output
+from client.progress import Board, board
 from client.work import Work
 from shared.messages import decode
 from shared.messages.events import Event
@@ -110,6 +111,15 @@ class _Follower:
             await self.resync()
             if not self.work.done:
                 await asyncio.sleep(POLL)
+
+
+async def watch(api: Api, out: Output, work: Work, snapshot: Snapshot, filters: Mapping[str, Any]) -> None:
+    """Follow ``work`` with a bar per item on ``out``'s progress stream."""
+    shown = board(list(work.items.values()), out.progress_stream, out.plain)
+    try:
+        await follow(api, work, shown, snapshot, filters)
+    finally:
+        shown.close()
 
 
 async def follow(api: Api, work: Work, board: Board, snapshot: Snapshot, filters: Mapping[str, Any]) -> None:

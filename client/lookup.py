@@ -7,10 +7,12 @@ named with its node: ``local@pve-node1``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from client.api import Api
 from client.exit_codes import UsageError
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 PAGE = 100
 

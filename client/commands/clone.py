@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client import text
-from client.api import Api
 from client.commands.common import Commands
 from client.exit_codes import Exit
-from client.follow import follow
 from client.lookup import cluster_id, node_ids
 from client.output import Output
-from client.progress import board
 from client.work import Item, Work
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 
 def add(commands: Commands) -> None:
@@ -74,11 +74,9 @@ async def clone(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     async def snapshot() -> list[Mapping[str, Any]]:
         return [{"kind": "clone", "id": clone_id, **await api.get(f"/clones/{clone_id}")}]
 
-    shown = board(list(work.items.values()), out.progress_stream, out.plain)
-    try:
-        await follow(api, work, shown, snapshot, {"template_id": args.template, "kind": "clone"})
-    finally:
-        shown.close()
+    from client.follow import watch  # rich and the events stream: only when waiting
+
+    await watch(api, out, work, snapshot, {"template_id": args.template, "kind": "clone"})
     final = await api.get(f"/clones/{clone_id}")
     out.result(final, _lines)
     return Exit.OK if final["status"] == "completed" else Exit.WORK_FAILED

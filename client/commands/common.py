@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client import text
-from client.api import Api
 from client.output import Output
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 PAGE_SIZE = 100
 

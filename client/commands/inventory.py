@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from client import text
-from client.api import Api
 from client.commands.common import Commands, paging, show_page
 from client.exit_codes import Exit
 from client.lookup import cluster_id
 from client.output import Output
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 
 def add(commands: Commands) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client import text
-from client.api import Api
 from client.commands.common import Commands, node, paging, show_page
 from client.exit_codes import Exit, UsageError
-from client.follow import follow
 from client.lookup import every
 from client.output import Output
-from client.progress import board
 from client.work import FINAL, Item, Work
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 STATUSES = ("pending", "syncing", "importing", "completed", "failed", "canceled")
 ACTIVE = ("pending", "syncing", "importing")
@@ -88,11 +88,9 @@ async def watch_tasks(api: Api, args: argparse.Namespace, out: Output) -> Exit:
         "task_id": ids[0] if len(ids) == 1 else None,
         "template_id": args.template,
     }
-    shown = board(list(work.items.values()), out.progress_stream, out.plain)
-    try:
-        await follow(api, work, shown, snapshot, filters)
-    finally:
-        shown.close()
+    from client.follow import watch  # rich and the events stream: only when waiting
+
+    await watch(api, out, work, snapshot, filters)
     final = [await api.get(f"/templates/sync-tasks/{t}") for t in ids]
     out.result(final, lambda d: text.table(d, COLUMNS))
     return Exit.OK if all(t["status"] == "completed" for t in final) else Exit.WORK_FAILED

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client import text
-from client.api import Api
 from client.commands.common import Commands, paging, show_page
 from client.commands.upload import readable, send_image
 from client.exit_codes import Exit
 from client.lookup import cluster_id
 from client.output import Output
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 INSTANCE_COLUMNS = text.columns(
     "NODE=node_name VERSION=version VMID=vmid STORAGE=storage_name STATUS=status "

@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client import text
-from client.api import Api, ApiFailure
+from client.answers import ApiFailure
 from client.commands.common import Commands
 from client.exit_codes import Exit, UsageError
-from client.follow import follow
 from client.lookup import cluster_id, node_ids, split, storage_id
 from client.output import Output
-from client.progress import board, byte_bar
 from client.work import Item, Work
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
 
 
 class UnreadableFile(UsageError):
@@ -83,6 +84,10 @@ async def send_image(
 ) -> Exit:
     """Upload ``file`` to ``path``; with ``wait``, follow what it started. The result is the
     API's answer (with --wait: its status and its sync tasks' as they ended)."""
+    # rich, the events stream and aiohttp: imported when an upload runs, not for --help
+    from client.follow import watch
+    from client.progress import byte_bar
+
     bar = byte_bar(f"upload {file.name}", file.stat().st_size, out.progress_stream, out.plain)
     try:
         data = await api.upload(path, fields, file, bar.advance)
@@ -92,17 +97,13 @@ async def send_image(
         out.result(data, _answer_lines)
         return Exit.OK
     work = Work(_items(data))
-    shown = board(list(work.items.values()), out.progress_stream, out.plain)
-    try:
-        await follow(
-            api,
-            work,
-            shown,
-            lambda: _snapshot(api, data),
-            {"template_id": data["template_id"], "kind": "upload,sync_task"},
-        )
-    finally:
-        shown.close()
+    await watch(
+        api,
+        out,
+        work,
+        lambda: _snapshot(api, data),
+        {"template_id": data["template_id"], "kind": "upload,sync_task"},
+    )
     final = _final(data, work)
     instances = []
     if not out.as_json:
