@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from client import text
-from client.api import ApiFailure, unwrap
+from client.answers import ApiFailure, unwrap
 from client.progress import PlainBoard, PlainByteBar
 from client.work import Item, Work
 
