@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace, out: Output) -> Exit:
         os.environ,
         getattr(args, "config", None),
     )
-    from client.api import Api  # aiohttp: only once a command runs (--help is 4x faster)
+    from client.api import Api  # aiohttp once a command runs: --help takes 0.09 s of CPU, not 0.22
 
     async with Api(settings) as api:
         return Exit(await args.run(api, args, out))

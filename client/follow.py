@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from client.api import Api, ApiFailure, Unreachable
+from client.answers import ApiFailure, Unreachable
+from client.api import Api
 from client.output import Output
 from client.progress import Board, board
 from client.work import Work
