@@ -6,12 +6,16 @@ The stack is the session's shared SQLite one; every test names its own templates
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
 import secrets
+import select
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -149,6 +153,36 @@ def test_upload_wait_with_a_sync_ends_synced_in_plain_lines(
     assert sorted(line.split()[:2] for line in final[3:]) == sorted(
         [i["node_name"], str(i["vmid"])] for i in instances
     )
+
+
+def test_on_a_terminal_the_bars_are_drawn(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:
+    image = images.qcow2(tmp_path / "tty.qcow2", size_mib=16, data_mib=2)
+    ceph = storage_id(api, stack_sqlite, "ceph-storage")
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PVESPHERE_")}
+    env |= {"PVESPHERE_URL": stack_sqlite.coordinator_url, "PVESPHERE_TOKEN": stack_sqlite.admin_token}
+    args = ["upload", str(image), "--name", _name("cli-tty"), "--cluster", "pve-demo", "--storage", str(ceph)]
+    proc = subprocess.Popen(
+        [str(PVESPHERE), *args, "--wait"],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
+    os.close(secondary)
+    drawn = b""
+    deadline = time.monotonic() + TIMEOUT
+    with contextlib.suppress(OSError):  # EIO once the process has closed its end
+        while time.monotonic() < deadline:
+            if select.select([primary], [], [], 1)[0]:
+                if not (chunk := os.read(primary, 65536)):
+                    break
+                drawn += chunk
+    os.close(primary)
+    assert proc.wait(timeout=TIMEOUT) == 0, drawn
+    text = drawn.decode()
+    assert "\x1b[" in text and "━" in text  # rich's bars, redrawn in place
+    assert "upload tty.qcow2" in text and "pve-node" in text and "imported" in text
 
 
 def test_json_is_the_apis_data(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:
