@@ -62,8 +62,10 @@ def read_config(path: Path, required: bool, read: Callable[[Path], str]) -> dict
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
+        # $PVESPHERE_CONFIG is the coordinator's too: on its host it may name coordinator.toml.
         raise SettingsError(
-            f"config file {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(KEYS)})"
+            f"config file {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(KEYS)}; "
+            "is it another program's? pvesphere-coordinator reads $PVESPHERE_CONFIG too)"
         )
     wrong = [k for k, v in data.items() if not isinstance(v, str)]
     if wrong:
