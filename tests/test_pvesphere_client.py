@@ -64,6 +64,8 @@ def test_every_command_answers_help() -> None:
         "upload",
         "templates list",
         "templates show",
+        "templates sync",
+        "templates delete",
         "versions list",
         "versions create",
         "versions activate",
@@ -153,6 +155,27 @@ def test_upload_wait_with_a_sync_ends_synced_in_plain_lines(
     assert sorted(line.split()[:2] for line in final[3:]) == sorted(
         [i["node_name"], str(i["vmid"])] for i in instances
     )
+
+    # One more node later; a node that has it is skipped, and said so.
+    synced = pvesphere(
+        "templates",
+        "sync",
+        str(template["id"]),
+        "--nodes",
+        "pve-node3,pve-node2",
+        "--wait",
+        stack=stack_sqlite,
+    )
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert synced.stdout.splitlines()[0].startswith("pve-node2: skipped, ")
+    [row] = [line.split() for line in synced.stdout.splitlines() if line.startswith(tuple("0123456789"))]
+    assert row[4:7] == ["pve-node1", "pve-node3", "completed"]  # ID, TEMPLATE (id name), VERSION, FROM, TO
+    # The cascade delete removes every node's VM.
+    deleted = pvesphere("templates", "delete", str(template["id"]), "--cascade", stack=stack_sqlite)
+    assert re.fullmatch(
+        rf"template {template['id']}: deleted \(3 VMs, \d+ images removed\)\n", deleted.stdout
+    ), deleted.stdout + deleted.stderr
+    assert api.get(f"/templates?name={name}").ok()["total"] == 0
 
 
 def test_on_a_terminal_the_bars_are_drawn(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:

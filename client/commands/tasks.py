@@ -76,6 +76,12 @@ async def watch_tasks(api: Api, args: argparse.Namespace, out: Output) -> Exit:
         out.note(f"template {args.template} has no active sync task")
         out.result([], lambda _: [])
         return Exit.OK
+    return await follow_tasks(api, out, found, args.template)
+
+
+async def follow_tasks(api: Api, out: Output, found: list[dict[str, Any]], template: int | None) -> Exit:
+    """A bar per task until each ends; then the tasks as the API has them (a table, or with
+    --json the list of the API's task objects). Exit 1 unless every one completed."""
     work = Work([_item(t) for t in found])
     ids = [t["task_id"] for t in found]
 
@@ -83,11 +89,7 @@ async def watch_tasks(api: Api, args: argparse.Namespace, out: Output) -> Exit:
         now = [await api.get(f"/templates/sync-tasks/{t}") for t in ids]
         return [{"kind": "sync_task", "id": t["task_id"], **t} for t in now]
 
-    filters = {
-        "kind": "sync_task",
-        "task_id": ids[0] if len(ids) == 1 else None,
-        "template_id": args.template,
-    }
+    filters = {"kind": "sync_task", "task_id": ids[0] if len(ids) == 1 else None, "template_id": template}
     from client.follow import watch  # rich and the events stream: only when waiting
 
     await watch(api, out, work, snapshot, filters)

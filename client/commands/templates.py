@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from client import text
 from client.commands.common import Commands, paging, show_page
+from client.commands.tasks import follow_tasks
 from client.commands.upload import readable, send_image
 from client.exit_codes import Exit
-from client.lookup import cluster_id
+from client.lookup import cluster_id, node_ids, split
 from client.output import Output
 
 if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
@@ -32,6 +33,15 @@ def add(commands: Commands) -> None:
     paging(p)
     p = templates.command("show", "a template, its current upload and where it is", show_template)
     p.add_argument("template", type=int, metavar="TEMPLATE_ID")
+    p = templates.command("sync", "copy a local-storage template to more nodes", sync_template)
+    p.add_argument("template", type=int, metavar="TEMPLATE_ID")
+    p.add_argument("--nodes", required=True, help="node ids or names, comma-separated")
+    p.add_argument("--wait", action="store_true", help="a bar per copy until each ends")
+    p = templates.command(
+        "delete", "delete a template (with --cascade: its VMs and images too)", delete_template
+    )
+    p.add_argument("template", type=int, metavar="TEMPLATE_ID")
+    p.add_argument("--cascade", action="store_true", help="also remove every node's VM and the stored images")
 
     versions = commands.group("versions", "a template's versions")
     versions.command("list", "the versions, newest first", list_versions).add_argument(
@@ -95,6 +105,45 @@ def _detail_lines(d: Mapping[str, Any]) -> list[str]:
 async def show_template(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     data = await api.get(f"/templates/{args.template}/detail", include_instances=True)
     out.result(data, _detail_lines)
+    return Exit.OK
+
+
+async def sync_template(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """Copy a local-storage template's current version to more nodes: one sync task per
+    node. A node that already has it is skipped and said so; asking again for a node whose
+    copy is under way gives the same task. --wait draws a bar per copy until each ends."""
+    detail = await api.get(f"/templates/{args.template}")
+    nodes = await node_ids(api, detail["cluster_id"], split(args.nodes))
+    data = await api.call("POST", f"/templates/{args.template}/sync", body={"target_node_ids": nodes})
+    for s in data["skipped"]:
+        out.note(f"{s['node_name']}: skipped, {s['reason']}")
+    if args.wait and data["sync_tasks"]:
+        found = [await api.get(f"/templates/sync-tasks/{t['task_id']}") for t in data["sync_tasks"]]
+        return await follow_tasks(api, out, found, args.template)
+    out.result(
+        data,
+        lambda d: [
+            f"sync task {t['task_id']} to {t['target_node_name']}: {t['status']}" for t in d["sync_tasks"]
+        ],
+    )
+    return Exit.OK
+
+
+async def delete_template(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """Delete a template: hidden from lists, nothing removed from Proxmox; with --cascade,
+    every node's VM and the stored images are removed too (it goes on by itself while a
+    node cannot be reached: `templates show` says what is left)."""
+    data = await api.call("DELETE", f"/templates/{args.template}", {"cascade": args.cascade})
+
+    def lines(d: Mapping[str, Any]) -> list[str]:
+        if "deleted" not in d:  # 202: the template, deleting
+            return [f"template {d['id']}: {d['status']}; it finishes on its own (`templates show {d['id']}`)"]
+        removed = (
+            f" ({len(d['removed_vms'])} VMs, {d['removed_images']} images removed)" if d["cascade"] else ""
+        )
+        return [f"template {d['id']}: deleted{removed}"]
+
+    out.result(data, lines)
     return Exit.OK
 
 
