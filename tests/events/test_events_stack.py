@@ -304,3 +304,29 @@ def test_a_client_that_answers_no_ping_is_dropped(api: Api) -> None:
 
     took, seen = asyncio.run(run())
     assert "PING" in seen and took <= HEARTBEAT * 1.5 + 2, (took, seen)
+
+
+def test_a_clone_seen_to_its_end(api: Api, events_stack: Stack, template: int) -> None:
+    """A clone on the template's import node: kind=clone alone, pending to completed."""
+    node = node_ids(api, events_stack)["pve-node1"]
+
+    async def run() -> tuple[Watch, int]:
+        started = asyncio.Event()
+        watching = asyncio.create_task(
+            watch(
+                ws_url(api.base),
+                token=api.token,
+                params={"kind": "clone", "template_id": str(template)},
+                until=lambda w: any(m["status"] in ("completed", "failed") for m in w.events),
+                timeout=60,
+                started=started,
+            )
+        )
+        await started.wait()
+        body = {"node_id": node, "name": f"ev-clone-{secrets.token_hex(2)}"}
+        clone = await asyncio.to_thread(lambda: api.post(f"/templates/{template}/clone", json=body).ok())
+        return await watching, int(clone["clone_id"])
+
+    got, clone_id = asyncio.run(run())
+    assert {(m["kind"], m["id"]) for m in got.events} == {("clone", clone_id)}
+    assert got.events[-1]["status"] == "completed" and got.events[-1]["node_id"] == node, got.events
