@@ -22,6 +22,7 @@ from coordinator.events.throttle import Coalescer
 from shared.messages import decode
 from shared.messages.events import Event, encode_event
 from shared.tickets import TicketInvalid, TicketSigner, TicketVerifier
+from tests.support.events import transfer_ticket
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -238,16 +239,7 @@ def test_a_transfer_ticket_or_a_forged_one_is_no_events_ticket(
     keys: tuple[TicketSigner, TicketVerifier],
 ) -> None:
     signer, verifier = keys
-    transfer = signer.issue(
-        task_id=1,
-        task_uid="0" * 32,
-        epoch=1,
-        node="n2",
-        size=1,
-        sha256="0" * 64,
-        manifest="0" * 64,
-        fmt="raw",
-    )
+    transfer = transfer_ticket(signer, "n2")
     with pytest.raises(TicketInvalid, match="not an events ticket"):
         event_tickets.check(verifier, transfer, now=1000.0)
     text, _ = event_tickets.issue(signer, 42, now=1000.0)
