@@ -13,7 +13,7 @@ help:
 	@echo "make test-fast  only the unit and in-process tests (no stack starts; under a minute)"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in benchmarks/"
-	@echo "make wheel   the production wheel in dist/ (coordinator, agent, shared; see README)"
+	@echo "make wheel   the production wheel in dist/ (coordinator, agent, shared, client; see README)"
 
 $(STAMP): pyproject.toml devtools/pyproject.toml requirements.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -41,7 +41,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy coordinator agent shared pvesim demo benchmarks
+	$(VENV)/bin/mypy coordinator agent shared client pvesim demo benchmarks
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from coordinator.api.token_cache import TokenCache
     from coordinator.config import CoordinatorConfig
     from coordinator.db.fast_reads import Reads
+    from coordinator.events.hub import Hub
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from coordinator.template_delete import DeleteJobs
     from coordinator.upload_slots import UploadSlots
     from shared.pacer import Pacer
-    from shared.tickets import TicketSigner
+    from shared.tickets import TicketSigner, TicketVerifier
 
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -52,3 +53,7 @@ VERSIONS: web.AppKey[VersionPruner] = web.AppKey("versions")
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)
 # GET /metrics: this app's registry, and what it counts (coordinator/metrics.py).
 METRICS: web.AppKey[CoordinatorMetrics] = web.AppKey("metrics")
+# Live events: the change reader and its WebSocket subscribers (coordinator/events/hub.py),
+# and the check of the tickets browsers connect with (coordinator/events/tickets.py).
+EVENTS: web.AppKey[Hub] = web.AppKey("events")
+TICKET_VERIFIER: web.AppKey[TicketVerifier] = web.AppKey("ticket_verifier")

@@ -1,10 +1,10 @@
 """What production installs is the product alone, and what the checkout installs is pinned.
 
-The production wheel (pyproject.toml) holds the coordinator, the agent and shared/ with
-their package data; the emulator and the demo harness are the second distribution
-(devtools/pyproject.toml), installed in the checkout only. The wheel is built for real from
-a copy of the checkout (pvesim/ and demo/ included, so that leaving them out is the
-configuration's doing) and run from its own files alone.
+The production wheel (pyproject.toml) holds the coordinator, the agent, the user's client
+(client/, `pvesphere`) and shared/ with their package data; the emulator and the demo
+harness are the second distribution (devtools/pyproject.toml), installed in the checkout
+only. The wheel is built for real from a copy of the checkout (pvesim/ and demo/ included,
+so that leaving them out is the configuration's doing) and run from its own files alone.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCT = ("coordinator", "agent", "shared")
+PRODUCT = ("coordinator", "agent", "shared", "client")
 DEV_ONLY = ("pvesim", "demo", "benchmarks", "tests")
 # In the checkout for developers only (`alembic revision --autogenerate`); `migrate` needs none.
 NOT_SHIPPED = {"coordinator/db/alembic.ini"}
@@ -55,7 +55,11 @@ modules = json.loads(sys.stdin.read())
 for name in modules:
     importlib.import_module(name)
 helps = {}
-for prog, module in (("pvesphere-agent", "agent.cli"), ("pvesphere-coordinator", "coordinator.cli")):
+for prog, module in (
+    ("pvesphere-agent", "agent.cli"),
+    ("pvesphere-coordinator", "coordinator.cli"),
+    ("pvesphere", "client.cli"),
+):
     out = io.StringIO()
     sys.argv = [prog, "--help"]
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
@@ -65,7 +69,7 @@ from coordinator.db.migrate import SCHEMA_HEAD, head_revision
 print(json.dumps({
     "outside": sorted(
         n for n, m in sys.modules.items()
-        if n.partition(".")[0] in {"coordinator", "agent", "shared"}
+        if n.partition(".")[0] in {"coordinator", "agent", "shared", "client"}
         and not (getattr(m, "__file__", None) or wheel).startswith(wheel)
     ),
     "asked": asked,
@@ -114,7 +118,7 @@ def test_the_production_wheel_holds_the_product_and_its_data_only(wheel: Path) -
     assert "coordinator/db/migrations/versions/0001_initial.py" in names
     assert "shared/vm_config_facts.json" in names
     scripts = re.findall(r"^(\S+) = ", entry_points.partition("[console_scripts]")[2], re.M)
-    assert sorted(scripts) == ["pvesphere-agent", "pvesphere-coordinator"]
+    assert sorted(scripts) == ["pvesphere", "pvesphere-agent", "pvesphere-coordinator"]
     # The test and lint tools are the checkout's (devtools), not the product's extras.
     assert "Provides-Extra" not in metadata
 
@@ -152,7 +156,7 @@ def test_the_product_runs_from_its_wheel_without_the_dev_tools(wheel: Path, tmp_
     assert result["asked"] == []  # nothing tried to import pvesim, demo, benchmarks or tests
     assert result["outside"] == []  # every product module came from the wheel
     for prog, text in result["helps"].items():
-        assert text.startswith(f"usage: {prog}") and "serve" in text
+        assert text.startswith(f"usage: {prog}") and ("upload" if prog == "pvesphere" else "serve") in text
     head, expected = result["head"]
     assert head == expected  # the migrations are in the wheel, and Alembic reads them there
 

@@ -1,0 +1,196 @@
+"""`upload`: a disk image streamed from disk to the coordinator with a byte bar, and with
+``--wait`` the import and every sync task it started followed to their end.
+
+`versions create` sends a new version the same way (:func:`send_image`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from client import text
+from client.answers import ApiFailure
+from client.commands.common import Commands
+from client.exit_codes import Exit, UsageError
+from client.lookup import cluster_id, node_ids, split, storage_id
+from client.output import Output
+from client.work import Item, Work
+
+if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
+    from client.api import Api
+
+
+class UnreadableFile(UsageError):
+    """The image to upload is not a readable file."""
+
+
+def add(commands: Commands) -> None:
+    what = "upload a disk image as a new template (with --wait: until imported and synced)"
+    p = commands.command("upload", what, upload)
+    p.add_argument("file", type=Path, metavar="FILE", help="the disk image")
+    p.add_argument("--name", required=True, help="the template's name (unique in its cluster)")
+    p.add_argument("--cluster", required=True, help="cluster id or name")
+    p.add_argument(
+        "--storage",
+        required=True,
+        help="storage id, or name (a local storage with its node: local@pve-node1)",
+    )
+    p.add_argument("--description", default=None, help="free text shown with the template")
+    p.add_argument(
+        "--sync",
+        metavar="NODES|all",
+        help="local storage: also copy it to these nodes (ids or names, comma-separated), "
+        "or to every node with a storage of the same name (all)",
+    )
+    p.add_argument("--wait", action="store_true", help="follow the import and the sync tasks to their end")
+
+
+def readable(file: Path) -> Path:
+    if not file.is_file():
+        raise UnreadableFile(f"{file}: no such file")
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        raise UnreadableFile(f"{file}: {exc.strerror}") from None
+    return file
+
+
+async def upload(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """Stream FILE (.qcow2, .raw/.img, .vmdk) from disk to the coordinator, which imports it
+    as a PVE template on the storage's node; with --sync, copies follow to other nodes.
+    --wait follows the import and every copy to their end, one bar per node."""
+    file = readable(args.file)
+    cluster = await cluster_id(api, args.cluster)
+    fields = {
+        "template_name": args.name,
+        "cluster_id": str(cluster),
+        "storage_id": str(await storage_id(api, cluster, args.storage)),
+    }
+    if args.description is not None:
+        fields["description"] = args.description
+    if args.sync == "all":
+        fields["auto_sync"] = "true"
+    elif args.sync:
+        fields["sync_node_ids"] = ",".join(map(str, await node_ids(api, cluster, split(args.sync))))
+    return await send_image(api, out, "/templates/upload", fields, file, args.wait)
+
+
+async def send_image(
+    api: Api, out: Output, path: str, fields: Mapping[str, str], file: Path, wait: bool
+) -> Exit:
+    """Upload ``file`` to ``path``; with ``wait``, follow what it started. The result is the
+    API's answer (with --wait: its status and its sync tasks' as they ended)."""
+    # rich, the events stream and aiohttp: imported when an upload runs, not for --help
+    from client.follow import watch
+    from client.progress import byte_bar
+
+    bar = byte_bar(f"upload {file.name}", file.stat().st_size, out.progress_stream, out.plain)
+    try:
+        data = await api.upload(path, fields, file, bar.advance)
+    finally:
+        bar.close()
+    if not wait:
+        out.result(data, _answer_lines)
+        return Exit.OK
+    work = Work(_items(data))
+    await watch(
+        api,
+        out,
+        work,
+        lambda: _snapshot(api, data),
+        {"template_id": data["template_id"], "kind": "upload,sync_task"},
+    )
+    final = _final(data, work)
+    instances = []
+    if not out.as_json:
+        listing = await api.get(f"/templates/{data['template_id']}/instances", version=data["version"])
+        instances = listing["instances"]
+    out.result(final, lambda d: _final_lines(d, work, instances))
+    return Exit.OK if work.succeeded else Exit.WORK_FAILED
+
+
+def _items(data: Mapping[str, Any]) -> list[Item]:
+    node = data["import_node"]["node_name"]
+    items = [Item("upload", data["upload_id"], f"{node} import", status=data.get("status") or "uploaded")]
+    items += [
+        Item("sync_task", t["task_id"], f"{t['target_node_name']} sync #{t['task_id']}", status=t["status"])
+        for t in data["sync_tasks"]
+    ]
+    return items
+
+
+async def _snapshot(api: Api, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The upload's import and its sync tasks as the API has them now, in the events' shape."""
+    states: list[Mapping[str, Any]] = [await _import_state(api, data["template_id"], data["upload_id"])]
+    for t in data["sync_tasks"]:
+        task = await api.get(f"/templates/sync-tasks/{t['task_id']}")
+        states.append({"kind": "sync_task", "id": task["task_id"], **task})
+    return states
+
+
+async def _import_state(api: Api, template_id: int, upload_id: int) -> Mapping[str, Any]:
+    """The template's detail says how its current upload's import goes (and why it failed);
+    a new version's upload is not current before it is imported: the versions list has it."""
+    state: dict[str, Any] = {"kind": "upload", "id": upload_id}
+    try:
+        info = (await api.get(f"/templates/{template_id}/detail"))["upload_info"]
+        if info and info["upload_id"] == upload_id:
+            progress = 100 if info["status"] == "imported" else info["import_progress"]
+            return {
+                **state,
+                "status": info["status"],
+                "progress": progress,
+                "error_message": info["error_message"],
+            }
+        versions = await api.get(f"/templates/{template_id}/versions")
+    except ApiFailure as exc:
+        if exc.status != 404:
+            raise
+        return {**state, "status": "failed", "error_message": str(exc)}  # the template is gone
+    for v in versions["list"]:
+        if v["upload_id"] == upload_id:
+            return {**state, "status": v["status"]}
+    return state
+
+
+def _final(data: Mapping[str, Any], work: Work) -> dict[str, Any]:
+    """The upload's answer with its import's and its sync tasks' final states (the shape
+    the API's own wait=true answer has)."""
+    upload = work.items[("upload", data["upload_id"])]
+    return {
+        **data,
+        "status": upload.status,
+        "error_message": upload.error,
+        "sync_tasks": [
+            {**t, "status": work.items[("sync_task", t["task_id"])].status} for t in data["sync_tasks"]
+        ],
+    }
+
+
+def _answer_lines(d: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"template {d['template_id']} version {d['version']}: upload {d['upload_id']} {d['status']}, "
+        f"importing on {d['import_node']['node_name']} ({d['storage_type']}"
+        f"{', shared' if d['is_shared'] else ''})"
+    ]
+    lines += [f"sync task {t['task_id']} to {t['target_node_name']}: {t['status']}" for t in d["sync_tasks"]]
+    return lines
+
+
+def _final_lines(d: Mapping[str, Any], work: Work, instances: list[Mapping[str, Any]]) -> list[str]:
+    head = f"template {d['template_id']} version {d['version']}: {d['status']}"
+    lines = [head + (f": {d['error_message']}" if d.get("error_message") else "")]
+    for t in d["sync_tasks"]:
+        task = work.items[("sync_task", t["task_id"])]
+        why = f": {task.error}" if task.error and not task.ok else ""
+        lines.append(f"sync task {t['task_id']} to {t['target_node_name']}: {t['status']}{why}")
+    if instances:
+        lines += text.table(
+            instances,
+            text.columns("NODE=node_name VMID=vmid STORAGE=storage_name STATUS=status PRIMARY=is_primary"),
+        )
+    return lines
