@@ -2,7 +2,8 @@
 a TOML file (pure: the caller hands in the flags, the environment and the file's text).
 
 A flag beats ``PVESPHERE_<NAME>``, which beats the file's ``<name> = ...``. The file is
-``--config``, else ``$PVESPHERE_CONFIG``, else ``$XDG_CONFIG_HOME/pvesphere/config.toml``
+``--config``, else ``$PVESPHERE_CLIENT_CONFIG`` (not ``$PVESPHERE_CONFIG``: that one is the
+coordinator's, and on its host it names coordinator.toml), else ``$XDG_CONFIG_HOME/pvesphere/config.toml``
 (``~/.config/...``); only a file asked for by name must exist.
 """
 
@@ -18,7 +19,7 @@ from client.exit_codes import UsageError
 
 KEYS = ("url", "token", "cacert")
 ENV = {key: f"PVESPHERE_{key.upper()}" for key in KEYS}
-CONFIG_ENV = "PVESPHERE_CONFIG"
+CONFIG_ENV = "PVESPHERE_CLIENT_CONFIG"
 
 
 class SettingsError(UsageError):
@@ -62,10 +63,8 @@ def read_config(path: Path, required: bool, read: Callable[[Path], str]) -> dict
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        # $PVESPHERE_CONFIG is the coordinator's too: on its host it may name coordinator.toml.
         raise SettingsError(
-            f"config file {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(KEYS)}; "
-            "is it another program's? pvesphere-coordinator reads $PVESPHERE_CONFIG too)"
+            f"config file {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(KEYS)})"
         )
     wrong = [k for k, v in data.items() if not isinstance(v, str)]
     if wrong:

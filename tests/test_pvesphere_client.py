@@ -339,7 +339,7 @@ def test_https_with_the_cluster_ca_from_a_config_file(stack_sqlite: Stack, tmp_p
     assert sorted(line.split()[1] for line in result.stdout.splitlines()[1:]) == stack_sqlite.node_names()
     # The system's CAs do not know the cluster's: refused, and said so.
     config.write_text(f'url = "{stack_sqlite.coordinator_https_url}"\ntoken = "{stack_sqlite.admin_token}"\n')
-    refused = pvesphere("agents", env={"PVESPHERE_CONFIG": str(config)})
+    refused = pvesphere("agents", env={"PVESPHERE_CLIENT_CONFIG": str(config)})
     assert refused.returncode == 4
     assert "certificate verify failed" in refused.stderr
     # A flag beats the file: a wrong token given on the command line is the API's 401.

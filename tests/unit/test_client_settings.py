@@ -48,7 +48,7 @@ def test_the_environment_beats_the_file_and_a_flag_beats_both() -> None:
 def test_the_config_file_is_the_flag_then_the_environment_then_xdg() -> None:
     other, named = Path("/srv/other.toml"), Path("/srv/named.toml")
     contents = {other: 'url = "http://other"\ntoken = "o"\n', named: 'url = "http://named"\ntoken = "n"\n'}
-    env = {**HOME, "PVESPHERE_CONFIG": str(other)}
+    env = {**HOME, "PVESPHERE_CLIENT_CONFIG": str(other)}
     assert resolve(NONE, env, read=files(contents)).url == "http://other"
     assert resolve(NONE, env, config_flag=named, read=files(contents)).url == "http://named"
     xdg = {"XDG_CONFIG_HOME": "/xdg", "HOME": "/home/ann"}
