@@ -81,6 +81,7 @@ from coordinator.states import sync_task
 from coordinator.states.deletion import DeletionStatus
 from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
+from coordinator.ui import routes as ui
 from coordinator.upload_slots import UploadSlots
 from shared.error_slugs import ErrorSlug
 from shared.pacer import Pacer
@@ -382,4 +383,5 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     openapi.add_route(app, mount(app, USER_API, API_PREFIX))
     mount(app, [agent_api.routes], AGENT_API_PREFIX)
     health.add_routes(app)
+    ui.add_routes(app)
     return app

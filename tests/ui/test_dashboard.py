@@ -1,0 +1,246 @@
+"""The web dashboard at /ui/, in a real headless Chromium against a real stack (emulator,
+three agents, coordinator): what an administrator sees and does in the page.
+
+One stack and one browser for the module. The agents send at SEND_RATE, so a sync of the
+seeded template takes seconds: long enough for its bar to be seen moving.
+Set PVESPHERE_SCREENSHOTS=docs/screenshots to save the README's pictures while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.stack import Stack
+from tests.conftest import IN_CI, own_stack
+from tests.support.api import Api
+from tests.support.browser import chromium_paths, console_errors, headless_chromium, wait_until
+from tests.support.images import qcow2, raw_with_data
+from tests.support.uploads import node_ids, storage_id, upload, wait_import
+
+SEND_RATE = 12 << 20  # bytes/s per agent: the seeded 64 MiB take ~5 s to cross
+SYNC_MIB = 64
+SHOTS = os.environ.get("PVESPHERE_SCREENSHOTS", "")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str, str]:
+    found = chromium_paths()
+    if isinstance(found, str):
+        if IN_CI:
+            pytest.fail(f"CI=true requires the dashboard's browser tests: {found}")
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture(scope="module")
+def ui_stack(
+    chromium: tuple[str, str], request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Stack:
+    return own_stack(request, tmp_path_factory, "ui", "sqlite", agent_settings={"max_send_rate": SEND_RATE})
+
+
+@pytest.fixture(scope="module")
+def ui_api(ui_stack: Stack) -> Api:
+    return Api(ui_stack.api, ui_stack.admin_token)
+
+
+@pytest.fixture(scope="module")
+def seeded(ui_stack: Stack, ui_api: Api, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
+    """A template on pve-node1's local storage (to sync from the page) and one on shared Ceph."""
+    tmp = tmp_path_factory.mktemp("ui-images")
+    made = {}
+    for name, image, storage in (
+        ("debian-12-local", raw_with_data(tmp / "local.raw", SYNC_MIB, SYNC_MIB), ("local", "pve-node1")),
+        ("alma-9-ceph", qcow2(tmp / "shared.qcow2", 32, 4), ("ceph-storage", None)),
+    ):
+        reply = upload(ui_api, ui_stack, image, name, storage_id(ui_api, ui_stack, *storage))
+        made[name] = int(reply.ok()["template_id"])
+        image.unlink()
+    for template_id in made.values():
+        assert wait_import(ui_api, template_id)["upload_info"]["status"] == "imported"
+    return made
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: tuple[str, str]) -> Iterator[Any]:
+    with headless_chromium(*chromium) as driver:
+        yield driver
+
+
+def find(driver: Any, css: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def find_all(driver: Any, css: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def log_in(driver: Any, stack: Stack) -> None:
+    driver.get(f"{stack.coordinator_url}/ui/?token={stack.admin_token}")
+    wait_until(driver, lambda d: find_all(d, "#matrix tbody tr"), what="the matrix")
+
+
+def cell(driver: Any, template_id: int, node_id: int) -> Any:
+    return find(driver, f'#matrix td.cell[data-template="{template_id}"][data-node="{node_id}"]')
+
+
+def shot(driver: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / name))
+
+
+def test_a_login_link_leaves_the_address_bar_and_the_page_shows_every_template_on_every_node(
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int]
+) -> None:
+    stack, driver = ui_stack, browser
+    # A wrong token: the login form, with the API's own words, and the token gone from the address.
+    driver.get(f"{stack.coordinator_url}/ui/?token=not-a-token&x=1")
+    assert driver.current_url == f"{stack.coordinator_url}/ui/?x=1"
+    wait_until(driver, lambda d: find(d, "#login-error").text, what="the login error")
+    assert find(driver, "#login-error").text == "invalid or revoked API token"
+    assert find(driver, "#login").is_displayed() and not find(driver, "#board").is_displayed()
+
+    log_in(driver, stack)
+    assert driver.current_url == f"{stack.coordinator_url}/ui/"
+    assert stack.admin_token not in driver.execute_script("return location.href + document.referrer")
+    assert driver.execute_script("return sessionStorage.getItem('pvesphere.token')") == stack.admin_token
+    # The token never reached a log: the coordinator keeps no access log, and the page's
+    # requests carried no Referer.
+    logs = "".join(p.read_text(errors="replace") for p in (stack.base / "logs").glob("coordinator*.log"))
+    assert stack.admin_token not in logs
+
+    nodes = node_ids(ui_api, stack)
+    headers = [th.text for th in find_all(driver, "#matrix th.node")]
+    assert headers == sorted(nodes)
+    local, shared = seeded["debian-12-local"], seeded["alma-9-ceph"]
+    rows = {row.get_attribute("data-template"): row.text for row in find_all(driver, "#matrix tbody tr")}
+    assert "debian-12-local" in rows[str(local)] and "alma-9-ceph" in rows[str(shared)]
+    # Local storage: on pve-node1 only; shared Ceph: the same VM on every node.
+    detail = ui_api.get(f"/templates/{local}/detail?include_instances=true").ok()
+    (primary,) = detail["instances"]
+    here = cell(driver, local, nodes["pve-node1"])
+    assert here.get_attribute("data-status") == "available"
+    assert here.text.split() == ["v1", str(primary["vmid"]), "P"]
+    assert cell(driver, local, nodes["pve-node2"]).get_attribute("data-status") == "none"
+    for node_id in nodes.values():
+        assert cell(driver, shared, node_id).get_attribute("data-status") == "available"
+    assert console_errors(driver) == []
+
+
+def test_a_sync_started_in_the_page_moves_its_bar_to_100_percent(
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int]
+) -> None:
+    stack, driver = ui_stack, browser
+    log_in(driver, stack)
+    wait_until(driver, lambda d: find(d, "#live").text == "live", what="the event stream")
+    template_id, nodes = seeded["debian-12-local"], node_ids(ui_api, stack)
+    find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="sync"]').click()
+    boxes = {int(b.get_attribute("value")): b for b in find_all(driver, "#sync-nodes input")}
+    assert not boxes[nodes["pve-node1"]].is_enabled()  # it holds the template already
+    boxes[nodes["pve-node3"]].click()  # pve-node2 stays checked too: both
+    find(driver, "#sync-start").click()
+
+    (task,) = [
+        t for t in ui_api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["list"]
+        if t["target_node"]["node_name"] == "pve-node2"
+    ]
+    row = f'#tasks tr[data-task="{task["task_id"]}"]'
+    seen: list[int] = []
+
+    def finished(d: Any) -> bool:
+        rows = find_all(d, row)
+        if rows:
+            value = int(find(d, f"{row} .progress").get_attribute("aria-valuenow"))
+            if not seen or seen[-1] != value:
+                seen.append(value)
+            if 30 <= value < 90 and not (Path(SHOTS) / "dashboard-sync.png").exists():
+                shot(d, "dashboard-sync.png")
+            return rows[0].get_attribute("data-status") == "completed"
+        return False
+
+    wait_until(driver, finished, timeout=90, what="the sync task's row to say completed")
+    assert seen[-1] == 100 and seen == sorted(seen), seen
+    assert len([v for v in seen if 0 < v < 100]) >= 3, seen  # it moved, not jumped
+    assert find(driver, f"{row} .progress .pct").text == "100 %"
+    wait_until(
+        driver,
+        lambda d: cell(d, template_id, nodes["pve-node2"]).get_attribute("data-status") == "available",
+        what="pve-node2's cell to say available",
+    )
+    assert console_errors(driver) == []
+
+
+def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int], tmp_path: Path
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    stack, driver = ui_stack, browser
+    log_in(driver, stack)
+    image = qcow2(tmp_path / "ubuntu-24.04.qcow2", 48, 8, seed=7)
+    find(driver, "#upload-open").click()
+    # What a drop hands the page: the drop zone's file input, which Selenium can fill.
+    find(driver, "#upload-file").send_keys(str(image))
+    assert find(driver, "#upload-name").get_attribute("value") == "ubuntu-24.04"
+    assert find(driver, "#drop-label").text.startswith("ubuntu-24.04.qcow2 (")
+    local_node1 = storage_id(ui_api, stack, "local", "pve-node1")
+    Select(find(driver, "#upload-storage")).select_by_value(str(local_node1))
+    nodes = node_ids(ui_api, stack)
+    targets = {int(b.get_attribute("value")): b for b in find_all(driver, "#upload-target-list input")}
+    assert set(targets) == {nodes["pve-node2"], nodes["pve-node3"]}
+    targets[nodes["pve-node2"]].click()
+    shot(driver, "dashboard-upload.png")
+    find(driver, "#upload-start").click()
+
+    status = wait_until(driver, lambda d: find(d, "#upload-status").text.startswith("Stored") and find(d, "#upload-status").text, timeout=60, what="the upload's answer")
+    assert find(driver, "#upload-error").text == ""
+    assert find(driver, "#upload-bar").get_attribute("style") == "width: 100%;"
+    match = re.match(r"Stored and checked: template (\d+) imports on pve-node1, then copied to pve-node2\.", status)
+    assert match, status
+    template_id = int(match[1])
+    find(driver, "#upload-cancel").click()
+    image.unlink()
+    for node in ("pve-node1", "pve-node2"):
+        wait_until(
+            driver,
+            lambda d, node=node: cell(d, template_id, nodes[node]).get_attribute("data-status") == "available",
+            timeout=90,
+            what=f"the uploaded template available on {node}",
+        )
+    assert cell(driver, template_id, nodes["pve-node3"]).get_attribute("data-status") == "none"
+    assert ui_api.get(f"/templates/{template_id}").ok()["template_name"] == "ubuntu-24.04"
+
+
+def test_a_refused_action_shows_the_api_message(
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int]
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    stack, driver = ui_stack, browser
+    log_in(driver, stack)
+    template_id, nodes = seeded["alma-9-ceph"], node_ids(ui_api, stack)
+    # What the API answers to a clone named with a space, asked directly.
+    refused = ui_api.post(f"/templates/{template_id}/clone", json={"node_id": nodes["pve-node2"], "name": "web 1", "full": None})
+    assert refused.status == 400
+
+    find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="clone"]').click()
+    Select(find(driver, "#clone-node")).select_by_visible_text("pve-node2")
+    find(driver, "#clone-name").send_keys("web 1")
+    find(driver, "#clone-start").click()
+    wait_until(driver, lambda d: find(d, "#clone-error").text, what="the clone's error")
+    assert find(driver, "#clone-error").text == refused.message
+    assert find(driver, "#clone-dialog").is_displayed()  # left open to correct the name
+    find(driver, "#clone-cancel").click()
