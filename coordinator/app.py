@@ -23,6 +23,7 @@ from coordinator.api import (
     agents,
     clones,
     clusters,
+    events,
     from_vm,
     health,
     nodes,
@@ -46,12 +47,14 @@ from coordinator.appkeys import (
     DELETE_JOBS,
     DELETES,
     ENGINE,
+    EVENTS,
     IMPORTS,
     INVENTORY,
     READS,
     STARTED_AT,
     SYNC_WATCHERS,
     SYNCS,
+    TICKET_VERIFIER,
     TICKETS,
     TOKEN_CACHE,
     UPLOAD_PACER,
@@ -66,6 +69,7 @@ from coordinator.db.outage import OUTAGE, unreachable
 from coordinator.db.session import create_engine, session_factory
 from coordinator.db.shared_reads import SharedReads
 from coordinator.errors import CoordinatorError, Refusal
+from coordinator.events.hub import Hub
 from coordinator.inventory.refresher import InventoryRefresher
 from coordinator.jobs.cleanup import remove_failed_copies
 from coordinator.jobs.clones import CloneJobs
@@ -85,7 +89,7 @@ from coordinator.ui import routes as ui
 from coordinator.upload_slots import UploadSlots
 from shared.error_slugs import ErrorSlug
 from shared.pacer import Pacer
-from shared.tickets import TicketSigner
+from shared.tickets import TicketSigner, TicketVerifier
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ USER_API = [
     sync_tasks.routes,
     clones.routes,
     versions.routes,
+    events.routes,
 ]
 JANITOR_INTERVAL = 30.0
 # Seconds a client is asked to wait while the database does not answer (a MariaDB restart
@@ -205,6 +210,7 @@ async def _open_database(app: web.Application) -> AsyncEngine:
             "run `pvesphere-coordinator migrate` first"
         )
     app[READS] = SharedReads(open_reads(engine))
+    app[EVENTS] = Hub(engine, app[CONFIG].events_queue_max)
     return engine
 
 
@@ -368,6 +374,12 @@ async def _vm_sweeper(app: web.Application) -> None:
             log.exception("VM sweep failed; will retry")
 
 
+async def _close_events(app: web.Application) -> None:
+    """Subscribers are told the coordinator stops (close code 1001) before their handlers end."""
+    if EVENTS in app:
+        await app[EVENTS].close()
+
+
 def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Application:
     """The coordinator; ``agent_tls`` checks the certificates of the agents it calls."""
     app = web.Application(middlewares=[error_envelope])
@@ -378,7 +390,9 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     app[TOKEN_CACHE] = TokenCache()
     app[UPLOAD_PACER] = Pacer(config.max_upload_rate)
     app[TICKETS] = TicketSigner(config.resolved_ticket_key_file)
+    app[TICKET_VERIFIER] = TicketVerifier(app[TICKETS].public_key)
     app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_close_events)
 
     openapi.add_route(app, mount(app, USER_API, API_PREFIX))
     mount(app, [agent_api.routes], AGENT_API_PREFIX)

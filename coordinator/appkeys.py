@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from coordinator.api.token_cache import TokenCache
     from coordinator.config import CoordinatorConfig
     from coordinator.db.fast_reads import Reads
+    from coordinator.events.hub import Hub
     from coordinator.inventory.refresher import InventoryRefresher
     from coordinator.jobs.engine import JobRunner
     from coordinator.jobs.syncs import SyncScheduler
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from coordinator.template_delete import DeleteJobs
     from coordinator.upload_slots import UploadSlots
     from shared.pacer import Pacer
-    from shared.tickets import TicketSigner
+    from shared.tickets import TicketSigner, TicketVerifier
 
 CONFIG: web.AppKey[CoordinatorConfig] = web.AppKey("config")
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -49,3 +50,7 @@ CLONES: web.AppKey[JobRunner] = web.AppKey("clones")
 VERSIONS: web.AppKey[VersionPruner] = web.AppKey("versions")
 # Checks agents' certificates (coordinator/listeners.py, agent_tls).
 AGENT_TLS = web.AppKey("agent_tls", ssl.SSLContext)
+# Live events: the change reader and its WebSocket subscribers (coordinator/events/hub.py),
+# and the check of the tickets browsers connect with (coordinator/events/tickets.py).
+EVENTS: web.AppKey[Hub] = web.AppKey("events")
+TICKET_VERIFIER: web.AppKey[TicketVerifier] = web.AppKey("ticket_verifier")

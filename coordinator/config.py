@@ -118,6 +118,12 @@ class CoordinatorConfig:
     # /readyz also waits for a registered cluster and a live agent on every online node
     # (the demo: scripts poll /readyz, then use the cluster).
     ready_requires_agents: bool = False
+    # Live events (GET /api/v1/events): changes that may wait for one slow subscriber before
+    # it is dropped (close code 4008), how long one message may take to send, and how often
+    # a subscriber is pinged (no pong within half of it: the connection is dropped).
+    events_queue_max: int = 1000
+    events_send_timeout: float = 10.0
+    events_heartbeat: float = 20.0
     log_level: str = "info"
 
     def error_limits(self, kind: Literal["import", "sync", "delete", "clone"]) -> ErrorLimits:
@@ -194,6 +200,8 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
     deadlines = (cfg.import_error_deadline, cfg.sync_error_deadline, cfg.delete_error_deadline)
     if cfg.job_error_retry_seconds <= 0 or min(deadlines) <= 0:
         raise ConfigError("job_error_retry_seconds and every <kind>_error_deadline must be more than 0 s")
+    if cfg.events_queue_max < 1 or cfg.events_send_timeout <= 0 or cfg.events_heartbeat <= 0:
+        raise ConfigError("events_queue_max must be at least 1, events_send_timeout and events_heartbeat > 0")
     if cfg.max_concurrent_imports < 1:
         raise ConfigError("max_concurrent_imports must be at least 1")
     if cfg.import_timeout <= 0 or cfg.copy_timeout <= 0:

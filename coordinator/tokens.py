@@ -110,3 +110,17 @@ async def revoke(session: AsyncSession, name_or_id: str) -> ApiToken:
         row.revoked_at = utcnow()
         await session.commit()
     return row
+
+
+# The live token of an id, for a ticket that names its token (coordinator/events/tickets.py).
+BY_ID = Query(
+    select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.last_used_at).where(
+        ApiToken.id == bindparam("token_id"), ApiToken.revoked_at.is_(None)
+    )
+)
+
+
+async def lookup_id(reads: Reads, token_id: int) -> LiveToken | None:
+    """The token numbered ``token_id`` if it is live (not revoked), or None."""
+    rows = (await reads.fetch((BY_ID, {"token_id": token_id})))[0]
+    return LiveToken(*rows[0]) if rows else None

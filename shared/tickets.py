@@ -151,7 +151,11 @@ class TicketSigner:
         )
 
     def sign(self, ticket: Ticket) -> str:
-        body = msgspec.json.encode(ticket)
+        return self.sign_bytes(msgspec.json.encode(ticket))
+
+    def sign_bytes(self, body: bytes) -> str:
+        """``body`` and its signature, as a ticket's text (other kinds of claims than Ticket's:
+        coordinator/events/tickets.py)."""
         return f"{_b64(body)}.{_b64(self._private().sign(body))}"
 
 
@@ -164,6 +168,18 @@ class TicketVerifier:
 
     def verify(self, token: str, now: float | None = None) -> Ticket:
         """The ticket's claims if the coordinator signed them, they are sane and within their lifetime."""
+        body = self.open(token)
+        try:
+            ticket = msgspec.json.decode(body, type=Ticket)
+        except msgspec.ValidationError as exc:
+            raise TicketInvalid(f"ticket claims are invalid: {exc}") from None
+        except msgspec.DecodeError:
+            raise TicketInvalid("ticket claims are malformed") from None
+        check_times(ticket, time.time() if now is None else now)
+        return ticket
+
+    def open(self, token: str) -> bytes:
+        """The signed body of ``token`` if the coordinator signed it (its claims unchecked)."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -178,11 +194,4 @@ class TicketVerifier:
             self._key.verify(signature, body)
         except InvalidSignature:
             raise TicketInvalid("ticket signature is not the coordinator's") from None
-        try:
-            ticket = msgspec.json.decode(body, type=Ticket)
-        except msgspec.ValidationError as exc:
-            raise TicketInvalid(f"ticket claims are invalid: {exc}") from None
-        except msgspec.DecodeError:
-            raise TicketInvalid("ticket claims are malformed") from None
-        check_times(ticket, time.time() if now is None else now)
-        return ticket
+        return body

@@ -106,7 +106,7 @@ def _schemas(endpoints: list[Endpoint]) -> tuple[dict[str, Any], dict[str, Any]]
     # Every type any endpoint reads or answers, in one pass: shared structs become one component.
     types: list[Any] = []
     for ep in endpoints:
-        types.extend(t for t in (ep.query, ep.body, ep.response, ep.accepted) if t is not None)
+        types.extend(t for t in (ep.query, ep.body, ep.response, ep.accepted, ep.websocket) if t is not None)
     schemas, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=REF)
     schema_of = dict(zip(map(_key, types), schemas, strict=True))
     components["ErrorEnvelope"] = ERROR_ENVELOPE
@@ -173,6 +173,14 @@ def _responses(ep: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}},
         }
     }
+    if ep.websocket is not None:
+        # OpenAPI has no words for a WebSocket: the upgrade, and the schema of each message
+        responses = {
+            "101": {
+                "description": "Switching Protocols: a WebSocket, one JSON message of this schema a frame",
+                "content": {"application/json": {"schema": dict(schema_of[_key(ep.websocket)])}},
+            }
+        }
     if ep.accepted is not None:
         responses["202"] = {
             "description": "Accepted: it goes on in the background (the data says how far it is)",

@@ -88,6 +88,11 @@ class Endpoint:
     path_params: tuple[str, ...] = field(default=())
     # Answers "Expect: 100-continue" (e.g. refuse a too large upload before it is sent).
     expect_handler: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None
+    # Who the caller is, when not only by the bearer header (the events WebSocket also takes a
+    # ticket: browsers cannot set headers on one); given the request and the role needed.
+    auth: Callable[[web.Request, str], Awaitable[Principal]] | None = None
+    # A WebSocket endpoint: the type of the messages it sends (for the OpenAPI document).
+    websocket: Any = None
 
 
 class Routes:
@@ -190,7 +195,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.role == "agent":
             agent = await authenticate_agent(request)
         elif endpoint.role is not None:
-            principal = await authenticate(request, endpoint.role)
+            principal = await (endpoint.auth or authenticate)(request, endpoint.role)
         path = _parse_path(request, endpoint.path_params)
         query = None
         if endpoint.query is not None:

@@ -158,6 +158,8 @@ class TemplateUpload(Timestamps, Leased, Base):
     __tablename__ = "template_upload"
     __table_args__ = (
         Index("ix_template_upload_status_next", "status", "next_attempt_at"),
+        # What changed lately, for live events (coordinator/events/reader.py); likewise below.
+        Index("ix_template_upload_updated_at", "updated_at"),
         UniqueConstraint("template_id", "version"),
     )
 
@@ -233,6 +235,7 @@ class TemplateSyncTask(Timestamps, Leased, Base):
         # The API's lists, newest first by filter: a page is read in index order, never sorted.
         Index("ix_template_sync_task_template_status_id", "template_id", "status", "id"),
         Index("ix_template_sync_task_status_id", "status", "id"),
+        Index("ix_template_sync_task_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -298,6 +301,7 @@ class Clone(Timestamps, Leased, Base):
         Index("ix_clones_status_id", "status", "id"),
         # Which clones use a version (its delete is refused while a linked one does).
         Index("ix_clones_template_version", "template_id", "version"),
+        Index("ix_clones_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,0 +1,143 @@
+"""Watching work (contract 6.4): live events over a WebSocket.
+
+GET  /events                   every kind (filters template_id, task_id, kind)
+GET  /templates/sync-tasks/ws  the same stream, sync tasks only
+POST /events/ticket            a 30 s ticket for ``?ticket=`` (browsers: no header on a WebSocket)
+
+Auth: the bearer header with a viewer token or more, as every GET, or a ticket
+(coordinator/events/tickets.py). Bad filters, auth and a database that does not answer are
+refused with the error envelope before the upgrade; after it, the close codes say why a
+connection ended (shared/messages/events.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from coordinator import tokens
+from coordinator.api.auth import Principal, authenticate
+from coordinator.api.errors import ApiError
+from coordinator.api.routing import Call, Routes
+from coordinator.appkeys import CONFIG, ENGINE, EVENTS, READS, TICKET_VERIFIER, TICKETS
+from coordinator.events import reader, session
+from coordinator.events import tickets as event_tickets
+from coordinator.events.filters import BadFilter, EventFilter, parse_kinds
+from shared.error_slugs import ErrorSlug
+from shared.messages.events import EVENT_KINDS, Event, EventKind, EventTicket
+from shared.tickets import TicketInvalid
+from shared.validation import Input
+
+log = logging.getLogger(__name__)
+routes = Routes("events")
+# How long a connection's first state may take to read.
+SNAPSHOT_DEADLINE = 30.0
+
+
+class EventsQuery(Input):
+    template_id: Annotated[int, Meta(ge=1, description="only this template's objects")] | None = None
+    task_id: Annotated[int, Meta(ge=1, description="only the object with this id")] | None = None
+    kind: (
+        Annotated[str, Meta(description="upload, sync_task, clone, version; comma-separated for several")]
+        | None
+    ) = None
+    ticket: (
+        Annotated[str, Meta(max_length=1000, description="from POST /events/ticket, instead of the header")]
+        | None
+    ) = None
+
+
+async def header_or_ticket(request: web.Request, needed: str) -> Principal:
+    """The bearer header if there is one, else ``?ticket=``."""
+    ticket = request.query.get("ticket")
+    if ticket is None or "Authorization" in request.headers:
+        return await authenticate(request, needed)
+    try:
+        token_id = event_tickets.check(request.app[TICKET_VERIFIER], ticket, time.time())
+    except TicketInvalid as exc:
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, f"invalid ticket: {exc}") from None
+    row = await tokens.lookup_id(request.app[READS], token_id)
+    if row is None:
+        raise ApiError(401, ErrorSlug.UNAUTHORIZED, "invalid ticket: its token is revoked")
+    if tokens.RANK[row.role] < tokens.RANK[needed]:  # type: ignore[index]
+        raise ApiError(
+            403, ErrorSlug.FORBIDDEN, f"token {row.name!r} has role {row.role}; this needs {needed}"
+        )
+    return Principal(row.id, row.name, row.role)
+
+
+@routes.get("/events", role="viewer", query=EventsQuery, auth=header_or_ticket, websocket=Event)
+async def watch_events(call: Call) -> web.StreamResponse:
+    """Live events of uploads, sync tasks, clones and version rollouts (WebSocket).
+
+    Answer 101, then one JSON Event per text message: the current state of every matching
+    active object first (snapshot: true), then one per change, at most 4 a second per object
+    while bytes move. Close codes: 1001 the coordinator stops, 4008 the client fell behind;
+    a client that does not answer pings is dropped.
+    """
+    return await _watch(call, EVENT_KINDS)
+
+
+@routes.get(
+    "/templates/sync-tasks/ws",
+    role="viewer",
+    query=EventsQuery,
+    auth=header_or_ticket,
+    websocket=Event,
+)
+async def watch_sync_tasks(call: Call) -> web.StreamResponse:
+    """Live events of sync tasks (WebSocket): GET /events with kind=sync_task.
+
+    The same stream as GET /events, sync tasks only (kind may only be sync_task).
+    """
+    return await _watch(call, ("sync_task",))
+
+
+@routes.post("/events/ticket", role="viewer", response=EventTicket)
+async def events_ticket(call: Call) -> EventTicket:
+    """A ticket for the events WebSocket (?ticket=), valid 30 s, for this token only."""
+    assert call.principal is not None
+    text, expires = event_tickets.issue(call.app[TICKETS], call.principal.token_id, time.time())
+    return EventTicket(text, datetime.fromtimestamp(int(expires), UTC))
+
+
+def _filter(query: EventsQuery, allowed: tuple[EventKind, ...]) -> EventFilter:
+    try:
+        kinds = parse_kinds(query.kind, allowed)
+    except BadFilter as exc:
+        raise ApiError(400, ErrorSlug.INVALID_REQUEST, str(exc), {"fields": {exc.field: str(exc)}}) from None
+    return EventFilter(query.template_id, query.task_id, kinds)
+
+
+async def _watch(call: Call, allowed: tuple[EventKind, ...]) -> web.StreamResponse:
+    request, config = call.request, call.app[CONFIG]
+    wanted = _filter(call.query, allowed)
+    ws = web.WebSocketResponse(heartbeat=config.events_heartbeat, max_msg_size=64 << 10)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(
+            400,
+            ErrorSlug.INVALID_REQUEST,
+            f"{request.path} is a WebSocket: connect with 'Upgrade: websocket'",
+        )
+    hub = call.app[EVENTS]
+    sub = await hub.subscribe(wanted)
+    try:
+        async with call.app[ENGINE].connect() as conn:
+            first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
+        first = [msgspec.structs.replace(event, snapshot=True) for event in first]
+        await ws.prepare(request)
+        try:
+            await session.serve(ws, sub, first, config.events_send_timeout)
+        except Exception:
+            log.exception("events: a connection failed")
+            await ws.close(code=1011, message=b"internal error; see the coordinator log")
+    finally:
+        await hub.unsubscribe(sub)
+    return ws
