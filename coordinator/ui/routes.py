@@ -52,7 +52,8 @@ def add_routes(app: web.Application, directory: Path = STATIC) -> None:
 
     async def to_index(request: web.Request) -> web.Response:
         # The query goes along: /ui?token=... is a login link too.
-        raise web.HTTPPermanentRedirect(request.rel_url.with_path(PREFIX + "/"))
+        query = request.rel_url.raw_query_string
+        raise web.HTTPPermanentRedirect(PREFIX + "/" + (f"?{query}" if query else ""))
 
     app.router.add_get(PREFIX, to_index)
     app.router.add_get(PREFIX + "/", index)

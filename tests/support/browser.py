@@ -23,7 +23,7 @@ def chromium_paths() -> tuple[str, str] | str:
     driver = shutil.which("chromedriver")
     if browser is None or driver is None:
         missing = " and ".join(n for n, p in (("chromium", browser), ("chromedriver", driver)) if p is None)
-        return f"no {missing} on PATH (as root: apt-get install chromium chromium-driver, or scripts/bootstrap.sh)"
+        return f"no {missing} on PATH (as root: scripts/bootstrap.sh installs Debian's chromium-driver)"
     try:
         import selenium  # noqa: F401
     except ImportError:

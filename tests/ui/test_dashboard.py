@@ -92,8 +92,25 @@ def log_in(driver: Any, stack: Stack) -> None:
     wait_until(driver, lambda d: find_all(d, "#matrix tbody tr"), what="the matrix")
 
 
-def cell(driver: Any, template_id: int, node_id: int) -> Any:
-    return find(driver, f'#matrix td.cell[data-template="{template_id}"][data-node="{node_id}"]')
+def read(driver: Any, css: str, attribute: str = "") -> str | None:
+    """An attribute (or, without one, the text) of the element ``css`` finds, read in one step:
+    the page re-renders its tables on every event, so a found element may be gone a moment later."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const e = document.querySelector(arguments[0]);"
+        "return e === null ? null : arguments[1] ? e.getAttribute(arguments[1]) : e.innerText",
+        css,
+        attribute,
+    )
+
+
+def cell_status(driver: Any, template_id: int, node_id: int) -> str | None:
+    return read(
+        driver, f'#matrix td.cell[data-template="{template_id}"][data-node="{node_id}"]', "data-status"
+    )
+
+
+def cell_text(driver: Any, template_id: int, node_id: int) -> str:
+    return read(driver, f'#matrix td.cell[data-template="{template_id}"][data-node="{node_id}"]') or ""
 
 
 def shot(driver: Any, name: str) -> None:
@@ -126,17 +143,16 @@ def test_a_login_link_leaves_the_address_bar_and_the_page_shows_every_template_o
     headers = [th.text for th in find_all(driver, "#matrix th.node")]
     assert headers == sorted(nodes)
     local, shared = seeded["debian-12-local"], seeded["alma-9-ceph"]
-    rows = {row.get_attribute("data-template"): row.text for row in find_all(driver, "#matrix tbody tr")}
-    assert "debian-12-local" in rows[str(local)] and "alma-9-ceph" in rows[str(shared)]
+    assert "debian-12-local" in (read(driver, f'#matrix tr[data-template="{local}"]') or "")
+    assert "alma-9-ceph" in (read(driver, f'#matrix tr[data-template="{shared}"]') or "")
     # Local storage: on pve-node1 only; shared Ceph: the same VM on every node.
     detail = ui_api.get(f"/templates/{local}/detail?include_instances=true").ok()
     (primary,) = detail["instances"]
-    here = cell(driver, local, nodes["pve-node1"])
-    assert here.get_attribute("data-status") == "available"
-    assert here.text.split() == ["v1", str(primary["vmid"]), "P"]
-    assert cell(driver, local, nodes["pve-node2"]).get_attribute("data-status") == "none"
+    assert cell_status(driver, local, nodes["pve-node1"]) == "available"
+    assert cell_text(driver, local, nodes["pve-node1"]).split() == ["v1", str(primary["vmid"]), "P"]
+    assert cell_status(driver, local, nodes["pve-node2"]) == "none"
     for node_id in nodes.values():
-        assert cell(driver, shared, node_id).get_attribute("data-status") == "available"
+        assert cell_status(driver, shared, node_id) == "available"
     assert console_errors(driver) == []
 
 
@@ -150,34 +166,43 @@ def test_a_sync_started_in_the_page_moves_its_bar_to_100_percent(
     find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="sync"]').click()
     boxes = {int(b.get_attribute("value")): b for b in find_all(driver, "#sync-nodes input")}
     assert not boxes[nodes["pve-node1"]].is_enabled()  # it holds the template already
-    boxes[nodes["pve-node3"]].click()  # pve-node2 stays checked too: both
+    assert all(boxes[nodes[n]].is_selected() for n in ("pve-node2", "pve-node3"))
+    boxes[nodes["pve-node3"]].click()  # unchecked: pve-node2 only
     find(driver, "#sync-start").click()
 
-    (task,) = [
-        t for t in ui_api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["list"]
-        if t["target_node"]["node_name"] == "pve-node2"
-    ]
+    task_id = wait_until(
+        driver,
+        lambda d: [r.get_attribute("data-task") for r in find_all(d, "#tasks tbody tr[data-task]")],
+        what="the new task's row",
+    )[0]
+    (task,) = ui_api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["list"]
+    assert str(task["task_id"]) == task_id and task["target_node"]["node_name"] == "pve-node2"
     row = f'#tasks tr[data-task="{task["task_id"]}"]'
     seen: list[int] = []
 
     def finished(d: Any) -> bool:
-        rows = find_all(d, row)
-        if rows:
-            value = int(find(d, f"{row} .progress").get_attribute("aria-valuenow"))
-            if not seen or seen[-1] != value:
-                seen.append(value)
-            if 30 <= value < 90 and not (Path(SHOTS) / "dashboard-sync.png").exists():
-                shot(d, "dashboard-sync.png")
-            return rows[0].get_attribute("data-status") == "completed"
-        return False
+        state = d.execute_script(
+            "const r = document.querySelector(arguments[0]);"
+            "return r && [r.dataset.status,"
+            " Number(r.querySelector('.progress').getAttribute('aria-valuenow'))]",
+            row,
+        )
+        if state is None:
+            return False
+        status, value = state
+        if not seen or seen[-1] != value:
+            seen.append(value)
+        if 30 <= value < 90 and not (Path(SHOTS) / "dashboard-sync.png").exists():
+            shot(d, "dashboard-sync.png")
+        return bool(status == "completed")
 
     wait_until(driver, finished, timeout=90, what="the sync task's row to say completed")
     assert seen[-1] == 100 and seen == sorted(seen), seen
     assert len([v for v in seen if 0 < v < 100]) >= 3, seen  # it moved, not jumped
-    assert find(driver, f"{row} .progress .pct").text == "100 %"
+    assert read(driver, f"{row} .progress .pct") == "100 %"
     wait_until(
         driver,
-        lambda d: cell(d, template_id, nodes["pve-node2"]).get_attribute("data-status") == "available",
+        lambda d: cell_status(d, template_id, nodes["pve-node2"]) == "available",
         what="pve-node2's cell to say available",
     )
     assert console_errors(driver) == []
@@ -205,10 +230,17 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
     shot(driver, "dashboard-upload.png")
     find(driver, "#upload-start").click()
 
-    status = wait_until(driver, lambda d: find(d, "#upload-status").text.startswith("Stored") and find(d, "#upload-status").text, timeout=60, what="the upload's answer")
+    status = wait_until(
+        driver,
+        lambda d: (text := read(d, "#upload-status") or "").startswith("Stored") and text,
+        timeout=60,
+        what="the upload's answer",
+    )
     assert find(driver, "#upload-error").text == ""
     assert find(driver, "#upload-bar").get_attribute("style") == "width: 100%;"
-    match = re.match(r"Stored and checked: template (\d+) imports on pve-node1, then copied to pve-node2\.", status)
+    match = re.match(
+        r"Stored and checked: template (\d+) imports on pve-node1, then copied to pve-node2\.", status
+    )
     assert match, status
     template_id = int(match[1])
     find(driver, "#upload-cancel").click()
@@ -216,11 +248,11 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
     for node in ("pve-node1", "pve-node2"):
         wait_until(
             driver,
-            lambda d, node=node: cell(d, template_id, nodes[node]).get_attribute("data-status") == "available",
+            lambda d, node=node: cell_status(d, template_id, nodes[node]) == "available",
             timeout=90,
             what=f"the uploaded template available on {node}",
         )
-    assert cell(driver, template_id, nodes["pve-node3"]).get_attribute("data-status") == "none"
+    assert cell_status(driver, template_id, nodes["pve-node3"]) == "none"
     assert ui_api.get(f"/templates/{template_id}").ok()["template_name"] == "ubuntu-24.04"
 
 
@@ -233,7 +265,9 @@ def test_a_refused_action_shows_the_api_message(
     log_in(driver, stack)
     template_id, nodes = seeded["alma-9-ceph"], node_ids(ui_api, stack)
     # What the API answers to a clone named with a space, asked directly.
-    refused = ui_api.post(f"/templates/{template_id}/clone", json={"node_id": nodes["pve-node2"], "name": "web 1", "full": None})
+    refused = ui_api.post(
+        f"/templates/{template_id}/clone", json={"node_id": nodes["pve-node2"], "name": "web 1", "full": None}
+    )
     assert refused.status == 400
 
     find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="clone"]').click()
