@@ -274,3 +274,21 @@ def test_a_refused_action_shows_the_api_message(
     assert find(driver, "#clone-error").text == refused.message
     assert find(driver, "#clone-dialog").is_displayed()  # left open to correct the name
     find(driver, "#clone-cancel").click()
+
+
+def test_the_page_goes_live_again_by_itself_after_the_coordinator_restarts(
+    browser: Any, ui_stack: Stack, seeded: dict[str, int]
+) -> None:
+    """Last in the module: it stops the coordinator."""
+    stack, driver = ui_stack, browser
+    log_in(driver, stack)
+    wait_until(driver, lambda d: read(d, "#live") == "live", what="the event stream")
+    assert stack.coordinator is not None
+    stack.coordinator.stop()
+    wait_until(driver, lambda d: read(d, "#live") in ("offline", "connecting"), what="the stream to drop")
+    stack.start_coordinator()
+    wait_until(driver, lambda d: read(d, "#live") == "live", timeout=40, what="the stream back, unasked")
+    # Read again on coming back: the matrix is whole.
+    nodes = node_ids(Api(stack.api, stack.admin_token), stack)
+    for node_id in nodes.values():
+        assert cell_status(driver, seeded["alma-9-ceph"], node_id) == "available"
