@@ -273,7 +273,24 @@ def test_a_refused_action_shows_the_api_message(
     wait_until(driver, lambda d: find(d, "#clone-error").text, what="the clone's error")
     assert find(driver, "#clone-error").text == refused.message
     assert find(driver, "#clone-dialog").is_displayed()  # left open to correct the name
-    find(driver, "#clone-cancel").click()
+
+    name = find(driver, "#clone-name")
+    name.clear()
+    name.send_keys("web-1")
+    find(driver, "#clone-start").click()
+    wait_until(driver, lambda d: not find(d, "#clone-dialog").is_displayed(), what="the dialog to close")
+    (clone,) = ui_api.get(f"/clones?template_id={template_id}").ok()["list"]
+    assert (clone["name"], clone["node"]["node_name"], clone["linked"]) == ("web-1", "pve-node2", True)
+    note = read(driver, "#alert-text") or ""
+    assert re.fullmatch(
+        rf"clone {clone['clone_id']} \(web-1\) on pve-node2: (pending|cloning|completed)", note
+    )
+    wait_until(
+        driver,
+        lambda d: read(d, f'#clones tr[data-clone="{clone["clone_id"]}"]', "data-status") == "completed",
+        timeout=60,
+        what="the clone's row to say completed",
+    )
 
 
 def test_the_page_goes_live_again_by_itself_after_the_coordinator_restarts(

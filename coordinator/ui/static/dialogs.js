@@ -152,75 +152,76 @@ export class UploadDialog {
   }
 }
 
-// ---------------------------------------------------------------- sync
+// ---------------------------------------------------------------- sync and clone
 
-export class SyncDialog {
-  constructor(store, done) {
+// A dialog about one template that makes one API call: `${name}-dialog`, its
+// `${name}-start`, `${name}-cancel` and `${name}-error`. It stays open, with the API's
+// message, when the call is refused.
+class TemplateAction {
+  constructor(name, store, done) {
+    this.name = name;
     this.store = store;
     this.done = done;
     this.template = null;
-    $("sync-start").addEventListener("click", () => this.start());
-    $("sync-cancel").addEventListener("click", () => $("sync-dialog").close());
+    $(`${name}-start`).addEventListener("click", () => this.start());
+    $(`${name}-cancel`).addEventListener("click", () => $(`${name}-dialog`).close());
   }
 
   open(template) {
     this.template = template;
-    $("sync-template").textContent = template.template_name;
-    $("sync-error").textContent = "";
-    const holds = new Set(
-      (template.instances ?? []).filter((i) => i.version === template.current_version && i.status === "available").map((i) => i.node_id),
-    );
-    const nodes = this.store.nodes.filter((n) => n.cluster_id === template.cluster_id);
-    checkboxes($("sync-nodes"), nodes, (n) => !holds.has(n.id), (n) => holds.has(n.id));
-    $("sync-dialog").showModal();
+    $(`${this.name}-error`).textContent = "";
+    this.fill(template, this.store.nodes.filter((n) => n.cluster_id === template.cluster_id));
+    $(`${this.name}-dialog`).showModal();
   }
 
   async start() {
-    $("sync-error").textContent = "";
+    $(`${this.name}-error`).textContent = "";
     try {
-      const answer = await post(`/templates/${this.template.id}/sync`, { target_node_ids: checkedIds($("sync-nodes")) });
-      $("sync-dialog").close();
-      this.done(answer.skipped?.length ? `skipped: ${answer.skipped.map((s) => `${s.node_name} (${s.reason})`).join("; ")}` : "");
+      const note = await this.call(this.template);
+      $(`${this.name}-dialog`).close();
+      this.done(note);
     } catch (err) {
-      $("sync-error").textContent = err.message;
+      $(`${this.name}-error`).textContent = err.message;
     }
   }
 }
 
-// ---------------------------------------------------------------- clone
-
-export class CloneDialog {
+export class SyncDialog extends TemplateAction {
   constructor(store, done) {
-    this.store = store;
-    this.done = done;
-    this.template = null;
-    $("clone-start").addEventListener("click", () => this.start());
-    $("clone-cancel").addEventListener("click", () => $("clone-dialog").close());
+    super("sync", store, done);
   }
 
-  open(template) {
-    this.template = template;
+  fill(template, nodes) {
+    $("sync-template").textContent = template.template_name;
+    const holds = new Set(
+      (template.instances ?? []).filter((i) => i.version === template.current_version && i.status === "available").map((i) => i.node_id),
+    );
+    checkboxes($("sync-nodes"), nodes, (n) => !holds.has(n.id), (n) => holds.has(n.id));
+  }
+
+  async call(template) {
+    const answer = await post(`/templates/${template.id}/sync`, { target_node_ids: checkedIds($("sync-nodes")) });
+    return answer.skipped?.length ? `skipped: ${answer.skipped.map((s) => `${s.node_name} (${s.reason})`).join("; ")}` : "";
+  }
+}
+
+export class CloneDialog extends TemplateAction {
+  constructor(store, done) {
+    super("clone", store, done);
+  }
+
+  fill(template, nodes) {
     $("clone-template").textContent = `${template.template_name} v${template.current_version}`;
-    $("clone-error").textContent = "";
-    const nodes = this.store.nodes.filter((n) => n.cluster_id === template.cluster_id);
     fillSelect($("clone-node"), nodes.map((n) => [n.id, n.node_name]), $("clone-node").value);
-    $("clone-dialog").showModal();
   }
 
-  async start() {
-    $("clone-error").textContent = "";
+  async call(template) {
     const kind = $("clone-kind").value;
-    const body = {
+    const clone = await post(`/templates/${template.id}/clone`, {
       node_id: Number($("clone-node").value),
       name: $("clone-name").value,
       full: kind === "" ? null : kind === "full",
-    };
-    try {
-      await post(`/templates/${this.template.id}/clone`, body);
-      $("clone-dialog").close();
-      this.done("");
-    } catch (err) {
-      $("clone-error").textContent = err.message;
-    }
+    });
+    return `clone ${clone.clone_id} (${clone.name}) on ${clone.node.node_name}: ${clone.status}`;
   }
 }

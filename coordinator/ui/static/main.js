@@ -165,11 +165,12 @@ const retry = (task) => act(post(`/templates/sync-tasks/${task.task_id}/retry`),
 const cancel = (task) => act(post(`/templates/sync-tasks/${task.task_id}/cancel`), `sync task ${task.task_id} canceled`);
 
 const uploadDialog = new UploadDialog(store, () => refresh());
-const syncDialog = new SyncDialog(store, (note) => {
+const afterAction = (note) => {
   showNote(note);
   refresh();
-});
-const cloneDialog = new CloneDialog(store, () => refresh());
+};
+const syncDialog = new SyncDialog(store, afterAction);
+const cloneDialog = new CloneDialog(store, afterAction);
 
 // ---------------------------------------------------------------- login
 
