@@ -15,7 +15,16 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import api, sync_compression, sync_fanout, sync_loopback, sync_receiver, sync_versions, upload
+from benchmarks import (
+    api,
+    events,
+    sync_compression,
+    sync_fanout,
+    sync_loopback,
+    sync_receiver,
+    sync_versions,
+    upload,
+)
 from benchmarks.base import Benchmark, Options, Skip
 from benchmarks.report import Target
 
@@ -29,6 +38,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         sync_versions.BENCHMARK,
         sync_compression.BENCHMARK,
         api.BENCHMARK,
+        events.BENCHMARK,
     )
 }
 

@@ -118,10 +118,11 @@ class CoordinatorConfig:
     # /readyz also waits for a registered cluster and a live agent on every online node
     # (the demo: scripts poll /readyz, then use the cluster).
     ready_requires_agents: bool = False
-    # Live events (GET /api/v1/events): changes that may wait for one slow subscriber before
-    # it is dropped (close code 4008), how long one message may take to send, and how often
-    # a subscriber is pinged (no pong within half of it: the connection is dropped).
-    events_queue_max: int = 1000
+    # Live events (GET /api/v1/events): how many polls' changes (one poll every 0.25 s) may
+    # wait for one slow subscriber before it is dropped (close code 4008), how long one
+    # message may take to send, and how often a subscriber is pinged (no pong within half
+    # of it: the connection is dropped).
+    events_queue_max: int = 40
     events_send_timeout: float = 10.0
     events_heartbeat: float = 20.0
     log_level: str = "info"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 routes = Routes("events")
 # How long a connection's first state may take to read.
 SNAPSHOT_DEADLINE = 30.0
+# The kernel's send buffer of an events connection (Linux doubles it). Left to autotuning,
+# loopback grew it past 1 MiB: a stalled client held that much kernel memory and ~3000
+# messages before a send blocked; with this, a few hundred (tests/events).
+SEND_BUFFER = 64 << 10
 
 
 class EventsQuery(Input):
@@ -108,6 +113,12 @@ async def events_ticket(call: Call) -> EventTicket:
     return EventTicket(text, datetime.fromtimestamp(int(expires), UTC))
 
 
+def _small_send_buffer(request: web.Request) -> None:
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+
 def _filter(query: EventsQuery, allowed: tuple[EventKind, ...]) -> EventFilter:
     try:
         kinds = parse_kinds(query.kind, allowed)
@@ -133,6 +144,7 @@ async def _watch(call: Call, allowed: tuple[EventKind, ...]) -> web.StreamRespon
             first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
         first = [msgspec.structs.replace(event, snapshot=True) for event in first]
         await ws.prepare(request)
+        _small_send_buffer(request)
         try:
             await session.serve(ws, sub, first, config.events_send_timeout)
         except Exception:

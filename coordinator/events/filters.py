@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coordinator.errors import CoordinatorError
 from shared.messages.events import EVENT_KINDS, Event, EventKind
 
 
-class BadFilter(ValueError):
+class BadFilter(CoordinatorError, ValueError):
     """``field``: the query parameter at fault; the message says what it must be."""
 
     def __init__(self, field: str, message: str) -> None:

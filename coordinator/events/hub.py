@@ -2,10 +2,10 @@
 
 The reader polls the database every ``POLL_INTERVAL`` (changes.py says how a change is
 found, whichever replica made it) only while at least one subscriber is connected: a
-coordinator nobody watches does no work for events. Each subscriber has a bounded queue:
-the reader never waits for one, and a subscriber whose queue is full (its client stopped
-reading, so its session stopped taking events off) is marked overflowed; its session
-closes it (close code 4008) and the others go on.
+coordinator nobody watches does no work for events. Each subscriber has a bounded queue of
+polls' changes: the reader never waits for one, and a subscriber whose queue is full (its
+client stopped reading, so its session stopped taking changes off) is marked overflowed;
+its session closes it (close code 4008) and the others go on.
 """
 
 from __future__ import annotations
@@ -33,18 +33,25 @@ READY_DEADLINE = 10.0
 
 @dataclass(eq=False)
 class Subscription:
+    """``queue``: the changes of each poll that matched, one list per poll, not yet taken by
+    the session; bounded, so a session that stops taking them is found out within
+    ``maxsize`` polls (and the lists are the poll's events, not copies)."""
+
     wanted: EventFilter
-    queue: asyncio.Queue[Event]
+    queue: asyncio.Queue[list[Event]]
     # Set whenever there is something for the session to do: events, overflow, shutdown.
     signal: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     stopping: bool = False
 
-    def push(self, event: Event) -> None:
-        if self.overflowed or not self.wanted.matches(event):
+    def push(self, changes: list[Event]) -> None:
+        if self.overflowed:
+            return
+        matched = [event for event in changes if self.wanted.matches(event)]
+        if not matched:
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(matched)
         except asyncio.QueueFull:
             self.overflowed = True
         self.signal.set()
@@ -139,10 +146,10 @@ class Hub:
             reader_, self._reader = self._reader, None
             await reader_.stop()
 
-    def publish(self, events: list[Event]) -> None:
-        for sub in self._subscribers:
-            for event in events:
-                sub.push(event)
+    def publish(self, changes: list[Event]) -> None:
+        if changes:
+            for sub in self._subscribers:
+                sub.push(changes)
 
     async def close(self) -> None:
         """The coordinator stops: every session is told to close (1001), new ones are refused."""

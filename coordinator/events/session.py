@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import WSMsgType, web
 
+from coordinator.errors import CoordinatorError
 from coordinator.events.hub import Subscription
 from coordinator.events.shaping import key_of
 from coordinator.events.throttle import Coalescer
@@ -31,8 +32,8 @@ CLOSE_DEADLINE = 5.0
 IDLE_WAKE = 5.0
 
 
-class TooSlow(Exception):
-    pass
+class TooSlow(CoordinatorError):
+    """The client does not read its messages fast enough (the connection closes with 4008)."""
 
 
 async def serve(
@@ -90,10 +91,10 @@ async def _send_all(
     throttle: Coalescer[Event] = Coalescer()
     while not sub.stopping:
         if sub.overflowed:
-            raise TooSlow(f"more than {sub.queue.maxsize} changes waited for this client: read faster")
+            raise TooSlow(f"changes of {sub.queue.maxsize} polls waited for this client: read faster")
         while not sub.queue.empty():
-            event = sub.queue.get_nowait()
-            throttle.offer(key_of(event), event)
+            for event in sub.queue.get_nowait():
+                throttle.offer(key_of(event), event)
         for event in throttle.due(time.monotonic()):
             await _send(ws, event, deadline)
         wait = throttle.next_due(time.monotonic())

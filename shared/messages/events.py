@@ -53,7 +53,7 @@ class Event(Model, omit_defaults=True):
     bytes_reused: int | None = None
     # Version: its sync tasks by status, e.g. {"completed": 2, "syncing": 1}.
     counts: dict[str, int] | None = None
-    # True on the messages of the first state sent on connecting (not a change).
+    # True on the messages of the first state sent on connecting (absent on a change).
     snapshot: bool = False
 
 

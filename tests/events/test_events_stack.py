@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.models import TemplateSyncTask, TemplateUpload
+from coordinator.events import tickets as event_tickets
 from demo.stack import Stack, free_port
+from shared.messages.events import CLOSE_TOO_SLOW
+from shared.tickets import TicketSigner
 from tests.conftest import own_stack
 from tests.support.api import Api
-from tests.support.events import Watch, refused, watch, ws_url
+from tests.support.db import task_row, with_session
+from tests.support.events import StalledClient, Watch, refused, watch, ws_url
 from tests.support.images import raw_with_data
 from tests.support.uploads import node_ids, storage_id, upload, wait_import
 
 SEND_RATE = 12 << 20  # bytes/s per agent: a 48 MiB copy takes ~4 s
-QUEUE_MAX = 16
+QUEUE_MAX = 8  # polls of changes (2 s) a subscriber may fall behind by
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +133,144 @@ def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template
     times = [t for t, m in got.messages if m["kind"] == "sync_task"]
     for i in range(len(times) - 4):
         assert times[i + 4] - times[i] >= 0.9, f"more than 4 messages a second: {times}"
+
+
+def wait_status(api: Api, task_id: int, wanted: set[str], timeout: float = 30) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        task = api.get(f"/templates/sync-tasks/{task_id}").ok()
+        if task["status"] in wanted or time.monotonic() > deadline:
+            return task  # type: ignore[no-any-return]
+        time.sleep(0.1)
+
+
+def test_the_current_state_comes_first_then_the_changes(api: Api, events_stack: Stack, template: int) -> None:
+    """Connecting mid-copy: the task's current state first (snapshot), then its changes to
+    the end; the sync-tasks route sends nothing else, and task_id narrows it to one task."""
+    task_id = sync_to(api, events_stack, template, "pve-node3")
+    assert wait_status(api, task_id, {"syncing", "importing", "completed"})["status"] == "syncing"
+    got = asyncio.run(
+        watch(
+            ws_url(api.base, "/templates/sync-tasks/ws"),
+            token=api.token,
+            params={"task_id": str(task_id)},
+            until=completed("sync_task", task_id),
+            timeout=90,
+        )
+    )
+    first, *rest = got.events
+    assert first["snapshot"] is True and first["id"] == task_id and first["status"] == "syncing"
+    assert rest and all("snapshot" not in m for m in rest)
+    assert {(m["kind"], m["id"]) for m in got.events} == {("sync_task", task_id)}
+    assert rest[-1]["status"] == "completed" and rest[-1]["bytes_done"] == rest[-1]["bytes_total"]
+    # connected after the end: nothing of it is active any more, so nothing is sent
+    after = asyncio.run(
+        watch(ws_url(api.base), token=api.token, params={"task_id": str(task_id)}, timeout=1.5)
+    )
+    assert after.events == [] and after.close_code is None
+
+
+def test_tickets(api: Api, events_stack: Stack) -> None:
+    """A ticket opens the stream without a header; an expired one, a transfer ticket and the
+    ticket of a revoked token do not (401 before the upgrade)."""
+    url = ws_url(api.base)
+    ticket = api.post("/events/ticket").ok()
+    expires = datetime.fromisoformat(ticket["expires_at"])
+    assert 20 <= (expires - datetime.now(UTC)).total_seconds() <= 31
+    opened = asyncio.run(watch(url, params={"ticket": ticket["ticket"]}, timeout=1.0))
+    assert opened.close_code is None
+
+    signer = TicketSigner(events_stack.base / "ticket-signing.key")  # every replica's key
+    old, _ = event_tickets.issue(signer, 1, now=time.time() - 60)
+    status, body = refused(url, params={"ticket": old})
+    assert status == 401 and "expired" in body["message"]
+    transfer = signer.issue(
+        task_id=1,
+        task_uid="0" * 32,
+        epoch=1,
+        node="pve-node2",
+        size=1,
+        sha256="0" * 64,
+        manifest="0" * 64,
+        fmt="raw",
+    )
+    status, body = refused(url, params={"ticket": transfer})
+    assert status == 401 and "not an events ticket" in body["message"]
+
+    name = f"viewer-{secrets.token_hex(3)}"
+    secret = events_stack.coordinator_cli(
+        "token", "create", "--name", name, "--role", "viewer"
+    ).stdout.strip()
+    viewer_ticket = api.as_token(secret).post("/events/ticket").ok()["ticket"]
+    assert asyncio.run(watch(url, params={"ticket": viewer_ticket}, timeout=1.0)).close_code is None
+    events_stack.coordinator_cli("token", "revoke", name)
+    status, body = refused(url, params={"ticket": viewer_ticket})
+    assert status == 401 and "revoked" in body["message"]
+    status, _ = refused(url, params={"ticket": viewer_ticket[:-3] + "AAA"})
+    assert status == 401
+
+
+def test_a_client_that_stops_reading_is_dropped_and_others_go_on(
+    api: Api, events_stack: Stack, template: int
+) -> None:
+    """300 objects change every 0.3 s: a client that reads nothing is closed with 4008 within
+    seconds, one that reads gets every object's final state, and the API answers meanwhile."""
+    ids = with_session(events_stack.database_url, lambda s: add_failed_tasks(s, template, 300))
+    try:
+        stalled = StalledClient(
+            "127.0.0.1",
+            events_stack.s.coordinator_port,
+            f"/api/v1/events?template_id={template}",
+            api.token or "",
+        )
+
+        async def run() -> Watch:
+            started = asyncio.Event()
+            reading = asyncio.create_task(
+                watch(
+                    ws_url(api.base),
+                    token=api.token,
+                    params={"template_id": str(template), "kind": "sync_task"},
+                    until=lambda w: sum(m["progress"] == 10 for m in w.events) >= len(ids),
+                    timeout=60,
+                    started=started,
+                )
+            )
+            await started.wait()
+            for step in range(1, 11):
+                await asyncio.to_thread(
+                    with_session, events_stack.database_url, lambda s, step=step: bump(s, ids, step)
+                )
+                await asyncio.sleep(0.3)
+            return await reading
+
+        reader_got = asyncio.run(run())
+        code, reason, texts = stalled.close_code()
+        assert code == CLOSE_TOO_SLOW, (code, reason, texts)
+        assert "read faster" in reason
+        finals = {m["id"] for m in reader_got.events if m["progress"] == 10}
+        assert finals == set(ids) and reader_got.close_code is None
+        assert api.get("/templates/sync-tasks", params={"template_id": template}).status == 200
+    finally:
+        with_session(events_stack.database_url, lambda s: remove_tasks(s, ids))
+
+
+async def add_failed_tasks(session: AsyncSession, template_id: int, count: int) -> list[int]:
+    upload_row = await session.scalar(select(TemplateUpload).where(TemplateUpload.template_id == template_id))
+    assert upload_row is not None
+    rows = [task_row(upload_row, 100 + i, error_message="made by the test") for i in range(count)]
+    for row in rows:  # finished: no job of the coordinator touches them
+        row.status, row.active_key = "failed", None
+    session.add_all(rows)
+    await session.commit()
+    return [row.id for row in rows]
+
+
+async def bump(session: AsyncSession, ids: list[int], step: int) -> None:
+    await session.execute(update(TemplateSyncTask).where(TemplateSyncTask.id.in_(ids)).values(progress=step))
+    await session.commit()
+
+
+async def remove_tasks(session: AsyncSession, ids: list[int]) -> None:
+    await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.id.in_(ids)))
+    await session.commit()

@@ -81,3 +81,53 @@ def refused(url: str, *, token: str | None = None, params: dict[str, str] | None
                 return resp.status, await resp.json()
 
     return asyncio.run(run())
+
+
+class StalledClient:
+    """A WebSocket client that connects and then reads nothing, with a small receive buffer
+    (so the coordinator's sends block soon), as a stuck browser tab or a paused process."""
+
+    def __init__(self, host: str, port: int, path: str, token: str) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+        self.sock.settimeout(10)
+        self.sock.connect((host, port))
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def close_code(self, timeout: float = 30.0) -> tuple[int | None, str, int]:
+        """Reads everything the server sent: the close frame's code and reason (None: the
+        connection ended without one), and how many text messages came before it."""
+        self.sock.settimeout(timeout)
+        data = b""
+        try:
+            while chunk := self.sock.recv(1 << 16):
+                data += chunk
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+        texts, pos = 0, 0
+        while pos + 2 <= len(data):
+            opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+            pos += 2
+            if length == 126:
+                length, pos = int.from_bytes(data[pos : pos + 2]), pos + 2
+            elif length == 127:
+                length, pos = int.from_bytes(data[pos : pos + 8]), pos + 8
+            payload, pos = data[pos : pos + length], pos + length
+            if opcode == 0x8:
+                return int.from_bytes(payload[:2]), payload[2:].decode(errors="replace"), texts
+            texts += opcode == 0x1
+        return None, "", texts
