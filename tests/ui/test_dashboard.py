@@ -293,6 +293,39 @@ def test_a_refused_action_shows_the_api_message(
     )
 
 
+def test_a_waiting_sync_canceled_in_the_page(
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int], tmp_path: Path
+) -> None:
+    """pve-node3's agent is stopped: a sync to it waits (pending) until it is canceled."""
+    stack, driver = ui_stack, browser
+    image = qcow2(tmp_path / "rocky.qcow2", 32, 2, seed=9)
+    reply = upload(ui_api, stack, image, "rocky-9-local", storage_id(ui_api, stack, "local", "pve-node1"))
+    template_id = int(reply.ok()["template_id"])
+    image.unlink()
+    assert wait_import(ui_api, template_id)["upload_info"]["status"] == "imported"
+    nodes = node_ids(ui_api, stack)
+    stack.agents["pve-node3"].stop()
+    try:
+        log_in(driver, stack)
+        wait_until(driver, lambda d: read(d, f'#matrix tr[data-template="{template_id}"]'), what="the row")
+        find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="sync"]').click()
+        find(driver, f'#sync-nodes input[value="{nodes["pve-node2"]}"]').click()  # pve-node3 only
+        find(driver, "#sync-start").click()
+        (task,) = wait_until(
+            driver, lambda d: ui_api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["list"]
+        )
+        row = f'#tasks tr[data-task="{task["task_id"]}"]'
+        wait_until(driver, lambda d: read(d, row, "data-status") == "pending", what="the pending row")
+        assert cell_status(driver, template_id, nodes["pve-node3"]) == "pending"
+        find(driver, f'{row} button[data-action="cancel"]').click()
+        wait_until(driver, lambda d: read(d, row, "data-status") == "canceled", what="the canceled row")
+        assert read(driver, "#alert-text") == f"sync task {task['task_id']} canceled"
+        assert cell_status(driver, template_id, nodes["pve-node3"]) == "canceled"
+        assert ui_api.get(f"/templates/sync-tasks/{task['task_id']}").ok()["status"] == "canceled"
+    finally:
+        stack.start_agent("pve-node3")
+
+
 def test_the_page_goes_live_again_by_itself_after_the_coordinator_restarts(
     browser: Any, ui_stack: Stack, seeded: dict[str, int]
 ) -> None:

@@ -56,6 +56,18 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Puts `rows` in `body`, keeping in place every row already there with the same markup: the
+// tables are drawn again at every event, and a row replaced under the pointer would lose a
+// click. A kept row keeps its handlers, so handlers read their data by id when clicked.
+export function patchRows(body, rows) {
+  const old = new Map([...body.children].map((row) => [row.outerHTML, row]));
+  const next = rows.map((row) => old.get(row.outerHTML) ?? row);
+  next.forEach((row, i) => {
+    if (body.children[i] !== row) body.insertBefore(row, body.children[i] ?? null);
+  });
+  while (body.children.length > next.length) body.lastElementChild.remove();
+}
+
 // A progress bar: its width is set through the CSSOM, which the CSP allows.
 export function bar(percent, status) {
   const fill = el("div", { class: `fill ${stateClass(status).split(" ")[1]}` });

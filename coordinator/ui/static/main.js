@@ -65,7 +65,10 @@ async function readAll() {
 
 function render() {
   const templates = [...store.templates.values()].sort((a, b) => a.template_name.localeCompare(b.template_name));
-  renderMatrix($("matrix"), templates, store.nodes, store.tasks, { sync: (t) => syncDialog.open(t), clone: (t) => cloneDialog.open(t) });
+  renderMatrix($("matrix"), templates, store.nodes, store.tasks, {
+    sync: (id) => syncDialog.open(store.templates.get(id)),
+    clone: (id) => cloneDialog.open(store.templates.get(id)),
+  });
   $("matrix-count").textContent = `${templates.length} template(s), ${store.nodes.length} node(s)`;
   $("matrix-empty").hidden = templates.length > 0;
   renderTasks($("tasks"), store.tasks, { retry, cancel });
@@ -161,8 +164,8 @@ async function act(promise, note = "") {
   await refresh();
 }
 
-const retry = (task) => act(post(`/templates/sync-tasks/${task.task_id}/retry`), `sync task ${task.task_id} retried`);
-const cancel = (task) => act(post(`/templates/sync-tasks/${task.task_id}/cancel`), `sync task ${task.task_id} canceled`);
+const retry = (id) => act(post(`/templates/sync-tasks/${id}/retry`), `sync task ${id} retried`);
+const cancel = (id) => act(post(`/templates/sync-tasks/${id}/cancel`), `sync task ${id} canceled`);
 
 const uploadDialog = new UploadDialog(store, () => refresh());
 const afterAction = (note) => {

@@ -1,7 +1,7 @@
 // The templates × nodes matrix: one row per template, one column per node; each cell the
 // instance that node holds (its version and state), or the sync task bringing it there.
 
-import { ACTIVE, bar, el, stateClass } from "./format.js";
+import { ACTIVE, bar, el, patchRows, stateClass } from "./format.js";
 
 // The newest sync task of each (template, node, version), by task id.
 export function latestTasks(tasks) {
@@ -75,7 +75,7 @@ export function renderMatrix(table, templates, nodes, tasks, actions) {
     ),
     el("th", {}, ""),
   );
-  table.tHead.replaceChildren(head);
+  patchRows(table.tHead, [head]);
   const rows = templates.map((t) => {
     const info = t.upload_info;
     const storage = info
@@ -93,10 +93,10 @@ export function renderMatrix(table, templates, nodes, tasks, actions) {
       el(
         "td",
         { class: "actions" },
-        el("button", { type: "button", class: "small", dataset: { action: "sync" }, onclick: () => actions.sync(t) }, "Sync…"),
-        el("button", { type: "button", class: "small", dataset: { action: "clone" }, onclick: () => actions.clone(t) }, "Clone…"),
+        el("button", { type: "button", class: "small", dataset: { action: "sync" }, onclick: () => actions.sync(t.id) }, "Sync…"),
+        el("button", { type: "button", class: "small", dataset: { action: "clone" }, onclick: () => actions.clone(t.id) }, "Clone…"),
       ),
     );
   });
-  table.tBodies[0].replaceChildren(...rows);
+  patchRows(table.tBodies[0], rows);
 }

@@ -1,16 +1,16 @@
 // The sync tasks and clones tables, with live progress bars and their actions.
 
-import { bar, bytes, el, rate, stateClass, time } from "./format.js";
+import { bar, bytes, el, patchRows, rate, stateClass, time } from "./format.js";
 
 const CANCELABLE = new Set(["pending", "syncing"]);
 
 export function taskRow(task, actions) {
   const buttons = [];
   if (task.status === "failed") {
-    buttons.push(el("button", { type: "button", class: "small", dataset: { action: "retry" }, onclick: () => actions.retry(task) }, "Retry"));
+    buttons.push(el("button", { type: "button", class: "small", dataset: { action: "retry" }, onclick: () => actions.retry(task.task_id) }, "Retry"));
   }
   if (CANCELABLE.has(task.status)) {
-    buttons.push(el("button", { type: "button", class: "small", dataset: { action: "cancel" }, onclick: () => actions.cancel(task) }, "Cancel"));
+    buttons.push(el("button", { type: "button", class: "small", dataset: { action: "cancel" }, onclick: () => actions.cancel(task.task_id) }, "Cancel"));
   }
   return el(
     "tr",
@@ -31,8 +31,9 @@ export function taskRow(task, actions) {
 
 export function renderTasks(table, tasks, actions) {
   const sorted = [...tasks.values()].sort((a, b) => b.task_id - a.task_id);
-  table.tBodies[0].replaceChildren(
-    ...(sorted.length ? sorted.map((t) => taskRow(t, actions)) : [el("tr", {}, el("td", { colspan: 11, class: "dim" }, "No sync tasks."))]),
+  patchRows(
+    table.tBodies[0],
+    sorted.length ? sorted.map((t) => taskRow(t, actions)) : [el("tr", {}, el("td", { colspan: 11, class: "dim" }, "No sync tasks."))],
   );
 }
 
@@ -54,7 +55,5 @@ export function renderClones(table, clones, templateNames) {
       el("td", { class: "error-text" }, c.error_message ?? ""),
     ),
   );
-  table.tBodies[0].replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "dim" }, "No clones."))]),
-  );
+  patchRows(table.tBodies[0], rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "dim" }, "No clones."))]);
 }
