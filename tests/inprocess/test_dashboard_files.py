@@ -66,7 +66,7 @@ def test_every_file_is_served_with_its_type_and_the_page_is_held_to_its_origin(
         assert reply.headers["Content-Type"] == content_type, name
         assert reply.content == (STATIC / name).read_bytes()
         assert reply.headers["Content-Security-Policy"] == (
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
             f"connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'"
         )

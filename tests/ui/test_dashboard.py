@@ -322,6 +322,7 @@ def test_a_waiting_sync_canceled_in_the_page(
         assert read(driver, "#alert-text") == f"sync task {task['task_id']} canceled"
         assert cell_status(driver, template_id, nodes["pve-node3"]) == "canceled"
         assert ui_api.get(f"/templates/sync-tasks/{task['task_id']}").ok()["status"] == "canceled"
+        shot(driver, "dashboard-states.png")
     finally:
         stack.start_agent("pve-node3")
 

@@ -19,6 +19,15 @@ function checkboxes(container, nodes, checked = () => false, disabled = () => fa
   );
 }
 
+// The start button submits its form, and so does Enter in a field: never a navigation (the
+// page's CSP has form-action 'none'), the dialog's own call instead.
+function submitStarts(form, start) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    start();
+  });
+}
+
 const checkedIds = (container) =>
   [...container.querySelectorAll("input[type=checkbox]:checked")].map((box) => Number(box.value));
 
@@ -53,7 +62,7 @@ export class UploadDialog {
     });
     $("upload-cluster").addEventListener("change", () => this.fillStorages());
     $("upload-storage").addEventListener("change", () => this.fillTargets());
-    $("upload-start").addEventListener("click", () => this.start());
+    submitStarts($("upload-form"), () => this.start());
     $("upload-cancel").addEventListener("click", () => this.close());
   }
 
@@ -163,7 +172,7 @@ class TemplateAction {
     this.store = store;
     this.done = done;
     this.template = null;
-    $(`${name}-start`).addEventListener("click", () => this.start());
+    submitStarts($(`${name}-form`), () => this.start());
     $(`${name}-cancel`).addEventListener("click", () => $(`${name}-dialog`).close());
   }
 
