@@ -253,7 +253,7 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
 
 
 def test_a_refused_action_shows_the_api_message(
-    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int]
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int], tmp_path: Path
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -265,6 +265,30 @@ def test_a_refused_action_shows_the_api_message(
         f"/templates/{template_id}/clone", json={"node_id": nodes["pve-node2"], "name": "web 1", "full": None}
     )
     assert refused.status == 400
+
+    # A file really dropped on the upload dialog's zone (a DragEvent carrying it): an ISO, which
+    # the API refuses with 415 and its own words, shown in the dialog.
+    iso = tmp_path / "installer.iso"
+    iso.write_bytes(bytes(1024))
+    ceph = storage_id(ui_api, stack, "ceph-storage")
+    expected = upload(ui_api, stack, iso, "installer", ceph)
+    assert expected.status == 415
+    find(driver, "#upload-open").click()
+    driver.execute_script(
+        "const files = new DataTransfer();"
+        "files.items.add(new File([new Uint8Array(1024)], 'installer.iso'));"
+        "const zone = document.getElementById('drop-zone');"
+        "for (const kind of ['dragenter', 'dragover', 'drop'])"
+        "  zone.dispatchEvent(new DragEvent(kind, {dataTransfer: files, bubbles: true, cancelable: true}));"
+    )
+    assert read(driver, "#drop-label") == "installer.iso (1.0 KiB)"
+    find(driver, "#upload-name").clear()
+    find(driver, "#upload-name").send_keys("installer")
+    Select(find(driver, "#upload-storage")).select_by_value(str(ceph))
+    find(driver, "#upload-start").click()
+    wait_until(driver, lambda d: read(d, "#upload-error"), what="the upload's error")
+    assert read(driver, "#upload-error") == expected.message
+    find(driver, "#upload-cancel").click()
 
     find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="clone"]').click()
     Select(find(driver, "#clone-node")).select_by_visible_text("pve-node2")

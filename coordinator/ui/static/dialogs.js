@@ -88,11 +88,12 @@ export class UploadDialog {
     if (!name.value) name.value = file.name.replace(/\.(qcow2|raw|img|vmdk|vdi|vhdx?)$/i, "");
   }
 
-  // Storages that take VM images: a shared one once, a local one per node.
+  // Storages that take VM images: a shared one once (its first id, as PVE lists it on node 1
+  // first), a local one per node.
   storages() {
     const cluster = Number($("upload-cluster").value);
     const seen = new Set();
-    return this.store.storages.filter((s) => {
+    return [...this.store.storages].sort((a, b) => a.id - b.id).filter((s) => {
       if (s.cluster_id !== cluster || !s.content.split(",").includes("images")) return false;
       if (!s.shared) return true;
       if (seen.has(s.storage_name)) return false;
