@@ -140,6 +140,7 @@ export class UploadDialog {
     const targets = checkedIds($("upload-target-list"));
     if (targets.length) fields.sync_node_ids = targets.join(",");
     $("upload-start").disabled = true;
+    $("upload-cancel").textContent = "Cancel upload";
     this.running = upload(fields, this.file, (sent, total) => {
       this.setBar(Math.floor((100 * sent) / total));
       $("upload-status").textContent = `${bytes(sent)} of ${bytes(total)} sent`;
@@ -158,6 +159,7 @@ export class UploadDialog {
     } finally {
       this.running = null;
       $("upload-start").disabled = false;
+      $("upload-cancel").textContent = "Close";
     }
   }
 }
