@@ -21,7 +21,7 @@ from tests.conftest import IN_CI, own_stack
 from tests.support.api import Api
 from tests.support.browser import chromium_paths, console_errors, headless_chromium, wait_until
 from tests.support.images import qcow2, raw_with_data
-from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
 
 SEND_RATE = 12 << 20  # bytes/s per agent: the seeded 64 MiB take ~5 s to cross
 SYNC_MIB = 64
@@ -67,6 +67,19 @@ def seeded(ui_stack: Stack, ui_api: Api, tmp_path_factory: pytest.TempPathFactor
     for template_id in made.values():
         assert wait_import(ui_api, template_id)["upload_info"]["status"] == "imported"
     return made
+
+
+@pytest.fixture(scope="module")
+def small_local(ui_stack: Stack, ui_api: Api, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """A small template on pve-node1's local storage, nowhere else yet."""
+    image = qcow2(tmp_path_factory.mktemp("ui-small") / "rocky.qcow2", 32, 2, seed=9)
+    reply = upload(
+        ui_api, ui_stack, image, "rocky-9-local", storage_id(ui_api, ui_stack, "local", "pve-node1")
+    )
+    template_id = int(reply.ok()["template_id"])
+    image.unlink()
+    assert wait_import(ui_api, template_id)["upload_info"]["status"] == "imported"
+    return template_id
 
 
 @pytest.fixture(scope="module")
@@ -318,15 +331,10 @@ def test_a_refused_action_shows_the_api_message(
 
 
 def test_a_waiting_sync_canceled_in_the_page(
-    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int], tmp_path: Path
+    browser: Any, ui_stack: Stack, ui_api: Api, seeded: dict[str, int], small_local: int
 ) -> None:
     """pve-node3's agent is stopped: a sync to it waits (pending) until it is canceled."""
-    stack, driver = ui_stack, browser
-    image = qcow2(tmp_path / "rocky.qcow2", 32, 2, seed=9)
-    reply = upload(ui_api, stack, image, "rocky-9-local", storage_id(ui_api, stack, "local", "pve-node1"))
-    template_id = int(reply.ok()["template_id"])
-    image.unlink()
-    assert wait_import(ui_api, template_id)["upload_info"]["status"] == "imported"
+    stack, driver, template_id = ui_stack, browser, small_local
     nodes = node_ids(ui_api, stack)
     stack.agents["pve-node3"].stop()
     try:
@@ -349,6 +357,55 @@ def test_a_waiting_sync_canceled_in_the_page(
         shot(driver, "dashboard-states.png")
     finally:
         stack.start_agent("pve-node3")
+
+
+def test_a_failed_sync_retried_in_the_page(
+    browser: Any, ui_stack: Stack, ui_api: Api, small_local: int
+) -> None:
+    """PVE on the target refuses the import once: the row says why in red, Retry completes it."""
+    stack, driver, template_id = ui_stack, browser, small_local
+    nodes = node_ids(ui_api, stack)
+    log_in(driver, stack)
+    refusal = "storage 'local' is not online"
+    emulator(
+        stack, "POST", "/pvesim/faults", {"kind": "task", "type": "qmcreate", "message": refusal, "times": 1}
+    )
+    try:
+        find(driver, f'#matrix tr[data-template="{template_id}"] button[data-action="sync"]').click()
+        for box in find_all(driver, "#sync-nodes input:checked"):
+            if box.get_attribute("value") != str(nodes["pve-node2"]):
+                box.click()  # pve-node2 only
+        find(driver, "#sync-start").click()
+        task = wait_until(
+            driver,
+            lambda d: next(
+                (
+                    t
+                    for t in ui_api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["list"]
+                    if t["target_node"]["node_name"] == "pve-node2"
+                ),
+                None,
+            ),
+            what="the task",
+        )
+        row = f'#tasks tr[data-task="{task["task_id"]}"]'
+        wait_until(
+            driver, lambda d: read(d, row, "data-status") == "failed", timeout=60, what="the failed row"
+        )
+    finally:
+        emulator(stack, "DELETE", "/pvesim/faults")
+    assert refusal in (read(driver, f"{row} .error-text") or "")
+    assert cell_status(driver, template_id, nodes["pve-node2"]) == "failed"
+    find(driver, f'{row} button[data-action="retry"]').click()
+    wait_until(
+        driver, lambda d: read(d, row, "data-status") == "completed", timeout=60, what="the retried row"
+    )
+    assert read(driver, f"{row} .error-text") == ""
+    wait_until(
+        driver,
+        lambda d: cell_status(d, template_id, nodes["pve-node2"]) == "available",
+        what="pve-node2's cell to say available",
+    )
 
 
 def test_the_page_goes_live_again_by_itself_after_the_coordinator_restarts(

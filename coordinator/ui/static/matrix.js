@@ -27,15 +27,16 @@ function cell(template, node, latest) {
   if (task && ACTIVE.has(task.status)) {
     status = task.status;
     parts.push(el("span", { class: stateClass(task.status) }, `v${current} ${task.status}`), bar(task.progress, task.status));
+  } else if (task && (task.status === "failed" || task.status === "canceled") && here?.status !== "available") {
+    // The newest word on this node: the copy that did not come (its instance may lag behind).
+    status = task.status;
+    parts.push(el("span", { class: stateClass(task.status), title: task.error_message ?? "" }, `v${current} ${task.status}`));
   } else if (here) {
     status = here.status;
     const label = here.status === "available" ? `v${here.version}` : `v${here.version} ${here.status}`;
     parts.push(el("span", { class: stateClass(here.status), title: here.is_primary ? "primary (imported here)" : "" }, label));
     if (here.vmid) parts.push(el("span", { class: "vmid", title: "VMID" }, here.vmid));
     if (here.is_primary) parts.push(el("span", { class: "tag", title: "imported here (the sync source)" }, "P"));
-  } else if (task && (task.status === "failed" || task.status === "canceled")) {
-    status = task.status;
-    parts.push(el("span", { class: stateClass(task.status), title: task.error_message ?? "" }, `v${current} ${task.status}`));
   } else {
     parts.push(el("span", { class: "dim" }, "—"));
   }
