@@ -138,7 +138,14 @@ async def _watch(call: Call, allowed: tuple[EventKind, ...]) -> web.StreamRespon
             f"{request.path} is a WebSocket: connect with 'Upgrade: websocket'",
         )
     hub = call.app[EVENTS]
-    sub = await hub.subscribe(wanted)
+    try:
+        sub = await hub.subscribe(wanted)
+    except TimeoutError:
+        raise ApiError(
+            503,
+            ErrorSlug.DATABASE_UNAVAILABLE,
+            "the coordinator's database does not answer; try again shortly",
+        ) from None
     try:
         async with call.app[ENGINE].connect() as conn:
             first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)

@@ -1,19 +1,20 @@
 """Live events across coordinator replicas: two coordinator processes on one MariaDB.
 
 A subscriber on A sees an upload made through B, from its first status to imported; a
-replica that stops closes its subscribers with 1001.
+replica that stops closes its subscribers with 1001. A is the session's MariaDB stack, B a
+coordinator started beside it for this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Iterator
 
 import pytest
 
 from demo.stack import Stack, free_port
 from shared.messages.events import CLOSE_GOING_AWAY
-from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.events import Watch, watch, ws_url
 from tests.support.images import raw_with_data
@@ -21,13 +22,14 @@ from tests.support.uploads import storage_id, upload
 
 
 @pytest.fixture(scope="module")
-def two(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Stack, Api, Api]:
-    stack = own_stack(request, tmp_path_factory, "events-replicas", "mariadb")
+def two(stack_mariadb: Stack) -> Iterator[tuple[Stack, Api, Api]]:
+    """The session's MariaDB stack (A) and a replica of it (B) for this module's tests."""
     port = free_port()
-    stack.start_replica(port, free_port())
-    a = Api(stack.api, stack.admin_token)
-    b = Api(f"http://127.0.0.1:{port}/api/v1", stack.admin_token)
-    return stack, a, b
+    stack_mariadb.start_replica(port, free_port())
+    a = Api(stack_mariadb.api, stack_mariadb.admin_token)
+    b = Api(f"http://127.0.0.1:{port}/api/v1", stack_mariadb.admin_token)
+    yield stack_mariadb, a, b
+    stack_mariadb.replicas.pop(port).stop()
 
 
 @pytest.mark.mariadb

@@ -11,6 +11,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from tests.support.images import raw_with_data
 from tests.support.uploads import node_ids, storage_id, upload, wait_import
 
 SEND_RATE = 12 << 20  # bytes/s per agent: a 48 MiB copy takes ~4 s
+HEARTBEAT = 5.0  # a ping every 5 s, a pong due within 2.5 s
 QUEUE_MAX = 8  # polls of changes (2 s) a subscriber may fall behind by
 
 
@@ -39,7 +41,11 @@ def events_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         "events",
         "sqlite",
         agent_settings={"max_send_rate": SEND_RATE},
-        coordinator_settings={"events_queue_max": QUEUE_MAX, "events_send_timeout": 2.0},
+        coordinator_settings={
+            "events_queue_max": QUEUE_MAX,
+            "events_send_timeout": 2.0,
+            "events_heartbeat": HEARTBEAT,
+        },
     )
     return stack
 
@@ -109,9 +115,8 @@ def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template
                 ws_url(api.base),
                 token=api.token,
                 params={"template_id": str(template)},
-                until=lambda w: any(
-                    m["kind"] == "sync_task" and m["status"] == "completed" for m in w.events
-                ),
+                # the task's end and its version's (sent in the same round)
+                until=lambda w: any(m["kind"] == "version" and m["status"] == "completed" for m in w.events),
                 timeout=90,
                 started=started,
             )
@@ -130,6 +135,10 @@ def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template
     assert "syncing" in statuses, statuses
     moving = [m for m in tasks if m["status"] == "syncing"]
     assert len({m["bytes_done"] for m in moving}) >= 2, moving  # progress seen moving
+    # the version's rollout, as one execution: its tasks by status, to the end
+    rollout = [m for m in got.events if m["kind"] == "version"]
+    assert rollout[-1]["counts"] == {"completed": 1} and rollout[-1]["version"] == 1, rollout
+    assert any(m["counts"].get("syncing") for m in rollout), rollout
     times = [t for t, m in got.messages if m["kind"] == "sync_task"]
     for i in range(len(times) - 4):
         assert times[i + 4] - times[i] >= 0.9, f"more than 4 messages a second: {times}"
@@ -179,6 +188,7 @@ def test_tickets(api: Api, events_stack: Stack) -> None:
     assert 20 <= (expires - datetime.now(UTC)).total_seconds() <= 31
     opened = asyncio.run(watch(url, params={"ticket": ticket["ticket"]}, timeout=1.0))
     assert opened.close_code is None
+    assert api.as_token(ticket["ticket"]).get("/templates").status == 401  # for events only
 
     signer = TicketSigner(events_stack.base / "ticket-signing.key")  # every replica's key
     old, _ = event_tickets.issue(signer, 1, now=time.time() - 60)
@@ -274,3 +284,23 @@ async def bump(session: AsyncSession, ids: list[int], step: int) -> None:
 async def remove_tasks(session: AsyncSession, ids: list[int]) -> None:
     await session.execute(delete(TemplateSyncTask).where(TemplateSyncTask.id.in_(ids)))
     await session.commit()
+
+
+def test_a_client_that_answers_no_ping_is_dropped(api: Api) -> None:
+    async def run() -> tuple[float, list[str]]:
+        seen = []
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                ws_url(api.base), headers={"Authorization": f"Bearer {api.token}"}, autoping=False
+            ) as ws,
+        ):
+            started = time.monotonic()
+            while True:
+                msg = await ws.receive(timeout=HEARTBEAT * 3)
+                seen.append(msg.type.name)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    return time.monotonic() - started, seen
+
+    took, seen = asyncio.run(run())
+    assert "PING" in seen and took <= HEARTBEAT * 1.5 + 2, (took, seen)
