@@ -54,7 +54,13 @@ async function readAll() {
     get(`/templates/sync-tasks?page_size=${RECENT}`),
     get(`/clones?page_size=${RECENT}`),
   ]);
-  const details = await Promise.all(templates.map((t) => get(`/templates/${t.id}/detail?include_instances=true`)));
+  // A template deleted between the list and its detail is simply gone.
+  const detail = (id) =>
+    get(`/templates/${id}/detail?include_instances=true`).catch((err) => {
+      if (err.status === 404) return null;
+      throw err;
+    });
+  const details = (await Promise.all(templates.map((t) => detail(t.id)))).filter((d) => d !== null);
   store.clusters = clusters;
   store.nodes = nodes.sort((a, b) => a.cluster_id - b.cluster_id || a.node_name.localeCompare(b.node_name));
   store.storages = storages;
