@@ -24,6 +24,7 @@ from tests.support.images import qcow2, raw_with_data
 from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
 
 SEND_RATE = 12 << 20  # bytes/s per agent: the seeded 64 MiB take ~5 s to cross
+UPLOAD_RATE = 24 << 20  # bytes/s of all uploads: the page's 24 MiB take a second to send
 SYNC_MIB = 64
 SHOTS = os.environ.get("PVESPHERE_SCREENSHOTS", "")
 
@@ -44,7 +45,14 @@ def chromium() -> tuple[str, str]:
 def ui_stack(
     chromium: tuple[str, str], request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Stack:
-    return own_stack(request, tmp_path_factory, "ui", "sqlite", agent_settings={"max_send_rate": SEND_RATE})
+    return own_stack(
+        request,
+        tmp_path_factory,
+        "ui",
+        "sqlite",
+        agent_settings={"max_send_rate": SEND_RATE},
+        coordinator_settings={"max_upload_rate": UPLOAD_RATE},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +232,7 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
 
     stack, driver = ui_stack, browser
     log_in(driver, stack)
-    image = qcow2(tmp_path / "ubuntu-24.04.qcow2", 48, 8, seed=7)
+    image = qcow2(tmp_path / "ubuntu-24.04.qcow2", 48, 24, seed=7)
     find(driver, "#upload-open").click()
     # What a drop hands the page: the drop zone's file input, which Selenium can fill.
     find(driver, "#upload-file").send_keys(str(image))
@@ -237,6 +245,12 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
     assert set(targets) == {nodes["pve-node2"], nodes["pve-node3"]}
     targets[nodes["pve-node2"]].click()
     shot(driver, "dashboard-upload.png")
+    driver.execute_script(
+        "window.uploadBar = [];"
+        "const bar = document.getElementById('upload-bar').parentElement;"
+        "new MutationObserver(() => window.uploadBar.push(Number(bar.getAttribute('aria-valuenow'))))"
+        "  .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});"
+    )
     find(driver, "#upload-start").click()
 
     status = wait_until(
@@ -247,6 +261,9 @@ def test_an_image_dropped_in_the_upload_dialog_becomes_a_template(
     )
     assert find(driver, "#upload-error").text == ""
     assert find(driver, "#upload-bar").get_attribute("style") == "width: 100%;"
+    bar = driver.execute_script("return window.uploadBar")
+    assert bar[-1] == 100 and bar == sorted(bar), bar
+    assert len({v for v in bar if 0 < v < 100}) >= 2, bar  # it moved while the bytes went
     match = re.match(
         r"Stored and checked: template (\d+) imports on pve-node1, then copied to pve-node2\.", status
     )
