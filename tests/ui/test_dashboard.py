@@ -371,7 +371,6 @@ def test_a_waiting_sync_canceled_in_the_page(
         assert read(driver, "#alert-text") == f"sync task {task['task_id']} canceled"
         assert cell_status(driver, template_id, nodes["pve-node3"]) == "canceled"
         assert ui_api.get(f"/templates/sync-tasks/{task['task_id']}").ok()["status"] == "canceled"
-        shot(driver, "dashboard-states.png")
     finally:
         stack.start_agent("pve-node3")
 
@@ -413,6 +412,7 @@ def test_a_failed_sync_retried_in_the_page(
         emulator(stack, "DELETE", "/pvesim/faults")
     assert refusal in (read(driver, f"{row} .error-text") or "")
     assert cell_status(driver, template_id, nodes["pve-node2"]) == "failed"
+    shot(driver, "dashboard-states.png")
     find(driver, f'{row} button[data-action="retry"]').click()
     wait_until(
         driver, lambda d: read(d, row, "data-status") == "completed", timeout=60, what="the retried row"
