@@ -20,6 +20,9 @@ from shared.messages.events import Event
 
 # Commit delay and clock skew between replicas tolerated (replicas run NTP: well under a second).
 OVERLAP = timedelta(seconds=5)
+# An active object unchanged this long is forgotten too (its row may be gone: a deleted
+# template's tasks); should it be read again unchanged, it is sent once more, no harm.
+FORGET_ACTIVE_AFTER = timedelta(hours=1)
 
 
 class Watermark:
@@ -54,8 +57,13 @@ class ChangeLog:
         return out
 
     def forget_before(self, since: datetime) -> None:
-        """Drop finished objects that no poll from ``since`` reads again unless they change."""
-        stale = [key for key, (_, at, active) in self._last.items() if not active and at < since]
+        """Drop finished objects that no poll from ``since`` reads again unless they change
+        (and active ones unchanged for FORGET_ACTIVE_AFTER)."""
+        stale = [
+            key
+            for key, (_, at, active) in self._last.items()
+            if at < since and (not active or at < since - FORGET_ACTIVE_AFTER)
+        ]
         for key in stale:
             del self._last[key]
 

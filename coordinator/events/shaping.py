@@ -32,61 +32,35 @@ def is_active(event: Event) -> bool:
     return event.counts is not None and any(event.counts.get(s, 0) for s in SYNC_ACTIVE)
 
 
+def _object(kind: EventKind, row: Any, progress: int, done: int = 0, total: int = 0, **extra: Any) -> Event:
+    """The event of one object's row: what every kind's row has, its progress and bytes, and
+    ``extra`` (the fields only some kinds have)."""
+    extra.setdefault("rate_bytes_per_sec", 0)
+    return Event(
+        kind, row.id, row.template_id, row.status, progress, done, total,
+        error_message=row.error_message, at=row.updated_at, version=row.version, **extra,
+    )  # fmt: skip
+
+
 def upload_event(row: Any) -> Event:
     """An upload's bytes are its file's, known once it is stored (the upload's own bytes
     move in its HTTP request, which the uploader watches)."""
     stored = row.status != upload_states.S.UPLOADING
-    return Event(
-        kind="upload",
-        id=row.id,
-        template_id=row.template_id,
-        status=row.status,
-        progress=row.import_progress,
-        bytes_done=row.file_size if stored else 0,
-        bytes_total=row.file_size,
-        rate_bytes_per_sec=0,
-        error_message=row.error_message,
-        at=row.updated_at,
-        version=row.version,
-        node_id=row.import_node_id,
-    )
+    done = row.file_size if stored else 0
+    return _object("upload", row, row.import_progress, done, row.file_size, node_id=row.import_node_id)
 
 
 def sync_task_event(row: Any) -> Event:
-    return Event(
-        kind="sync_task",
-        id=row.id,
-        template_id=row.template_id,
-        status=row.status,
-        progress=row.progress,
-        bytes_done=row.bytes_done,
-        bytes_total=row.bytes_total,
-        # a rate is only a rate while bytes move
-        rate_bytes_per_sec=row.rate_bytes_per_sec if row.status == sync_states.S.SYNCING else 0,
-        error_message=row.error_message,
-        at=row.updated_at,
-        version=row.version,
-        node_id=row.target_node_id,
-        bytes_sent=row.bytes_sent,
-        bytes_reused=row.bytes_reused,
-    )
+    # a rate is only a rate while bytes move
+    rate = row.rate_bytes_per_sec if row.status == sync_states.S.SYNCING else 0
+    return _object(
+        "sync_task", row, row.progress, row.bytes_done, row.bytes_total, rate_bytes_per_sec=rate,
+        node_id=row.target_node_id, bytes_sent=row.bytes_sent, bytes_reused=row.bytes_reused,
+    )  # fmt: skip
 
 
 def clone_event(row: Any) -> Event:
-    return Event(
-        kind="clone",
-        id=row.id,
-        template_id=row.template_id,
-        status=row.status,
-        progress=row.progress,
-        bytes_done=0,
-        bytes_total=0,
-        rate_bytes_per_sec=0,
-        error_message=row.error_message,
-        at=row.updated_at,
-        version=row.version,
-        node_id=row.node_id,
-    )
+    return _object("clone", row, row.progress, node_id=row.node_id)
 
 
 def version_status(counts: dict[str, int]) -> str:

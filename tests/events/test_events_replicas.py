@@ -16,7 +16,7 @@ import pytest
 from demo.stack import Stack, free_port
 from shared.messages.events import CLOSE_GOING_AWAY
 from tests.support.api import Api
-from tests.support.events import Watch, watch, ws_url
+from tests.support.events import Watch, start_watch, ws_url
 from tests.support.images import raw_with_data
 from tests.support.uploads import storage_id, upload
 
@@ -44,18 +44,13 @@ def test_an_upload_through_b_is_seen_on_a(
         return any(m["kind"] == "upload" and m["status"] in ("imported", "failed") for m in w.events)
 
     async def run() -> Watch:
-        started = asyncio.Event()
-        watching = asyncio.create_task(
-            watch(
-                ws_url(a.base),
-                token=a.token,
-                params={"kind": "upload"},
-                until=imported,
-                timeout=90,
-                started=started,
-            )
+        watching = await start_watch(
+            ws_url(a.base),
+            token=a.token,
+            params={"kind": "upload"},
+            until=imported,
+            timeout=90,
         )
-        await started.wait()
         storage = await asyncio.to_thread(storage_id, b, stack, "local", "pve-node1")
         reply = await asyncio.to_thread(upload, b, stack, image, name, storage)
         assert reply.status == 200, reply.body
@@ -77,9 +72,7 @@ def test_a_stopping_replica_closes_its_subscribers_with_1001(two: tuple[Stack, A
     port = int(b.base.split(":")[2].split("/")[0])
 
     async def run() -> Watch:
-        started = asyncio.Event()
-        watching = asyncio.create_task(watch(ws_url(b.base), token=b.token, timeout=30, started=started))
-        await started.wait()
+        watching = await start_watch(ws_url(b.base), token=b.token, timeout=30)
         await asyncio.to_thread(stack.replicas[port].stop)
         return await watching
 

@@ -18,15 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateSyncTask, TemplateUpload
 from coordinator.events import tickets as event_tickets
-from demo.stack import Stack, free_port
+from demo.stack import Stack
 from shared.messages.events import CLOSE_TOO_SLOW
 from shared.tickets import TicketSigner
 from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.db import task_row, with_session
-from tests.support.events import StalledClient, Watch, refused, watch, ws_url
-from tests.support.images import raw_with_data
-from tests.support.uploads import node_ids, storage_id, upload, wait_import
+from tests.support.events import StalledClient, Watch, refused, start_watch, transfer_ticket, watch, ws_url
+from tests.support.uploads import node_ids
+from tests.sync.test_faults import local_template
 
 SEND_RATE = 12 << 20  # bytes/s per agent: a 48 MiB copy takes ~4 s
 HEARTBEAT = 5.0  # a ping every 5 s, a pong due within 2.5 s
@@ -56,26 +56,10 @@ def api(events_stack: Stack) -> Api:
 
 
 @pytest.fixture(scope="module")
-def replica(events_stack: Stack) -> Api:
-    """A second coordinator process on the same SQLite file (and keys)."""
-    port = free_port()
-    events_stack.start_replica(port, free_port())
-    return Api(f"http://127.0.0.1:{port}/api/v1", events_stack.admin_token)
-
-
-@pytest.fixture(scope="module")
 def template(api: Api, events_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> int:
-    image = raw_with_data(tmp_path_factory.mktemp("img") / "events.raw", 48, 48, seed=7)
-    data = upload(
-        api,
-        events_stack,
-        image,
-        f"ev-{secrets.token_hex(3)}",
-        storage_id(api, events_stack, "local", "pve-node1"),
-    )
+    """A local-storage template on pve-node1 whose image is 48 MiB of data (a ~4 s copy)."""
+    template_id, image = local_template(api, events_stack, tmp_path_factory.mktemp("img"), "ev", 48)
     image.unlink()
-    template_id = int(data.ok()["template_id"])
-    assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
     return template_id
 
 
@@ -109,19 +93,14 @@ def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template
     at most 4 messages a second."""
 
     async def run() -> Watch:
-        started = asyncio.Event()
-        watching = asyncio.create_task(
-            watch(
-                ws_url(api.base),
-                token=api.token,
-                params={"template_id": str(template)},
-                # the task's end and its version's (sent in the same round)
-                until=lambda w: any(m["kind"] == "version" and m["status"] == "completed" for m in w.events),
-                timeout=90,
-                started=started,
-            )
+        watching = await start_watch(
+            ws_url(api.base),
+            token=api.token,
+            params={"template_id": str(template)},
+            # the task's end and its version's (sent in the same round)
+            until=lambda w: any(m["kind"] == "version" and m["status"] == "completed" for m in w.events),
+            timeout=90,
         )
-        await started.wait()
         await asyncio.sleep(0.5)
         await asyncio.to_thread(sync_to, api, events_stack, template, "pve-node2")
         return await watching
@@ -194,16 +173,7 @@ def test_tickets(api: Api, events_stack: Stack) -> None:
     old, _ = event_tickets.issue(signer, 1, now=time.time() - 60)
     status, body = refused(url, params={"ticket": old})
     assert status == 401 and "expired" in body["message"]
-    transfer = signer.issue(
-        task_id=1,
-        task_uid="0" * 32,
-        epoch=1,
-        node="pve-node2",
-        size=1,
-        sha256="0" * 64,
-        manifest="0" * 64,
-        fmt="raw",
-    )
+    transfer = transfer_ticket(signer)
     status, body = refused(url, params={"ticket": transfer})
     assert status == 401 and "not an events ticket" in body["message"]
 
@@ -235,18 +205,13 @@ def test_a_client_that_stops_reading_is_dropped_and_others_go_on(
         )
 
         async def run() -> Watch:
-            started = asyncio.Event()
-            reading = asyncio.create_task(
-                watch(
-                    ws_url(api.base),
-                    token=api.token,
-                    params={"template_id": str(template), "kind": "sync_task"},
-                    until=lambda w: sum(m["progress"] == 10 for m in w.events) >= len(ids),
-                    timeout=60,
-                    started=started,
-                )
+            reading = await start_watch(
+                ws_url(api.base),
+                token=api.token,
+                params={"template_id": str(template), "kind": "sync_task"},
+                until=lambda w: sum(m["progress"] == 10 for m in w.events) >= len(ids),
+                timeout=60,
             )
-            await started.wait()
             for step in range(1, 11):
                 await asyncio.to_thread(
                     with_session, events_stack.database_url, lambda s, step=step: bump(s, ids, step)
@@ -304,3 +269,24 @@ def test_a_client_that_answers_no_ping_is_dropped(api: Api) -> None:
 
     took, seen = asyncio.run(run())
     assert "PING" in seen and took <= HEARTBEAT * 1.5 + 2, (took, seen)
+
+
+def test_a_clone_seen_to_its_end(api: Api, events_stack: Stack, template: int) -> None:
+    """A clone on the template's import node: kind=clone alone, pending to completed."""
+    node = node_ids(api, events_stack)["pve-node1"]
+
+    async def run() -> tuple[Watch, int]:
+        watching = await start_watch(
+            ws_url(api.base),
+            token=api.token,
+            params={"kind": "clone", "template_id": str(template)},
+            until=lambda w: any(m["status"] in ("completed", "failed") for m in w.events),
+            timeout=60,
+        )
+        body = {"node_id": node, "name": f"ev-clone-{secrets.token_hex(2)}"}
+        clone = await asyncio.to_thread(lambda: api.post(f"/templates/{template}/clone", json=body).ok())
+        return await watching, int(clone["clone_id"])
+
+    got, clone_id = asyncio.run(run())
+    assert {(m["kind"], m["id"]) for m in got.events} == {("clone", clone_id)}
+    assert got.events[-1]["status"] == "completed" and got.events[-1]["node_id"] == node, got.events

@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.tickets import TicketSigner
+
 Message = dict[str, Any]
 
 
@@ -65,6 +67,24 @@ async def watch(
                 got.close_code, got.close_reason = ws.close_code, str(msg.extra or "")
                 break
     return got
+
+
+async def start_watch(url: str, **kw: Any) -> asyncio.Task[Watch]:
+    """``watch`` in a task, returned once connected (or once it failed to connect)."""
+    started = asyncio.Event()
+    task = asyncio.create_task(watch(url, started=started, **kw))
+    connected = asyncio.create_task(started.wait())
+    await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)
+    connected.cancel()
+    return task
+
+
+def transfer_ticket(signer: TicketSigner, node: str = "pve-node2") -> str:
+    """A real transfer ticket (for a sync's stream between agents), signed with ``signer``."""
+    zeros = "0" * 64
+    return signer.issue(
+        task_id=1, task_uid="0" * 32, epoch=1, node=node, size=1, sha256=zeros, manifest=zeros, fmt="raw"
+    )
 
 
 def refused(url: str, *, token: str | None = None, params: dict[str, str] | None = None) -> tuple[int, Any]:

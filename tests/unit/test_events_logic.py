@@ -3,6 +3,7 @@ change log that tells a row read again from a change, and events tickets."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +17,12 @@ from coordinator.events import shaping
 from coordinator.events import tickets as event_tickets
 from coordinator.events.changes import ChangeLog, Watermark
 from coordinator.events.filters import BadFilter, EventFilter, parse_kinds
+from coordinator.events.hub import Subscription
 from coordinator.events.throttle import Coalescer
 from shared.messages import decode
 from shared.messages.events import Event, encode_event
 from shared.tickets import TicketInvalid, TicketSigner, TicketVerifier
+from tests.support.events import transfer_ticket
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -180,12 +183,28 @@ def test_a_row_read_again_unchanged_is_no_event() -> None:
     assert log.changed([event(done=20)]) == [event(done=20)]
 
 
-def test_finished_objects_are_forgotten_once_out_of_reach_active_ones_never() -> None:
+def test_finished_objects_are_forgotten_once_out_of_reach_active_ones_after_an_hour() -> None:
     log = ChangeLog()
     log.changed([event("completed", id=1), event("syncing", id=2)])
     log.forget_before(T0 + timedelta(seconds=1))
     assert len(log) == 1
     assert log.changed([event("syncing", id=2)]) == []
+    log.forget_before(T0 + timedelta(hours=2))
+    assert len(log) == 0
+
+
+def test_a_subscriber_that_takes_nothing_overflows_and_gets_no_more() -> None:
+    async def run() -> Subscription:
+        sub = Subscription(EventFilter(kinds=frozenset({"sync_task"})), asyncio.Queue(2))
+        sub.push([event(kind="clone")])  # not wanted: no entry, no wake-up
+        assert sub.queue.empty() and not sub.signal.is_set()
+        for done in range(3):
+            sub.push([event(done=done), event(kind="clone")])
+        return sub
+
+    sub = asyncio.run(run())
+    assert sub.overflowed and sub.signal.is_set() and sub.queue.qsize() == 2
+    assert [len(batch) for batch in (sub.queue.get_nowait(), sub.queue.get_nowait())] == [1, 1]
 
 
 def test_the_watermark_overlaps_and_ignores_a_clock_ahead() -> None:
@@ -220,16 +239,7 @@ def test_a_transfer_ticket_or_a_forged_one_is_no_events_ticket(
     keys: tuple[TicketSigner, TicketVerifier],
 ) -> None:
     signer, verifier = keys
-    transfer = signer.issue(
-        task_id=1,
-        task_uid="0" * 32,
-        epoch=1,
-        node="n2",
-        size=1,
-        sha256="0" * 64,
-        manifest="0" * 64,
-        fmt="raw",
-    )
+    transfer = transfer_ticket(signer, "n2")
     with pytest.raises(TicketInvalid, match="not an events ticket"):
         event_tickets.check(verifier, transfer, now=1000.0)
     text, _ = event_tickets.issue(signer, 42, now=1000.0)
