@@ -87,6 +87,7 @@ from coordinator.states import sync_task
 from coordinator.states.deletion import DeletionStatus
 from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
+from coordinator.ui import routes as ui
 from coordinator.upload_slots import UploadSlots
 from shared.error_slugs import ErrorSlug
 from shared.metrics import metrics_handler
@@ -404,4 +405,5 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     health.add_routes(app)
     # No token (contract 1): what Prometheus scrapes.
     app.router.add_get("/metrics", metrics_handler(metrics.registry, metrics.refresh), name="metrics")
+    ui.add_routes(app)
     return app

@@ -56,6 +56,8 @@ def _table(stack: Stack) -> str:
     out.append(f"                {stack.coordinator_https_url}/api/v1 (HTTPS, CA {stack.ca_file})")
     out.append(f"  admin token   {token}")
     out.append(f"                (also in {stack.base / 'admin.token'})")
+    out.append(f"  dashboard     {stack.coordinator_url}/ui/?token={token}")
+    out.append("                (a login link: the page moves the token out of the address bar)")
     out.append(f"  PVE emulator  {stack.pve_token()['api_url']}   (state in {stack.pvesim_dir})")
     out.append("")
     out.append(f"  {'CLUSTER ID':<11}{'NAME':<14}{'PVE':<8}NODES")

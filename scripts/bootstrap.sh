@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything `make demo` and `make test` need on a fresh machine:
-# qemu-img (Debian's qemu-utils, installed when we are root), a virtualenv in
+# qemu-img (Debian's qemu-utils, installed when we are root), a headless Chromium and its
+# driver for the dashboard's browser tests (Debian's chromium and chromium-driver, when we
+# are root; without them those tests are skipped, or fail under CI=true), a virtualenv in
 # .venv and the pinned Python packages. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,14 @@ if ! command -v qemu-img >/dev/null; then
         apt_install qemu-utils
     else
         die "qemu-img is missing: install it as root with 'apt-get install qemu-utils' (Debian, Ubuntu, Proxmox VE), then run this again"
+    fi
+fi
+
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    if as_root && command -v apt-get >/dev/null; then
+        apt_install chromium chromium-driver
+    else
+        say "no chromium/chromedriver: the web dashboard's browser tests (tests/ui) will be skipped; as root: apt-get install chromium chromium-driver"
     fi
 fi
 

@@ -77,6 +77,11 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
         assert all(a["url"].startswith("https://127.0.0.1:") for a in agents["data"]["list"])
         assert "plain HTTP on loopback for the guide's examples; agents use" in out
         assert f"(HTTPS, CA {demo_dir.resolve() / 'pvesim' / 'ca.pem'})" in out
+        # The dashboard's login link, and the page it opens.
+        link = f"http://127.0.0.1:{port}/ui/?token={token}"
+        assert f"  dashboard     {link}\n" in out
+        page = requests.get(link, timeout=10)
+        assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
         # The database holds the PVE token secret: the demo's state is its user's alone.
         assert stat.S_IMODE(demo_dir.stat().st_mode) == 0o700
         secrets = ["coordinator.db", "ticket-signing.key", "agent-credential.key", "admin.token"]

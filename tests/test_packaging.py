@@ -117,6 +117,10 @@ def test_the_production_wheel_holds_the_product_and_its_data_only(wheel: Path) -
     assert _product_files() - names == set()
     assert "coordinator/db/migrations/versions/0001_initial.py" in names
     assert "shared/vm_config_facts.json" in names
+    # The web dashboard's files (package data, not modules): what /ui/ serves from the wheel.
+    assert {
+        f"coordinator/ui/static/{n}" for n in ("index.html", "main.js", "token-link.js", "app.css")
+    } <= names
     scripts = re.findall(r"^(\S+) = ", entry_points.partition("[console_scripts]")[2], re.M)
     assert sorted(scripts) == ["pvesphere", "pvesphere-agent", "pvesphere-coordinator"]
     # The test and lint tools are the checkout's (devtools), not the product's extras.
