@@ -92,7 +92,7 @@ def test_bad_filter_is_a_400_naming_it(api: Api) -> None:
     status, body = refused(sync_only, token=api.token, params={"kind": "upload"})
     assert status == 400 and "kind must be one or more of sync_task" in body["message"]
     plain = api.get("/events")  # not a WebSocket
-    assert plain.status == 400 and "Upgrade: websocket" in plain.message
+    assert plain.status == 426 and plain.error == "upgrade_required" and "Upgrade: websocket" in plain.message
 
 
 def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template: int) -> None:
