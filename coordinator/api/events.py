@@ -154,17 +154,19 @@ async def _watch(call: Call, allowed: tuple[EventKind, ...]) -> web.StreamRespon
             f"{request.path} is a WebSocket: connect with 'Upgrade: websocket'",
         )
     hub = call.app[EVENTS]
+    unanswered = ApiError(
+        503, ErrorSlug.DATABASE_UNAVAILABLE, "the coordinator's database does not answer; try again shortly"
+    )
     try:
         sub = await hub.subscribe(wanted)
     except TimeoutError:
-        raise ApiError(
-            503,
-            ErrorSlug.DATABASE_UNAVAILABLE,
-            "the coordinator's database does not answer; try again shortly",
-        ) from None
+        raise unanswered from None
     try:
-        async with call.app[ENGINE].connect() as conn:
-            first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
+        try:
+            async with call.app[ENGINE].connect() as conn:
+                first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
+        except TimeoutError:
+            raise unanswered from None
         first = [msgspec.structs.replace(event, snapshot=True) for event in first]
         await ws.prepare(request)
         _small_send_buffer(request)
