@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 routes = Routes("events")
 # How long a connection's first state may take to read.
 SNAPSHOT_DEADLINE = 30.0
+KIND = "(upload|sync_task|clone|version)"
+# A ticket is ~220 characters; the bound keeps a URL within aiohttp's 8 KiB request line
+# even percent-encoded (a query that long is refused by aiohttp in plain text, not by us).
+TICKET_MAX = 512
 # The kernel's send buffer of an events connection (Linux doubles it). Left to autotuning,
 # loopback grew it past 1 MiB: a stalled client held that much kernel memory and ~3000
 # messages before a send blocked; with this, a few hundred (tests/events).
@@ -50,11 +54,20 @@ class EventsQuery(Input):
     template_id: Annotated[int, Meta(ge=1, description="only this template's objects")] | None = None
     task_id: Annotated[int, Meta(ge=1, description="only the object with this id")] | None = None
     kind: (
-        Annotated[str, Meta(description="upload, sync_task, clone, version; comma-separated for several")]
+        Annotated[
+            str,
+            Meta(
+                max_length=64,
+                pattern=f"^{KIND}(,{KIND})*$",
+                description="upload, sync_task, clone, version; comma-separated for several",
+            ),
+        ]
         | None
     ) = None
     ticket: (
-        Annotated[str, Meta(max_length=1000, description="from POST /events/ticket, instead of the header")]
+        Annotated[
+            str, Meta(max_length=TICKET_MAX, description="from POST /events/ticket, instead of the header")
+        ]
         | None
     ) = None
 
@@ -78,7 +91,9 @@ async def header_or_ticket(request: web.Request, needed: str) -> Principal:
     return Principal(row.id, row.name, row.role)
 
 
-@routes.get("/events", role="viewer", query=EventsQuery, auth=header_or_ticket, websocket=Event)
+@routes.get(
+    "/events", role="viewer", query=EventsQuery, auth=header_or_ticket, websocket=Event, errors=(426,)
+)
 async def watch_events(call: Call) -> web.StreamResponse:
     """Live events of uploads, sync tasks, clones and version rollouts (WebSocket).
 
@@ -96,6 +111,7 @@ async def watch_events(call: Call) -> web.StreamResponse:
     query=EventsQuery,
     auth=header_or_ticket,
     websocket=Event,
+    errors=(426,),
 )
 async def watch_sync_tasks(call: Call) -> web.StreamResponse:
     """Live events of sync tasks (WebSocket): GET /events with kind=sync_task.
@@ -133,22 +149,24 @@ async def _watch(call: Call, allowed: tuple[EventKind, ...]) -> web.StreamRespon
     ws = web.WebSocketResponse(heartbeat=config.events_heartbeat, max_msg_size=64 << 10)
     if not ws.can_prepare(request).ok:
         raise ApiError(
-            400,
-            ErrorSlug.INVALID_REQUEST,
+            426,
+            ErrorSlug.UPGRADE_REQUIRED,
             f"{request.path} is a WebSocket: connect with 'Upgrade: websocket'",
         )
     hub = call.app[EVENTS]
+    unanswered = ApiError(
+        503, ErrorSlug.DATABASE_UNAVAILABLE, "the coordinator's database does not answer; try again shortly"
+    )
     try:
         sub = await hub.subscribe(wanted)
     except TimeoutError:
-        raise ApiError(
-            503,
-            ErrorSlug.DATABASE_UNAVAILABLE,
-            "the coordinator's database does not answer; try again shortly",
-        ) from None
+        raise unanswered from None
     try:
-        async with call.app[ENGINE].connect() as conn:
-            first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
+        try:
+            async with call.app[ENGINE].connect() as conn:
+                first = await asyncio.wait_for(reader.snapshot(conn, wanted), SNAPSHOT_DEADLINE)
+        except TimeoutError:
+            raise unanswered from None
         first = [msgspec.structs.replace(event, snapshot=True) for event in first]
         await ws.prepare(request)
         _small_send_buffer(request)

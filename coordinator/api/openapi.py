@@ -23,6 +23,7 @@ _STATUS_TEXT = {
     413: "Too large",
     415: "Unsupported file format",
     422: "Image rejected by validation",
+    426: "A WebSocket route asked without 'Upgrade: websocket'",
     429: "Rate limited",
     502: "Proxmox VE (or an agent) did not answer as expected",
     503: "No live agent for the needed node",

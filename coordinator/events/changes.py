@@ -69,3 +69,23 @@ class ChangeLog:
 
     def __len__(self) -> int:
         return len(self._last)
+
+
+class SnapshotFence:
+    """A connection's first state against the changes queued meanwhile: a poll that read a
+    row before the first state did may publish after the subscriber joined, so a queued
+    change can be older than what the client already has. Such a change (its ``at`` not past
+    the first state's for that object) is dropped; the first newer one lifts the fence."""
+
+    def __init__(self, first: Iterable[Event]) -> None:
+        self._at = {key_of(event): event.at for event in first}
+
+    def passes(self, event: Event) -> bool:
+        key = key_of(event)
+        at = self._at.get(key)
+        if at is None:
+            return True
+        if event.at <= at:
+            return False
+        del self._at[key]
+        return True

@@ -3,7 +3,10 @@
 Reads through SQLAlchemy Core on the engine, not the API's fast reads: the watermark needs
 ``updated_at`` to the microsecond, which those round to whole seconds. A poll is three range
 reads on the ``updated_at`` indexes (migration 0011) and, when sync tasks changed, one
-grouped read of their versions' tasks.
+grouped read of their versions' tasks. Measured on SQLite with 1M sync tasks (none
+changed lately; the machine's 2 cores shared): a poll 1.1-2.7 ms (median) with the
+indexes, 247 ms without (a scan of the table); a connection's first state 2.5 ms (the
+active tasks found through the status index).
 """
 
 from __future__ import annotations

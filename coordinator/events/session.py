@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from aiohttp import WSMsgType, web
 
 from coordinator.errors import CoordinatorError
+from coordinator.events.changes import SnapshotFence
 from coordinator.events.hub import Subscription
 from coordinator.events.shaping import key_of
 from coordinator.events.throttle import Coalescer
@@ -55,6 +56,8 @@ async def serve(
         exc = sender.exception()
         if isinstance(exc, TooSlow):
             code, reason = CLOSE_TOO_SLOW, str(exc)
+        elif isinstance(exc, ConnectionError):
+            log.debug("events: the client went while a message was sent: %s", exc)
         elif exc is not None:
             log.error("events: sending failed: %r", exc)
         elif sub.stopping:
@@ -86,15 +89,18 @@ async def _send(ws: web.WebSocketResponse, event: Event, deadline: float) -> Non
 async def _send_all(
     ws: web.WebSocketResponse, sub: Subscription, first: Iterable[Event], deadline: float
 ) -> None:
+    first = list(first)
     for event in first:
         await _send(ws, event, deadline)
+    fence = SnapshotFence(first)
     throttle: Coalescer[Event] = Coalescer()
     while not sub.stopping:
         if sub.overflowed:
             raise TooSlow(f"changes of {sub.queue.maxsize} polls waited for this client: read faster")
         while not sub.queue.empty():
             for event in sub.queue.get_nowait():
-                throttle.offer(key_of(event), event)
+                if fence.passes(event):
+                    throttle.offer(key_of(event), event)
         for event in throttle.due(time.monotonic()):
             await _send(ws, event, deadline)
         wait = throttle.next_due(time.monotonic())

@@ -10,6 +10,7 @@ One module per conversation:
     vms.py        coordinator -> agent: our VMs listed and destroyed
     transfers.py  coordinator -> agent and agent -> agent: copies along a chain of hops
     health.py     anyone -> agent: /health, /v1/whoami; an agent's error body
+    events.py     coordinator -> API client: live events over a WebSocket (GET /api/v1/events)
 
 The receiving side decodes with ``shared.validation.parse`` (a 400 naming every bad field);
 answers are read with ``decode`` below. Structs that travel between parts derive from

@@ -86,11 +86,18 @@ def test_bad_filter_is_a_400_naming_it(api: Api) -> None:
     assert status == 400 and "kind" in body["message"] and "kind" in body["data"]["fields"]
     status, body = refused(ws_url(api.base), token=api.token, params={"template_id": "x"})
     assert status == 400 and "template_id" in body["message"]
+    status, body = refused(ws_url(api.base), token=api.token, params={"colour": "red"})
+    assert status == 400 and "colour" in body["message"]
+    sync_only = ws_url(api.base, "/templates/sync-tasks/ws")
+    status, body = refused(sync_only, token=api.token, params={"kind": "upload"})
+    assert status == 400 and "kind must be one or more of sync_task" in body["message"]
+    plain = api.get("/events")  # not a WebSocket
+    assert plain.status == 426 and plain.error == "upgrade_required" and "Upgrade: websocket" in plain.message
 
 
 def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template: int) -> None:
-    """A subscriber on A sees a sync started through B move to completed, bytes all done,
-    at most 4 messages a second."""
+    """A subscriber sees a sync move to completed, bytes all done, at most 4 messages a
+    second, and its version's rollout counted by status."""
 
     async def run() -> Watch:
         watching = await start_watch(

@@ -15,7 +15,7 @@ import pytest
 
 from coordinator.events import shaping
 from coordinator.events import tickets as event_tickets
-from coordinator.events.changes import ChangeLog, Watermark
+from coordinator.events.changes import ChangeLog, SnapshotFence, Watermark
 from coordinator.events.filters import BadFilter, EventFilter, parse_kinds
 from coordinator.events.hub import Subscription
 from coordinator.events.throttle import Coalescer
@@ -205,6 +205,15 @@ def test_a_subscriber_that_takes_nothing_overflows_and_gets_no_more() -> None:
     sub = asyncio.run(run())
     assert sub.overflowed and sub.signal.is_set() and sub.queue.qsize() == 2
     assert [len(batch) for batch in (sub.queue.get_nowait(), sub.queue.get_nowait())] == [1, 1]
+
+
+def test_changes_older_than_the_first_state_are_dropped_until_a_newer_one() -> None:
+    fence = SnapshotFence([event(done=50, at=T0)])
+    assert not fence.passes(event(done=40, at=T0 - timedelta(seconds=1)))  # read before the snapshot
+    assert not fence.passes(event(done=50, at=T0))  # the same state again
+    assert fence.passes(event(done=60, at=T0 + timedelta(seconds=1)))
+    assert fence.passes(event(done=60, at=T0 + timedelta(seconds=1)))  # the fence is lifted
+    assert fence.passes(event(id=2, at=T0 - timedelta(days=1)))  # other objects never fenced
 
 
 def test_the_watermark_overlaps_and_ignores_a_clock_ahead() -> None:
