@@ -272,8 +272,10 @@ def test_full_staging_disk_fails_clearly_and_harms_nothing_else(
     assert "staging disk on pve-node3 is too small" in failed["error_message"]
     assert list(staging.glob("*.part")) == [] and list(staging.glob("sync-*")) == []
 
-    # Fits, but the disk fills up while it arrives (something else wrote to it).
-    mid_id, mid_image = local_template(api, stack, tmp_path, "disk-fills", 64)
+    # Fits, but the disk fills up while it arrives (something else wrote to it). 128 MiB: 5 s
+    # at SEND_RATE, time enough to fill the disk after the first progress report on a loaded
+    # machine (with 64 MiB the copy was once over before the disk was full).
+    mid_id, mid_image = local_template(api, stack, tmp_path, "disk-fills", 128)
     (mid_task,) = start_sync(api, stack, mid_id, "pve-node3")
     wait_task(api, mid_task, lambda t: t["bytes_done"] >= 4 * MiB)
     filler = staging.parent / "filler"
