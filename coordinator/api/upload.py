@@ -30,7 +30,7 @@ from msgspec import Meta
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
-from coordinator import uploads
+from coordinator import upload_progress, uploads
 from coordinator.api.auth import authenticate
 from coordinator.api.client_idle import ClientIdle, IdleWatch
 from coordinator.api.errors import ApiError, error_response, retry_after_header
@@ -481,6 +481,9 @@ async def _stream(
     )
     part = FilePartStream(request.content, _boundary(request), idle)
     body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
+    progress = asyncio.create_task(
+        upload_progress.report_received(db, upload_id, lambda: body.received, request.content_length or 0)
+    )
     try:
         staged = await agent.upload(
             upload_id,
@@ -512,6 +515,7 @@ async def _stream(
         raise
     finally:
         keeper.cancel()
+        progress.cancel()
     return staged
 
 

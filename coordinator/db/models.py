@@ -182,6 +182,10 @@ class TemplateUpload(Timestamps, Leased, Base):
     # The client's file name, sanitised; it is only ever a label, never a path.
     file_name: Mapped[str] = mapped_column(String(255))
     file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # While it streams (coordinator/upload_progress.py): the bytes received so far and the
+    # request's length (0 when it came chunked), so that others can watch it (live events).
+    received_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    expected_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     file_format: Mapped[str] = mapped_column(String(16), default="")
     virtual_size: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str] = mapped_column(String(64), default="")

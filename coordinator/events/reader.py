@@ -27,7 +27,8 @@ from shared.messages.events import Event
 T, U, C = TemplateSyncTask, TemplateUpload, Clone
 UPLOAD_COLUMNS = (
     U.id, U.template_id, U.version, U.status, U.import_progress, U.file_size,
-    U.error_message, U.import_node_id, U.updated_at,
+    U.received_bytes, U.expected_bytes, U.error_message, U.import_node_id, U.created_at,
+    U.updated_at,
 )  # fmt: skip
 SYNC_COLUMNS = (
     T.id, T.template_id, T.version, T.status, T.progress, T.bytes_done, T.bytes_total,

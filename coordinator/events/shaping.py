@@ -43,11 +43,18 @@ def _object(kind: EventKind, row: Any, progress: int, done: int = 0, total: int 
 
 
 def upload_event(row: Any) -> Event:
-    """An upload's bytes are its file's, known once it is stored (the upload's own bytes
-    move in its HTTP request, which the uploader watches)."""
-    stored = row.status != upload_states.S.UPLOADING
-    done = row.file_size if stored else 0
-    return _object("upload", row, row.import_progress, done, row.file_size, node_id=row.import_node_id)
+    """While it streams, an upload's bytes are those received so far out of the request's
+    length (coordinator/upload_progress.py; 0 when it came chunked), its rate their average
+    since it began; once stored, its file's, and its progress the import's."""
+    if row.status != upload_states.S.UPLOADING:
+        return _object(
+            "upload", row, row.import_progress, row.file_size, row.file_size, node_id=row.import_node_id
+        )
+    done, total = row.received_bytes, row.expected_bytes
+    progress = min(99, done * 100 // total) if total else 0
+    elapsed = (row.updated_at - row.created_at).total_seconds()
+    rate = int(done / elapsed) if done and elapsed > 0 else 0
+    return _object("upload", row, progress, done, total, node_id=row.import_node_id, rate_bytes_per_sec=rate)
 
 
 def sync_task_event(row: Any) -> Event:

@@ -7,9 +7,14 @@ progress is seen moving), with a second coordinator process on the same database
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import os
 import secrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +30,7 @@ from tests.conftest import own_stack
 from tests.support.api import Api
 from tests.support.db import task_row, with_session
 from tests.support.events import StalledClient, Watch, refused, start_watch, transfer_ticket, watch, ws_url
-from tests.support.uploads import node_ids
+from tests.support.uploads import multipart, node_ids, storage_id, upload_fields
 from tests.sync.test_faults import local_template
 
 SEND_RATE = 12 << 20  # bytes/s per agent: a 48 MiB copy takes ~4 s
@@ -297,3 +302,64 @@ def test_a_clone_seen_to_its_end(api: Api, events_stack: Stack, template: int) -
     got, clone_id = asyncio.run(run())
     assert {(m["kind"], m["id"]) for m in got.events} == {("clone", clone_id)}
     assert got.events[-1]["status"] == "completed" and got.events[-1]["node_id"] == node, got.events
+
+
+def paced_upload(stack: Stack, token: str, name: str, storage: int, size: int, rate: int) -> dict[str, Any]:
+    """POST /templates/upload with a Content-Length, the file's bytes sent at ``rate`` bytes/s
+    (random: nothing to make smaller); the answer's data."""
+    content_type, head, tail = multipart(upload_fields(stack, name, storage), f"{name}.raw")
+    piece = rate // 8
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(size // piece):
+            time.sleep(0.125)
+            yield os.urandom(piece)
+        yield tail
+
+    conn = http.client.HTTPConnection(stack.s.host, stack.s.coordinator_port, timeout=60)
+    try:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": content_type,
+            "Content-Length": str(len(head) + size + len(tail)),
+        }
+        conn.request("POST", "/api/v1/templates/upload", body=body(), headers=headers)
+        answer = conn.getresponse()
+        data = json.loads(answer.read())
+    finally:
+        conn.close()
+    assert answer.status == 200, data
+    return data["data"]  # type: ignore[no-any-return]
+
+
+def test_an_upload_seen_while_its_bytes_move(api: Api, events_stack: Stack) -> None:
+    """Someone else than the uploader watches an upload: its bytes received rising toward the
+    request's length while it streams, then the file's size and the import to its end."""
+    size, rate = 24 << 20, 8 << 20  # ~3 s
+    name = f"watched-{secrets.token_hex(3)}"
+    local = storage_id(api, events_stack, "local", "pve-node1")
+
+    async def run() -> tuple[Watch, dict[str, Any]]:
+        watching = await start_watch(
+            ws_url(api.base),
+            token=api.token,
+            params={"kind": "upload"},
+            until=lambda w: any(
+                m["status"] in ("imported", "failed") and m.get("bytes_done") == size for m in w.events
+            ),
+            timeout=60,
+        )
+        answer = await asyncio.to_thread(paced_upload, events_stack, api.token, name, local, size, rate)
+        return await watching, answer
+
+    got, answer = asyncio.run(run())
+    mine = [m for m in got.events if m["id"] == answer["upload_id"]]
+    streaming = [m for m in mine if m["status"] == "uploading"]
+    received = [m["bytes_done"] for m in streaming]
+    assert len({r for r in received if r > 0}) >= 2, streaming  # seen rising, more than once
+    assert received == sorted(received) and received[-1] < size, received
+    assert all(m["bytes_total"] > size for m in streaming if m["bytes_done"])  # the request's length
+    assert all(0 <= m["progress"] <= 99 for m in streaming)
+    assert max(m["rate_bytes_per_sec"] for m in streaming) > 0
+    assert mine[-1]["status"] == "imported" and mine[-1]["bytes_done"] == mine[-1]["bytes_total"] == size

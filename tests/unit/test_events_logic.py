@@ -123,11 +123,27 @@ def test_a_sync_task_row_as_its_event() -> None:
     assert decode(Event, encode_event(e).encode()) == e
 
 
-def test_an_upload_has_its_bytes_once_stored() -> None:
-    fields = dict(id=1, template_id=7, version=1, import_progress=0, file_size=500, error_message=None,
-                  import_node_id=1, updated_at=T0)  # fmt: skip
-    assert shaping.upload_event(row(status="uploading", **fields)).bytes_done == 0
-    assert shaping.upload_event(row(status="importing", **fields)).bytes_done == 500
+def test_an_upload_streaming_has_the_bytes_received_then_its_file_once_stored() -> None:
+    fields = dict(id=1, template_id=7, version=1, import_progress=0, file_size=0, received_bytes=300,
+                  expected_bytes=600, error_message=None, import_node_id=1,
+                  created_at=T0 - timedelta(seconds=3), updated_at=T0)  # fmt: skip
+    streaming = shaping.upload_event(row(status="uploading", **fields))
+    assert (streaming.bytes_done, streaming.bytes_total, streaming.progress) == (300, 600, 50)
+    assert streaming.rate_bytes_per_sec == 100  # 300 bytes in the 3 s since it began
+    # Chunked (no length): bytes, no percentage. All of it received: 99 % until stored.
+    chunked = shaping.upload_event(row(status="uploading", **(fields | {"expected_bytes": 0})))
+    assert (chunked.bytes_done, chunked.bytes_total, chunked.progress) == (300, 0, 0)
+    whole = shaping.upload_event(row(status="uploading", **(fields | {"received_bytes": 600})))
+    assert whole.progress == 99
+    stored = shaping.upload_event(
+        row(status="importing", **(fields | {"file_size": 500, "import_progress": 40}))
+    )
+    assert (stored.bytes_done, stored.bytes_total, stored.progress, stored.rate_bytes_per_sec) == (
+        500,
+        500,
+        40,
+        0,
+    )
 
 
 def group(
