@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.appkeys import EVICTOR, EXPORTER, STAGING
+from agent.appkeys import EVICTOR, EXPORTER, MANIFESTS, STAGING
 from agent.routes.responses import answer, json_error
 from agent.upload_writer import UploadDiskFull, UploadTooLarge, body_pieces, receive_to_file
 from agent.validate import ImageRejected, inspect
@@ -142,6 +142,10 @@ async def _stage_if_valid(
         raise
     os.rename(part, staging.path(name))
     staging.fsync_dir()
+    # Its chunk manifest is built now, beside the import: every copy to another node (a new
+    # version's rollout) starts by asking for it (~1.7 s at 512 MiB under load, which the
+    # rollout would otherwise wait for), and the import's disk is indexed as a seed with it.
+    request.app[MANIFESTS].view(name)
     log.info(
         "upload %s staged as %s: %d bytes, %s, virtual size %d, sha256 %s",
         upload_id,

@@ -25,7 +25,8 @@ import concurrent.futures
 import errno
 import hashlib
 import os
-from collections import deque
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ class ChunkWriter:
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-sha256")
         self._writes: deque[asyncio.Future[None]] = deque()
         self._hashes: deque[concurrent.futures.Future[None]] = deque()  # write thread only
+        # Seconds per phase (each written by one thread), for the log line at the end.
+        self.phases: defaultdict[str, float] = defaultdict(float)
 
     async def prepare(self) -> None:
         """The running sha256 must cover exactly what is already verified on disk."""
@@ -176,13 +179,17 @@ class ChunkWriter:
         self._fill_to(frame.offset)
         if frame.offset != self.written:
             return  # an earlier chunk of this stream failed: nothing after it may be kept
+        started = time.perf_counter()
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
         if self.local is not None:
             manifest = self.local.manifest
             if _sha256(frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
                 raise ChunkCorrupt(f"chunk at offset {frame.offset} does not match its manifest digest")
+        checked = time.perf_counter()
         self._write(frame)
+        self.phases["net check"] += checked - started
+        self.phases["net write"] += time.perf_counter() - checked
 
     def _write(self, frame: Frame) -> None:
         try:
@@ -221,23 +228,37 @@ class ChunkWriter:
                 # (No transit digest: a relay never sends a zero chunk on.)
                 self._landed(Frame(offset, b"", [ZEROS[:length]]), offset + length)
             else:
+                started = time.perf_counter()
                 data = local.seed_chunk(index)
+                read = time.perf_counter()
                 if data is None or hashlib.sha256(data).digest() != manifest.chunks[index]:
                     raise SeedCorrupt(
                         index, f"the chunk at {offset} this node held does not match the manifest"
                     )
-                self._write(Frame(offset, chunk_digest(data), [memoryview(data)]))
+                frame = Frame(offset, chunk_digest(data), [memoryview(data)])
+                checked = time.perf_counter()
+                self._write(frame)
+                self.phases["seed read"] += read - started
+                self.phases["seed check"] += checked - read
+                self.phases["seed write"] += time.perf_counter() - checked
             self.loop.call_soon_threadsafe(self.reused, length)
 
     # -- the sha256 thread ------------------------------------------------------------
 
     def _hash(self, frame: Frame, end: int) -> None:
+        started = time.perf_counter()
         self.running.update(frame.pieces, end)
+        self.phases["image sha256"] += time.perf_counter() - started
         self.loop.call_soon_threadsafe(frame.release)  # (after landed: callbacks run in order)
 
     def _sync_and_compare(self, sha256: str) -> bool:
+        started = time.perf_counter()
         os.fdatasync(self.fd)
+        self.phases["fdatasync"] += time.perf_counter() - started
         return self.running.hexdigest() == sha256
+
+    def phase_summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(self.phases.items()))
 
 
 def _sha256(pieces: list[memoryview]) -> bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import msgspec
 from aiohttp import web
@@ -149,7 +150,15 @@ async def open_session(request: web.Request) -> web.Response:
         if wanted:
             purpose = f"room for {wanted} bytes of sync task {_task_id(request)}"
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
+        began = time.perf_counter()
         seeds = await receives.seeds.for_session(body.seeds)
+        if body.seeds:
+            log.info(
+                "task %s: %d seed(s) ready in %.2f s",
+                _task_id(request),
+                len(seeds.indexes),
+                time.perf_counter() - began,
+            )
         session, receive, needed = receives.open_session(
             _task_id(request), body.ticket, body.next_hops, body.manifest, seeds, body.codecs
         )
