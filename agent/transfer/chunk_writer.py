@@ -15,7 +15,7 @@ A stream carries only the chunks the target lacks (shared/manifest.py). The othe
 made here, in order, before the next chunk that came over the network: a zero chunk is
 a hole (the file is extended), a chunk the node already holds is read from its seed and
 must match its manifest digest like any other. A network chunk is checked twice: its
-xxh3 (transit) and its sha256 against the manifest.
+xxh3 (transit) and its digest against the manifest (BLAKE3: shared/manifest.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 from agent.errors import AgentFault
 from shared.direct_write import SequentialWriter, open_for_writing
 from shared.frames import CHUNK, Frame, chunk_digest
-from shared.manifest import Manifest, Source
+from shared.manifest import Manifest, Source, chunk_hash
 
 ZEROS = memoryview(bytes(CHUNK))
 
@@ -184,7 +184,7 @@ class ChunkWriter:
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
         if self.local is not None:
             manifest = self.local.manifest
-            if _sha256(frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
+            if chunk_hash(*frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
                 raise ChunkCorrupt(f"chunk at offset {frame.offset} does not match its manifest digest")
         checked = time.perf_counter()
         self._write(frame)
@@ -231,7 +231,7 @@ class ChunkWriter:
                 started = time.perf_counter()
                 data = local.seed_chunk(index)
                 read = time.perf_counter()
-                if data is None or hashlib.sha256(data).digest() != manifest.chunks[index]:
+                if data is None or chunk_hash(data) != manifest.chunks[index]:
                     raise SeedCorrupt(
                         index, f"the chunk at {offset} this node held does not match the manifest"
                     )
@@ -259,13 +259,6 @@ class ChunkWriter:
 
     def phase_summary(self) -> str:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(self.phases.items()))
-
-
-def _sha256(pieces: list[memoryview]) -> bytes:
-    h = hashlib.sha256()
-    for piece in pieces:
-        h.update(piece)
-    return h.digest()
 
 
 def _nothing() -> None:

@@ -7,7 +7,7 @@ later ones "ready" with the digest, from ``staging/manifests/<name>.mf``. The fi
 keyed by the image's inode and size (a staged image is never changed in place; its
 mtime moves with every use, so it is no key). A staged image whose guest view needs a
 raw conversion keeps that conversion beside it too (``<name>.raw``), for the sends.
-Building hashes the whole guest view once (~1.5 GB/s of sha256 here, one build at a time).
+Building hashes the whole guest view once (its sha256, and BLAKE3 per chunk), one build at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from shared.manifest import Manifest, ManifestInvalid, decode
 from shared.messages.transfers import ManifestView
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: manifest format 2 (BLAKE3 chunk digests)
 
 
 @dataclass(frozen=True)

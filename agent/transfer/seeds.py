@@ -5,7 +5,7 @@ chunks the two share. The coordinator names the node's earlier versions in the h
 (``Hop.seeds``: VM and volume); the target resolves each to a file only through PVE and
 only for a VM that carries our import marker (``resolve_seeds``, agent/server.py wires it),
 reads its guest view (qemu-img map, as a sender does: guest_image.py), and indexes the
-sha256 of its chunks: digest -> guest offset, kept on disk under
+digests of its chunks (as the manifest has them): digest -> guest offset, kept on disk under
 ``staging/receives/seeds/`` keyed by the file's path, size and mtime (a template's disk
 does not change, so the next version's copy finds the index made).
 
@@ -21,7 +21,7 @@ against the signed manifest, and a chunk that does not match (a disk that rotted
 changed behind PVE's back) comes over the network instead.
 
 A seed without a recorded index (imported before this, or its file changed since) is
-indexed by reading it: the whole seed once (~1 GB/s here: read and sha256). A session waits for it
+indexed by reading it: the whole seed once (read and hash). A session waits for it
 at most INDEX_WAIT seconds (a peer's session request must be answered within its 30 s);
 a seed indexed later serves the next attempt (the index is kept).
 """
@@ -42,13 +42,13 @@ import msgspec
 from agent.transfer.guest_image import GuestImage, GuestViewFailed, map_file, read_chunk
 from agent.transfer.guest_view import MapRefused
 from shared.frames import CHUNK
-from shared.manifest import Manifest
+from shared.manifest import Manifest, chunk_hash
 from shared.messages.transfers import Seed
 
 log = logging.getLogger(__name__)
 
 INDEX_WAIT = 15.0
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: BLAKE3 chunk digests (manifest format 2)
 
 # A seed as PVE placed it: (file path, format raw|qcow2); None where it cannot be a seed.
 SeedResolver = Callable[[Seed], Awaitable[tuple[Path, str] | None]]
@@ -57,11 +57,11 @@ SeedResolver = Callable[[Seed], Awaitable[tuple[Path, str] | None]]
 @dataclass
 class SeedIndex:
     image: GuestImage
-    offsets: dict[bytes, int]  # chunk sha256 -> guest offset (chunks that are not zeros)
+    offsets: dict[bytes, int]  # chunk digest -> guest offset (chunks that are not zeros)
 
 
 def manifest_offsets(manifest: Manifest) -> dict[bytes, int]:
-    """sha256 -> guest offset of every whole chunk with data, as the manifest says (what
+    """Digest -> guest offset of every whole chunk with data, as the manifest says (what
     ``index_chunks`` finds by reading an image with this manifest)."""
     offsets: dict[bytes, int] = {}
     for index, digest in enumerate(manifest.chunks):
@@ -72,17 +72,14 @@ def manifest_offsets(manifest: Manifest) -> dict[bytes, int]:
 
 
 def index_chunks(image: GuestImage) -> dict[bytes, int]:
-    """sha256 -> guest offset of every whole chunk of the seed that is not zeros (worker thread)."""
+    """Digest -> guest offset of every whole chunk of the seed that is not zeros (worker thread)."""
     offsets: dict[bytes, int] = {}
     fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         for offset in range(0, image.size - CHUNK + 1, CHUNK):
             if image.layout.all_zero(offset, CHUNK):
                 continue
-            h = hashlib.sha256()
-            for piece in read_chunk(fd, image.layout, offset, CHUNK):
-                h.update(piece)
-            offsets.setdefault(h.digest(), offset)
+            offsets.setdefault(chunk_hash(*read_chunk(fd, image.layout, offset, CHUNK)), offset)
     finally:
         os.close(fd)
     return offsets
@@ -200,7 +197,7 @@ class Seeds:
         offsets = await asyncio.to_thread(index_chunks, image)
         self._keep(path, key, offsets)
         log.info(
-            "seed %s indexed: %d distinct chunks with data (map %.2f s, read and sha256 %.2f s)",
+            "seed %s indexed: %d distinct chunks with data (map %.2f s, read and hash %.2f s)",
             path,
             len(offsets),
             mapped - began,
