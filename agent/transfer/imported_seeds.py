@@ -54,7 +54,7 @@ class ImportedSeeds:
         try:
             where = await resolve_seed(self.pve, Seed(vmid=vmid, volume_id=volume_id))
             if where is not None:
-                await asyncio.to_thread(self.seeds.record, where[0], manifest)
+                await asyncio.to_thread(self.seeds.record, where[0], where[1], manifest)
         except Exception as exc:  # noqa: BLE001 - only a later copy's speed depends on it
             log.warning("import of %s: the index of VM %s's disk not recorded: %s", staged_name, vmid, exc)
 

@@ -145,22 +145,26 @@ async def _session_request(request: web.Request) -> SessionRequest:
 async def open_session(request: web.Request) -> web.Response:
     receives = request.app[RECEIVES]
     try:
+        began = time.perf_counter()
         body = await _session_request(request)
         wanted = receives.room_wanted(_task_id(request), body.ticket, body.manifest)
         if wanted:
             purpose = f"room for {wanted} bytes of sync task {_task_id(request)}"
             await request.app[EVICTOR].make_room(wanted, SPACE_RESERVE, purpose)
-        began = time.perf_counter()
+        roomed = time.perf_counter()
         seeds = await receives.seeds.for_session(body.seeds)
-        if body.seeds:
-            log.info(
-                "task %s: %d seed(s) ready in %.2f s",
-                _task_id(request),
-                len(seeds.indexes),
-                time.perf_counter() - began,
-            )
+        seeded = time.perf_counter()
         session, receive, needed = receives.open_session(
             _task_id(request), body.ticket, body.next_hops, body.manifest, seeds, body.codecs
+        )
+        log.info(
+            "task %s: session opened in %.2f s (room %.2f s, %d of %d seed(s) %.2f s)",
+            _task_id(request),
+            time.perf_counter() - began,
+            roomed - began,
+            len(seeds.indexes),
+            len(body.seeds),
+            seeded - roomed,
         )
     except TransferRefused as exc:
         log.warning("task %s: session refused: %s", _task_id(request), exc.message)

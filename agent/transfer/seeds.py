@@ -40,7 +40,7 @@ from pathlib import Path
 import msgspec
 
 from agent.transfer.guest_image import GuestImage, GuestViewFailed, map_file, read_chunk
-from agent.transfer.guest_view import MapRefused
+from agent.transfer.guest_view import Extent, GuestLayout, MapRefused, identity
 from shared.frames import CHUNK
 from shared.manifest import Manifest, chunk_hash
 from shared.messages.transfers import Seed
@@ -48,7 +48,7 @@ from shared.messages.transfers import Seed
 log = logging.getLogger(__name__)
 
 INDEX_WAIT = 15.0
-INDEX_VERSION = 2  # 2: BLAKE3 chunk digests (manifest format 2)
+INDEX_VERSION = 2  # 2: BLAKE3 chunk digests (manifest format 2), and the file's layout
 
 # A seed as PVE placed it: (file path, format raw|qcow2); None where it cannot be a seed.
 SeedResolver = Callable[[Seed], Awaitable[tuple[Path, str] | None]]
@@ -155,47 +155,64 @@ class Seeds:
                 log.info("seed %s is still being indexed: this copy goes without it", task.get_name())
         return found
 
-    def record(self, path: Path, manifest: Manifest) -> None:
+    def record(self, path: Path, fmt: str, manifest: Manifest) -> None:
         """The file at ``path`` holds the guest view ``manifest`` describes (an import of a
         copy just landed there): keep its index without reading it. Keyed like a read index,
         so a file changed later is read again; a wrong entry costs a network fetch (every
-        chunk taken is checked against its copy's manifest), never a corrupt copy."""
+        chunk taken is checked against its copy's manifest), never a corrupt copy. A raw
+        file of the image's size is its own guest view: its layout is kept too (no qemu-img
+        map when a copy needs it)."""
         if manifest.chunk != CHUNK:
             return
         st = path.stat()
         offsets = manifest_offsets(manifest)
-        self._keep(path, [str(path), st.st_size, st.st_mtime_ns], offsets)
+        extents = identity(st.st_size) if fmt == "raw" and st.st_size == manifest.size else None
+        self._keep(path, [str(path), st.st_size, st.st_mtime_ns], offsets, extents)
         log.info(
             "seed %s: index of %d distinct chunks with data recorded from its manifest", path, len(offsets)
         )
 
-    def _keep(self, path: Path, key: list[object], offsets: dict[bytes, int]) -> None:
+    def _keep(
+        self, path: Path, key: list[object], offsets: dict[bytes, int], extents: list[Extent] | None
+    ) -> None:
         cache = self._cache(path)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(msgspec.msgpack.encode([INDEX_VERSION, key, list(offsets.items())]))
+        layout = [[e.start, e.length, -1 if e.host is None else e.host] for e in extents or []]
+        tmp.write_bytes(msgspec.msgpack.encode([INDEX_VERSION, key, list(offsets.items()), layout]))
         os.replace(tmp, cache)
+
+    def _kept(self, path: Path, key: list[object]) -> tuple[dict[bytes, int], list[Extent]] | None:
+        """The index kept for ``path`` if it is of the file as ``key`` says it is now (and its
+        layout: [] if none was kept)."""
+        try:
+            version, cached_key, pairs, layout = msgspec.msgpack.decode(self._cache(path).read_bytes())
+            if version != INDEX_VERSION or cached_key != key:
+                return None
+            extents = [Extent(int(a), int(n), None if h < 0 else int(h)) for a, n, h in layout]
+            return {bytes(d): int(o) for d, o in pairs}, extents
+        except (FileNotFoundError, ValueError, TypeError, msgspec.DecodeError):
+            return None
 
     async def _index(self, path: Path, fmt: str) -> SeedIndex | None:
         began = time.perf_counter()
         try:
             st = path.stat()
+            key: list[object] = [str(path), st.st_size, st.st_mtime_ns]
+            kept = self._kept(path, key)
+            if kept is not None and kept[1]:
+                log.info("seed %s: index and layout kept on disk", path)
+                return SeedIndex(GuestImage(path, GuestLayout(kept[1])), kept[0])
             image = GuestImage(path, await map_file(path, fmt, self.root / ".qemu-img-cwd"))
         except (OSError, MapRefused, GuestViewFailed) as exc:
             log.warning("seed %s cannot be read as its guest sees it: %s", path, exc)
             return None
-        key = [str(path), st.st_size, st.st_mtime_ns]
-        cache = self._cache(path)
-        try:
-            version, cached_key, pairs = msgspec.msgpack.decode(cache.read_bytes())
-            if version == INDEX_VERSION and cached_key == key:
-                log.info("seed %s: index kept on disk (map %.2f s)", path, time.perf_counter() - began)
-                return SeedIndex(image, {bytes(d): int(o) for d, o in pairs})
-        except (FileNotFoundError, ValueError, TypeError, msgspec.DecodeError):
-            pass
+        if kept is not None:
+            log.info("seed %s: index kept on disk (map %.2f s)", path, time.perf_counter() - began)
+            return SeedIndex(image, kept[0])
         mapped = time.perf_counter()
         offsets = await asyncio.to_thread(index_chunks, image)
-        self._keep(path, key, offsets)
+        self._keep(path, key, offsets, image.layout.extents)
         log.info(
             "seed %s indexed: %d distinct chunks with data (map %.2f s, read and hash %.2f s)",
             path,

@@ -224,7 +224,7 @@ def test_an_index_recorded_from_the_manifest_is_what_reading_the_disk_finds(tmp_
         read = index_chunks(GuestImage(v1, await map_file(v1, "raw", tmp_path)))
         assert manifest_offsets(v1_ready.manifest) == read and len(read) >= 4
         target = TargetAgent(tmp_path / "target", signer, {V1_VMID: (v1, "raw")})
-        target.seeds.record(v1, v1_ready.manifest)
+        target.seeds.record(v1, "raw", v1_ready.manifest)
         held = await target.seeds.for_session([seed])
         assert [i.offsets for i in held.indexes] == [read]
         await target.seeds.close()
@@ -246,7 +246,7 @@ def test_a_stale_recorded_index_costs_a_network_fetch_never_a_corrupt_copy(tmp_p
         target = TargetAgent(tmp_path / "target", signer, {V1_VMID: (v1, "raw")})
         await target.start()
         try:
-            target.seeds.record(v1, v1_ready.manifest)
+            target.seeds.record(v1, "raw", v1_ready.manifest)
             offsets = manifest_offsets(v1_ready.manifest)
             shared = [i for i, d in enumerate(ready.manifest.chunks) if d in offsets]
             assert len(shared) >= 2
