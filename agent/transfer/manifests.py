@@ -23,8 +23,15 @@ from pathlib import Path
 import msgspec
 
 from agent.staging import Staging
-from agent.transfer.guest_image import GuestImage, RoomMaker, build_manifest, map_image
-from agent.transfer.guest_view import Extent, GuestLayout
+from agent.transfer.guest_image import (
+    GuestImage,
+    GuestViewFailed,
+    RoomMaker,
+    build_manifest,
+    map_file,
+    map_image,
+)
+from agent.transfer.guest_view import Extent, GuestLayout, MapRefused
 from shared.manifest import Manifest, ManifestInvalid, decode
 from shared.messages.transfers import ManifestView
 
@@ -56,6 +63,7 @@ class StagedManifests:
         self.root.mkdir(exist_ok=True, mode=0o700)
         self._builds: dict[str, asyncio.Task[Ready]] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
+        self._preparing: set[asyncio.Task[None]] = set()
 
     def _cache(self, name: str) -> Path:
         return self.root / f"{name}.mf"
@@ -83,6 +91,23 @@ class StagedManifests:
         if not host.exists() or layout.size != manifest.size:
             return None
         return Ready(manifest, raw, GuestImage(host, layout))
+
+    def prepare(self, name: str) -> None:
+        """A staged upload just landed: build its manifest now, beside its import (every copy
+        to another node starts by asking for it, and the import's disk is indexed as a seed
+        with it), if the image is read in place. One that needs a raw conversion waits for
+        the first copy that asks: the conversion costs staging space."""
+
+        async def build_if_direct() -> None:
+            try:
+                await map_file(self.staging.path(name), staged_format(name), self.root / ".qemu-img-cwd")
+            except (MapRefused, GuestViewFailed, OSError):
+                return
+            self.view(name)
+
+        task = asyncio.create_task(build_if_direct(), name=f"manifest-prepare-{name}")
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
 
     async def built(self, name: str, seconds: float) -> Manifest | None:
         """The manifest of ``name`` if it is kept or its build ends within ``seconds``
@@ -140,6 +165,7 @@ class StagedManifests:
         return Ready(manifest, raw, image)
 
     async def close(self) -> None:
-        for task in self._builds.values():
+        tasks = [*self._preparing, *self._builds.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
