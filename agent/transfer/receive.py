@@ -555,6 +555,21 @@ class Receives:
             receive.forward_key = forward_key
         return session, receive, needed
 
+    def take_seeds(self, session: Session, receive: Receive, seeds: SeedSet) -> bytes:
+        """The session's plan again, now that its seeds are known (routes.py resolves them
+        after ``open_session``, so that a relay's next hop opens its session meanwhile);
+        the bitmap of the chunks the stream must carry."""
+        if receive.session is not session or receive.rec.state == "failed":
+            raise TransferRefused(
+                409, ErrorSlug.SESSION_SUPERSEDED, "this session is not the task's current one"
+            )
+        if receive.rec.state == "complete" or session.started:
+            return b""
+        receive.seeds = seeds
+        needed = receive.plan()
+        receive.save()
+        return needed
+
     def manifest_of(self, name: str) -> Manifest | None:
         """The signed manifest of the complete copy staged as ``name``, if one is."""
         for receive in self.receives.values():
