@@ -16,6 +16,10 @@ made here, in order, before the next chunk that came over the network: a zero ch
 a hole (the file is extended), a chunk the node already holds is read from its seed and
 must match its manifest digest like any other. A network chunk is checked twice: its
 xxh3 (transit) and its digest against the manifest (BLAKE3: shared/manifest.py).
+
+The seconds each thread spends per phase (``phases``: seed read, seed check, seed write,
+net check, net write, image sha256, ...) go into the log line of a completed copy
+(receive.py), which is how the rollout benchmark's time was taken apart.
 """
 
 from __future__ import annotations
