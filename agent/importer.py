@@ -19,6 +19,7 @@ backoff until its deadline, and a failure then says what was retried. A PVE that
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,18 @@ class Importer(PveOps[ImportOp]):
     what = "import"
 
     def __init__(
-        self, pve: NodePve, staging: Staging, journal: VmJournal, timeout: float, seconds_per_gib: float
+        self,
+        pve: NodePve,
+        staging: Staging,
+        journal: VmJournal,
+        timeout: float,
+        seconds_per_gib: float,
+        landed: Callable[[str, int, str], None] = lambda _name, _vmid, _volume: None,
     ) -> None:
         super().__init__()
+        # (staged name, VMID, disk volume) of each import done: its seed index is recorded
+        # (agent/transfer/imported_seeds.py).
+        self.landed = landed
         self.pve = pve
         self.staging = staging
         self.journal = journal
@@ -92,6 +102,8 @@ class Importer(PveOps[ImportOp]):
         await self._retrying(op, lambda: self._import(op), lambda: self._after_pause(op))
         self.journal.forget(op.vmid)  # its marker proves it ours from now on
         log.info("import %s: VM %s is a template (%s)", op.key, op.vmid, op.volume_id)
+        if op.volume_id:
+            self.landed(op.req.staged_name, op.vmid, op.volume_id)
 
     async def _after_pause(self, op: ImportOp) -> None:
         """Before another try: a create task that PVE may still run although its answer was lost."""

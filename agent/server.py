@@ -53,6 +53,7 @@ from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
 from agent.transfer.guest_image import GuestViewFailed
+from agent.transfer.imported_seeds import ImportedSeeds
 from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
 from agent.transfer.policy import PeerPolicy
@@ -149,8 +150,14 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
     app[VM_JOURNAL] = VmJournal(config.vm_journal_file)
+    imported: list[ImportedSeeds] = []  # (made below: it needs the receives)
     app[IMPORTER] = Importer(
-        app[PVE], app[STAGING], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib
+        app[PVE],
+        app[STAGING],
+        app[VM_JOURNAL],
+        config.import_timeout,
+        config.import_seconds_per_gib,
+        lambda name, vmid, volume: imported[0].landed(name, vmid, volume),
     )
     app[CLONER] = Cloner(app[PVE], app[VM_JOURNAL], config.import_timeout, config.import_seconds_per_gib)
     app[METRICS] = metrics = AgentMetrics()
@@ -176,6 +183,8 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
         app[RECEIVES].forget_copy,
     )
     app[MANIFESTS] = StagedManifests(app[STAGING], lambda need, purpose: room_in_staging(app, need, purpose))
+    imported.append(ImportedSeeds(pve, seeds, app[RECEIVES], app[MANIFESTS]))
+    app.on_cleanup.append(lambda _app: imported[0].close())
     app[EXPORTER] = Exporter(
         app[PVE], app[STAGING], app[EVICTOR], config.import_timeout, config.import_seconds_per_gib
     )

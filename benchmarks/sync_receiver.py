@@ -34,7 +34,7 @@ from benchmarks.measure import median, own_cpu_seconds
 from benchmarks.report import Target, mb_per_s, size_label, table
 from benchmarks.system import require_disk
 from shared.frames import CHUNK, chunk_digest, encode_header, stream_length
-from shared.manifest import Manifest
+from shared.manifest import Manifest, chunk_hash
 from shared.tickets import TicketSigner, TicketVerifier
 
 SIZE = 2 << 30
@@ -93,7 +93,7 @@ async def _receive(
     workdir: Path, task_id: int, size: int, sha256: str, payloads: list[bytes]
 ) -> tuple[float, float]:
     signer = TicketSigner(workdir / "ticket.key")
-    digests = [hashlib.sha256(p).digest() for p in payloads]
+    digests = [chunk_hash(p) for p in payloads]
     manifest = Manifest(size, sha256, tuple(digests[i % len(payloads)] for i in range(size // CHUNK)))
     ticket = signer.issue(
         task_id=task_id,

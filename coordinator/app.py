@@ -230,10 +230,19 @@ def _open_agent_links(app: web.Application) -> aiohttp.ClientSession:
     return http
 
 
+def _version_imported(app: web.Application) -> None:
+    """A version is available on its import node: its rollout's sync tasks are due now (the
+    scheduler's next round would see them within POLL_SECONDS, 1 s, of a rollout that takes
+    a few seconds)."""
+    app[VERSIONS].wake()
+    if SYNCS in app:
+        app[SYNCS].wake()
+
+
 def _add_import_runner(app: web.Application) -> None:
     config = app[CONFIG]
     lease = config.job_lease_seconds
-    imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY], lambda: app[VERSIONS].wake())
+    imports = ImportJobs(config, app[DB], app[AGENTS], app[INVENTORY], lambda: _version_imported(app))
     app[IMPORTS] = JobRunner(
         "import",
         app[DB],

@@ -4,10 +4,17 @@ The image is taken as the guest sees it (raw, its virtual size; agent/transfer/g
 and cut on the stream's grid of guest offsets (``shared.frames.CHUNK``, 4 MiB, as
 Proxmox Backup Server's fixed-size chunks of VM images). For every chunk the manifest
 holds either "zero" (the guest reads zeros there: never sent, a hole at the target) or
-the chunk's sha256, and it holds the sha256 of the whole guest view::
+the chunk's BLAKE3 digest, and it holds the sha256 of the whole guest view::
 
     msgpack array [version, size, chunk, image_sha256 (hex), [digest, ...]]
-    digest: b"" for a zero chunk, else the 32-byte sha256 of the chunk
+    digest: b"" for a zero chunk, else the 32-byte BLAKE3 of the chunk
+
+Why BLAKE3 for the chunks (format 2; format 1 had sha256): every chunk a target takes
+from its seed or the network is hashed against the manifest, and four targets of a
+rollout share this machine's two cores. sha256 (SHA-NI) hashes ~1.95 GB per CPU second
+here, BLAKE3 (one thread, AVX-512) ~9.0 GB: the check of a 464 MiB delta's reused
+chunks went from ~0.25 to ~0.05 CPU s per target. The whole image's sha256, which the
+coordinator signs apart from the manifest, is still checked before import.
 
 The coordinator signs the sha256 of these bytes in the copy's ticket (shared/tickets.py,
 ``manifest``), so a target can trust every chunk digest in it: a chunk it takes from an
@@ -25,13 +32,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
+import blake3
 import msgspec
 
 from shared.errors import PvesphereError
 from shared.frames import CHUNK
 from shared.tickets import MAX_IMAGE_BYTES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIGEST = 32
 ZERO = b""
 
@@ -106,9 +114,18 @@ def is_zero(data: bytes | memoryview) -> bool:
     )
 
 
+def chunk_hash(*pieces: bytes | memoryview) -> bytes:
+    """The manifest digest of the chunk made of ``pieces`` (BLAKE3, 32 bytes; one thread:
+    the GIL is released while it hashes)."""
+    h = blake3.blake3()
+    for piece in pieces:
+        h.update(piece)
+    return h.digest()
+
+
 def chunk_digest_or_zero(data: bytes | memoryview) -> bytes:
     """A chunk's manifest entry."""
-    return ZERO if is_zero(data) else hashlib.sha256(data).digest()
+    return ZERO if is_zero(data) else chunk_hash(data)
 
 
 class ManifestBuilder:

@@ -15,7 +15,11 @@ A stream carries only the chunks the target lacks (shared/manifest.py). The othe
 made here, in order, before the next chunk that came over the network: a zero chunk is
 a hole (the file is extended), a chunk the node already holds is read from its seed and
 must match its manifest digest like any other. A network chunk is checked twice: its
-xxh3 (transit) and its sha256 against the manifest.
+xxh3 (transit) and its digest against the manifest (BLAKE3: shared/manifest.py).
+
+The seconds each thread spends per phase (``phases``: seed read, seed check, seed write,
+net check, net write, image sha256, ...) go into the log line of a completed copy
+(receive.py), which is how the rollout benchmark's time was taken apart.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import concurrent.futures
 import errno
 import hashlib
 import os
-from collections import deque
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +40,7 @@ from typing import Any
 from agent.errors import AgentFault
 from shared.direct_write import SequentialWriter, open_for_writing
 from shared.frames import CHUNK, Frame, chunk_digest
-from shared.manifest import Manifest, Source
+from shared.manifest import Manifest, Source, chunk_hash
 
 ZEROS = memoryview(bytes(CHUNK))
 
@@ -128,6 +133,8 @@ class ChunkWriter:
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-sha256")
         self._writes: deque[asyncio.Future[None]] = deque()
         self._hashes: deque[concurrent.futures.Future[None]] = deque()  # write thread only
+        # Seconds per phase (each written by one thread), for the log line at the end.
+        self.phases: defaultdict[str, float] = defaultdict(float)
 
     async def prepare(self) -> None:
         """The running sha256 must cover exactly what is already verified on disk."""
@@ -176,13 +183,17 @@ class ChunkWriter:
         self._fill_to(frame.offset)
         if frame.offset != self.written:
             return  # an earlier chunk of this stream failed: nothing after it may be kept
+        started = time.perf_counter()
         if not frame.intact():
             raise ChunkCorrupt(f"chunk at offset {frame.offset} failed its digest check")
         if self.local is not None:
             manifest = self.local.manifest
-            if _sha256(frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
+            if chunk_hash(*frame.pieces) != manifest.chunks[manifest.index(frame.offset)]:
                 raise ChunkCorrupt(f"chunk at offset {frame.offset} does not match its manifest digest")
+        checked = time.perf_counter()
         self._write(frame)
+        self.phases["net check"] += checked - started
+        self.phases["net write"] += time.perf_counter() - checked
 
     def _write(self, frame: Frame) -> None:
         try:
@@ -221,30 +232,37 @@ class ChunkWriter:
                 # (No transit digest: a relay never sends a zero chunk on.)
                 self._landed(Frame(offset, b"", [ZEROS[:length]]), offset + length)
             else:
+                started = time.perf_counter()
                 data = local.seed_chunk(index)
-                if data is None or hashlib.sha256(data).digest() != manifest.chunks[index]:
+                read = time.perf_counter()
+                if data is None or chunk_hash(data) != manifest.chunks[index]:
                     raise SeedCorrupt(
                         index, f"the chunk at {offset} this node held does not match the manifest"
                     )
-                self._write(Frame(offset, chunk_digest(data), [memoryview(data)]))
+                frame = Frame(offset, chunk_digest(data), [memoryview(data)])
+                checked = time.perf_counter()
+                self._write(frame)
+                self.phases["seed read"] += read - started
+                self.phases["seed check"] += checked - read
+                self.phases["seed write"] += time.perf_counter() - checked
             self.loop.call_soon_threadsafe(self.reused, length)
 
     # -- the sha256 thread ------------------------------------------------------------
 
     def _hash(self, frame: Frame, end: int) -> None:
+        started = time.perf_counter()
         self.running.update(frame.pieces, end)
+        self.phases["image sha256"] += time.perf_counter() - started
         self.loop.call_soon_threadsafe(frame.release)  # (after landed: callbacks run in order)
 
     def _sync_and_compare(self, sha256: str) -> bool:
+        started = time.perf_counter()
         os.fdatasync(self.fd)
+        self.phases["fdatasync"] += time.perf_counter() - started
         return self.running.hexdigest() == sha256
 
-
-def _sha256(pieces: list[memoryview]) -> bytes:
-    h = hashlib.sha256()
-    for piece in pieces:
-        h.update(piece)
-    return h.digest()
+    def phase_summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(self.phases.items()))
 
 
 def _nothing() -> None:

@@ -7,27 +7,36 @@ later ones "ready" with the digest, from ``staging/manifests/<name>.mf``. The fi
 keyed by the image's inode and size (a staged image is never changed in place; its
 mtime moves with every use, so it is no key). A staged image whose guest view needs a
 raw conversion keeps that conversion beside it too (``<name>.raw``), for the sends.
-Building hashes the whole guest view once (~1.5 GB/s of sha256 here, one build at a time).
+Building hashes the whole guest view once (its sha256, and BLAKE3 per chunk), one build at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from agent.staging import Staging
-from agent.transfer.guest_image import GuestImage, RoomMaker, build_manifest, map_image
-from agent.transfer.guest_view import Extent, GuestLayout
+from agent.transfer.guest_image import (
+    GuestImage,
+    GuestViewFailed,
+    RoomMaker,
+    build_manifest,
+    map_file,
+    map_image,
+)
+from agent.transfer.guest_view import Extent, GuestLayout, MapRefused
 from shared.manifest import Manifest, ManifestInvalid, decode
 from shared.messages.transfers import ManifestView
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: manifest format 2 (BLAKE3 chunk digests)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class StagedManifests:
         self.root.mkdir(exist_ok=True, mode=0o700)
         self._builds: dict[str, asyncio.Task[Ready]] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
+        self._preparing: set[asyncio.Task[None]] = set()
 
     def _cache(self, name: str) -> Path:
         return self.root / f"{name}.mf"
@@ -82,6 +92,33 @@ class StagedManifests:
             return None
         return Ready(manifest, raw, GuestImage(host, layout))
 
+    def prepare(self, name: str) -> None:
+        """A staged upload just landed: build its manifest now, beside its import (every copy
+        to another node starts by asking for it, and the import's disk is indexed as a seed
+        with it), if the image is read in place. One that needs a raw conversion waits for
+        the first copy that asks: the conversion costs staging space."""
+
+        async def build_if_direct() -> None:
+            try:
+                await map_file(self.staging.path(name), staged_format(name), self.root / ".qemu-img-cwd")
+            except (MapRefused, GuestViewFailed, OSError):
+                return
+            self.view(name)
+
+        task = asyncio.create_task(build_if_direct(), name=f"manifest-prepare-{name}")
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
+
+    async def built(self, name: str, seconds: float) -> Manifest | None:
+        """The manifest of ``name`` if it is kept or its build ends within ``seconds``
+        (none is started here)."""
+        ready = self.cached(name)
+        task = self._builds.get(name)
+        if ready is None and task is not None:
+            with contextlib.suppress(Exception):
+                ready = await asyncio.wait_for(asyncio.shield(task), seconds)
+        return None if ready is None else ready.manifest
+
     def view(self, name: str) -> ManifestView:
         """How far the manifest of ``name`` is (a build starts if there is none): for the coordinator."""
         ready = self.cached(name)
@@ -102,10 +139,12 @@ class StagedManifests:
     async def _build(self, name: str) -> Ready:
         path = self.staging.path(name)
         async with self._one_at_a_time:
+            began = time.perf_counter()
             key = _key(path)
             image = await map_image(
                 path, staged_format(name), self.converted(name), self.root / ".qemu-img-cwd", self.make_room
             )
+            mapped = time.perf_counter()
             manifest = await asyncio.to_thread(build_manifest, image)
             raw = manifest.encode()
             host_name = "" if image.path == path else image.path.name
@@ -114,8 +153,10 @@ class StagedManifests:
             tmp.write_bytes(msgspec.msgpack.encode([CACHE_VERSION, list(key), host_name, extents, raw]))
             os.replace(tmp, self._cache(name))
         log.info(
-            "manifest of %s: %d chunks, %d of them zeros, guest view %d bytes%s",
+            "manifest of %s in %.2f s (map %.2f s): %d chunks, %d of them zeros, guest view %d bytes%s",
             name,
+            time.perf_counter() - began,
+            mapped - began,
             len(manifest.chunks),
             sum(1 for d in manifest.chunks if not d),
             manifest.size,
@@ -124,6 +165,7 @@ class StagedManifests:
         return Ready(manifest, raw, image)
 
     async def close(self) -> None:
-        for task in self._builds.values():
+        tasks = [*self._preparing, *self._builds.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

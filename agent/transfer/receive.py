@@ -564,6 +564,28 @@ class Receives:
             receive.forward_key = forward_key
         return session, receive, needed
 
+    def take_seeds(self, session: Session, receive: Receive, seeds: SeedSet) -> bytes:
+        """The session's plan again, now that its seeds are known (routes.py resolves them
+        after ``open_session``, so that a relay's next hop opens its session meanwhile);
+        the bitmap of the chunks the stream must carry."""
+        if receive.session is not session or receive.rec.state == "failed":
+            raise TransferRefused(
+                409, ErrorSlug.SESSION_SUPERSEDED, "this session is not the task's current one"
+            )
+        if receive.rec.state == "complete" or session.started:
+            return b""
+        receive.seeds = seeds
+        needed = receive.plan()
+        receive.save()
+        return needed
+
+    def manifest_of(self, name: str) -> Manifest | None:
+        """The signed manifest of the complete copy staged as ``name``, if one is."""
+        for receive in self.receives.values():
+            if receive.rec.name == name and receive.rec.state == "complete":
+                return receive.manifest
+        return None
+
     def _fail(self, receive: Receive, kind: ErrorSlug, message: str) -> None:
         receive.rec.state, receive.rec.error_kind, receive.rec.error = "failed", kind, message
         try:
@@ -604,8 +626,10 @@ class Receives:
             receive.chunk_plan(),
             receive.reused,
         )
+        began = time.perf_counter()
         try:
             await writer.prepare()
+            writer.phases["prepare"] += time.perf_counter() - began
             expected = receive.rec.verified
             loop = asyncio.get_running_loop()
             # One deadline pushed forward as data comes (wait_for per frame would make a
@@ -647,10 +671,15 @@ class Receives:
                 raise TransferRefused(408, ErrorSlug.STALLED, f"no data for {STALL_SECONDS:.0f} s") from None
             except StreamTruncated as exc:
                 raise TransferRefused(400, ErrorSlug.TRUNCATED, str(exc)) from None
+            streamed = time.perf_counter()
             await writer.drain()
             await writer.fill_rest(receive.rec.size)
+            filled = time.perf_counter()
+            writer.phases["after last frame"] += filled - streamed
             if receive.rec.verified == receive.rec.size:
-                if not await writer.finish(receive.rec.sha256):
+                ok = await writer.finish(receive.rec.sha256)
+                writer.phases["finish"] += time.perf_counter() - filled
+                if not ok:
                     self.metrics.refused("image_checksum")
                     receive.discard_data()
                     self._fail(
@@ -661,10 +690,13 @@ class Receives:
                 receive._advanced()
                 receive.session = None
                 log.info(
-                    "task %s: received %s (%d bytes), sha256 verified",
+                    "task %s: received %s (%d bytes, %d reused), sha256 verified; stream %.2f s: %s",
                     task_id,
                     receive.rec.name,
                     receive.rec.size,
+                    receive.rec.reused_bytes,
+                    time.perf_counter() - began,
+                    writer.phase_summary(),
                 )
             return receive.view()
         except SeedCorrupt as exc:

@@ -12,6 +12,7 @@ pve-node1 only).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,14 @@ def test_a_new_version_is_rolled_out_to_every_node_that_holds_the_template(
         conf = vm_conf(stack, node, new[node]["vmid"])
         assert conf is not None and conf.get("template") == "1"
         assert conf["memory"] == "1024"  # version 1's VM options carried over
+    for node in (NODE2, NODE3):
+        # Version 1's disk was indexed from its copy's signed manifest when it was imported:
+        # the rollout's session read none of it (agent/transfer/imported_seeds.py).
+        log = stack.agents[node].log_path.read_text(errors="replace")
+        disk = rf"seed \S*/{old[node]['vmid']}/\S*"
+        assert re.search(disk + r": index of \d+ distinct chunks with data recorded from its manifest", log)
+        seed_lines = "\n".join(line for line in log.splitlines() if "seed" in line)
+        assert re.search(disk + r": index (and layout )?kept on disk", log), f"{node}: read:\n{seed_lines}"
     listed = versions(api, template_id)
     assert listed["current_version"] == 2
     assert [(v["version"], v["is_current"], v["instances"], v["clones"]) for v in listed["list"]] == [

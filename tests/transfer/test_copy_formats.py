@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.staging import Staging
+from agent.transfer.manifests import StagedManifests
 from shared.tickets import TicketSigner
 from tests.support.images import compare
 from tests.support.transfers import TargetAgent, send, staged_manifest
@@ -69,3 +70,39 @@ def test_an_image_read_through_its_raw_conversion_arrives_as_the_guest_sees_it(
         assert list(staging.beside.glob(f"{name}.*")) == []
 
     asyncio.run(scenario())
+
+
+def test_a_staged_upload_read_in_place_has_its_manifest_built_unasked_a_converted_one_not(
+    tmp_path: Path,
+) -> None:
+    """manifests.py ``prepare``: an upload that lands is hashed beside its import if it is
+    read in place; one that needs a raw conversion costs no staging space until a copy asks."""
+    raw = tmp_path / "src.raw"
+    _compressible_raw(raw)
+    staging = Staging(tmp_path / "source" / "staging")
+    plain, compressed = "upload-5-0a1b2c3d.qcow2", "upload-6-0a1b2c3d.qcow2"
+    for name, options in ((plain, []), (compressed, ["-c"])):
+        subprocess.run(
+            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", *options, str(raw), str(staging.path(name))],
+            check=True,
+            timeout=120,
+        )
+
+    async def scenario() -> None:
+        manifests = StagedManifests(staging)
+        manifests.prepare(plain)
+        manifests.prepare(compressed)
+        built = None
+        for _ in range(200):  # (the build starts once qemu-img map has answered)
+            if (built := await manifests.built(plain, 30.0)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert built is not None and built.size == 64 * MiB
+        assert compressed not in manifests._builds  # not even started
+        await manifests.close()
+        assert manifests.cached(compressed) is None
+        assert not (staging.beside / f"{compressed}.raw").exists()  # no conversion made
+
+    asyncio.run(scenario())
+    for name in (plain, compressed):
+        staging.remove(name)

@@ -5,6 +5,7 @@ signed manifest), even when the new qcow2's layout has shifted in the file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -14,6 +15,8 @@ from typing import NamedTuple
 import pytest
 
 from agent.staging import Staging
+from agent.transfer.guest_image import GuestImage, map_file
+from agent.transfer.seeds import index_chunks, manifest_offsets
 from shared.frames import CHUNK
 from shared.messages.transfers import Seed
 from shared.tickets import TicketSigner
@@ -209,3 +212,64 @@ def test_a_relay_serves_the_next_node_only_the_chunks_it_lacks(tmp_path: Path) -
             await relay.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_index_recorded_from_the_manifest_is_what_reading_the_disk_finds(tmp_path: Path) -> None:
+    """An import records its disk's index from the copy's manifest (imported_seeds.py): the
+    next version's session uses it as it is, and it is the index a read would make."""
+    v1, staging, _name, signer, seed = raw_versions(tmp_path, 64 * MiB, 16 * MiB)
+    v1_name = "upload-1-0a1b2c3d.raw"
+    (staging.path(v1_name)).write_bytes(v1.read_bytes())
+
+    async def scenario() -> None:
+        v1_ready = await staged_manifest(staging, v1_name)
+        read = index_chunks(GuestImage(v1, await map_file(v1, "raw", tmp_path)))
+        assert manifest_offsets(v1_ready.manifest) == read and len(read) >= 4
+        target = TargetAgent(tmp_path / "target", signer, {V1_VMID: (v1, "raw")})
+        target.seeds.record(v1, "raw", v1_ready.manifest)
+        held = await target.seeds.for_session([seed])
+        assert [i.offsets for i in held.indexes] == [read]
+        await target.seeds.close()
+
+    asyncio.run(scenario())
+    staging.path(v1_name).unlink()
+
+
+def test_a_stale_recorded_index_costs_a_network_fetch_never_a_corrupt_copy(tmp_path: Path) -> None:
+    """The disk changed after its index was recorded, and its mtime was put back: the chunks
+    the index names no longer match the manifest, are refused one by one and fetched."""
+    v1, staging, name, signer, seed = raw_versions(tmp_path, 64 * MiB, 16 * MiB)
+    v1_name = "upload-1-0a1b2c3d.raw"
+    (staging.path(v1_name)).write_bytes(v1.read_bytes())
+
+    async def scenario() -> None:
+        v1_ready = await staged_manifest(staging, v1_name)
+        ready = await staged_manifest(staging, name)
+        target = TargetAgent(tmp_path / "target", signer, {V1_VMID: (v1, "raw")})
+        await target.start()
+        try:
+            target.seeds.record(v1, "raw", v1_ready.manifest)
+            offsets = manifest_offsets(v1_ready.manifest)
+            shared = [i for i, d in enumerate(ready.manifest.chunks) if d in offsets]
+            assert len(shared) >= 2
+            st = v1.stat()
+            with open(v1, "r+b") as f:
+                for index in shared[:2]:
+                    f.seek(offsets[ready.manifest.chunks[index]] + 5)
+                    f.write(b"changed")
+            os.utime(v1, ns=(st.st_atime_ns, st.st_mtime_ns))
+            receive = None
+            for attempt in range(1, 4):  # each refused chunk fails one stream; the next resumes
+                with contextlib.suppress(Exception):
+                    await send(ready, target, task_id=6, task_uid="a" * 32, epoch=attempt, seeds=[seed])
+                receive = target.receive(6)
+                if receive.rec.state == "complete":
+                    break
+            assert receive is not None and receive.rec.state == "complete", receive and receive.view()
+            assert sorted(receive.rec.refused_seeds) == shared[:2]
+            assert receive.path.read_bytes() == staging.path(name).read_bytes()
+        finally:
+            await target.stop()
+
+    asyncio.run(scenario())
+    staging.path(v1_name).unlink()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import blake3
 import pytest
 
 from shared.frames import CHUNK
@@ -32,7 +33,7 @@ def build(data: bytes) -> Manifest:
 def test_zero_chunks_are_marked_and_the_image_digest_covers_every_byte() -> None:
     data = os.urandom(CHUNK) + bytes(CHUNK) + os.urandom(1000)
     manifest = build(data)
-    assert manifest.chunks[0] == hashlib.sha256(data[:CHUNK]).digest()
+    assert manifest.chunks[0] == blake3.blake3(data[:CHUNK]).digest()
     assert manifest.chunks[1] == b""
     assert manifest.span(2) == (2 * CHUNK, 1000)
     assert manifest.image_sha256 == hashlib.sha256(data).hexdigest()
@@ -63,7 +64,7 @@ def test_is_zero() -> None:
 def test_a_target_takes_zeros_as_holes_held_chunks_from_seeds_and_the_rest_from_the_network() -> None:
     a, b, c = (os.urandom(CHUNK) for _ in range(3))
     manifest = build(a + bytes(CHUNK) + b + c)
-    held = {hashlib.sha256(a).digest(), hashlib.sha256(c).digest()}
+    held = {blake3.blake3(a).digest(), blake3.blake3(c).digest()}
     sources = plan(manifest, held.__contains__)
     assert sources == [Source.SEED, Source.ZERO, Source.NET, Source.SEED]
     # A seed chunk found corrupt is refused: it comes over the network next time.
