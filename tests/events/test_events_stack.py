@@ -109,8 +109,11 @@ def test_a_sync_seen_moving_to_completed(api: Api, events_stack: Stack, template
             ws_url(api.base),
             token=api.token,
             params={"template_id": str(template)},
-            # the task's end and its version's (sent in the same round)
-            until=lambda w: any(m["kind"] == "version" and m["status"] == "completed" for m in w.events),
+            # the task's end and its version's (the same round, in either order)
+            until=lambda w: all(
+                any(m["kind"] == kind and m["status"] == "completed" for m in w.events)
+                for kind in ("sync_task", "version")
+            ),
             timeout=90,
         )
         await asyncio.sleep(0.5)
