@@ -15,6 +15,7 @@ from proxmoxer import ProxmoxAPI, ResourceException
 
 from agent.config import AgentConfig
 from agent.errors import AgentFault
+from agent.pvesh_session import local_api
 from shared.pve_api import open_https
 
 # Every pvesh call is a process of its own (on PVE a Perl interpreter loading the API, the
@@ -59,7 +60,7 @@ class NodePve:
     def _open(self, timeout: float) -> ProxmoxAPI:
         config = self._config
         if self._local:
-            return ProxmoxAPI(backend="local", timeout=timeout)
+            return local_api(timeout)
         verify: bool | str = (config.pve_ca_file or True) if config.pve_verify_ssl else False
         return open_https(config.pve_api_url, config.pve_token_id, config.pve_token_secret, verify, timeout)
 
