@@ -88,11 +88,10 @@ class ErrorSlug(StrEnum):
     CLONE_RUNNING = "clone_running"
     # -- versions (issue 14) ----------------------------------------------------------------
     VERSION_CURRENT = "version_current"  # the current version is not deleted
-    # -- live events (issue 15) ---------------------------------------------------------------
-    UPGRADE_REQUIRED = "upgrade_required"  # a WebSocket route asked without the upgrade (426)
     VERSION_NOT_IMPORTED = "version_not_imported"  # only an imported version becomes current
     VERSION_TAKEN = "version_taken"  # another request is making that version number
-    VERSION_DELETING = "version_deleting"
+    # -- live events (issue 15) ---------------------------------------------------------------
+    UPGRADE_REQUIRED = "upgrade_required"  # a WebSocket route asked without the upgrade (426)
     # -- an agent's orders ----------------------------------------------------------------
     AGENT_ERROR = "agent_error"  # an agent's error body without a slug
     BAD_RESPONSE = "bad_response"  # an agent's answer that is not what the message says
