@@ -15,6 +15,9 @@ from shared.error_slugs import ErrorSlug
 from shared.tickets import TASK_UID
 from shared.validation import Model
 
+# shared/pve_formats.py NODE_RE (pve-node), or empty.
+SENDER = r"^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)?\Z"
+
 
 class Seed(Model):
     """A PVE volume on the hop's node that holds an earlier version of the image: chunks
@@ -61,7 +64,8 @@ class SessionRequest(Model):
     # Payload compressions the sender can use (shared/wire_codec.py), in its order of choice.
     codecs: Annotated[list[Annotated[str, Meta(max_length=16)]], Meta(max_length=8)] = []
     # The sending node's name (the target's metrics count bytes by peer; empty: not said).
-    sender: Annotated[str, Meta(max_length=100)] = ""
+    # A PVE node name or nothing: it becomes a metrics label, and a peer's word is no more.
+    sender: Annotated[str, Meta(max_length=63, pattern=SENDER)] = ""
 
 
 class SessionOpened(Model, omit_defaults=True):

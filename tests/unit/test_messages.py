@@ -83,6 +83,15 @@ def test_a_missing_or_wrong_field_is_refused_naming_it() -> None:
         decode(SessionRequest, b'{"ticket": "t", "next_hops": [{"task_id": 3}]}')
 
 
+@pytest.mark.parametrize("sender", ["pve/../node1", "node\u0000", "a" * 64, "-node", 'x"} 1\n'])
+def test_a_sender_that_is_no_node_name_is_refused_naming_it(sender: str) -> None:
+    """The sending node's name becomes a metrics label on the target: node names only."""
+    with pytest.raises(InvalidInput) as bad:
+        parse(SessionRequest, {"ticket": "t", "sender": sender})
+    assert set(bad.value.fields) == {"sender"}
+    assert parse(SessionRequest, {"ticket": "t", "sender": "pve-node2"}).sender == "pve-node2"
+
+
 def test_a_field_a_newer_peer_adds_is_ignored_and_one_an_older_peer_leaves_out_has_its_default() -> None:
     newer = {**msgspec.json.decode(encode(IMPORT)), "priority": "high"}
     assert parse(ImportRequest, newer) == IMPORT
