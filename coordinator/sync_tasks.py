@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coordinator.db.models import PveNode, TemplateInstance, TemplateSyncTask, TemplateUpload
 from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
-from coordinator.states.instance import InstanceStatus, new_instance
+from coordinator.states.instance import InstanceStatus, instance_of
 from coordinator.upload_plan import Target
 from shared.messages.transfers import ManifestView, Seed
 from shared.tickets import TicketSigner
@@ -96,20 +96,14 @@ async def _instance_awaits(
     """The target's instance waits for ``task``: a new one, or the one a failed copy left."""
     if instance is None:
         session.add(
-            new_instance(
+            instance_of(
                 InstanceStatus.PENDING,
-                template_id=upload.template_id,
-                version=upload.version,
-                upload_id=upload.id,
-                cluster_id=upload.cluster_id,
-                node_id=target.node.id,
-                node_name=target.node.node_name,
-                storage_id=target.storage.id,
-                storage_name=target.storage.storage_name,
+                upload,
+                target.node,
+                target.storage,
+                actor,
                 is_shared=False,
                 sync_task_id=task.id,
-                creator=actor,
-                modifier=actor,
             )
         )
     elif not await instance_states.await_sync(session, instance.id, task.id, upload.id):

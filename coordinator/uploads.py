@@ -24,7 +24,7 @@ from coordinator.db.types import utcnow
 from coordinator.errors import Conflict
 from coordinator.jobs import engine
 from coordinator.states import upload as upload_states
-from coordinator.states.instance import InstanceStatus, new_instance
+from coordinator.states.instance import InstanceStatus, instance_of
 from coordinator.states.template import new_template
 from coordinator.states.upload import UploadStatus, new_upload
 from coordinator.sync_tasks import Planned, create_sync_tasks
@@ -168,20 +168,14 @@ async def record_staged(
         assert upload is not None and upload.template_id is not None
         for target in plan.instance_targets:
             session.add(
-                new_instance(
+                instance_of(
                     InstanceStatus.IMPORTING,
-                    template_id=upload.template_id,
-                    version=upload.version,
-                    upload_id=upload.id,
-                    cluster_id=upload.cluster_id,
-                    node_id=target.node.id,
-                    node_name=target.node.node_name,
-                    storage_id=target.storage.id,
-                    storage_name=target.storage.storage_name,
+                    upload,
+                    target.node,
+                    target.storage,
+                    actor,
                     is_shared=plan.storage.shared,
                     is_primary=target.node.id == plan.import_node.id,
-                    creator=actor,
-                    modifier=actor,
                 )
             )
         planned = await create_sync_tasks(session, upload, plan.import_node, plan.sync_targets, actor)

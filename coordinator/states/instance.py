@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator.db.models import TemplateInstance
+from coordinator.db.models import PveNode, PveStorage, TemplateInstance, TemplateUpload
 from coordinator.states.transitions import Transitions
 from coordinator.states.writes import move
 
@@ -47,6 +47,32 @@ def new_instance(status: InstanceStatus, **fields: Any) -> TemplateInstance:
     if status not in INITIAL:
         raise ValueError(f"an instance starts {' or '.join(INITIAL)}, not {status}")
     return TemplateInstance(status=status, **fields)
+
+
+def instance_of(
+    status: InstanceStatus,
+    upload: TemplateUpload,
+    node: PveNode,
+    storage: PveStorage,
+    actor: str,
+    **fields: Any,
+) -> TemplateInstance:
+    """A new instance of ``upload``'s version on ``node``'s ``storage`` (an import's or a
+    sync task's), with ``fields`` besides."""
+    return new_instance(
+        status,
+        template_id=upload.template_id,
+        version=upload.version,
+        upload_id=upload.id,
+        cluster_id=upload.cluster_id,
+        node_id=node.id,
+        node_name=node.node_name,
+        storage_id=storage.id,
+        storage_name=storage.storage_name,
+        creator=actor,
+        modifier=actor,
+        **fields,
+    )
 
 
 async def follow_sync_task(session: AsyncSession, task_id: int, status: InstanceStatus, **values: Any) -> int:
