@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 
 from benchmarks.base import Benchmark, Options, Skip
+from benchmarks.machine_bounds import zstd_ceiling, zstd_ratios
 from benchmarks.measure import median
 from benchmarks.netns import RATE_BITS, ShapedNetwork, check_can_run
 from benchmarks.report import Target, mb_per_s, size_label, table
 from benchmarks.system import require_disk
+from shared.manifest import CHUNK
 from shared.tickets import TicketSigner
 
 SIZE = 2 << 30
@@ -154,6 +156,29 @@ def _rows(where: str, runs: dict[str, list[dict[str, float]]]) -> list[list[str]
     return rows
 
 
+def _usr_sample(image: Path, size: int, pieces: int = 16) -> bytes:
+    """A chunk (4 MiB) from each of ``pieces`` of the image's /usr runs (the even ones), spread
+    evenly over it: what /usr content the tree's shuffled order put where differs a lot."""
+    runs = range(0, size, 2 * RUN)
+    step = max(len(runs) // pieces, 1)
+    sample = bytearray()
+    with open(image, "rb") as f:
+        for at in runs[::step][:pieces]:
+            f.seek(at)
+            sample += f.read(CHUNK)
+    return bytes(sample)
+
+
+def _print_ceilings(image: Path, size: int, share: float, goodput: float) -> None:
+    """What the image allows at each zstd level over this link (machine_bounds.zstd_ceiling)."""
+    for level, (ratio, rate) in zstd_ratios(_usr_sample(image, size)).items():
+        ceiling = zstd_ceiling(ratio, 1 - share, goodput)
+        print(
+            f"  the image's ceiling at zstd level {level}: {ratio:.2f}x of its /usr half at {rate:.0f} MB/s "
+            f"a core -> at most {ceiling:.2f} x the link"
+        )
+
+
 def run(options: Options) -> list[Target]:
     size = QUICK_SIZE if options.quick else SIZE
     require_disk(options.workdir, 3 * size, "the image and a copy of it")
@@ -191,9 +216,9 @@ def run(options: Options) -> list[Target]:
         rows += _rows("1 Gbit/s link", shaped)
     print(table(["copy", "seconds", "image MB/s", "crossed / image"], rows))
     if shaped is not None:
-        print(
-            f"  1 Gbit/s link without compression: {_rate(shaped['plain']) / LINK_RATE:.2f} x the link rate"
-        )
+        goodput = _rate(shaped["plain"]) / LINK_RATE
+        print(f"  1 Gbit/s link without compression: {goodput:.2f} x the link rate")
+        _print_ceilings(image_root / NAME, size, share, goodput)
     targets.append(
         Target(
             "1 Gbit/s link: image rate with zstd / link rate",

@@ -21,12 +21,21 @@ from client.answers import ApiFailure, Unreachable, unwrap
 from client.exit_codes import UsageError
 from client.file_payload import FilePayload
 from client.settings import Settings
+from shared.deadlines import UPLOAD_STALL_SECONDS, upload_answer_seconds
+from shared.turn_deadline import PeerStalled, TurnDeadline
 
 API_PREFIX = "/api/v1"
 # Ordinary calls answer in well under a second; an upload's answer waits for the agent to
-# store and validate the whole image, so it has no overall limit (only the connect one).
+# store and validate the whole image, so it has no overall limit: its deadlines run on the
+# coordinator's turns (file_payload.py), each a minute longer than the coordinator's own on
+# its agent (it answers 503 then, and that answer must still reach us).
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=30)
 UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
+UPLOAD_STALL = UPLOAD_STALL_SECONDS + 60
+
+
+def upload_answer_within(size: int) -> float:
+    return upload_answer_seconds(size) + 60
 
 
 def _ssl_context(cacert: Path | None) -> ssl.SSLContext | None:
@@ -46,6 +55,9 @@ class Api:
         self.base = settings.url + API_PREFIX
         self._ssl = _ssl_context(settings.cacert)
         self._session: aiohttp.ClientSession | None = None
+        # (attributes: a test shortens them)
+        self.upload_stall = UPLOAD_STALL
+        self.upload_answer_within = upload_answer_within
 
     async def __aenter__(self) -> Api:
         self._session = aiohttp.ClientSession(
@@ -103,14 +115,17 @@ class Api:
         for name, value in fields.items():
             part = form.append(value)
             part.set_content_disposition("form-data", name=name)
-        form.append_payload(FilePayload(file, on_bytes)).set_content_disposition(
-            "form-data", name="file", filename=file.name
-        )
+        deadline = TurnDeadline()
+        payload = FilePayload(file, on_bytes, deadline, self.upload_stall, self.upload_answer_within)
+        form.append_payload(payload).set_content_disposition("form-data", name="file", filename=file.name)
         try:
-            async with self.session.post(self.base + path, data=form, timeout=UPLOAD_TIMEOUT) as resp:
-                return unwrap(resp.status, resp.reason or "", await resp.text())
+            async with deadline.bounded():
+                async with self.session.post(self.base + path, data=form, timeout=UPLOAD_TIMEOUT) as resp:
+                    return unwrap(resp.status, resp.reason or "", await resp.text())
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
+        except PeerStalled as exc:
+            raise Unreachable(f"the upload to {self.settings.url} stopped: {exc}") from None
 
     @asynccontextmanager
     async def events(self, **filters: Any) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:

@@ -34,3 +34,14 @@ class Deadline:
     def missed(self) -> str:
         """What to say of a wait that ran into this deadline."""
         return f"did not finish within {self.seconds:.0f} s"
+
+
+# An upload's body: a receiver that takes none of it for this long is stuck (a hung agent
+# or coordinator; a full disk is answered with 507, not a stall).
+UPLOAD_STALL_SECONDS = 120.0
+
+
+def upload_answer_seconds(size_bytes: int) -> float:
+    """How long an upload's answer may take after its last byte: the agent checks the image
+    (qemu-img info, then check: each under 120 s, agent/validate.py) and flushes it."""
+    return scaled_timeout(600.0, 10.0, size_bytes)

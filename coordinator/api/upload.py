@@ -38,6 +38,7 @@ from coordinator.api.file_part import FilePartStream
 from coordinator.api.routing import Call, Routes, parse_model
 from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.templates import TemplateName
+from coordinator.api.upload_to_agent import upload_to_agent
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
 from coordinator.db.models import TemplateUpload
 from coordinator.errors import CoordinatorError
@@ -485,7 +486,8 @@ async def _stream(
         upload_progress.report_received(db, upload_id, lambda: body.received, request.content_length or 0)
     )
     try:
-        staged = await agent.upload(
+        staged = await upload_to_agent(
+            agent,
             upload_id,
             fmt,
             config.max_upload_bytes,
