@@ -64,6 +64,14 @@ async def storage_id(api: Api, cluster: int, value: str) -> int:
     return int(rows[0]["id"])
 
 
+async def storage_name(api: Api, value: str) -> str:
+    """A storage as PVE names it (what a clone's target_storage is): ``local-lvm`` as given,
+    or the name of the storage with that id (a PVE storage name never starts with a digit)."""
+    if (found := _id(value)) is None:
+        return value
+    return str((await api.get(f"/storages/{found}"))["storage_name"])
+
+
 async def node_ids(api: Api, cluster: int | None, values: list[str]) -> list[int]:
     names = [v for v in values if _id(v) is None]
     by_name: dict[str, int] = {}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from client import text
 from client.commands.common import Commands
 from client.exit_codes import Exit
-from client.lookup import cluster_id, node_ids
+from client.lookup import cluster_id, node_ids, storage_name
 from client.output import Output
 from client.work import Item, Work
 
@@ -29,7 +29,9 @@ def add(commands: Commands) -> None:
         "--linked", dest="full", action="store_false", help="a linked clone (refused where impossible)"
     )
     p.add_argument("--version", type=int, help="default: the current version")
-    p.add_argument("--target-storage", type=int, help="full clones: the storage id the copy goes to")
+    p.add_argument(
+        "--target-storage", help="full clones: the storage the copy goes to, by name (local-lvm) or id"
+    )
     p.add_argument("--wait", action="store_true", help="follow the clone to its end")
 
     p = commands.command("resolve", "the VMID to clone a template from on a node", resolve)
@@ -53,13 +55,14 @@ async def clone(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     copy of a local-storage template gets one first (a sync task), then the clone; --wait
     follows it to its end."""
     (node,) = await node_ids(api, None, [args.node])
+    target = None if args.target_storage is None else await storage_name(api, args.target_storage)
     body = {
         "node_id": node,
         "name": args.name,
         "vmid": args.vmid,
         "full": args.full,
         "version": args.version,
-        "target_storage": args.target_storage,
+        "target_storage": target,
     }
     data = await api.call(
         "POST", f"/templates/{args.template}/clone", body={k: v for k, v in body.items() if v is not None}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from client import text
 from client.commands.common import Commands, paging, show_page
 from client.exit_codes import Exit
-from client.lookup import cluster_id
+from client.lookup import cluster_id, node_ids
 from client.output import Output
 
 if TYPE_CHECKING:  # aiohttp is imported when a command runs, not for --help
@@ -24,7 +24,7 @@ def add(commands: Commands) -> None:
 
     p = commands.command("storages", "list the storages (the ids upload --storage takes)", storages)
     p.add_argument("--cluster", help="only this cluster's (id or name)")
-    p.add_argument("--node", type=int, help="only the storages this node id sees")
+    p.add_argument("--node", help="only the storages this node sees (id or name)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--shared", action="store_true", default=None, help="only shared storages")
     kind.add_argument("--local", dest="shared", action="store_false", help="only local storages")
@@ -67,15 +67,10 @@ async def storages(api: Api, args: argparse.Namespace, out: Output) -> Exit:
         avail=lambda r: text.size(r["avail"]),
         total=lambda r: text.size(r["total"]),
     )
+    cluster = await _cluster(api, args)
+    node = None if args.node is None else (await node_ids(api, cluster, [args.node]))[0]
     await show_page(
-        api,
-        out,
-        "/storages",
-        args,
-        columns,
-        cluster_id=await _cluster(api, args),
-        node_id=args.node,
-        shared=args.shared,
+        api, out, "/storages", args, columns, cluster_id=cluster, node_id=node, shared=args.shared
     )
     return Exit.OK
 

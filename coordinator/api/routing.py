@@ -22,7 +22,7 @@ from coordinator.api.auth import AgentCaller, Principal, authenticate, authentic
 from coordinator.api.errors import ApiError, accepted, success
 from shared import json_body
 from shared.error_slugs import ErrorSlug
-from shared.validation import INT_MAX, InvalidInput, Model, parse
+from shared.validation import INT_MAX, Input, InvalidInput, Model, parse
 
 M = TypeVar("M")
 D = TypeVar("D")
@@ -34,6 +34,10 @@ AGENT_API_PREFIX = "/agent-api/v1"
 # Every JSON body is a few fields; bigger is a mistake or an attack (decoded, it takes ~10x more).
 JSON_BODY_MAX = 64 << 10
 _ID = re.compile(r"[0-9]{1,16}")
+
+
+class NoQuery(Input):
+    """The query of a route that takes none: each parameter is refused by name, in data.fields."""
 
 
 @dataclass
@@ -201,8 +205,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.query is not None:
             query = parse_model(endpoint.query, dict(request.query), "query")
         elif request.query:
-            unknown = ", ".join(sorted(request.query))
-            raise ApiError(400, ErrorSlug.INVALID_REQUEST, f"unknown query parameter(s): {unknown}")
+            parse_model(NoQuery, dict(request.query), "query")  # raises: it names each parameter
         body = None
         if endpoint.body is not None:
             body = parse_model(endpoint.body, await _read_json(request), "body")

@@ -219,6 +219,7 @@ async def fail(session: AsyncSession, task: TemplateSyncTask, reason: str, *, ep
 
 
 def _ended(error: str | None) -> dict[str, Any]:
+    """What every end (completed, failed, canceled) writes: canceled is as final as failed."""
     return {
         "error_message": error,
         "rate_bytes_per_sec": 0,
@@ -256,8 +257,7 @@ async def cancel(session: AsyncSession, task_id: int, reason: str) -> bool:
         S.CANCELED,
         [TemplateSyncTask.id == task_id],
         active_key=None,
-        rate_bytes_per_sec=0,
-        error_message=reason,
+        **_ended(reason),
     )
     return moved == 1
 
@@ -278,7 +278,7 @@ async def cancel_pending_of_template(
         where,
         from_=(S.PENDING,),
         active_key=None,
-        error_message="template deleted" if version is None else f"version {version} deleted",
+        **_ended("template deleted" if version is None else f"version {version} deleted"),
     )
 
 

@@ -28,6 +28,21 @@ def test_bad_pagination_is_a_400_naming_the_parameter(api: Api, query: str, fiel
         assert reply.data["fields"][field].startswith(text)
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/templates/1"),
+        ("GET", "/templates/sync-tasks/1"),
+        ("POST", "/templates/1/versions/1/activate"),
+    ],
+)
+def test_a_route_without_parameters_names_each_one_it_was_given(api: Api, method: str, path: str) -> None:
+    reply = api.request(method, f"{path}?colour=blue&size=9")
+    assert reply.status == 400 and reply.error == "invalid_request", reply.body
+    assert reply.data["fields"] == {"colour": "is not a known parameter", "size": "is not a known parameter"}
+    assert "colour is not a known parameter" in reply.message
+
+
 @pytest.mark.mariadb
 def test_pagination_pages_newest_first(api: Api) -> None:
     everything = api.all("/storages")

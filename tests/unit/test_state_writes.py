@@ -200,6 +200,8 @@ async def test_cancel_takes_pending_and_syncing_tasks_only(session: AsyncSession
     for task in (pending, syncing):
         task = await _now(session, task)
         assert (task.status, task.active_key, task.error_message) == ("canceled", None, "canceled by me")
+        # Canceled is an end, as final as failed: the API shows when it ended.
+        assert task.sync_end_time is not None and task.next_attempt_at is None
         assert not await sync_task.cancel(session, task.id, "again")
     assert [sync_task.cancelable(s) for s in SyncTaskStatus] == [True, True, False, False, False, False]
 
@@ -209,7 +211,8 @@ async def test_the_template_delete_cancels_only_its_pending_tasks(session: Async
     assert await sync_task.cancel_pending_of_template(session, pending.template_id) == 1
     assert await sync_task.cancel_pending_of_template(session, pending.template_id) == 0
     await session.commit()
-    assert (await _now(session, pending)).error_message == "template deleted"
+    canceled = await _now(session, pending)
+    assert (canceled.error_message, canceled.sync_end_time is not None) == ("template deleted", True)
 
 
 async def test_counters_never_change_a_status_and_writes_refuse_unlisted_sources(
