@@ -7,6 +7,13 @@ Every link but one speaks TLS, with certificates from the emulated cluster's CA:
 agents serve HTTPS only and reach the coordinator on its HTTPS port (8443, or a free one).
 The one exception is the coordinator's plain-HTTP listener on loopback, for the guide's
 curl examples.
+
+The coordinator and the agents are kept running as their systemd units keep them
+(``Restart=on-failure``, ``RestartSec=3``): one that crashes or is killed (SIGKILL, a
+non-zero exit) is started again 3 s later, so the demo shows what a production node does
+after such a fault (a copy resumes, an import is re-driven); one stopped cleanly (SIGTERM,
+exit 0) stays stopped, as systemd leaves it. The emulator stands for PVE itself: when it
+exits, the demo stops.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from demo.stack import Stack, StackError, StackSettings, free_port, http_json, port_is_free
+from demo.stack import Proc, Stack, StackError, StackSettings, free_port, http_json, port_is_free
+
+# As the units' RestartSec.
+RESTART_AFTER = 3.0
+# Ends that systemd's Restart=on-failure counts as clean: exit 0 and these signals.
+CLEAN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 
 
 def _follow(paths: list[Path], stop: threading.Event) -> None:
@@ -128,18 +140,63 @@ def main(argv: list[str] | None = None) -> int:
     logs = sorted((stack.base / "logs").glob("*.log"))
     follower = threading.Thread(target=_follow, args=(logs, stopping), daemon=True)
     follower.start()
+    down: dict[str, float] = {}  # a crashed service's name -> when it went down
     try:
         while not stopping.is_set():
-            for proc in [stack.emulator, stack.coordinator, *stack.agents.values()]:
-                if proc is not None and not proc.running:
-                    print(f"{proc.name} exited unexpectedly; stopping the demo", file=sys.stderr)
-                    stopping.set()
+            if stack.emulator is not None and not stack.emulator.running:
+                print("the PVE emulator exited; stopping the demo", file=sys.stderr)
+                break
+            try:
+                _keep_services_up(stack, down, stopping)
+            except StackError as exc:
+                print(f"{exc}; stopping the demo", file=sys.stderr)
+                break
             stopping.wait(1)
     finally:
         print("stopping the demo ...", flush=True)
         stack.stop()
         time.sleep(0.3)
     return 0
+
+
+def _crashed(proc: Proc) -> bool:
+    """Ended in a way systemd's Restart=on-failure restarts (not exit 0 or a clean signal)."""
+    assert proc.popen is not None
+    code = proc.popen.returncode
+    return code != 0 and -code not in CLEAN_SIGNALS
+
+
+def _keep_services_up(stack: Stack, down: dict[str, float], stopping: threading.Event) -> None:
+    """Start again, RESTART_AFTER seconds after it ended, a coordinator or agent that crashed.
+    ``down``: each such service's time of going down (-1: stopped cleanly, left so)."""
+    services: dict[str, Proc | None] = {"coordinator": stack.coordinator}
+    services.update({f"agent-{node}": proc for node, proc in stack.agents.items()})
+    for name, proc in services.items():
+        if proc is None or proc.running or down.get(name, 0.0) < 0:
+            continue
+        if name not in down:
+            assert proc.popen is not None
+            code = proc.popen.returncode
+            if not _crashed(proc):
+                print(f"{name} stopped (exit {code}); as under systemd it stays stopped", file=sys.stderr)
+                down[name] = -1.0
+                continue
+            print(
+                f"{name} ended (exit {code}); starting it again in {RESTART_AFTER:g} s "
+                "(as its systemd unit would)",
+                file=sys.stderr,
+                flush=True,
+            )
+            down[name] = time.monotonic()
+        if time.monotonic() - down[name] < RESTART_AFTER or stopping.is_set():
+            continue
+        proc.stop()  # (closes its log file; the new process appends to the same one)
+        if name == "coordinator":
+            stack.start_coordinator()
+        else:
+            stack.start_agent(name.removeprefix("agent-"))
+        del down[name]
+        print(f"{name} is running again", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,32 @@ def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return children
 
 
+def _an_agent_killed_is_started_again(
+    proc: subprocess.Popen[bytes], port: int, headers: dict[str, str], log: Path
+) -> None:
+    """As its systemd unit would (Restart=on-failure): the demo goes on, the node's agent is
+    back and live within seconds."""
+    (agent,) = [
+        p
+        for p in psutil.Process(proc.pid).children()
+        if "agent.cli" in p.cmdline() and "pve-node2" in str(p.cmdline())
+    ]
+    agent.kill()
+    deadline = time.monotonic() + 60
+    while "agent-pve-node2 is running again" not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.3)
+    assert "agent-pve-node2 ended (exit -9); starting it again in 3 s" in log.read_text()
+    agents = requests.get(f"http://127.0.0.1:{port}/api/v1/agents", headers=headers, timeout=10).json()
+    assert sorted((a["node_name"], a["live"]) for a in agents["data"]["list"]) == [
+        ("pve-node1", True),
+        ("pve-node2", True),
+        ("pve-node3", True),
+    ]
+    assert agent.pid not in [p.pid for p in psutil.Process(proc.pid).children()]
+
+
 def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo"
     port = free_port()
@@ -90,6 +116,7 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
         assert {name: stat.S_IMODE((demo_dir / name).stat().st_mode) for name in secrets} == dict.fromkeys(
             secrets, 0o600
         )
+        _an_agent_killed_is_started_again(proc, port, headers, log)
     finally:
         children = _stop(proc)
     assert len(children) == 5  # emulator, coordinator, three agents
