@@ -154,6 +154,19 @@ def parse_model(model: type[M], data: Any, where: str) -> M:
         ) from None
 
 
+def _refuse_repeated(request: web.Request) -> None:
+    """A query parameter given twice is a 400 naming it: no route takes a list, and taking the
+    first or the last silently would answer a question the client did not ask."""
+    repeated = sorted({name for name in request.query if len(request.query.getall(name)) > 1})
+    if repeated:
+        raise ApiError(
+            400,
+            ErrorSlug.INVALID_REQUEST,
+            f"invalid query: {', '.join(repeated)} given more than once",
+            {"fields": dict.fromkeys(repeated, "is given more than once")},
+        )
+
+
 def _parse_path(request: web.Request, names: tuple[str, ...]) -> dict[str, int]:
     values: dict[str, int] = {}
     for name in names:
@@ -201,6 +214,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         elif endpoint.role is not None:
             principal = await (endpoint.auth or authenticate)(request, endpoint.role)
         path = _parse_path(request, endpoint.path_params)
+        _refuse_repeated(request)
         query = None
         if endpoint.query is not None:
             query = parse_model(endpoint.query, dict(request.query), "query")

@@ -274,7 +274,10 @@ async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartRe
         part = await reader.next()
         if part is None:
             raise ApiError(
-                400, ErrorSlug.INVALID_REQUEST, "file is required (the disk image, as form field 'file')"
+                400,
+                ErrorSlug.INVALID_REQUEST,
+                "file is required (the disk image, as form field 'file')",
+                {"fields": {"file": "is required"}},
             )
         if not isinstance(part, BodyPartReader):
             raise ApiError(400, ErrorSlug.INVALID_REQUEST, "nested multipart bodies are not accepted")
@@ -282,6 +285,13 @@ async def _form_fields(request: web.Request) -> tuple[dict[str, Any], BodyPartRe
             return fields, part
         if not part.name:
             raise ApiError(400, ErrorSlug.INVALID_REQUEST, "a form field has no name")
+        if part.name in fields:  # (which one was meant? neither is taken silently)
+            raise ApiError(
+                400,
+                ErrorSlug.INVALID_REQUEST,
+                f"form field {part.name} is given more than once",
+                {"fields": {part.name: "is given more than once"}},
+            )
         fields[part.name] = await _field_text(part)
 
 

@@ -182,6 +182,27 @@ def test_every_field_after_the_file_is_refused_saying_where_they_belong(
     assert_nothing_left(stack, name, staged, vms)
 
 
+def test_a_field_given_twice_or_no_file_is_a_400_naming_it_and_nothing_is_kept(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    """curl -F template_name=a -F template_name=b ...: which name was meant? Neither is taken."""
+    image = images.qcow2(tmp_path / "twice.qcow2", size_mib=16, data_mib=1)
+    name = _name("twice")
+    staged, vms = staged_files(stack), all_vmids(stack)
+    fields = upload_fields(stack, name, storage_id(api, stack, "ceph-storage"))
+    with open(image, "rb") as f:
+        parts = [(k, (None, v)) for k, v in fields.items()] + [("template_name", (None, name + "-b"))]
+        parts += [("file", ("twice.qcow2", f, "application/octet-stream"))]
+        reply = api.post("/templates/upload", files=parts)
+    assert (reply.status, reply.error) == (400, "invalid_request"), reply.body
+    assert reply.message == "form field template_name is given more than once"
+    assert reply.data["fields"] == {"template_name": "is given more than once"}
+    reply = api.post("/templates/upload", files=[(k, (None, v)) for k, v in fields.items()])
+    assert (reply.status, reply.data["fields"]) == (400, {"file": "is required"}), reply.body
+    assert rows_named(stack, name).uploads == rows_named(stack, name + "-b").uploads == []
+    assert_nothing_left(stack, name, staged, vms)
+
+
 def test_declared_too_large_is_refused_before_the_body(stack: Stack, api: Api) -> None:
     """A Content-Length over the limit gets 413 in answer to Expect: 100-continue."""
     conn = http.client.HTTPConnection(stack.s.host, stack.s.coordinator_port, timeout=10)

@@ -43,6 +43,16 @@ def test_a_route_without_parameters_names_each_one_it_was_given(api: Api, method
     assert "colour is not a known parameter" in reply.message
 
 
+@pytest.mark.parametrize(
+    "path", ["/templates?page=1&page=2", "/templates/1?page=1&page=1", "/clones?page=1&page=2"]
+)
+def test_a_parameter_given_twice_is_a_400_naming_it(api: Api, path: str) -> None:
+    reply = api.get(path)
+    assert reply.status == 400 and reply.error == "invalid_request", reply.body
+    assert reply.data["fields"] == {"page": "is given more than once"}
+    assert "page given more than once" in reply.message
+
+
 @pytest.mark.mariadb
 def test_pagination_pages_newest_first(api: Api) -> None:
     everything = api.all("/storages")
