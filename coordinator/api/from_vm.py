@@ -140,12 +140,12 @@ async def template_from_vm(call: Call) -> UploadResult:
     if body.template_id is not None:
         template, _ = await load_workable_template(call, body.template_id)
     plan = await _plan(call, body, template)
-    agent = await _agent(call, plan)
+    agent = await agent_of(call, plan)
     ask = ExportAsk(vmid=body.vmid, disk=body.disk, snapshot=body.snapshot)
     try:
         source = await agent.check_export(ask)
     except (AgentError, AgentUnreachable) as exc:
-        raise _agent_refusal(exc, plan) from None
+        raise agent_refusal(exc, plan) from None
     upload = await _reserve(call, body, plan, template, file_name(source))
     log.info(
         "upload %s: %s of VM %s on %s%s for template %r",
@@ -190,14 +190,14 @@ async def _reserve(
     return await uploads.reserve_version(call.app[DB], plan, template, incoming)
 
 
-async def _agent(call: Call, plan: UploadPlan) -> AgentClient:
+async def agent_of(call: Call, plan: UploadPlan) -> AgentClient:
     try:
         return await call.app[AGENTS].for_node(plan.import_node.id)
     except Exception as exc:
         raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
 
 
-def _agent_refusal(exc: AgentError | AgentUnreachable, plan: UploadPlan) -> ApiError:
+def agent_refusal(exc: AgentError | AgentUnreachable, plan: UploadPlan) -> ApiError:
     node = plan.import_node.node_name
     if isinstance(exc, AgentError) and exc.status in PASSED_ON:
         return ApiError(exc.status, exc.error, exc.message)
@@ -237,7 +237,7 @@ async def _export(
             raise ApiError(status, view.error_slug or ErrorSlug.EXPORT_FAILED, view.error or "export failed")
         return view.staged
     except (AgentError, AgentUnreachable, ApiError) as exc:
-        error = exc if isinstance(exc, ApiError) else _agent_refusal(exc, plan)
+        error = exc if isinstance(exc, ApiError) else agent_refusal(exc, plan)
         await _give_up(db, agent, upload_id, error.message)
         raise error from None
     except BaseException as exc:

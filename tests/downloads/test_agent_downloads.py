@@ -16,7 +16,7 @@ from aiohttp import web
 
 from agent.appkeys import DOWNLOADER
 from agent.download_policy import HostAllowlist
-from agent.downloader import DownloadOp, Downloader, DownloadSettings
+from agent.downloader import Downloader, DownloadOp, DownloadSettings
 from agent.eviction import Evictor
 from agent.routes import downloads
 from agent.staging import Staging
@@ -54,7 +54,9 @@ async def server(test_ca: Path) -> AsyncIterator[ImageServer]:
 
 
 class Agent:
-    def __init__(self, root: Path, server: ImageServer, hosts: str = "127.0.0.1", stall: float = 60.0) -> None:
+    def __init__(
+        self, root: Path, server: ImageServer, hosts: str = "127.0.0.1", stall: float = 60.0
+    ) -> None:
         self.staging = Staging(root / "staging")
         self.manifests = manifests = StagedManifests(self.staging)
         evictor = Evictor(self.staging, Budget(share=1.0), _no_eviction, set, lambda _n: None)
@@ -83,7 +85,6 @@ class Agent:
 
     def files(self) -> list[str]:
         return sorted(p.name for p in self.staging.root.iterdir() if p.is_file())
-
 
     async def close(self) -> None:
         """Stop what a staged image started (its chunk manifest's build), as the agent does."""
@@ -142,7 +143,9 @@ async def test_a_stalled_body_is_resumed(tmp_path: Path, server: ImageServer, im
     assert [s.range for s in server.seen] == [None, f"bytes={1 << 20}-"]
 
 
-async def test_a_server_ignoring_range_is_started_over(agent: Agent, server: ImageServer, image: Path) -> None:
+async def test_a_server_ignoring_range_is_started_over(
+    agent: Agent, server: ImageServer, image: Path
+) -> None:
     sha = server.add("cloud.qcow2", image)
     server.behaviour = Behaviour(break_after=1 << 20, ignore_range=True)
     op = await agent.download(f"{server.url}/cloud.qcow2", sha256=sha)
@@ -219,7 +222,9 @@ async def test_a_url_not_allowed_is_a_400_before_any_connection(
     assert server.seen == [] and agent.downloader.ops == {}
 
 
-async def test_a_redirect_to_a_host_not_allowed_is_a_400(agent: Agent, server: ImageServer, image: Path) -> None:
+async def test_a_redirect_to_a_host_not_allowed_is_a_400(
+    agent: Agent, server: ImageServer, image: Path
+) -> None:
     sha = server.add("cloud.qcow2", image)
     server.redirects["latest.qcow2"] = f"https://localhost:{server.port}/cloud.qcow2"
     op = await agent.download(f"{server.url}/latest.qcow2", sha256=sha)
@@ -229,7 +234,9 @@ async def test_a_redirect_to_a_host_not_allowed_is_a_400(agent: Agent, server: I
     assert agent.files() == []
 
 
-async def test_a_redirect_to_an_allowed_host_is_followed(tmp_path: Path, server: ImageServer, image: Path) -> None:
+async def test_a_redirect_to_an_allowed_host_is_followed(
+    tmp_path: Path, server: ImageServer, image: Path
+) -> None:
     agent = Agent(tmp_path / "agent", server, hosts="127.0.0.1, localhost")
     sha = server.add("cloud.qcow2", image)
     server.redirects["latest.qcow2"] = f"https://localhost:{server.port}/cloud.qcow2"

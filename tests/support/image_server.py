@@ -5,13 +5,18 @@ stalled mid-way, redirects, a lying Content-Length; every request it saw recorde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from agent.download_policy import DEFAULT_DOWNLOAD_HOSTS
 from pvesim.tls import ensure_certificates
 from shared.tls import server_context
 
@@ -48,7 +53,7 @@ class ImageServer:
     url: str = ""
     ca_file: Path = Path()
     _runner: web.AppRunner | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: asyncio.Event | None = None
 
     def add(self, name: str, path: Path) -> str:
         """Serve ``path`` as /``name``; its sha256."""
@@ -59,6 +64,7 @@ class ImageServer:
     async def start(self, host: str = "127.0.0.1") -> None:
         """Serves on ``host`` with a certificate (for it and localhost) from the test CA of
         ``base`` (made once: a directory kept across tests saves the key generation)."""
+        self._stopping = asyncio.Event()
         self.base.mkdir(parents=True, exist_ok=True)
         ca, cert, key = ensure_certificates(self.base, "download-tests", [host])
         self.ca_file = ca
@@ -73,7 +79,8 @@ class ImageServer:
         self.url = f"https://{host}:{self.port}"
 
     async def stop(self) -> None:
-        self._stopping.set()  # (a stalled answer ends)
+        if self._stopping is not None:
+            self._stopping.set()  # (a stalled answer ends)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -104,6 +111,7 @@ class ImageServer:
         if first and b.break_after is not None:
             await resp.write(data[start : b.break_after])
             if b.stall:
+                assert self._stopping is not None
                 await asyncio.wait_for(self._stopping.wait(), STALL_LIMIT)
             assert request.transport is not None
             request.transport.close()
@@ -111,3 +119,36 @@ class ImageServer:
         await resp.write(data[start:])
         await resp.write_eof()
         return resp
+
+
+def test_ca_dir(tmp_path_factory: Any) -> Path:
+    """The session's image-server CA directory (ca.pem, and a certificate for 127.0.0.1), the
+    same for every stack and test of this process: a stack's agents trust it (download_cacert)."""
+    base = Path(tmp_path_factory.getbasetemp()) / "image-server-ca"
+    base.mkdir(exist_ok=True)
+    ensure_certificates(base, "download-tests", ["127.0.0.1"])
+    return base
+
+
+def stack_agent_settings(tmp_path_factory: Any) -> dict[str, str]:
+    """What a stack's agents need to download from an ImageServer on 127.0.0.1."""
+    return {
+        "download_hosts": f"{DEFAULT_DOWNLOAD_HOSTS}, 127.0.0.1",
+        "download_cacert": str(test_ca_dir(tmp_path_factory) / "ca.pem"),
+    }
+
+
+@contextlib.contextmanager
+def serving(server: ImageServer, timeout: float = 30.0) -> Iterator[ImageServer]:
+    """``server`` on a loop of its own in a thread, for tests that are not async (stack tests)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="image-server", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout)
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()

@@ -20,7 +20,15 @@ ALLOW = HostAllowlist.parse("cloud.debian.org, *.example.org 10.0.0.5 [::1]")
 
 @pytest.mark.parametrize(
     "host",
-    ["cloud.debian.org", "CLOUD.debian.org", "cloud.debian.org.", "a.example.org", "x.y.example.org", "10.0.0.5", "::1"],
+    [
+        "cloud.debian.org",
+        "CLOUD.debian.org",
+        "cloud.debian.org.",
+        "a.example.org",
+        "x.y.example.org",
+        "10.0.0.5",
+        "::1",
+    ],
 )
 def test_listed_hosts_and_subdomains_of_a_wildcard_are_allowed(host: str) -> None:
     assert ALLOW.allows(host)
