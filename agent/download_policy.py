@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from agent.errors import AgentFault
+from agent.upload_ops import UploadOpFailed
 from shared.error_slugs import ErrorSlug
 from shared.messages.downloads import url_problem
 
@@ -32,14 +32,8 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
-class DownloadRefused(AgentFault):
+class DownloadRefused(UploadOpFailed):
     """A URL this agent will not fetch: ``status`` and ``slug`` for the answer."""
-
-    def __init__(self, status: int, slug: ErrorSlug, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.slug = slug
-        self.message = message
 
 
 def _is_ip(host: str) -> bool:

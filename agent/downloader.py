@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.download_policy import MAX_REDIRECTS, DownloadRefused, HostAllowlist, check_url, redirect_target
+from agent.download_policy import MAX_REDIRECTS, HostAllowlist, check_url, redirect_target
 from agent.download_resume import (
     MAX_RESUMES,
     Resume,
@@ -41,8 +41,8 @@ from agent.eviction import Evictor
 from agent.stage_image import stage_if_valid
 from agent.staging import Staging
 from agent.transfer.manifests import StagedManifests
+from agent.upload_ops import UploadOpFailed, UploadOps
 from agent.upload_writer import HashingWriter, UploadDiskFull, UploadTooLarge
-from agent.validate import ImageRejected
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
 from shared.messages.downloads import DownloadRequest, DownloadState, DownloadView
@@ -58,11 +58,8 @@ REDIRECTS = (301, 302, 303, 307, 308)
 KILL_WAIT = 10.0
 
 
-class DownloadFailed(AgentFault):
-    def __init__(self, status: int, slug: ErrorSlug, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.slug = slug
+class DownloadFailed(UploadOpFailed):
+    pass
 
 
 class _Broken(AgentFault):
@@ -111,7 +108,7 @@ class DownloadSettings:
     stall_timeout: float = STALL_TIMEOUT
 
 
-class Downloader:
+class Downloader(UploadOps[DownloadOp]):
     def __init__(
         self, staging: Staging, manifests: StagedManifests, evictor: Evictor, settings: DownloadSettings
     ) -> None:
@@ -119,8 +116,7 @@ class Downloader:
         self.manifests = manifests
         self.evictor = evictor
         self.s = settings
-        self.ops: dict[int, DownloadOp] = {}
-        self.stopping = False
+        super().__init__("download", KILL_WAIT)
 
     def start(self, req: DownloadRequest) -> DownloadOp:
         """The download for ``req.upload_id`` (a running or finished one is answered as it is);
@@ -134,77 +130,39 @@ class Downloader:
         op.task = asyncio.create_task(self._run(op), name=f"download-{req.upload_id}")
         return op
 
-    async def cancel(self, upload_id: int, reason: str) -> DownloadOp | None:
-        """Stop a running download and wait until it has ended (its partial file removed)."""
-        op = self.ops.get(upload_id)
-        if op is None:
-            return None
-        if op.state == "running" and op.task is not None:
-            log.info("download for upload %s: canceling (%s)", upload_id, reason)
-            op.canceled = reason
-            op.task.cancel()
-            await asyncio.wait({op.task}, timeout=KILL_WAIT)
-        return op
-
-    async def stop(self, wait: float) -> None:
-        self.stopping = True
-        running = [op for op in self.ops.values() if op.state == "running" and op.task is not None]
-        for op in running:
-            op.canceled = "the agent is stopping"
-            assert op.task is not None
-            op.task.cancel()
-        if running:
-            await asyncio.wait({op.task for op in running if op.task is not None}, timeout=wait)
-
     async def _run(self, op: DownloadOp) -> None:
         req = op.req
         name = self.staging.new_name("upload", req.upload_id, req.format)
         part = self.staging.part_path(name)
-        try:
-            sha256, sha512 = await self._fetch(op, part)
-            op.phase = "checking the checksum"
-            _check_sum("sha256", req.sha256, sha256)
-            _check_sum("sha512", req.sha512, sha512)
-            op.phase = "validating"
-            staged = await stage_if_valid(
-                self.staging,
-                self.manifests,
-                req.upload_id,
-                req.format,
-                req.max_virtual_size,
-                req.label,
-                name,
-                part,
-                sha256,
-            )
-        except asyncio.CancelledError:
-            part.unlink(missing_ok=True)
-            self._fail(op, 409, ErrorSlug.DOWNLOAD_FAILED, f"download canceled: {op.canceled or 'canceled'}")
-            if op.canceled is None:
-                raise
-            return
-        except (DownloadFailed, DownloadRefused) as exc:
-            part.unlink(missing_ok=True)
-            self._fail(op, exc.status, exc.slug, str(exc))
-            return
-        except ImageRejected as exc:
-            part.unlink(missing_ok=True)
-            self._fail(op, exc.status, ErrorSlug.IMAGE_REJECTED, exc.reason)
-            return
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the download ends with it
-            part.unlink(missing_ok=True)
-            log.exception("download for upload %s: unexpected error", req.upload_id)
-            self._fail(op, 502, ErrorSlug.DOWNLOAD_FAILED, f"{exc.__class__.__name__}: {exc}")
+        staged = await self.settle(op, part, self._make(op, name, part), ErrorSlug.DOWNLOAD_FAILED)
+        if staged is None:
             return
         op.staged = staged
         op.state, op.phase = "done", "done"
+        self.ended("done")
         log.info(
             "download for upload %s: %s staged as %s (%d tries)", req.upload_id, req.url, name, op.attempts
         )
 
-    def _fail(self, op: DownloadOp, status: int, slug: ErrorSlug, message: str) -> None:
-        log.warning("download for upload %s failed: %s", op.req.upload_id, message)
-        op.state, op.phase, op.error, op.slug, op.status = "failed", "failed", message, slug, status
+    async def _make(self, op: DownloadOp, name: str, part: Path) -> Staged:
+        """The file downloaded to ``part``, its checksum checked, validated and staged as ``name``."""
+        req = op.req
+        sha256, sha512 = await self._fetch(op, part)
+        op.phase = "checking the checksum"
+        _check_sum("sha256", req.sha256, sha256)
+        _check_sum("sha512", req.sha512, sha512)
+        op.phase = "validating"
+        return await stage_if_valid(
+            self.staging,
+            self.manifests,
+            req.upload_id,
+            req.format,
+            req.max_virtual_size,
+            req.label,
+            name,
+            part,
+            sha256,
+        )
 
     async def _fetch(self, op: DownloadOp, part: Path) -> tuple[str, str | None]:
         """The file written to ``part``, resumed after breaks; (sha256, sha512 or None)."""

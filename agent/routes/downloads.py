@@ -10,14 +10,10 @@ from aiohttp import web
 from agent.appkeys import DOWNLOADER
 from agent.download_policy import DownloadRefused
 from agent.routes.responses import answer, json_error
+from agent.routes.upload_ops import op_routes
 from shared.error_slugs import ErrorSlug
 from shared.messages.downloads import DownloadRequest
-from shared.messages.imports import CancelRequest
 from shared.validation import parse
-
-
-def _not_found(upload_id: str) -> web.Response:
-    return json_error(404, ErrorSlug.DOWNLOAD_NOT_FOUND, f"no download for upload {upload_id} on this agent")
 
 
 async def start_download(request: web.Request) -> web.Response:
@@ -35,20 +31,4 @@ async def start_download(request: web.Request) -> web.Response:
     return answer(op.view())
 
 
-async def get_download(request: web.Request) -> web.Response:
-    op = request.app[DOWNLOADER].ops.get(int(request.match_info["upload_id"]))
-    if op is None:
-        return _not_found(request.match_info["upload_id"])
-    return answer(op.view())
-
-
-async def cancel_download(request: web.Request) -> web.Response:
-    """{"reason": ...}: answers once the download has ended (its partial file removed)."""
-    try:
-        body = parse(CancelRequest, await request.json())
-    except ValueError as exc:
-        return json_error(400, ErrorSlug.INVALID_REQUEST, str(exc)[:500])
-    op = await request.app[DOWNLOADER].cancel(int(request.match_info["upload_id"]), body.reason)
-    if op is None:
-        return _not_found(request.match_info["upload_id"])
-    return answer(op.view())
+get_download, cancel_download = op_routes(DOWNLOADER, "download", ErrorSlug.DOWNLOAD_NOT_FOUND)

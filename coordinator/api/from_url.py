@@ -20,34 +20,28 @@ out as an uploaded version is (coordinator/api/versions.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-import msgspec
 from msgspec import Meta
 
-from agent.client import AgentClient, AgentError, AgentUnreachable
-from coordinator import upload_progress, uploads
-from coordinator.api.errors import ApiError
-from coordinator.api.from_vm import PASSED_ON, POLL_SECONDS, agent_of, agent_refusal
+from agent.client import AgentClient
+from coordinator import upload_progress
+from coordinator.api.agent_staging import AgentOp, AsAnUpload, agent_of, reserve_for, stage_on_agent
 from coordinator.api.routing import Call, Routes
-from coordinator.api.templates import TemplateName, load_workable_template
+from coordinator.api.templates import load_workable_template
 from coordinator.api.upload import (
-    NodeIds,
     UploadResult,
     after_import,
     check_vm_config,
-    incoming_of,
     record_and_answer,
     sanitise_file_name,
 )
 from coordinator.appkeys import CONFIG, DB
-from coordinator.db.models import TemplateUpload, VmTemplate
-from coordinator.jobs import engine
+from coordinator.db.models import VmTemplate
 from coordinator.upload_plan import UploadPlan, plan_upload, plan_version
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
@@ -61,10 +55,6 @@ from shared.messages.downloads import (
     Sha512Hex,
 )
 from shared.messages.uploads import Staged
-from shared.text_fields import Description
-from shared.validation import Input
-from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
-from shared.vm_config import VmConfig
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
@@ -77,7 +67,7 @@ def format_of_url(url: str) -> str | None:
     return suffix if suffix in FORMATS else None
 
 
-class FromUrlBody(Input):
+class FromUrlBody(AsAnUpload):
     url: Annotated[
         DownloadUrl, Meta(description="https only; its host must be on the agent's download_hosts")
     ]
@@ -87,22 +77,8 @@ class FromUrlBody(Input):
         DownloadFormat | None, Meta(description="default: the URL path's suffix (.qcow2, .raw, .vmdk)")
     ] = None
     cluster_id: Annotated[int, Meta(ge=1, description="required without template_id")] | None = None
-    template_name: Annotated[TemplateName | None, Meta(description="required without template_id")] = None
     storage_id: Annotated[int, Meta(ge=1, description="required without template_id")] | None = None
-    description: Description | None = None
-    sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
-    vm_config: Annotated[VmConfig, Meta(description=f"as the upload's: {VM_CONFIG_SUMMARY}")] = msgspec.field(
-        default_factory=VmConfig
-    )
-    template_id: (
-        Annotated[
-            int,
-            Meta(ge=1, description="make the image a new version of this template (on its storage)"),
-        ]
-        | None
-    ) = None
-    rollout: Annotated[bool, Meta(description="with template_id: as a version upload's rollout")] = True
-    wait: bool = False
+    auto_sync: Annotated[bool, Meta(description="local storage: sync to every other node")] = False
 
     def __post_init__(self) -> None:
         if (self.sha256 is None) == (self.sha512 is None):
@@ -112,19 +88,9 @@ class FromUrlBody(Input):
                 "format is required: the URL's path does not end in .qcow2, .raw or .vmdk "
                 "(an .img may be qcow2 or raw: say which)"
             )
-        if self.template_id is None:
-            missing = [n for n in ("template_name", "cluster_id", "storage_id") if getattr(self, n) is None]
-            if missing:
-                raise ValueError(
-                    f"{' and '.join(missing)} required for a new template "
-                    "(or template_id, to make a new version of one)"
-                )
-        elif self.template_name is not None or self.sync_node_ids or self.storage_id is not None:
-            raise ValueError(
-                "with template_id the image is a new version of that template: its name and "
-                "storage stay, and it is rolled out to the nodes holding earlier versions (leave "
-                "out template_name, storage_id and sync_node_ids)"
-            )
+        self.check_new_or_version(
+            ("template_name", "cluster_id", "storage_id"), ("template_name", "storage_id")
+        )
 
     @property
     def image_format(self) -> str:
@@ -161,11 +127,7 @@ async def template_from_url(call: Call) -> UploadResult:
     agent = await agent_of(call, plan)
     fmt = body.image_format
     name = file_name(body.url, fmt)
-    incoming = incoming_of(call, name, fmt, body.vm_config, body.description or "")
-    if template is None:
-        upload = await uploads.reserve(call.app[DB], plan, body.template_name or "", incoming)
-    else:
-        upload = await uploads.reserve_version(call.app[DB], plan, template, incoming)
+    upload = await reserve_for(call, body, plan, template, name, fmt)
     log.info(
         "upload %s: %s downloading %s for template %r (version %s)",
         upload.id,
@@ -203,67 +165,50 @@ async def _plan(call: Call, body: FromUrlBody, template: VmTemplate | None) -> U
                 cluster_id=body.cluster_id,
                 storage_id=body.storage_id,
                 sync_node_ids=body.sync_node_ids,
-                auto_sync=False,
+                auto_sync=body.auto_sync,
                 agent_timeout=timeout,
             )
     check_vm_config(body.vm_config, plan)
     return plan
 
 
+class _Latest:
+    """The agent's last word on the download: the bytes received, of how many."""
+
+    view: DownloadView | None = None
+
+    def saw(self, view: DownloadView) -> None:
+        self.view = view
+
+    def received(self) -> int:
+        return self.view.received if self.view else 0
+
+    def expected(self) -> int:
+        return self.view.expected if self.view else 0
+
+
 async def _download(call: Call, agent: AgentClient, plan: UploadPlan, request: DownloadRequest) -> Staged:
-    """The image downloaded into the import node's staging as the upload's; its progress on
-    the upload's row. On any failure the download is stopped, its partial file removed, and
-    the upload abandoned."""
-    config, db = call.app[CONFIG], call.app[DB]
+    """The image downloaded into the import node's staging as the upload's, its progress on
+    the upload's row meanwhile. On any failure the download is stopped, its partial file
+    removed, and the upload abandoned."""
+    config = call.app[CONFIG]
     upload_id = request.upload_id
-    keeper = asyncio.create_task(
-        engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
-    )
-    seen: list[DownloadView] = []
+    latest = _Latest()
     progress = asyncio.create_task(
-        upload_progress.report_received(
-            db,
-            upload_id,
-            lambda: seen[-1].received if seen else 0,
-            lambda: seen[-1].expected if seen else 0,
-        )
+        upload_progress.report_received(call.app[DB], upload_id, latest.received, latest.expected)
     )
-    # The agent's own deadline ends the download first; this one covers an agent gone silent.
+    op = AgentOp(
+        upload_id,
+        "download",
+        ErrorSlug.DOWNLOAD_FAILED,
+        lambda: agent.start_download(request),
+        lambda: agent.get_download(upload_id),
+        lambda reason: agent.cancel_download(upload_id, reason),
+    )
     deadline = Deadline(
         scaled_timeout(config.import_timeout, config.import_seconds_per_gib, request.max_bytes)
     )
     try:
-        seen.append(await agent.start_download(request))
-        while seen[-1].state == "running":
-            if deadline.passed():
-                raise ApiError(504, ErrorSlug.DOWNLOAD_FAILED, f"the download {deadline.missed()}")
-            await asyncio.sleep(POLL_SECONDS)
-            seen.append(await agent.get_download(upload_id))
-            del seen[:-1]
-        view = seen[-1]
-        if view.state == "failed" or view.staged is None:
-            status = view.status if view.status in PASSED_ON else 502
-            raise ApiError(
-                status, view.error_slug or ErrorSlug.DOWNLOAD_FAILED, view.error or "download failed"
-            )
-        return view.staged
-    except (AgentError, AgentUnreachable, ApiError) as exc:
-        error = exc if isinstance(exc, ApiError) else agent_refusal(exc, plan)
-        await _give_up(db, agent, upload_id, error.message)
-        raise error from None
-    except BaseException as exc:
-        # Cancelled (shutting down) or a bug: leave nothing half-made either way.
-        await asyncio.shield(_give_up(db, agent, upload_id, f"download broke off: {exc.__class__.__name__}"))
-        raise
+        return await stage_on_agent(call, agent, plan, op, deadline, latest.saw)
     finally:
-        keeper.cancel()
         progress.cancel()
-
-
-async def _give_up(db: Any, agent: AgentClient, upload_id: int, reason: str) -> None:
-    """Stop the download and remove whatever it left on the agent; abandon the upload."""
-    with contextlib.suppress(AgentError, AgentUnreachable):
-        await agent.cancel_download(upload_id, reason[:200])
-    with contextlib.suppress(AgentError, AgentUnreachable):
-        await agent.delete_upload(upload_id)
-    await uploads.abandon(db, upload_id, reason)
