@@ -47,6 +47,7 @@ from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
 from shared.messages.downloads import DownloadRequest, DownloadState, DownloadView
 from shared.messages.uploads import Staged
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
@@ -56,6 +57,7 @@ READ_SIZE = 1 << 20
 SPACE_RESERVE = 256 << 20
 REDIRECTS = (301, 302, 303, 307, 308)
 KILL_WAIT = 10.0
+USER_AGENT = f"pvesphere-agent/{VERSION}"
 
 
 class DownloadFailed(UploadOpFailed):
@@ -285,6 +287,8 @@ class Downloader(UploadOps[DownloadOp]):
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The answer to a GET of the URL, redirects followed (each checked: download_policy)."""
         url: str = op.req.url
+        # The bytes as stored (no Content-Encoding): what the checksum is of.
+        headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **headers}
         for redirects in range(MAX_REDIRECTS + 2):
             host = urlsplit(url).hostname
             try:
@@ -307,10 +311,10 @@ class Downloader(UploadOps[DownloadOp]):
         if op.room_made:
             return
         op.phase = "making room in staging"
-        need = total if total is not None else op.req.max_bytes
-        purpose = f"room for {need} bytes of the download for upload {op.req.upload_id}"
-        with contextlib.suppress(OSError):
-            await self.evictor.make_room(need, SPACE_RESERVE, purpose)
+        if total is not None:  # (of unknown size: nothing evicted ahead, a full disk is a 507)
+            purpose = f"room for {total} bytes of the download for upload {op.req.upload_id}"
+            with contextlib.suppress(OSError):
+                await self.evictor.make_room(total, SPACE_RESERVE, purpose)
         free = self.staging.free_bytes()
         if total is not None and total + SPACE_RESERVE > free:
             raise DownloadFailed(

@@ -25,7 +25,7 @@ from client.cli import commands
 from demo.stack import Stack, free_port
 from tests.support import images
 from tests.support.api import Api
-from tests.support.image_server import ImageServer, serving, test_ca_dir
+from tests.support.image_server import ImageServer, image_server_ca, serving
 from tests.support.uploads import emulator, node_ids, storage_id
 
 PVESPHERE = Path(sys.executable).parent / "pvesphere"
@@ -357,7 +357,7 @@ def test_import_url_downloads_checks_and_follows_the_syncs(
 ) -> None:
     image = images.qcow2(tmp_path / "fedora-cloud.qcow2", size_mib=16, data_mib=2, seed=21)
     name = _name("cli-url")
-    with serving(ImageServer(test_ca_dir(tmp_path_factory))) as server:
+    with serving(ImageServer(image_server_ca(tmp_path_factory))) as server:
         sha = server.add("fedora-cloud.qcow2", image)
         url = f"{server.url}/fedora-cloud.qcow2"
         wrong = pvesphere(

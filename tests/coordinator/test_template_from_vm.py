@@ -20,7 +20,7 @@ import pytest
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api
-from tests.support.image_server import Behaviour, ImageServer, serving, test_ca_dir
+from tests.support.image_server import Behaviour, ImageServer, image_server_ca, serving
 from tests.support.pve import fail_calls
 from tests.support.source_vms import (
     config_text,
@@ -339,7 +339,7 @@ def test_an_export_that_fails_midway_leaves_only_a_failed_upload_record(
 @pytest.fixture
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
     """An HTTPS image server on 127.0.0.1 whose CA the stack's agents trust (conftest.py)."""
-    with serving(ImageServer(test_ca_dir(tmp_path_factory))) as server:
+    with serving(ImageServer(image_server_ca(tmp_path_factory))) as server:
         yield server
 
 

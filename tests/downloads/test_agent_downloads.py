@@ -41,13 +41,13 @@ def image(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("image-server")
 
 
 @pytest.fixture
-async def server(test_ca: Path) -> AsyncIterator[ImageServer]:
-    s = ImageServer(test_ca)
+async def server(ca_dir: Path) -> AsyncIterator[ImageServer]:
+    s = ImageServer(ca_dir)
     await s.start()
     yield s
     await s.stop()

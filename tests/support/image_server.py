@@ -121,7 +121,7 @@ class ImageServer:
         return resp
 
 
-def test_ca_dir(tmp_path_factory: Any) -> Path:
+def image_server_ca(tmp_path_factory: Any) -> Path:
     """The session's image-server CA directory (ca.pem, and a certificate for 127.0.0.1), the
     same for every stack and test of this process: a stack's agents trust it (download_cacert)."""
     base = Path(tmp_path_factory.getbasetemp()) / "image-server-ca"
@@ -134,7 +134,7 @@ def stack_agent_settings(tmp_path_factory: Any) -> dict[str, str]:
     """What a stack's agents need to download from an ImageServer on 127.0.0.1."""
     return {
         "download_hosts": f"{DEFAULT_DOWNLOAD_HOSTS}, 127.0.0.1",
-        "download_cacert": str(test_ca_dir(tmp_path_factory) / "ca.pem"),
+        "download_cacert": str(image_server_ca(tmp_path_factory) / "ca.pem"),
     }
 
 
