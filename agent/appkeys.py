@@ -7,6 +7,7 @@ from aiohttp import web
 from agent.cloner import Cloner
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
+from agent.downloader import Downloader
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
@@ -38,5 +39,6 @@ LINK = web.AppKey("link", CoordinatorLink)
 PLAIN_DATA = web.AppKey("plain_data", PlainData)
 EVICTOR = web.AppKey("evictor", Evictor)
 EXPORTER = web.AppKey("exporter", Exporter)
+DOWNLOADER = web.AppKey("downloader", Downloader)
 # GET /metrics: this agent's registry and counters (agent/metrics.py).
 METRICS = web.AppKey("metrics", AgentMetrics)

@@ -13,6 +13,7 @@ from shared.error_slugs import ErrorSlug
 from shared.errors import ServiceError
 from shared.messages import decode, encode
 from shared.messages.clones import CloneRequest, CloneView
+from shared.messages.downloads import DownloadRequest, DownloadView
 from shared.messages.exports import ExportAsk, ExportRequest, ExportSource, ExportView
 from shared.messages.health import AgentHealth, ErrorBody
 from shared.messages.imports import CancelRequest, ImportRequest, ImportView
@@ -163,6 +164,23 @@ class AgentClient:
         """Stop a running import (PVE task, unfinished VM); answers once it has ended."""
         return await self._call(
             ImportView, "POST", f"/v1/imports/{key}/cancel", message=CancelRequest(reason), timeout=600
+        )
+
+    async def start_download(self, request: DownloadRequest) -> DownloadView:
+        """Start downloading a URL into staging; a URL the agent will not fetch is a 400 AgentError."""
+        return await self._call(DownloadView, "POST", "/v1/downloads", message=request)
+
+    async def get_download(self, upload_id: int) -> DownloadView:
+        return await self._call(DownloadView, "GET", f"/v1/downloads/{upload_id}")
+
+    async def cancel_download(self, upload_id: int, reason: str) -> DownloadView:
+        """Stop a running download; answers once it has ended, its partial file removed."""
+        return await self._call(
+            DownloadView,
+            "POST",
+            f"/v1/downloads/{upload_id}/cancel",
+            message=CancelRequest(reason),
+            timeout=60,
         )
 
     async def check_export(self, ask: ExportAsk) -> ExportSource:

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.download_policy import DEFAULT_DOWNLOAD_HOSTS, HostAllowlist
 from agent.staging_budget import DEFAULT_BUDGET, BadBudget, Budget, parse_budget
 from shared.config import ConfigError, check_log_format, load_config, read_secret
 
@@ -59,6 +60,12 @@ class AgentConfig:
     import_seconds_per_gib: float = 120.0
     # Cap on what this agent sends to peers, bytes per second for all streams together (0: none).
     max_send_rate: int = 0
+    # Hosts an image may be downloaded from (POST /templates/from-url), by https only: names
+    # separated by commas, exact or "*.example.org" for its subdomains; an IP address or
+    # localhost only if listed. Redirects must stay on the list too.
+    download_hosts: str = DEFAULT_DOWNLOAD_HOSTS
+    # An extra CA file trusted for downloads besides the system's (an internal mirror's).
+    download_cacert: Path | None = None
     # zstd on the wire between agents, offered when sending and accepted when receiving,
     # used only while it makes the image cross faster (shared/wire_codec.py).
     wire_compression: bool = True
@@ -110,8 +117,9 @@ def load(path: Path | None = None, **overrides: object) -> AgentConfig:
         )
     check_log_format(cfg.log_format)
     try:
+        HostAllowlist.parse(cfg.download_hosts)
         parse_budget(cfg.staging_budget)
-    except BadBudget as exc:
+    except (BadBudget, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     if not cfg.coordinator_url:
         raise ConfigError(f"coordinator_url is not set (or ${ENV_PREFIX}COORDINATOR_URL)")

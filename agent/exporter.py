@@ -24,16 +24,15 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import AgentFault
 from agent.eviction import Evictor
 from agent.export_source import Source, is_running, locate
 from agent.pve import NodePve, PveCallError
 from agent.staging import Staging
-from agent.validate import ImageRejected, inspect
+from agent.upload_ops import UploadOpFailed, UploadOps
+from agent.validate import ImageInfo, inspect
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
 from shared.messages.exports import ExportRequest, ExportState, ExportView
@@ -48,11 +47,8 @@ HASH_BLOCK = 4 << 20
 KILL_WAIT = 10.0
 
 
-class ExportFailed(AgentFault):
-    def __init__(self, status: int, slug: ErrorSlug, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.slug = slug
+class ExportFailed(UploadOpFailed):
+    pass
 
 
 @dataclass
@@ -103,7 +99,7 @@ def convert_command(source: Source, part: Path) -> list[str]:
     return cmd
 
 
-class Exporter:
+class Exporter(UploadOps[ExportOp]):
     def __init__(
         self, pve: NodePve, staging: Staging, evictor: Evictor, timeout: float, seconds_per_gib: float
     ) -> None:
@@ -112,10 +108,7 @@ class Exporter:
         self.evictor = evictor
         self.timeout = timeout
         self.seconds_per_gib = seconds_per_gib
-        self.ops: dict[int, ExportOp] = {}
-        self.stopping = False
-        # Told each export's result when it ends ("done", "failed"): the agent's metrics.
-        self.ended: Callable[[str], None] = lambda result: None
+        super().__init__("export", KILL_WAIT * 2)
 
     async def start(self, req: ExportRequest) -> ExportOp:
         """The export for ``req.upload_id`` (a running or finished one is answered as it is);
@@ -130,62 +123,14 @@ class Exporter:
         op.task = asyncio.create_task(self._run(op), name=f"export-{req.upload_id}")
         return op
 
-    async def cancel(self, upload_id: int, reason: str) -> ExportOp | None:
-        """Stop a running export (its qemu-img, its part file) and wait until it has ended."""
-        op = self.ops.get(upload_id)
-        if op is None:
-            return None
-        if op.state == "running" and op.task is not None:
-            log.info("export for upload %s: canceling (%s)", upload_id, reason)
-            op.canceled = reason
-            op.task.cancel()
-            await asyncio.wait({op.task}, timeout=KILL_WAIT * 2)
-        return op
-
-    async def stop(self, wait: float) -> None:
-        self.stopping = True
-        tasks = {op.task for op in self.ops.values() if op.state == "running" and op.task is not None}
-        for op in self.ops.values():
-            if op.state == "running":
-                op.canceled = "the agent is stopping"
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait)
-
     async def _run(self, op: ExportOp) -> None:
         upload_id = op.req.upload_id
         name = self.staging.new_name("upload", upload_id, OUTPUT_FORMAT)
         part = self.staging.part_path(name)
-        try:
-            await self._make_room(op)
-            await self._copy(op, part)
-            await self._check_still_stopped(op)
-            op.phase = "hashing"
-            sha256 = await asyncio.to_thread(sha256_of, part)
-            op.phase = "validating"
-            info = await inspect(part, OUTPUT_FORMAT, op.req.max_virtual_size, op.req.label)
-            os.rename(part, self.staging.path(name))
-            self.staging.fsync_dir()
-        except asyncio.CancelledError:
-            part.unlink(missing_ok=True)
-            self._fail(op, 409, ErrorSlug.EXPORT_FAILED, f"export canceled: {op.canceled or 'canceled'}")
-            if op.canceled is None:
-                raise
+        made = await self.settle(op, part, self._make(op, name, part), ErrorSlug.EXPORT_FAILED)
+        if made is None:
             return
-        except ExportFailed as exc:
-            part.unlink(missing_ok=True)
-            self._fail(op, exc.status, exc.slug, str(exc))
-            return
-        except ImageRejected as exc:
-            part.unlink(missing_ok=True)
-            self._fail(op, exc.status, ErrorSlug.IMAGE_REJECTED, exc.reason)
-            return
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the export ends with it
-            part.unlink(missing_ok=True)
-            log.exception("export for upload %s: unexpected error", upload_id)
-            self._fail(op, 502, ErrorSlug.EXPORT_FAILED, f"{exc.__class__.__name__}: {exc}")
-            return
+        sha256, info = made
         size = self.staging.path(name).stat().st_size
         op.staged = Staged(
             staged_name=name, size=size, sha256=sha256, format=OUTPUT_FORMAT, virtual_size=info.virtual_size
@@ -206,10 +151,18 @@ class Exporter:
             sha256,
         )
 
-    def _fail(self, op: ExportOp, status: int, slug: ErrorSlug, message: str) -> None:
-        log.warning("export for upload %s failed: %s", op.req.upload_id, message)
-        op.state, op.phase, op.error, op.slug, op.status = "failed", "failed", message, slug, status
-        self.ended("failed")
+    async def _make(self, op: ExportOp, name: str, part: Path) -> tuple[str, ImageInfo]:
+        """The disk copied to ``part``, hashed, validated and staged as ``name``: (sha256, facts)."""
+        await self._make_room(op)
+        await self._copy(op, part)
+        await self._check_still_stopped(op)
+        op.phase = "hashing"
+        sha256 = await asyncio.to_thread(sha256_of, part)
+        op.phase = "validating"
+        info = await inspect(part, OUTPUT_FORMAT, op.req.max_virtual_size, op.req.label)
+        os.rename(part, self.staging.path(name))
+        self.staging.fsync_dir()
+        return sha256, info
 
     async def _make_room(self, op: ExportOp) -> None:
         """Room in staging for the copy (at most what the volume takes), or 507."""

@@ -24,6 +24,7 @@ from agent.appkeys import (
     CLONER,
     CONFIG,
     CREDENTIAL,
+    DOWNLOADER,
     EVICTOR,
     EXPORTER,
     IMPORTER,
@@ -43,12 +44,14 @@ from agent.appkeys import (
 from agent.cloner import Cloner
 from agent.config import AgentConfig
 from agent.coordinator_link import CoordinatorLink
+from agent.download_policy import HostAllowlist
+from agent.downloader import Downloader, DownloadSettings
 from agent.eviction import Evictor
 from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.metrics import AgentMetrics, Job
 from agent.pve import NodePve
-from agent.routes import clones, exports, health, imports, staging, uploads, vms
+from agent.routes import clones, downloads, exports, health, imports, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
@@ -64,6 +67,7 @@ from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
 from shared.error_slugs import ErrorSlug
 from shared.metrics import metrics_handler
+from shared.tls import download_context
 from shared.wire_codec import CODECS
 
 log = logging.getLogger(__name__)
@@ -188,6 +192,17 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[EXPORTER] = Exporter(
         app[PVE], app[STAGING], app[EVICTOR], config.import_timeout, config.import_seconds_per_gib
     )
+    app[DOWNLOADER] = Downloader(
+        app[STAGING],
+        app[MANIFESTS],
+        app[EVICTOR],
+        DownloadSettings(
+            HostAllowlist.parse(config.download_hosts),
+            download_context(config.download_cacert, "download_cacert"),
+            config.import_timeout,
+            config.import_seconds_per_gib,
+        ),
+    )
     advertised = urlsplit(config.url).hostname or config.host
     app[PLAIN_DATA] = PlainData(transfer_routes.plain_data_app(app[RECEIVES]), config.host, advertised)
     app[STARTED_AT] = time.monotonic()
@@ -207,6 +222,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_post("/v1/exports", exports.start_export)
     app.router.add_get("/v1/exports/{upload_id:[0-9]+}", exports.get_export)
     app.router.add_post("/v1/exports/{upload_id:[0-9]+}/cancel", exports.cancel_export)
+    app.router.add_post("/v1/downloads", downloads.start_download)
+    app.router.add_get("/v1/downloads/{upload_id:[0-9]+}", downloads.get_download)
+    app.router.add_post("/v1/downloads/{upload_id:[0-9]+}/cancel", downloads.cancel_download)
     app.router.add_post("/v1/clones", clones.start_clone)
     app.router.add_get("/v1/clones/{key}", clones.get_clone)
     app.router.add_post("/v1/clones/{key}/cancel", clones.cancel_clone)

@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from agent.appkeys import CLONER, EXPORTER, IMPORTER, RECEIVES, SENDER
+from agent.appkeys import CLONER, DOWNLOADER, EXPORTER, IMPORTER, RECEIVES, SENDER
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def in_flight(app: web.Application) -> list[str]:
         f"export of VM {op.source.view.vmid} for upload {op.req.upload_id} ({op.phase}): stopped, "
         "its partial copy removed; the coordinator gives the template from that VM up"
         for op in app[EXPORTER].ops.values()
+        if op.state == "running"
+    ]
+    lines += [
+        f"download for upload {op.req.upload_id} ({op.received} of {op.expected or '?'} bytes): stopped, "
+        "its partial file removed; the coordinator gives the template from that URL up"
+        for op in app[DOWNLOADER].ops.values()
         if op.state == "running"
     ]
     lines += [
@@ -69,4 +75,5 @@ async def on_shutdown(app: web.Application) -> None:
     for line in work:
         log.info("stopping: %s", line)
     await app[EXPORTER].stop(REQUEST_GRACE)  # (its part file goes: the coordinator gives the export up)
+    await app[DOWNLOADER].stop(REQUEST_GRACE)  # (the same for a download)
     await asyncio.gather(app[IMPORTER].stop(IMPORT_STOP_WAIT), app[CLONER].stop(IMPORT_STOP_WAIT))

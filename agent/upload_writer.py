@@ -32,13 +32,15 @@ class UploadDiskFull(AgentFault):
 
 
 class HashingWriter:
-    """Appends to ``path`` (created exclusively) and keeps the sha256 of what was written."""
+    """Appends to ``path`` (created exclusively) and keeps the sha256 of what was written
+    (and its sha512, ``with_sha512``: what a download may be checked against)."""
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(self, path: Path, limit: int, with_sha512: bool = False) -> None:
         self.path = path
         self.limit = limit
         self.size = 0
         self.hasher = hashlib.sha256()
+        self.sha512 = hashlib.sha512() if with_sha512 else None
         self.fd, direct = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
         self.out = SequentialWriter(self.fd, 0, direct)
         self._pending: asyncio.Future[None] | None = None
@@ -56,6 +58,8 @@ class HashingWriter:
             raise
         for chunk in batch:
             self.hasher.update(chunk)
+            if self.sha512 is not None:
+                self.sha512.update(chunk)
 
     async def _flush(self, last: bool = False) -> None:
         """Wait for the batch being written; hand over the next one (``last``: and the tail)."""

@@ -86,18 +86,20 @@ class Api:
         path: str,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        timeout: aiohttp.ClientTimeout = CALL_TIMEOUT,
     ) -> Any:
-        """``data`` of ``method path``; None-valued params are left out."""
+        """``data`` of ``method path``; None-valued params are left out. ``timeout``: for a
+        call whose answer waits on long work (a download)."""
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self.session.request(
-                method, self.base + path, params=query, json=body, timeout=CALL_TIMEOUT
+                method, self.base + path, params=query, json=body, timeout=timeout
             ) as resp:
                 return unwrap(resp.status, resp.reason or "", await resp.text())
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
         except TimeoutError:
-            raise Unreachable(f"no answer from {self.settings.url} in {CALL_TIMEOUT.total:.0f} s") from None
+            raise Unreachable(f"no answer from {self.settings.url} in {timeout.total:.0f} s") from None
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.call("GET", path, params)

@@ -33,15 +33,17 @@ async def report_received(
     db: async_sessionmaker[AsyncSession],
     upload_id: int,
     received: Callable[[], int],
-    expected: int,
+    expected: int | Callable[[], int],
     interval: float = INTERVAL,
 ) -> None:
     """Write ``received()`` to the upload's row every ``interval`` s while it changes; runs
-    until cancelled (the stream's end)."""
+    until cancelled (the stream's end). ``expected`` may change as it goes (a download
+    learns the file's size from the server's answer)."""
     written = 0
     while True:
         await asyncio.sleep(interval)
         now = received()
+        total = expected() if callable(expected) else expected
         if now == written:
             continue
         try:
@@ -49,7 +51,7 @@ async def report_received(
                 await session.execute(
                     update(TemplateUpload)
                     .where(TemplateUpload.id == upload_id, TemplateUpload.status == UploadStatus.UPLOADING)
-                    .values(received_bytes=now, expected_bytes=expected)
+                    .values(received_bytes=now, expected_bytes=total)
                 )
                 await session.commit()
             written = now

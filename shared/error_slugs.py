@@ -110,6 +110,11 @@ class ErrorSlug(StrEnum):
     DISK_NOT_EXPORTABLE = "disk_not_exportable"
     EXPORT_NOT_FOUND = "export_not_found"
     EXPORT_FAILED = "export_failed"
+    # -- an image downloaded from a URL to become a template (agent/downloader.py) ----------
+    DOWNLOAD_NOT_ALLOWED = "download_not_allowed"
+    DOWNLOAD_NOT_FOUND = "download_not_found"
+    DOWNLOAD_FAILED = "download_failed"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
     # -- transfers (agent/transfer/) --------------------------------------------------------
     BUSY = "busy"
     SIZE_MISMATCH = "size_mismatch"

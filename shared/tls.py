@@ -58,6 +58,20 @@ def client_context(ca_file: Path | None, setting: str) -> ssl.SSLContext:
     return ctx
 
 
+def download_context(extra_ca_file: Path | None, setting: str) -> ssl.SSLContext:
+    """A client's context for downloads from the internet: the system's trust store, plus
+    ``extra_ca_file`` (the setting named ``setting``; an internal mirror's CA) when set."""
+    ctx = client_context(None, setting)
+    if extra_ca_file is not None:
+        _readable(extra_ca_file, setting)
+        try:
+            ctx.load_verify_locations(cafile=str(extra_ca_file))
+        except ssl.SSLError as exc:
+            reason = exc.reason or exc
+            raise ConfigError(f"{setting} {extra_ca_file}: not a PEM certificate bundle ({reason})") from None
+    return ctx
+
+
 def untrusted_certificate(exc: BaseException) -> str | None:
     """Why the peer's certificate was refused, when that is what ``exc`` (or what caused it)
     is about: "certificate verify failed: unable to get local issuer certificate"."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from demo.stack import Stack, StackSettings, free_port, free_ports, use_port_share
-from tests.support import mariadb
+from tests.support import image_server, mariadb
 from tests.support.api import Api
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -146,6 +146,8 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     return on_database(request, "stack")
 
 
+# The shared stacks' agents download from a test image server on 127.0.0.1 (its own CA):
+# tests/coordinator/test_template_from_vm.py's from-url tests.
 # The shared stacks' coordinator settings: the version pruner looks every second (not 30 s),
 # so that a test sees keep_versions act on a version freed by a removed linked clone at once.
 SHARED_STACK_SETTINGS = {"version_prune_interval": 1.0}
@@ -153,13 +155,25 @@ SHARED_STACK_SETTINGS = {"version_prune_interval": 1.0}
 
 @pytest.fixture(scope="session")
 def stack_sqlite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return own_stack(request, tmp_path_factory, "stack", "sqlite", coordinator_settings=SHARED_STACK_SETTINGS)
+    return own_stack(
+        request,
+        tmp_path_factory,
+        "stack",
+        "sqlite",
+        coordinator_settings=SHARED_STACK_SETTINGS,
+        agent_settings=image_server.stack_agent_settings(tmp_path_factory),
+    )
 
 
 @pytest.fixture(scope="session")
 def stack_mariadb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return own_stack(
-        request, tmp_path_factory, "stack", "mariadb", coordinator_settings=SHARED_STACK_SETTINGS
+        request,
+        tmp_path_factory,
+        "stack",
+        "mariadb",
+        coordinator_settings=SHARED_STACK_SETTINGS,
+        agent_settings=image_server.stack_agent_settings(tmp_path_factory),
     )
 
 

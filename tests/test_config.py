@@ -106,6 +106,21 @@ def test_agent_urls_must_be_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         agent_config.load(cfg_file)
 
 
+def test_agent_download_hosts_are_an_allowlist_checked_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [k for k in os.environ if k.startswith("PVESPHERE_")]:
+        monkeypatch.delenv(name)
+    cfg_file = tmp_path / "a.toml"
+    cfg_file.write_text('coordinator_url = "https://c:8443"\n')
+    assert "cloud-images.ubuntu.com" in agent_config.load(cfg_file).download_hosts
+    monkeypatch.setenv("PVESPHERE_AGENT_DOWNLOAD_HOSTS", "mirror.example.org, *.example.net, 10.0.0.5")
+    assert agent_config.load(cfg_file).download_hosts == "mirror.example.org, *.example.net, 10.0.0.5"
+    monkeypatch.setenv("PVESPHERE_AGENT_DOWNLOAD_HOSTS", "mirror.example.org, https://x/")
+    with pytest.raises(ConfigError, match="download_hosts: 'https://x/'"):
+        agent_config.load(cfg_file)
+
+
 def test_agent_tls_defaults_are_the_nodes_own_certificate_and_cluster_ca() -> None:
     cfg = agent_config.AgentConfig(port=8090)
     assert cfg.tls_cert_file == Path("/etc/pve/local/pve-ssl.pem")

@@ -25,6 +25,7 @@ from client.cli import commands
 from demo.stack import Stack, free_port
 from tests.support import images
 from tests.support.api import Api
+from tests.support.image_server import ImageServer, image_server_ca, serving
 from tests.support.uploads import emulator, node_ids, storage_id
 
 PVESPHERE = Path(sys.executable).parent / "pvesphere"
@@ -62,6 +63,7 @@ def test_every_command_answers_help() -> None:
     # What the user's guide of the client (README) promises is there.
     assert {" ".join(c) for c in every} >= {
         "upload",
+        "import-url",
         "templates list",
         "templates show",
         "templates sync",
@@ -348,3 +350,28 @@ def test_https_with_the_cluster_ca_from_a_config_file(stack_sqlite: Stack, tmp_p
     )
     assert denied.returncode == 3
     assert denied.stderr.endswith("HTTP 401)\n"), denied.stderr
+
+
+def test_import_url_downloads_checks_and_follows_the_syncs(
+    stack_sqlite: Stack, api: Api, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    image = images.qcow2(tmp_path / "fedora-cloud.qcow2", size_mib=16, data_mib=2, seed=21)
+    name = _name("cli-url")
+    with serving(ImageServer(image_server_ca(tmp_path_factory))) as server:
+        sha = server.add("fedora-cloud.qcow2", image)
+        url = f"{server.url}/fedora-cloud.qcow2"
+        wrong = pvesphere(
+            "import-url", url, "--sha256", "0" * 64, "--name", name, "--cluster", "pve-demo",
+            "--storage", "local@pve-node1", stack=stack_sqlite,
+        )  # fmt: skip
+        done = pvesphere(
+            "import-url", url, "--sha256", sha, "--name", name, "--cluster", "pve-demo",
+            "--storage", "local@pve-node1", "--sync", "pve-node2", "--wait", "--json", stack=stack_sqlite,
+        )  # fmt: skip
+    assert wrong.returncode == 3
+    assert wrong.stderr.splitlines()[-1].endswith(" (checksum_mismatch, HTTP 422)"), wrong.stderr
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["status"], data["error_message"]) == ("imported", None)
+    assert [(t["target_node_name"], t["status"]) for t in data["sync_tasks"]] == [("pve-node2", "completed")]
+    assert api.get(f"/templates/{data['template_id']}/detail").ok()["upload_info"]["sha256"] == sha

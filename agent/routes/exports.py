@@ -10,14 +10,10 @@ from aiohttp import web
 from agent.appkeys import EXPORTER, PVE
 from agent.export_source import ExportRefused, locate
 from agent.routes.responses import answer, json_error
+from agent.routes.upload_ops import op_routes
 from shared.error_slugs import ErrorSlug
 from shared.messages.exports import ExportAsk, ExportRequest
-from shared.messages.imports import CancelRequest
 from shared.validation import parse
-
-
-def _not_found(upload_id: str) -> web.Response:
-    return json_error(404, ErrorSlug.EXPORT_NOT_FOUND, f"no export for upload {upload_id} on this agent")
 
 
 async def check_export(request: web.Request) -> web.Response:
@@ -48,20 +44,4 @@ async def start_export(request: web.Request) -> web.Response:
     return answer(op.view())
 
 
-async def get_export(request: web.Request) -> web.Response:
-    op = request.app[EXPORTER].ops.get(int(request.match_info["upload_id"]))
-    if op is None:
-        return _not_found(request.match_info["upload_id"])
-    return answer(op.view())
-
-
-async def cancel_export(request: web.Request) -> web.Response:
-    """{"reason": ...}: answers once the export has ended (its partial copy removed)."""
-    try:
-        body = parse(CancelRequest, await request.json())
-    except ValueError as exc:
-        return json_error(400, ErrorSlug.INVALID_REQUEST, str(exc)[:500])
-    op = await request.app[EXPORTER].cancel(int(request.match_info["upload_id"]), body.reason)
-    if op is None:
-        return _not_found(request.match_info["upload_id"])
-    return answer(op.view())
+get_export, cancel_export = op_routes(EXPORTER, "export", ErrorSlug.EXPORT_NOT_FOUND)

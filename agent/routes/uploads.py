@@ -7,19 +7,19 @@ a name this agent chooses, then validated; only a valid image is kept.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from agent.appkeys import EVICTOR, EXPORTER, MANIFESTS, STAGING
+from agent.appkeys import DOWNLOADER, EVICTOR, EXPORTER, MANIFESTS, STAGING
 from agent.routes.responses import answer, json_error
+from agent.stage_image import stage_if_valid
 from agent.upload_writer import UploadDiskFull, UploadTooLarge, body_pieces, receive_to_file
-from agent.validate import ImageRejected, inspect
+from agent.validate import ImageRejected
 from shared.error_slugs import ErrorSlug
-from shared.messages.uploads import Staged, StagedRemoved, UploadRemoved
+from shared.messages.uploads import StagedRemoved, UploadRemoved
 
 log = logging.getLogger(__name__)
 FORMATS = ("qcow2", "raw", "vmdk")
@@ -67,8 +67,7 @@ async def receive_upload(request: web.Request) -> web.Response:
     received = await _receive(request, upload_id, part, ask.max_bytes)
     if isinstance(received, web.Response):
         return received
-    size, sha256 = received
-    return await _stage_if_valid(request, upload_id, ask, name, part, size, sha256)
+    return await _stage_if_valid(request, upload_id, ask, name, part, received[1])
 
 
 def _read_ask(request: web.Request) -> _UploadAsk | web.Response:
@@ -126,45 +125,37 @@ async def _receive(
 
 
 async def _stage_if_valid(
-    request: web.Request, upload_id: int, ask: _UploadAsk, name: str, part: Path, size: int, sha256: str
+    request: web.Request, upload_id: int, ask: _UploadAsk, name: str, part: Path, sha256: str
 ) -> web.Response:
     """Validate the received ``part``: a valid image becomes staged image ``name``, a rejected
     one is removed."""
-    staging = request.app[STAGING]
+    app = request.app
     try:
-        info = await inspect(part, ask.fmt, ask.max_virtual, _label(request))
+        staged = await stage_if_valid(
+            app[STAGING],
+            app[MANIFESTS],
+            upload_id,
+            ask.fmt,
+            ask.max_virtual,
+            _label(request),
+            name,
+            part,
+            sha256,
+        )
     except ImageRejected as exc:
-        part.unlink(missing_ok=True)
         log.warning("upload %s rejected: %s", upload_id, exc.reason)
         return json_error(exc.status, ErrorSlug.IMAGE_REJECTED, exc.reason)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.rename(part, staging.path(name))
-    staging.fsync_dir()
-    # Its chunk manifest is built now, beside the import (a rollout waited ~1.7 s for it at
-    # 512 MiB under load): agent/transfer/manifests.py ``prepare``.
-    request.app[MANIFESTS].prepare(name)
-    log.info(
-        "upload %s staged as %s: %d bytes, %s, virtual size %d, sha256 %s",
-        upload_id,
-        name,
-        size,
-        ask.fmt,
-        info.virtual_size,
-        sha256,
-    )
-    return answer(
-        Staged(staged_name=name, size=size, sha256=sha256, format=ask.fmt, virtual_size=info.virtual_size)
-    )
+    return answer(staged)
 
 
 async def delete_upload(request: web.Request) -> web.Response:
     """DELETE /v1/uploads/{id}: whatever an upload left here, for an upload the coordinator
     gave up on without learning the staged name (it stopped before the answer came). An
-    export still writing for it is stopped first, or its copy would come after the clean-up."""
+    export or download still writing for it is stopped first, or its copy would come after
+    the clean-up."""
     upload_id = int(request.match_info["upload_id"])
     await request.app[EXPORTER].cancel(upload_id, "the coordinator gave the upload up")
+    await request.app[DOWNLOADER].cancel(upload_id, "the coordinator gave the upload up")
     removed = request.app[STAGING].remove_upload(upload_id)
     if removed:
         log.info("upload %s given up by the coordinator: removed %s", upload_id, ", ".join(removed))

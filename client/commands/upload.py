@@ -1,5 +1,6 @@
 """`upload`: a disk image streamed from disk to the coordinator with a byte bar, and with
-``--wait`` the import and every sync task it started followed to their end.
+``--wait`` the import and every sync task it started followed to their end. `import-url`:
+the same for an image the import node's agent downloads from an https URL.
 
 `versions create` sends a new version the same way (:func:`send_image`).
 """
@@ -27,10 +28,40 @@ class UnreadableFile(UsageError):
     """The image to upload is not a readable file."""
 
 
+FORMATS = ("qcow2", "raw", "vmdk")
+# How long `import-url` waits for its answer: the agent downloads the whole image first.
+DOWNLOAD_ANSWER_SECONDS = 3600.0
+
+
 def add(commands: Commands) -> None:
     what = "upload a disk image as a new template (with --wait: until imported and synced)"
     p = commands.command("upload", what, upload)
     p.add_argument("file", type=Path, metavar="FILE", help="the disk image")
+    _template_options(p)
+    what = "a new template from an image the agent downloads from an https URL (checked by its checksum)"
+    p = commands.command("import-url", what, import_url)
+    p.add_argument(
+        "image_url",
+        metavar="URL",
+        help="https URL of the image (its host must be on the agents' download_hosts)",
+    )
+    sums = p.add_mutually_exclusive_group(required=True)
+    sums.add_argument("--sha256", help="the image's published sha256 (hex)")
+    sums.add_argument("--sha512", help="the image's published sha512 (hex)")
+    p.add_argument(
+        "--format", choices=FORMATS, help="the image's format (default: the URL's suffix; an .img needs it)"
+    )
+    _template_options(p)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DOWNLOAD_ANSWER_SECONDS,
+        help="seconds to wait for the download to be checked and staged "
+        f"(default {DOWNLOAD_ANSWER_SECONDS:.0f})",
+    )
+
+
+def _template_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="the template's name (unique in its cluster)")
     p.add_argument("--cluster", required=True, help="cluster id or name")
     p.add_argument(
@@ -64,19 +95,44 @@ async def upload(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     as a PVE template on the storage's node; with --sync, copies follow to other nodes.
     --wait follows the import and every copy to their end, one bar per node."""
     file = readable(args.file)
+    given = await _template_fields(api, args)
+    fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in given.items()}
+    return await send_image(api, out, "/templates/upload", fields, file, args.wait)
+
+
+async def import_url(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """The import node's agent downloads URL (https; resumed if the connection breaks),
+    checks it against --sha256 or --sha512, and it is imported as an upload is; with
+    --sync, copies follow to other nodes. --wait follows the import and every copy."""
+    import aiohttp
+
+    body: dict[str, Any] = {"url": args.image_url, **await _template_fields(api, args)}
+    for key in ("sha256", "sha512", "format"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    if "sync_node_ids" in body:
+        body["sync_node_ids"] = [int(n) for n in body["sync_node_ids"].split(",")]
+    out.note(f"downloading {args.image_url} on the import node ...")
+    timeout = aiohttp.ClientTimeout(total=args.timeout, sock_connect=30)
+    data = await api.call("POST", "/templates/from-url", body=body, timeout=timeout)
+    return await follow(api, out, data, args.wait)
+
+
+async def _template_fields(api: Api, args: argparse.Namespace) -> dict[str, Any]:
+    """The new template's fields of an upload or a URL import (sync_node_ids as "2,3")."""
     cluster = await cluster_id(api, args.cluster)
-    fields = {
+    fields: dict[str, Any] = {
         "template_name": args.name,
-        "cluster_id": str(cluster),
-        "storage_id": str(await storage_id(api, cluster, args.storage)),
+        "cluster_id": cluster,
+        "storage_id": await storage_id(api, cluster, args.storage),
     }
     if args.description is not None:
         fields["description"] = args.description
     if args.sync == "all":
-        fields["auto_sync"] = "true"
+        fields["auto_sync"] = True
     elif args.sync:
         fields["sync_node_ids"] = ",".join(map(str, await node_ids(api, cluster, split(args.sync))))
-    return await send_image(api, out, "/templates/upload", fields, file, args.wait)
+    return fields
 
 
 async def send_image(
@@ -85,7 +141,6 @@ async def send_image(
     """Upload ``file`` to ``path``; with ``wait``, follow what it started. The result is the
     API's answer (with --wait: its status and its sync tasks' as they ended)."""
     # rich, the events stream and aiohttp: imported when an upload runs, not for --help
-    from client.follow import watch
     from client.progress import byte_bar
 
     bar = byte_bar(f"upload {file.name}", file.stat().st_size, out.progress_stream, out.plain)
@@ -93,6 +148,13 @@ async def send_image(
         data = await api.upload(path, fields, file, bar.advance)
     finally:
         bar.close()
+    return await follow(api, out, data, wait)
+
+
+async def follow(api: Api, out: Output, data: Mapping[str, Any], wait: bool) -> Exit:
+    """The upload's answer ``data``; with ``wait``, what it started followed to its end."""
+    from client.follow import watch
+
     if not wait:
         out.result(data, _answer_lines)
         return Exit.OK

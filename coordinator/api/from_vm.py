@@ -17,53 +17,45 @@ export that fails leaves the template as it was.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
 from msgspec import Meta
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
-from coordinator import uploads
-from coordinator.api.errors import ApiError
+from coordinator.api.agent_staging import (
+    AgentOp,
+    AsAnUpload,
+    agent_of,
+    agent_refusal,
+    reserve_for,
+    stage_on_agent,
+)
 from coordinator.api.routing import Call, Routes
-from coordinator.api.templates import TemplateName, load_workable_template
+from coordinator.api.templates import load_workable_template
 from coordinator.api.upload import (
-    NodeIds,
     UploadResult,
     after_import,
     check_vm_config,
-    incoming_of,
     record_and_answer,
 )
-from coordinator.appkeys import AGENTS, CONFIG, DB
-from coordinator.db.models import TemplateUpload, VmTemplate
-from coordinator.jobs import engine
+from coordinator.appkeys import CONFIG, DB
+from coordinator.db.models import VmTemplate
 from coordinator.upload_plan import UploadPlan, plan_from_vm
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
 from shared.messages.exports import DiskKey, ExportAsk, ExportRequest, ExportSource, SnapshotName
 from shared.messages.uploads import Staged
-from shared.text_fields import Description
-from shared.validation import Input
-from shared.vm_config import SUMMARY as VM_CONFIG_SUMMARY
-from shared.vm_config import VmConfig
 
 log = logging.getLogger(__name__)
 routes = Routes("templates")
-POLL_SECONDS = 0.5
-# A refusal of the agent passed on with its own status; anything else is the agent failing.
-PASSED_ON = (400, 404, 409, 413, 422, 503, 504, 507)
 
 
-class FromVmBody(Input):
+class FromVmBody(AsAnUpload):
     cluster_id: Annotated[int, Meta(ge=1)]
     node_id: Annotated[int, Meta(ge=1, description="the node the VM is on")]
     vmid: Annotated[int, Meta(ge=100, le=999999999)]
-    template_name: Annotated[TemplateName | None, Meta(description="required without template_id")] = None
     storage_id: (
         Annotated[
             int,
@@ -79,39 +71,9 @@ class FromVmBody(Input):
     snapshot: Annotated[
         SnapshotName | None, Meta(description="export the disk as it was at this snapshot (a qcow2 disk)")
     ] = None
-    description: Description | None = None
-    sync_node_ids: NodeIds = msgspec.field(default_factory=NodeIds)
-    vm_config: Annotated[VmConfig, Meta(description=f"as the upload's: {VM_CONFIG_SUMMARY}")] = msgspec.field(
-        default_factory=VmConfig
-    )
-    template_id: (
-        Annotated[
-            int,
-            Meta(
-                ge=1,
-                description="make the disk a new version of this template (on its storage), rolled "
-                "out as an uploaded version is",
-            ),
-        ]
-        | None
-    ) = None
-    rollout: Annotated[bool, Meta(description="with template_id: as a version upload's rollout")] = True
-    wait: bool = False
 
     def __post_init__(self) -> None:
-        if self.template_id is None:
-            missing = [name for name in ("template_name", "storage_id") if getattr(self, name) is None]
-            if missing:
-                raise ValueError(
-                    f"{' and '.join(missing)} required for a new template "
-                    "(or template_id, to make a new version of one)"
-                )
-        elif self.template_name is not None or self.sync_node_ids:
-            raise ValueError(
-                "with template_id the disk is a new version of that template: its name stays, and it "
-                "is rolled out to the nodes holding earlier versions (leave out template_name and "
-                "sync_node_ids)"
-            )
+        self.check_new_or_version(("template_name", "storage_id"), ("template_name",))
 
 
 def file_name(source: ExportSource) -> str:
@@ -140,13 +102,13 @@ async def template_from_vm(call: Call) -> UploadResult:
     if body.template_id is not None:
         template, _ = await load_workable_template(call, body.template_id)
     plan = await _plan(call, body, template)
-    agent = await _agent(call, plan)
+    agent = await agent_of(call, plan)
     ask = ExportAsk(vmid=body.vmid, disk=body.disk, snapshot=body.snapshot)
     try:
         source = await agent.check_export(ask)
     except (AgentError, AgentUnreachable) as exc:
-        raise _agent_refusal(exc, plan) from None
-    upload = await _reserve(call, body, plan, template, file_name(source))
+        raise agent_refusal(exc, plan) from None
+    upload = await reserve_for(call, body, plan, template, file_name(source), "qcow2")
     log.info(
         "upload %s: %s of VM %s on %s%s for template %r",
         upload.id,
@@ -180,41 +142,12 @@ async def _plan(call: Call, body: FromVmBody, template: VmTemplate | None) -> Up
     return plan
 
 
-async def _reserve(
-    call: Call, body: FromVmBody, plan: UploadPlan, template: VmTemplate | None, name: str
-) -> TemplateUpload:
-    """The upload's rows: a new template's, or ``template``'s next version's."""
-    incoming = incoming_of(call, name, "qcow2", body.vm_config, body.description or "")
-    if template is None:
-        return await uploads.reserve(call.app[DB], plan, body.template_name or "", incoming)
-    return await uploads.reserve_version(call.app[DB], plan, template, incoming)
-
-
-async def _agent(call: Call, plan: UploadPlan) -> AgentClient:
-    try:
-        return await call.app[AGENTS].for_node(plan.import_node.id)
-    except Exception as exc:
-        raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
-
-
-def _agent_refusal(exc: AgentError | AgentUnreachable, plan: UploadPlan) -> ApiError:
-    node = plan.import_node.node_name
-    if isinstance(exc, AgentError) and exc.status in PASSED_ON:
-        return ApiError(exc.status, exc.error, exc.message)
-    if isinstance(exc, AgentError) and exc.error == ErrorSlug.PVE_ERROR:  # PVE said no, or did not answer
-        return ApiError(502, exc.error, exc.message)
-    return ApiError(503, ErrorSlug.AGENT_FAILED, f"agent of {node} failed: {exc}")
-
-
 async def _export(
     call: Call, agent: AgentClient, upload_id: int, plan: UploadPlan, ask: ExportAsk, source: ExportSource
 ) -> Staged:
     """The disk exported into the import node's staging as upload ``upload_id``'s image. On any
     failure the export is stopped, what it left removed, and the upload abandoned."""
-    config, db = call.app[CONFIG], call.app[DB]
-    keeper = asyncio.create_task(
-        engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
-    )
+    config = call.app[CONFIG]
     request = ExportRequest(
         upload_id=upload_id,
         vmid=ask.vmid,
@@ -223,35 +156,13 @@ async def _export(
         max_virtual_size=config.max_virtual_size,
         label=file_name(source),
     )
-    # The agent's own deadline ends the export first; this one covers an agent that went silent.
+    op = AgentOp(
+        upload_id,
+        "export",
+        ErrorSlug.EXPORT_FAILED,
+        lambda: agent.start_export(request),
+        lambda: agent.get_export(upload_id),
+        lambda reason: agent.cancel_export(upload_id, reason),
+    )
     deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, source.size))
-    try:
-        view = await agent.start_export(request)
-        while view.state == "running":
-            if deadline.passed():
-                raise ApiError(504, ErrorSlug.EXPORT_FAILED, f"the export {deadline.missed()}")
-            await asyncio.sleep(POLL_SECONDS)
-            view = await agent.get_export(upload_id)
-        if view.state == "failed" or view.staged is None:
-            status = view.status if view.status in PASSED_ON else 502
-            raise ApiError(status, view.error_slug or ErrorSlug.EXPORT_FAILED, view.error or "export failed")
-        return view.staged
-    except (AgentError, AgentUnreachable, ApiError) as exc:
-        error = exc if isinstance(exc, ApiError) else _agent_refusal(exc, plan)
-        await _give_up(db, agent, upload_id, error.message)
-        raise error from None
-    except BaseException as exc:
-        # Cancelled (shutting down) or a bug: leave nothing half-made either way.
-        await asyncio.shield(_give_up(db, agent, upload_id, f"export broke off: {exc.__class__.__name__}"))
-        raise
-    finally:
-        keeper.cancel()
-
-
-async def _give_up(db: Any, agent: AgentClient, upload_id: int, reason: str) -> None:
-    """Stop the export and remove whatever it left on the agent; abandon the upload."""
-    with contextlib.suppress(AgentError, AgentUnreachable):
-        await agent.cancel_export(upload_id, reason[:200])
-    with contextlib.suppress(AgentError, AgentUnreachable):
-        await agent.delete_upload(upload_id)
-    await uploads.abandon(db, upload_id, reason)
+    return await stage_on_agent(call, agent, plan, op, deadline)

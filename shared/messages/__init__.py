@@ -7,6 +7,7 @@ One module per conversation:
     uploads.py    coordinator -> agent: an upload streamed in, staging listed and emptied
     imports.py    coordinator -> agent: a staged image imported as a VM template
     exports.py    coordinator -> agent: a VM's disk exported into staging (template from a VM)
+    downloads.py  coordinator -> agent: an image downloaded from a URL into staging
     vms.py        coordinator -> agent: our VMs listed and destroyed
     transfers.py  coordinator -> agent and agent -> agent: copies along a chain of hops
     health.py     anyone -> agent: /health, /v1/whoami; an agent's error body

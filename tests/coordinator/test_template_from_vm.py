@@ -1,7 +1,12 @@
 """A template made from an existing VM (contract 6.3, POST /templates/from-vm), over real HTTP:
 a stopped VM's disk and a snapshot's become templates whose disks are the VM's (qemu-img
 compare), synced to another node; the source VM is left exactly as it was; a running VM
-without a snapshot, and every bad input, is refused and leaves nothing behind."""
+without a snapshot, and every bad input, is refused and leaves nothing behind.
+
+Its sibling, a template from a URL (contract 6.5, POST /templates/from-url), shares this
+module's stack: an image on an HTTPS server of the test process, downloaded once by the import
+node's agent (resumed after a broken connection) and synced to the two other nodes; a bad URL,
+a host not allowed and a wrong checksum refused, leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pytest
 from demo.stack import Stack
 from tests.support import images
 from tests.support.api import Api
+from tests.support.image_server import Behaviour, ImageServer, image_server_ca, serving
 from tests.support.pve import fail_calls
 from tests.support.source_vms import (
     config_text,
@@ -328,3 +334,101 @@ def test_an_export_that_fails_midway_leaves_only_a_failed_upload_record(
         storage_id=storage_id(api, stack, "local", NODE),
     ).ok()
     assert wait_import(api, data["template_id"])["upload_info"]["status"] == "imported"
+
+
+@pytest.fixture
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+    """An HTTPS image server on 127.0.0.1 whose CA the stack's agents trust (conftest.py)."""
+    with serving(ImageServer(image_server_ca(tmp_path_factory))) as server:
+        yield server
+
+
+def from_url(api: Api, stack: Stack, **body: Any) -> Any:
+    body.setdefault("cluster_id", stack.cluster_id)
+    return api.post("/templates/from-url", json=body)
+
+
+def test_a_url_is_downloaded_once_resumed_and_synced_to_two_nodes(
+    stack: Stack, api: Api, image_server: ImageServer, tmp_path: Path
+) -> None:
+    image = images.qcow2(tmp_path / "noble-server-cloudimg.qcow2", size_mib=24, data_mib=4, seed=13)
+    sha = image_server.add("images/noble-server-cloudimg.qcow2", image)
+    image_server.behaviour = Behaviour(break_after=1 << 20)  # the connection breaks after 1 MiB
+    nodes = node_ids(api, stack)
+    name = _name("from-url")
+
+    data = from_url(
+        api,
+        stack,
+        url=f"{image_server.url}/images/noble-server-cloudimg.qcow2",
+        sha256=sha.upper(),
+        template_name=name,
+        description="Ubuntu from its mirror",
+        storage_id=storage_id(api, stack, "local", NODE),
+        sync_node_ids=[nodes["pve-node2"], nodes["pve-node3"]],
+    ).ok()
+    assert data["import_node"] == {"node_id": nodes[NODE], "node_name": NODE}
+    assert (data["status"], data["version"]) == ("uploaded", 1)
+    assert sorted(t["target_node_name"] for t in data["sync_tasks"]) == ["pve-node2", "pve-node3"]
+    # One download for the cluster: the first request, then the rest of it with Range.
+    assert [(s.path, s.range) for s in image_server.seen] == [
+        ("images/noble-server-cloudimg.qcow2", None),
+        ("images/noble-server-cloudimg.qcow2", f"bytes={1 << 20}-"),
+    ]
+    # Its progress was on the upload's row while it downloaded (the resume waits a second).
+    [row] = rows_named(stack, name).uploads
+    assert row.expected_bytes == image.stat().st_size and 0 < row.received_bytes <= row.expected_bytes
+
+    d = wait_import(api, data["template_id"])
+    info = d["upload_info"]
+    assert (info["status"], info["file_name"], info["sha256"]) == (
+        "imported",
+        "noble-server-cloudimg.qcow2",
+        sha,
+    )
+    tasks = wait_tasks(api, data["template_id"])
+    assert [t["status"] for t in tasks] == ["completed", "completed"], tasks
+    instances = api.get(f"/templates/{data['template_id']}/instances").ok()["instances"]
+    assert sorted(i["node_name"] for i in instances) == [NODE, "pve-node2", "pve-node3"]
+    for inst in instances:
+        disk = _template_disk(stack, inst["node_name"], inst["vmid"])
+        assert _same(image, "qcow2", disk, "raw"), (
+            f"template disk on {inst['node_name']} differs from the image"
+        )
+    assert len(image_server.seen) == 2, "the other nodes got the image from the agents, not the URL"
+    assert [f for f in staged_files(stack) if ".part" in f] == []
+
+
+def test_a_bad_url_a_host_not_allowed_and_a_wrong_checksum_leave_nothing(
+    stack: Stack, api: Api, image_server: ImageServer, tmp_path: Path
+) -> None:
+    image = images.qcow2(tmp_path / "cloud.qcow2", size_mib=8, data_mib=1, seed=3)
+    sha = image_server.add("cloud.qcow2", image)
+    staged, vms = staged_files(stack), all_vmids(stack)
+    name = _name("bad-url")
+    good = f"{image_server.url}/cloud.qcow2"
+    base = {"template_name": name, "storage_id": storage_id(api, stack, "local", NODE), "url": good}
+    cases: list[tuple[dict[str, Any], int, str, str]] = [
+        ({"url": good.replace("https:", "http:")}, 400, "invalid_request", "https://"),
+        ({"url": good + "#x"}, 400, "invalid_request", "fragment"),
+        ({"sha256": sha, "sha512": "a" * 128}, 400, "invalid_request", "exactly one of sha256 and sha512"),
+        ({"sha256": "xyz"}, 400, "invalid_request", "sha256"),
+        ({"url": good.replace(".qcow2", ".img")}, 400, "invalid_request", "format is required"),
+        (
+            {"url": good.replace("127.0.0.1", "localhost")},
+            400,
+            "download_not_allowed",
+            "host 'localhost' is not in this agent's download_hosts",
+        ),
+        ({"sha256": "0" * 64}, 422, "checksum_mismatch", f"expected {'0' * 64}"),
+        ({"url": f"{image_server.url}/nothing.qcow2"}, 400, "download_failed", "answered 404"),
+    ]
+    for change, status, slug, text in cases:
+        body = {"sha256": sha, **base, **change}
+        if "sha512" in change:
+            body["sha256"] = sha
+        reply = from_url(api, stack, **body)
+        assert (reply.status, reply.error) == (status, slug), (change, reply)
+        assert text in reply.message, (change, reply.message)
+    assert [s.path for s in image_server.seen] == ["cloud.qcow2", "nothing.qcow2"]  # checksum, 404 only
+    assert_nothing_left(stack, name, staged, vms)
