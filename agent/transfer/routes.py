@@ -35,6 +35,7 @@ from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamBody
 from agent.transfer.receive import SPACE_RESERVE, Receives
 from agent.transfer.send import StagedImage
+from shared import server_header
 from shared.error_slugs import ErrorSlug
 from shared.messages.transfers import (
     ManifestView,
@@ -254,6 +255,7 @@ def add_routes(app: web.Application) -> None:
 def plain_data_app(receives: Receives) -> web.Application:
     """What the insecure data plane serves (plain_data.py): the data route alone."""
     app = web.Application()
+    server_header.name_server(app, server_header.AGENT)
     app[RECEIVES] = receives
     app.router.add_put("/v1/receives/{task_id:[0-9]+}/data", receive_data, expect_handler=expect_stream)
     return app

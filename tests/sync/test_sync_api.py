@@ -223,3 +223,11 @@ def run_cleanup(stack: Stack, older_than: timedelta) -> int:
                 await engine.dispose()
 
     return asyncio.run(work())
+
+
+def test_an_agent_names_itself_without_versions(stack: Stack) -> None:
+    """The agent runs as root on a PVE host: its answers, errors too, do not say which Python
+    and aiohttp it runs (shared/server_header.py)."""
+    for path, status in [("/health", 200), ("/v1/receives/999999?task_uid=x", 404), ("/nope", 404)]:
+        reply = agent_get(stack, "pve-node2", path)
+        assert (reply.status_code, reply.headers["Server"]) == (status, "pvesphere-agent"), path
