@@ -9,9 +9,8 @@ import secrets
 import pytest
 
 from coordinator.appkeys import DB
-from coordinator.states.template import new_template
 from tests.support.api import Api
-from tests.support.db import upload_row
+from tests.support.db import template_with_versions
 from tests.support.inprocess import InProcess
 
 
@@ -20,12 +19,8 @@ def _template_with_versions(coordinator: InProcess) -> int:
 
     async def make() -> int:
         async with coordinator.app[DB]() as session:
-            template = new_template(f"by-version-{secrets.token_hex(3)}", cluster_id=coordinator.cluster_id)
-            session.add(template)
-            await session.flush()
-            deleted = upload_row(template, version=2)
-            session.add_all([upload_row(template, version=1), deleted])
-            await session.flush()
+            name = f"by-version-{secrets.token_hex(3)}"
+            template, (_, deleted) = await template_with_versions(session, name, coordinator.cluster_id, 2)
             deleted.status = "deleted"
             await session.commit()
             return template.id

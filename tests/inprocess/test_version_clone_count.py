@@ -7,9 +7,7 @@ import secrets
 
 from coordinator.appkeys import DB
 from coordinator.db.models import Clone
-from coordinator.states import clone as clone_states
-from coordinator.states.template import new_template
-from tests.support.db import upload_row
+from tests.support.db import clone_row, template_with_versions
 from tests.support.inprocess import InProcess
 
 
@@ -19,34 +17,13 @@ def _template_with_clones(coordinator: InProcess) -> int:
 
     async def make() -> int:
         async with coordinator.app[DB]() as session:
-            template = new_template(f"counted-{secrets.token_hex(3)}", cluster_id=coordinator.cluster_id)
-            session.add(template)
-            await session.flush()
-            upload = upload_row(template, version=1)
-            session.add(upload)
-            await session.flush()
-            clones = [
-                clone_states.new_clone(
-                    waits_for_sync=False,
-                    template_id=template.id,
-                    version=1,
-                    upload_id=upload.id,
-                    cluster_id=coordinator.cluster_id,
-                    node_id=1,
-                    node_name="pve-node1",
-                    source_node_id=1,
-                    source_node_name="pve-node1",
-                    storage_name="local",
-                    name=f"c{n}",
-                    vm_config="{}",
-                    vmid=vmid,
-                )
-                for n, vmid in enumerate((4241, 4242))
-            ]
-            session.add_all(clones)
+            name = f"counted-{secrets.token_hex(3)}"
+            template, (upload,) = await template_with_versions(session, name, coordinator.cluster_id)
+            being_made, destroyed = clone_row(upload, "c1", vmid=4241), clone_row(upload, "c2", vmid=4242)
+            session.add_all([being_made, destroyed])
             await session.flush()
             await session.execute(
-                Clone.__table__.update().where(Clone.id == clones[1].id).values(status="completed")
+                Clone.__table__.update().where(Clone.id == destroyed.id).values(status="completed")
             )
             await session.commit()
             return template.id
