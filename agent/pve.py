@@ -17,6 +17,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentFault
 from agent.pvesh_session import local_api
 from shared.pve_api import open_https
+from shared.pve_outage import transient_reason
 
 # Every pvesh call is a process of its own (on PVE a Perl interpreter loading the API, the
 # emulator's Python ~0.2 CPU s): the heartbeat's status check, two calls, cost ~8 % of a
@@ -83,14 +84,24 @@ class NodePve:
             raise PveCallError(f"{what}: {exc.__class__.__name__}: {exc}") from None
 
     async def call(self, method: str, path: str, **params: Any) -> Any:
-        return await asyncio.to_thread(self._call, self._api, method, path, params)
+        return await self._watched(self._api, method, path, params)
 
     async def call_for_task(self, seconds: float, method: str, path: str, **params: Any) -> Any:
         """A call that starts a PVE task; returns its UPID. pvesh (the local backend) runs
         the task in the foreground, so the call may take up to ``seconds``; the https API
         answers at once."""
         api = self._open(seconds) if self._local else self._api
-        return await asyncio.to_thread(self._call, api, method, path, params)
+        return await self._watched(api, method, path, params)
+
+    async def _watched(self, api: ProxmoxAPI, method: str, path: str, params: dict[str, Any]) -> Any:
+        try:
+            return await asyncio.to_thread(self._call, api, method, path, params)
+        except PveCallError as exc:
+            if transient_reason(exc.status, str(exc)) is not None and self._status is not None:
+                # PVE stopped answering: the next heartbeat asks again instead of reporting
+                # the last minute's "ok", so work waits for PVE rather than failing on it.
+                self._status_at = -STATUS_TTL_OK
+            raise
 
     async def status(self) -> PveStatus:
         """Whether PVE answers, its version and the cluster name (cached, see STATUS_TTL_OK)."""

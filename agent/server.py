@@ -65,6 +65,7 @@ from agent.transfer.seed_source import resolve_seed
 from agent.transfer.seeds import Seeds
 from agent.transfer.send import RateLimit, Sender
 from agent.vm_journal import VmJournal
+from shared import server_header
 from shared.error_slugs import ErrorSlug
 from shared.metrics import metrics_handler
 from shared.tls import download_context
@@ -147,6 +148,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     """The agent of ``config.node_name``, which takes orders only with ``credential`` and
     checks the certificates of the peers it sends to with ``peer_tls``."""
     app = web.Application(middlewares=[require_credential])
+    server_header.name_server(app, server_header.AGENT)
     app[CONFIG] = config
     app[CREDENTIAL] = credential
     app[PVE] = NodePve(config)

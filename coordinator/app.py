@@ -90,6 +90,7 @@ from coordinator.states.upload import IMPORT_QUEUE
 from coordinator.template_delete import DeleteJobs
 from coordinator.ui import routes as ui
 from coordinator.upload_slots import UploadSlots
+from shared import server_header
 from shared.error_slugs import ErrorSlug
 from shared.metrics import metrics_handler
 from shared.pacer import Pacer
@@ -399,6 +400,7 @@ def create_app(config: CoordinatorConfig, agent_tls: ssl.SSLContext) -> web.Appl
     """The coordinator; ``agent_tls`` checks the certificates of the agents it calls."""
     metrics = CoordinatorMetrics(config.agent_timeout)
     app = web.Application(middlewares=[http_counter(metrics), error_envelope])
+    server_header.name_server(app, server_header.COORDINATOR)
     app[METRICS] = metrics
     app[CONFIG] = config
     app[AGENT_TLS] = agent_tls

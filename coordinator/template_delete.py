@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
+from coordinator.clones_in_pve import still_in_pve
 from coordinator.db.models import (
     Agent,
     Clone,
@@ -47,7 +48,6 @@ from coordinator.db.models import (
 from coordinator.db.types import utcnow
 from coordinator.deletion_plan import IMPORT_STOPPED, IMPORT_STOPPING, NEEDS_PVE, Step, plan, retry_delay
 from coordinator.errors import Conflict, CoordinatorError, not_found
-from coordinator.inventory.pve_client import PveError
 from coordinator.jobs.imports import import_key
 from coordinator.states import clone as clone_states
 from coordinator.states import deletion as deletion_states
@@ -183,15 +183,7 @@ async def refuse_linked_clones(
         where.append(Clone.version == version)
     async with db() as session:
         clones = list(await session.scalars(select(Clone).where(*where).order_by(Clone.id)))
-    if not clones:
-        return
-    used: set[int] | None = None
-    if in_pve is not None:
-        try:
-            used = await in_pve(clones[0].cluster_id)
-        except PveError as exc:
-            log.warning("template %s: linked clones not checked with PVE: %s", template_id, exc.message)
-    left = [c for c in clones if used is None or c.vmid in used]
+    left = await still_in_pve(clones, in_pve, f"template {template_id}'s linked clones")
     if not left:
         return
     named = ", ".join(f"clone {c.id} (VM {c.vmid} {c.name!r} on {c.node_name})" for c in left[:20])

@@ -72,6 +72,18 @@ async def same_named_storages(session: AsyncSession, cluster_id: int, name: str)
     return [Target(node, storage) for storage, node in rows]
 
 
+def refuse_sync_on_shared(storage: PveStorage, *, sync_node_ids: bool, auto_sync: bool = False) -> None:
+    """A shared storage has nothing to sync (every node sees it): asking for a sync on one,
+    by nodes or by ``auto_sync`` (local storage only), is a 400 naming what was asked."""
+    asked = [name for name, given in (("sync_node_ids", sync_node_ids), ("auto_sync", auto_sync)) if given]
+    if asked:
+        raise Invalid(
+            ErrorSlug.SHARED_STORAGE_NO_SYNC,
+            f"storage {storage.storage_name!r} is shared: every node sees it, "
+            f"{' and '.join(asked)} do not apply",
+        )
+
+
 async def sync_targets(
     session: AsyncSession,
     cluster: PveCluster,
@@ -123,11 +135,7 @@ async def plan_upload(
     cluster, storage = await _template_storage(session, cluster_id, storage_id)
     await _refuse_taken_name(session, cluster, template_name)
     if storage.shared:
-        if sync_node_ids:
-            raise Invalid(
-                ErrorSlug.SHARED_STORAGE_NO_SYNC,
-                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
-            )
+        refuse_sync_on_shared(storage, sync_node_ids=bool(sync_node_ids), auto_sync=auto_sync)
         return await _shared_plan(session, cluster, storage, agent_timeout)
     node = await _local_import_node(session, storage, agent_timeout)
     targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
@@ -241,11 +249,7 @@ async def plan_from_vm(
         message = f"no live agent on node {node.node_name}, which holds the VM"
         raise Unavailable(ErrorSlug.NO_LIVE_AGENT, message)
     if storage.shared:
-        if sync_node_ids:
-            raise Invalid(
-                ErrorSlug.SHARED_STORAGE_NO_SYNC,
-                f"storage {storage.storage_name!r} is shared: every node sees it, sync_node_ids do not apply",
-            )
+        refuse_sync_on_shared(storage, sync_node_ids=bool(sync_node_ids))
         targets = await same_named_storages(session, cluster.id, storage.storage_name)
         if node.id not in {t.node.id for t in targets}:
             raise Invalid(

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from demo.sample_vm import NODE, VMID, ensure_sample_vm
 from demo.stack import Proc, Stack, StackError, StackSettings, free_port, http_json, port_is_free
 
 # As the units' RestartSec.
@@ -136,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"demo failed to start: {exc}", file=sys.stderr)
         return 1
+    try:
+        if ensure_sample_vm(stack.pvesim_dir, stack.base):
+            print(
+                f"made VM {VMID} on {NODE} (stopped, snapshot golden) for the README's examples", flush=True
+            )
+    except (OSError, RuntimeError, ValueError) as exc:  # (urllib's errors are OSErrors)
+        print(f"VM {VMID} for the README's examples not made: {exc}", file=sys.stderr)
     print(_table(stack), flush=True)
     logs = sorted((stack.base / "logs").glob("*.log"))
     follower = threading.Thread(target=_follow, args=(logs, stopping), daemon=True)

@@ -22,6 +22,7 @@ most of a call's CPU.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -101,6 +102,9 @@ def _exchange(state_dir: str, request: bytes) -> tuple[int, str, dict[str, str],
                 chunks.append(data)
     finally:
         os.close(dirfd)
+    if not chunks:
+        # The emulator breaks the connection of a node it holds offline (pvesim/server.py).
+        raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     _version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
@@ -143,7 +147,7 @@ class Emulator:
                 self.state_dir, f"{method} {url} HTTP/1.0\r\n{head}\r\n".encode() + body
             )
         except (OSError, ValueError) as exc:
-            raise CliError(f"ipcc_send_rec[1] failed: {exc}") from None
+            raise _unreachable(exc) from None
         if status >= 400:
             raise _api_error(status, reason, raw, method, path)
         payload = json.loads(raw or b"{}")
@@ -173,6 +177,16 @@ class Emulator:
             sys.stderr.write(f"Task finished with {verdict[10:]} warning(s)!\n")
         elif verdict != "OK":
             sys.stderr.write(verdict + "\n")
+
+
+def _unreachable(exc: OSError | ValueError) -> CliError:
+    """What pvesh prints when the node's cluster filesystem (pmxcfs) does not answer: its
+    IPC tries, then the access control list it could not load. The node down, the emulator
+    away: PVE's words, never Python's (the agent reads them as "PVE did not answer",
+    shared/pve_outage.py)."""
+    why = (exc.strerror if isinstance(exc, OSError) else None) or os.strerror(errno.ECONNREFUSED)
+    tries = "".join(f"ipcc_send_rec[{n}] failed: {why}\n" for n in (1, 2, 3))
+    return CliError(f"{tries}Unable to load access control list: {why}")
 
 
 def _api_error(status: int, reason: str, raw: bytes, method: str, path: str) -> CliError:

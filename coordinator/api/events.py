@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 routes = Routes("events")
 # How long a connection's first state may take to read.
 SNAPSHOT_DEADLINE = 30.0
-KIND = "(upload|sync_task|clone|version)"
 # A ticket is ~220 characters; the bound keeps a URL within aiohttp's 8 KiB request line
 # even percent-encoded (a query that long is refused by aiohttp in plain text, not by us).
 TICKET_MAX = 512
@@ -56,11 +55,8 @@ class EventsQuery(Input):
     kind: (
         Annotated[
             str,
-            Meta(
-                max_length=64,
-                pattern=f"^{KIND}(,{KIND})*$",
-                description="upload, sync_task, clone, version; comma-separated for several",
-            ),
+            # No pattern: parse_kinds checks it against the route's kinds, naming them.
+            Meta(max_length=64, description=f"{', '.join(EVENT_KINDS)}; comma-separated for several"),
         ]
         | None
     ) = None

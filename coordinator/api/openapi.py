@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from coordinator.api.auth import authenticate
 from coordinator.api.routing import API_PREFIX, Endpoint
 from shared.validation import INT_MAX, schema_hook
 from shared.version import VERSION
@@ -250,10 +251,12 @@ def build(endpoints: list[Endpoint]) -> dict[str, Any]:
 
 
 def add_route(app: web.Application, endpoints: list[Endpoint]) -> None:
-    """``GET /api/v1/openapi.json``: the document of these endpoints, built once."""
+    """``GET /api/v1/openapi.json``: the document of these endpoints, built once; a viewer
+    token reads it, as every /api/v1 route needs a token (contract section 1)."""
     document = build(endpoints)
 
-    async def openapi_json(_: web.Request) -> web.Response:
+    async def openapi_json(request: web.Request) -> web.Response:
+        await authenticate(request, "viewer")
         return web.json_response(document)
 
     app.router.add_get(API_PREFIX + "/openapi.json", openapi_json)

@@ -225,6 +225,16 @@ def _instances(by_version: bool) -> Query:
 
 
 _INSTANCES = {by_version: _instances(by_version) for by_version in (False, True)}
+# Whether the template has the version (an upload not deleted), as resolve and activate ask.
+_HAS_VERSION = Query(
+    select(_U.id)
+    .where(
+        _U.template_id == bindparam("template_id"),
+        _U.version == bindparam("version"),
+        _U.status != "deleted",
+    )
+    .limit(1)
+)
 _CURRENT_UPLOAD = Query(
     select(
         *fields_of(
@@ -249,14 +259,21 @@ async def one(reads: Reads, template_id: int) -> TemplateOut | None:
 
 async def with_instances(
     reads: Reads, template_id: int, version: int | None = None
-) -> tuple[TemplateOut, list[InstanceOut]] | None:
+) -> tuple[TemplateOut, list[InstanceOut] | None] | None:
     """A live template and its instances (of ``version`` only, if given), newest version
-    first, primary first (one snapshot), or None."""
-    params: dict[str, object] = {"template_id": template_id}
-    if version is not None:
-        params["version"] = version
-    found, instances = await reads.fetch((ONE, params), (_INSTANCES[version is not None], params))
-    return (_template(found[0]), [InstanceOut(*r) for r in instances]) if found else None
+    first, primary first (one snapshot), or None; the instances are None when the template
+    has no such ``version`` (one with no instance is an empty list)."""
+    if version is None:
+        params: dict[str, object] = {"template_id": template_id}
+        found, instances = await reads.fetch((ONE, params), (_INSTANCES[False], params))
+        return (_template(found[0]), [InstanceOut(*r) for r in instances]) if found else None
+    params = {"template_id": template_id, "version": version}
+    found, instances, has = await reads.fetch(
+        (ONE, params), (_INSTANCES[True], params), (_HAS_VERSION, params)
+    )
+    if not found:
+        return None
+    return _template(found[0]), [InstanceOut(*r) for r in instances] if has else None
 
 
 async def detail(

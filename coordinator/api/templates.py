@@ -316,6 +316,8 @@ async def template_instances(call: Call) -> web.Response:
     if found is None:
         raise not_found(ErrorSlug.TEMPLATE_NOT_FOUND, call.path["id"])
     template, instances = found
+    if instances is None:  # a version the template does not have, as resolve answers it
+        raise not_found(ErrorSlug.VERSION_NOT_FOUND, f"{q.version} of template {template.id}")
     return ok(
         InstanceList(
             template_id=template.id,

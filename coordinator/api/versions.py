@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from collections import Counter
 from datetime import timedelta
 from typing import Annotated
 
@@ -38,6 +39,7 @@ from coordinator.api.upload import (
     upload_route,
 )
 from coordinator.appkeys import CONFIG, DB, DELETE_JOBS, INVENTORY, VERSIONS
+from coordinator.clones_in_pve import still_in_pve
 from coordinator.db.models import Clone, TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.errors import Conflict
 from coordinator.states import template as template_states
@@ -144,7 +146,13 @@ class VersionOut(Model):
     created_at: UtcTime
     is_current: bool
     instances: Annotated[int, Meta(description="nodes where this version is available")]
-    clones: Annotated[int, Meta(description="clones made from this version (failed ones left out)")]
+    clones: Annotated[
+        int,
+        Meta(
+            description="clones made from this version (failed ones, and those whose VM is gone "
+            "from PVE, left out)"
+        ),
+    ]
 
 
 class VersionList(Model):
@@ -177,15 +185,16 @@ async def list_versions(call: Call) -> VersionList:
                 )
             ).all()
         )
-        clones = dict(
-            (
-                await session.execute(
-                    select(Clone.version, func.count())
-                    .where(Clone.template_id == template.id, Clone.status != CloneStatus.FAILED)
-                    .group_by(Clone.version)
-                )
-            ).all()
+        made = list(
+            await session.scalars(
+                select(Clone).where(Clone.template_id == template.id, Clone.status != CloneStatus.FAILED)
+            )
         )
+    # As a delete counts them: a clone whose VM was destroyed in PVE is no longer one.
+    in_pve = call.app[INVENTORY].used_vmids
+    clones = Counter(
+        c.version for c in await still_in_pve(made, in_pve, f"template {template.id}'s versions")
+    )
     return VersionList(
         template_id=template.id,
         current_version=template.current_version,

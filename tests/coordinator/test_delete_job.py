@@ -89,7 +89,7 @@ def test_a_delete_waits_for_a_down_agent_visibly_and_finishes_when_it_is_back(
     stack.agents["pve-node3"].stop()  # a clean stop: the coordinator knows at once
     try:
         reply = api.delete(f"/templates/{template_id}?cascade=true")
-        _check(_doc(stack.api), "delete", "/api/v1/templates/{id}", 202, reply.body)  # as documented
+        _check(_doc(api), "delete", "/api/v1/templates/{id}", 202, reply.body)  # as documented
         first = _accepted(reply)
         deletion = first["deletion"]
         assert deletion["reason"].startswith(

@@ -90,8 +90,13 @@ def test_a_token_the_coordinator_just_used_is_refused_within_a_second_of_its_rev
     _refused_within_the_bound(api, revoked_at)
 
 
-def test_health_and_openapi_need_no_token(coordinator: InProcess) -> None:
+def test_health_needs_no_token_and_the_openapi_document_a_viewer_one(coordinator: InProcess) -> None:
+    """Contract section 1: every /api/v1 route needs a token; health and /metrics do not."""
     anon = Api(coordinator.url, None)
     assert anon.get("/healthz").status == 200
     assert anon.get("/readyz").status == 200
-    assert anon.get("/api/v1/openapi.json").status == 200
+    refused = anon.get("/api/v1/openapi.json")
+    assert (refused.status, refused.error) == (401, "unauthorized"), refused.body
+    assert anon.as_token("not-a-token").get("/api/v1/openapi.json").status == 401
+    viewer = anon.as_token(coordinator.token("viewer"))
+    assert viewer.get("/api/v1/openapi.json").body["openapi"].startswith("3.")

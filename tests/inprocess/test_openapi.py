@@ -6,7 +6,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import requests
 
 from shared.validation import INT_MAX
 from tests.support.api import Api
@@ -34,9 +33,11 @@ EXPECTED = {
 }
 
 
-def _doc(api_url: str) -> dict[str, Any]:
-    """The OpenAPI document of the coordinator whose API is at ``api_url``."""
-    return requests.get(api_url + "/openapi.json", timeout=10).json()
+def _doc(api: Api) -> dict[str, Any]:
+    """The OpenAPI document of the coordinator ``api`` calls, with its token (it needs one)."""
+    reply = api.get("/openapi.json")
+    assert reply.status == 200, reply.body
+    return reply.body  # type: ignore[no-any-return]
 
 
 def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
@@ -47,7 +48,7 @@ def _check(doc: dict[str, Any], method: str, path: str, status: int, body: Any) 
 
 
 def test_document_lists_every_route(coordinator: InProcess) -> None:
-    doc = _doc(coordinator.api_url)
+    doc = _doc(coordinator.api)
     assert doc["openapi"].startswith("3.1")
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert EXPECTED <= found
@@ -62,7 +63,7 @@ def test_document_lists_every_route(coordinator: InProcess) -> None:
 
 @pytest.mark.mariadb
 def test_real_responses_match_the_document(coordinator: InProcess, api: Api) -> None:
-    doc = _doc(coordinator.api_url)
+    doc = _doc(coordinator.api)
     for path, real in [
         ("/api/v1/clusters", "/clusters"),
         ("/api/v1/clusters/{id}", f"/clusters/{coordinator.cluster_id}"),
@@ -85,7 +86,7 @@ def test_real_responses_match_the_document(coordinator: InProcess, api: Api) -> 
 
 def test_a_wrong_response_would_fail_the_check(coordinator: InProcess, api: Api) -> None:
     """Guard against a check that cannot fail: a mangled body must be rejected."""
-    doc = _doc(coordinator.api_url)
+    doc = _doc(coordinator.api)
     body = api.get("/clusters").body
     body["data"]["list"] = [{"id": "one"}]
     try:
@@ -112,7 +113,7 @@ def _integers(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_integer_a_request_carries_is_bounded(coordinator: InProcess) -> None:
     """Clients (and fuzzers) read the bound from the document: ids 1..2^53-1, any integer within ±that."""
-    doc = _doc(coordinator.api_url)
+    doc = _doc(coordinator.api)
     request_side = [
         (f"{method} {path}", part)
         for path, ops in doc["paths"].items()

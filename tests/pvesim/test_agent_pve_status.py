@@ -15,7 +15,8 @@ import pytest
 
 from agent import pve as pve_module
 from agent.config import AgentConfig
-from agent.pve import NodePve
+from agent.pve import NodePve, PveCallError
+from shared.pve_outage import transient_reason
 
 from .conftest import NODES, Emulator
 
@@ -60,3 +61,30 @@ def test_a_failing_status_is_checked_again_soon(tmp_path: Path, monkeypatch: pyt
     assert not status.ok and "pvesh not found" in (status.error or "")
     node._status_at -= pve_module.STATUS_TTL_FAILING  # 5 s later: asked again, not kept for a minute
     assert asyncio.run(node.status()) is not status
+
+
+def test_an_offline_node_is_pve_not_answering_and_the_status_says_so_at_once(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pvesh on a node the emulator holds offline fails as on a node whose pmxcfs is away
+    (PVE's ipcc words, not Python's): a PVE that did not answer, not one that said no. The
+    agent's status, healthy a moment ago, is asked again at the next heartbeat."""
+    node_name = NODES[1]
+    monkeypatch.setenv("PATH", f"{emulator.bin_dir(node_name)}{os.pathsep}{os.environ.get('PATH', '')}")
+    node = NodePve(AgentConfig(node=node_name, pve_timeout=60))
+    assert asyncio.run(node.status()).ok
+    emulator.control("POST", f"/nodes/{node_name}/offline")
+    try:
+        with pytest.raises(PveCallError) as failed:
+            asyncio.run(node.call("delete", f"nodes/{node_name}/qemu/4242"))
+        message = str(failed.value)
+        assert "ipcc_send_rec[1] failed: Connection refused" in message, message
+        assert "Unable to load access control list: Connection refused" in message
+        assert "unpack" not in message and "ValueError" not in message  # no Python leaks out
+        assert transient_reason(failed.value.status, message) == "connection refused"
+        status = asyncio.run(node.status())  # the next heartbeat, well within the minute
+        assert not status.ok and "Connection refused" in (status.error or "")
+    finally:
+        emulator.control("POST", f"/nodes/{node_name}/online")
+    node._status_at -= pve_module.STATUS_TTL_FAILING
+    assert asyncio.run(node.status()).ok  # back

@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.migrate import upgrade_to_head
-from coordinator.db.models import TemplateSyncTask, TemplateUpload, VmTemplate
+from coordinator.db.models import Clone, TemplateSyncTask, TemplateUpload, VmTemplate
 from coordinator.db.session import create_engine, session_factory
+from coordinator.states import clone as clone_states
 from coordinator.states import sync_task
+from coordinator.states import template as template_states
 from coordinator.states import upload as upload_states
 from tests.support import mariadb
 
@@ -78,3 +80,35 @@ def task_row(upload: TemplateUpload, node: int, **fields: Any) -> TemplateSyncTa
         storage_name="local",
         **fields,
     )
+
+
+def clone_row(upload: TemplateUpload, name: str, **fields: Any) -> Clone:
+    """A pending clone of ``upload``'s version on node 1 ("n1"), storage "local"; the caller adds it."""
+    assert upload.template_id is not None
+    values: dict[str, Any] = {
+        "template_id": upload.template_id,
+        "version": upload.version,
+        "upload_id": upload.id,
+        "cluster_id": upload.cluster_id,
+        "node_id": 1,
+        "node_name": "n1",
+        "source_node_id": 1,
+        "source_node_name": "n1",
+        "storage_name": "local",
+        "name": name,
+        "vm_config": "{}",
+    }
+    return clone_states.new_clone(waits_for_sync=False, **(values | fields))
+
+
+async def template_with_versions(
+    session: AsyncSession, name: str, cluster_id: int, versions: int = 1
+) -> tuple[VmTemplate, list[TemplateUpload]]:
+    """A template and the uploads of its versions 1..``versions`` (uploading), flushed."""
+    template = template_states.new_template(name, cluster_id=cluster_id)
+    session.add(template)
+    await session.flush()
+    uploads = [upload_row(template, version=v) for v in range(1, versions + 1)]
+    session.add_all(uploads)
+    await session.flush()
+    return template, uploads

@@ -25,11 +25,11 @@ from coordinator.db.models import (
     VmTemplate,
 )
 from coordinator.errors import Conflict, NotFound
-from coordinator.states import clone, instance, sync_task, template, upload
+from coordinator.states import instance, sync_task, template, upload
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.upload import UploadStatus
 from coordinator.template_delete import DeleteJobs
-from tests.support.db import task_row
+from tests.support.db import clone_row, task_row
 
 NAMES = itertools.count(1)
 
@@ -93,21 +93,7 @@ async def _task(
 async def _clone(db: async_sessionmaker[AsyncSession], template_id: int, version: int, **fields: Any) -> int:
     up = await _upload_of(db, template_id, version)
     async with db() as session:
-        row = clone.new_clone(
-            waits_for_sync=False,
-            template_id=template_id,
-            version=version,
-            upload_id=up.id,
-            cluster_id=up.cluster_id,
-            node_id=1,
-            node_name="n1",
-            source_node_id=1,
-            source_node_name="n1",
-            storage_name="local",
-            name=f"c{next(NAMES)}",
-            vm_config="{}",
-            **fields,
-        )
+        row = clone_row(up, f"c{next(NAMES)}", **fields)
         session.add(row)
         await session.commit()
         return row.id
