@@ -37,11 +37,13 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError("demo never became ready:\n" + log.read_text())
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    children = psutil.Process(proc.pid).children(recursive=True)
+def _stop(proc: subprocess.Popen[bytes]) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """(the demo's own processes, and everything under it: an agent may be running pvesh)."""
+    demo = psutil.Process(proc.pid)
+    children, everything = demo.children(), demo.children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    return children
+    return children, everything
 
 
 def _an_agent_killed_is_started_again(
@@ -118,10 +120,10 @@ def test_demo_starts_prints_ids_and_stops_cleanly(tmp_path: Path) -> None:
         )
         _an_agent_killed_is_started_again(proc, port, headers, log)
     finally:
-        children = _stop(proc)
+        children, everything = _stop(proc)
     assert len(children) == 5  # emulator, coordinator, three agents
     time.sleep(0.5)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not [c for c in everything if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert "stopping the demo" in log.read_text()
 
     # A rerun reuses the state: same token, same cluster id, nothing registered twice.

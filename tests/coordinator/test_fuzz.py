@@ -123,6 +123,13 @@ def _keep_on_loopback(case: Any, stack: Stack) -> None:
 
 # Refusals made before a handler runs: routing, validation, authentication.
 BEFORE_HANDLER = {"invalid_request", "invalid_json", "too_large", "unauthorized", "method_not_allowed"}
+# Operations whose valid requests need facts no schema states, and the tests that drive
+# their handlers instead: the fuzzer still sends them everything above.
+HANDLER_TESTED_ELSEWHERE = {
+    # An https URL ending in an image suffix (or a format), no '#' or '@', exactly one checksum,
+    # a name and a storage: 185 of 185 generated bodies were refused before the handler.
+    "POST /api/v1/templates/from-url": "tests/coordinator/test_template_from_vm.py (from-url cases)",
+}
 
 
 def _call(case: Any, stack: Stack) -> None:
@@ -151,6 +158,8 @@ def test_the_fuzzer_reached_every_operation(fuzz_stack: Stack) -> None:
     documented = {f"{method.upper()} {path}" for path, ops in document["paths"].items() for method in ops}
     assert set(ANSWERS) == documented
     for operation, answers in ANSWERS.items():
+        if operation in HANDLER_TESTED_ELSEWHERE:
+            continue
         # some cases got past validation into the handler (the seed data makes ids lead somewhere)
         assert set(answers) - BEFORE_HANDLER, (operation, answers)
     cases = sum(sum(s.values()) for s in ANSWERS.values())
