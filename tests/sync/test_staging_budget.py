@@ -157,14 +157,16 @@ def test_a_copy_a_sync_sends_from_is_not_evicted(
     assert_template_copy(stack, "pve-node3", int(str(task["vmid"])), image, "raw")
     evicted = log_lines(stack, "evicted staged copy")
     # The third image's copy went (pve-node1 holds it); the second's stayed while it was sent.
-    # (On a loaded machine the upload may make its room only after the send ended: no work
-    # needs the copy then, and evicting it is right. Log times and sync_end_time are whole
-    # seconds, both UTC "...Z": an eviction in the second the task ended is not a refusal.)
+    # (On a loaded machine the upload may make its room only after the send ended, while
+    # pve-node3 imports: no work needs the copy then, and evicting it is right. The send ended
+    # when pve-node3 had every byte verified, its log's "received" line; log times are whole
+    # seconds, UTC "...Z": an eviction in that second is not a refusal.)
     assert any(f"sync-{third_task}-" in line for line in evicted), evicted
-    while_sent = [
-        line for line in evicted if f"sync-{second_task}-" in line and line[:20] < str(task["sync_end_time"])
-    ]
-    assert not while_sent, (task["sync_end_time"], while_sent)
+    target_log = (stack.base / "logs" / "agent-pve-node3.log").read_text().splitlines()
+    received = [line[:20] for line in target_log if f"task {task_id}: received " in line]
+    assert received, f"pve-node3 never said it received task {task_id}"
+    while_sent = [line for line in evicted if f"sync-{second_task}-" in line and line[:20] < received[-1]]
+    assert not while_sent, (received[-1], while_sent)
     assert log_lines(stack, "no other copy may go now")
 
 
