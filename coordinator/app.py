@@ -362,18 +362,31 @@ async def _janitor(app: web.Application) -> None:
     staged files nothing needs any more."""
     keep = timedelta(hours=app[CONFIG].keep_failed_copies_hours)
     agent_timeout = timedelta(seconds=app[CONFIG].agent_timeout)
+
+    async def expire() -> None:
+        expired = await uploads.expire_abandoned(app[DB], app[AGENTS])
+        if expired:
+            log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
+
+    # Each job on its own: one that fails (a row it cannot handle) must not keep the others
+    # from running, round after round.
+    jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("expiring interrupted uploads", expire),
+        ("removing old failed copies", lambda: remove_failed_copies(app[DB], app[AGENTS], keep)),
+        (
+            "removing orphaned files",
+            lambda: remove_orphans(app[DB], app[AGENTS], agent_timeout, ORPHAN_GRACE),
+        ),
+    ]
     while True:
-        try:
-            expired = await uploads.expire_abandoned(app[DB], app[AGENTS])
-            if expired:
-                log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
-            await remove_failed_copies(app[DB], app[AGENTS], keep)
-            await remove_orphans(app[DB], app[AGENTS], agent_timeout, ORPHAN_GRACE)
-        except Exception as exc:
-            if unreachable(exc):
-                OUTAGE.failed("cleaning up", exc)
-            else:
-                log.exception("janitor run failed; will retry")
+        for what, job in jobs:
+            try:
+                await job()
+            except Exception as exc:
+                if unreachable(exc):
+                    OUTAGE.failed("cleaning up", exc)
+                    break  # the database is down: the other jobs would fail the same way
+                log.exception("janitor: %s failed; will retry", what)
         await asyncio.sleep(JANITOR_INTERVAL)
 
 

@@ -16,6 +16,7 @@ machine makes about 300 MB/s of /usr's text and binaries on one core (2.7x; leve
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, replace
 
 import zstandard
@@ -59,6 +60,16 @@ def compress(*pieces: bytes | memoryview) -> bytes:
     return bytes(cctx.compress(b"".join(pieces)))
 
 
+def compress_timed(*pieces: bytes | memoryview) -> tuple[bytes, float]:
+    """``compress``, and the seconds it took inside its worker thread: not the wait for a
+    free worker (the default executor also runs the reads, digests and writes of every
+    stream of the agent), which under load made a 300 MB/s compressor look slower than a
+    16 MiB/s link and turned compression off for the rest of the stream."""
+    started = time.perf_counter()
+    out = compress(*pieces)
+    return out, time.perf_counter() - started
+
+
 def decompress(data: bytes | memoryview, length: int) -> bytes:
     """The ``length`` bytes a compressed payload stands for; FrameError for anything else.
 
@@ -86,8 +97,8 @@ def frame_pays(raw: int, compressed: int) -> bool:
 @dataclass(frozen=True)
 class Measured:
     """What a sender saw of a stream so far: ``raw`` image bytes went through the compressor
-    in ``compress_seconds`` (thread time) and came out as ``packed`` bytes; the link took
-    ``sent`` bytes (every frame, compressed or not) in ``send_seconds``."""
+    in ``compress_seconds`` (inside its worker thread) and came out as ``packed`` bytes; the
+    link took ``sent`` bytes (every frame, compressed or not) in ``send_seconds``."""
 
     raw: int = 0
     packed: int = 0
@@ -132,6 +143,11 @@ class WirePolicy:
     def compress_next(self) -> bool:
         self.chunks += 1
         return worth_compressing(self.m, self.link_cap)
+
+    def link_unknown(self) -> bool:
+        """The compressor is measured but the link not yet: the next choice would be plain
+        blindly (the stream waits for its first frame to cross instead: send.py)."""
+        return self.m.raw > 0 and self.m.sent <= 0
 
     def give_up(self) -> bool:
         """End the compressed stream here (the rest plain)?"""

@@ -98,7 +98,9 @@ class ReceiveRecord:
     error_kind: ErrorSlug | None = None
     corrupt_chunks: int = 0
     received_bytes: int = 0  # payload that arrived, re-sent bytes included
-    resumed_from: int = 0  # where the latest stream began (what earlier ones had verified)
+    # Where the latest session began (what earlier ones had verified). Not per stream: a
+    # session whose compressed stream gave up goes on in a plain one, which resumes nothing.
+    resumed_from: int = 0
     manifest: str = ""  # sha256 of the chunk manifest (the ticket's)
     reused_bytes: int = 0  # bytes made here: zeros, and chunks taken from seeds
     corrupt_reused: int = 0  # seed chunks that failed their manifest check
@@ -614,8 +616,9 @@ class Receives:
             raise TransferRefused(409, ErrorSlug.SESSION_BUSY, "a stream is already running in this session")
         if receive.rec.state == "complete":
             return receive.view()
+        if not session.started:
+            receive.rec.resumed_from = receive.rec.verified
         session.streaming = session.started = True
-        receive.rec.resumed_from = receive.rec.verified
         fd = os.open(receive.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         writer = ChunkWriter(
             fd,

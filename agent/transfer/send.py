@@ -22,6 +22,7 @@ the next link may be fast, so the choice is that link's own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
@@ -45,7 +46,7 @@ from shared.error_slugs import ErrorSlug
 from shared.frames import CHUNK, DIGEST_SIZE, chunk_digest, encode_header
 from shared.manifest import chunk_count, needed_indexes
 from shared.messages.transfers import Hop
-from shared.wire_codec import WirePolicy, compress, frame_pays
+from shared.wire_codec import WirePolicy, compress_timed, frame_pays
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0
 # Chunks read ahead of the network (memory: this many x CHUNK).
 READ_AHEAD = 2
+# How long a compressed stream waits for its first frame to cross before it chooses for
+# the second one without the link's rate (plain): a link that slow is stalled, and the
+# stream's own deadlines end it.
+LINK_WAIT_SECONDS = 30.0
 # What the TLS layer is handed at a time. It encrypts a write whole into a memory buffer
 # before any of it goes to the socket; in pieces that stay in the CPU's cache the copies
 # in and out of that buffer cost less: the sender's memmove in a 2 GiB sync over loopback
@@ -390,7 +395,8 @@ class Transfer:
         the rate cap is the link's; the time spent waiting for the compressor is not.
         """
         packed: PackedQueue = asyncio.Queue(READ_AHEAD)
-        compressor = asyncio.create_task(self._compress(queue, packed, policy))
+        crossed = asyncio.Event()  # the first frame crossed: the link's rate is measured
+        compressor = asyncio.create_task(self._compress(queue, packed, policy, crossed))
         try:
             while True:
                 item = await packed.get()
@@ -406,6 +412,7 @@ class Transfer:
                 for view in _write_pieces(pieces):
                     yield view
                 policy.sent(len(header) + wire, time.monotonic() - started)
+                crossed.set()
                 self.sender.metrics.sent_to(peer, wire)
             log.info("transfer %s: %s", self.id, policy.summary())
         finally:
@@ -417,7 +424,12 @@ class Transfer:
         queue: ReadQueue,
         packed: PackedQueue,
         policy: WirePolicy,
+        crossed: asyncio.Event,
     ) -> None:
+        """Compress or not, chunk by chunk. Until the first frame has crossed, the link's
+        rate is unknown and the policy would choose plain: the chunks that arrive meanwhile
+        wait for it instead (a relay gets its chunks faster than its first one crosses a
+        capped link: choosing plain then sent a 32 MiB copy almost uncompressed)."""
         try:
             while True:
                 if policy.give_up():
@@ -428,12 +440,14 @@ class Transfer:
                     await packed.put(item)
                     return
                 offset, length, digest, pieces = item
+                if policy.link_unknown():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(crossed.wait(), LINK_WAIT_SECONDS)
                 if not policy.compress_next():
                     await packed.put((encode_header(offset, length, digest), pieces))
                     continue
-                started = time.monotonic()
-                out = await asyncio.to_thread(compress, *pieces)
-                policy.compressed(length, len(out), time.monotonic() - started)
+                out, seconds = await asyncio.to_thread(compress_timed, *pieces)
+                policy.compressed(length, len(out), seconds)
                 if frame_pays(length, len(out)):
                     wire: list[bytes | memoryview] = [out]
                     await packed.put((encode_header(offset, length, digest, len(out)), wire))

@@ -96,7 +96,7 @@ class ReceiveView(Model):
     # Payload that crossed the network, re-sent bytes included (bytes_sent); ``size`` and
     # ``verified`` count the guest view (the image's virtual size).
     received_bytes: int
-    resumed_from: int
+    resumed_from: int  # where the latest session (attempt or resume) began: verified before it
     staged_name: str | None  # once complete
     forwarding: bool
     # Bytes of the image the target did not receive over the network: zeros, and chunks it

@@ -20,8 +20,13 @@ def _template_with_versions(coordinator: InProcess) -> int:
     async def make() -> int:
         async with coordinator.app[DB]() as session:
             name = f"by-version-{secrets.token_hex(3)}"
-            template, (_, deleted) = await template_with_versions(session, name, coordinator.cluster_id, 2)
+            template, (uploading, deleted) = await template_with_versions(
+                session, name, coordinator.cluster_id, 2
+            )
             deleted.status = "deleted"
+            # (no lease to expire: the janitor of this session-long coordinator leaves it be;
+            # its template, which another version's row points at, could not be removed)
+            uploading.lease_expires_at = None
             await session.commit()
             return template.id
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.app import JANITOR_INTERVAL
 from demo.stack import Stack
 from shared.tickets import TicketSigner
 from tests.support.api import Api
@@ -71,7 +72,7 @@ def test_files_of_gone_uploads_and_tasks_are_removed_the_rest_kept(
 
         wait_for(
             lambda: not gone_upload.exists() and not gone_partial.exists() and not copy.exists(),
-            timeout=30,
+            timeout=2 * JANITOR_INTERVAL + 30,  # the first round at start, or the next two
             what="the orphaned files removed",
         )
         assert agent_get(stack, "pve-node2", f"/v1/receives/{task}").status_code == 404

@@ -10,8 +10,11 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
+
 from agent.staging import Staging
 from agent.transfer.send import RateLimit
+from shared import wire_codec
 from shared.frames import CHUNK
 from shared.messages.transfers import Seed
 from shared.tickets import TicketSigner
@@ -159,5 +162,38 @@ def test_a_relay_compresses_again_for_its_next_hop(tmp_path: Path) -> None:
         finally:
             await last.stop()
             await relay.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_that_gives_up_on_compression_goes_on_plain_in_the_same_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where compression stops paying, the rest of the session crosses as a plain stream: the
+    copy arrives whole, nothing is sent twice, and that second stream is no resume (the
+    receive's resumed_from stays where the session began)."""
+    monkeypatch.setattr(wire_codec, "MIN_GAIN", float("inf"))  # compression never pays here
+    monkeypatch.setattr(wire_codec, "HEADROOM", float("inf"))
+    staging = Staging(tmp_path / "source" / "staging")
+    name = "upload-1-0a1b2c3d.raw"
+    os_like_raw(staging.path(name), (wire_codec.GIVE_UP_AFTER + 4) * CHUNK)
+    signer = TicketSigner(tmp_path / "key")
+
+    async def scenario() -> None:
+        ready = await staged_manifest(staging, name)
+        target = TargetAgent(tmp_path / "target", signer)
+        target.sender.codecs = CODECS
+        await target.start()
+        try:
+            await send(ready, target, task_id=5, task_uid=secrets.token_hex(16), codecs=CODECS)
+            view = target.receive(5).view()
+            assert view.state == "complete", view
+            assert view.resumed_from == 0, view
+            # the first chunk went compressed, the other GIVE_UP_AFTER - 1 of the first stream
+            # and the 4 of the plain one crossed as they are
+            assert view.size - 2 * CHUNK < view.received_bytes < view.size, view
+            assert target.receive(5).path.read_bytes() == staging.path(name).read_bytes()
+        finally:
+            await target.stop()
 
     asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import msgspec
 import pytest
@@ -21,6 +22,7 @@ from shared.wire_codec import (
     WirePolicy,
     choose,
     compress,
+    compress_timed,
     decompress,
     frame_pays,
     worth_compressing,
@@ -180,6 +182,32 @@ def test_a_stream_gives_up_on_compression_where_it_does_not_pay_and_not_before()
         slow.sent(int(1.3 * MB), 1.3 / 125)  # 1 Gbit/s
         assert not slow.give_up()
         assert slow.compress_next()
+
+
+def test_the_link_is_unknown_from_the_first_compressed_chunk_until_a_frame_crossed() -> None:
+    policy = WirePolicy()
+    assert not policy.link_unknown()  # nothing measured: the first chunk measures the compressor
+    policy.compress_next()
+    policy.compressed(4 * MB, int(1.3 * MB), 4 / 230)
+    assert policy.link_unknown()  # choosing now would be plain, blindly: send.py waits
+    assert not policy.compress_next()
+    policy.sent(int(1.3 * MB), 1.3 / 16)  # a 16 MB/s link
+    assert not policy.link_unknown() and policy.compress_next()
+
+
+def test_the_compressors_time_leaves_out_the_wait_for_a_free_worker() -> None:
+    """A worker busy for 0.5 s with something else (a read, a digest) is not the compressor's
+    slowness: counted as such, a loaded agent turned compression off for a whole stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = (b"def function(argument):\n    return argument\n" * 100_000)[: 4 * MB]
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(time.sleep, 0.5)
+        waited = time.perf_counter()
+        out, seconds = pool.submit(compress_timed, data).result()
+        waited = time.perf_counter() - waited
+    assert decompress(out, len(data)) == data
+    assert waited >= 0.5 > seconds
 
 
 def chunked(body: bytes, piece: int) -> bytes:
