@@ -240,6 +240,14 @@ def admin_vm(stack: Stack, node: str, vmid: int, cut_off: bool) -> None:
     assert (vm_conf(stack, node, vmid) == {"lock": "create"}) is cut_off
 
 
+def what_became_of(stack: Stack, node: str, vmid: int, coordinator_log: str) -> str:
+    """The sweep's lines and those of the node's agent about ``vmid`` (for a failure's report)."""
+    agent_log = (stack.base / "logs" / f"agent-{node}.log").read_text()
+    sweep = [line for line in coordinator_log.splitlines() if "VM sweep" in line]
+    about = [line for line in agent_log.splitlines() if f" {vmid}" in line]
+    return "\n".join(["sweep:", *sweep, f"agent on {node} about VM {vmid}:", *about])
+
+
 def test_the_sweep_removes_cut_off_vms_nothing_accounts_for_and_nothing_else(
     journal_stack: Stack, japi: Api, tmp_path: Path
 ) -> None:
@@ -284,7 +292,7 @@ def test_the_sweep_removes_cut_off_vms_nothing_accounts_for_and_nothing_else(
     assert (vm_conf(stack, NODE1, kept_vmid) or {}).get("template") == "1"
     assert detail(japi, kept_id)["upload_info"]["status"] == "imported"
     for node, vmid in [*leaks, (NODE1, creating_vmid)]:
-        assert f"VM sweep: removed VM {vmid} on {node}" in log
+        assert f"VM sweep: removed VM {vmid} on {node}" in log, what_became_of(stack, node, vmid, log)
     busy = f"VM sweep: VM {creating_vmid} on {NODE1} left for now: VM {creating_vmid} on {NODE1} is being"
     assert busy in log
     for template_id in (kept_id, upload_template, sync_template, creating_template):
