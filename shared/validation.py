@@ -91,12 +91,14 @@ def schema_hook(tp: Any) -> dict[str, Any]:
     raise NotImplementedError(f"no schema for {tp!r}")
 
 
-def parse(model: type[M], data: Any) -> M:
-    """``data`` (JSON values, or strings from a query or form) as a ``model``, or InvalidInput."""
+def parse(model: type[M], data: Any, *, strict: bool = False) -> M:
+    """``data`` (JSON values, or strings from a query or form) as a ``model``, or InvalidInput.
+    ``strict``: JSON types as they are (a user's JSON body: ``"2"`` is no integer, ``1`` no
+    boolean); otherwise text converts ("2", "true": what a query or a form can carry)."""
     try:
-        parsed = msgspec.convert(data, model, strict=False, dec_hook=dec_hook)
+        parsed = msgspec.convert(data, model, strict=strict, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(_field_errors(model, data, str(exc))) from None
+        raise InvalidInput(_field_errors(model, data, str(exc), strict)) from None
     for name in getattr(model, "__struct_fields__", ()):
         value = getattr(parsed, name)
         if isinstance(value, Checked):
@@ -137,7 +139,7 @@ def _builtin_base(tp: type) -> type:
     return next(base for base in tp.__mro__ if base.__module__ == "builtins")
 
 
-def _field_errors(model: type[Any], data: Any, whole: str) -> dict[str, str]:
+def _field_errors(model: type[Any], data: Any, whole: str, strict: bool) -> dict[str, str]:
     if not isinstance(data, dict):
         return {"": "must be a JSON object"}
     errors: dict[str, str] = {}
@@ -154,7 +156,7 @@ def _field_errors(model: type[Any], data: Any, whole: str) -> dict[str, str]:
             continue
         value = data[f.encode_name]
         try:
-            msgspec.convert(value, f.type, strict=False, dec_hook=dec_hook)
+            msgspec.convert(value, f.type, strict=strict, dec_hook=dec_hook)
         except msgspec.ValidationError as exc:
             where, text = _split_path(str(exc))
             errors[f.encode_name + where] = describe(text, f.type, None if where else value)

@@ -144,9 +144,10 @@ class Routes:
 
 
 def parse_model(model: type[M], data: Any, where: str) -> M:
-    """``data`` as a ``model``, or a 400 naming every bad field (``where``: query, body, form)."""
+    """``data`` as a ``model``, or a 400 naming every bad field (``where``: query, body, form).
+    A JSON body is taken as typed; a query's and a form's text converts."""
     try:
-        return parse(model, data)
+        return parse(model, data, strict=where == "body")
     except InvalidInput as exc:
         fields = {loc or where: text for loc, text in exc.fields.items()}
         raise ApiError(

@@ -65,6 +65,29 @@ def test_hostile_numbers_and_nesting_in_a_body(api: Api, raw: bytes, field: str,
     assert len(reply.message) < 300
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field", "text"),
+    [
+        ("/templates/1/sync", {"target_node_ids": ["2"]}, "target_node_ids[0]", "must be an integer"),
+        ("/templates/1/sync", {"target_node_ids": [2.0]}, "target_node_ids[0]", "must be an integer"),
+        ("/templates/1/clone", {"node_id": "2", "name": "web-1"}, "node_id", "must be an integer"),
+        ("/templates/1/clone", {"node_id": 2, "name": "web-1", "full": 1}, "full", "must be true or false"),
+        (
+            "/templates/1/clone",
+            {"node_id": 2, "name": "web-1", "full": "true"},
+            "full",
+            "must be true or false",
+        ),
+    ],
+)
+def test_a_json_body_is_taken_as_typed(api: Api, path: str, body: object, field: str, text: str) -> None:
+    """JSON says what a value is: "2" is a string, 1 a number; only a query's or a form's text
+    converts. Taking them anyway would accept what the client never meant."""
+    reply = api.post(path, json=body)
+    assert (reply.status, reply.error) == (400, "invalid_request"), reply.body
+    assert reply.data["fields"][field].startswith(text), reply.data
+
+
 def test_nesting_up_to_the_limit_is_read(api: Api) -> None:
     """32 levels are decoded (and then refused for what they are, not for their depth)."""
     raw = b'{"target_node_ids": %s1%s}' % (b"[" * (MAX_DEPTH - 1), b"]" * (MAX_DEPTH - 1))

@@ -43,6 +43,8 @@ from tests.support.api import Api
 T = TypeVar("T")
 CLUSTER_NAME = "pve-inprocess"
 NODES = 3
+# The thread both apps run in (its log records are told apart by this name).
+APPS_THREAD = "inprocess-apps"
 # Every wait on the thread's loop has a deadline (a hung start fails the test, not CI).
 DEADLINE = 60.0
 
@@ -54,7 +56,7 @@ class InProcess:
         self.base = base
         self.database_url = database_url
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="inprocess-apps", daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name=APPS_THREAD, daemon=True)
         self.servers: list[TestServer] = []
         self.cluster_id = 0
         self.admin_token = ""

@@ -1,14 +1,17 @@
-"""Fixtures of the unit tests that read and write a real (migrated) database."""
+"""Fixtures of the unit tests that read and write a real (migrated) database, and the log
+capture of every unit test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db.session import create_engine, session_factory
 from tests.support.db import migrated_database
+from tests.support.inprocess import APPS_THREAD
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
@@ -23,3 +26,19 @@ async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession
     engine = create_engine(database_url)
     yield session_factory(engine)
     await engine.dispose()
+
+
+class _NotFromTheApps(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != APPS_THREAD
+
+
+@pytest.fixture(autouse=True)
+def _own_log_records_only(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """What a unit test captures is what it logged: not what the in-process coordinator, which
+    a worker keeps for the whole session (tests/inprocess), logs from its own thread meanwhile
+    (its janitor giving up an upload said "uploading -> failed" into a state-log test)."""
+    only_ours = _NotFromTheApps()
+    caplog.handler.addFilter(only_ours)
+    yield
+    caplog.handler.removeFilter(only_ours)
