@@ -104,7 +104,7 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
         i["node_name"] for i in api.get(f"/templates/{template_id}/instances").ok()["instances"]
     ]
     assert nodes_with_instances == ["pve-node1", "pve-node3"]
-    # A canceled task is no longer pending: it cannot be deleted or retried.
+    # A canceled task is no longer pending: it cannot be deleted.
     canceled = api.post(f"/templates/sync-tasks/{first['pve-node3']}/cancel").ok()
     assert canceled == {"task_id": first["pve-node3"], "status": "canceled"}
     task = api.get(f"/templates/sync-tasks/{first['pve-node3']}").ok()
@@ -113,13 +113,24 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
     assert (listed["total"], [t["task_id"] for t in listed["list"]]) == (1, [first["pve-node3"]])
     assert api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["total"] == 1
     assert api.delete(f"/templates/sync-tasks/{first['pve-node3']}").error == "not_pending"
-    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").error == "not_failed"
     # ... and the node can be asked for again: a new task, not the canceled one.
     fresh = api.post(f"/templates/{template_id}/sync", json={"target_node_ids": [nodes["pve-node3"]]}).ok()
-    assert fresh["sync_tasks"][0]["task_id"] not in first.values()
-    api.post(
-        f"/templates/sync-tasks/{fresh['sync_tasks'][0]['task_id']}/cancel"
-    ).ok()  # leave nothing running
+    fresh_id = fresh["sync_tasks"][0]["task_id"]
+    assert fresh_id not in first.values()
+    # While that one is active the canceled one cannot be retried; once it is canceled too,
+    # the first one can (a cancel keeps the verified bytes for a retry), its instance back.
+    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").error == "sync_task_active"
+    api.post(f"/templates/sync-tasks/{fresh_id}/cancel").ok()
+    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").ok() == {
+        "task_id": first["pve-node3"],
+        "status": "pending",
+    }
+    instances = api.get(f"/templates/{template_id}/instances").ok()["instances"]
+    assert [(i["node_name"], i["status"]) for i in instances] == [
+        ("pve-node1", "importing"),
+        ("pve-node3", "pending"),
+    ]
+    api.post(f"/templates/sync-tasks/{first['pve-node3']}/cancel").ok()  # leave nothing running
 
 
 @pytest.mark.mariadb
