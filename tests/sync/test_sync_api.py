@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from coordinator.agents.credentials import Credentials
-from coordinator.agents.links import AgentLinks
-from coordinator.db.session import create_engine, session_factory
-from coordinator.jobs.cleanup import remove_failed_copies
 from demo.stack import Stack
 from tests.support.api import Api
 from tests.support.images import raw_with_data
-from tests.support.syncs import agent_get, receive_view, wait_task, wait_tasks
+from tests.support.syncs import agent_get, receive_view, run_cleanup, wait_task, wait_tasks
 from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
 from tests.sync.test_progress import poll_until_done
 
@@ -208,21 +202,6 @@ def test_old_failed_copies_are_cleaned_up_and_a_retry_then_starts_over(
     (done,) = wait_tasks(api, template_id)
     assert done["status"] == "completed"
     assert receive_view(stack, "pve-node2", started["task_id"])["received_bytes"] == image.stat().st_size
-
-
-def run_cleanup(stack: Stack, older_than: timedelta) -> int:
-    async def work() -> int:
-        engine = create_engine(stack.database_url)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls())) as http:
-            links = AgentLinks(
-                session_factory(engine), http, Credentials.from_file(stack.base / "agent-credential.key"), 15
-            )
-            try:
-                return await remove_failed_copies(session_factory(engine), links, older_than)
-            finally:
-                await engine.dispose()
-
-    return asyncio.run(work())
 
 
 def test_an_agent_names_itself_without_versions(stack: Stack) -> None:
