@@ -233,6 +233,19 @@ async def receive_state(request: web.Request) -> web.Response:
     return answer(receive.view())
 
 
+async def stop_receive(request: web.Request) -> web.Response:
+    """Its task was canceled: the stream stops, the verified bytes stay (for a retry)."""
+    try:
+        receive = request.app[RECEIVES].stop(_task_id(request), _task_uid(request) or "")
+    except TransferRefused as exc:
+        return _refused(exc)
+    if receive is None:
+        return json_error(
+            404, ErrorSlug.RECEIVE_NOT_FOUND, f"no receive for task {_task_id(request)} on this node"
+        )
+    return answer(receive.view())
+
+
 async def remove_receive(request: web.Request) -> web.Response:
     try:
         removed = request.app[RECEIVES].remove(_task_id(request), _task_uid(request))
@@ -246,6 +259,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/staged/{name}/manifest", staged_manifest)
     app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
     app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
+    app.router.add_post("/v1/receives/{task_id:[0-9]+}/stop", stop_receive)
     app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session, name="peer-session")
     app.router.add_put(
         "/v1/receives/{task_id:[0-9]+}/data", receive_data, name="peer-data", expect_handler=expect_stream

@@ -229,6 +229,19 @@ async def _refuse_deleting_version(session: AsyncSession, task: TemplateSyncTask
         )
 
 
+async def _stop_copy(call: Call, task: TemplateSyncTask) -> None:
+    """Stop the stream to the task's target now, keeping the bytes it verified for a retry
+    (until the janitor's retention is over); best effort: the copy also stops at its next
+    ticket or poll."""
+    try:
+        agent = await call.app[AGENTS].for_node(task.target_node_id)
+        await agent.stop_receive(task.id, task.uid)
+    except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
+        log.info(
+            "sync task %s: the stream to %s not stopped at once: %s", task.id, task.target_node_name, exc
+        )
+
+
 async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
     """Remove what the task left on its target (partial copy); best effort."""
     try:
@@ -263,7 +276,7 @@ async def cancel_sync_task(call: Call) -> StatusChange:
             )
         await _forget_instance(session, task)
         await session.commit()
-    # The verified bytes stay on the target for a retry, until the janitor's retention is over.
+    await _stop_copy(call, task)
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: canceled by %s", task.id, task.target_node_name, call.actor)
     return StatusChange(task_id=task.id, status=SyncTaskStatus.CANCELED)
