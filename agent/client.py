@@ -233,6 +233,11 @@ class AgentClient:
             ReceiveView, "GET", f"/v1/receives/{task_id}", params={"uid": task_uid}, timeout=10
         )
 
+    async def stop_receive(self, task_id: int, task_uid: str) -> ReceiveView:
+        return await self._call(
+            ReceiveView, "POST", f"/v1/receives/{task_id}/stop", params={"uid": task_uid}, timeout=10
+        )
+
     async def remove_receive(self, task_id: int, task_uid: str) -> ReceiveRemoved:
         return await self._call(ReceiveRemoved, "DELETE", f"/v1/receives/{task_id}", params={"uid": task_uid})
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator.db.models import PveNode, TemplateInstance, TemplateSyncTask, TemplateUpload
+from coordinator.db.models import PveNode, PveStorage, TemplateInstance, TemplateSyncTask, TemplateUpload
 from coordinator.states import instance as instance_states
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus, instance_of
@@ -90,6 +90,25 @@ async def _instance_on(
             TemplateInstance.node_id == node_id,
         )
     )
+
+
+async def instance_awaits_retry(session: AsyncSession, task: TemplateSyncTask, actor: str) -> str | None:
+    """A retried canceled task's target gets its instance back (the cancel removed it), as a
+    new task's would; why not, when the node has the version available meanwhile (the caller
+    refuses the retry then, as when its storage went)."""
+    upload = await session.get(TemplateUpload, task.upload_id)
+    node = await session.get(PveNode, task.target_node_id)
+    assert upload is not None and node is not None
+    instance = await _instance_on(session, upload, node.id)
+    if instance is not None and instance.status == InstanceStatus.AVAILABLE:
+        return f"{node.node_name} already has version {task.version} of this template (VM {instance.vmid})"
+    storage = await session.scalar(
+        select(PveStorage).where(PveStorage.node_id == node.id, PveStorage.storage_name == task.storage_name)
+    )
+    if storage is None:
+        return f"{node.node_name} no longer has storage {task.storage_name!r}"
+    await _instance_awaits(session, instance, task, upload, Target(node, storage), actor)
+    return None
 
 
 async def _instance_awaits(

@@ -759,6 +759,21 @@ class Receives:
                 self._drop(receive)
         self.staging.remove(name)
 
+    def stop(self, task_id: int, task_uid: str) -> Receive | None:
+        """End the task's session (its task was canceled): a running stream ends at its next
+        frame (a newer session took over) and its relay stops, the verified bytes stay for a
+        retry's session to resume from. None when there is no such receive."""
+        receive = self.get(task_id, task_uid)
+        if receive is None:
+            return None
+        if receive.forwarder is not None:
+            receive.forwarder.cancel()
+            receive.forwarder = None
+            receive.forward_key = None
+        receive.session = None
+        log.info("task %s: session stopped, %s verified bytes kept", task_id, receive.rec.verified)
+        return receive
+
     def remove(self, task_id: int, task_uid: str | None = None) -> bool:
         """Drop the task's receive (without a uid: every receive of that task id)."""
         doomed = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
@@ -33,7 +34,7 @@ from agent.routes.responses import answer, json_error
 from agent.staging import BadStagedName
 from agent.transfer.errors import TransferRefused
 from agent.transfer.frame_reader import StreamBody
-from agent.transfer.receive import SPACE_RESERVE, Receives
+from agent.transfer.receive import SPACE_RESERVE, Receive, Receives
 from agent.transfer.send import StagedImage
 from shared import server_header
 from shared.error_slugs import ErrorSlug
@@ -222,8 +223,20 @@ async def receive_data(request: web.Request) -> web.Response:
 
 
 async def receive_state(request: web.Request) -> web.Response:
+    return _view_of(request, lambda receives, task_id, uid: receives.get(task_id, uid))
+
+
+async def stop_receive(request: web.Request) -> web.Response:
+    """Its task was canceled: the stream stops, the verified bytes stay (for a retry)."""
+    return _view_of(request, lambda receives, task_id, uid: receives.stop(task_id, uid or ""))
+
+
+def _view_of(
+    request: web.Request, find: Callable[[Receives, int, str | None], Receive | None]
+) -> web.Response:
+    """The view of the receive ``find`` returns for the request's task, or a 404."""
     try:
-        receive = request.app[RECEIVES].get(_task_id(request), _task_uid(request))
+        receive = find(request.app[RECEIVES], _task_id(request), _task_uid(request))
     except TransferRefused as exc:
         return _refused(exc)
     if receive is None:
@@ -246,6 +259,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/staged/{name}/manifest", staged_manifest)
     app.router.add_get("/v1/receives/{task_id:[0-9]+}", receive_state)
     app.router.add_delete("/v1/receives/{task_id:[0-9]+}", remove_receive)
+    app.router.add_post("/v1/receives/{task_id:[0-9]+}/stop", stop_receive)
     app.router.add_post("/v1/receives/{task_id:[0-9]+}/session", open_session, name="peer-session")
     app.router.add_put(
         "/v1/receives/{task_id:[0-9]+}/data", receive_data, name="peer-data", expect_handler=expect_stream

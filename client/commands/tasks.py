@@ -31,7 +31,10 @@ def add(commands: Commands) -> None:
     )
     p.add_argument("tasks", type=int, nargs="*", metavar="TASK_ID")
     p.add_argument("--template", type=int, metavar="TEMPLATE_ID", help="every active task of this template")
-    for action, what in (("retry", "try a failed task again (the copy resumes)"), ("cancel", "stop a task")):
+    for action, what in (
+        ("retry", "try a failed or canceled task again (the copy resumes)"),
+        ("cancel", "stop a task"),
+    ):
         p = tasks.command(action, what, change_task)
         p.add_argument("task", type=int, metavar="TASK_ID")
         p.set_defaults(change=action)

@@ -3,7 +3,7 @@
 POST   /templates/{id}/sync                  {"target_node_ids": [2, 3]}
 GET    /templates/sync-tasks                 page, page_size, template_id, status
 GET    /templates/sync-tasks/{task_id}
-POST   /templates/sync-tasks/{task_id}/retry     failed -> pending (the copy resumes)
+POST   /templates/sync-tasks/{task_id}/retry     failed/canceled -> pending (the copy resumes)
 POST   /templates/sync-tasks/{task_id}/cancel    pending/syncing -> canceled
 DELETE /templates/sync-tasks/{task_id}           pending only
 """
@@ -42,7 +42,8 @@ from coordinator.db.races import create_or_return
 from coordinator.states import sync_task
 from coordinator.states.instance import InstanceStatus
 from coordinator.states.sync_task import SyncTaskStatus, SyncTaskStatusName
-from coordinator.sync_tasks import Planned, create_sync_tasks
+from coordinator.states.upload import UploadStatus
+from coordinator.sync_tasks import Planned, create_sync_tasks, instance_awaits_retry
 from coordinator.upload_plan import sync_targets
 from shared.error_slugs import ErrorSlug
 from shared.validation import Input, Model
@@ -180,7 +181,8 @@ async def get_sync_task(call: Call) -> web.Response:
 
 def _not_failed(task_id: int, status: str) -> ApiError:
     return conflict(
-        f"sync task {task_id} is {status}; only a failed task can be retried", ErrorSlug.NOT_FAILED
+        f"sync task {task_id} is {status}; only a failed or canceled task can be retried",
+        ErrorSlug.NOT_FAILED,
     )
 
 
@@ -188,16 +190,23 @@ def _not_failed(task_id: int, status: str) -> ApiError:
     "/templates/sync-tasks/{task_id}/retry", role="operator", response=StatusChange, errors=(404, 409)
 )
 async def retry_sync_task(call: Call) -> StatusChange:
-    """Try a failed task again; the bytes already at the target are kept (the copy resumes)."""
+    """Try a failed or canceled task again; the bytes already verified at the target are
+    kept (the copy resumes), unless the janitor removed them meanwhile (it starts over)."""
     async with call.app[DB]() as session:
         task, _ = await _load(session, call.path["task_id"])
-        if task.status != SyncTaskStatus.FAILED:
+        if task.status not in sync_task.RETRYABLE:
             raise _not_failed(task.id, task.status)
         template = await session.get(VmTemplate, task.template_id)
         assert template is not None
         refuse_deleting(template)
+        await _refuse_deleting_version(session, task)
+        canceled = task.status == SyncTaskStatus.CANCELED
         try:
             retried = await sync_task.retry(session, task.id)
+            why_not = await instance_awaits_retry(session, task, call.actor) if retried and canceled else None
+            if why_not is not None:
+                await session.rollback()
+                raise conflict(f"sync task {task.id} not retried: {why_not}", ErrorSlug.NOT_FAILED)
             await session.commit()
         except IntegrityError:
             raise conflict(
@@ -205,10 +214,32 @@ async def retry_sync_task(call: Call) -> StatusChange:
                 ErrorSlug.SYNC_TASK_ACTIVE,
             ) from None
         if not retried:
-            raise _not_failed(task.id, "no longer failed")
+            raise _not_failed(task.id, f"no longer {task.status}")
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: retried by %s", task.id, task.target_node_name, call.actor)
     return StatusChange(task_id=task.id, status=SyncTaskStatus.PENDING)
+
+
+async def _refuse_deleting_version(session: AsyncSession, task: TemplateSyncTask) -> None:
+    upload = await session.get(TemplateUpload, task.upload_id)
+    if upload is None or upload.status in (UploadStatus.DELETING, UploadStatus.DELETED):
+        raise conflict(
+            f"sync task {task.id}: version {task.version} of its template is being deleted",
+            ErrorSlug.TEMPLATE_DELETING,
+        )
+
+
+async def _stop_copy(call: Call, task: TemplateSyncTask) -> None:
+    """Stop the stream to the task's target now, keeping the bytes it verified for a retry
+    (until the janitor's retention is over); best effort: the copy also stops at its next
+    ticket or poll."""
+    try:
+        agent = await call.app[AGENTS].for_node(task.target_node_id)
+        await agent.stop_receive(task.id, task.uid)
+    except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
+        log.info(
+            "sync task %s: the stream to %s not stopped at once: %s", task.id, task.target_node_name, exc
+        )
 
 
 async def _drop_copy(call: Call, task: TemplateSyncTask) -> None:
@@ -232,7 +263,8 @@ async def _forget_instance(session: AsyncSession, task: TemplateSyncTask) -> Non
     "/templates/sync-tasks/{task_id}/cancel", role="operator", response=StatusChange, errors=(404, 409)
 )
 async def cancel_sync_task(call: Call) -> StatusChange:
-    """Stop a pending or running copy; its partial copy on the target is removed."""
+    """Stop a pending or running copy; the bytes it verified on the target stay for a retry
+    until the janitor removes them (``keep_failed_copies_hours``)."""
     async with call.app[DB]() as session:
         task, _ = await _load(session, call.path["task_id"])
         reason = f"canceled by {call.actor}" if call.actor else "canceled"
@@ -244,7 +276,7 @@ async def cancel_sync_task(call: Call) -> StatusChange:
             )
         await _forget_instance(session, task)
         await session.commit()
-    await _drop_copy(call, task)
+    await _stop_copy(call, task)
     call.app[SYNCS].wake()
     log.info("sync task %s to %s: canceled by %s", task.id, task.target_node_name, call.actor)
     return StatusChange(task_id=task.id, status=SyncTaskStatus.CANCELED)

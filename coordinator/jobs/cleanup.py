@@ -1,7 +1,7 @@
 """Periodic clean-up of what failed work leaves behind on the agents.
 
-A failed sync task keeps the bytes its target already verified, so that a retry resumes
-instead of starting over. Nobody retries forever: after ``keep_failed_copies_hours`` the
+A failed or canceled sync task keeps the bytes its target already verified, so that a
+retry resumes instead of starting over. Nobody retries forever: after ``keep_failed_copies_hours`` the
 partial copy is removed from the target's staging disk (a later retry then starts from
 the first byte). Abandoned uploads are cleaned by ``uploads.expire_abandoned``.
 
@@ -26,6 +26,7 @@ from coordinator.agents.links import AgentLinks
 from coordinator.agents.registry import live_agents
 from coordinator.db.models import TemplateSyncTask
 from coordinator.db.types import utcnow
+from coordinator.states import sync_task
 
 log = logging.getLogger(__name__)
 # Failed tasks handled a run (every 30 s: coordinator/app.py JANITOR_INTERVAL).
@@ -35,7 +36,7 @@ BATCH = 500
 async def remove_failed_copies(
     db: async_sessionmaker[AsyncSession], agents: AgentLinks, older_than: timedelta
 ) -> int:
-    """Partial copies of tasks failed for longer than ``older_than``; returns how many went."""
+    """Partial copies of tasks failed (or canceled) for longer than ``older_than``; returns how many went."""
     async with db() as session:
         live = await live_agents(session, agents.timeout)
         if not live:
@@ -44,7 +45,7 @@ async def remove_failed_copies(
             await session.scalars(
                 select(TemplateSyncTask)
                 .where(
-                    TemplateSyncTask.status == "failed",
+                    TemplateSyncTask.status.in_(sync_task.RETRYABLE),
                     TemplateSyncTask.bytes_done > 0,
                     TemplateSyncTask.updated_at < utcnow() - older_than,
                     TemplateSyncTask.target_node_id.in_(list(live)),
@@ -66,10 +67,10 @@ async def remove_failed_copies(
             # Nothing is at the target any more: a retry starts from the first byte.
             await session.execute(
                 update(TemplateSyncTask)
-                .where(TemplateSyncTask.id == task.id, TemplateSyncTask.status == "failed")
+                .where(TemplateSyncTask.id == task.id, TemplateSyncTask.status.in_(sync_task.RETRYABLE))
                 .values(bytes_done=0, progress=0)
             )
             await session.commit()
         removed += 1
-        log.info("sync task %s: partial copy on %s removed (failed long ago)", task.id, task.target_node_name)
+        log.info("sync task %s: partial copy on %s removed (ended long ago)", task.id, task.target_node_name)
     return removed

@@ -8,7 +8,7 @@
     syncing/importing --the attempt failed--> pending (after a backoff), or failed
     syncing   --the transfer never started (source busy)--> pending, attempt not counted
     pending   --no node holds a copy to send any more-->                      failed
-    failed    --retried (API)-->                                              pending
+    failed/canceled --retried (API)-->                                        pending
     pending/syncing --canceled (API; pending ones when their template is deleted)--> canceled
 
 A syncing or importing task is worked by one watcher holding its lease, and each attempt
@@ -61,6 +61,7 @@ TRANSITIONS = Transitions[SyncTaskStatus](
         S.SYNCING: frozenset({S.IMPORTING, S.PENDING, S.FAILED, S.CANCELED}),
         S.IMPORTING: frozenset({S.COMPLETED, S.PENDING, S.FAILED}),
         S.FAILED: frozenset({S.PENDING}),
+        S.CANCELED: frozenset({S.PENDING}),
     }
 )
 # The instance's status while its task is in each of these.
@@ -228,14 +229,19 @@ def _ended(error: str | None) -> dict[str, Any]:
     }
 
 
+# What a user's retry takes back: a cancel keeps the verified bytes for one, as a failure does.
+RETRYABLE = (S.FAILED, S.CANCELED)
+
+
 async def retry(session: AsyncSession, task_id: int) -> bool:
-    """failed -> pending (asked for by a user): a fresh set of automatic attempts, while the
-    count goes on. Raises IntegrityError when another task to the node is active meanwhile."""
+    """failed/canceled -> pending (asked for by a user): a fresh set of automatic attempts,
+    while the count goes on. Raises IntegrityError when another task to the node is active
+    meanwhile. A canceled task's instance went with the cancel: the caller makes it again."""
     return await _move(
         session,
         task_id,
         S.PENDING,
-        from_=(S.FAILED,),
+        from_=RETRYABLE,
         error_message=None,
         attempts_before_retry=TemplateSyncTask.attempts,
         next_attempt_at=None,

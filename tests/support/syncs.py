@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import requests
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.agents.credentials import Credentials
+from coordinator.agents.links import AgentLinks
 from coordinator.db.models import TemplateSyncTask
+from coordinator.db.session import create_engine, session_factory
+from coordinator.jobs.cleanup import remove_failed_copies
 from demo.stack import Stack
 from tests.support.api import Api
 from tests.support.db import with_session
@@ -145,3 +152,20 @@ class LoadSampler:
                 self.max_outbound[node] = max(self.max_outbound[node], transfers["outbound"])
             self.samples += 1
             self._stop.wait(self.every)
+
+
+def run_cleanup(stack: Stack, older_than: timedelta) -> int:
+    """The janitor's pass over failed and canceled copies, run as the coordinator runs it."""
+
+    async def work() -> int:
+        engine = create_engine(stack.database_url)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls())) as http:
+            links = AgentLinks(
+                session_factory(engine), http, Credentials.from_file(stack.base / "agent-credential.key"), 15
+            )
+            try:
+                return await remove_failed_copies(session_factory(engine), links, older_than)
+            finally:
+                await engine.dispose()
+
+    return asyncio.run(work())

@@ -12,22 +12,30 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from coordinator.db.models import TemplateSyncTask
+from coordinator.db.types import utcnow
 from demo.stack import Stack
 from shared.frames import CHUNK
 from tests.support.api import Api
+from tests.support.db import with_session
 from tests.support.images import MiB, raw_with_data
 from tests.support.proxies import DataStreamProxy, Relay
 from tests.support.syncs import (
+    agent_get,
     guest_sha256,
     partial_files,
     receive_view,
     received_copy,
+    run_cleanup,
     sha256,
     wait_task,
     wait_tasks,
@@ -242,6 +250,53 @@ def test_a_copy_that_keeps_breaking_fails_after_its_attempts_and_retry_resumes(
     assert receive_view(stack, "pve-node2", task_id)["resumed_from"] == verified  # nothing sent twice
     assert sha256(received_copy(stack, "pve-node2", task_id)) == guest_sha256(image)
     assert_template_copy(stack, "pve-node2", task["vmid"], image, "raw")
+
+
+def test_a_canceled_copy_keeps_its_verified_bytes_for_a_retry_until_the_janitor_removes_them(
+    slow_stack: Stack, slow_api: Api, tmp_path: Path
+) -> None:
+    """Contract 6.6: a cancel keeps the bytes already verified for a later retry, until they
+    are cleaned up (the janitor, after keep_failed_copies_hours)."""
+    api, stack = slow_api, slow_stack
+    template_id, image = local_template(api, stack, tmp_path, "canceled", 64)
+    size = image.stat().st_size
+    kept_copy, cleaned_copy = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
+    for task_id in (kept_copy, cleaned_copy):
+        wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.25)
+        api.post(f"/templates/sync-tasks/{task_id}/cancel").ok()
+    kept = receive_view(stack, "pve-node2", kept_copy)["verified"]
+    assert 0 < kept < size
+    assert run_cleanup(stack, older_than=timedelta(hours=1)) == 0  # not old yet: both stay
+    assert receive_view(stack, "pve-node3", cleaned_copy)["verified"] > 0
+
+    # Left past the retention: the janitor removes the copy, and a retry starts from byte 0.
+    with_session(stack.database_url, lambda session: _age(session, cleaned_copy))
+    assert run_cleanup(stack, older_than=timedelta(minutes=30)) >= 1
+    kept = receive_view(stack, "pve-node2", kept_copy)["verified"]  # still young: kept (what was
+    assert 0 < kept < size  # in flight at the cancel is verified too)
+    assert agent_get(stack, "pve-node3", f"/v1/receives/{cleaned_copy}").status_code == 404
+    cleaned = api.get(f"/templates/sync-tasks/{cleaned_copy}").ok()
+    assert (cleaned["status"], cleaned["bytes_done"], cleaned["progress"]) == ("canceled", 0, 0)
+
+    for task_id in (kept_copy, cleaned_copy):
+        api.post(f"/templates/sync-tasks/{task_id}/retry").ok()
+    tasks = {t["task_id"]: t for t in wait_tasks(api, template_id, timeout=180)}
+    assert [tasks[t]["status"] for t in (kept_copy, cleaned_copy)] == ["completed", "completed"], tasks
+    # (The kept copy resumes as a failed task's does, test_a_copy_that_keeps_breaking_...;
+    # here its stream may even have finished the image before the cancel reached it.)
+    assert receive_view(stack, "pve-node3", cleaned_copy)["resumed_from"] == 0
+    for node, task_id in (("pve-node2", kept_copy), ("pve-node3", cleaned_copy)):
+        assert sha256(received_copy(stack, node, task_id)) == guest_sha256(image)
+
+
+async def _age(session: AsyncSession, task_id: int) -> None:
+    """The task ended an hour ago."""
+    await session.execute(
+        update(TemplateSyncTask)
+        .where(TemplateSyncTask.id == task_id)
+        .values(updated_at=utcnow() - timedelta(hours=1))
+    )
+    await session.commit()
 
 
 @pytest.fixture

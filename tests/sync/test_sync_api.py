@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from coordinator.agents.credentials import Credentials
-from coordinator.agents.links import AgentLinks
-from coordinator.db.session import create_engine, session_factory
-from coordinator.jobs.cleanup import remove_failed_copies
 from demo.stack import Stack
 from tests.support.api import Api
 from tests.support.images import raw_with_data
-from tests.support.syncs import agent_get, receive_view, wait_task, wait_tasks
+from tests.support.syncs import agent_get, receive_view, run_cleanup, wait_task, wait_tasks
 from tests.support.uploads import emulator, node_ids, storage_id, upload, wait_import
 from tests.sync.test_progress import poll_until_done
 
@@ -104,7 +98,7 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
         i["node_name"] for i in api.get(f"/templates/{template_id}/instances").ok()["instances"]
     ]
     assert nodes_with_instances == ["pve-node1", "pve-node3"]
-    # A canceled task is no longer pending: it cannot be deleted or retried.
+    # A canceled task is no longer pending: it cannot be deleted.
     canceled = api.post(f"/templates/sync-tasks/{first['pve-node3']}/cancel").ok()
     assert canceled == {"task_id": first["pve-node3"], "status": "canceled"}
     task = api.get(f"/templates/sync-tasks/{first['pve-node3']}").ok()
@@ -113,13 +107,24 @@ def test_pending_tasks_are_never_duplicated_and_only_pending_ones_are_deleted(
     assert (listed["total"], [t["task_id"] for t in listed["list"]]) == (1, [first["pve-node3"]])
     assert api.get(f"/templates/sync-tasks?template_id={template_id}").ok()["total"] == 1
     assert api.delete(f"/templates/sync-tasks/{first['pve-node3']}").error == "not_pending"
-    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").error == "not_failed"
     # ... and the node can be asked for again: a new task, not the canceled one.
     fresh = api.post(f"/templates/{template_id}/sync", json={"target_node_ids": [nodes["pve-node3"]]}).ok()
-    assert fresh["sync_tasks"][0]["task_id"] not in first.values()
-    api.post(
-        f"/templates/sync-tasks/{fresh['sync_tasks'][0]['task_id']}/cancel"
-    ).ok()  # leave nothing running
+    fresh_id = fresh["sync_tasks"][0]["task_id"]
+    assert fresh_id not in first.values()
+    # While that one is active the canceled one cannot be retried; once it is canceled too,
+    # the first one can (a cancel keeps the verified bytes for a retry), its instance back.
+    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").error == "sync_task_active"
+    api.post(f"/templates/sync-tasks/{fresh_id}/cancel").ok()
+    assert api.post(f"/templates/sync-tasks/{first['pve-node3']}/retry").ok() == {
+        "task_id": first["pve-node3"],
+        "status": "pending",
+    }
+    instances = api.get(f"/templates/{template_id}/instances").ok()["instances"]
+    assert [(i["node_name"], i["status"]) for i in instances] == [
+        ("pve-node1", "importing"),
+        ("pve-node3", "pending"),
+    ]
+    api.post(f"/templates/sync-tasks/{first['pve-node3']}/cancel").ok()  # leave nothing running
 
 
 @pytest.mark.mariadb
@@ -197,21 +202,6 @@ def test_old_failed_copies_are_cleaned_up_and_a_retry_then_starts_over(
     (done,) = wait_tasks(api, template_id)
     assert done["status"] == "completed"
     assert receive_view(stack, "pve-node2", started["task_id"])["received_bytes"] == image.stat().st_size
-
-
-def run_cleanup(stack: Stack, older_than: timedelta) -> int:
-    async def work() -> int:
-        engine = create_engine(stack.database_url)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls())) as http:
-            links = AgentLinks(
-                session_factory(engine), http, Credentials.from_file(stack.base / "agent-credential.key"), 15
-            )
-            try:
-                return await remove_failed_copies(session_factory(engine), links, older_than)
-            finally:
-                await engine.dispose()
-
-    return asyncio.run(work())
 
 
 def test_an_agent_names_itself_without_versions(stack: Stack) -> None:

@@ -206,6 +206,21 @@ async def test_cancel_takes_pending_and_syncing_tasks_only(session: AsyncSession
     assert [sync_task.cancelable(s) for s in SyncTaskStatus] == [True, True, False, False, False, False]
 
 
+async def test_a_retry_takes_a_canceled_task_back_with_its_verified_bytes(session: AsyncSession) -> None:
+    """A cancel keeps the verified bytes for a later retry (api-contract 6.6), so a retry
+    takes a canceled task back as it takes a failed one; a completed task stays completed."""
+    task, _ = await _claimed(session)
+    await session.execute(update(TemplateSyncTask).where(TemplateSyncTask.id == task.id).values(bytes_done=7))
+    assert await sync_task.cancel(session, task.id, "canceled by me")
+    await session.commit()
+    assert await sync_task.retry(session, task.id)
+    await session.commit()
+    task = await _now(session, task)
+    assert (task.status, task.active_key, task.error_message) == ("pending", task.target_node_id, None)
+    assert (task.bytes_done, task.sync_end_time) == (7, None)  # the count of what the target holds
+    assert not await sync_task.retry(session, task.id)  # pending now
+
+
 async def test_the_template_delete_cancels_only_its_pending_tasks(session: AsyncSession) -> None:
     pending, _ = await _task(session)
     assert await sync_task.cancel_pending_of_template(session, pending.template_id) == 1

@@ -3,10 +3,12 @@
 import { bar, bytes, el, patchRows, rate, stateClass, time } from "./format.js";
 
 const CANCELABLE = new Set(["pending", "syncing"]);
+// A cancel keeps the verified bytes for a retry, as a failure does.
+const RETRYABLE = new Set(["failed", "canceled"]);
 
 export function taskRow(task, actions) {
   const buttons = [];
-  if (task.status === "failed") {
+  if (RETRYABLE.has(task.status)) {
     buttons.push(el("button", { type: "button", class: "small", dataset: { action: "retry" }, onclick: () => actions.retry(task.task_id) }, "Retry"));
   }
   if (CANCELABLE.has(task.status)) {
