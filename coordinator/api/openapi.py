@@ -175,6 +175,8 @@ def _responses(ep: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}},
         }
     }
+    if ep.raw_responses is not None:
+        responses = copy.deepcopy(ep.raw_responses)
     if ep.websocket is not None:
         # OpenAPI has no words for a WebSocket: the upgrade, and the schema of each message
         responses = {
