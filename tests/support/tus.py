@@ -1,0 +1,55 @@
+"""A resumable (tus) upload driven by hand, as a tus client would: create, HEAD, PATCH, and a
+PATCH cut off mid-body (the connection reset after part of it)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from pathlib import Path
+
+from demo.stack import Stack
+from shared.tus import encode_metadata
+from tests.support.api import Api, Reply
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OFFSET_TYPE = "application/offset+octet-stream"
+
+
+def create(api: Api, image: Path, **metadata: str) -> tuple[int, Reply]:
+    """POST /uploads for ``image``; its upload id (0 if refused) and the answer."""
+    headers = {
+        **TUS,
+        "Upload-Length": str(image.stat().st_size),
+        "Upload-Metadata": encode_metadata({"filename": image.name, **metadata}),
+    }
+    reply = api.post("/uploads", headers=headers)
+    if reply.status != 201:
+        return 0, reply
+    return int(reply.headers["Location"].rsplit("/", 1)[1]), reply
+
+
+def offset(api: Api, upload_id: int) -> int:
+    reply = api.request("HEAD", f"/uploads/{upload_id}", headers=TUS)
+    assert reply.status == 200, (reply.status, reply.headers)
+    return int(reply.headers["Upload-Offset"])
+
+
+def patch(api: Api, upload_id: int, at: int, data: bytes, timeout: float = 120) -> Reply:
+    headers = {**TUS, "Upload-Offset": str(at), "Content-Type": OFFSET_TYPE}
+    return api.request("PATCH", f"/uploads/{upload_id}", headers=headers, data=data, timeout=timeout)
+
+
+def cut_patch(stack: Stack, token: str, upload_id: int, at: int, data: bytes, claimed: int) -> None:
+    """A PATCH announcing ``claimed`` bytes from ``at`` that sends ``data`` only, then resets
+    the connection (the client's network gone mid-body)."""
+    sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=30)
+    head = (
+        f"PATCH /api/v1/uploads/{upload_id} HTTP/1.1\r\nHost: {stack.s.host}\r\n"
+        f"Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: {at}\r\n"
+        f"Content-Type: {OFFSET_TYPE}\r\nContent-Length: {claimed}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data)
+    time.sleep(0.5)  # (the bytes on their way to the agent before the reset)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
