@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coordinator.db.models import ResumableUpload, TemplateUpload
@@ -79,39 +81,63 @@ async def find(db: async_sessionmaker[AsyncSession], upload_id: int) -> Resumabl
     return Resumable(upload, row.upload_length, json.loads(row.sync_node_ids), row.auto_sync, row.rollout)
 
 
+def patch_owner() -> str:
+    """Who holds a PATCH's turn: this process and this request (a second PATCH of the same
+    process is another holder: engine.claim would take it for the same one)."""
+    return f"{engine.OWNER[:55]}:{secrets.token_hex(4)}"
+
+
 async def claim_patch(
-    db: async_sessionmaker[AsyncSession], upload_id: int, lease: float, wait: float
+    db: async_sessionmaker[AsyncSession], upload_id: int, owner: str, lease: float, wait: float
 ) -> bool:
-    """The one PATCH's turn (another's lease must end first: at most ``wait`` seconds)."""
+    """The one PATCH's turn for ``owner`` (another's lease must end first: at most ``wait`` s)."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + wait
     while True:
-        async with db() as session:
-            if await engine.claim(session, ResumableUpload, upload_id, lease):
-                return True
+        now = utcnow()
+        free = or_(ResumableUpload.lease_owner.is_(None), ResumableUpload.lease_expires_at < now)
+        if await _set_lease(db, upload_id, free, owner, now + timedelta(seconds=lease)):
+            return True
         if loop.time() >= ends:
             return False
         await asyncio.sleep(0.2)
 
 
 async def keep_patching(
-    db: async_sessionmaker[AsyncSession], upload_id: int, lease: float, expiry: float
+    db: async_sessionmaker[AsyncSession], upload_id: int, owner: str, lease: float, expiry: float
 ) -> None:
     """While a PATCH streams: its turn renewed and the upload's expiry moved on, every third
     of ``lease`` (until canceled)."""
     while True:
         await asyncio.sleep(lease / 3)
         try:
-            async with db() as session:
-                await engine.renew(session, ResumableUpload, upload_id, lease)
+            held = ResumableUpload.lease_owner == owner
+            await _set_lease(db, upload_id, held, owner, utcnow() + timedelta(seconds=lease))
             await wait_for_patch(db, upload_id, expiry, None)
         except Exception:  # the next turn tries again; the PATCH does not depend on it
             log.exception("resumable upload %s: its lease was not renewed", upload_id)
 
 
-async def end_patch(db: async_sessionmaker[AsyncSession], upload_id: int) -> None:
+async def end_patch(db: async_sessionmaker[AsyncSession], upload_id: int, owner: str) -> None:
+    await _set_lease(db, upload_id, ResumableUpload.lease_owner == owner, None, None)
+
+
+async def _set_lease(
+    db: async_sessionmaker[AsyncSession],
+    upload_id: int,
+    condition: ColumnElement[bool],
+    owner: str | None,
+    until: datetime | None,
+) -> bool:
     async with db() as session:
-        await engine.release(session, ResumableUpload, upload_id)
+        result = await session.execute(
+            update(ResumableUpload)
+            .where(ResumableUpload.id == upload_id, condition)
+            .values(lease_owner=owner, lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def wait_for_patch(

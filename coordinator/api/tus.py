@@ -375,19 +375,20 @@ async def upload_bytes(call: Call) -> web.StreamResponse:
     if too_far is not None:
         raise ApiError(413, ErrorSlug.TOO_LARGE, too_far)
     db, config = call.app[DB], call.app[CONFIG]
-    if not await resumable.claim_patch(db, found.upload.id, config.job_lease_seconds, TURN_WAIT):
+    owner = resumable.patch_owner()
+    if not await resumable.claim_patch(db, found.upload.id, owner, config.job_lease_seconds, TURN_WAIT):
         raise ApiError(423, ErrorSlug.UPLOAD_RUNNING, f"another PATCH of upload {found.upload.id} is running")
     try:
         assert call.principal is not None  # (the route needs an operator)
         async with call.app[UPLOAD_SLOTS].hold(call.principal.token_id):
-            return await _patch(call, found, offset)
+            return await _patch(call, found, offset, owner)
     except UploadLimitReached as exc:
         raise ApiError(429, exc.error, exc.message, retry_after=exc.retry_after) from None
     finally:
-        await asyncio.shield(resumable.end_patch(db, found.upload.id))
+        await asyncio.shield(resumable.end_patch(db, found.upload.id, owner))
 
 
-async def _patch(call: Call, found: Resumable, offset: int) -> web.StreamResponse:
+async def _patch(call: Call, found: Resumable, offset: int, owner: str) -> web.StreamResponse:
     """The body streamed to the agent holding the upload, with every deadline an upload has."""
     request, db, config = call.request, call.app[DB], call.app[CONFIG]
     upload = found.upload
@@ -395,7 +396,9 @@ async def _patch(call: Call, found: Resumable, offset: int) -> web.StreamRespons
     if await resumable.wait_for_patch(db, upload.id, expiry, None) is None:
         raise ApiError(410, ErrorSlug.UPLOAD_ABANDONED, f"upload {upload.id} was given up meanwhile")
     agent = await _agent_of(call, found)
-    keeper = asyncio.create_task(resumable.keep_patching(db, upload.id, config.job_lease_seconds, expiry))
+    keeper = asyncio.create_task(
+        resumable.keep_patching(db, upload.id, owner, config.job_lease_seconds, expiry)
+    )
     async with IdleWatch(request.content, config.upload_idle_timeout).running() as idle:
         body = ClientBody(RawBodyStream(request.content, idle), found.length - offset, call.app[UPLOAD_PACER])
         progress = asyncio.create_task(
@@ -475,8 +478,10 @@ async def terminate_upload(call: Call) -> web.StreamResponse:
     removed and a failed record kept."""
     found = await _find(call)
     _refuse_ended(found)
-    db = call.app[DB]
-    if not await resumable.claim_patch(db, found.upload.id, call.app[CONFIG].job_lease_seconds, TURN_WAIT):
+    lease = call.app[CONFIG].job_lease_seconds
+    if not await resumable.claim_patch(
+        call.app[DB], found.upload.id, resumable.patch_owner(), lease, TURN_WAIT
+    ):
         raise ApiError(423, ErrorSlug.UPLOAD_RUNNING, f"a PATCH of upload {found.upload.id} is running")
     try:
         agent = await call.app[AGENTS].for_node(found.upload.import_node_id)

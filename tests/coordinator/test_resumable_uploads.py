@@ -45,7 +45,7 @@ def _files_of(stack: Stack, upload_id: int) -> set[str]:
     return {f for f in staged_files(stack) if f.split("/", 1)[1].startswith(f"upload-{upload_id}-")}
 
 
-def test_a_cut_off_upload_resumes_across_a_coordinator_restart_and_imports_the_same_disk(
+def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
     image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=11)
@@ -86,6 +86,12 @@ def test_a_cut_off_upload_resumes_across_a_coordinator_restart_and_imports_the_s
     reply = tus.patch(api, upload_id, held, data[held:middle])
     assert reply.status == 204, reply.body
     assert int(reply.headers["Upload-Offset"]) == middle
+    # The import node's agent restarts between PATCHes: its partial file stays (an upload's
+    # .part of an earlier run would go).
+    node = row.import_node_name
+    stack.agents[node].stop()
+    stack.start_agent(node)
+    assert tus.offset(api, upload_id) == middle
     reply = tus.patch(api, upload_id, middle, data[middle:])
     assert reply.status == 204, reply.body
     assert int(reply.headers["Upload-Offset"]) == len(data)
@@ -101,7 +107,9 @@ def test_a_cut_off_upload_resumes_across_a_coordinator_restart_and_imports_the_s
     assert not [f for f in _files_of(stack, upload_id) if f.endswith("-resumable")]
 
 
-def test_termination_removes_the_bytes_and_the_template_row(stack: Stack, api: Api, tmp_path: Path) -> None:
+def test_one_patch_at_a_time_and_termination_removes_the_bytes_and_the_template_row(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
     image = images.qcow2(tmp_path / "ended.qcow2", size_mib=16, data_mib=2, seed=12)
     name = _name("tus-end")
     ceph = storage_id(api, stack, "ceph-storage")
@@ -109,8 +117,19 @@ def test_termination_removes_the_bytes_and_the_template_row(stack: Stack, api: A
         api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
     )
     assert upload_id, created.body
-    assert tus.patch(api, upload_id, 0, image.read_bytes()[:4096]).status == 204
+    data = image.read_bytes()
+    assert tus.patch(api, upload_id, 0, data[:4096]).status == 204
     assert _files_of(stack, upload_id)
+
+    # One PATCH at a time: while one streams, another (or a DELETE) is refused with 423.
+    stalled = tus.open_patch(stack, stack.admin_token, upload_id, 4096, data[4096:8192], claimed=1 << 20)
+    try:
+        second = tus.patch(api, upload_id, 4096, data[4096:5000])
+        assert (second.status, second.error) == (423, "upload_running"), second.body
+        busy = api.request("DELETE", f"/uploads/{upload_id}", headers=tus.TUS)
+        assert busy.status == 423, busy.body
+    finally:
+        tus.reset(stalled)
 
     gone = api.request("DELETE", f"/uploads/{upload_id}", headers=tus.TUS)
     assert gone.status == 204, gone.body

@@ -40,9 +40,8 @@ def patch(api: Api, upload_id: int, at: int, data: bytes, timeout: float = 120) 
     return api.request("PATCH", f"/uploads/{upload_id}", headers=headers, data=data, timeout=timeout)
 
 
-def cut_patch(stack: Stack, token: str, upload_id: int, at: int, data: bytes, claimed: int) -> None:
-    """A PATCH announcing ``claimed`` bytes from ``at`` that sends ``data`` only, then resets
-    the connection (the client's network gone mid-body)."""
+def open_patch(stack: Stack, token: str, upload_id: int, at: int, data: bytes, claimed: int) -> socket.socket:
+    """A PATCH announcing ``claimed`` bytes from ``at`` that has sent ``data`` only (and waits)."""
     sock = socket.create_connection((stack.s.host, stack.s.coordinator_port), timeout=30)
     head = (
         f"PATCH /api/v1/uploads/{upload_id} HTTP/1.1\r\nHost: {stack.s.host}\r\n"
@@ -50,6 +49,16 @@ def cut_patch(stack: Stack, token: str, upload_id: int, at: int, data: bytes, cl
         f"Content-Type: {OFFSET_TYPE}\r\nContent-Length: {claimed}\r\n\r\n"
     )
     sock.sendall(head.encode() + data)
-    time.sleep(0.5)  # (the bytes on their way to the agent before the reset)
+    time.sleep(0.5)  # (the bytes on their way to the agent)
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Hang up with RST: the client's network is gone mid-body."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def cut_patch(stack: Stack, token: str, upload_id: int, at: int, data: bytes, claimed: int) -> None:
+    """A PATCH cut off after ``data`` of the ``claimed`` bytes it announced."""
+    reset(open_patch(stack, token, upload_id, at, data, claimed))
