@@ -23,6 +23,7 @@ from functools import wraps
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
@@ -31,16 +32,20 @@ from coordinator.api.client_idle import ClientIdle, IdleWatch
 from coordinator.api.errors import ApiError, error_response, from_refusal, retry_after_header
 from coordinator.api.file_part import RawBodyStream
 from coordinator.api.routing import Call, Routes, parse_model
+from coordinator.api.sync_tasks import SyncTaskBrief
 from coordinator.api.upload import (
     NEW_TEMPLATE,
     ClientBody,
+    ImportNode,
     UploadForm,
     UploadKind,
+    UploadResult,
     sanitise_file_name,
 )
 from coordinator.api.upload_to_agent import bounded_send
 from coordinator.api.versions import NEW_VERSION, VersionForm
 from coordinator.appkeys import AGENTS, CONFIG, DB, IMPORTS, UPLOAD_PACER, UPLOAD_SLOTS
+from coordinator.db.models import TemplateSyncTask
 from coordinator.errors import Refusal
 from coordinator.resumable import Resumable
 from coordinator.states.upload import UploadStatus
@@ -343,6 +348,41 @@ async def upload_offset(call: Call) -> web.StreamResponse:
     if found.expires_at is not None:
         headers["Upload-Expires"] = http_date(found.expires_at)
     return web.Response(status=200, headers={**headers, "Upload-Offset": str(held)})
+
+
+@routes.get("/uploads/{id}", role="viewer", response=UploadResult, errors=(404,))
+async def get_upload(call: Call) -> UploadResult:
+    """What a resumable upload became: the answer a multipart upload gives (its template,
+    version, import node, sync tasks, status), for a client whose last PATCH answered 204."""
+    found = await _find(call)
+    upload = found.upload
+    async with call.app[DB]() as session:
+        tasks = list(
+            await session.scalars(
+                select(TemplateSyncTask)
+                .where(TemplateSyncTask.upload_id == upload.id)
+                .order_by(TemplateSyncTask.id)
+            )
+        )
+    return UploadResult(
+        template_id=upload.template_id or 0,
+        version=upload.version,
+        upload_id=upload.id,
+        storage_type=upload.storage_type,
+        is_shared=upload.is_shared,
+        import_node=ImportNode(node_id=upload.import_node_id, node_name=upload.import_node_name),
+        sync_tasks=[
+            SyncTaskBrief(
+                task_id=t.id,
+                target_node_id=t.target_node_id,
+                target_node_name=t.target_node_name,
+                status=t.status,
+            )
+            for t in tasks
+        ],
+        status=upload.status,
+        error_message=upload.error_message,
+    )
 
 
 @routes.patch(

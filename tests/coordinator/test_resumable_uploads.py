@@ -98,6 +98,10 @@ def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     assert tus.offset(api, upload_id) == len(data)  # (complete: HEAD says so)
 
     template_id = rows_named(stack, name).templates[0].id
+    # What it became, as a multipart upload answers (the last PATCH's answer is a bare 204).
+    became = api.get(f"/uploads/{upload_id}").ok()
+    assert (became["template_id"], became["version"], became["upload_id"]) == (template_id, 1, upload_id)
+    assert became["is_shared"] is True and became["sync_tasks"] == []
     d = wait_import(api, template_id)
     info = d["upload_info"]
     assert (info["status"], info["file_size"], info["file_name"]) == ("imported", len(data), "resumed.qcow2")
