@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from agent.errors import AgentFault
 from agent.staging import Staging
-from agent.upload_writer import BATCH, UploadDiskFull, UploadTooLarge
-
-HASH_BLOCK = 4 << 20
+from agent.upload_writer import BATCH, UploadDiskFull, UploadTooLarge, sha256_of
 
 
 class UploadBusy(AgentFault):
@@ -97,7 +94,7 @@ class ResumableFiles:
         return at
 
     async def sha256(self, upload_id: int) -> str:
-        return await asyncio.to_thread(_sha256, self.path(upload_id))
+        return await asyncio.to_thread(sha256_of, self.path(upload_id))
 
 
 def _write_at(fd: int, batch: list[bytes], at: int) -> int:
@@ -112,11 +109,3 @@ def _write_at(fd: int, batch: list[bytes], at: int) -> int:
             raise UploadDiskFull(f"staging disk is full after {at} bytes") from None
         raise
     return at
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

@@ -100,6 +100,9 @@ class Endpoint:
     # The OpenAPI responses of an endpoint that answers without the envelope (tus: 201, 204
     # and headers), instead of the envelope's 200.
     raw_responses: dict[str, Any] | None = None
+    # Request headers the endpoint reads (tus: Upload-Offset, ...): name -> their OpenAPI
+    # parameter object's other keys (required, schema, description).
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Routes:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from agent.client import AgentClient, AgentError, AgentUnreachable
 from agent.validate import ImageRejected, declared_format
 from coordinator import resumable, upload_progress, uploads
+from coordinator.api.agent_staging import agent_of
 from coordinator.api.client_idle import ClientIdle, IdleWatch
 from coordinator.api.errors import ApiError, error_response, from_refusal, retry_after_header
 from coordinator.api.file_part import RawBodyStream
@@ -79,6 +80,9 @@ STORED = (UploadStatus.UPLOADED, UploadStatus.IMPORTING, UploadStatus.IMPORTED)
 TUS_HEADER = {"Tus-Resumable": {"schema": {"type": "string", "const": TUS_VERSION}}}
 OFFSET_HEADER = {"Upload-Offset": {"schema": {"type": "integer", "minimum": 0}}}
 EXPIRES_HEADER = {"Upload-Expires": {"description": "RFC 7231 date", "schema": {"type": "string"}}}
+
+
+VERSION_PARAM = {"Tus-Resumable": {"required": True, "schema": {"type": "string", "const": TUS_VERSION}}}
 
 
 def _answer(status: int, description: str, headers: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +158,15 @@ async def tus_options(call: Call) -> web.StreamResponse:
 @routes.post(
     "/uploads",
     role="operator",
+    headers={
+        **VERSION_PARAM,
+        "Upload-Length": {"required": True, "schema": {"type": "integer", "minimum": 1}},
+        "Upload-Metadata": {
+            "required": True,
+            "description": "comma-separated 'key base64(value)' pairs: filename and the upload's fields",
+            "schema": {"type": "string"},
+        },
+    },
     errors=(400, 404, 409, 412, 413, 415, 429, 502, 503, 507),
     raw_responses=_answer(
         201,
@@ -196,20 +209,12 @@ async def create_upload(call: Call) -> web.StreamResponse:
     file_name, fmt = _file_of(fields)
     kind, kind_call, form = _kind_of(call, fields)
     plan = await kind.plan(kind_call, form)
-    try:
-        agent = await call.app[AGENTS].for_node(plan.import_node.id)
-    except Exception as exc:
-        raise ApiError(503, ErrorSlug.NO_LIVE_AGENT, str(exc)) from None
+    agent = await agent_of(call, plan)
     upload = await kind.reserve(kind_call, form, plan, file_name, fmt)
     try:
+        sync_node_ids, auto_sync, rollout = _plan_inputs(form)
         expires = await resumable.open_upload(
-            call.app[DB],
-            upload.id,
-            length,
-            list(getattr(form, "sync_node_ids", [])),
-            bool(getattr(form, "auto_sync", False)),
-            bool(getattr(form, "rollout", True)),
-            config.resumable_upload_expiry,
+            call.app[DB], upload.id, length, sync_node_ids, auto_sync, rollout, config.resumable_upload_expiry
         )
         await agent.create_resumable(upload.id, length, config.max_upload_bytes)
     except (AgentError, AgentUnreachable) as exc:
@@ -280,6 +285,15 @@ def _kind_of(call: Call, fields: dict[str, str]) -> tuple[UploadKind[Any], Call,
     return NEW_VERSION, dataclasses.replace(call, path={"id": int(raw_id)}), form
 
 
+def _plan_inputs(form: Input) -> tuple[list[int], bool, bool]:
+    """What the plan is rebuilt from at the last byte: sync_node_ids, auto_sync (a new
+    template's), rollout (a new version's)."""
+    if isinstance(form, UploadForm):
+        return list(form.sync_node_ids), form.auto_sync, True
+    assert isinstance(form, VersionForm)
+    return [], False, form.rollout
+
+
 async def _find(call: Call) -> Resumable:
     found = await resumable.find(call.app[DB], call.path["id"])
     if found is None:
@@ -323,6 +337,7 @@ ANSWERED_HEADERS = {
 @routes.head(
     "/uploads/{id}",
     role="operator",
+    headers=VERSION_PARAM,
     errors=(404, 410, 412, 423, 503),
     raw_responses=_answer(200, "Where the upload stands: send from Upload-Offset on", ANSWERED_HEADERS),
 )
@@ -388,6 +403,14 @@ async def get_upload(call: Call) -> UploadResult:
 @routes.patch(
     "/uploads/{id}",
     role="operator",
+    headers={
+        **VERSION_PARAM,
+        "Upload-Offset": {"required": True, "schema": {"type": "integer", "minimum": 0}},
+    },
+    raw_body_schema={
+        "required": True,
+        "content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
     errors=(400, 404, 408, 409, 410, 412, 413, 415, 422, 423, 429, 503, 507),
     raw_responses=_answer(204, "Stored: the upload's new offset", {**OFFSET_HEADER, **EXPIRES_HEADER}),
 )
@@ -509,6 +532,7 @@ async def _patched(
 @routes.delete(
     "/uploads/{id}",
     role="operator",
+    headers=VERSION_PARAM,
     errors=(404, 409, 410, 412, 423),
     raw_responses=_answer(204, "Terminated: its bytes removed, its template row too (a first upload's)", {}),
 )

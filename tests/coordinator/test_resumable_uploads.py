@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coordinator.db.models import TemplateUpload
 from demo.stack import Stack
 from tests.support import images, tus
-from tests.support.api import Api
+from tests.support.api import Api, Reply
 from tests.support.db import with_session
 from tests.support.uploads import (
     expire_lease,
@@ -23,6 +23,7 @@ from tests.support.uploads import (
     shared_volume,
     staged_files,
     storage_id,
+    upload,
     wait_for,
     wait_import,
 )
@@ -41,6 +42,16 @@ def _upload_row(stack: Stack, upload_id: int) -> TemplateUpload:
     return with_session(stack.database_url, work)
 
 
+def _create(stack: Stack, api: Api, image: Path, name: str) -> tuple[int, Reply]:
+    """A resumable upload of ``image`` as template ``name`` on ceph-storage (shared)."""
+    ceph = storage_id(api, stack, "ceph-storage")
+    upload_id, created = tus.create(
+        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
+    )
+    assert upload_id, created.body
+    return upload_id, created
+
+
 def _files_of(stack: Stack, upload_id: int) -> set[str]:
     return {f for f in staged_files(stack) if f.split("/", 1)[1].startswith(f"upload-{upload_id}-")}
 
@@ -51,11 +62,7 @@ def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=11)
     data = image.read_bytes()
     name = _name("tus")
-    ceph = storage_id(api, stack, "ceph-storage")
-    upload_id, created = tus.create(
-        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
-    )
-    assert upload_id, created.body
+    upload_id, created = _create(stack, api, image, name)
     assert created.headers["Tus-Resumable"] == "1.0.0"
     expires = datetime.strptime(created.headers["Upload-Expires"], "%a, %d %b %Y %H:%M:%S GMT")
     assert expires.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(hours=23)
@@ -116,11 +123,7 @@ def test_one_patch_at_a_time_and_termination_removes_the_bytes_and_the_template_
 ) -> None:
     image = images.qcow2(tmp_path / "ended.qcow2", size_mib=16, data_mib=2, seed=12)
     name = _name("tus-end")
-    ceph = storage_id(api, stack, "ceph-storage")
-    upload_id, created = tus.create(
-        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
-    )
-    assert upload_id, created.body
+    upload_id, created = _create(stack, api, image, name)
     data = image.read_bytes()
     assert tus.patch(api, upload_id, 0, data[:4096]).status == 204
     assert _files_of(stack, upload_id)
@@ -152,11 +155,7 @@ def test_an_upload_idle_past_its_expiry_is_given_up_by_the_janitor(
 ) -> None:
     image = images.qcow2(tmp_path / "idle.qcow2", size_mib=16, data_mib=2, seed=13)
     name = _name("tus-idle")
-    ceph = storage_id(api, stack, "ceph-storage")
-    upload_id, created = tus.create(
-        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
-    )
-    assert upload_id, created.body
+    upload_id, created = _create(stack, api, image, name)
     assert tus.patch(api, upload_id, 0, image.read_bytes()[:8192]).status == 204
     expire_lease(stack, upload_id)  # (as if no PATCH had come for resumable_upload_expiry)
     # The janitor runs every 30 s.
@@ -176,14 +175,29 @@ def test_an_invalid_image_is_refused_at_its_last_byte_as_a_multipart_one_and_lea
 ) -> None:
     image = images.raw_with_data(tmp_path / "not-really.qcow2", size_mib=4, data_mib=1, seed=14)
     name = _name("tus-bad")
-    ceph = storage_id(api, stack, "ceph-storage")
-    upload_id, created = tus.create(
-        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
-    )
-    assert upload_id, created.body
+    upload_id, created = _create(stack, api, image, name)
     reply = tus.patch(api, upload_id, 0, image.read_bytes())
     assert (reply.status, reply.error) == (422, "image_rejected"), reply.body
     assert "qcow2" in reply.message
     assert _files_of(stack, upload_id) == set()
     assert rows_named(stack, name).templates == []
     assert api.request("HEAD", f"/uploads/{upload_id}", headers=tus.TUS).status == 410
+
+
+def test_a_new_version_by_template_id(stack: Stack, api: Api, tmp_path: Path) -> None:
+    first = images.qcow2(tmp_path / "v1.qcow2", size_mib=16, data_mib=2, seed=15)
+    name = _name("tus-v")
+    template_id = upload(api, stack, first, name, storage_id(api, stack, "ceph-storage")).ok()["template_id"]
+    assert wait_import(api, template_id)["upload_info"]["status"] == "imported"
+    second = images.qcow2(tmp_path / "v2.qcow2", size_mib=16, data_mib=2, seed=16)
+    upload_id, created = tus.create(api, second, template_id=str(template_id), description="second")
+    assert upload_id, created.body
+    assert tus.patch(api, upload_id, 0, second.read_bytes()).status == 204
+    became = api.get(f"/uploads/{upload_id}").ok()
+    assert (became["template_id"], became["version"]) == (template_id, 2)
+
+    def imported() -> list[int]:
+        listed = api.get(f"/templates/{template_id}/versions").ok()["list"]
+        return sorted(v["version"] for v in listed if v["status"] == "imported")
+
+    wait_for(lambda: imported() == [1, 2], timeout=60, what="version 2 imported")
