@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateUpload
@@ -56,6 +57,7 @@ def _files_of(stack: Stack, upload_id: int) -> set[str]:
     return {f for f in staged_files(stack) if f.split("/", 1)[1].startswith(f"upload-{upload_id}-")}
 
 
+@pytest.mark.mariadb
 def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
@@ -118,6 +120,7 @@ def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     assert not [f for f in _files_of(stack, upload_id) if f.endswith("-resumable")]
 
 
+@pytest.mark.mariadb
 def test_one_patch_at_a_time_and_termination_removes_the_bytes_and_the_template_row(
     stack: Stack, api: Api, tmp_path: Path
 ) -> None:
