@@ -377,22 +377,8 @@ def test_import_url_downloads_checks_and_follows_the_syncs(
     assert api.get(f"/templates/{data['template_id']}/detail").ok()["upload_info"]["sha256"] == sha
 
 
-def test_an_interrupted_resumable_upload_goes_on_with_resume(
-    stack_sqlite: Stack, api: Api, tmp_path: Path
-) -> None:
-    image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=21)
-    data = image.read_bytes()
-    name = _name("cli-tus")
-    ceph = storage_id(api, stack_sqlite, "ceph-storage")
-    fields = {"template_name": name, "cluster_id": str(stack_sqlite.cluster_id), "storage_id": str(ceph)}
-    upload_id, created = tus.create(api, image, **fields)
-    assert upload_id, created.body
-    # The first attempt's connection broke after part of the image.
-    tus.cut_patch(
-        stack_sqlite, stack_sqlite.admin_token, upload_id, 0, data[: len(data) // 2], claimed=len(data)
-    )
-    held = wait_for(lambda: tus.offset(api, upload_id), timeout=30, what="the cut-off PATCH's bytes kept")
-    result = pvesphere(
+def _upload_to_ceph(stack: Stack, image: Path, name: str, *more: str) -> subprocess.CompletedProcess[str]:
+    return pvesphere(
         "upload",
         str(image),
         "--name",
@@ -401,11 +387,24 @@ def test_an_interrupted_resumable_upload_goes_on_with_resume(
         "pve-demo",
         "--storage",
         "ceph-storage",
-        "--resume",
-        str(upload_id),
-        "--wait",
-        stack=stack_sqlite,
+        *more,
+        stack=stack,
     )
+
+
+def test_an_interrupted_resumable_upload_goes_on_with_resume(
+    stack_sqlite: Stack, api: Api, tmp_path: Path
+) -> None:
+    image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=21)
+    data = image.read_bytes()
+    name = _name("cli-tus")
+    upload_id, _ = tus.create_on_ceph(stack_sqlite, api, image, name)
+    # The first attempt's connection broke after part of the image.
+    tus.cut_patch(
+        stack_sqlite, stack_sqlite.admin_token, upload_id, 0, data[: len(data) // 2], claimed=len(data)
+    )
+    held = wait_for(lambda: tus.offset(api, upload_id), timeout=30, what="the cut-off PATCH's bytes kept")
+    result = _upload_to_ceph(stack_sqlite, image, name, "--resume", str(upload_id), "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     size = f"{len(data) / (1 << 20):.1f} MiB"
@@ -420,19 +419,7 @@ def test_an_interrupted_resumable_upload_goes_on_with_resume(
 def test_a_resumable_upload_from_the_start(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:
     image = images.qcow2(tmp_path / "fresh.qcow2", size_mib=16, data_mib=2, seed=22)
     name = _name("cli-tus-new")
-    result = pvesphere(
-        "upload",
-        str(image),
-        "--name",
-        name,
-        "--cluster",
-        "pve-demo",
-        "--storage",
-        "ceph-storage",
-        "--resumable",
-        "--json",
-        stack=stack_sqlite,
-    )
+    result = _upload_to_ceph(stack_sqlite, image, name, "--resumable", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     answer = json.loads(result.stdout)
     assert answer["status"] in ("uploaded", "importing", "imported"), answer

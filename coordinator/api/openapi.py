@@ -216,7 +216,8 @@ def _operation(
     params = _path_parameters(ep)
     if ep.query is not None:
         params.extend(_query_parameters(_bounded(components[ep.query.__name__], components, seen)))
-    params.extend({"name": name, "in": "header", **spec} for name, spec in ep.headers.items())
+    headers = [{"name": name, "in": "header", **copy.deepcopy(spec)} for name, spec in ep.headers.items()]
+    params.extend(_bounded(headers, components, seen))
     if params:
         op["parameters"] = params
     body = _request_body(ep, schema_of, components, seen)

@@ -349,9 +349,17 @@ async def upload_offset(call: Call) -> web.StreamResponse:
     if found.upload.status in STORED:
         return web.Response(status=200, headers={**headers, "Upload-Offset": str(found.length)})
     _refuse_ended(found)
-    agent = await _agent_of(call, found)
+    held = await _held(call, await _agent_of(call, found), found)
+    if found.expires_at is not None:
+        headers["Upload-Expires"] = http_date(found.expires_at)
+    return web.Response(status=200, headers={**headers, "Upload-Offset": str(held)})
+
+
+async def _held(call: Call, agent: AgentClient, found: Resumable) -> int:
+    """The bytes the import node's agent holds (the upload's offset); an agent that no longer
+    holds any (its staging lost) ends the upload: 410."""
     try:
-        held = (await agent.resumable_offset(found.upload.id)).offset
+        return (await agent.resumable_offset(found.upload.id)).offset
     except AgentError as exc:
         if exc.status == 404:
             reason = f"{found.upload.import_node_name} no longer holds the upload's bytes"
@@ -360,9 +368,6 @@ async def upload_offset(call: Call) -> web.StreamResponse:
         raise _agent_refusal(exc, found.upload.import_node_name) from None
     except AgentUnreachable as exc:
         raise _agent_refusal(exc, found.upload.import_node_name) from None
-    if found.expires_at is not None:
-        headers["Upload-Expires"] = http_date(found.expires_at)
-    return web.Response(status=200, headers={**headers, "Upload-Offset": str(held)})
 
 
 @routes.get("/uploads/{id}", role="viewer", response=UploadResult, errors=(404,))
@@ -459,6 +464,10 @@ async def _patch(call: Call, found: Resumable, offset: int, owner: str) -> web.S
     if await resumable.wait_for_patch(db, upload.id, expiry, None) is None:
         raise ApiError(410, ErrorSlug.UPLOAD_ABANDONED, f"upload {upload.id} was given up meanwhile")
     agent = await _agent_of(call, found)
+    # A wrong offset is answered before a byte of the body is read (the agent checks again).
+    wrong = check_patch(offset, await _held(call, agent, found), found.length, request.content_length)
+    if wrong is not None:
+        raise ApiError(409, ErrorSlug.BAD_OFFSET, wrong)
     keeper = asyncio.create_task(
         resumable.keep_patching(db, upload.id, owner, config.job_lease_seconds, expiry)
     )

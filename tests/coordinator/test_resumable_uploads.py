@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coordinator.db.models import TemplateUpload
 from demo.stack import Stack
 from tests.support import images, tus
-from tests.support.api import Api, Reply
+from tests.support.api import Api
 from tests.support.db import with_session
 from tests.support.uploads import (
     expire_lease,
@@ -43,18 +43,16 @@ def _upload_row(stack: Stack, upload_id: int) -> TemplateUpload:
     return with_session(stack.database_url, work)
 
 
-def _create(stack: Stack, api: Api, image: Path, name: str) -> tuple[int, Reply]:
-    """A resumable upload of ``image`` as template ``name`` on ceph-storage (shared)."""
-    ceph = storage_id(api, stack, "ceph-storage")
-    upload_id, created = tus.create(
-        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph)
-    )
-    assert upload_id, created.body
-    return upload_id, created
-
-
 def _files_of(stack: Stack, upload_id: int) -> set[str]:
     return {f for f in staged_files(stack) if f.split("/", 1)[1].startswith(f"upload-{upload_id}-")}
+
+
+def _nothing_left(stack: Stack, api: Api, upload_id: int, name: str) -> None:
+    """A given-up upload: its bytes gone from the agent, its template row too (the name free
+    again), HEAD answering 410."""
+    assert _files_of(stack, upload_id) == set()
+    assert rows_named(stack, name).templates == []
+    assert api.request("HEAD", f"/uploads/{upload_id}", headers=tus.TUS).status == 410
 
 
 @pytest.mark.mariadb
@@ -64,7 +62,7 @@ def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=11)
     data = image.read_bytes()
     name = _name("tus")
-    upload_id, created = _create(stack, api, image, name)
+    upload_id, created = tus.create_on_ceph(stack, api, image, name)
     assert created.headers["Tus-Resumable"] == "1.0.0"
     expires = datetime.strptime(created.headers["Upload-Expires"], "%a, %d %b %Y %H:%M:%S GMT")
     assert expires.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(hours=23)
@@ -80,7 +78,7 @@ def test_a_cut_off_upload_resumes_across_restarts_and_imports_the_same_disk(
     assert 0 < held <= len(data) // 3
 
     # A PATCH at another offset is refused naming both; nothing is written.
-    wrong = tus.patch(api, upload_id, held + 1, data[held + 1 : held + 100])
+    wrong = tus.patch(api, upload_id, held + 1, data[held + 1 :])
     assert (wrong.status, wrong.error) == (409, "bad_offset"), wrong.body
     assert str(held + 1) in wrong.message and str(held) in wrong.message
     assert tus.offset(api, upload_id) == held
@@ -126,7 +124,7 @@ def test_one_patch_at_a_time_and_termination_removes_the_bytes_and_the_template_
 ) -> None:
     image = images.qcow2(tmp_path / "ended.qcow2", size_mib=16, data_mib=2, seed=12)
     name = _name("tus-end")
-    upload_id, created = _create(stack, api, image, name)
+    upload_id, created = tus.create_on_ceph(stack, api, image, name)
     data = image.read_bytes()
     assert tus.patch(api, upload_id, 0, data[:4096]).status == 204
     assert _files_of(stack, upload_id)
@@ -143,11 +141,9 @@ def test_one_patch_at_a_time_and_termination_removes_the_bytes_and_the_template_
 
     gone = api.request("DELETE", f"/uploads/{upload_id}", headers=tus.TUS)
     assert gone.status == 204, gone.body
-    assert api.request("HEAD", f"/uploads/{upload_id}", headers=tus.TUS).status == 410
+    _nothing_left(stack, api, upload_id, name)
     assert tus.patch(api, upload_id, 4096, b"x").status == 410
-    assert _files_of(stack, upload_id) == set()
     rows = rows_named(stack, name)
-    assert rows.templates == []  # the name is free again
     assert [(u.status, u.error_message) for u in rows.uploads] == [
         ("failed", "terminated by the client (DELETE)")
     ]
@@ -158,7 +154,7 @@ def test_an_upload_idle_past_its_expiry_is_given_up_by_the_janitor(
 ) -> None:
     image = images.qcow2(tmp_path / "idle.qcow2", size_mib=16, data_mib=2, seed=13)
     name = _name("tus-idle")
-    upload_id, created = _create(stack, api, image, name)
+    upload_id, created = tus.create_on_ceph(stack, api, image, name)
     assert tus.patch(api, upload_id, 0, image.read_bytes()[:8192]).status == 204
     expire_lease(stack, upload_id)  # (as if no PATCH had come for resumable_upload_expiry)
     # The janitor runs every 30 s.
@@ -168,9 +164,7 @@ def test_an_upload_idle_past_its_expiry_is_given_up_by_the_janitor(
         time.sleep(1)
     row = _upload_row(stack, upload_id)
     assert row.status == "failed" and "expired" in (row.error_message or ""), row.error_message
-    assert rows_named(stack, name).templates == []
-    assert _files_of(stack, upload_id) == set()
-    assert api.request("HEAD", f"/uploads/{upload_id}", headers=tus.TUS).status == 410
+    _nothing_left(stack, api, upload_id, name)
 
 
 def test_an_invalid_image_is_refused_at_its_last_byte_as_a_multipart_one_and_leaves_nothing(
@@ -178,13 +172,11 @@ def test_an_invalid_image_is_refused_at_its_last_byte_as_a_multipart_one_and_lea
 ) -> None:
     image = images.raw_with_data(tmp_path / "not-really.qcow2", size_mib=4, data_mib=1, seed=14)
     name = _name("tus-bad")
-    upload_id, created = _create(stack, api, image, name)
+    upload_id, created = tus.create_on_ceph(stack, api, image, name)
     reply = tus.patch(api, upload_id, 0, image.read_bytes())
     assert (reply.status, reply.error) == (422, "image_rejected"), reply.body
     assert "qcow2" in reply.message
-    assert _files_of(stack, upload_id) == set()
-    assert rows_named(stack, name).templates == []
-    assert api.request("HEAD", f"/uploads/{upload_id}", headers=tus.TUS).status == 410
+    _nothing_left(stack, api, upload_id, name)
 
 
 def test_a_new_version_by_template_id(stack: Stack, api: Api, tmp_path: Path) -> None:

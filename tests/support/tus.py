@@ -29,6 +29,20 @@ def create(api: Api, image: Path, **metadata: str) -> tuple[int, Reply]:
     return int(reply.headers["Location"].rsplit("/", 1)[1]), reply
 
 
+def create_on_ceph(stack: Stack, api: Api, image: Path, name: str) -> tuple[int, Reply]:
+    """A resumable upload of ``image`` as new template ``name`` on ceph-storage (shared)."""
+    ceph = [
+        s["id"]
+        for s in api.all("/storages", cluster_id=stack.cluster_id)
+        if s["storage_name"] == "ceph-storage"
+    ]
+    upload_id, created = create(
+        api, image, template_name=name, cluster_id=str(stack.cluster_id), storage_id=str(ceph[0])
+    )
+    assert upload_id, created.body
+    return upload_id, created
+
+
 def offset(api: Api, upload_id: int) -> int:
     reply = api.request("HEAD", f"/uploads/{upload_id}", headers=TUS)
     assert reply.status == 200, (reply.status, reply.headers)
