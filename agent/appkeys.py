@@ -13,6 +13,7 @@ from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.metrics import AgentMetrics
 from agent.pve import NodePve
+from agent.resumable import ResumableFiles
 from agent.staging import Staging
 from agent.transfer.manifests import StagedManifests
 from agent.transfer.plain_data import PlainData
@@ -28,6 +29,7 @@ CREDENTIAL = web.AppKey("credential", str)
 STARTED_AT = web.AppKey("started_at", float)
 STARTED_WALL = web.AppKey("started_wall", str)
 STAGING = web.AppKey("staging", Staging)
+RESUMABLE = web.AppKey("resumable", ResumableFiles)
 VM_JOURNAL = web.AppKey("vm_journal", VmJournal)
 IMPORTER = web.AppKey("importer", Importer)
 CLONER = web.AppKey("cloner", Cloner)

@@ -28,7 +28,14 @@ from shared.messages.transfers import (
     TransferRequest,
     TransferStarted,
 )
-from shared.messages.uploads import Staged, StagedRemoved, StagingReport, UploadRemoved
+from shared.messages.uploads import (
+    ResumableHeld,
+    ResumablePatched,
+    Staged,
+    StagedRemoved,
+    StagingReport,
+    UploadRemoved,
+)
 from shared.messages.vms import VmListing, VmRemoved
 from shared.tls import untrusted_certificate
 
@@ -143,6 +150,36 @@ class AgentClient:
             params["size_hint"] = str(size_hint)
         return await self._call(
             Staged, "PUT", f"/v1/uploads/{upload_id}", params=params, data=body, timeout=None
+        )
+
+    async def create_resumable(self, upload_id: int, length: int, max_bytes: int) -> ResumableHeld:
+        """A resumable upload's partial file, with room for ``length`` bytes (507 if none)."""
+        params = {"length": str(length), "max_bytes": str(max_bytes)}
+        return await self._call(ResumableHeld, "PUT", f"/v1/resumable/{upload_id}", params=params)
+
+    async def resumable_offset(self, upload_id: int) -> ResumableHeld:
+        return await self._call(ResumableHeld, "GET", f"/v1/resumable/{upload_id}")
+
+    async def patch_resumable(
+        self,
+        upload_id: int,
+        offset: int,
+        length: int,
+        fmt: str,
+        max_virtual_size: int,
+        body: AsyncIterator[bytes | memoryview],
+        file_name: str = "",
+    ) -> ResumablePatched:
+        """``body`` appended at ``offset``; the last byte of ``length`` stages the image."""
+        params = {
+            "offset": str(offset),
+            "length": str(length),
+            "format": fmt,
+            "max_virtual_size": str(max_virtual_size),
+            "name": file_name,
+        }
+        return await self._call(
+            ResumablePatched, "PATCH", f"/v1/resumable/{upload_id}", params=params, data=body, timeout=None
         )
 
     async def staging(self) -> StagingReport:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ from agent.export_source import Source, is_running, locate
 from agent.pve import NodePve, PveCallError
 from agent.staging import Staging
 from agent.upload_ops import UploadOpFailed, UploadOps
+from agent.upload_writer import sha256_of
 from agent.validate import ImageInfo, inspect
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
@@ -43,7 +43,6 @@ OUTPUT_FORMAT = "qcow2"
 # Leave this much free on the staging disk besides the copy (as an upload does).
 SPACE_RESERVE = 256 << 20
 PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
-HASH_BLOCK = 4 << 20
 KILL_WAIT = 10.0
 
 
@@ -78,14 +77,6 @@ class ExportOp:
             error_slug=self.slug,
             status=self.status,
         )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_command(source: Source, part: Path) -> list[str]:

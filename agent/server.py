@@ -34,6 +34,7 @@ from agent.appkeys import (
     PLAIN_DATA,
     PVE,
     RECEIVES,
+    RESUMABLE,
     SENDER,
     STAGING,
     STARTED_AT,
@@ -51,7 +52,8 @@ from agent.exporter import Exporter
 from agent.importer import Importer
 from agent.metrics import AgentMetrics, Job
 from agent.pve import NodePve
-from agent.routes import clones, downloads, exports, health, imports, staging, uploads, vms
+from agent.resumable import ResumableFiles
+from agent.routes import clones, downloads, exports, health, imports, resumable, staging, uploads, vms
 from agent.routes.responses import json_error
 from agent.staging import Staging
 from agent.transfer import routes as transfer_routes
@@ -155,6 +157,7 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app[STAGING] = Staging(config.staging_dir)
     for leftover in app[STAGING].remove_partials():
         log.info("removed partial upload %s left by an earlier run", leftover)
+    app[RESUMABLE] = ResumableFiles(app[STAGING])  # (their partial files stay: they resume)
     app[VM_JOURNAL] = VmJournal(config.vm_journal_file)
     imported: list[ImportedSeeds] = []  # (made below: it needs the receives)
     app[IMPORTER] = Importer(
@@ -215,6 +218,9 @@ def create_app(config: AgentConfig, credential: str, peer_tls: ssl.SSLContext) -
     app.router.add_get("/v1/whoami", health.whoami)
     app.router.add_put("/v1/uploads/{upload_id:[0-9]+}", uploads.receive_upload)
     app.router.add_get("/v1/staging", staging.list_staging)
+    app.router.add_put("/v1/resumable/{upload_id:[0-9]+}", resumable.create_resumable)
+    app.router.add_get("/v1/resumable/{upload_id:[0-9]+}", resumable.resumable_offset)
+    app.router.add_patch("/v1/resumable/{upload_id:[0-9]+}", resumable.patch_resumable)
     app.router.add_delete("/v1/uploads/{upload_id:[0-9]+}", uploads.delete_upload)
     app.router.add_delete("/v1/staging/{name}", uploads.delete_staged)
     app.router.add_post("/v1/imports", imports.start_import)

@@ -8,6 +8,7 @@ checked against that pattern, so nothing outside the directory can be reached.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -17,6 +18,9 @@ from agent.staging_budget import StagedCopy
 from shared.staged_names import STAGED_NAME
 
 PART_SUFFIX = ".part"
+# A resumable upload's partial file: kept across agent restarts (not a ``.part``), found by
+# its upload id alone (each PATCH names only that), never a copy to evict.
+RESUMABLE = re.compile(r"upload-([0-9]+)-resumable")
 
 
 class BadStagedName(AgentFault, ValueError):
@@ -41,6 +45,11 @@ class Staging:
     def part_path(self, name: str) -> Path:
         return self.path(name).with_name(name + PART_SUFFIX)
 
+    def resumable_path(self, upload_id: int) -> Path:
+        name = f"upload-{upload_id}-resumable"
+        assert RESUMABLE.fullmatch(name)
+        return self.root / name
+
     @property
     def beside(self) -> Path:
         """Where what is derived from staged images is kept (their chunk manifests, raw
@@ -63,14 +72,16 @@ class Staging:
         """Upload id -> modification time of its newest file here, complete or partial."""
         found: dict[int, float] = {}
         for path in self.root.glob("upload-*"):
-            match = STAGED_NAME.fullmatch(path.name.removesuffix(PART_SUFFIX))
+            match = STAGED_NAME.fullmatch(path.name.removesuffix(PART_SUFFIX)) or RESUMABLE.fullmatch(
+                path.name
+            )
             if match is None:
                 continue
             try:
                 mtime = path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            upload_id = int(match.group(2))
+            upload_id = int(match.group(2) if match.re is STAGED_NAME else match.group(1))
             found[upload_id] = max(mtime, found.get(upload_id, mtime))
         return found
 

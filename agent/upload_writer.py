@@ -121,6 +121,16 @@ async def receive_to_file(stream: AsyncIterator[bytes], path: Path, limit: int) 
         writer.close()
 
 
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file written before (one not hashed as it came: an export, a
+    resumable upload's)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(BATCH):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 async def body_pieces(content: StreamReader) -> AsyncIterator[bytes]:
     """A request body as the network delivered it, piece by piece.
 

@@ -23,6 +23,7 @@ from client.file_payload import FilePayload
 from client.settings import Settings
 from shared.deadlines import UPLOAD_STALL_SECONDS, upload_answer_seconds
 from shared.turn_deadline import PeerStalled, TurnDeadline
+from shared.tus import OFFSET_CONTENT_TYPE, TUS_VERSION, encode_metadata
 
 API_PREFIX = "/api/v1"
 # Ordinary calls answer in well under a second; an upload's answer waits for the agent to
@@ -32,6 +33,7 @@ API_PREFIX = "/api/v1"
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=30)
 UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
 UPLOAD_STALL = UPLOAD_STALL_SECONDS + 60
+TUS = {"Tus-Resumable": TUS_VERSION}
 
 
 def upload_answer_within(size: int) -> float:
@@ -124,6 +126,67 @@ class Api:
             async with deadline.bounded():
                 async with self.session.post(self.base + path, data=form, timeout=UPLOAD_TIMEOUT) as resp:
                     return unwrap(resp.status, resp.reason or "", await resp.text())
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+        except PeerStalled as exc:
+            raise Unreachable(f"the upload to {self.settings.url} stopped: {exc}") from None
+
+    async def tus_create(self, fields: Mapping[str, str], file: Path) -> int:
+        """A resumable upload of ``file`` (tus creation, ``fields`` as its metadata); its id."""
+        headers = {
+            **TUS,
+            "Upload-Length": str(file.stat().st_size),
+            "Upload-Metadata": encode_metadata({**fields, "filename": file.name}),
+        }
+        try:
+            async with self.session.post(
+                self.base + "/uploads", headers=headers, timeout=CALL_TIMEOUT
+            ) as resp:
+                if resp.status != 201:
+                    unwrap(resp.status, resp.reason or "", await resp.text())  # (raises the API's error)
+                return int(resp.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+
+    async def tus_offset(self, upload_id: int) -> tuple[int, int]:
+        """(offset, length) of a resumable upload (tus HEAD)."""
+        try:
+            async with self.session.head(
+                f"{self.base}/uploads/{upload_id}", headers=TUS, timeout=CALL_TIMEOUT
+            ) as resp:
+                if resp.status != 200:
+                    # (a HEAD answer has no body: the status says it)
+                    raise ApiFailure(resp.status, f"upload {upload_id}: {resp.reason}", None)
+                return int(resp.headers["Upload-Offset"]), int(resp.headers["Upload-Length"])
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+
+    async def tus_patch(
+        self, upload_id: int, file: Path, offset: int, on_bytes: Callable[[int], None]
+    ) -> int:
+        """The rest of ``file`` from ``offset`` (tus PATCH); the upload's new offset. The last
+        byte's answer waits for the whole image to be checked, as a multipart upload's does."""
+        size = file.stat().st_size
+        deadline = TurnDeadline()
+        payload = FilePayload(
+            file,
+            on_bytes,
+            deadline,
+            self.upload_stall,
+            lambda _: self.upload_answer_within(size),
+            offset=offset,
+            content_type=OFFSET_CONTENT_TYPE,
+        )
+        headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE}
+        url = f"{self.base}/uploads/{upload_id}"
+        try:
+            async with deadline.bounded():
+                async with self.session.patch(
+                    url, data=payload, headers=headers, timeout=UPLOAD_TIMEOUT
+                ) as resp:
+                    if resp.status != 204:
+                        unwrap(resp.status, resp.reason or "", await resp.text())
+                    return int(resp.headers["Upload-Offset"])
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from None
         except PeerStalled as exc:

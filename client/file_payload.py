@@ -33,10 +33,14 @@ class FilePayload(Payload):
         deadline: TurnDeadline,
         stall: float,
         answer_seconds: Callable[[int], float],
+        offset: int = 0,
+        content_type: str = "application/octet-stream",
     ) -> None:
-        super().__init__(path, content_type="application/octet-stream", filename=path.name)
+        """``offset``: the bytes before it are not sent (a resumed upload's)."""
+        super().__init__(path, content_type=content_type, filename=path.name)
         self._path = path
-        self._size = path.stat().st_size
+        self._offset = offset
+        self._size = path.stat().st_size - offset
         self._on_bytes = on_bytes
         self._deadline = deadline
         self._stall = stall
@@ -46,6 +50,7 @@ class FilePayload(Payload):
         loop = asyncio.get_running_loop()
         sent = 0
         with open(self._path, "rb") as f:
+            f.seek(self._offset)
             while chunk := await loop.run_in_executor(None, f.read, READ_SIZE):
                 self._deadline.theirs(
                     self._stall, f"the coordinator took no data for {self._stall:g} s (after {sent} bytes)"

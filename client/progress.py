@@ -29,6 +29,9 @@ from client.work import Item
 
 class ByteBar(Protocol):
     def advance(self, n: int) -> None: ...
+    def at(self, done: int) -> None:
+        """Where the bytes stand (a resumed upload goes on from what the server holds)."""
+
     def close(self) -> None: ...
 
 
@@ -63,6 +66,9 @@ class RichByteBar:
 
     def advance(self, n: int) -> None:
         self._progress.advance(self._task, n)
+
+    def at(self, done: int) -> None:
+        self._progress.update(self._task, completed=done)
 
     def close(self) -> None:
         self._progress.stop()
@@ -122,6 +128,9 @@ class PlainByteBar:
             self._quarter = quarter
             self.stream.write(self.line() + "\n")
             self.stream.flush()
+
+    def at(self, done: int) -> None:
+        self.done = done
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)

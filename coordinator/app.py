@@ -32,6 +32,7 @@ from coordinator.api import (
     storages,
     sync_tasks,
     templates,
+    tus,
     upload,
     versions,
 )
@@ -104,6 +105,7 @@ USER_API = [
     storages.routes,
     agents.routes,
     upload.routes,
+    tus.routes,
     from_vm.routes,
     from_url.routes,
     templates.routes,
@@ -366,7 +368,7 @@ async def _janitor(app: web.Application) -> None:
     async def expire() -> None:
         expired = await uploads.expire_abandoned(app[DB], app[AGENTS])
         if expired:
-            log.info("janitor: %d upload(s) interrupted by a coordinator stop were cleaned up", expired)
+            log.info("janitor: %d upload(s) interrupted or expired were cleaned up", expired)
 
     # Each job on its own: one that fails (a row it cannot handle) must not keep the others
     # from running, round after round.

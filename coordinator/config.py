@@ -47,6 +47,9 @@ class CoordinatorConfig:
     max_upload_rate: int = 0
     # An upload whose client sends nothing for this long is dropped (its slot freed).
     upload_idle_timeout: float = 60.0
+    # A resumable upload (tus, /api/v1/uploads) that gets no PATCH for this long is given up
+    # by the janitor (its partial file removed); each PATCH moves the deadline (Upload-Expires).
+    resumable_upload_expiry: float = 86400.0
     # VMIDs given to templates.
     template_vmid_min: int = 9000
     template_vmid_max: int = 9999
@@ -195,6 +198,8 @@ def load(path: Path | None = None, **overrides: object) -> CoordinatorConfig:
         raise ConfigError("max_upload_rate must be 0 (no cap) or a number of bytes per second")
     if cfg.upload_idle_timeout <= 0:
         raise ConfigError("upload_idle_timeout must be more than 0 seconds")
+    if cfg.resumable_upload_expiry <= 0:
+        raise ConfigError("resumable_upload_expiry must be more than 0 seconds")
     if cfg.vm_sweep_interval <= 0:
         raise ConfigError("vm_sweep_interval must be more than 0 seconds")
     if cfg.sync_idle_timeout <= 0:

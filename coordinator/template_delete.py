@@ -151,7 +151,8 @@ async def refuse_under_running_work(
     if uploading is not None:
         raise Conflict(
             ErrorSlug.UPLOAD_RUNNING,
-            f"{_named(template_id, version)} is being uploaded (upload {uploading}); retry when it is stored",
+            f"{_named(template_id, version)} is being uploaded (upload {uploading}); retry when it is "
+            f"stored (a resumable one waiting for its bytes goes with DELETE /api/v1/uploads/{uploading})",
         )
     running = await session.scalar(select(TemplateSyncTask.id).where(*tasks))
     if running is not None:

@@ -173,6 +173,32 @@ async def plan_version(
     return plan
 
 
+async def plan_of_upload(
+    session: AsyncSession, upload: TemplateUpload, *, sync_node_ids: list[int], auto_sync: bool, rollout: bool
+) -> UploadPlan:
+    """The plan of an upload reserved earlier (a resumable one, whose last byte came in a
+    later request than its checks): its import node stays the one holding the image; its
+    instances and sync targets are taken as plan_upload/plan_version take them, now."""
+    cluster = await session.get(PveCluster, upload.cluster_id)
+    storage = await session.get(PveStorage, upload.storage_id)
+    node = await session.get(PveNode, upload.import_node_id)
+    template = await session.get(VmTemplate, upload.template_id) if upload.template_id else None
+    if cluster is None or storage is None or node is None or template is None:
+        raise Conflict(
+            ErrorSlug.UPLOAD_ABANDONED, f"upload {upload.id}: its cluster, storage or node is gone"
+        )
+    if storage.shared:
+        return UploadPlan(
+            cluster, storage, node, await same_named_storages(session, cluster.id, storage.storage_name)
+        )
+    plan = UploadPlan(cluster, storage, node, [Target(node, storage)])
+    if upload.version == 1:
+        plan.sync_targets = await sync_targets(session, cluster, storage, node, sync_node_ids, auto_sync)
+    elif rollout:
+        plan.sync_targets = await rollout_targets(session, template, storage, node)
+    return plan
+
+
 async def _storage_of(session: AsyncSession, template: VmTemplate) -> int:
     """The pve_storage id the template's versions are on: its first upload's (every version
     of a template is on the storage the template was made on)."""

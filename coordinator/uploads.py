@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.client import AgentError, AgentUnreachable
 from coordinator.agents.links import AgentLinks, NoLiveAgent
-from coordinator.db.models import TemplateInstance, TemplateUpload, VmTemplate
+from coordinator.db.models import ResumableUpload, TemplateInstance, TemplateUpload, VmTemplate
 from coordinator.db.types import utcnow
 from coordinator.errors import Conflict
 from coordinator.jobs import engine
@@ -190,8 +190,13 @@ async def record_staged(
     return planned
 
 
+INTERRUPTED = "upload interrupted: the coordinator stopped while receiving it"
+EXPIRED = "resumable upload expired: no PATCH came before its Upload-Expires"
+
+
 async def expire_abandoned(db: async_sessionmaker[AsyncSession], agents: AgentLinks) -> int:
-    """Uploads whose streaming coordinator died (lease expired while uploading).
+    """Uploads whose streaming coordinator died (lease expired while uploading), and
+    resumable uploads idle past their expiry (coordinator/resumable.py: their lease).
 
     The import node's agent is asked to remove whatever the upload left there: a
     coordinator that stopped after the file was stored never learned its name.
@@ -212,6 +217,7 @@ async def expire_abandoned(db: async_sessionmaker[AsyncSession], agents: AgentLi
                 continue
             upload = await session.get(TemplateUpload, upload_id)
             node_id = upload.import_node_id if upload else None
+            resumable = await session.get(ResumableUpload, upload_id) is not None
         if node_id is not None:
             try:
                 agent = await agents.for_node(node_id)
@@ -219,7 +225,7 @@ async def expire_abandoned(db: async_sessionmaker[AsyncSession], agents: AgentLi
             except (NoLiveAgent, AgentError, AgentUnreachable) as exc:
                 log.warning("upload %s: its staged files could not be removed now: %s", upload_id, exc)
         try:
-            await abandon(db, upload_id, "upload interrupted: the coordinator stopped while receiving it")
+            await abandon(db, upload_id, EXPIRED if resumable else INTERRUPTED)
         except IntegrityError as exc:  # (a row that still points at its template): the others go on
             log.error("upload %s could not be given up: %s", upload_id, exc.orig)
             continue

@@ -72,6 +72,7 @@ class ErrorSlug(StrEnum):
     TEMPLATE_DELETING = "template_deleting"
     UPLOAD_RUNNING = "upload_running"
     UPLOAD_ABANDONED = "upload_abandoned"
+    UPLOAD_NOT_FOUND = "upload_not_found"  # a resumable upload (tus) of that id
     SYNC_RUNNING = "sync_running"
     SYNC_TASK_ACTIVE = "sync_task_active"
     NO_IMAGE = "no_image"

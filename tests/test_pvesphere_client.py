@@ -23,10 +23,10 @@ import pytest
 
 from client.cli import commands
 from demo.stack import Stack, free_port
-from tests.support import images
+from tests.support import images, tus
 from tests.support.api import Api
 from tests.support.image_server import ImageServer, image_server_ca, serving
-from tests.support.uploads import emulator, node_ids, storage_id
+from tests.support.uploads import emulator, node_ids, storage_id, wait_for
 
 PVESPHERE = Path(sys.executable).parent / "pvesphere"
 TIMEOUT = 120
@@ -375,3 +375,53 @@ def test_import_url_downloads_checks_and_follows_the_syncs(
     assert (data["status"], data["error_message"]) == ("imported", None)
     assert [(t["target_node_name"], t["status"]) for t in data["sync_tasks"]] == [("pve-node2", "completed")]
     assert api.get(f"/templates/{data['template_id']}/detail").ok()["upload_info"]["sha256"] == sha
+
+
+def _upload_to_ceph(stack: Stack, image: Path, name: str, *more: str) -> subprocess.CompletedProcess[str]:
+    return pvesphere(
+        "upload",
+        str(image),
+        "--name",
+        name,
+        "--cluster",
+        "pve-demo",
+        "--storage",
+        "ceph-storage",
+        *more,
+        stack=stack,
+    )
+
+
+def test_an_interrupted_resumable_upload_goes_on_with_resume(
+    stack_sqlite: Stack, api: Api, tmp_path: Path
+) -> None:
+    image = images.qcow2(tmp_path / "resumed.qcow2", size_mib=32, data_mib=8, seed=21)
+    data = image.read_bytes()
+    name = _name("cli-tus")
+    upload_id, _ = tus.create_on_ceph(stack_sqlite, api, image, name)
+    # The first attempt's connection broke after part of the image.
+    tus.cut_patch(
+        stack_sqlite, stack_sqlite.admin_token, upload_id, 0, data[: len(data) // 2], claimed=len(data)
+    )
+    held = wait_for(lambda: tus.offset(api, upload_id), timeout=30, what="the cut-off PATCH's bytes kept")
+    result = _upload_to_ceph(stack_sqlite, image, name, "--resume", str(upload_id), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    size = f"{len(data) / (1 << 20):.1f} MiB"
+    assert any(line.startswith(f"upload resumed.qcow2: 100% {size} of {size}, ") for line in lines), lines
+    assert any(line.endswith("import: 100% imported") for line in lines), lines
+    [template] = api.get(f"/templates?name={name}").ok()["list"]
+    info = api.get(f"/templates/{template['id']}/detail").ok()["upload_info"]
+    assert (info["upload_id"], info["status"], info["file_size"]) == (upload_id, "imported", len(data))
+    assert 0 < held < len(data)
+
+
+def test_a_resumable_upload_from_the_start(stack_sqlite: Stack, api: Api, tmp_path: Path) -> None:
+    image = images.qcow2(tmp_path / "fresh.qcow2", size_mib=16, data_mib=2, seed=22)
+    name = _name("cli-tus-new")
+    result = _upload_to_ceph(stack_sqlite, image, name, "--resumable", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["status"] in ("uploaded", "importing", "imported"), answer
+    assert answer["import_node"]["node_name"] and answer["sync_tasks"] == []
+    assert f"--resume {answer['upload_id']}" in result.stderr

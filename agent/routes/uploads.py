@@ -29,7 +29,7 @@ LABEL = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 SPACE_RESERVE = 256 << 20
 
 
-def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
+def int_query(request: web.Request, name: str, default: int | None = None) -> int:
     if default is not None and name not in request.query:
         return default
     raw = request.query.get(name, "")
@@ -38,7 +38,7 @@ def _int_query(request: web.Request, name: str, default: int | None = None) -> i
     return int(raw)
 
 
-def _label(request: web.Request) -> str:
+def label_of(request: web.Request) -> str:
     name = request.query.get("name", "")
     return name if LABEL.fullmatch(name) else "the image"
 
@@ -76,10 +76,10 @@ def _read_ask(request: web.Request) -> _UploadAsk | web.Response:
     if fmt not in FORMATS:
         return json_error(400, ErrorSlug.INVALID_REQUEST, f"format must be one of {', '.join(FORMATS)}")
     try:
-        max_bytes = _int_query(request, "max_bytes")
-        max_virtual = _int_query(request, "max_virtual_size")
+        max_bytes = int_query(request, "max_bytes")
+        max_virtual = int_query(request, "max_virtual_size")
         # A chunked body's size is unknown: the coordinator says the most it can be.
-        size_hint = _int_query(request, "size_hint", 0)
+        size_hint = int_query(request, "size_hint", 0)
     except web.HTTPBadRequest as exc:
         return json_error(400, ErrorSlug.INVALID_REQUEST, exc.text or "bad query")
     return _UploadAsk(fmt, max_bytes, max_virtual, size_hint)
@@ -137,7 +137,7 @@ async def _stage_if_valid(
             upload_id,
             ask.fmt,
             ask.max_virtual,
-            _label(request),
+            label_of(request),
             name,
             part,
             sha256,

@@ -38,6 +38,18 @@ def add(commands: Commands) -> None:
     p = commands.command("upload", what, upload)
     p.add_argument("file", type=Path, metavar="FILE", help="the disk image")
     _template_options(p)
+    p.add_argument(
+        "--resumable",
+        action="store_true",
+        help="send it with the tus protocol: an interrupted upload goes on from where it stopped "
+        "(retried here; or later by running the same command with --resume ID)",
+    )
+    p.add_argument(
+        "--resume",
+        type=int,
+        metavar="ID",
+        help="go on with resumable upload ID of this file (printed when it started)",
+    )
     what = "a new template from an image the agent downloads from an https URL (checked by its checksum)"
     p = commands.command("import-url", what, import_url)
     p.add_argument(
@@ -93,11 +105,33 @@ def readable(file: Path) -> Path:
 async def upload(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     """Stream FILE (.qcow2, .raw/.img, .vmdk) from disk to the coordinator, which imports it
     as a PVE template on the storage's node; with --sync, copies follow to other nodes.
-    --wait follows the import and every copy to their end, one bar per node."""
+    --wait follows the import and every copy to their end, one bar per node. --resumable
+    sends it so that an interrupted upload goes on from where it stopped (retried at once;
+    after a give-up, the same command with --resume ID goes on)."""
     file = readable(args.file)
     given = await _template_fields(api, args)
     fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in given.items()}
+    if args.resumable or args.resume is not None:
+        return await send_resumable(api, out, fields, file, args.wait, args.resume)
     return await send_image(api, out, "/templates/upload", fields, file, args.wait)
+
+
+async def send_resumable(
+    api: Api, out: Output, fields: Mapping[str, str], file: Path, wait: bool, resume: int | None
+) -> Exit:
+    """``file`` as a resumable upload (a new one, or ``resume``), then as send_image."""
+    from client import resumable
+    from client.progress import byte_bar
+
+    upload_id = resume if resume is not None else await api.tus_create(fields, file)
+    if resume is None:
+        out.note(f"resumable upload {upload_id}: if it stops, run the same command with --resume {upload_id}")
+    bar = byte_bar(f"upload {file.name}", file.stat().st_size, out.progress_stream, out.plain)
+    try:
+        await resumable.send(api, file, upload_id, bar, out.note)
+    finally:
+        bar.close()
+    return await follow(api, out, await api.get(f"/uploads/{upload_id}"), wait)
 
 
 async def import_url(api: Api, args: argparse.Namespace, out: Output) -> Exit:

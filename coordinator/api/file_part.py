@@ -22,6 +22,34 @@ class BrokenBody(CoordinatorError):
     """The request body ended (or broke off) before the file part did."""
 
 
+async def next_chunk(content: StreamReader, idle: IdleWatch | None) -> bytes:
+    """The next piece of the body as it came off the network (b"" at its end), the wait
+    marked as one for the client."""
+    # readchunk, not readany: readany joins (copies) whatever is buffered
+    while True:
+        if idle is not None:
+            idle.begin()
+        try:
+            chunk, end_of_http_chunk = await content.readchunk()
+        finally:
+            if idle is not None:
+                idle.end()
+        if chunk or not end_of_http_chunk:
+            return chunk
+
+
+class RawBodyStream:
+    """A request body that is the file itself (a tus PATCH), read as a file part is."""
+
+    def __init__(self, content: StreamReader, idle: IdleWatch | None = None) -> None:
+        self.content = content
+        self.idle = idle
+
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
+        while chunk := await next_chunk(self.content, self.idle):
+            yield chunk
+
+
 class FilePartStream:
     """The bytes of a file part whose headers have just been read from ``content``."""
 
@@ -33,19 +61,10 @@ class FilePartStream:
         self.more_parts: bool | None = None
 
     async def _next(self) -> bytes:
-        # readchunk, not readany: readany joins (copies) whatever is buffered
-        while True:
-            if self.idle is not None:
-                self.idle.begin()
-            try:
-                chunk, end_of_http_chunk = await self.content.readchunk()
-            finally:
-                if self.idle is not None:
-                    self.idle.end()
-            if chunk:
-                return chunk
-            if not end_of_http_chunk:
-                raise BrokenBody("the request body ended inside the file")
+        chunk = await next_chunk(self.content, self.idle)
+        if not chunk:
+            raise BrokenBody("the request body ended inside the file")
+        return chunk
 
     async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         delim = self.delimiter

@@ -175,6 +175,8 @@ def _responses(ep: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _envelope(_response_schema(schema_of, ep.response))}},
         }
     }
+    if ep.raw_responses is not None:
+        responses = copy.deepcopy(ep.raw_responses)
     if ep.websocket is not None:
         # OpenAPI has no words for a WebSocket: the upgrade, and the schema of each message
         responses = {
@@ -214,6 +216,8 @@ def _operation(
     params = _path_parameters(ep)
     if ep.query is not None:
         params.extend(_query_parameters(_bounded(components[ep.query.__name__], components, seen)))
+    headers = [{"name": name, "in": "header", **copy.deepcopy(spec)} for name, spec in ep.headers.items()]
+    params.extend(_bounded(headers, components, seen))
     if params:
         op["parameters"] = params
     body = _request_body(ep, schema_of, components, seen)

@@ -97,6 +97,12 @@ class Endpoint:
     auth: Callable[[web.Request, str], Awaitable[Principal]] | None = None
     # A WebSocket endpoint: the type of the messages it sends (for the OpenAPI document).
     websocket: Any = None
+    # The OpenAPI responses of an endpoint that answers without the envelope (tus: 201, 204
+    # and headers), instead of the envelope's 200.
+    raw_responses: dict[str, Any] | None = None
+    # Request headers the endpoint reads (tus: Upload-Offset, ...): name -> their OpenAPI
+    # parameter object's other keys (required, schema, description).
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Routes:
@@ -138,6 +144,15 @@ class Routes:
 
     def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self._add("DELETE", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("PATCH", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("HEAD", path, **kw)
+
+    def options(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self._add("OPTIONS", path, **kw)
 
 
 # ---------------------------------------------------------------- validation

@@ -20,7 +20,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
@@ -212,15 +212,20 @@ class _TooLarge(CoordinatorError):
     pass
 
 
-class _FileBody:
-    """The file part, read off the connection as the body of the request to the agent.
+class Chunked(Protocol):
+    def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
+
+
+class ClientBody:
+    """The file (a multipart upload's file part, a tus PATCH's body), read off the connection
+    as the body of the request to the agent; at most ``limit`` bytes.
 
     aiohttp's client turns whatever this body raises into a connection error
     (AgentUnreachable), so why it stopped is kept here: the handler must tell a
     file over the limit (413) and a client that went away from a failing agent.
     """
 
-    def __init__(self, part: FilePartStream, limit: int, pacer: Pacer) -> None:
+    def __init__(self, part: Chunked, limit: int, pacer: Pacer) -> None:
         self.part = part
         self.limit = limit
         self.pacer = pacer
@@ -324,7 +329,7 @@ async def upload_template(call: Call) -> UploadResult:
     With wait=true (form field or query parameter) the answer comes after the import.
     A client that sends nothing for upload_idle_timeout seconds gets 408 and is dropped.
     """
-    return await take_upload(call, _NEW_TEMPLATE)
+    return await take_upload(call, NEW_TEMPLATE)
 
 
 async def take_upload(call: Call, kind: UploadKind[Any]) -> UploadResult:
@@ -491,7 +496,7 @@ async def _stream(
         engine.keep_lease(db, TemplateUpload, upload_id, config.job_lease_seconds, f"upload {upload_id}")
     )
     part = FilePartStream(request.content, _boundary(request), idle)
-    body = _FileBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
+    body = ClientBody(part, config.max_upload_bytes, request.app[UPLOAD_PACER])
     progress = asyncio.create_task(
         upload_progress.report_received(db, upload_id, lambda: body.received, request.content_length or 0)
     )
@@ -532,7 +537,7 @@ async def _stream(
 
 
 def _why_it_stopped(
-    exc: AgentError | AgentUnreachable | ApiError, body: _FileBody, request: web.Request, plan: UploadPlan
+    exc: AgentError | AgentUnreachable | ApiError, body: ClientBody, request: web.Request, plan: UploadPlan
 ) -> tuple[str, ApiError]:
     """Why a stream failed: the reason its failed record keeps, and the answer."""
     node = plan.import_node.node_name
@@ -606,4 +611,4 @@ async def wait_for_import(call: Call, upload_id: int) -> tuple[str, str | None]:
         await asyncio.sleep(0.5)
 
 
-_NEW_TEMPLATE = UploadKind(UploadForm, _plan_template, _reserve_template, lambda form: form.wait)
+NEW_TEMPLATE = UploadKind(UploadForm, _plan_template, _reserve_template, lambda form: form.wait)

@@ -116,7 +116,7 @@ async def _reserve(
     return await uploads.reserve_version(call.app[DB], plan, template, incoming)
 
 
-_NEW_VERSION = UploadKind(VersionForm, _plan, _reserve, lambda form: form.wait)
+NEW_VERSION = UploadKind(VersionForm, _plan, _reserve, lambda form: form.wait)
 
 
 @upload_route(routes, "/templates/{id}/versions", VERSION_BODY_SCHEMA)
@@ -129,7 +129,7 @@ async def upload_version(call: Call) -> UploadResult:
     when it is available on its import node (its upload `imported`). Form fields before the
     file; with wait=true the answer comes after the import.
     """
-    return await take_upload(call, _NEW_VERSION)
+    return await take_upload(call, NEW_VERSION)
 
 
 class VersionOut(Model):

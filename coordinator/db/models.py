@@ -200,6 +200,24 @@ class TemplateUpload(Timestamps, Leased, Base):
     creator: Mapped[str] = mapped_column(String(100), default="")
 
 
+class ResumableUpload(Timestamps, Base):
+    """A resumable (tus) upload's own state beside its template_upload row (same id), which
+    stays ``uploading`` between PATCHes: the length declared at creation, the plan's inputs
+    that are not on the upload row (rebuilt from them when the last byte arrives), and the
+    lease of the one PATCH that may stream at a time (coordinator/resumable.py). The bytes
+    themselves are the import node's agent's partial file; how many, only the agent says."""
+
+    __tablename__ = "resumable_upload"
+
+    id: Mapped[int] = mapped_column(ForeignKey("template_upload.id"), primary_key=True)
+    upload_length: Mapped[int] = mapped_column(BigInteger)
+    sync_node_ids: Mapped[str] = mapped_column(Text, default="[]")
+    auto_sync: Mapped[bool] = mapped_column(Boolean, default=False)
+    rollout: Mapped[bool] = mapped_column(Boolean, default=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class TemplateInstance(Timestamps, Base):
     __tablename__ = "template_instance"
     __table_args__ = (UniqueConstraint("template_id", "version", "node_id"),)

@@ -21,10 +21,11 @@ that lost the race (a cascade delete failed the upload meanwhile) changes nothin
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.models import TemplateUpload
@@ -101,6 +102,19 @@ async def abandon(session: AsyncSession, upload_id: int, reason: str) -> bool:
         lease_owner=None,
         lease_expires_at=None,
     )
+
+
+async def wait_for_patch(session: AsyncSession, upload_id: int, until: datetime, received: int) -> bool:
+    """A resumable upload stays uploading between its PATCHes, ``received`` bytes held: its
+    row's lease is nobody's, and runs out at ``until`` (its expiry: then the janitor gives
+    it up, coordinator/uploads.expire_abandoned). False: it is not uploading any more."""
+    result = await session.execute(
+        update(TemplateUpload)
+        .where(TemplateUpload.id == upload_id, TemplateUpload.status == S.UPLOADING)
+        .values(lease_owner=None, lease_expires_at=until, received_bytes=received)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def stored(

@@ -41,3 +41,19 @@ class StagedReceive(Model):
 class StagingReport(Model):
     uploads: list[StagedUpload]
     receives: list[StagedReceive]
+
+
+class ResumableHeld(Model):
+    """What the agent holds of a resumable upload (PUT/GET /v1/resumable/{id}): its offset."""
+
+    upload_id: int
+    offset: int
+
+
+class ResumablePatched(Model):
+    """A PATCH /v1/resumable/{id} written: the new offset, and once the last byte is in and
+    the image is valid, the staged image."""
+
+    upload_id: int
+    offset: int
+    staged: Staged | None = None
