@@ -258,14 +258,17 @@ def test_a_canceled_copy_keeps_its_verified_bytes_for_a_retry_until_the_janitor_
     """Contract 6.6: a cancel keeps the bytes already verified for a later retry, until they
     are cleaned up (the janitor, after keep_failed_copies_hours)."""
     api, stack = slow_api, slow_stack
-    template_id, image = local_template(api, stack, tmp_path, "canceled", 64)
+    # 128 MiB: over 5 s at SEND_RATE, so that a cancel at a quarter usually lands mid-copy.
+    template_id, image = local_template(api, stack, tmp_path, "canceled", 128)
     size = image.stat().st_size
     kept_copy, cleaned_copy = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
     for task_id in (kept_copy, cleaned_copy):
         wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.25)
         api.post(f"/templates/sync-tasks/{task_id}/cancel").ok()
+    # What was verified stays (on a loaded machine the stream may have ended the copy before
+    # the cancel reached it: then the whole image stays).
     kept = receive_view(stack, "pve-node2", kept_copy)["verified"]
-    assert 0 < kept < size
+    assert 0 < kept <= size
     assert run_cleanup(stack, older_than=timedelta(hours=1)) == 0  # not old yet: both stay
     assert receive_view(stack, "pve-node3", cleaned_copy)["verified"] > 0
 
@@ -273,7 +276,7 @@ def test_a_canceled_copy_keeps_its_verified_bytes_for_a_retry_until_the_janitor_
     with_session(stack.database_url, lambda session: _age(session, cleaned_copy))
     assert run_cleanup(stack, older_than=timedelta(minutes=30)) >= 1
     kept = receive_view(stack, "pve-node2", kept_copy)["verified"]  # still young: kept (what was
-    assert 0 < kept < size  # in flight at the cancel is verified too)
+    assert 0 < kept <= size  # in flight at the cancel is verified too)
     assert agent_get(stack, "pve-node3", f"/v1/receives/{cleaned_copy}").status_code == 404
     cleaned = api.get(f"/templates/sync-tasks/{cleaned_copy}").ok()
     assert (cleaned["status"], cleaned["bytes_done"], cleaned["progress"]) == ("canceled", 0, 0)
