@@ -1,11 +1,14 @@
-"""Which file an export reads: the VM on this node, its disk, the disk's path, through PVE.
+"""Which file an export reads: the VM on this node, its disk, the disk's path, through PVE;
+or a volume named as such (an import volume, a VM's disk image) on a storage this node sees.
 
 Everything here is read-only (GET calls). The disk is one the caller names, or the boot
 disk (``boot: order=...``, else the legacy ``bootdisk``, else the first disk in PVE's drive
 order); CD-ROMs, cloud-init drives, pass-through devices (a path, not a volume) and disks
 whose storage gives no file path are refused, naming why. A snapshot is looked up in PVE's
 list, and the disk is taken from the snapshot's own config (it may differ from today's).
-``pick_disk`` is pure and unit-tested.
+``pick_disk`` is pure and unit-tested. A named volume must be listed in its storage's
+content of its kind (so the storage exists here, holds that content type and has the
+volume); a disk image's VM must be stopped (as a VM's disk export without a snapshot).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from agent.pve import NodePve, PveCallError
 from shared.error_slugs import ErrorSlug
 from shared.messages.exports import DISK_KEY, ExportAsk, ExportSource
 from shared.pve_formats import DRIVE_NAMES, STORAGE_ID_RE
+from shared.volume_id import VolumeId, parse_volume_id
 
 # The formats qemu-img is asked to read (always with -f): what validate.py knows.
 READABLE_FORMATS = ("raw", "qcow2", "vmdk")
@@ -95,11 +99,16 @@ class Source:
 
 
 async def _vm_listed(pve: NodePve, vmid: int) -> dict[str, Any]:
-    vms = await pve.call("get", f"nodes/{pve.node}/qemu")
-    found = next((vm for vm in vms if int(vm.get("vmid", -1)) == vmid), None)
+    found = await _vm_if_here(pve, vmid)
     if found is None:
         raise ExportRefused(404, ErrorSlug.VM_NOT_FOUND, f"VM {vmid} is not on node {pve.node}")
-    return dict(found)
+    return found
+
+
+async def _vm_if_here(pve: NodePve, vmid: int) -> dict[str, Any] | None:
+    vms = await pve.call("get", f"nodes/{pve.node}/qemu")
+    found = next((vm for vm in vms if int(vm.get("vmid", -1)) == vmid), None)
+    return None if found is None else dict(found)
 
 
 async def _snapshot_config(pve: NodePve, vmid: int, snapshot: str) -> dict[str, Any]:
@@ -118,6 +127,11 @@ async def is_running(pve: NodePve, vmid: int) -> bool:
     return str(status.get("status")) != "stopped"
 
 
+async def runs_here(pve: NodePve, vmid: int) -> bool:
+    """Whether VM ``vmid`` is on this node and running (a disk image's VM may be gone)."""
+    return await _vm_if_here(pve, vmid) is not None and await is_running(pve, vmid)
+
+
 async def locate(pve: NodePve, ask: ExportAsk) -> Source:
     """The disk ``ask`` names, checked; ExportRefused naming what is wrong."""
     try:
@@ -127,7 +141,10 @@ async def locate(pve: NodePve, ask: ExportAsk) -> Source:
 
 
 async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
+    if ask.volume is not None:
+        return await _locate_volume(pve, parse_volume_id(ask.volume))
     vmid = ask.vmid
+    assert vmid is not None  # (ExportAsk: a vmid or a volume)
     listed = await _vm_listed(pve, vmid)
     name = str(listed.get("name") or f"VM {vmid}")
     running = await is_running(pve, vmid)
@@ -142,27 +159,15 @@ async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
     else:
         config = await _snapshot_config(pve, vmid, ask.snapshot)
     disk, volid = pick_disk(config, vmid, ask.disk)
-    storage = volid.partition(":")[0]
-    info = await pve.call("get", f"nodes/{pve.node}/storage/{storage}/content/{volid}")
-    path, fmt = str(info.get("path") or ""), str(info.get("format") or "")
-    if not FILE_PATH.fullmatch(path):
-        raise ExportRefused(
-            400,
-            ErrorSlug.DISK_NOT_EXPORTABLE,
-            f"{disk} of VM {vmid} ({volid}) has no file path on this node (storage {storage} gives "
-            f"{path[:100]!r}): exporting from it is not supported",
-        )
-    if fmt not in READABLE_FORMATS:
-        message = f"{disk} of VM {vmid} ({volid}) is {fmt!r}, not raw, qcow2 or vmdk"
-        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    what = f"{disk} of VM {vmid} ({volid})"
+    path, fmt, size, used = await _volume_file(pve, volid, what)
     if ask.snapshot is not None and fmt != "qcow2":
         raise ExportRefused(
             400,
             ErrorSlug.DISK_NOT_EXPORTABLE,
-            f"{disk} of VM {vmid} is {fmt} on storage {storage}: a snapshot can be exported from "
-            "qcow2 disks only (their snapshots are inside the file)",
+            f"{disk} of VM {vmid} is {fmt} on storage {volid.partition(':')[0]}: a snapshot can be "
+            "exported from qcow2 disks only (their snapshots are inside the file)",
         )
-    size = int(info.get("size") or 0)
     view = ExportSource(
         vmid=vmid,
         vm_name=name,
@@ -173,4 +178,59 @@ async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
         snapshot=ask.snapshot,
         running=running,
     )
-    return Source(view, path, int(info.get("used") or size))
+    return Source(view, path, used)
+
+
+async def _volume_file(pve: NodePve, volid: str, what: str) -> tuple[str, str, int, int]:
+    """PVE's path, format, virtual size and bytes used of ``volid`` (``what`` names it in
+    refusals): a file qemu-img can read in a format it is told."""
+    storage = volid.partition(":")[0]
+    info = await pve.call("get", f"nodes/{pve.node}/storage/{storage}/content/{volid}")
+    path, fmt = str(info.get("path") or ""), str(info.get("format") or "")
+    if not FILE_PATH.fullmatch(path):
+        raise ExportRefused(
+            400,
+            ErrorSlug.DISK_NOT_EXPORTABLE,
+            f"{what} has no file path on this node (storage {storage} gives "
+            f"{path[:100]!r}): exporting from it is not supported",
+        )
+    if fmt not in READABLE_FORMATS:
+        message = f"{what} is {fmt!r}, not raw, qcow2 or vmdk"
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    size = int(info.get("size") or 0)
+    return path, fmt, size, int(info.get("used") or size)
+
+
+async def _locate_volume(pve: NodePve, volume: VolumeId) -> Source:
+    """The volume, listed by PVE in its storage's content of its kind on this node."""
+    storages = await pve.call("get", f"nodes/{pve.node}/storage", enabled=1)
+    if volume.storage not in {str(s.get("storage")) for s in storages}:
+        message = f"node {pve.node} has no enabled storage {volume.storage!r}"
+        raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
+    listed = await pve.call("get", f"nodes/{pve.node}/storage/{volume.storage}/content", content=volume.kind)
+    if volume.volid not in {str(item.get("volid")) for item in listed}:
+        message = f"storage {volume.storage} on {pve.node} has no {volume.kind} volume {volume.volname!r}"
+        raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
+    name = volume.volname.rpartition("/")[2]
+    if volume.owner is not None:
+        vm = await _vm_if_here(pve, volume.owner)
+        if vm is not None and await runs_here(pve, volume.owner):
+            raise ExportRefused(
+                409,
+                ErrorSlug.VM_RUNNING,
+                f"VM {volume.owner} ({vm.get('name') or 'no name'}) on {pve.node}, whose disk "
+                f"{volume.volid} is, is running: stop it first (or export a snapshot with from-vm)",
+            )
+        name = str(vm.get("name") or name) if vm is not None else name
+    path, fmt, size, used = await _volume_file(pve, volume.volid, f"volume {volume.volid}")
+    view = ExportSource(
+        vmid=volume.owner,
+        vm_name=name,
+        disk=None,
+        volume=volume.volid,
+        format=fmt,
+        size=size,
+        snapshot=None,
+        running=False,
+    )
+    return Source(view, path, used)

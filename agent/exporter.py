@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.eviction import Evictor
-from agent.export_source import Source, is_running, locate
+from agent.export_source import Source, locate, runs_here
 from agent.pve import NodePve, PveCallError
 from agent.staging import Staging
 from agent.upload_ops import UploadOpFailed, UploadOps
@@ -35,7 +35,7 @@ from agent.upload_writer import sha256_of
 from agent.validate import ImageInfo, inspect
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
-from shared.messages.exports import ExportRequest, ExportState, ExportView
+from shared.messages.exports import ExportRequest, ExportState, ExportView, describe
 from shared.messages.uploads import Staged
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,9 @@ class Exporter(UploadOps[ExportOp]):
         self.ended("done")
         src = op.source.view
         log.info(
-            "export for upload %s: %s of VM %s (%s%s) staged as %s: %d bytes, virtual size %d, sha256 %s",
+            "export for upload %s: %s%s staged as %s: %d bytes, virtual size %d, sha256 %s",
             upload_id,
-            src.disk,
-            src.vmid,
-            src.volume,
+            describe(src),
             f" at snapshot {src.snapshot}" if src.snapshot else "",
             name,
             size,
@@ -209,17 +207,19 @@ class Exporter(UploadOps[ExportOp]):
             raise ExportFailed(502, ErrorSlug.EXPORT_FAILED, message)
 
     async def _check_still_stopped(self, op: ExportOp) -> None:
-        """A disk read without a snapshot is only a consistent copy if the VM stayed stopped."""
-        if op.source.view.snapshot is not None:
+        """A disk read without a snapshot is only a consistent copy if the VM stayed stopped
+        (an import volume belongs to no VM)."""
+        vmid = op.source.view.vmid
+        if op.source.view.snapshot is not None or vmid is None:
             return
         op.phase = "checking the VM stayed stopped"
         try:
-            running = await is_running(self.pve, op.source.view.vmid)
+            running = await runs_here(self.pve, vmid)
         except PveCallError as exc:
             raise ExportFailed(502, ErrorSlug.PVE_ERROR, f"PVE on {self.pve.node}: {exc}") from None
         if running:
             raise ExportFailed(
                 409,
                 ErrorSlug.VM_RUNNING,
-                f"VM {op.source.view.vmid} was started during the export: its copy is not consistent",
+                f"VM {vmid} was started during the export: its copy is not consistent",
             )
