@@ -99,16 +99,11 @@ class Source:
 
 
 async def _vm_listed(pve: NodePve, vmid: int) -> dict[str, Any]:
-    found = await _vm_if_here(pve, vmid)
-    if found is None:
-        raise ExportRefused(404, ErrorSlug.VM_NOT_FOUND, f"VM {vmid} is not on node {pve.node}")
-    return found
-
-
-async def _vm_if_here(pve: NodePve, vmid: int) -> dict[str, Any] | None:
     vms = await pve.call("get", f"nodes/{pve.node}/qemu")
     found = next((vm for vm in vms if int(vm.get("vmid", -1)) == vmid), None)
-    return None if found is None else dict(found)
+    if found is None:
+        raise ExportRefused(404, ErrorSlug.VM_NOT_FOUND, f"VM {vmid} is not on node {pve.node}")
+    return dict(found)
 
 
 async def _snapshot_config(pve: NodePve, vmid: int, snapshot: str) -> dict[str, Any]:
@@ -127,9 +122,13 @@ async def is_running(pve: NodePve, vmid: int) -> bool:
     return str(status.get("status")) != "stopped"
 
 
-async def runs_here(pve: NodePve, vmid: int) -> bool:
-    """Whether VM ``vmid`` is on this node and running (a disk image's VM may be gone)."""
-    return await _vm_if_here(pve, vmid) is not None and await is_running(pve, vmid)
+async def not_stopped(pve: NodePve, vmid: int) -> dict[str, Any] | None:
+    """VM ``vmid``'s entry in the cluster's resources (its node, status, name) unless it is
+    stopped or gone: a disk on a shared storage may belong to a VM on another node, and one on
+    a node that is down has status ``unknown``, which is not stopped either."""
+    resources = await pve.call("get", "cluster/resources", type="vm")
+    found = next((r for r in resources if int(r.get("vmid", -1)) == vmid), None)
+    return None if found is None or found.get("status") == "stopped" else dict(found)
 
 
 async def locate(pve: NodePve, ask: ExportAsk) -> Source:
@@ -211,21 +210,18 @@ async def _locate_volume(pve: NodePve, volume: VolumeId) -> Source:
     if volume.volid not in {str(item.get("volid")) for item in listed}:
         message = f"storage {volume.storage} on {pve.node} has no {volume.kind} volume {volume.volname!r}"
         raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
-    name = volume.volname.rpartition("/")[2]
-    if volume.owner is not None:
-        vm = await _vm_if_here(pve, volume.owner)
-        if vm is not None and await runs_here(pve, volume.owner):
-            raise ExportRefused(
-                409,
-                ErrorSlug.VM_RUNNING,
-                f"VM {volume.owner} ({vm.get('name') or 'no name'}) on {pve.node}, whose disk "
-                f"{volume.volid} is, is running: stop it first (or export a snapshot with from-vm)",
-            )
-        name = str(vm.get("name") or name) if vm is not None else name
+    if volume.owner is not None and (vm := await not_stopped(pve, volume.owner)) is not None:
+        raise ExportRefused(
+            409,
+            ErrorSlug.VM_RUNNING,
+            f"VM {volume.owner} ({vm.get('name') or 'no name'}) on {vm.get('node')}, whose disk "
+            f"{volume.volid} is, is {vm.get('status')}, not stopped: stop it first (or export a "
+            "snapshot with from-vm)",
+        )
     path, fmt, size, used = await _volume_file(pve, volume.volid, f"volume {volume.volid}")
     view = ExportSource(
         vmid=volume.owner,
-        vm_name=name,
+        vm_name=volume.volname.rpartition("/")[2],
         disk=None,
         volume=volume.volid,
         format=fmt,

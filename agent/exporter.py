@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.eviction import Evictor
-from agent.export_source import Source, locate, runs_here
+from agent.export_source import Source, locate, not_stopped
 from agent.pve import NodePve, PveCallError
 from agent.staging import Staging
 from agent.upload_ops import UploadOpFailed, UploadOps
@@ -208,13 +208,14 @@ class Exporter(UploadOps[ExportOp]):
 
     async def _check_still_stopped(self, op: ExportOp) -> None:
         """A disk read without a snapshot is only a consistent copy if the VM stayed stopped
-        (an import volume belongs to no VM)."""
+        (wherever it is: a shared disk's VM may be on another node; an import volume belongs
+        to no VM)."""
         vmid = op.source.view.vmid
         if op.source.view.snapshot is not None or vmid is None:
             return
         op.phase = "checking the VM stayed stopped"
         try:
-            running = await runs_here(self.pve, vmid)
+            running = await not_stopped(self.pve, vmid) is not None
         except PveCallError as exc:
             raise ExportFailed(502, ErrorSlug.PVE_ERROR, f"PVE on {self.pve.node}: {exc}") from None
         if running:

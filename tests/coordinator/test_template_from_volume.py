@@ -18,7 +18,15 @@ from demo.stack import Stack
 from tests.coordinator.conftest import NODE, SourceVm
 from tests.support import images
 from tests.support.api import Api
-from tests.support.source_vms import run_task, same_disk, sha256, template_disk
+from tests.support.source_vms import (
+    create_vm,
+    destroy_vm,
+    free_vmid,
+    run_task,
+    same_disk,
+    sha256,
+    template_disk,
+)
 from tests.support.syncs import wait_tasks
 from tests.support.uploads import (
     all_vmids,
@@ -26,6 +34,7 @@ from tests.support.uploads import (
     import_dir,
     node_ids,
     rows_named,
+    shared_volume,
     staged_files,
     storage_id,
     wait_import,
@@ -103,6 +112,45 @@ def test_a_stopped_vms_disk_volume_becomes_a_template(stack: Stack, api: Api, so
     ).ok()
     _imported_and_synced(api, stack, data, source_vm.disk)
     assert source_vm.state() == before, "the source VM changed"
+
+
+def test_a_shared_disk_volume_is_copied_by_another_nodes_agent_once_its_vm_stops(
+    stack: Stack, api: Api, tmp_path: Path
+) -> None:
+    """A VM on pve-node1 whose disk is on the shared ceph-storage: pve-node2's agent sees the
+    volume too, and refuses it while the VM runs on pve-node1."""
+    nodes, vmid = node_ids(api, stack), free_vmid(stack)
+    create_vm(
+        stack,
+        NODE,
+        vmid,
+        images.qcow2(tmp_path / "shared.qcow2", size_mib=16, data_mib=2, seed=13),
+        "ceph-storage",
+    )
+    body = {
+        "node_id": nodes["pve-node2"],
+        "volume": f"ceph-storage:vm-{vmid}-disk-0",
+        "template_name": _name("shared-disk"),
+        "storage_id": storage_id(api, stack, "ceph-storage"),
+    }
+    try:
+        run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{vmid}/status/start")
+        reply = from_volume(api, stack, **body)
+        assert (reply.status, reply.error) == (409, "vm_running"), reply
+        assert f"VM {vmid}" in reply.message and NODE in reply.message
+        run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{vmid}/status/stop")
+        data = from_volume(api, stack, **body, wait=True).ok()
+        assert (data["is_shared"], data["status"], data["import_node"]["node_name"]) == (
+            True,
+            "imported",
+            "pve-node2",
+        )
+        instances = api.get(f"/templates/{data['template_id']}/instances").ok()["instances"]
+        template = shared_volume(stack, "ceph-storage", f"base-{instances[0]['vmid']}-disk-0")
+        source = shared_volume(stack, "ceph-storage", f"vm-{vmid}-disk-0")
+        assert same_disk(source, "raw", template, "raw")
+    finally:
+        destroy_vm(stack, NODE, vmid)
 
 
 def test_unknown_hostile_and_wrong_volumes_are_refused_and_leave_nothing(
