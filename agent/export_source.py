@@ -96,6 +96,9 @@ class Source:
     view: ExportSource
     path: str
     used: int  # bytes the volume takes (what the copy may need at most, sparse parts aside)
+    # Checked as an upload is before qemu-img converts it: an import volume is anyone's file
+    # (a backing file, a data file or a VMDK extent could name a host file to copy in).
+    untrusted: bool = False
 
 
 async def _vm_listed(pve: NodePve, vmid: int) -> dict[str, Any]:
@@ -229,4 +232,4 @@ async def _locate_volume(pve: NodePve, volume: VolumeId) -> Source:
         snapshot=None,
         running=False,
     )
-    return Source(view, path, used)
+    return Source(view, path, used, untrusted=volume.kind == "import")

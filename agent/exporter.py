@@ -143,6 +143,11 @@ class Exporter(UploadOps[ExportOp]):
     async def _make(self, op: ExportOp, name: str, part: Path) -> tuple[str, ImageInfo]:
         """The disk copied to ``part``, hashed, validated and staged as ``name``: (sha256, facts)."""
         await self._make_room(op)
+        if op.source.untrusted:
+            op.phase = "checking the volume"
+            src = op.source
+            workdir = self.staging.root / ".qemu-img-cwd"
+            await inspect(Path(src.path), src.view.format, op.req.max_virtual_size, src.view.volume, workdir)
         await self._copy(op, part)
         await self._check_still_stopped(op)
         op.phase = "hashing"

@@ -30,6 +30,8 @@ from coordinator.upload_plan import UploadPlan, plan_from_vm
 from shared.messages.exports import ExportAsk, ExportSource, describe
 
 log = logging.getLogger(__name__)
+# What a route answers that makes a template from an export (its refusals and the agent's).
+EXPORT_ERRORS = (400, 404, 409, 422, 502, 503, 504, 507)
 
 
 class OnNodeBody(AsAnUpload, kw_only=True):

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from coordinator.api.from_export import OnNodeBody, template_from_export
+from coordinator.api.from_export import EXPORT_ERRORS, OnNodeBody, template_from_export
 from coordinator.api.routing import Call, Routes
 from coordinator.api.upload import UploadResult
 from shared.messages.exports import DiskKey, ExportAsk, ExportSource, SnapshotName
@@ -45,7 +45,7 @@ def file_name(source: ExportSource) -> str:
     role="operator",
     body=FromVmBody,
     response=UploadResult,
-    errors=(400, 404, 409, 422, 502, 503, 504, 507),
+    errors=EXPORT_ERRORS,
 )
 async def template_from_vm(call: Call) -> UploadResult:
     """Make a template from a VM's disk: the node's agent copies it (stopped VM, or at a

@@ -12,7 +12,7 @@ The volume is only read.
 
 from __future__ import annotations
 
-from coordinator.api.from_export import OnNodeBody, template_from_export
+from coordinator.api.from_export import EXPORT_ERRORS, OnNodeBody, template_from_export
 from coordinator.api.routing import Call, Routes
 from coordinator.api.upload import UploadResult
 from shared.messages.exports import ExportAsk, ExportSource, VolumeName
@@ -36,7 +36,7 @@ def file_name(source: ExportSource) -> str:
     role="operator",
     body=FromVolumeBody,
     response=UploadResult,
-    errors=(400, 404, 409, 422, 502, 503, 504, 507),
+    errors=EXPORT_ERRORS,
 )
 async def template_from_volume(call: Call) -> UploadResult:
     """Make a template from a volume on a PVE storage the node sees: an import volume

@@ -1,8 +1,9 @@
-"""Coordinator -> agent: a VM's disk exported into staging, to become a template (contract
-6.3, POST /templates/from-vm). POST /v1/exports/check says what would be exported (or why
-not) without doing it; POST /v1/exports starts the export, keyed by the upload it is for
-(its staged file is named as that upload's: ``upload-<id>-<random>.qcow2``); GET
-/v1/exports/{upload_id} follows it; POST /v1/exports/{upload_id}/cancel stops it."""
+"""Coordinator -> agent: a VM's disk, or a volume on a PVE storage, exported into staging, to
+become a template (contract 6.3, POST /templates/from-vm; 6.5, POST /templates/from-volume).
+POST /v1/exports/check says what would be exported (or why not) without doing it; POST
+/v1/exports starts the export, keyed by the upload it is for (its staged file is named as
+that upload's: ``upload-<id>-<random>.qcow2``); GET /v1/exports/{upload_id} follows it; POST
+/v1/exports/{upload_id}/cancel stops it."""
 
 from __future__ import annotations
 

@@ -153,6 +153,42 @@ def test_a_shared_disk_volume_is_copied_by_another_nodes_agent_once_its_vm_stops
         destroy_vm(stack, NODE, vmid)
 
 
+def _hostile(kind: str, folder: Path, secret: Path) -> Path:
+    """An import volume that would copy a host file in (or is not what its name says)."""
+    if kind == "backing file":
+        return images.qcow2_with_backing(folder / f"{_name('backed')}.qcow2", secret)
+    if kind == "vmdk extents":
+        return images.two_extent_vmdk(folder / f"{_name('extents')}.vmdk")
+    return images.qcow2(folder / f"{_name('renamed')}.raw", size_mib=4, data_mib=1)  # a qcow2 named .raw
+
+
+@pytest.mark.parametrize("kind", ["backing file", "vmdk extents", "qcow2 named raw"])
+def test_a_hostile_import_volume_is_refused_before_it_is_copied(
+    stack: Stack, api: Api, tmp_path: Path, kind: str
+) -> None:
+    nodes, name = node_ids(api, stack), _name("hostile")
+    secret = images.qcow2(tmp_path / "host-secret.qcow2", size_mib=4, data_mib=1)
+    folder = import_dir(stack, NODE, "local")
+    folder.mkdir(parents=True, exist_ok=True)
+    staged, vms = staged_files(stack), all_vmids(stack)
+    before = {p.name for p in folder.iterdir()}
+    volume = _hostile(kind, folder, secret)
+    try:
+        reply = from_volume(
+            api,
+            stack,
+            node_id=nodes[NODE],
+            volume=f"local:import/{volume.name}",
+            template_name=name,
+            storage_id=storage_id(api, stack, "local", NODE),
+        )
+        assert (reply.status, reply.error) == (422, "image_rejected"), reply
+        assert_nothing_left(stack, name, staged, vms)
+    finally:
+        for made in set(p.name for p in folder.iterdir()) - before:
+            (folder / made).unlink()
+
+
 def test_unknown_hostile_and_wrong_volumes_are_refused_and_leave_nothing(
     stack: Stack, api: Api, source_vm: SourceVm, import_volume: tuple[str, Path]
 ) -> None:
