@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.errors import PvesphereError
 from shared.pve_formats import STORAGE_ID_RE
 
 # pve-storage's SAFE_CHAR_CLASS_RE without '=' (it starts a drive option in a VM config)
@@ -33,7 +34,7 @@ MAX_LENGTH = 500
 VolumeKind = Literal["import", "images"]
 
 
-class VolumeRefused(ValueError):
+class VolumeRefused(PvesphereError, ValueError):
     """Not a volume a template can be made from; the message says why."""
 
 
