@@ -206,9 +206,16 @@ async def _volume_file(pve: NodePve, volid: str, what: str) -> tuple[str, str, i
 async def _locate_volume(pve: NodePve, volume: VolumeId) -> Source:
     """The volume, listed by PVE in its storage's content of its kind on this node."""
     storages = await pve.call("get", f"nodes/{pve.node}/storage", enabled=1)
-    if volume.storage not in {str(s.get("storage")) for s in storages}:
+    found = next((s for s in storages if str(s.get("storage")) == volume.storage), None)
+    if found is None:
         message = f"node {pve.node} has no enabled storage {volume.storage!r}"
         raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
+    content = str(found.get("content") or "")
+    if volume.kind not in content.split(","):
+        message = (
+            f"storage {volume.storage} holds no {volume.kind} content (its content: {content or 'none'})"
+        )
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
     listed = await pve.call("get", f"nodes/{pve.node}/storage/{volume.storage}/content", content=volume.kind)
     if volume.volid not in {str(item.get("volid")) for item in listed}:
         message = f"storage {volume.storage} on {pve.node} has no {volume.kind} volume {volume.volname!r}"

@@ -211,6 +211,7 @@ def test_unknown_hostile_and_wrong_volumes_are_refused_and_leave_nothing(
         ),
         ({"volume": volid, "node_id": nodes["pve-node2"]}, 400, "storage_missing_on_node", "pve-node2"),
         ({"volume": "local:iso/debian.iso"}, 400, "invalid_request", "content type iso"),
+        ({"volume": "local-lvm:import/a.qcow2"}, 400, "disk_not_exportable", "holds no import content"),
         (
             {"volume": "local:backup/vzdump-qemu-100-2025_01_01-00_00_00.vma.zst"},
             400,
