@@ -1,11 +1,14 @@
-"""Which file an export reads: the VM on this node, its disk, the disk's path, through PVE.
+"""Which file an export reads: the VM on this node, its disk, the disk's path, through PVE;
+or a volume named as such (an import volume, a VM's disk image) on a storage this node sees.
 
 Everything here is read-only (GET calls). The disk is one the caller names, or the boot
 disk (``boot: order=...``, else the legacy ``bootdisk``, else the first disk in PVE's drive
 order); CD-ROMs, cloud-init drives, pass-through devices (a path, not a volume) and disks
 whose storage gives no file path are refused, naming why. A snapshot is looked up in PVE's
 list, and the disk is taken from the snapshot's own config (it may differ from today's).
-``pick_disk`` is pure and unit-tested.
+``pick_disk`` is pure and unit-tested. A named volume must be listed in its storage's
+content of its kind (so the storage exists here, holds that content type and has the
+volume); a disk image's VM must be stopped (as a VM's disk export without a snapshot).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from agent.pve import NodePve, PveCallError
 from shared.error_slugs import ErrorSlug
 from shared.messages.exports import DISK_KEY, ExportAsk, ExportSource
 from shared.pve_formats import DRIVE_NAMES, STORAGE_ID_RE
+from shared.volume_id import VolumeId, parse_volume_id
 
 # The formats qemu-img is asked to read (always with -f): what validate.py knows.
 READABLE_FORMATS = ("raw", "qcow2", "vmdk")
@@ -92,6 +96,9 @@ class Source:
     view: ExportSource
     path: str
     used: int  # bytes the volume takes (what the copy may need at most, sparse parts aside)
+    # Checked as an upload is before qemu-img converts it: an import volume is anyone's file
+    # (a backing file, a data file or a VMDK extent could name a host file to copy in).
+    untrusted: bool = False
 
 
 async def _vm_listed(pve: NodePve, vmid: int) -> dict[str, Any]:
@@ -118,6 +125,15 @@ async def is_running(pve: NodePve, vmid: int) -> bool:
     return str(status.get("status")) != "stopped"
 
 
+async def not_stopped(pve: NodePve, vmid: int) -> dict[str, Any] | None:
+    """VM ``vmid``'s entry in the cluster's resources (its node, status, name) unless it is
+    stopped or gone: a disk on a shared storage may belong to a VM on another node, and one on
+    a node that is down has status ``unknown``, which is not stopped either."""
+    resources = await pve.call("get", "cluster/resources", type="vm")
+    found = next((r for r in resources if int(r.get("vmid", -1)) == vmid), None)
+    return None if found is None or found.get("status") == "stopped" else dict(found)
+
+
 async def locate(pve: NodePve, ask: ExportAsk) -> Source:
     """The disk ``ask`` names, checked; ExportRefused naming what is wrong."""
     try:
@@ -127,7 +143,10 @@ async def locate(pve: NodePve, ask: ExportAsk) -> Source:
 
 
 async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
+    if ask.volume is not None:
+        return await _locate_volume(pve, parse_volume_id(ask.volume))
     vmid = ask.vmid
+    assert vmid is not None  # (ExportAsk: a vmid or a volume)
     listed = await _vm_listed(pve, vmid)
     name = str(listed.get("name") or f"VM {vmid}")
     running = await is_running(pve, vmid)
@@ -142,27 +161,15 @@ async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
     else:
         config = await _snapshot_config(pve, vmid, ask.snapshot)
     disk, volid = pick_disk(config, vmid, ask.disk)
-    storage = volid.partition(":")[0]
-    info = await pve.call("get", f"nodes/{pve.node}/storage/{storage}/content/{volid}")
-    path, fmt = str(info.get("path") or ""), str(info.get("format") or "")
-    if not FILE_PATH.fullmatch(path):
-        raise ExportRefused(
-            400,
-            ErrorSlug.DISK_NOT_EXPORTABLE,
-            f"{disk} of VM {vmid} ({volid}) has no file path on this node (storage {storage} gives "
-            f"{path[:100]!r}): exporting from it is not supported",
-        )
-    if fmt not in READABLE_FORMATS:
-        message = f"{disk} of VM {vmid} ({volid}) is {fmt!r}, not raw, qcow2 or vmdk"
-        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    what = f"{disk} of VM {vmid} ({volid})"
+    path, fmt, size, used = await _volume_file(pve, volid, what)
     if ask.snapshot is not None and fmt != "qcow2":
         raise ExportRefused(
             400,
             ErrorSlug.DISK_NOT_EXPORTABLE,
-            f"{disk} of VM {vmid} is {fmt} on storage {storage}: a snapshot can be exported from "
-            "qcow2 disks only (their snapshots are inside the file)",
+            f"{disk} of VM {vmid} is {fmt} on storage {volid.partition(':')[0]}: a snapshot can be "
+            "exported from qcow2 disks only (their snapshots are inside the file)",
         )
-    size = int(info.get("size") or 0)
     view = ExportSource(
         vmid=vmid,
         vm_name=name,
@@ -173,4 +180,63 @@ async def _locate(pve: NodePve, ask: ExportAsk) -> Source:
         snapshot=ask.snapshot,
         running=running,
     )
-    return Source(view, path, int(info.get("used") or size))
+    return Source(view, path, used)
+
+
+async def _volume_file(pve: NodePve, volid: str, what: str) -> tuple[str, str, int, int]:
+    """PVE's path, format, virtual size and bytes used of ``volid`` (``what`` names it in
+    refusals): a file qemu-img can read in a format it is told."""
+    storage = volid.partition(":")[0]
+    info = await pve.call("get", f"nodes/{pve.node}/storage/{storage}/content/{volid}")
+    path, fmt = str(info.get("path") or ""), str(info.get("format") or "")
+    if not FILE_PATH.fullmatch(path):
+        raise ExportRefused(
+            400,
+            ErrorSlug.DISK_NOT_EXPORTABLE,
+            f"{what} has no file path on this node (storage {storage} gives "
+            f"{path[:100]!r}): exporting from it is not supported",
+        )
+    if fmt not in READABLE_FORMATS:
+        message = f"{what} is {fmt!r}, not raw, qcow2 or vmdk"
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    size = int(info.get("size") or 0)
+    return path, fmt, size, int(info.get("used") or size)
+
+
+async def _locate_volume(pve: NodePve, volume: VolumeId) -> Source:
+    """The volume, listed by PVE in its storage's content of its kind on this node."""
+    storages = await pve.call("get", f"nodes/{pve.node}/storage", enabled=1)
+    found = next((s for s in storages if str(s.get("storage")) == volume.storage), None)
+    if found is None:
+        message = f"node {pve.node} has no enabled storage {volume.storage!r}"
+        raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
+    content = str(found.get("content") or "")
+    if volume.kind not in content.split(","):
+        message = (
+            f"storage {volume.storage} holds no {volume.kind} content (its content: {content or 'none'})"
+        )
+        raise ExportRefused(400, ErrorSlug.DISK_NOT_EXPORTABLE, message)
+    listed = await pve.call("get", f"nodes/{pve.node}/storage/{volume.storage}/content", content=volume.kind)
+    if volume.volid not in {str(item.get("volid")) for item in listed}:
+        message = f"storage {volume.storage} on {pve.node} has no {volume.kind} volume {volume.volname!r}"
+        raise ExportRefused(404, ErrorSlug.VOLUME_NOT_FOUND, message)
+    if volume.owner is not None and (vm := await not_stopped(pve, volume.owner)) is not None:
+        raise ExportRefused(
+            409,
+            ErrorSlug.VM_RUNNING,
+            f"VM {volume.owner} ({vm.get('name') or 'no name'}) on {vm.get('node')}, whose disk "
+            f"{volume.volid} is, is {vm.get('status')}, not stopped: stop it first (or export a "
+            "snapshot with from-vm)",
+        )
+    path, fmt, size, used = await _volume_file(pve, volume.volid, f"volume {volume.volid}")
+    view = ExportSource(
+        vmid=volume.owner,
+        vm_name=volume.volname.rpartition("/")[2],
+        disk=None,
+        volume=volume.volid,
+        format=fmt,
+        size=size,
+        snapshot=None,
+        running=False,
+    )
+    return Source(view, path, used, untrusted=volume.kind == "import")

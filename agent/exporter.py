@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.eviction import Evictor
-from agent.export_source import Source, is_running, locate
+from agent.export_source import Source, locate, not_stopped
 from agent.pve import NodePve, PveCallError
 from agent.staging import Staging
 from agent.upload_ops import UploadOpFailed, UploadOps
@@ -35,7 +35,7 @@ from agent.upload_writer import sha256_of
 from agent.validate import ImageInfo, inspect
 from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
-from shared.messages.exports import ExportRequest, ExportState, ExportView
+from shared.messages.exports import ExportRequest, ExportState, ExportView, describe
 from shared.messages.uploads import Staged
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,9 @@ class Exporter(UploadOps[ExportOp]):
         self.ended("done")
         src = op.source.view
         log.info(
-            "export for upload %s: %s of VM %s (%s%s) staged as %s: %d bytes, virtual size %d, sha256 %s",
+            "export for upload %s: %s%s staged as %s: %d bytes, virtual size %d, sha256 %s",
             upload_id,
-            src.disk,
-            src.vmid,
-            src.volume,
+            describe(src),
             f" at snapshot {src.snapshot}" if src.snapshot else "",
             name,
             size,
@@ -145,6 +143,11 @@ class Exporter(UploadOps[ExportOp]):
     async def _make(self, op: ExportOp, name: str, part: Path) -> tuple[str, ImageInfo]:
         """The disk copied to ``part``, hashed, validated and staged as ``name``: (sha256, facts)."""
         await self._make_room(op)
+        if op.source.untrusted:
+            op.phase = "checking the volume"
+            src = op.source
+            workdir = self.staging.root / ".qemu-img-cwd"
+            await inspect(Path(src.path), src.view.format, op.req.max_virtual_size, src.view.volume, workdir)
         await self._copy(op, part)
         await self._check_still_stopped(op)
         op.phase = "hashing"
@@ -209,17 +212,20 @@ class Exporter(UploadOps[ExportOp]):
             raise ExportFailed(502, ErrorSlug.EXPORT_FAILED, message)
 
     async def _check_still_stopped(self, op: ExportOp) -> None:
-        """A disk read without a snapshot is only a consistent copy if the VM stayed stopped."""
-        if op.source.view.snapshot is not None:
+        """A disk read without a snapshot is only a consistent copy if the VM stayed stopped
+        (wherever it is: a shared disk's VM may be on another node; an import volume belongs
+        to no VM)."""
+        vmid = op.source.view.vmid
+        if op.source.view.snapshot is not None or vmid is None:
             return
         op.phase = "checking the VM stayed stopped"
         try:
-            running = await is_running(self.pve, op.source.view.vmid)
+            running = await not_stopped(self.pve, vmid) is not None
         except PveCallError as exc:
             raise ExportFailed(502, ErrorSlug.PVE_ERROR, f"PVE on {self.pve.node}: {exc}") from None
         if running:
             raise ExportFailed(
                 409,
                 ErrorSlug.VM_RUNNING,
-                f"VM {op.source.view.vmid} was started during the export: its copy is not consistent",
+                f"VM {vmid} was started during the export: its copy is not consistent",
             )

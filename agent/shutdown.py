@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 
 from agent.appkeys import CLONER, DOWNLOADER, EXPORTER, IMPORTER, RECEIVES, SENDER
+from shared.messages.exports import describe
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ def in_flight(app: web.Application) -> list[str]:
         for op in app[IMPORTER].running()
     ]
     lines += [
-        f"export of VM {op.source.view.vmid} for upload {op.req.upload_id} ({op.phase}): stopped, "
-        "its partial copy removed; the coordinator gives the template from that VM up"
+        f"export of {describe(op.source.view)} for upload {op.req.upload_id} ({op.phase}): stopped, "
+        "its partial copy removed; the coordinator gives the template from it up"
         for op in app[EXPORTER].ops.values()
         if op.state == "running"
     ]

@@ -131,12 +131,15 @@ async def _qemu_img(*args: str, cwd: Path) -> tuple[int, str, str]:
         raise ImageRejected("qemu-img took too long inspecting the image") from None
 
 
-async def inspect(path: Path, declared: str, max_virtual_size: int, label: str) -> ImageInfo:
+async def inspect(
+    path: Path, declared: str, max_virtual_size: int, label: str, workdir: Path | None = None
+) -> ImageInfo:
     """Validate the staged file (``label``: its name for messages); returns its facts or raises
-    ImageRejected."""
+    ImageRejected. ``workdir``: qemu-img's working directory, made empty if missing (default:
+    beside the file; a file on a PVE storage is checked from staging's, nothing written there)."""
     check_header(path, declared, label)
     # An empty working directory: nothing relative can be reached from there.
-    cwd = path.parent / ".qemu-img-cwd"
+    cwd = workdir or path.parent / ".qemu-img-cwd"
     cwd.mkdir(exist_ok=True)
     code, out, err = await _qemu_img("info", "--output=json", "-f", declared, str(path), cwd=cwd)
     if code != 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from demo.sample_vm import NODE, VMID, ensure_sample_vm
+from demo.sample_volume import VOLUME, ensure_sample_volume
 from demo.stack import Proc, Stack, StackError, StackSettings, free_port, http_json, port_is_free
 
 # As the units' RestartSec.
@@ -144,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (OSError, RuntimeError, ValueError) as exc:  # (urllib's errors are OSErrors)
         print(f"VM {VMID} for the README's examples not made: {exc}", file=sys.stderr)
+    try:
+        if ensure_sample_volume(stack.pvesim_dir):
+            print(f"placed the import volume {VOLUME} on {NODE} for the README's examples", flush=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"import volume {VOLUME} for the README's examples not placed: {exc}", file=sys.stderr)
     print(_table(stack), flush=True)
     logs = sorted((stack.base / "logs").glob("*.log"))
     follower = threading.Thread(target=_follow, args=(logs, stopping), daemon=True)

@@ -111,6 +111,7 @@ class ErrorSlug(StrEnum):
     DISK_NOT_EXPORTABLE = "disk_not_exportable"
     EXPORT_NOT_FOUND = "export_not_found"
     EXPORT_FAILED = "export_failed"
+    VOLUME_NOT_FOUND = "volume_not_found"
     # -- an image downloaded from a URL to become a template (agent/downloader.py) ----------
     DOWNLOAD_NOT_ALLOWED = "download_not_allowed"
     DOWNLOAD_NOT_FOUND = "download_not_found"

@@ -71,6 +71,7 @@ LONGEST_FIRST = (
     "tests/sync/test_tickets_and_limits.py",
     "tests/transfer/test_copy_zeros.py",
     "tests/coordinator/test_template_from_vm.py",
+    "tests/coordinator/test_template_from_volume.py",
     "tests/sync/test_staging_budget.py",
     "tests/ui/test_dashboard.py",
 )

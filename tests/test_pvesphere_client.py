@@ -26,7 +26,7 @@ from demo.stack import Stack, free_port
 from tests.support import images, tus
 from tests.support.api import Api
 from tests.support.image_server import ImageServer, image_server_ca, serving
-from tests.support.uploads import emulator, node_ids, storage_id, wait_for
+from tests.support.uploads import emulator, import_dir, node_ids, storage_id, wait_for
 
 PVESPHERE = Path(sys.executable).parent / "pvesphere"
 TIMEOUT = 120
@@ -64,6 +64,7 @@ def test_every_command_answers_help() -> None:
     assert {" ".join(c) for c in every} >= {
         "upload",
         "import-url",
+        "import-volume",
         "templates list",
         "templates show",
         "templates sync",
@@ -375,6 +376,33 @@ def test_import_url_downloads_checks_and_follows_the_syncs(
     assert (data["status"], data["error_message"]) == ("imported", None)
     assert [(t["target_node_name"], t["status"]) for t in data["sync_tasks"]] == [("pve-node2", "completed")]
     assert api.get(f"/templates/{data['template_id']}/detail").ok()["upload_info"]["sha256"] == sha
+
+
+def test_import_volume_copies_an_import_volume_and_follows_the_syncs(
+    stack_sqlite: Stack, api: Api, tmp_path: Path
+) -> None:
+    name = _name("cli-volume")
+    folder = import_dir(stack_sqlite, "pve-node1", "local")
+    folder.mkdir(parents=True, exist_ok=True)
+    volume = images.qcow2(folder / f"{name}.qcow2", size_mib=16, data_mib=2, seed=23)
+    try:
+        missing = pvesphere(
+            "import-volume", "local:import/nosuch.qcow2", "--node", "pve-node1", "--name", name,
+            "--cluster", "pve-demo", "--storage", "local@pve-node1", stack=stack_sqlite,
+        )  # fmt: skip
+        done = pvesphere(
+            "import-volume", f"local:import/{volume.name}", "--node", "pve-node1", "--name", name,
+            "--cluster", "pve-demo", "--storage", "local@pve-node1", "--sync", "pve-node2",
+            "--wait", "--json", stack=stack_sqlite,
+        )  # fmt: skip
+    finally:
+        volume.unlink()
+    assert missing.returncode == 3
+    assert missing.stderr.splitlines()[-1].endswith(" (volume_not_found, HTTP 404)"), missing.stderr
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["status"], data["error_message"]) == ("imported", None)
+    assert [(t["target_node_name"], t["status"]) for t in data["sync_tasks"]] == [("pve-node2", "completed")]
 
 
 def _upload_to_ceph(stack: Stack, image: Path, name: str, *more: str) -> subprocess.CompletedProcess[str]:

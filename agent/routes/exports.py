@@ -1,7 +1,7 @@
 """POST /v1/exports/check, POST /v1/exports, GET /v1/exports/{upload_id}, POST
-/v1/exports/{upload_id}/cancel: a VM's disk exported into staging for an upload
-(agent/exporter.py does it). A VM, disk or snapshot that will not do is refused at once,
-with the status and slug the coordinator passes on."""
+/v1/exports/{upload_id}/cancel: a VM's disk, or a named volume, exported into staging for an
+upload (agent/exporter.py does it). A VM, disk, snapshot or volume that will not do is
+refused at once, with the status and slug the coordinator passes on."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from shared.validation import parse
 
 
 async def check_export(request: web.Request) -> web.Response:
-    """What an export of this VM's disk would read, or why it cannot be done (nothing is done)."""
+    """What an export of this VM's disk (or volume) would read, or why it cannot be done
+    (nothing is done)."""
     try:
         ask = parse(ExportAsk, await request.json())
     except ValueError as exc:  # not JSON, or InvalidInput

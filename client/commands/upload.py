@@ -1,6 +1,7 @@
 """`upload`: a disk image streamed from disk to the coordinator with a byte bar, and with
 ``--wait`` the import and every sync task it started followed to their end. `import-url`:
-the same for an image the import node's agent downloads from an https URL.
+the same for an image the import node's agent downloads from an https URL; `import-volume`:
+for a volume on a PVE storage (an import volume, a VM's disk image) the node's agent copies.
 
 `versions create` sends a new version the same way (:func:`send_image`).
 """
@@ -29,7 +30,8 @@ class UnreadableFile(UsageError):
 
 
 FORMATS = ("qcow2", "raw", "vmdk")
-# How long `import-url` waits for its answer: the agent downloads the whole image first.
+# How long `import-url` and `import-volume` wait for their answer: the agent downloads (or
+# copies) the whole image first.
 DOWNLOAD_ANSWER_SECONDS = 3600.0
 
 
@@ -64,12 +66,28 @@ def add(commands: Commands) -> None:
         "--format", choices=FORMATS, help="the image's format (default: the URL's suffix; an .img needs it)"
     )
     _template_options(p)
+    _answer_timeout(p, "the download")
+    what = "a new template from a volume on a PVE storage: an import volume, or a stopped VM's disk image"
+    p = commands.command("import-volume", what, import_volume)
+    p.add_argument(
+        "volume",
+        metavar="VOLUME",
+        help="PVE volume id: local:import/debian-13.qcow2 (import content, qcow2/raw/vmdk), "
+        "local:100/vm-100-disk-0.qcow2 or local-lvm:vm-100-disk-0 (a stopped VM's disk)",
+    )
+    p.add_argument(
+        "--node", required=True, help="node id or name whose storage holds it (shared: any that sees it)"
+    )
+    _template_options(p)
+    _answer_timeout(p, "the copy")
+
+
+def _answer_timeout(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--timeout",
         type=float,
         default=DOWNLOAD_ANSWER_SECONDS,
-        help="seconds to wait for the download to be checked and staged "
-        f"(default {DOWNLOAD_ANSWER_SECONDS:.0f})",
+        help=f"seconds to wait for {what} to be checked and staged (default {DOWNLOAD_ANSWER_SECONDS:.0f})",
     )
 
 
@@ -138,22 +156,40 @@ async def import_url(api: Api, args: argparse.Namespace, out: Output) -> Exit:
     """The import node's agent downloads URL (https; resumed if the connection breaks),
     checks it against --sha256 or --sha512, and it is imported as an upload is; with
     --sync, copies follow to other nodes. --wait follows the import and every copy."""
-    import aiohttp
-
     body: dict[str, Any] = {"url": args.image_url, **await _template_fields(api, args)}
     for key in ("sha256", "sha512", "format"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
+    out.note(f"downloading {args.image_url} on the import node ...")
+    return await _post_and_follow(api, out, args, "/templates/from-url", body)
+
+
+async def import_volume(api: Api, args: argparse.Namespace, out: Output) -> Exit:
+    """The agent of --node copies VOLUME (a PVE volume id: an import volume, or a stopped
+    VM's disk image) into its staging, and it is imported as an upload is; with --sync,
+    copies follow to other nodes. --wait follows the import and every copy."""
+    fields = await _template_fields(api, args)
+    [node] = await node_ids(api, fields["cluster_id"], [args.node])
+    body: dict[str, Any] = {"volume": args.volume, "node_id": node, **fields}
+    out.note(f"copying {args.volume} on node {args.node} ...")
+    return await _post_and_follow(api, out, args, "/templates/from-volume", body)
+
+
+async def _post_and_follow(
+    api: Api, out: Output, args: argparse.Namespace, path: str, body: dict[str, Any]
+) -> Exit:
+    """POST ``body`` (sync_node_ids as "2,3" made a list) and follow what it started."""
+    import aiohttp
+
     if "sync_node_ids" in body:
         body["sync_node_ids"] = [int(n) for n in body["sync_node_ids"].split(",")]
-    out.note(f"downloading {args.image_url} on the import node ...")
     timeout = aiohttp.ClientTimeout(total=args.timeout, sock_connect=30)
-    data = await api.call("POST", "/templates/from-url", body=body, timeout=timeout)
+    data = await api.call("POST", path, body=body, timeout=timeout)
     return await follow(api, out, data, args.wait)
 
 
 async def _template_fields(api: Api, args: argparse.Namespace) -> dict[str, Any]:
-    """The new template's fields of an upload or a URL import (sync_node_ids as "2,3")."""
+    """The new template's fields of an upload, a URL or a volume import (sync_node_ids as "2,3")."""
     cluster = await cluster_id(api, args.cluster)
     fields: dict[str, Any] = {
         "template_name": args.name,

@@ -24,8 +24,9 @@ from coordinator.appkeys import AGENTS, CONFIG, DB
 from coordinator.db.models import TemplateUpload, VmTemplate
 from coordinator.jobs import engine
 from coordinator.upload_plan import UploadPlan
-from shared.deadlines import Deadline
+from shared.deadlines import Deadline, scaled_timeout
 from shared.error_slugs import ErrorSlug
+from shared.messages.exports import ExportAsk, ExportRequest, ExportSource
 from shared.messages.uploads import Staged
 from shared.text_fields import Description
 from shared.validation import Input
@@ -179,6 +180,41 @@ async def stage_on_agent(
         raise
     finally:
         keeper.cancel()
+
+
+async def stage_export(
+    call: Call,
+    agent: AgentClient,
+    upload_id: int,
+    plan: UploadPlan,
+    ask: ExportAsk,
+    source: ExportSource,
+    label: str,
+) -> Staged:
+    """What ``ask`` names (a VM's disk, a volume) exported into the import node's staging as
+    upload ``upload_id``'s image (``label`` names it in the agent's messages), within a
+    deadline scaled by its size. On any failure the export is stopped, what it left removed,
+    and the upload abandoned."""
+    config = call.app[CONFIG]
+    request = ExportRequest(
+        upload_id=upload_id,
+        vmid=ask.vmid,
+        disk=ask.disk,
+        snapshot=ask.snapshot,
+        volume=ask.volume,
+        max_virtual_size=config.max_virtual_size,
+        label=label,
+    )
+    op = AgentOp(
+        upload_id,
+        "export",
+        ErrorSlug.EXPORT_FAILED,
+        lambda: agent.start_export(request),
+        lambda: agent.get_export(upload_id),
+        lambda reason: agent.cancel_export(upload_id, reason),
+    )
+    deadline = Deadline(scaled_timeout(config.import_timeout, config.import_seconds_per_gib, source.size))
+    return await stage_on_agent(call, agent, plan, op, deadline)
 
 
 async def _give_up(db: Any, agent: AgentClient, op: AgentOp[Any], reason: str) -> None:

@@ -132,6 +132,10 @@ HANDLER_TESTED_ELSEWHERE = {
     # An https URL ending in an image suffix (or a format), no '#' or '@', exactly one checksum,
     # a name and a storage: 185 of 185 generated bodies were refused before the handler.
     "POST /api/v1/templates/from-url": "tests/coordinator/test_template_from_vm.py (from-url cases)",
+    # A volume id of an import volume or a VM disk image (shared/volume_id.py, an allowlist):
+    # random strings are refused as malformed before the handler runs.
+    "POST /api/v1/templates/from-volume": "tests/coordinator/test_template_from_volume.py, "
+    "tests/inprocess/test_from_volume_requests.py",
     # Upload-Metadata of base64 pairs, one of them a file name with an image suffix: random
     # strings are refused as malformed before the handler reaches the plan.
     "POST /api/v1/uploads": "tests/inprocess/test_resumable_uploads.py, tests/coordinator/ likewise",

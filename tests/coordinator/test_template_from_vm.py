@@ -18,24 +18,16 @@ from typing import Any
 import pytest
 
 from demo.stack import Stack
+from tests.coordinator.conftest import NODE, SourceVm
 from tests.support import images
 from tests.support.api import Api
 from tests.support.image_server import Behaviour, ImageServer, image_server_ca, serving
 from tests.support.pve import fail_calls
-from tests.support.source_vms import (
-    config_text,
-    create_vm,
-    destroy_vm,
-    free_vmid,
-    run_task,
-    sha256,
-    write_pattern,
-)
+from tests.support.source_vms import run_task, same_disk, template_disk, write_pattern
 from tests.support.syncs import wait_tasks
 from tests.support.uploads import (
     all_vmids,
     assert_nothing_left,
-    local_image_dir,
     node_ids,
     rows_named,
     shared_volume,
@@ -45,44 +37,14 @@ from tests.support.uploads import (
     wait_import,
 )
 
-NODE = "pve-node1"
-
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-class SourceVm:
-    def __init__(self, stack: Stack, vmid: int, disk: Path, image: Path) -> None:
-        self.stack, self.vmid, self.disk, self.image = stack, vmid, disk, image
-
-    def state(self) -> tuple[str, str]:
-        """What must not change: the config file's text and the disk's bytes."""
-        return config_text(self.stack, NODE, self.vmid), sha256(self.disk)
-
-
-@pytest.fixture
-def source_vm(stack: Stack, tmp_path: Path) -> Iterator[SourceVm]:
-    image = images.qcow2(tmp_path / "source.qcow2", size_mib=24, data_mib=4, seed=7)
-    vmid = free_vmid(stack)
-    disk = create_vm(stack, NODE, vmid, image)
-    yield SourceVm(stack, vmid, disk, image)
-    destroy_vm(stack, NODE, vmid)
-
-
 def from_vm(api: Api, stack: Stack, **body: Any) -> Any:
     body.setdefault("cluster_id", stack.cluster_id)
     return api.post("/templates/from-vm", json=body)
-
-
-def _template_disk(stack: Stack, node: str, vmid: int) -> Path:
-    found = sorted(local_image_dir(stack, node, "local", vmid).iterdir())
-    assert [p.name for p in found] == [f"base-{vmid}-disk-0.raw"], found
-    return found[0]
-
-
-def _same(a: Path, a_fmt: str, b: Path, b_fmt: str) -> bool:
-    return images.compare(a, a_fmt, b, b_fmt).returncode == 0
 
 
 @pytest.mark.mariadb
@@ -125,8 +87,8 @@ def test_stopped_vm_becomes_a_template_with_its_disk_synced_to_another_node(
         conf = vm_conf(stack, node, inst["vmid"])
         assert conf is not None and conf["template"] == "1"
         assert (conf["cores"], conf["memory"]) == ("2", "1024")
-        disk = _template_disk(stack, node, inst["vmid"])
-        assert _same(source_vm.disk, "qcow2", disk, "raw"), f"template disk on {node} differs from the VM's"
+        disk = template_disk(stack, node, inst["vmid"])
+        assert same_disk(source_vm.disk, "qcow2", disk, "raw"), f"template disk on {node} differs"
     assert source_vm.state() == before, "the source VM changed"
     assert [f for f in staged_files(stack) if ".part" in f] == []
 
@@ -150,7 +112,7 @@ def test_a_template_on_shared_storage_from_a_vm_on_local_storage(
     assert sorted(i["node_name"] for i in instances) == sorted(nodes)
     vmid = instances[0]["vmid"]
     disk = shared_volume(stack, "ceph-storage", f"base-{vmid}-disk-0")
-    assert _same(source_vm.disk, "qcow2", disk, "raw")
+    assert same_disk(source_vm.disk, "qcow2", disk, "raw")
 
 
 def test_running_vm_without_snapshot_is_a_409_naming_it(stack: Stack, api: Api, source_vm: SourceVm) -> None:
@@ -182,7 +144,7 @@ def test_snapshot_export_holds_the_snapshot_not_the_current_disk(
     nodes, vmid = node_ids(api, stack), source_vm.vmid
     run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{vmid}/snapshot", {"snapname": "golden"})
     write_pattern(source_vm.disk, 0x5A)  # after the snapshot: the VM's disk moves on
-    assert not _same(source_vm.image, "qcow2", source_vm.disk, "qcow2")
+    assert not same_disk(source_vm.image, "qcow2", source_vm.disk, "qcow2")
     if running:
         run_task(stack, NODE, "POST", f"/nodes/{NODE}/qemu/{vmid}/status/start")
     before = source_vm.state()
@@ -203,9 +165,9 @@ def test_snapshot_export_holds_the_snapshot_not_the_current_disk(
     d = wait_import(api, data["template_id"])
     assert d["upload_info"]["file_name"] == f"vm-{vmid}-scsi0-golden.qcow2"
     inst = d["instances"][0]
-    disk = _template_disk(stack, NODE, inst["vmid"])
-    assert _same(source_vm.image, "qcow2", disk, "raw"), "the template is not the snapshot's content"
-    assert not _same(source_vm.disk, "qcow2", disk, "raw")
+    disk = template_disk(stack, NODE, inst["vmid"])
+    assert same_disk(source_vm.image, "qcow2", disk, "raw"), "the template is not the snapshot's content"
+    assert not same_disk(source_vm.disk, "qcow2", disk, "raw")
     assert source_vm.state() == before, "the source VM changed"
 
 
@@ -239,8 +201,8 @@ def test_a_vms_disk_becomes_a_new_version_rolled_out_where_the_template_is(
     new = api.get(f"/templates/{template_id}/instances?version=2").ok()["instances"]
     assert sorted(i["node_name"] for i in new) == [NODE, "pve-node2"]
     for inst in new:
-        disk = _template_disk(stack, inst["node_name"], inst["vmid"])
-        assert _same(source_vm.disk, "qcow2", disk, "raw"), (
+        disk = template_disk(stack, inst["node_name"], inst["vmid"])
+        assert same_disk(source_vm.disk, "qcow2", disk, "raw"), (
             f"version 2 on {inst['node_name']} is not the VM's disk"
         )
     # A storage other than the template's is refused: every version is on the template's.
@@ -391,8 +353,8 @@ def test_a_url_is_downloaded_once_resumed_and_synced_to_two_nodes(
     instances = api.get(f"/templates/{data['template_id']}/instances").ok()["instances"]
     assert sorted(i["node_name"] for i in instances) == [NODE, "pve-node2", "pve-node3"]
     for inst in instances:
-        disk = _template_disk(stack, inst["node_name"], inst["vmid"])
-        assert _same(image, "qcow2", disk, "raw"), (
+        disk = template_disk(stack, inst["node_name"], inst["vmid"])
+        assert same_disk(image, "qcow2", disk, "raw"), (
             f"template disk on {inst['node_name']} differs from the image"
         )
     assert len(image_server.seen) == 2, "the other nodes got the image from the agents, not the URL"

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from demo.stack import Stack
+from tests.support import images
 from tests.support.uploads import local_image_dir
 
 TASK_TIMEOUT = 60.0
@@ -86,6 +87,18 @@ def write_pattern(disk: Path, byte: int, offset: int = 0, length: int = 2 << 20)
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def template_disk(stack: Stack, node: str, vmid: int) -> Path:
+    """The one disk of template VM ``vmid`` on ``local`` of ``node`` (raw: the emulator's dir
+    storage's format for imports)."""
+    found = sorted(local_image_dir(stack, node, "local", vmid).iterdir())
+    assert [p.name for p in found] == [f"base-{vmid}-disk-0.raw"], found
+    return found[0]
+
+
+def same_disk(a: Path, a_fmt: str, b: Path, b_fmt: str) -> bool:
+    return images.compare(a, a_fmt, b, b_fmt).returncode == 0
 
 
 def config_text(stack: Stack, node: str, vmid: int) -> str:

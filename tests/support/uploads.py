@@ -152,6 +152,12 @@ def local_image_dir(stack: Stack, node: str, storage: str, vmid: int) -> Path:
     return stack.pvesim_dir / "nodes" / node / "storage" / storage / "images" / str(vmid)
 
 
+def import_dir(stack: Stack, node: str, storage: str) -> Path:
+    """Where a local dir storage keeps its ``import`` content volumes: <storage>/import/ (an
+    administrator copies images there; PVE lists them as ``<storage>:import/<name>``)."""
+    return stack.pvesim_dir / "nodes" / node / "storage" / storage / "import"
+
+
 # ------------------------------------------------------------------ agents' staging
 
 
