@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from coordinator.agents import enrolment
 from coordinator.appkeys import DB
+from coordinator.db.models import Agent
+from coordinator.db.types import utcnow
 from shared.version import VERSION, major_minor, minor_skew
 from tests.support.api import Api
 from tests.support.inprocess import InProcess
@@ -29,6 +32,19 @@ def node3(coordinator: InProcess) -> Iterator[Api]:
     token = coordinator.run(join_token())
     enrolled = Api(coordinator.url + "/agent-api/v1", token).post("/enroll", json={"node_name": NODE}).ok()
     yield Api(coordinator.url + "/agent-api/v1", enrolled["credential"])
+
+    async def gone() -> None:
+        """No live agent stays behind at its made-up address: the session-long coordinator's
+        other tests would send pve-node3's work there (a resumable upload's creation did)."""
+        async with coordinator.app[DB]() as session:
+            await session.execute(
+                update(Agent)
+                .where(Agent.node_name == NODE, Agent.stopped_at.is_(None))
+                .values(stopped_at=utcnow())
+            )
+            await session.commit()
+
+    coordinator.run(gone())
 
 
 def _hello(version: str) -> dict[str, object]:
