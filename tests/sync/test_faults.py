@@ -262,7 +262,9 @@ def test_a_canceled_copy_keeps_its_verified_bytes_for_a_retry_until_the_janitor_
     template_id, image = local_template(api, stack, tmp_path, "canceled", 128)
     size = image.stat().st_size
     kept_copy, cleaned_copy = start_sync(api, stack, template_id, "pve-node2", "pve-node3")
-    for task_id in (kept_copy, cleaned_copy):
+    # The chain's end first: canceled first, pve-node2 (its relay) would be routed around,
+    # and a ticket issued for that just before pve-node3's cancel starts its copy again.
+    for task_id in (cleaned_copy, kept_copy):
         wait_task(api, task_id, lambda t: t["status"] == "syncing" and t["bytes_done"] >= size * 0.25)
         api.post(f"/templates/sync-tasks/{task_id}/cancel").ok()
     # What was verified stays (on a loaded machine the stream may have ended the copy before
