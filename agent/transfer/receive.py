@@ -771,7 +771,17 @@ class Receives:
             receive.forwarder = None
             receive.forward_key = None
         receive.session = None
-        log.info("task %s: session stopped, %s verified bytes kept", task_id, receive.rec.verified)
+        rec = receive.rec
+        if rec.state == "receiving":
+            # The attempt's later sessions are refused as a failed copy's are: a ticket issued
+            # just before the cancel (to route around a relay) started the copy again at once.
+            # A retry is a newer attempt: it resumes from the verified bytes.
+            rec.state, rec.error_kind = "failed", ErrorSlug.RECEIVE_FAILED
+            rec.error = f"canceled; its {rec.verified} verified bytes are kept"
+            with contextlib.suppress(OSError):
+                receive.save()
+            receive._advanced()
+        log.info("task %s: session stopped, %s verified bytes kept", task_id, rec.verified)
         return receive
 
     def remove(self, task_id: int, task_uid: str | None = None) -> bool:
