@@ -16,7 +16,7 @@ from aiohttp import web
 from agent.appkeys import EVICTOR, MANIFESTS, RESUMABLE, STAGING
 from agent.resumable import UploadBusy
 from agent.routes.responses import answer, json_error
-from agent.routes.uploads import FORMATS, SPACE_RESERVE, int_query, label_of
+from agent.routes.uploads import SPACE_RESERVE, format_query, int_query, label_of
 from agent.stage_image import stage_if_valid
 from agent.upload_writer import UploadDiskFull, UploadTooLarge, body_pieces
 from agent.validate import ImageRejected
@@ -66,10 +66,8 @@ async def resumable_offset(request: web.Request) -> web.Response:
 async def patch_resumable(request: web.Request) -> web.Response:
     """PATCH ?offset=&length=&format=&max_virtual_size=&name=: the body appended at offset."""
     upload_id = int(request.match_info["upload_id"])
-    fmt = request.query.get("format", "")
-    if fmt not in FORMATS:
-        return json_error(400, ErrorSlug.INVALID_REQUEST, f"format must be one of {', '.join(FORMATS)}")
     try:
+        fmt = format_query(request)
         offset = int_query(request, "offset")
         length = int_query(request, "length")
         max_virtual = int_query(request, "max_virtual_size")

@@ -38,6 +38,14 @@ def int_query(request: web.Request, name: str, default: int | None = None) -> in
     return int(raw)
 
 
+def format_query(request: web.Request) -> str:
+    """The image format the coordinator named (query ``format``), one of FORMATS."""
+    fmt = request.query.get("format", "")
+    if fmt not in FORMATS:
+        raise web.HTTPBadRequest(text=f"format must be one of {', '.join(FORMATS)}")
+    return fmt
+
+
 def label_of(request: web.Request) -> str:
     name = request.query.get("name", "")
     return name if LABEL.fullmatch(name) else "the image"
@@ -72,10 +80,8 @@ async def receive_upload(request: web.Request) -> web.Response:
 
 def _read_ask(request: web.Request) -> _UploadAsk | web.Response:
     """The format and limits from the query, or the 400 that says which is wrong."""
-    fmt = request.query.get("format", "")
-    if fmt not in FORMATS:
-        return json_error(400, ErrorSlug.INVALID_REQUEST, f"format must be one of {', '.join(FORMATS)}")
     try:
+        fmt = format_query(request)
         max_bytes = int_query(request, "max_bytes")
         max_virtual = int_query(request, "max_virtual_size")
         # A chunked body's size is unknown: the coordinator says the most it can be.
